@@ -1,0 +1,545 @@
+"""Read ``config.toml`` and ``DIGEST_*`` environment overrides into typed settings.
+
+Every key is declared once below as a :class:`Setting` with its type, default and help
+text; the README documents each one (a test checks it). Any problem is a
+:class:`~digest.errors.ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+
+from digest.errors import ConfigError
+
+__all__ = [
+    "Setting",
+    "SECTIONS",
+    "ENV_OVERRIDES",
+    "Settings",
+    "StoreSettings",
+    "SmtpSettings",
+    "NewsletterSettings",
+    "Impressum",
+    "CategorySettings",
+    "SourceSettings",
+    "SegmentSettings",
+    "load_settings",
+    "parse_settings",
+    "all_setting_names",
+]
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: its name, expected type, default and what it is for."""
+
+    name: str
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+def _timezone_problem(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r} (use an IANA name such as 'Europe/Berlin')"
+    return None
+
+
+def _locale_problem(value: str) -> str | None:
+    try:
+        Locale.parse(value)
+    except (UnknownLocaleError, ValueError):
+        return f"unknown locale {value!r} (use a name such as 'de_DE')"
+    return None
+
+
+def _cron_problem(value: str) -> str | None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        return f"bad cron expression {value!r}: {exc}"
+    return None
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value not in choices:
+            return f"must be one of {', '.join(map(repr, choices))}, not {value!r}"
+        return None
+
+    return check
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else f"must be greater than 0, not {value!r}"
+
+
+def _port(value: Any) -> str | None:
+    return None if 0 <= value <= 65535 else f"must be a port number (0-65535), not {value!r}"
+
+
+def _http_url(value: str) -> str | None:
+    if not value.startswith(("https://", "http://")):
+        return f"must start with https:// or http://, not {value!r}"
+    return None
+
+
+def _string_list(value: Any) -> str | None:
+    if not all(isinstance(v, str) for v in value):
+        return "must be a list of strings"
+    return None
+
+
+def _string_table(value: Any) -> str | None:
+    if not all(isinstance(v, str) for v in value.values()):
+        return "must be a table of strings"
+    return None
+
+
+S = Setting
+TOP = [
+    S("public_url", str, "http://127.0.0.1:8000", "Base URL of every link the web app serves "
+      "(unsubscribe, preferences, archive). Use https:// in production.", _http_url),
+    S("secret_key", str, "change-me-demo-secret",
+      "Key that signs the tokens in unsubscribe and preference links. Set "
+      "DIGEST_SECRET_KEY in production."),
+    S("timezone", str, "Europe/Berlin", "Default IANA time zone of newsletters.",
+      _timezone_problem),
+    S("locale", str, "de_DE", "Default locale for dates and labels (Babel).", _locale_problem),
+    S("outbox", str, "outbox", "Folder where `digest demo` and the capture transport write "
+      "one .eml file per message."),
+]
+STORE = [
+    S("url", str, "sqlite:///digest.db", "SQLAlchemy URL of the database: a SQLite file "
+      "(relative paths are relative to the config file) or postgresql+psycopg://…"),
+]
+SMTP = [
+    S("host", str, "127.0.0.1", "SMTP relay host."),
+    S("port", int, 8025, "SMTP relay port (25, 587 for STARTTLS, 465 for implicit TLS).",
+      _port),
+    S("security", str, "none", "'none', 'starttls' or 'tls' (implicit TLS).",
+      _one_of("none", "starttls", "tls")),
+    S("username", str, "", "Login for SMTP AUTH; empty for none."),
+    S("password", str, "", "Password for SMTP AUTH; prefer DIGEST_SMTP_PASSWORD."),
+    S("timeout", (int, float), 30, "Seconds to wait for any SMTP reply.", _positive),
+    S("pool_size", int, 2, "Number of SMTP connections used at once and reused between "
+      "messages.", _positive),
+    S("messages_per_connection", int, 100, "Reconnect after this many messages on one "
+      "connection.", _positive),
+    S("validate_certs", bool, True, "Verify the server's TLS certificate."),
+]
+NEWSLETTER = [
+    S("id", str, _REQUIRED, "Short name used on the command line and in List-Id, "
+      "e.g. 'wochenueberblick'."),
+    S("name", str, _REQUIRED, "Display name of the newsletter."),
+    S("sender", str, _REQUIRED, "From address, e.g. 'Kommune Digital <news@example.org>'."),
+    S("reply_to", str, "", "Reply-To address; empty for none."),
+    S("subject", str, "{{ name }} – {{ week_label }}",
+      "Jinja2 template of the subject. Names: name, week_label (KW 5/2025), week, year, "
+      "date_label, top_title."),
+    S("schedule", str, "0 7 * * mon", "Cron expression (minute hour day month weekday) "
+      "of the weekly run, in `timezone`.", _cron_problem),
+    S("timezone", str, None, "IANA time zone of the schedule and the issue window; "
+      "default: the top-level `timezone`.", _timezone_problem),
+    S("locale", str, None, "Locale of dates and labels; default: the top-level `locale`.",
+      _locale_problem),
+    S("misfire_grace_time", int, 6 * 3600, "Seconds after a missed due time within which "
+      "the run still happens once when the scheduler comes back.", _positive),
+    S("max_per_category", int, 6, "At most this many articles per category, newest first.",
+      _positive),
+    S("teaser_length", int, 300, "Longest teaser in characters; longer ones are cut at a "
+      "word boundary and end in '…'.", _positive),
+    S("preheader", str, "", "Preview text shown by mail clients after the subject; "
+      "default: the titles of the first articles."),
+    S("templates", str, "", "Folder with templates that override the bundled ones "
+      "(same file names); relative to the config file."),
+    S("list_id", str, "", "RFC 2919 List-Id, e.g. 'wochenueberblick.example.org'; "
+      "default: '<id>.<sender domain>'."),
+    S("utm", dict, {}, "UTM parameters added to every 'mehr…' link, e.g. "
+      "{ utm_source = 'newsletter', utm_medium = 'email' }; "
+      "'{week}' in a value becomes the issue key.", _string_table),
+    S("category_map", dict, {}, "Maps a feed's category names (case-insensitive) to "
+      "category keys, e.g. { 'E-Government' = 'verwaltung' }.", _string_table),
+    S("regions", list, [], "Known region names; a headline 'Region: …' or a feed category "
+      "with one of these names sets the article's region. Empty: the 16 German Länder.",
+      _string_list),
+]
+IMPRESSUM = [
+    S("publisher", str, _REQUIRED, "Name of the publisher (§5 DDG)."),
+    S("address", str, _REQUIRED, "Postal address of the publisher."),
+    S("contact", str, _REQUIRED, "Email address or phone number for contact."),
+    S("responsible", str, _REQUIRED, "Person responsible for the content."),
+    S("url", str, "", "Link to the full Impressum page."),
+]
+CATEGORY = [
+    S("key", str, _REQUIRED, "Short key of the category, used in segments and "
+      "subscriber interests."),
+    S("title", str, _REQUIRED, "Heading shown in the email."),
+]
+SOURCE = [
+    S("name", str, _REQUIRED, "Name of the source, used in warnings."),
+    S("url", str, _REQUIRED, "http(s) URL or local path (relative to the config file) of an "
+      "RSS 2.0, Atom or JSON Feed document."),
+    S("default_category", str, _REQUIRED, "Category of items whose own categories map to "
+      "none of the newsletter's."),
+    S("timeout", (int, float), 20, "Seconds before a fetch is given up.", _positive),
+    S("max_bytes", int, 5_000_000, "Largest response accepted, in bytes.", _positive),
+]
+SEGMENT = [
+    S("name", str, _REQUIRED, "Name of the segment, used by `preview --segment`."),
+    S("lists", list, _REQUIRED, "Subscribers on any of these lists belong to the segment.",
+      _string_list),
+    S("categories", list, [], "Categories this segment receives; empty: all.", _string_list),
+    S("regions", list, [], "Regions this segment receives (articles without a region always "
+      "go); empty: all.", _string_list),
+]
+
+#: Every table of the file: its dotted path, its settings, and whether it is an array.
+SECTIONS: dict[str, tuple[list[Setting], bool]] = {
+    "": (TOP, False),
+    "store": (STORE, False),
+    "smtp": (SMTP, False),
+    "newsletters": (NEWSLETTER, True),
+    "newsletters.impressum": (IMPRESSUM, False),
+    "newsletters.categories": (CATEGORY, True),
+    "newsletters.sources": (SOURCE, True),
+    "newsletters.segments": (SEGMENT, True),
+}
+
+#: Environment variables that override one key each.
+ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
+    "DIGEST_STORE_URL": ("store", "url", str),
+    "DIGEST_SMTP_HOST": ("smtp", "host", str),
+    "DIGEST_SMTP_PORT": ("smtp", "port", int),
+    "DIGEST_SMTP_USERNAME": ("smtp", "username", str),
+    "DIGEST_SMTP_PASSWORD": ("smtp", "password", str),
+    "DIGEST_SMTP_SECURITY": ("smtp", "security", str),
+    "DIGEST_SECRET_KEY": ("", "secret_key", str),
+    "DIGEST_PUBLIC_URL": ("", "public_url", str),
+}
+
+GERMAN_LAENDER = (
+    "Baden-Württemberg", "Bayern", "Berlin", "Brandenburg", "Bremen", "Hamburg", "Hessen",
+    "Mecklenburg-Vorpommern", "Niedersachsen", "Nordrhein-Westfalen", "Rheinland-Pfalz",
+    "Saarland", "Sachsen", "Sachsen-Anhalt", "Schleswig-Holstein", "Thüringen",
+)
+
+
+def all_setting_names() -> list[str]:
+    """Every documented key as a dotted name, e.g. ``newsletters.sources.url``."""
+    names = []
+    for section, (settings, _) in SECTIONS.items():
+        names += [f"{section}.{s.name}" if section else s.name for s in settings]
+    return names
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str
+    timeout: float
+    pool_size: int
+    messages_per_connection: int
+    validate_certs: bool
+
+
+@dataclass(frozen=True)
+class Impressum:
+    publisher: str
+    address: str
+    contact: str
+    responsible: str
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class CategorySettings:
+    key: str
+    title: str
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str
+    url: str
+    default_category: str
+    timeout: float = 20
+    max_bytes: int = 5_000_000
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    name: str
+    lists: tuple[str, ...]
+    categories: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewsletterSettings:
+    id: str
+    name: str
+    sender: str
+    impressum: Impressum
+    categories: tuple[CategorySettings, ...]
+    sources: tuple[SourceSettings, ...]
+    segments: tuple[SegmentSettings, ...]
+    reply_to: str = ""
+    subject: str = "{{ name }} – {{ week_label }}"
+    schedule: str = "0 7 * * mon"
+    timezone: str = "Europe/Berlin"
+    locale: str = "de_DE"
+    misfire_grace_time: int = 6 * 3600
+    max_per_category: int = 6
+    teaser_length: int = 300
+    preheader: str = ""
+    templates: str = ""
+    list_id: str = ""
+    utm: Mapping[str, str] = field(default_factory=dict)
+    category_map: Mapping[str, str] = field(default_factory=dict)
+    regions: tuple[str, ...] = GERMAN_LAENDER
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sender_domain(self) -> str:
+        from email.utils import parseaddr
+
+        return parseaddr(self.sender)[1].rpartition("@")[2] or "localhost"
+
+    @property
+    def effective_list_id(self) -> str:
+        return self.list_id or f"{self.id}.{self.sender_domain}"
+
+    def category_title(self, key: str) -> str:
+        for category in self.categories:
+            if category.key == key:
+                return category.title
+        return key
+
+    def segment(self, name: str) -> SegmentSettings:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        known = ", ".join(s.name for s in self.segments)
+        raise ConfigError(f"newsletters.{self.id}.segments", f"no segment {name!r} "
+                          f"(known: {known})")
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_url: str
+    secret_key: str
+    timezone: str
+    locale: str
+    outbox: Path
+    store: StoreSettings
+    smtp: SmtpSettings
+    newsletters: tuple[NewsletterSettings, ...]
+    base_dir: Path = Path(".")
+    path: Path | None = None
+
+    def newsletter(self, newsletter_id: str) -> NewsletterSettings:
+        for newsletter in self.newsletters:
+            if newsletter.id == newsletter_id:
+                return newsletter
+        known = ", ".join(n.id for n in self.newsletters) or "none configured"
+        raise ConfigError("newsletters", f"no newsletter {newsletter_id!r} (known: {known})",
+                          path=str(self.path) if self.path else None)
+
+    def resolve(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(value)
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    if isinstance(expected, tuple):
+        return " or ".join(names.get(t, t.__name__) for t in expected)
+    return names.get(expected, expected.__name__)
+
+
+class _Reader:
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(key, problem, path=self.path)
+
+    def table(self, data: Any, section: str, where: str,
+              inherited: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Check one table against its settings; return the values with defaults filled in."""
+        if not isinstance(data, dict):
+            raise self.error(where or "(top level)", "must be a table")
+        settings, _ = SECTIONS[section]
+        by_name = {s.name: s for s in settings}
+        children = {k.rpartition(".")[2] for k in SECTIONS if k.startswith(f"{section}.")
+                    and k.count(".") == section.count(".") + 1} if section else \
+            {k for k in SECTIONS if k and "." not in k}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            dotted = f"{where}.{key}" if where else key
+            if key in children:
+                continue
+            setting = by_name.get(key)
+            if setting is None:
+                close = [s for s in by_name if s.replace("_", "") == key.replace("_", "")]
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.error(dotted, f"unknown key{hint}")
+            expected = setting.type
+            ok = isinstance(value, expected) and not (
+                isinstance(value, bool) and expected in (int, (int, float)))
+            if not ok:
+                raise self.error(dotted, f"must be {_type_name(expected)}, "
+                                 f"not {type(value).__name__} {value!r}")
+            if setting.check and (problem := setting.check(value)):
+                raise self.error(dotted, problem)
+            values[key] = value
+        for setting in settings:
+            if setting.name in values:
+                continue
+            if setting.required:
+                raise self.error(f"{where}.{setting.name}" if where else setting.name,
+                                 "is required")
+            default = setting.default
+            if default is None and inherited is not None:
+                default = inherited.get(setting.name)
+            values[setting.name] = default
+        return values
+
+    def array(self, data: Any, section: str, where: str) -> list[Any]:
+        if not isinstance(data, list):
+            raise self.error(where, "must be an array of tables ([[" + section + "]])")
+        return data
+
+
+def parse_settings(data: Mapping[str, Any], *, path: Path | None = None,
+                   environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a parsed TOML document plus environment overrides into :class:`Settings`."""
+    environ = os.environ if environ is None else environ
+    reader = _Reader(str(path) if path else None)
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for var, (section, key, kind) in ENV_OVERRIDES.items():
+        if var not in environ:
+            continue
+        raw = environ[var]
+        value: Any = raw
+        if kind is int:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(var, f"must be an integer, not {raw!r}") from None
+        target = data.setdefault(section, {}) if section else data
+        target[key] = value
+
+    top = reader.table(data, "", "")
+    store = reader.table(data.get("store", {}), "store", "store")
+    smtp = reader.table(data.get("smtp", {}), "smtp", "smtp")
+    newsletters = []
+    seen_ids: set[str] = set()
+    for n, raw_nl in enumerate(reader.array(data.get("newsletters", []), "newsletters",
+                                            "newsletters")):
+        where = f"newsletters[{n}]"
+        values = reader.table(raw_nl, "newsletters", where, inherited=top)
+        if values["id"] in seen_ids:
+            raise reader.error(f"{where}.id", f"duplicate newsletter id {values['id']!r}")
+        seen_ids.add(values["id"])
+        if "impressum" not in raw_nl:
+            raise reader.error(f"{where}.impressum", "is required (§5 DDG)")
+        impressum = Impressum(**reader.table(raw_nl["impressum"], "newsletters.impressum",
+                                             f"{where}.impressum"))
+        categories = tuple(
+            CategorySettings(**reader.table(c, "newsletters.categories",
+                                            f"{where}.categories[{i}]"))
+            for i, c in enumerate(reader.array(raw_nl.get("categories", []),
+                                               "newsletters.categories", f"{where}.categories"))
+        )
+        if not categories:
+            raise reader.error(f"{where}.categories", "needs at least one category")
+        keys = [c.key for c in categories]
+        if len(set(keys)) != len(keys):
+            raise reader.error(f"{where}.categories", "category keys must be unique")
+        sources = []
+        for i, s in enumerate(reader.array(raw_nl.get("sources", []), "newsletters.sources",
+                                           f"{where}.sources")):
+            src = SourceSettings(**reader.table(s, "newsletters.sources",
+                                                f"{where}.sources[{i}]"))
+            if src.default_category not in keys:
+                raise reader.error(f"{where}.sources[{i}].default_category",
+                                   f"unknown category {src.default_category!r}")
+            sources.append(src)
+        segments = []
+        for i, s in enumerate(reader.array(raw_nl.get("segments", []),
+                                           "newsletters.segments", f"{where}.segments")):
+            seg = reader.table(s, "newsletters.segments", f"{where}.segments[{i}]")
+            unknown = [c for c in seg["categories"] if c not in keys]
+            if unknown:
+                raise reader.error(f"{where}.segments[{i}].categories",
+                                   f"unknown category {unknown[0]!r}")
+            segments.append(SegmentSettings(seg["name"], tuple(seg["lists"]),
+                                            tuple(seg["categories"]), tuple(seg["regions"])))
+        category_map = {k.casefold(): v for k, v in values["category_map"].items()}
+        for name, key in category_map.items():
+            if key not in keys:
+                raise reader.error(f"{where}.category_map.{name}",
+                                   f"unknown category {key!r}")
+        newsletters.append(NewsletterSettings(
+            impressum=impressum, categories=categories, sources=tuple(sources),
+            segments=tuple(segments),
+            **{**values, "category_map": category_map,
+               "regions": tuple(values["regions"]) or GERMAN_LAENDER},
+        ))
+    base_dir = path.parent if path else Path(".")
+    return Settings(
+        public_url=top["public_url"].rstrip("/"), secret_key=top["secret_key"],
+        timezone=top["timezone"], locale=top["locale"],
+        outbox=Path(top["outbox"]) if Path(top["outbox"]).is_absolute()
+        else base_dir / top["outbox"],
+        store=StoreSettings(**store), smtp=SmtpSettings(**smtp),
+        newsletters=tuple(newsletters), base_dir=base_dir, path=path,
+    )
+
+
+def load_settings(path: str | Path = "config.toml",
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file at ``path`` (and the environment) into :class:`Settings`."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"no such file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("(syntax)", str(exc), path=str(path)) from None
+    return parse_settings(data, path=path, environ=environ)

@@ -1,0 +1,98 @@
+"""One exception tree for digest, rooted in :class:`DigestError`.
+
+Each exception keeps the facts it reports as attributes, so callers can act on them
+without parsing the message. The CLI turns any ``DigestError`` into one line on stderr.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DigestError",
+    "ConfigError",
+    "StoreError",
+    "SourceError",
+    "ComposeError",
+    "RenderError",
+    "ImportRowError",
+    "SendError",
+    "SendTimeout",
+    "TransportUnavailable",
+]
+
+
+class DigestError(Exception):
+    """Base of every error digest reports to its user."""
+
+    exit_code = 1
+
+
+class ConfigError(DigestError, ValueError):
+    """A key in the configuration is unknown, missing or has a wrong value."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str, *, path: str | None = None) -> None:
+        self.key = key
+        self.problem = problem
+        self.path = path
+        where = f"{path}: " if path else ""
+        super().__init__(f"{where}{key}: {problem}")
+
+
+class StoreError(DigestError):
+    """The database could not be opened, migrated or written."""
+
+
+class SourceError(DigestError):
+    """A source could not be fetched or parsed."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"source {source!r}: {reason}")
+
+
+class ComposeError(DigestError):
+    """An issue could not be composed (e.g. an unknown week or newsletter)."""
+
+
+class RenderError(DigestError):
+    """A template failed to load, parse or render."""
+
+    def __init__(self, template: str, problem: str, line: int | None = None) -> None:
+        self.template = template
+        self.problem = problem
+        self.line = line
+        where = f"{template}, line {line}" if line else template
+        super().__init__(f"template {where}: {problem}")
+
+
+class ImportRowError(DigestError, ValueError):
+    """One row of a subscriber import is invalid."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        self.line = line
+        self.problem = problem
+        super().__init__(f"line {line}: {problem}")
+
+
+class SendError(DigestError):
+    """A message could not be handed to the mail server."""
+
+    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
+        self.code = code
+        self.reply = reply
+        super().__init__(message)
+
+    @property
+    def temporary(self) -> bool:
+        """True when a later attempt may succeed (4xx replies, lost connections)."""
+        return self.code is None or 400 <= self.code < 500
+
+
+class SendTimeout(SendError, TimeoutError):
+    """The mail server did not answer in time."""
+
+
+class TransportUnavailable(SendError, ConnectionError):
+    """No connection to the mail server could be made or kept."""
