@@ -16,6 +16,7 @@ __all__ = [
     "Section",
     "Issue",
     "Subscriber",
+    "Rule",
     "Recipient",
     "Variant",
     "Message",
@@ -111,13 +112,33 @@ class Subscriber:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """What one segment lets through: categories and regions (None: all)."""
+
+    categories: frozenset[str] | None = None
+    regions: frozenset[str] | None = None
+
+    def allows(self, article: Article) -> bool:
+        if self.categories is not None and article.category not in self.categories:
+            return False
+        # An article without a region concerns everyone.
+        return self.regions is None or article.region is None or article.region in self.regions
+
+
+@dataclass(frozen=True)
 class Recipient:
-    """A subscriber of one issue, with the cut of the issue they receive."""
+    """A subscriber of one issue: the segments they fall in and what those let through.
+
+    An article reaches the recipient when any rule allows it; each rule already includes
+    the subscriber's own interests.
+    """
 
     subscriber: Subscriber
     segments: tuple[str, ...]
-    categories: frozenset[str] | None  # None: all categories
-    regions: frozenset[str] | None  # None: all regions
+    rules: tuple[Rule, ...]
+
+    def allows(self, article: Article) -> bool:
+        return any(rule.allows(article) for rule in self.rules)
 
 
 @dataclass(frozen=True)

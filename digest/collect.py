@@ -1,0 +1,94 @@
+"""Run a newsletter's sources, deduplicate and save what they carry.
+
+A source that fails gives one warning naming it and why; the others are still collected
+and the failure is remembered in the store beside the source's fetch state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+from digest.config import NewsletterSettings, Settings, SourceSettings
+from digest.errors import SourceError
+from digest.sources import FetchResult, FetchState, fetch_source, new_http_client
+from digest.store import Store
+
+__all__ = ["SourceReport", "CollectReport", "collect_newsletter"]
+
+log = logging.getLogger("digest.collect")
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """The outcome of one source: articles seen, or the reason it failed."""
+
+    name: str
+    articles: int = 0
+    not_modified: bool = False
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class CollectReport:
+    """What one collect run did for one newsletter."""
+
+    newsletter: str
+    sources: list[SourceReport] = field(default_factory=list)
+    new: int = 0
+    updated: int = 0
+
+    @property
+    def failed(self) -> list[SourceReport]:
+        return [s for s in self.sources if s.error]
+
+
+async def _fetch_one(settings: Settings, store: Store, newsletter: NewsletterSettings,
+                     source: SourceSettings, client: httpx.AsyncClient
+                     ) -> FetchResult | SourceError:
+    etag, last_modified = store.source_state(newsletter.id, source.name)
+    try:
+        return await fetch_source(source, newsletter, FetchState(etag, last_modified),
+                                  client=client, base_dir=settings.base_dir)
+    except SourceError as exc:
+        return exc
+
+
+async def collect_newsletter(settings: Settings, store: Store, newsletter: NewsletterSettings,
+                             *, client: httpx.AsyncClient | None = None,
+                             now: datetime | None = None) -> CollectReport:
+    """Fetch every source of ``newsletter`` concurrently and save the articles."""
+    now = now or datetime.now(UTC)
+    report = CollectReport(newsletter.id)
+    own_client = client is None
+    client = client or new_http_client()
+    try:
+        outcomes = await asyncio.gather(*(
+            _fetch_one(settings, store, newsletter, source, client)
+            for source in newsletter.sources))
+    finally:
+        if own_client:
+            await client.aclose()
+    for source, outcome in zip(newsletter.sources, outcomes, strict=True):
+        if isinstance(outcome, SourceError):
+            log.warning("source %r skipped: %s", source.name, outcome.reason)
+            store.save_source_state(newsletter.id, source.name, etag=None,
+                                    last_modified=None, error=outcome.reason, now=now)
+            report.sources.append(SourceReport(source.name, error=outcome.reason))
+            continue
+        for warning in outcome.warnings:
+            log.warning("source %r: %s", source.name, warning)
+        new, updated = store.upsert_articles(newsletter.id, outcome.articles, now=now)
+        report.new += new
+        report.updated += updated
+        store.save_source_state(newsletter.id, source.name, etag=outcome.state.etag,
+                                last_modified=outcome.state.last_modified, error=None,
+                                now=now)
+        report.sources.append(SourceReport(source.name, len(outcome.articles),
+                                           outcome.not_modified, None, outcome.warnings))
+    return report

@@ -1,0 +1,137 @@
+"""Tables of the store (SQLAlchemy Core). Migrations in ``migrations/`` create them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and returns them aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+sources = Table(
+    "sources", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("newsletter", String(100), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("etag", String(500)),
+    Column("last_modified", String(100)),
+    Column("fetched_at", UTCDateTime()),
+    Column("last_error", Text),
+    UniqueConstraint("newsletter", "name", name="uq_sources_newsletter_name"),
+)
+
+issues = Table(
+    "issues", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("newsletter", String(100), nullable=False),
+    Column("key", String(20), nullable=False),
+    Column("window_start", UTCDateTime(), nullable=False),
+    Column("window_end", UTCDateTime(), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("sent_at", UTCDateTime()),
+    UniqueConstraint("newsletter", "key", name="uq_issues_newsletter_key"),
+)
+
+articles = Table(
+    "articles", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("newsletter", String(100), nullable=False),
+    Column("uid", String(1000), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("link", Text, nullable=False),
+    Column("published", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime()),
+    Column("author", Text),
+    Column("category", String(100), nullable=False),
+    Column("region", String(100)),
+    Column("summary", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("image_url", Text),
+    Column("image_alt", Text),
+    Column("label", String(100)),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="SET NULL")),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    Column("last_seen", UTCDateTime(), nullable=False),
+    UniqueConstraint("newsletter", "uid", name="uq_articles_newsletter_uid"),
+    Index("ix_articles_newsletter_published", "newsletter", "published"),
+)
+
+subscribers = Table(
+    "subscribers", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("locale", String(20)),
+    Column("categories", JSON, nullable=False),
+    Column("regions", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+memberships = Table(
+    "memberships", metadata,
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("list_name", String(100), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("segments", Text, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("message_id", String(300)),
+    Column("smtp_code", Integer),
+    Column("smtp_reply", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
+    Index("ix_deliveries_issue_state", "issue_id", "state"),
+)
