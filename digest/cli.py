@@ -1,0 +1,371 @@
+"""The ``digest`` command: thin commands over the library in ``digest.jobs``.
+
+Each command parses its options, calls one library function and prints what happened.
+A :class:`~digest.errors.DigestError` becomes one line on stderr and a non-zero exit;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from digest.config import Settings, load_settings
+from digest.errors import DigestError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    def __init__(self) -> None:
+        self.config = Path("config.toml")
+        self.debug = False
+
+    def settings(self) -> Settings:
+        return load_settings(self.config)
+
+
+def _set_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(State).config = value
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(State).debug = True
+        logging.getLogger("digest").setLevel(logging.DEBUG)
+
+
+def common(func: F) -> F:
+    """--config and --debug on every command, as on the group."""
+    func = click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+                        expose_value=False, callback=_set_config, is_eager=True,
+                        help="Configuration file (default: ./config.toml).")(func)
+    func = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
+                        is_eager=True, help="Show tracebacks and debug logging.")(func)
+    return func
+
+
+def state() -> State:
+    return click.get_current_context().ensure_object(State)
+
+
+def run_async(func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(func(*args, **kwargs))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@common
+def cli() -> None:
+    """digest: collect a week of articles, compose a digest, send it to subscribers.
+
+    \b
+    Example:
+        digest demo
+    """
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+
+
+@cli.command()
+@click.argument("newsletter", required=False)
+@common
+@run_async
+async def collect(newsletter: str | None) -> None:
+    """Fetch the sources of every newsletter (or of NEWSLETTER) and store new articles.
+
+    A source that fails is reported and skipped; the others are still collected, and
+    the exit code is 1.
+
+    \b
+    Example:
+        digest collect wochenueberblick
+    """
+    from digest import jobs
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        reports = await jobs.collect(settings, store, newsletter)
+    finally:
+        store.close()
+    failed = 0
+    for report in reports:
+        for source in report.sources:
+            if source.error:
+                failed += 1
+                echo_err(f"warning: {report.newsletter}: source {source.name!r} "
+                         f"skipped: {source.error}")
+            elif source.not_modified:
+                click.echo(f"{report.newsletter}: {source.name}: not modified")
+            else:
+                click.echo(f"{report.newsletter}: {source.name}: {source.articles} articles")
+        click.echo(f"{report.newsletter}: {report.new} new, {report.updated} updated")
+    if failed:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("newsletter")
+@click.option("--week", metavar="YYYY-Www", help="ISO week to send (default: the previous "
+              "week in the newsletter's time zone).")
+@click.option("--dry-run", is_flag=True, help="Build every message, send and record nothing.")
+@common
+@run_async
+async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
+    """Compose NEWSLETTER's issue of a week and send it to its segments.
+
+    Running it again sends nothing twice; after an interruption it sends only to
+    those not yet sent.
+
+    \b
+    Example:
+        digest send wochenueberblick --week 2025-W05 --dry-run
+    """
+    from digest import jobs
+    from digest.transport import SmtpPool
+
+    settings = state().settings()
+    chosen = settings.newsletter(newsletter)
+    store = jobs.open_store(settings)
+    try:
+        if dry_run:
+            report = jobs.dry_run(settings, store, chosen, week)
+            click.echo(report.summary() if report else
+                       f"{newsletter}: no articles in {week or 'the previous week'}; "
+                       "nothing would be sent")
+            return
+        transport = SmtpPool(settings.smtp)
+        try:
+            with _progress() as progress:
+                result = await jobs.send(settings, store, chosen, week, transport,
+                                         progress=progress)
+        finally:
+            await transport.close()
+    finally:
+        store.close()
+    if result is None:
+        click.echo(f"{newsletter}: no new articles in {week or 'the previous week'}; "
+                   "nothing sent")
+        return
+    click.echo(result.summary())
+    for failure in result.failures[:20]:
+        echo_err(f"refused: {failure}")
+    if result.stopped:
+        echo_err(f"error: sending stopped: {result.stopped}. Run the same command again "
+                 "to send to the rest.")
+        raise SystemExit(1)
+
+
+class _progress:
+    """A rich progress bar on a terminal; nothing otherwise."""
+
+    def __enter__(self) -> Callable[[int, int], None] | None:
+        if not sys.stderr.isatty():
+            self._bar = None
+            return None
+        from rich.progress import Progress
+
+        self._bar = Progress(transient=True)
+        self._bar.start()
+        task = self._bar.add_task("sending", total=None)
+
+        def update(done: int, total: int) -> None:
+            assert self._bar is not None
+            self._bar.update(task, completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@cli.command()
+@click.argument("newsletter")
+@click.option("--week", metavar="YYYY-Www", help="ISO week (default: the previous week).")
+@click.option("--segment", help="Preview as this segment gets it.")
+@click.option("--subscriber", metavar="EMAIL", help="Preview as this subscriber gets it.")
+@click.option("--format", "fmt", type=click.Choice(["html", "text", "eml", "issue"]),
+              default="html", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of stdout.")
+@common
+def preview(newsletter: str, week: str | None, segment: str | None, subscriber: str | None,
+            fmt: str, output: Path | None) -> None:
+    """Show NEWSLETTER's issue as a segment or a subscriber would get it.
+
+    Nothing is sent and nothing is written to the store.
+
+    \b
+    Example:
+        digest preview wochenueberblick --week 2025-W05 --segment bayern -o bayern.html
+    """
+    from digest import jobs
+
+    if segment and subscriber:
+        raise click.UsageError("use --segment or --subscriber, not both")
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        data = jobs.preview(settings, store, settings.newsletter(newsletter), week,
+                            segment=segment, subscriber=subscriber, fmt=fmt)
+    finally:
+        store.close()
+    if output:
+        output.write_bytes(data)
+        click.echo(f"wrote {output} ({len(data) / 1024:.1f} KB)")
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@cli.command()
+@common
+def schedules() -> None:
+    """List each newsletter's schedule and its next run in local time.
+
+    \b
+    Example:
+        digest schedules --config config.toml
+    """
+    from digest.schedule import next_runs
+
+    settings = state().settings()
+    for newsletter, when in next_runs(settings, datetime.now(UTC)):
+        click.echo(f"{newsletter.id}: '{newsletter.schedule}' ({newsletter.timezone}), "
+                   f"next run {when:%a %Y-%m-%d %H:%M %Z}")
+
+
+@cli.command()
+@common
+@run_async
+async def run() -> None:
+    """Run the scheduler: collect, compose and send each newsletter when it is due.
+
+    Jobs are kept in the database, so a run missed while the scheduler was down happens
+    once when it comes back (within the newsletter's misfire_grace_time).
+
+    \b
+    Example:
+        digest run --config /etc/digest/config.toml
+    """
+    from digest.jobs import open_store
+    from digest.schedule import run_scheduler
+
+    st = state()
+    settings = st.settings()
+    logging.getLogger("digest").setLevel(logging.INFO)
+    store = open_store(settings)  # applies migrations before the job store attaches
+    url = store.engine.url.render_as_string(hide_password=False)
+    store.close()
+    await run_scheduler(settings, store_url=url, config_path=str(st.config.resolve()))
+
+
+@cli.group()
+def subscribers() -> None:
+    """Manage subscribers.
+
+    \b
+    Example:
+        digest subscribers import subscribers/allgemein.csv --list allgemein
+    """
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--list", "list_name", required=True, help="List the subscribers join.")
+@common
+def import_(file: Path, list_name: str) -> None:
+    """Import subscribers from a CSV file into a list.
+
+    Columns: email, name, categories, regions, locale (categories and regions separated
+    by "|"; empty means everything). Bad rows are reported by line number and skipped;
+    the exit code is then 1.
+
+    \b
+    Example:
+        digest subscribers import subscribers/allgemein.csv --list allgemein
+    """
+    from digest import jobs
+    from digest.subscribers import import_csv
+
+    settings = state().settings()
+    categories = {c.key for n in settings.newsletters for c in n.categories}
+    regions = {r for n in settings.newsletters for r in n.regions}
+    store = jobs.open_store(settings)
+    try:
+        report = import_csv(store, file, list_name, categories=categories, regions=regions)
+    finally:
+        store.close()
+    for error in report.errors:
+        echo_err(f"warning: {file}: {error}; row skipped")
+    click.echo(f"{file}: {report.added} added, {report.updated} updated in list "
+               f"{list_name!r}, {len(report.errors)} rows skipped")
+    if report.errors:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--week", default="2025-W05", show_default=True, metavar="YYYY-Www",
+              help="Week of the bundled demo articles to send.")
+@common
+@run_async
+async def demo(week: str) -> None:
+    """One full cycle on the bundled demo: collect, compose, send to a local capture.
+
+    Imports the lists in subscribers/, collects the feeds in examples/, and sends the
+    issue over SMTP to a capture server started in-process, which writes each message
+    as an .eml file into the outbox folder.
+
+    \b
+    Example:
+        digest demo --config config.toml
+    """
+    from digest.demo import run_demo
+
+    settings = state().settings()
+    await run_demo(settings, week, echo=click.echo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line on stderr and a non-zero exit for any DigestError."""
+    try:
+        cli.main(args=argv, prog_name="digest", standalone_mode=False)
+    except click.exceptions.Abort:
+        echo_err("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except DigestError as exc:
+        ctx_state = _debug_requested(argv)
+        if ctx_state:
+            raise
+        echo_err(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        echo_err("interrupted")
+        sys.exit(130)
+
+
+def _debug_requested(argv: list[str] | None) -> bool:
+    return "--debug" in (sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Drive the delivery ledger of an issue through a Transport.
+
+Every recipient has one ledger row per issue. A row is claimed (``sending``, with its
+Message-ID) before the message goes out and its outcome recorded as soon as the server
+answers, so a second run sends nothing twice and a run after an interruption sends only
+to those not yet sent. Rows an abrupt stop left in ``sending`` are sent again with their
+original Message-ID, which lets receiving systems recognise the repeat.
+
+MJML is compiled once per distinct content (issue and cut); per recipient only the
+personal fields are filled in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import make_msgid
+
+from digest.compose import content_key, render_subject
+from digest.config import NewsletterSettings, Settings
+from digest.errors import SendError, TransportUnavailable
+from digest.mail import build_message
+from digest.models import DeliveryState, Issue, Message, Recipient, Variant
+from digest.render import personalize, render_variant
+from digest.segments import cut_for, recipients_for, segment_lists
+from digest.store import DeliveryRow, IssueRecord, Store
+from digest.tokens import personal_links
+from digest.transport import Transport
+
+__all__ = ["DeliveryReport", "Personalizer", "send_issue"]
+
+log = logging.getLogger("digest.deliver")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class DeliveryReport:
+    """The outcome of one send run, one count per kind of outcome."""
+
+    newsletter: str
+    issue_key: str
+    recipients: int = 0
+    planned: int = 0
+    already_sent: int = 0
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    resumed: int = 0
+    variants: int = 0
+    stopped: str | None = None
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.sent} sent"]
+        if self.already_sent:
+            parts.append(f"{self.already_sent} already sent before")
+        if self.failed:
+            parts.append(f"{self.failed} refused")
+        if self.deferred:
+            parts.append(f"{self.deferred} deferred (temporary failure, retried next run)")
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped (nothing for their interests)")
+        if self.resumed:
+            parts.append(f"{self.resumed} resumed after an interruption")
+        text = (f"{self.newsletter} {self.issue_key}: {', '.join(parts)}; "
+                f"{self.recipients} recipients, {self.variants} distinct variants")
+        if self.stopped:
+            text += f"; stopped: {self.stopped}"
+        return text
+
+
+class Personalizer:
+    """Cuts, renders (once per distinct content) and builds each recipient's message."""
+
+    def __init__(self, settings: Settings, newsletter: NewsletterSettings, issue: Issue,
+                 now: datetime) -> None:
+        self.settings = settings
+        self.newsletter = newsletter
+        self.issue = issue
+        self.now = now
+        self._variants: dict[str, Variant] = {}
+
+    @property
+    def variants(self) -> int:
+        return len(self._variants)
+
+    def variant_for(self, recipient: Recipient) -> Variant | None:
+        """The rendered variant this recipient shares with others, or None if empty."""
+        cut = cut_for(self.issue, recipient)
+        if cut.is_empty:
+            return None
+        key = content_key(cut)
+        if key not in self._variants:
+            cut = _with_subject(self.newsletter, cut)
+            self._variants[key] = render_variant(self.settings, self.newsletter, cut)
+        return self._variants[key]
+
+    def message_for(self, recipient: Recipient, variant: Variant,
+                    message_id: str | None = None) -> Message:
+        subscriber = recipient.subscriber
+        links = personal_links(self.settings, self.newsletter.id, subscriber.id or 0)
+        html, text = personalize(variant, {
+            "name": subscriber.name, "email": subscriber.email,
+            "unsubscribe_url": links.unsubscribe_url, "preferences_url": links.preferences_url,
+        })
+        return build_message(
+            newsletter=self.newsletter, settings=self.settings, to_addr=subscriber.email,
+            to_name=subscriber.name, subject=variant.issue.subject, html=html, text=text,
+            unsubscribe_url=links.unsubscribe_url, unsubscribe_mailto=links.unsubscribe_mailto,
+            now=self.now, message_id=message_id, issue_key=self.issue.key)
+
+
+def _with_subject(newsletter: NewsletterSettings, cut: Issue) -> Issue:
+    from dataclasses import replace
+
+    return replace(cut, subject=render_subject(newsletter, cut))
+
+
+def new_message_id(newsletter: NewsletterSettings, issue_key: str) -> str:
+    return make_msgid(idstring=f"{newsletter.id}.{issue_key}", domain=newsletter.sender_domain)
+
+
+async def send_issue(settings: Settings, store: Store, newsletter: NewsletterSettings,
+                     record: IssueRecord, issue: Issue, transport: Transport, *,
+                     now: datetime | None = None, progress: Progress | None = None,
+                     concurrency: int | None = None) -> DeliveryReport:
+    """Send ``issue`` to every recipient not yet sent; record each outcome as it happens.
+
+    Raises nothing for a recipient the server refuses (it is counted and recorded); stops
+    early, leaving the rest pending, when the transport becomes unavailable.
+    """
+    now = now or datetime.now(UTC)
+    report = DeliveryReport(newsletter.id, issue.key)
+    subscribers = store.active_subscribers(segment_lists(newsletter))
+    recipients = {r.subscriber.id: r for r in recipients_for(newsletter, subscribers)}
+    report.recipients = len(recipients)
+    if record.status != "sent":
+        report.planned = store.plan_deliveries(record.id, [
+            (sid, r.subscriber.email, r.segments) for sid, r in recipients.items()
+            if sid is not None])
+    report.already_sent = store.delivery_counts(record.id).get(DeliveryState.SENT, 0)
+    rows = store.deliveries(record.id, [DeliveryState.PENDING, DeliveryState.SENDING])
+    personalizer = Personalizer(settings, newsletter, issue, now)
+    queue: asyncio.Queue[DeliveryRow] = asyncio.Queue()
+    for row in rows:
+        queue.put_nowait(row)
+    total = len(rows)
+    done = 0
+    stop = asyncio.Event()
+
+    async def deliver_one(row: DeliveryRow) -> None:
+        nonlocal done
+        recipient = recipients.get(row.subscriber_id)
+        variant = personalizer.variant_for(recipient) if recipient else None
+        if recipient is None or variant is None:
+            why = "no longer subscribed" if recipient is None else "nothing for their interests"
+            store.record_delivery(row.id, DeliveryState.SKIPPED, code=None, reply=why)
+            report.skipped += 1
+            return
+        if row.state == DeliveryState.SENDING and row.message_id:
+            message_id = row.message_id
+            report.resumed += 1
+        else:
+            message_id = new_message_id(newsletter, issue.key)
+            if not store.claim_delivery(row.id, message_id):
+                return
+        message = personalizer.message_for(recipient, variant, message_id)
+        try:
+            result = await transport.send(message)
+        except SendError as exc:
+            # The server went away mid-message: the row goes back to pending, so the
+            # next run tries again, and nothing more is sent in this run.
+            store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code,
+                                  reply=str(exc))
+            report.deferred += 1
+            if isinstance(exc, TransportUnavailable) or exc.temporary:
+                report.stopped = str(exc)
+                stop.set()
+            return
+        if result.ok:
+            store.record_delivery(row.id, DeliveryState.SENT, code=result.code,
+                                  reply=result.reply)
+            report.sent += 1
+        elif result.temporary:
+            store.record_delivery(row.id, DeliveryState.PENDING, code=result.code,
+                                  reply=result.reply)
+            report.deferred += 1
+        else:
+            store.record_delivery(row.id, DeliveryState.FAILED, code=result.code,
+                                  reply=result.reply)
+            report.failed += 1
+            report.failures.append(f"{row.email}: {result.code} {result.reply}")
+
+    async def worker() -> None:
+        nonlocal done
+        while not stop.is_set():
+            try:
+                row = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            task = asyncio.ensure_future(deliver_one(row))
+            try:
+                # A cancelled run lets the message in flight finish and be recorded,
+                # so cancelling never leaves a delivered message unrecorded.
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await asyncio.wait([task], timeout=settings.smtp.timeout + 5)
+                raise
+            done += 1
+            if progress:
+                progress(done, total)
+
+    workers = concurrency or settings.smtp.pool_size
+    await asyncio.gather(*(worker() for _ in range(max(1, min(workers, total or 1)))))
+    report.variants = personalizer.variants
+    counts = store.delivery_counts(record.id)
+    if not counts.get(DeliveryState.PENDING) and not counts.get(DeliveryState.SENDING):
+        store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
+    elif report.sent or report.already_sent:
+        store.set_issue_status(record.id, "sending")
+    log.info(report.summary())
+    return report

@@ -1,0 +1,51 @@
+"""Find or make a newsletter's issue for a window, from the articles in the store.
+
+The first time a week is composed its articles are claimed by the issue, so no later
+issue carries them again; composing the same week again gives back the same issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from digest.compose import compose_issue, iso_week_window
+from digest.config import NewsletterSettings
+from digest.models import Issue
+from digest.store import IssueRecord, Store
+
+__all__ = ["PreparedIssue", "prepare_issue"]
+
+
+@dataclass(frozen=True)
+class PreparedIssue:
+    """An issue with its row in the store (None for a preview of an unsaved issue)."""
+
+    record: IssueRecord | None
+    issue: Issue
+
+
+def prepare_issue(store: Store, newsletter: NewsletterSettings, week: str | None,
+                  now: datetime, *, save: bool = True) -> PreparedIssue | None:
+    """The issue of ``week`` (default: the previous ISO week), created if needed.
+
+    Returns None when the window has no article for a new issue. With ``save=False``
+    nothing is written, and an issue not yet in the store comes back without a record
+    (for previews and dry runs).
+    """
+    key, start, end = iso_week_window(week, newsletter.zone, now)
+    record = store.get_issue(newsletter.id, key)
+    if record is not None:
+        articles = store.issue_articles(record.id)
+        issue = compose_issue(newsletter, articles, key=key, window_start=record.window_start,
+                              window_end=record.window_end, now=now)
+        return PreparedIssue(record, issue)
+    issue = compose_issue(newsletter, store.window_articles(newsletter.id, start, end),
+                          key=key, window_start=start, window_end=end, now=now)
+    if issue.is_empty:
+        return None
+    if not save:
+        return PreparedIssue(None, issue)
+    record = store.create_issue(newsletter.id, key, start, end, issue.subject,
+                                [a.uid for a in issue.articles], now=now)
+    return PreparedIssue(record, issue)

@@ -1,0 +1,177 @@
+"""The library functions the CLI and the scheduler call: one per command.
+
+Each opens what it needs (store, transport), does one job and returns a report.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from digest.collect import CollectReport, collect_newsletter
+from digest.config import NewsletterSettings, Settings, load_settings
+from digest.deliver import DeliveryReport, Personalizer, Progress, send_issue
+from digest.errors import DigestError
+from digest.issues import PreparedIssue, prepare_issue
+from digest.segments import recipients_for, segment_lists
+from digest.store import Store, resolve_store_url
+from digest.transport import SmtpPool, Transport
+
+__all__ = [
+    "open_store",
+    "collect",
+    "send",
+    "dry_run",
+    "DryRunReport",
+    "run_newsletter",
+]
+
+log = logging.getLogger("digest.jobs")
+
+
+def open_store(settings: Settings) -> Store:
+    """The store named by the settings, migrated to the newest schema."""
+    return Store.open(resolve_store_url(settings.store.url, settings.base_dir))
+
+
+async def collect(settings: Settings, store: Store, newsletter_id: str | None = None,
+                  *, now: datetime | None = None) -> list[CollectReport]:
+    """Collect every newsletter's sources (or one newsletter's)."""
+    chosen = ([settings.newsletter(newsletter_id)] if newsletter_id
+              else list(settings.newsletters))
+    return [await collect_newsletter(settings, store, n, now=now) for n in chosen]
+
+
+async def send(settings: Settings, store: Store, newsletter: NewsletterSettings,
+               week: str | None, transport: Transport, *, now: datetime | None = None,
+               progress: Progress | None = None) -> DeliveryReport | None:
+    """Compose ``week`` (default: the previous week) and send it; None if it is empty."""
+    now = now or datetime.now(UTC)
+    prepared = prepare_issue(store, newsletter, week, now)
+    if prepared is None or prepared.record is None:
+        return None
+    return await send_issue(settings, store, newsletter, prepared.record, prepared.issue,
+                            transport, now=now, progress=progress)
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    """What a send would do: recipients, variants and the size of the messages."""
+
+    issue_key: str
+    subject: str
+    articles: int
+    recipients: int
+    skipped: int
+    variants: int
+    largest_message: int
+    largest_html: int
+
+    def summary(self) -> str:
+        return (f"dry run {self.issue_key}: {self.articles} articles, would send "
+                f"{self.recipients - self.skipped} messages ({self.skipped} recipients with "
+                f"nothing for their interests), {self.variants} distinct variants; largest "
+                f"message {self.largest_message / 1024:.1f} KB, largest HTML part "
+                f"{self.largest_html / 1024:.1f} KB; subject: {self.subject}")
+
+
+def dry_run(settings: Settings, store: Store, newsletter: NewsletterSettings,
+            week: str | None, *, now: datetime | None = None) -> DryRunReport | None:
+    """Build every message of a send without sending or writing anything."""
+    now = now or datetime.now(UTC)
+    prepared = prepare_issue(store, newsletter, week, now, save=False)
+    if prepared is None:
+        return None
+    personalizer = Personalizer(settings, newsletter, prepared.issue, now)
+    recipients = recipients_for(newsletter,
+                                store.active_subscribers(segment_lists(newsletter)))
+    skipped = largest = largest_html = 0
+    for recipient in recipients:
+        variant = personalizer.variant_for(recipient)
+        if variant is None:
+            skipped += 1
+            continue
+        message = personalizer.message_for(recipient, variant)
+        largest = max(largest, len(message.data))
+        largest_html = max(largest_html, len(variant.html.encode()))
+    return DryRunReport(prepared.issue.key, prepared.issue.subject,
+                        len(prepared.issue.articles), len(recipients), skipped,
+                        personalizer.variants, largest, largest_html)
+
+
+def prepared_or_error(store: Store, newsletter: NewsletterSettings, week: str | None,
+                      now: datetime) -> PreparedIssue:
+    prepared = prepare_issue(store, newsletter, week, now, save=False)
+    if prepared is None:
+        raise DigestError(f"newsletter {newsletter.id!r} has no articles for "
+                          f"{week or 'the previous week'}; run `digest collect` first")
+    return prepared
+
+
+async def run_newsletter(config_path: str, newsletter_id: str) -> None:
+    """The scheduled job: collect, compose the previous week and send it."""
+    settings = load_settings(Path(config_path))
+    newsletter = settings.newsletter(newsletter_id)
+    store = open_store(settings)
+    try:
+        now = datetime.now(UTC)
+        for report in await collect(settings, store, newsletter_id, now=now):
+            for failed in report.failed:
+                log.warning("%s: source %r failed: %s", newsletter_id, failed.name,
+                            failed.error)
+        transport = SmtpPool(settings.smtp)
+        try:
+            result = await send(settings, store, newsletter, None, transport, now=now)
+        finally:
+            await transport.close()
+        if result is None:
+            log.info("%s: no new articles in the previous week; nothing sent", newsletter_id)
+        else:
+            log.info("%s", result.summary())
+    finally:
+        store.close()
+
+
+def preview(settings: Settings, store: Store, newsletter: NewsletterSettings,
+            week: str | None, *, segment: str | None = None, subscriber: str | None = None,
+            fmt: str = "html", now: datetime | None = None) -> bytes:
+    """One issue as a segment or a subscriber would get it: HTML, text, .eml or a dump."""
+    from digest.compose import format_issue
+    from digest.segments import segment_recipient
+
+    now = now or datetime.now(UTC)
+    issue = prepared_or_error(store, newsletter, week, now).issue
+    if fmt == "issue":
+        return format_issue(issue).encode()
+    if subscriber:
+        found = store.subscriber_by_email(subscriber.strip())
+        if found is None:
+            raise DigestError(f"no subscriber {subscriber!r} in the store")
+        matches = recipients_for(newsletter, [found])
+        if not matches:
+            raise DigestError(f"{subscriber} is in no segment of {newsletter.id!r} "
+                              f"(lists: {', '.join(sorted(found.lists)) or 'none'})")
+        recipient = matches[0]
+    else:
+        chosen = newsletter.segment(segment) if segment else None
+        if chosen is None:
+            if not newsletter.segments:
+                raise DigestError(f"newsletter {newsletter.id!r} has no segments")
+            chosen = newsletter.segments[0]
+        recipient = segment_recipient(chosen)
+    personalizer = Personalizer(settings, newsletter, issue, now)
+    variant = personalizer.variant_for(recipient)
+    if variant is None:
+        raise DigestError(f"nothing in {issue.key} for that recipient's interests")
+    message = personalizer.message_for(recipient, variant)
+    if fmt == "eml":
+        return message.data
+    import email
+    from email import policy
+
+    parsed = email.message_from_bytes(message.data, policy=policy.default)
+    part = parsed.get_body(preferencelist=("html",) if fmt == "html" else ("plain",))
+    assert part is not None
+    return part.get_content().encode()

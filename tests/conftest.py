@@ -1,0 +1,67 @@
+"""Shared fixtures: the store on a real SQLite file, and on PostgreSQL when configured."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from digest.config import Settings, load_settings
+from digest.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+
+pytest_plugins = ["tests.fixtures_smtp"] if (ROOT / "tests" / "fixtures_smtp.py").exists() else []
+
+
+def _backends() -> list[str]:
+    return ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+
+
+@pytest.fixture(params=_backends())
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL: a new SQLite file, or a new schema in the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'digest.db'}"
+        return
+    assert POSTGRES_URL
+    schema = f"digest_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = Store.open(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def demo_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The shipped config.toml, with its store and outbox moved into tmp_path."""
+    for var in list(os.environ):
+        if var.startswith("DIGEST_") and not var.startswith("DIGEST_TEST_"):
+            monkeypatch.delenv(var)
+    settings = load_settings(ROOT / "config.toml", environ={
+        "DIGEST_STORE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+    })
+    from dataclasses import replace
+
+    return replace(settings, outbox=tmp_path / "outbox")

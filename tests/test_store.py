@@ -1,0 +1,100 @@
+"""The store on a real SQLite file, and on PostgreSQL when DIGEST_TEST_POSTGRES_URL is set."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+from sqlalchemy import inspect
+
+from digest.models import Article, DeliveryState, Image, Subscriber
+from digest.store import Store
+
+T0 = datetime(2025, 1, 28, 9, 30, tzinfo=UTC)
+
+
+def article(uid: str, **changes: object) -> Article:
+    base = Article(uid=uid, source="feed", title=f"Titel {uid}", link=f"https://x.example/{uid}",
+                   published=T0, category="politik", region="Bayern", author="A. Autor",
+                   summary="<p>Kurz</p>", content="", image=Image("https://x.example/i.jpg",
+                                                                "Ein Bild"), label="Interview")
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
+    first = Store.open(store_url)
+    first.migrate()  # second run: nothing to do, no error
+    tables = set(inspect(first.engine).get_table_names())
+    first.close()
+    assert {"articles", "issues", "subscribers", "memberships", "deliveries", "sources",
+            "alembic_version"} <= tables
+
+
+def test_articles_round_trip_with_aware_utc_times(store: Store) -> None:
+    berlin_time = datetime(2025, 1, 28, 10, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert store.upsert_articles("nl", [article("a", published=berlin_time)]) == (1, 0)
+    [loaded] = store.window_articles("nl", T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert loaded.published == T0 and loaded.published.tzinfo is not None
+    assert loaded.image == Image("https://x.example/i.jpg", "Ein Bild")
+    assert loaded.label == "Interview" and loaded.region == "Bayern"
+
+
+def test_recollecting_never_duplicates_and_updates_in_place(store: Store) -> None:
+    assert store.upsert_articles("nl", [article("a"), article("b"), article("a")]) == (2, 0)
+    assert store.upsert_articles("nl", [article("a"), article("b")]) == (0, 0)
+    assert store.upsert_articles("nl", [article("a", title="Neuer Titel")]) == (0, 1)
+    assert store.count_articles("nl") == 2
+    titles = {a.uid: a.title for a in store.window_articles("nl", T0, T0 + timedelta(1))}
+    assert titles == {"a": "Neuer Titel", "b": "Titel b"}
+    # another newsletter keeps its own copy
+    assert store.upsert_articles("other", [article("a")]) == (1, 0)
+
+
+def test_window_is_half_open_and_claimed_articles_leave_it(store: Store) -> None:
+    start, end = T0 - timedelta(hours=1), T0 + timedelta(hours=1)
+    store.upsert_articles("nl", [article("at-start", published=start), article("in"),
+                                 article("at-end", published=end)])
+    assert {a.uid for a in store.window_articles("nl", start, end)} == {"at-start", "in"}
+    issue = store.create_issue("nl", "2025-W05", start, end, "Betreff", ["in"])
+    again = store.create_issue("nl", "2025-W05", start, end, "anders", ["at-start"])
+    assert again.id == issue.id and again.subject == "Betreff"
+    assert [a.uid for a in store.issue_articles(issue.id)] == ["in"]
+    assert {a.uid for a in store.window_articles("nl", start, end)} == {"at-start"}
+    assert {a.uid for a in store.window_articles("nl", start, end, issue.id)} == {
+        "at-start", "in"}
+
+
+def test_source_state_keeps_validators_across_a_failure(store: Store) -> None:
+    assert store.source_state("nl", "feed") == (None, None)
+    store.save_source_state("nl", "feed", etag='"v1"', last_modified="Tue", error=None)
+    store.save_source_state("nl", "feed", etag=None, last_modified=None, error="HTTP 500")
+    assert store.source_state("nl", "feed") == ('"v1"', "Tue")
+
+
+def test_subscribers_and_lists(store: Store) -> None:
+    jb = Subscriber("jb@example.org", "Jürgen Böhm", categories=frozenset({"politik"}))
+    sid = store.save_subscriber(jb, ["allgemein"])
+    assert store.save_subscriber(replace(jb, name="J. Böhm"), ["bayern"]) == sid
+    store.save_subscriber(Subscriber("x@example.org"), ["other"])
+    found = store.subscriber_by_email("jb@example.org")
+    assert found is not None and found.name == "J. Böhm"
+    assert found.lists == {"allgemein", "bayern"} and found.categories == {"politik"}
+    assert [s.email for s in store.active_subscribers(["bayern", "allgemein"])] == [
+        "jb@example.org"]
+    assert len(store.active_subscribers()) == 2
+
+
+def test_delivery_ledger_plans_once_and_claims_once(store: Store) -> None:
+    store.upsert_articles("nl", [article("a")])
+    issue = store.create_issue("nl", "2025-W05", T0, T0 + timedelta(1), "S", ["a"])
+    sid = store.save_subscriber(Subscriber("a@example.org"), ["l"])
+    assert store.plan_deliveries(issue.id, [(sid, "a@example.org", ["alle"])]) == 1
+    assert store.plan_deliveries(issue.id, [(sid, "a@example.org", ["alle"])]) == 0
+    [row] = store.deliveries(issue.id)
+    assert row.state == DeliveryState.PENDING and row.segments == ("alle",)
+    assert store.claim_delivery(row.id, "<m@x>") is True
+    assert store.claim_delivery(row.id, "<m@x>") is False
+    store.record_delivery(row.id, DeliveryState.SENT, code=250, reply="OK queued")
+    [row] = store.deliveries(issue.id)
+    assert (row.state, row.smtp_code, row.attempts, row.message_id) == ("sent", 250, 1, "<m@x>")
+    assert store.delivery_counts(issue.id) == {"sent": 1}
