@@ -119,9 +119,9 @@ S = Setting
 TOP = [
     S("public_url", str, "http://127.0.0.1:8000", "Base URL of every link the web app serves "
       "(unsubscribe, preferences, archive). Use https:// in production.", _http_url),
-    S("secret_key", str, "change-me-demo-secret",
-      "Key that signs the tokens in unsubscribe and preference links. Set "
-      "DIGEST_SECRET_KEY in production."),
+    S("secret_key", str, _REQUIRED,
+      "Key that signs the tokens in unsubscribe and preference links; a long random "
+      "string. Set DIGEST_SECRET_KEY in production rather than the file."),
     S("timezone", str, "Europe/Berlin", "Default IANA time zone of newsletters.",
       _timezone_problem),
     S("locale", str, "de_DE", "Default locale for dates and labels (Babel).", _locale_problem),
@@ -543,3 +543,25 @@ def load_settings(path: str | Path = "config.toml",
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("(syntax)", str(exc), path=str(path)) from None
     return parse_settings(data, path=path, environ=environ)
+
+
+def reference_markdown() -> str:
+    """A Markdown table of every key, for README.md (``python -m digest.config``)."""
+    lines = []
+    for section, (settings, is_array) in SECTIONS.items():
+        title = f"[[{section}]]" if is_array else (f"[{section}]" if section else "top level")
+        lines += ["", f"**{title}**", "", "| key | type | default | meaning |",
+                  "| --- | --- | --- | --- |"]
+        for s in settings:
+            name = f"{section}.{s.name}" if section else s.name
+            default = "required" if s.required else (
+                "inherited" if s.default is None else f"`{s.default!r}`".replace("|", "\\|"))
+            if isinstance(s.default, bool):
+                default = f"`{str(s.default).lower()}`"
+            meaning = s.help.replace("|", "\\|")
+            lines.append(f"| `{name}` | {_type_name(s.type)} | {default} | {meaning} |")
+    return "\n".join(lines).strip() + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown())
