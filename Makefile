@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test check lint typecheck bench clean
+.PHONY: run test check lint typecheck readme clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy digest
 
 check: lint typecheck test
+
+# Regenerate the configuration reference in README.md from digest/config.py.
+readme: $(STAMP)
+	$(BIN)/python -m digest.config --update-readme
 
 clean:
 	rm -rf $(VENV) digest.db digest.db-* outbox .pytest_cache .mypy_cache .ruff_cache

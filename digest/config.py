@@ -71,10 +71,10 @@ def _locale_problem(value: str) -> str | None:
 
 
 def _cron_problem(value: str) -> str | None:
-    from apscheduler.triggers.cron import CronTrigger
+    from digest.schedule import crontab_trigger
 
     try:
-        CronTrigger.from_crontab(value, timezone="UTC")
+        crontab_trigger(value, ZoneInfo("UTC"))
     except ValueError as exc:
         return f"bad cron expression {value!r}: {exc}"
     return None
@@ -156,8 +156,8 @@ NEWSLETTER = [
     S("subject", str, "{{ name }} – {{ week_label }}",
       "Jinja2 template of the subject. Names: name, week_label (KW 5/2025), week, year, "
       "date_label, top_title."),
-    S("schedule", str, "0 7 * * mon", "Cron expression (minute hour day month weekday) "
-      "of the weekly run, in `timezone`.", _cron_problem),
+    S("schedule", str, "0 7 * * mon", "Cron expression (minute hour day month weekday; "
+      "0 and 7 are Sunday) of the weekly run, in `timezone`.", _cron_problem),
     S("timezone", str, None, "IANA time zone of the schedule and the issue window; "
       "default: the top-level `timezone`.", _timezone_problem),
     S("locale", str, None, "Locale of dates and labels; default: the top-level `locale`.",
@@ -563,5 +563,25 @@ def reference_markdown() -> str:
     return "\n".join(lines).strip() + "\n"
 
 
+def update_readme(path: Path) -> bool:
+    """Rewrite the generated reference in README.md; True if it changed."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index(README_START)
+    start = text.index("\n", start) + 1
+    end = text.index(README_END)
+    updated = text[:start] + reference_markdown() + text[end:]
+    if updated != text:
+        path.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+README_START = "<!-- settings:start"
+README_END = "<!-- settings:end -->"
+
 if __name__ == "__main__":
-    print(reference_markdown())
+    import sys
+
+    if sys.argv[1:] == ["--update-readme"]:
+        update_readme(Path("README.md"))
+    else:
+        print(reference_markdown())

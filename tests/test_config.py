@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import all_setting_names, load_settings, parse_settings
+from digest.config import (
+    README_END,
+    README_START,
+    all_setting_names,
+    load_settings,
+    parse_settings,
+    reference_markdown,
+)
 from digest.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +91,9 @@ def test_every_key_is_documented_in_the_readme() -> None:
     documented = set(re.findall(r"`([a-z_.]+)`", readme))
     missing = [name for name in all_setting_names() if name not in documented]
     assert not missing, f"keys missing from README.md: {missing}"
+    start = readme.index("\n", readme.index(README_START)) + 1
+    assert readme[start:readme.index(README_END)] == reference_markdown(), (
+        "README.md's configuration reference is out of date: run `make readme`")
 
 
 def test_every_key_in_the_shipped_config_is_commented_or_known() -> None:
