@@ -1,0 +1,210 @@
+"""Build the RFC 5322 bytes of one message for one recipient.
+
+The result is pure ASCII with CRLF line ends: headers folded at 78 characters with
+RFC 2047 encoded words for anything else, and a ``multipart/alternative`` body whose
+text and HTML parts are UTF-8 in quoted-printable (lines of at most 76 characters,
+whatever the length of the HTML's lines). The bytes are final: a DKIM signature is
+computed over exactly these bytes and they go on the wire unchanged.
+
+Every value that reaches a header (subject, names, issue key) is collapsed to one line
+first, so no text from an article or a subscriber can start a header of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import MIMEPart
+from email.policy import SMTP, EmailPolicy
+from email.utils import format_datetime, make_msgid, parseaddr
+
+from digest.config import NewsletterSettings, Settings
+from digest.errors import DigestError
+from digest.models import Message
+
+__all__ = ["MessageError", "build_message"]
+
+#: Headers are folded to this length (RFC 5322 §2.1.1 "SHOULD").
+MAX_HEADER_LINE = 78
+#: Quoted-printable lines are at most 76 characters long (RFC 2045 §6.7).
+_BODY_POLICY = SMTP.clone(max_line_length=76)
+_HEADER_POLICY = SMTP
+
+# Control characters and every character str.splitlines() treats as a line break.
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+# Characters that would give a List-Id phrase a structure (RFC 5322 specials, minus ".").
+_PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]+')
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_URL = re.compile(r"(?:https?|mailto):[\x21-\x7e]+")
+
+
+class MessageError(DigestError, ValueError):
+    """A message cannot be built from the values given (an address, a URL, the clock)."""
+
+
+def _one_line(value: str) -> str:
+    """``value`` with line breaks, control characters and runs of spaces as one space."""
+    return " ".join(_LINE_BREAKING.sub(" ", value).split())
+
+
+class _PrefoldedHeader(str):
+    """A header folded here, written out exactly as folded.
+
+    The email package folds an unstructured header whose word does not fit on a line by
+    turning it into RFC 2047 encoded words, which corrupts the URLs of List-Unsubscribe.
+    A value with ``name`` and ``fold()`` is stored and written as is
+    (see :meth:`email.policy.EmailPolicy.header_store_parse`). The ``str`` value is the
+    unfolded raw value (encoded words left as they are).
+    """
+
+    name: str
+    _lines: tuple[str, ...]
+
+    def __new__(cls, name: str, lines: list[str]) -> _PrefoldedHeader:
+        value = " ".join(line.strip() for line in lines)
+        value = value[len(name) + 1 :].strip()
+        header = super().__new__(cls, value)
+        header.name = name
+        header._lines = tuple(lines)
+        return header
+
+    def fold(self, *, policy: EmailPolicy) -> str:
+        return policy.linesep.join(self._lines) + policy.linesep
+
+
+def _fold_words(first_line: str, words: list[str]) -> list[str]:
+    """Lines of a header: ``words`` appended to ``first_line``, folded between words.
+
+    A word longer than a line gets a line of its own (up to 998 characters are allowed).
+    """
+    lines = [first_line]
+    for word in words:
+        if len(lines[-1]) + 1 + len(word) <= MAX_HEADER_LINE or lines[-1].endswith(":"):
+            lines[-1] += " " + word
+        else:
+            lines.append(" " + word)
+    return lines
+
+
+def _url_list(name: str, urls: list[str]) -> _PrefoldedHeader:
+    """A header of ``<url>`` entries (RFC 2369), folded between the URLs only."""
+    for url in urls:
+        if not _URL.fullmatch(url) or ">" in url:
+            raise MessageError(f"{name}: not an ASCII http(s) or mailto URL: {url!r}")
+    words = [f"<{url}>," for url in urls]
+    words[-1] = words[-1].rstrip(",")
+    return _PrefoldedHeader(name, _fold_words(f"{name}:", words))
+
+
+def _list_id(newsletter: NewsletterSettings) -> _PrefoldedHeader:
+    """``List-Id: Name <list.id>`` (RFC 2919), the name encoded as the policy does it."""
+    list_id = newsletter.effective_list_id
+    if not _DOT_ATOM.fullmatch(list_id) or "." not in list_id:
+        raise MessageError(f"List-Id: {list_id!r} is not a dotted name like 'news.example.org'")
+    phrase = _one_line(_PHRASE_SPECIALS.sub(" ", newsletter.name))
+    if not phrase:
+        return _PrefoldedHeader("List-Id", [f"List-Id: <{list_id}>"])
+    folded = _HEADER_POLICY.header_factory("List-Id", phrase).fold(policy=_HEADER_POLICY)
+    lines = folded.rstrip("\r\n").split(_HEADER_POLICY.linesep)
+    head, last = lines[:-1], lines[-1]
+    return _PrefoldedHeader("List-Id", head + _fold_words(last, [f"<{list_id}>"]))
+
+
+def _address(header: str, name: str, addr: str) -> Address:
+    """An address for a header, its name on one line and its domain in ASCII (IDNA)."""
+    local, at, domain = addr.strip().rpartition("@")
+    if not at or not local or not domain or any(c.isspace() or c in "<>" for c in addr):
+        raise MessageError(f"{header}: not an email address: {addr!r}")
+    if not local.isascii():
+        raise MessageError(f"{header}: {addr!r} needs SMTPUTF8, which digest does not use")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise MessageError(f"{header}: bad domain in {addr!r}") from None
+    try:
+        return Address(display_name=_one_line(name), addr_spec=f"{local}@{domain}")
+    except (ValueError, IndexError) as exc:
+        raise MessageError(f"{header}: not an email address: {addr!r} ({exc})") from None
+
+
+def _message_id(given: str | None, domain: str) -> str:
+    if given is None:
+        return make_msgid(domain=domain)
+    bare = given.strip().removeprefix("<").removesuffix(">")
+    if "@" not in bare:
+        bare = f"{bare}@{domain}"
+    left, _, right = bare.partition("@")
+    if not (_DOT_ATOM.fullmatch(left) and _DOT_ATOM.fullmatch(right)):
+        raise MessageError(f"Message-ID: {given!r} is not a valid message id")
+    return f"<{bare}>"
+
+
+def _text_part(content: str, subtype: str) -> MIMEPart:
+    part = MIMEPart(policy=_BODY_POLICY)
+    part.set_content(content, subtype=subtype, charset="utf-8", cte="quoted-printable")
+    return part
+
+
+def build_message(
+    *,
+    newsletter: NewsletterSettings,
+    settings: Settings,
+    to_addr: str,
+    to_name: str,
+    subject: str,
+    html: str,
+    text: str,
+    unsubscribe_url: str,
+    unsubscribe_mailto: str,
+    now: datetime,
+    message_id: str | None = None,
+    issue_key: str = "",
+) -> Message:
+    """The wire bytes of one issue for one recipient (RFC 5322, 2045, 2369, 2919, 8058).
+
+    ``now`` (timezone-aware) becomes the Date. ``message_id`` makes the Message-ID
+    deterministic: a bare id gets ``@<sender domain>`` appended; without it a random id
+    on the sender's domain is made. The MIME boundary derives from the Message-ID, so a
+    fixed clock and a fixed id give the same bytes every time.
+    ``Message.message_id`` is the header's value, angle brackets included. ``settings``
+    is not read yet; it is there for links that belong in headers (e.g. an archive URL).
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise MessageError("Date: the clock must be timezone-aware")
+    sender_name, sender_addr = parseaddr(newsletter.sender)
+    sender = _address("From", sender_name, sender_addr)
+    recipient = _address("To", to_name, to_addr)
+    domain = sender.domain
+    msgid = _message_id(message_id, domain)
+
+    msg = MIMEPart(policy=_HEADER_POLICY)
+    msg["Date"] = format_datetime(now)
+    msg["From"] = sender
+    msg["To"] = recipient
+    if newsletter.reply_to:
+        reply_name, reply_addr = parseaddr(newsletter.reply_to)
+        msg["Reply-To"] = _address("Reply-To", reply_name, reply_addr)
+    msg["Subject"] = _one_line(subject)
+    msg["Message-ID"] = msgid
+    msg["List-Id"] = _list_id(newsletter)
+    msg["List-Unsubscribe"] = _url_list(
+        "List-Unsubscribe", [_one_line(unsubscribe_url), _one_line(unsubscribe_mailto)]
+    )
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if issue_key:
+        msg["X-Digest-Issue"] = _one_line(issue_key)
+    msg["MIME-Version"] = "1.0"
+    # "=_" never occurs in quoted-printable text, so the boundary cannot clash with a part.
+    boundary = "=_digest_" + hashlib.sha256(msgid.encode("ascii")).hexdigest()[:32]
+    msg.make_alternative(boundary=boundary)
+    msg.attach(_text_part(text, "plain"))
+    msg.attach(_text_part(html, "html"))
+
+    data = msg.as_bytes(policy=_HEADER_POLICY)
+    if not data.isascii():  # pragma: no cover - the policy and QP guarantee it
+        raise MessageError("message is not pure ASCII")
+    return Message(
+        sender=sender.addr_spec, recipient=recipient.addr_spec, message_id=msgid, data=data
+    )

@@ -1,0 +1,93 @@
+"""Per-recipient signed tokens for the links in every message.
+
+A token names one subscriber of one newsletter and is signed with ``secret_key``, with a
+separate salt per purpose, so an unsubscribe token cannot be replayed as a preferences
+token. The payload (subscriber id and newsletter id) is readable by whoever holds the
+token, but cannot be changed or forged without the key. Tokens do not expire: the
+unsubscribe link of an old issue must keep working (RFC 8058).
+
+The mailto address of ``List-Unsubscribe`` is the newsletter's own sender address with
+the subject ``unsubscribe <token>``: that mailbox exists for every newsletter without
+another setting, and the token in the subject says who asks, whichever address the
+request is sent from. Whoever reads that mailbox (a person or a filter) passes the
+token to :func:`read_token`.
+"""
+
+from __future__ import annotations
+
+from email.utils import parseaddr
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from digest.config import Settings
+from digest.errors import DigestError
+
+__all__ = [
+    "UNSUBSCRIBE",
+    "PREFERENCES",
+    "TokenError",
+    "make_token",
+    "read_token",
+    "unsubscribe_url",
+    "preferences_url",
+    "unsubscribe_mailto",
+]
+
+UNSUBSCRIBE = "unsubscribe"
+PREFERENCES = "preferences"
+
+
+class TokenError(DigestError):
+    """A token is malformed, tampered with, or was made for another purpose."""
+
+    def __init__(self, purpose: str, problem: str) -> None:
+        self.purpose = purpose
+        self.problem = problem
+        super().__init__(f"{purpose} token: {problem}")
+
+
+def _serializer(secret: str, purpose: str) -> URLSafeSerializer:
+    if not purpose:
+        raise ValueError("a token needs a purpose")
+    return URLSafeSerializer(secret, salt=f"digest.{purpose}")
+
+
+def make_token(secret: str, purpose: str, subscriber_id: int, newsletter_id: str) -> str:
+    """A URL-safe token naming one subscriber of one newsletter, for one purpose."""
+    token = _serializer(secret, purpose).dumps([subscriber_id, newsletter_id])
+    assert isinstance(token, str)
+    return token
+
+
+def read_token(secret: str, purpose: str, token: str) -> tuple[int, str]:
+    """The ``(subscriber_id, newsletter_id)`` a token names; :class:`TokenError` if invalid."""
+    try:
+        payload = _serializer(secret, purpose).loads(token)
+    except BadSignature:
+        raise TokenError(purpose, "invalid or tampered with") from None
+    match payload:
+        case [int() as subscriber_id, str() as newsletter_id] if not isinstance(
+            subscriber_id, bool
+        ):
+            return subscriber_id, newsletter_id
+    raise TokenError(purpose, "unexpected contents")
+
+
+def unsubscribe_url(settings: Settings, newsletter_id: str, subscriber_id: int) -> str:
+    """The one-click unsubscribe link (RFC 8058) of one subscriber."""
+    token = make_token(settings.secret_key, UNSUBSCRIBE, subscriber_id, newsletter_id)
+    return f"{settings.public_url.rstrip('/')}/unsubscribe/{token}"
+
+
+def preferences_url(settings: Settings, newsletter_id: str, subscriber_id: int) -> str:
+    """The link to one subscriber's preference centre."""
+    token = make_token(settings.secret_key, PREFERENCES, subscriber_id, newsletter_id)
+    return f"{settings.public_url.rstrip('/')}/preferences/{token}"
+
+
+def unsubscribe_mailto(settings: Settings, newsletter_id: str, subscriber_id: int) -> str:
+    """The mailto URL of ``List-Unsubscribe``: the sender, subject ``unsubscribe <token>``."""
+    sender = parseaddr(settings.newsletter(newsletter_id).sender)[1]
+    token = make_token(settings.secret_key, UNSUBSCRIBE, subscriber_id, newsletter_id)
+    return f"mailto:{quote(sender, safe='@+')}?subject={quote(f'unsubscribe {token}')}"

@@ -1,0 +1,147 @@
+"""A recording SMTP server for tests: real aiosmtpd on 127.0.0.1, port 0.
+
+Each test configures its server with the ``smtp_server`` marker (see
+``tests/fixtures_smtp.py``)::
+
+    @pytest.mark.smtp_server(refuse={"bad@example.org": "550 5.1.1 No such user"})
+
+Options:
+
+- ``refuse`` / ``temp_fail``: recipient → full reply line for its RCPT TO.
+- ``disconnect_after=N``: after N accepted messages, drop the connection during the next
+  DATA without answering (once), as a crashing server would.
+- ``reply_421_after=N``: after N accepted messages, answer the next MAIL FROM with 421
+  and close the connection (once).
+- ``delay``: seconds to wait before answering each DATA.
+- ``tls``: ``"starttls"`` (offered and required) or ``"implicit"`` (TLS from the first
+  byte), with a self-signed certificate for 127.0.0.1 made by the ``openssl`` command.
+- ``auth``: login → password; AUTH is then required (with ``tls="starttls"`` only:
+  aiosmtpd offers AUTH only after STARTTLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import ssl
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from digest.transport import LocalSmtpServer
+
+__all__ = ["RecordingHandler", "RecordingServer", "self_signed_context"]
+
+
+@functools.cache
+def self_signed_context() -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed for TLS tests")
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = Path(folder, "cert.pem"), Path(folder, "key.pem")
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+    return context
+
+
+class RecordingHandler:
+    """Keeps ``(mail_from, rcpt_tos, data)`` of every accepted message."""
+
+    def __init__(
+        self,
+        *,
+        refuse: Mapping[str, str] | None = None,
+        temp_fail: Mapping[str, str] | None = None,
+        disconnect_after: int | None = None,
+        reply_421_after: int | None = None,
+        delay: float = 0,
+    ) -> None:
+        self.replies = {**(refuse or {}), **(temp_fail or {})}
+        self.disconnect_after = disconnect_after
+        self.reply_421_after = reply_421_after
+        self.delay = delay
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.reply_421_after is not None and len(self.messages) >= self.reply_421_after:
+            self.reply_421_after = None
+            assert server.transport is not None
+            # Closed right after the reply is written, as a server going down does.
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.3.2 Service shutting down, closing transmission channel"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self.replies:
+            return self.replies[address]
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.disconnect_after is not None and len(self.messages) >= self.disconnect_after:
+            self.disconnect_after = None
+            assert isinstance(server.transport, asyncio.WriteTransport)
+            server.transport.abort()
+            return "451 4.3.0 never sent: the connection is gone"
+        assert envelope.mail_from is not None and envelope.original_content is not None
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 2.0.0 Ok: queued"
+
+
+class RecordingServer(LocalSmtpServer):
+    """A :class:`RecordingHandler` behind a real aiosmtpd server on a free local port."""
+
+    def __init__(
+        self, *, tls: str | None = None, auth: Mapping[str, str] | None = None, **options: Any
+    ) -> None:
+        self.handler: RecordingHandler = RecordingHandler(**options)
+        smtp_options: dict[str, Any] = {}
+        ssl_context = None
+        if tls == "starttls":
+            smtp_options.update(tls_context=self_signed_context(), require_starttls=True)
+        elif tls == "implicit":
+            ssl_context = self_signed_context()
+        elif tls is not None:
+            raise ValueError(f"tls must be 'starttls' or 'implicit', not {tls!r}")
+        if auth is not None:
+            logins = {k.encode(): v.encode() for k, v in auth.items()}
+
+            def authenticator(
+                server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+            ) -> AuthResult:
+                ok = isinstance(data, LoginPassword) and logins.get(data.login) == data.password
+                # handled=False: aiosmtpd answers 535 itself (handled=True would mean
+                # the authenticator already replied, and the client would wait forever).
+                return AuthResult(success=ok, handled=False, auth_data=data)
+
+            smtp_options.update(authenticator=authenticator, auth_required=True)
+        super().__init__(self.handler, ssl_context=ssl_context, **smtp_options)
+
+    @property
+    def messages(self) -> list[tuple[str, list[str], bytes]]:
+        return self.handler.messages

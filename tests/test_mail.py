@@ -1,0 +1,187 @@
+"""The message bytes, as a mail server receives them and a strict reader parses them."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from email.message import EmailMessage
+
+import pytest
+
+from digest import tokens
+from digest.config import Settings
+from digest.mail import MessageError, build_message
+from digest.models import Message
+from digest.transport import SmtpPool
+from tests.smtp_server import RecordingServer
+
+SUBJECT = (
+    "Kommune Digital KW 5/2025: Bayern plant einheitlichen IT-Dienstleister – "
+    "Übersicht für Städte & Gemeinden"
+)
+NOW = datetime(2025, 1, 27, 7, 0, tzinfo=timezone(timedelta(hours=1)))
+INJECTION = "\r\nBcc: evil@example.org"
+
+
+def _build(settings: Settings, **overrides: object) -> Message:
+    newsletter = settings.newsletters[0]
+    values: dict[str, object] = {
+        "newsletter": newsletter,
+        "settings": settings,
+        "to_addr": "juergen.boehm@example.org",
+        "to_name": "Jürgen Böhm",
+        "subject": SUBJECT,
+        "html": '<html lang="de"><body><p>Grüße aus Köln</p></body></html>\n',
+        "text": "Grüße aus Köln\n.\nFrom the start of a line\n",
+        "unsubscribe_url": tokens.unsubscribe_url(settings, newsletter.id, 4711),
+        "unsubscribe_mailto": tokens.unsubscribe_mailto(settings, newsletter.id, 4711),
+        "now": NOW,
+        "issue_key": "2025-W05",
+    }
+    values.update(overrides)
+    return build_message(**values)  # type: ignore[arg-type]
+
+
+async def _send(server: RecordingServer, message: Message) -> bytes:
+    async with SmtpPool(server.settings()) as pool:
+        result = await pool.send(message)
+    assert result.ok, result
+    [(mail_from, rcpt_tos, data)] = server.messages
+    assert (mail_from, rcpt_tos) == (message.sender, [message.recipient])
+    return data
+
+
+def _parse(data: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(data, policy=email.policy.strict)
+    assert isinstance(parsed, EmailMessage)
+    for part in parsed.walk():
+        assert not part.defects, part.defects
+    return parsed
+
+
+def _header_lines(data: bytes) -> list[bytes]:
+    head, separator, _ = data.partition(b"\r\n\r\n")
+    assert separator
+    return head.split(b"\r\n")
+
+
+async def test_received_message_meets_the_standards(
+    smtp_server: RecordingServer, demo_settings: Settings
+) -> None:
+    message = _build(demo_settings)
+    data = await _send(smtp_server, message)
+    assert data == message.data  # the exact bytes: a DKIM signature stays valid
+
+    for line in _header_lines(data):
+        assert line.isascii(), line
+        assert len(line) <= 998
+        # Only a URL that cannot be split may run past 78 characters.
+        assert len(line) <= 78 or re.fullmatch(rb"(List-Unsubscribe:)? <\S+>,?", line), line
+    assert all(b"\n" not in line for line in data.split(b"\r\n"))
+
+    msg = _parse(data)
+    assert msg["Subject"] == SUBJECT
+    assert msg["Date"].datetime == NOW
+    [to] = msg["To"].addresses
+    assert (to.display_name, to.addr_spec) == ("Jürgen Böhm", "juergen.boehm@example.org")
+    [sender] = msg["From"].addresses
+    assert sender.addr_spec == message.sender == "newsletter@kommune-digital.example"
+    assert msg["Reply-To"].addresses[0].addr_spec == "redaktion@kommune-digital.example"
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["Message-ID"] == message.message_id
+    assert re.fullmatch(r"<[^@<>]+@kommune-digital\.example>", msg["Message-ID"])
+    assert msg["List-Id"] == (
+        "Kommune Digital – Wochenüberblick <wochenueberblick.kommune-digital.example>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["X-Digest-Issue"] == "2025-W05"
+
+    https, mailto = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])
+    assert https.startswith("http://127.0.0.1:8000/unsubscribe/")
+    secret = demo_settings.secret_key
+    assert tokens.read_token(secret, "unsubscribe", https.rsplit("/", 1)[1]) == (
+        4711,
+        "wochenueberblick",
+    )
+    address, _, query = mailto.removeprefix("mailto:").partition("?")
+    assert address == "newsletter@kommune-digital.example"
+    assert query.startswith("subject=unsubscribe%20")
+    assert tokens.read_token(secret, "unsubscribe", query.rsplit("%20", 1)[1])[0] == 4711
+
+    assert msg.get_content_type() == "multipart/alternative"
+    text_part, html_part = msg.iter_parts()
+    assert [text_part.get_content_type(), html_part.get_content_type()] == [
+        "text/plain",
+        "text/html",
+    ]
+    for part in (text_part, html_part):
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    # Hard line breaks are CRLF on the wire (RFC 2045), and decode as such.
+    assert text_part.get_content() == "Grüße aus Köln\r\n.\r\nFrom the start of a line\r\n"
+    assert "Grüße aus Köln" in html_part.get_content()
+
+
+async def test_same_inputs_give_the_same_bytes(demo_settings: Settings) -> None:
+    first = _build(demo_settings, message_id="2025-W05.4711")
+    second = _build(demo_settings, message_id="2025-W05.4711")
+    assert first.data == second.data
+    assert first.message_id == "<2025-W05.4711@kommune-digital.example>"
+    assert _build(demo_settings).message_id != _build(demo_settings).message_id
+
+
+async def test_no_field_can_start_a_header(
+    smtp_server: RecordingServer, demo_settings: Settings
+) -> None:
+    newsletter = demo_settings.newsletters[0]
+    newsletter = replace(newsletter, name=newsletter.name + INJECTION)
+    message = _build(
+        demo_settings,
+        newsletter=newsletter,
+        subject=SUBJECT + INJECTION,
+        to_name="Jürgen Böhm" + INJECTION,
+        issue_key="2025-W05" + INJECTION,
+    )
+    data = await _send(smtp_server, message)
+    assert not any(line.lower().startswith(b"bcc") for line in data.split(b"\r\n"))
+    msg = _parse(data)
+    assert "Bcc" not in msg
+    assert msg["Subject"] == SUBJECT + " Bcc: evil@example.org"
+    assert [a.addr_spec for a in msg["To"].addresses] == ["juergen.boehm@example.org"]
+    assert set(msg.keys()) == {
+        "Date", "From", "To", "Reply-To", "Subject", "Message-ID", "List-Id",
+        "List-Unsubscribe", "List-Unsubscribe-Post", "X-Digest-Issue", "MIME-Version",
+        "Content-Type",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"to_addr": "juergen@example.org" + INJECTION},
+        {"to_addr": "no-at-sign"},
+        {"unsubscribe_url": "https://example.org/u/x> <https://evil.example"},
+        {"now": datetime(2025, 1, 27, 7, 0)},
+        {"message_id": "two words"},
+    ],
+)
+def test_bad_values_are_refused(demo_settings: Settings, overrides: dict[str, object]) -> None:
+    with pytest.raises(MessageError):
+        _build(demo_settings, **overrides)
+
+
+async def test_a_50000_character_html_line_arrives_intact(
+    smtp_server: RecordingServer, demo_settings: Settings
+) -> None:
+    cell = '<td style="padding:0">Übersicht für Städte &amp; Gemeinden</td>'
+    html = "<table><tr>" + cell * (50_000 // len(cell) + 1) + "</tr></table>"
+    assert len(html) > 50_000 and "\n" not in html
+    message = _build(demo_settings, html=html, now=datetime(2025, 1, 27, tzinfo=UTC))
+    data = await _send(smtp_server, message)
+    body = data.partition(b"\r\n\r\n")[2]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 §6.7
+    _, html_part = _parse(data).iter_parts()
+    assert html_part.get_content() == html + "\r\n"

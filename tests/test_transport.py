@@ -1,0 +1,262 @@
+"""Transports against a real aiosmtpd server on a free local port, and the link tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from digest import tokens
+from digest.config import Settings
+from digest.errors import SendTimeout, TransportUnavailable
+from digest.models import Message
+from digest.tokens import TokenError
+from digest.transport import CaptureServer, DryRunTransport, SmtpPool
+from tests.smtp_server import RecordingServer
+
+SENDER = "newsletter@kommune-digital.example"
+
+
+def message(n: int, recipient: str | None = None) -> Message:
+    recipient = recipient or f"leser{n}@example.org"
+    data = (
+        f"From: {SENDER}\r\nTo: {recipient}\r\nSubject: Nachricht {n}\r\n"
+        f"Message-ID: <{n}@kommune-digital.example>\r\n\r\nText {n}\r\n.Punkt\r\n"
+    ).encode("ascii")
+    return Message(SENDER, recipient, f"<{n}@kommune-digital.example>", data)
+
+
+async def test_connections_are_pooled_and_reused(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=2)) as pool:
+        results = await asyncio.gather(*(pool.send(message(n)) for n in range(10)))
+    assert all(r.ok and r.code == 250 for r in results)
+    assert [r.recipient for r in results] == [f"leser{n}@example.org" for n in range(10)]
+    assert len(smtp_server.messages) == 10
+    assert 1 <= smtp_server.connections <= 2
+
+
+async def test_exact_bytes_arrive(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings()) as pool:
+        await pool.send(message(1))
+    assert smtp_server.messages == [(SENDER, ["leser1@example.org"], message(1).data)]
+
+
+async def test_connection_is_renewed_after_messages_per_connection(
+    smtp_server: RecordingServer,
+) -> None:
+    async with SmtpPool(smtp_server.settings(messages_per_connection=3)) as pool:
+        for n in range(7):
+            assert (await pool.send(message(n))).ok
+    assert smtp_server.connections == 3
+
+
+@pytest.mark.smtp_server(
+    refuse={"bad@example.org": "550 5.1.1 No such user"},
+    temp_fail={"later@example.org": "451 4.3.0 Try again"},
+)
+async def test_refused_recipients_are_results(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        refused = await pool.send(message(1, "bad@example.org"))
+        deferred = await pool.send(message(2, "later@example.org"))
+        accepted = await pool.send(message(3))
+    assert (refused.ok, refused.code, refused.temporary) == (False, 550, False)
+    assert refused.reply == "5.1.1 No such user"
+    assert refused.recipient == "bad@example.org"
+    assert (deferred.ok, deferred.code, deferred.temporary) == (False, 451, True)
+    assert accepted.ok
+    # The refusals were reset on the same connection, which then carried the next message.
+    assert smtp_server.connections == 1
+    assert [rcpts for _, rcpts, _ in smtp_server.messages] == [["leser3@example.org"]]
+
+
+async def test_unsendable_address_is_a_permanent_result(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        unsendable = Message(SENDER, "jürgen@example.org", "<1@x>", message(1).data)
+        result = await pool.send(unsendable)  # would need SMTPUTF8
+        assert (result.ok, result.code, result.temporary) == (False, None, False)
+        assert (await pool.send(message(2))).ok
+    assert smtp_server.connections == 1
+    assert len(smtp_server.messages) == 1
+
+
+@pytest.mark.smtp_server(disconnect_after=2)
+async def test_dropped_connection_raises_and_next_send_reconnects(
+    smtp_server: RecordingServer,
+) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        assert (await pool.send(message(1))).ok
+        assert (await pool.send(message(2))).ok
+        with pytest.raises(TransportUnavailable) as info:
+            await pool.send(message(3))
+        assert info.value.temporary and isinstance(info.value, ConnectionError)
+        assert (await pool.send(message(4))).ok
+    assert smtp_server.connections == 2
+    assert [data for _, _, data in smtp_server.messages] == [message(n).data for n in (1, 2, 4)]
+
+
+@pytest.mark.smtp_server(reply_421_after=1)
+async def test_421_discards_the_connection(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        assert (await pool.send(message(1))).ok
+        closing = await pool.send(message(2))
+        assert (closing.ok, closing.code, closing.temporary) == (False, 421, True)
+        assert (await pool.send(message(3))).ok
+    assert smtp_server.connections == 2
+    assert len(smtp_server.messages) == 2
+
+
+async def test_idle_connection_closed_by_the_server_is_replaced(
+    smtp_server: RecordingServer,
+) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        assert (await pool.send(message(1))).ok
+        smtp_server.drop_connections()  # the client has not noticed yet
+        assert (await pool.send(message(2))).ok
+    assert smtp_server.connections == 2
+    assert len(smtp_server.messages) == 2
+
+
+@pytest.mark.smtp_server(delay=2)
+async def test_slow_server_times_out(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(timeout=0.2)) as pool:
+        with pytest.raises(SendTimeout) as info:
+            await pool.send(message(1))
+    assert isinstance(info.value, TimeoutError) and info.value.temporary
+
+
+@pytest.mark.smtp_server(tls="starttls", auth={"digest": "geheim"})
+async def test_starttls_and_login(smtp_server: RecordingServer) -> None:
+    settings = smtp_server.settings(
+        security="starttls", validate_certs=False, username="digest", password="geheim"
+    )
+    async with SmtpPool(settings) as pool:
+        assert (await pool.send(message(1))).ok
+    assert len(smtp_server.messages) == 1
+
+    async with SmtpPool(replace(settings, password="falsch")) as pool:
+        with pytest.raises(TransportUnavailable) as info:
+            await pool.send(message(2))
+    assert info.value.code == 535 and not info.value.temporary
+
+    async with SmtpPool(replace(settings, validate_certs=True)) as pool:
+        with pytest.raises(TransportUnavailable):  # the certificate is self-signed
+            await pool.send(message(3))
+    assert len(smtp_server.messages) == 1
+
+
+@pytest.mark.smtp_server(tls="implicit")
+async def test_implicit_tls(smtp_server: RecordingServer) -> None:
+    settings = smtp_server.settings(security="tls", validate_certs=False)
+    async with SmtpPool(settings) as pool:
+        assert (await pool.send(message(1))).ok
+        assert (await pool.send(message(2))).ok
+    assert smtp_server.connections == 1
+    async with SmtpPool(replace(settings, validate_certs=True)) as pool:
+        with pytest.raises(TransportUnavailable):
+            await pool.send(message(3))
+    assert len(smtp_server.messages) == 2
+
+
+async def test_unreachable_server_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with RecordingServer() as server:
+        settings = server.settings(port=port, timeout=2)
+    async with SmtpPool(settings) as pool:
+        with pytest.raises(TransportUnavailable):
+            await pool.send(message(1))
+
+
+async def test_closed_pool_refuses(smtp_server: RecordingServer) -> None:
+    pool = SmtpPool(smtp_server.settings())
+    await pool.close()
+    with pytest.raises(TransportUnavailable):
+        await pool.send(message(1))
+
+
+async def test_dry_run_records_and_sends_nothing() -> None:
+    transport = DryRunTransport()
+    result = await transport.send(message(1))
+    await transport.close()
+    assert (result.ok, result.code, result.reply) == (True, 250, "dry run")
+    assert transport.messages == [message(1)]
+
+
+async def test_capture_server_writes_eml_files(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    sent = [message(n, f"leser+{n}/x@example.org") for n in range(3)]
+    clock = lambda: datetime(2025, 1, 27, 7, 0, 5, tzinfo=UTC)  # noqa: E731
+    async with (
+        CaptureServer(outbox, clock=clock) as server,
+        SmtpPool(server.settings()) as pool,
+    ):
+        for msg in sent:
+            assert (await pool.send(msg)).ok
+    names = sorted(p.name for p in outbox.iterdir())
+    assert names == [f"20250127-070005-000{n + 1}-leser+{n}_x@example.org.eml" for n in range(3)]
+    for msg, captured in zip(sent, server.messages, strict=True):
+        assert captured.path.read_bytes() == captured.data == msg.data
+        assert (captured.mail_from, captured.rcpt_tos) == (SENDER, (msg.recipient,))
+        parsed = email.message_from_bytes(captured.data, policy=email.policy.strict)
+        assert parsed["Message-ID"] == msg.message_id
+
+
+def test_tokens_round_trip() -> None:
+    token = tokens.make_token("geheim", "unsubscribe", 4711, "wochenueberblick")
+    assert tokens.read_token("geheim", "unsubscribe", token) == (4711, "wochenueberblick")
+    assert token.isascii() and all(c.isalnum() or c in "-_." for c in token)
+
+
+def _flip_last(token: str) -> str:
+    return token[:-1] + ("B" if token[-1] == "A" else "A")
+
+
+@pytest.mark.parametrize(
+    ("secret", "purpose", "change"),
+    [
+        ("geheim", "unsubscribe", _flip_last),
+        ("geheim", "unsubscribe", lambda t: "x" + t),
+        ("anderes", "unsubscribe", str),
+        ("geheim", "preferences", str),
+        ("geheim", "unsubscribe", lambda t: "garbage"),
+        ("geheim", "unsubscribe", lambda t: ""),
+    ],
+    ids=["tampered", "prefixed", "other-secret", "other-purpose", "garbage", "empty"],
+)
+def test_tampered_tokens_fail(secret: str, purpose: str, change: Callable[[str], str]) -> None:
+    token = tokens.make_token("geheim", "unsubscribe", 4711, "wochenueberblick")
+    with pytest.raises(TokenError):
+        tokens.read_token(secret, purpose, change(token))
+
+
+def test_token_with_unexpected_payload_fails() -> None:
+    from itsdangerous import URLSafeSerializer
+
+    forged = URLSafeSerializer("geheim", salt="digest.unsubscribe").dumps({"id": 1})
+    with pytest.raises(TokenError):
+        tokens.read_token("geheim", "unsubscribe", forged)
+
+
+def test_link_urls(demo_settings: Settings) -> None:
+    unsubscribe = tokens.unsubscribe_url(demo_settings, "wochenueberblick", 7)
+    preferences = tokens.preferences_url(demo_settings, "wochenueberblick", 7)
+    mailto = tokens.unsubscribe_mailto(demo_settings, "wochenueberblick", 7)
+    base = "http://127.0.0.1:8000"
+    assert unsubscribe.startswith(f"{base}/unsubscribe/")
+    assert preferences.startswith(f"{base}/preferences/")
+    secret = demo_settings.secret_key
+    assert tokens.read_token(secret, "preferences", preferences.rsplit("/", 1)[1]) == (
+        7,
+        "wochenueberblick",
+    )
+    with pytest.raises(TokenError):  # an unsubscribe token is no preferences token
+        tokens.read_token(secret, "preferences", unsubscribe.rsplit("/", 1)[1])
+    assert mailto.startswith("mailto:newsletter@kommune-digital.example?subject=unsubscribe%20")
