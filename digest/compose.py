@@ -83,9 +83,19 @@ def iso_week_window(
 
 
 class _TextExtractor(HTMLParser):
-    """Collects the text of an HTML fragment; block elements become spaces."""
+    """Collects the text of an HTML fragment; block elements become spaces.
+
+    Inline elements (``<strong>``, ``<a>``, ...) add no space, so "<b>Akte</b>, ein"
+    stays "Akte, ein".
+    """
 
     _SKIP = frozenset({"script", "style", "template", "head", "title"})
+    _BLOCK = frozenset({
+        "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt",
+        "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+        "hr", "img", "li", "main", "nav", "ol", "p", "pre", "section", "table", "td", "th",
+        "tr", "ul",
+    })
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -95,12 +105,14 @@ class _TextExtractor(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self._SKIP:
             self._skipping += 1
-        self.parts.append(" ")
+        if tag in self._BLOCK:
+            self.parts.append(" ")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self._SKIP and self._skipping:
             self._skipping -= 1
-        self.parts.append(" ")
+        if tag in self._BLOCK:
+            self.parts.append(" ")
 
     def handle_data(self, data: str) -> None:
         if not self._skipping:

@@ -22,12 +22,12 @@ from email.utils import make_msgid
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
 from digest.errors import SendError, TransportUnavailable
-from digest.mail import build_message
+from digest.mail import MessageError, build_message
 from digest.models import DeliveryState, Issue, Message, Recipient, Variant
 from digest.render import personalize, render_variant
 from digest.segments import cut_for, recipients_for, segment_lists
 from digest.store import DeliveryRow, IssueRecord, Store
-from digest.tokens import personal_links
+from digest.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.transport import Transport
 
 __all__ = ["DeliveryReport", "Personalizer", "send_issue"]
@@ -103,15 +103,18 @@ class Personalizer:
     def message_for(self, recipient: Recipient, variant: Variant,
                     message_id: str | None = None) -> Message:
         subscriber = recipient.subscriber
-        links = personal_links(self.settings, self.newsletter.id, subscriber.id or 0)
-        html, text = personalize(variant, {
+        sid, nid = subscriber.id or 0, self.newsletter.id
+        unsubscribe = unsubscribe_url(self.settings, nid, sid)
+        html, text = personalize(variant, locale=self.newsletter.locale, fields={
             "name": subscriber.name, "email": subscriber.email,
-            "unsubscribe_url": links.unsubscribe_url, "preferences_url": links.preferences_url,
+            "unsubscribe_url": unsubscribe,
+            "preferences_url": preferences_url(self.settings, nid, sid),
         })
         return build_message(
             newsletter=self.newsletter, settings=self.settings, to_addr=subscriber.email,
             to_name=subscriber.name, subject=variant.issue.subject, html=html, text=text,
-            unsubscribe_url=links.unsubscribe_url, unsubscribe_mailto=links.unsubscribe_mailto,
+            unsubscribe_url=unsubscribe,
+            unsubscribe_mailto=unsubscribe_mailto(self.settings, nid, sid),
             now=self.now, message_id=message_id, issue_key=self.issue.key)
 
 
@@ -169,7 +172,13 @@ async def send_issue(settings: Settings, store: Store, newsletter: NewsletterSet
             message_id = new_message_id(newsletter, issue.key)
             if not store.claim_delivery(row.id, message_id):
                 return
-        message = personalizer.message_for(recipient, variant, message_id)
+        try:
+            message = personalizer.message_for(recipient, variant, message_id)
+        except MessageError as exc:
+            store.record_delivery(row.id, DeliveryState.FAILED, code=None, reply=str(exc))
+            report.failed += 1
+            report.failures.append(f"{row.email}: {exc}")
+            return
         try:
             result = await transport.send(message)
         except SendError as exc:

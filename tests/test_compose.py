@@ -395,3 +395,12 @@ def test_day_formats_in_the_zone_and_locale() -> None:
 def test_window_label_ends_on_the_last_included_day() -> None:
     _, start, end = iso_week_window("2025-W13", BERLIN, NOW)
     assert format_window(start, end, "de_DE", BERLIN) == "24.03.2025 – 30.03.2025"
+
+
+def test_inline_tags_add_no_space_but_blocks_do() -> None:
+    from digest.compose import plain_text
+
+    assert plain_text("die <strong>elektronische Akte</strong>, ein <a href='x'>Portal</a>.") \
+        == "die elektronische Akte, ein Portal."
+    assert plain_text("<p>Erster Absatz.</p><p>Zweiter<br>Satz</p>") == (
+        "Erster Absatz. Zweiter Satz")

@@ -171,6 +171,9 @@ class Store:
                         newsletter=newsletter, first_seen=now, last_seen=now, **values))
                     new += 1
                     continue
+                # The first source that carried an article keeps it; another feed
+                # carrying the same item is not a change.
+                values.pop("source")
                 differs = any(getattr(row, k) != v for k, v in values.items())
                 values = values if differs else {}
                 conn.execute(t.articles.update().where(t.articles.c.id == row.id).values(
