@@ -225,7 +225,11 @@ async def send_issue(settings: Settings, store: Store, newsletter: NewsletterSet
                 progress(done, total)
 
     workers = concurrency or settings.smtp.pool_size
-    await asyncio.gather(*(worker() for _ in range(max(1, min(workers, total or 1)))))
+    # A TaskGroup, unlike gather, waits for every worker when the run is cancelled, so
+    # each message in flight is recorded before the cancellation goes on.
+    async with asyncio.TaskGroup() as group:
+        for _ in range(max(1, min(workers, total or 1))):
+            group.create_task(worker())
     report.variants = personalizer.variants
     counts = store.delivery_counts(record.id)
     if not counts.get(DeliveryState.PENDING) and not counts.get(DeliveryState.SENDING):

@@ -1,0 +1,209 @@
+"""The whole send path against a real aiosmtpd server: demo content in, bytes out.
+
+Idempotent re-send, resume after an interrupted send, a server that goes away, refused
+recipients, and what each segment's subscribers receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from digest import jobs
+from digest.config import NewsletterSettings, Settings
+from digest.deliver import DeliveryReport
+from digest.issues import prepare_issue
+from digest.models import DeliveryState
+from digest.segments import segment_lists
+from digest.store import Store
+from digest.subscribers import import_csv
+from digest.transport import SmtpPool
+from tests.smtp_server import RecordingServer
+
+ROOT = Path(__file__).resolve().parent.parent
+WEEK = "2025-W05"
+NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
+
+
+@dataclass
+class World:
+    settings: Settings
+    store: Store
+    newsletter: NewsletterSettings
+
+    async def send(self, server: RecordingServer, **smtp: object) -> DeliveryReport:
+        settings = replace(self.settings, smtp=replace(server.settings(), **smtp))
+        pool = SmtpPool(settings.smtp)
+        try:
+            report = await jobs.send(settings, self.store, self.newsletter, WEEK, pool,
+                                     now=NOW)
+        finally:
+            await pool.close()
+        assert report is not None
+        return report
+
+    def counts(self) -> dict[str, int]:
+        record = self.store.get_issue(self.newsletter.id, WEEK)
+        assert record is not None
+        return self.store.delivery_counts(record.id)
+
+
+@pytest.fixture
+async def world(demo_settings: Settings) -> AsyncIterator[World]:
+    store = jobs.open_store(demo_settings)
+    newsletter = demo_settings.newsletters[0]
+    for name in sorted(segment_lists(newsletter)):
+        report = import_csv(store, ROOT / "subscribers" / f"{name}.csv", name,
+                            categories={c.key for c in newsletter.categories},
+                            regions=newsletter.regions)
+        assert not report.errors
+    [collected] = await jobs.collect(demo_settings, store, newsletter.id, now=NOW)
+    assert not collected.failed and collected.new > 30
+    yield World(demo_settings, store, newsletter)
+    store.close()
+
+
+def _recipients(server: RecordingServer) -> list[str]:
+    return [rcpt for _, rcpts, _ in server.messages for rcpt in rcpts]
+
+
+def _parse(data: bytes) -> email.message.EmailMessage:
+    message = email.message_from_bytes(data, policy=policy.strict)
+    assert isinstance(message, email.message.EmailMessage)
+    return message
+
+
+def _text_of(message: email.message.EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return part.get_content()
+
+
+async def test_each_subscriber_gets_exactly_one_message(world: World, smtp_server) -> None:
+    report = await world.send(smtp_server)
+    subscribers = world.store.active_subscribers(segment_lists(world.newsletter))
+    assert report.sent == report.recipients == len(subscribers) == 14
+    received = _recipients(smtp_server)
+    assert sorted(received) == sorted(s.email for s in subscribers)
+    assert report.variants < report.sent  # MJML compiled per distinct content only
+    assert world.counts() == {DeliveryState.SENT: 14}
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None and record.status == "sent" and record.sent_at == NOW
+    for _, _, data in smtp_server.messages:
+        message = _parse(data)
+        assert message.defects == []
+        assert [p.get_content_type() for p in message.iter_parts()] == [
+            "text/plain", "text/html"]
+        assert "KW 5/2025" in message["Subject"]
+
+
+async def test_segments_cut_what_each_subscriber_reads(world: World, smtp_server) -> None:
+    await world.send(smtp_server)
+    by_rcpt = {rcpts[0]: _parse(data) for _, rcpts, data in smtp_server.messages}
+    bayern_only = [s for s in world.store.active_subscribers(["bayern"])
+                   if s.lists == {"bayern"} and not s.regions]
+    assert bayern_only
+    text = _text_of(by_rcpt[bayern_only[0].email])
+    headlines = [line for line in text.splitlines()
+                 if re.match(r"^[A-ZÄÖÜ][\w.-]+( [\w.-]+)?: ", line)]
+    assert headlines
+    other_laender = set(world.newsletter.regions) - {"Bayern"}
+    assert not [h for h in headlines if h.split(":")[0] in other_laender]
+    it_only = [s for s in world.store.active_subscribers(["it-leitungen"])
+               if s.lists == {"it-leitungen"} and not s.categories]
+    text = _text_of(by_rcpt[it_only[0].email])
+    assert "POLITIK" not in text and "SMART CITY" not in text and "IT-SICHERHEIT" in text
+
+
+async def test_sending_again_sends_nothing_twice(world: World, smtp_server) -> None:
+    first = await world.send(smtp_server)
+    second = await world.send(smtp_server)
+    assert (first.sent, second.sent, second.already_sent) == (14, 0, 14)
+    assert len(smtp_server.messages) == 14
+
+
+@pytest.mark.smtp_server(delay=0.05)
+async def test_resume_after_the_send_is_killed_midway(world: World, smtp_server) -> None:
+    task = asyncio.create_task(world.send(smtp_server, pool_size=1))
+    async with asyncio.timeout(10):
+        while len(smtp_server.messages) < 5:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    delivered = len(smtp_server.messages)
+    assert 5 <= delivered < 14
+    # everything the server accepted is recorded as sent: nothing will go twice
+    counts = world.counts()
+    assert counts[DeliveryState.SENT] == delivered
+    assert counts.get(DeliveryState.SENDING, 0) == 0
+    resumed = await world.send(smtp_server)
+    assert resumed.sent == 14 - delivered and resumed.already_sent == delivered
+    assert Counter(_recipients(smtp_server)).most_common(1)[0][1] == 1
+    assert len(smtp_server.messages) == 14
+
+
+@pytest.mark.smtp_server(disconnect_after=3)
+async def test_server_going_away_stops_the_run_and_the_next_run_finishes(
+        world: World, smtp_server) -> None:
+    first = await world.send(smtp_server, pool_size=1)
+    assert first.stopped and first.sent == 3
+    assert world.counts()[DeliveryState.PENDING] == 11
+    second = await world.send(smtp_server, pool_size=1)
+    assert second.sent == 11 and second.stopped is None
+    assert sorted(_recipients(smtp_server)) == sorted(set(_recipients(smtp_server)))
+    assert len(smtp_server.messages) == 14
+
+
+@pytest.mark.smtp_server(refuse={"anna.schulze@example.com": "550 5.1.1 No such user"},
+                         temp_fail={"m.oezdemir@example.net": "451 4.3.0 Try again later"})
+async def test_refusals_are_recorded_with_the_reply(world: World, smtp_server) -> None:
+    report = await world.send(smtp_server)
+    assert (report.sent, report.failed, report.deferred) == (12, 1, 1)
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None
+    rows = {r.email: r for r in world.store.deliveries(record.id)}
+    assert (rows["anna.schulze@example.com"].state,
+            rows["anna.schulze@example.com"].smtp_code) == (DeliveryState.FAILED, 550)
+    assert "No such user" in (rows["anna.schulze@example.com"].smtp_reply or "")
+    assert rows["m.oezdemir@example.net"].state == DeliveryState.PENDING
+    again = await world.send(smtp_server)
+    # the permanent refusal is not retried; the temporary one is
+    assert (again.sent, again.failed, again.deferred) == (0, 0, 1)
+    assert record.status != "sent"
+
+
+async def test_dry_run_writes_nothing(world: World) -> None:
+    report = jobs.dry_run(world.settings, world.store, world.newsletter, WEEK, now=NOW)
+    assert report is not None and report.recipients == 14 and report.variants >= 2
+    assert report.largest_html < 90_000
+    assert world.store.get_issue(world.newsletter.id, WEEK) is None
+
+
+async def test_an_empty_week_sends_nothing(world: World, smtp_server) -> None:
+    pool = SmtpPool(smtp_server.settings())
+    try:
+        result = await jobs.send(world.settings, world.store, world.newsletter, "2024-W10",
+                                 pool, now=NOW)
+    finally:
+        await pool.close()
+    assert result is None and smtp_server.messages == []
+
+
+async def test_an_article_goes_into_one_issue_only(world: World, smtp_server) -> None:
+    await world.send(smtp_server)
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None
+    claimed = {a.uid for a in world.store.issue_articles(record.id)}
+    later = prepare_issue(world.store, world.newsletter, "2025-W06", NOW)
+    assert later is not None
+    assert not claimed & {a.uid for a in later.issue.articles}
