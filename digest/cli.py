@@ -46,11 +46,24 @@ def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None
 
 def common(func: F) -> F:
     """--config and --debug on every command, as on the group."""
-    func = click.option("--config", "config", type=click.Path(path_type=Path), default=None,
-                        expose_value=False, callback=_set_config, is_eager=True,
-                        help="Configuration file (default: ./config.toml).")(func)
-    func = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
-                        is_eager=True, help="Show tracebacks and debug logging.")(func)
+    func = click.option(
+        "--config",
+        "config",
+        type=click.Path(path_type=Path),
+        default=None,
+        expose_value=False,
+        callback=_set_config,
+        is_eager=True,
+        help="Configuration file (default: ./config.toml).",
+    )(func)
+    func = click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_debug,
+        is_eager=True,
+        help="Show tracebacks and debug logging.",
+    )(func)
     return func
 
 
@@ -109,8 +122,9 @@ async def collect(newsletter: str | None) -> None:
         for source in report.sources:
             if source.error:
                 failed += 1
-                echo_err(f"warning: {report.newsletter}: source {source.name!r} "
-                         f"skipped: {source.error}")
+                echo_err(
+                    f"warning: {report.newsletter}: source {source.name!r} skipped: {source.error}"
+                )
             elif source.not_modified:
                 click.echo(f"{report.newsletter}: {source.name}: not modified")
             else:
@@ -122,8 +136,11 @@ async def collect(newsletter: str | None) -> None:
 
 @cli.command()
 @click.argument("newsletter")
-@click.option("--week", metavar="YYYY-Www", help="ISO week to send (default: the previous "
-              "week in the newsletter's time zone).")
+@click.option(
+    "--week",
+    metavar="YYYY-Www",
+    help="ISO week to send (default: the previous week in the newsletter's time zone).",
+)
 @click.option("--dry-run", is_flag=True, help="Build every message, send and record nothing.")
 @common
 @run_async
@@ -146,29 +163,34 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     try:
         if dry_run:
             report = jobs.dry_run(settings, store, chosen, week)
-            click.echo(report.summary() if report else
-                       f"{newsletter}: no articles in {week or 'the previous week'}; "
-                       "nothing would be sent")
+            click.echo(
+                report.summary()
+                if report
+                else f"{newsletter}: no articles in {week or 'the previous week'}; "
+                "nothing would be sent"
+            )
             return
         transport = SmtpPool(settings.smtp)
         try:
             with _progress() as progress:
-                result = await jobs.send(settings, store, chosen, week, transport,
-                                         progress=progress)
+                result = await jobs.send(
+                    settings, store, chosen, week, transport, progress=progress
+                )
         finally:
             await transport.close()
     finally:
         store.close()
     if result is None:
-        click.echo(f"{newsletter}: no new articles in {week or 'the previous week'}; "
-                   "nothing sent")
+        click.echo(f"{newsletter}: no new articles in {week or 'the previous week'}; nothing sent")
         return
     click.echo(result.summary())
     for failure in result.failures[:20]:
         echo_err(f"refused: {failure}")
     if result.stopped:
-        echo_err(f"error: sending stopped: {result.stopped}. Run the same command again "
-                 "to send to the rest.")
+        echo_err(
+            f"error: sending stopped: {result.stopped}. Run the same command again "
+            "to send to the rest."
+        )
         raise SystemExit(1)
 
 
@@ -201,13 +223,28 @@ class _progress:
 @click.option("--week", metavar="YYYY-Www", help="ISO week (default: the previous week).")
 @click.option("--segment", help="Preview as this segment gets it.")
 @click.option("--subscriber", metavar="EMAIL", help="Preview as this subscriber gets it.")
-@click.option("--format", "fmt", type=click.Choice(["html", "text", "eml", "issue"]),
-              default="html", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file instead of stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "text", "eml", "issue"]),
+    default="html",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
 @common
-def preview(newsletter: str, week: str | None, segment: str | None, subscriber: str | None,
-            fmt: str, output: Path | None) -> None:
+def preview(
+    newsletter: str,
+    week: str | None,
+    segment: str | None,
+    subscriber: str | None,
+    fmt: str,
+    output: Path | None,
+) -> None:
     """Show NEWSLETTER's issue as a segment or a subscriber would get it.
 
     Nothing is sent and nothing is written to the store.
@@ -223,8 +260,15 @@ def preview(newsletter: str, week: str | None, segment: str | None, subscriber: 
     settings = state().settings()
     store = jobs.open_store(settings)
     try:
-        data = jobs.preview(settings, store, settings.newsletter(newsletter), week,
-                            segment=segment, subscriber=subscriber, fmt=fmt)
+        data = jobs.preview(
+            settings,
+            store,
+            settings.newsletter(newsletter),
+            week,
+            segment=segment,
+            subscriber=subscriber,
+            fmt=fmt,
+        )
     finally:
         store.close()
     if output:
@@ -247,8 +291,10 @@ def schedules() -> None:
 
     settings = state().settings()
     for newsletter, when in next_runs(settings, datetime.now(UTC)):
-        click.echo(f"{newsletter.id}: '{newsletter.schedule}' ({newsletter.timezone}), "
-                   f"next run {when:%a %Y-%m-%d %H:%M %Z}")
+        click.echo(
+            f"{newsletter.id}: '{newsletter.schedule}' ({newsletter.timezone}), "
+            f"next run {when:%a %Y-%m-%d %H:%M %Z}"
+        )
 
 
 @cli.command()
@@ -314,15 +360,22 @@ def import_(file: Path, list_name: str) -> None:
         store.close()
     for error in report.errors:
         echo_err(f"warning: {file}: {error}; row skipped")
-    click.echo(f"{file}: {report.added} added, {report.updated} updated in list "
-               f"{list_name!r}, {len(report.errors)} rows skipped")
+    click.echo(
+        f"{file}: {report.added} added, {report.updated} updated in list "
+        f"{list_name!r}, {len(report.errors)} rows skipped"
+    )
     if report.errors:
         raise SystemExit(1)
 
 
 @cli.command()
-@click.option("--week", default="2025-W05", show_default=True, metavar="YYYY-Www",
-              help="Week of the bundled demo articles to send.")
+@click.option(
+    "--week",
+    default="2025-W05",
+    show_default=True,
+    metavar="YYYY-Www",
+    help="Week of the bundled demo articles to send.",
+)
 @common
 @run_async
 async def demo(week: str) -> None:

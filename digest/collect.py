@@ -48,37 +48,60 @@ class CollectReport:
         return [s for s in self.sources if s.error]
 
 
-async def _fetch_one(settings: Settings, store: Store, newsletter: NewsletterSettings,
-                     source: SourceSettings, client: httpx.AsyncClient
-                     ) -> FetchResult | SourceError:
+async def _fetch_one(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    source: SourceSettings,
+    client: httpx.AsyncClient,
+) -> FetchResult | SourceError:
     etag, last_modified = store.source_state(newsletter.id, source.name)
     try:
-        return await fetch_source(source, newsletter, FetchState(etag, last_modified),
-                                  client=client, base_dir=settings.base_dir)
+        return await fetch_source(
+            source,
+            newsletter,
+            FetchState(etag, last_modified),
+            client=client,
+            base_dir=settings.base_dir,
+        )
     except SourceError as exc:
         return exc
 
 
-async def collect_newsletter(settings: Settings, store: Store, newsletter: NewsletterSettings,
-                             *, client: httpx.AsyncClient | None = None,
-                             now: datetime | None = None) -> CollectReport:
+async def collect_newsletter(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    *,
+    client: httpx.AsyncClient | None = None,
+    now: datetime | None = None,
+) -> CollectReport:
     """Fetch every source of ``newsletter`` concurrently and save the articles."""
     now = now or datetime.now(UTC)
     report = CollectReport(newsletter.id)
     own_client = client is None
     client = client or new_http_client()
     try:
-        outcomes = await asyncio.gather(*(
-            _fetch_one(settings, store, newsletter, source, client)
-            for source in newsletter.sources))
+        outcomes = await asyncio.gather(
+            *(
+                _fetch_one(settings, store, newsletter, source, client)
+                for source in newsletter.sources
+            )
+        )
     finally:
         if own_client:
             await client.aclose()
     for source, outcome in zip(newsletter.sources, outcomes, strict=True):
         if isinstance(outcome, SourceError):
             log.warning("source %r skipped: %s", source.name, outcome.reason)
-            store.save_source_state(newsletter.id, source.name, etag=None,
-                                    last_modified=None, error=outcome.reason, now=now)
+            store.save_source_state(
+                newsletter.id,
+                source.name,
+                etag=None,
+                last_modified=None,
+                error=outcome.reason,
+                now=now,
+            )
             report.sources.append(SourceReport(source.name, error=outcome.reason))
             continue
         for warning in outcome.warnings:
@@ -86,9 +109,17 @@ async def collect_newsletter(settings: Settings, store: Store, newsletter: Newsl
         new, updated = store.upsert_articles(newsletter.id, outcome.articles, now=now)
         report.new += new
         report.updated += updated
-        store.save_source_state(newsletter.id, source.name, etag=outcome.state.etag,
-                                last_modified=outcome.state.last_modified, error=None,
-                                now=now)
-        report.sources.append(SourceReport(source.name, len(outcome.articles),
-                                           outcome.not_modified, None, outcome.warnings))
+        store.save_source_state(
+            newsletter.id,
+            source.name,
+            etag=outcome.state.etag,
+            last_modified=outcome.state.last_modified,
+            error=None,
+            now=now,
+        )
+        report.sources.append(
+            SourceReport(
+                source.name, len(outcome.articles), outcome.not_modified, None, outcome.warnings
+            )
+        )
     return report

@@ -117,71 +117,180 @@ def _string_table(value: Any) -> str | None:
 
 S = Setting
 TOP = [
-    S("public_url", str, "http://127.0.0.1:8000", "Base URL of every link the web app serves "
-      "(unsubscribe, preferences, archive). Use https:// in production.", _http_url),
-    S("secret_key", str, _REQUIRED,
-      "Key that signs the tokens in unsubscribe and preference links; a long random "
-      "string. Set DIGEST_SECRET_KEY in production rather than the file."),
-    S("timezone", str, "Europe/Berlin", "Default IANA time zone of newsletters.",
-      _timezone_problem),
+    S(
+        "public_url",
+        str,
+        "http://127.0.0.1:8000",
+        "Base URL of every link the web app serves "
+        "(unsubscribe, preferences, archive). Use https:// in production.",
+        _http_url,
+    ),
+    S(
+        "secret_key",
+        str,
+        _REQUIRED,
+        "Key that signs the tokens in unsubscribe and preference links; a long random "
+        "string. Set DIGEST_SECRET_KEY in production rather than the file.",
+    ),
+    S(
+        "timezone",
+        str,
+        "Europe/Berlin",
+        "Default IANA time zone of newsletters.",
+        _timezone_problem,
+    ),
     S("locale", str, "de_DE", "Default locale for dates and labels (Babel).", _locale_problem),
-    S("outbox", str, "outbox", "Folder where `digest demo` and the capture transport write "
-      "one .eml file per message."),
+    S(
+        "outbox",
+        str,
+        "outbox",
+        "Folder where `digest demo` and the capture transport write one .eml file per message.",
+    ),
 ]
 STORE = [
-    S("url", str, "sqlite:///digest.db", "SQLAlchemy URL of the database: a SQLite file "
-      "(relative paths are relative to the config file) or postgresql+psycopg://…"),
+    S(
+        "url",
+        str,
+        "sqlite:///digest.db",
+        "SQLAlchemy URL of the database: a SQLite file "
+        "(relative paths are relative to the config file) or postgresql+psycopg://…",
+    ),
 ]
 SMTP = [
     S("host", str, "127.0.0.1", "SMTP relay host."),
-    S("port", int, 8025, "SMTP relay port (25, 587 for STARTTLS, 465 for implicit TLS).",
-      _port),
-    S("security", str, "none", "'none', 'starttls' or 'tls' (implicit TLS).",
-      _one_of("none", "starttls", "tls")),
+    S("port", int, 8025, "SMTP relay port (25, 587 for STARTTLS, 465 for implicit TLS).", _port),
+    S(
+        "security",
+        str,
+        "none",
+        "'none', 'starttls' or 'tls' (implicit TLS).",
+        _one_of("none", "starttls", "tls"),
+    ),
     S("username", str, "", "Login for SMTP AUTH; empty for none."),
     S("password", str, "", "Password for SMTP AUTH; prefer DIGEST_SMTP_PASSWORD."),
     S("timeout", (int, float), 30, "Seconds to wait for any SMTP reply.", _positive),
-    S("pool_size", int, 2, "Number of SMTP connections used at once and reused between "
-      "messages.", _positive),
-    S("messages_per_connection", int, 100, "Reconnect after this many messages on one "
-      "connection.", _positive),
+    S(
+        "pool_size",
+        int,
+        2,
+        "Number of SMTP connections used at once and reused between messages.",
+        _positive,
+    ),
+    S(
+        "messages_per_connection",
+        int,
+        100,
+        "Reconnect after this many messages on one connection.",
+        _positive,
+    ),
     S("validate_certs", bool, True, "Verify the server's TLS certificate."),
 ]
 NEWSLETTER = [
-    S("id", str, _REQUIRED, "Short name used on the command line and in List-Id, "
-      "e.g. 'wochenueberblick'."),
+    S(
+        "id",
+        str,
+        _REQUIRED,
+        "Short name used on the command line and in List-Id, e.g. 'wochenueberblick'.",
+    ),
     S("name", str, _REQUIRED, "Display name of the newsletter."),
     S("sender", str, _REQUIRED, "From address, e.g. 'Kommune Digital <news@example.org>'."),
     S("reply_to", str, "", "Reply-To address; empty for none."),
-    S("subject", str, "{{ name }} – {{ week_label }}",
-      "Jinja2 template of the subject. Names: name, week_label (KW 5/2025), week, year, "
-      "date_label, top_title."),
-    S("schedule", str, "0 7 * * mon", "Cron expression (minute hour day month weekday; "
-      "0 and 7 are Sunday) of the weekly run, in `timezone`.", _cron_problem),
-    S("timezone", str, None, "IANA time zone of the schedule and the issue window; "
-      "default: the top-level `timezone`.", _timezone_problem),
-    S("locale", str, None, "Locale of dates and labels; default: the top-level `locale`.",
-      _locale_problem),
-    S("misfire_grace_time", int, 6 * 3600, "Seconds after a missed due time within which "
-      "the run still happens once when the scheduler comes back.", _positive),
-    S("max_per_category", int, 6, "At most this many articles per category, newest first.",
-      _positive),
-    S("teaser_length", int, 300, "Longest teaser in characters; longer ones are cut at a "
-      "word boundary and end in '…'.", _positive),
-    S("preheader", str, "", "Preview text shown by mail clients after the subject; "
-      "default: the titles of the first articles."),
-    S("templates", str, "", "Folder with templates that override the bundled ones "
-      "(same file names); relative to the config file."),
-    S("list_id", str, "", "RFC 2919 List-Id, e.g. 'wochenueberblick.example.org'; "
-      "default: '<id>.<sender domain>'."),
-    S("utm", dict, {}, "UTM parameters added to every 'mehr…' link, e.g. "
-      "{ utm_source = 'newsletter', utm_medium = 'email' }; "
-      "'{week}' in a value becomes the issue key.", _string_table),
-    S("category_map", dict, {}, "Maps a feed's category names (case-insensitive) to "
-      "category keys, e.g. { 'E-Government' = 'verwaltung' }.", _string_table),
-    S("regions", list, [], "Known region names; a headline 'Region: …' or a feed category "
-      "with one of these names sets the article's region. Empty: the 16 German Länder.",
-      _string_list),
+    S(
+        "subject",
+        str,
+        "{{ name }} – {{ week_label }}",
+        "Jinja2 template of the subject. Names: name, week_label (KW 5/2025), week, year, "
+        "date_label, top_title.",
+    ),
+    S(
+        "schedule",
+        str,
+        "0 7 * * mon",
+        "Cron expression (minute hour day month weekday; "
+        "0 and 7 are Sunday) of the weekly run, in `timezone`.",
+        _cron_problem,
+    ),
+    S(
+        "timezone",
+        str,
+        None,
+        "IANA time zone of the schedule and the issue window; default: the top-level `timezone`.",
+        _timezone_problem,
+    ),
+    S(
+        "locale",
+        str,
+        None,
+        "Locale of dates and labels; default: the top-level `locale`.",
+        _locale_problem,
+    ),
+    S(
+        "misfire_grace_time",
+        int,
+        6 * 3600,
+        "Seconds after a missed due time within which "
+        "the run still happens once when the scheduler comes back.",
+        _positive,
+    ),
+    S(
+        "max_per_category",
+        int,
+        6,
+        "At most this many articles per category, newest first.",
+        _positive,
+    ),
+    S(
+        "teaser_length",
+        int,
+        300,
+        "Longest teaser in characters; longer ones are cut at a word boundary and end in '…'.",
+        _positive,
+    ),
+    S(
+        "preheader",
+        str,
+        "",
+        "Preview text shown by mail clients after the subject; "
+        "default: the titles of the first articles.",
+    ),
+    S(
+        "templates",
+        str,
+        "",
+        "Folder with templates that override the bundled ones "
+        "(same file names); relative to the config file.",
+    ),
+    S(
+        "list_id",
+        str,
+        "",
+        "RFC 2919 List-Id, e.g. 'wochenueberblick.example.org'; default: '<id>.<sender domain>'.",
+    ),
+    S(
+        "utm",
+        dict,
+        {},
+        "UTM parameters added to every 'mehr…' link, e.g. "
+        "{ utm_source = 'newsletter', utm_medium = 'email' }; "
+        "'{week}' in a value becomes the issue key.",
+        _string_table,
+    ),
+    S(
+        "category_map",
+        dict,
+        {},
+        "Maps a feed's category names (case-insensitive) to "
+        "category keys, e.g. { 'E-Government' = 'verwaltung' }.",
+        _string_table,
+    ),
+    S(
+        "regions",
+        list,
+        [],
+        "Known region names; a headline 'Region: …' or a feed category "
+        "with one of these names sets the article's region. Empty: the 16 German Länder.",
+        _string_list,
+    ),
 ]
 IMPRESSUM = [
     S("publisher", str, _REQUIRED, "Name of the publisher (§5 DDG)."),
@@ -191,26 +300,49 @@ IMPRESSUM = [
     S("url", str, "", "Link to the full Impressum page."),
 ]
 CATEGORY = [
-    S("key", str, _REQUIRED, "Short key of the category, used in segments and "
-      "subscriber interests."),
+    S(
+        "key",
+        str,
+        _REQUIRED,
+        "Short key of the category, used in segments and subscriber interests.",
+    ),
     S("title", str, _REQUIRED, "Heading shown in the email."),
 ]
 SOURCE = [
     S("name", str, _REQUIRED, "Name of the source, used in warnings."),
-    S("url", str, _REQUIRED, "http(s) URL or local path (relative to the config file) of an "
-      "RSS 2.0, Atom or JSON Feed document."),
-    S("default_category", str, _REQUIRED, "Category of items whose own categories map to "
-      "none of the newsletter's."),
+    S(
+        "url",
+        str,
+        _REQUIRED,
+        "http(s) URL or local path (relative to the config file) of an "
+        "RSS 2.0, Atom or JSON Feed document.",
+    ),
+    S(
+        "default_category",
+        str,
+        _REQUIRED,
+        "Category of items whose own categories map to none of the newsletter's.",
+    ),
     S("timeout", (int, float), 20, "Seconds before a fetch is given up.", _positive),
     S("max_bytes", int, 5_000_000, "Largest response accepted, in bytes.", _positive),
 ]
 SEGMENT = [
     S("name", str, _REQUIRED, "Name of the segment, used by `preview --segment`."),
-    S("lists", list, _REQUIRED, "Subscribers on any of these lists belong to the segment.",
-      _string_list),
+    S(
+        "lists",
+        list,
+        _REQUIRED,
+        "Subscribers on any of these lists belong to the segment.",
+        _string_list,
+    ),
     S("categories", list, [], "Categories this segment receives; empty: all.", _string_list),
-    S("regions", list, [], "Regions this segment receives (articles without a region always "
-      "go); empty: all.", _string_list),
+    S(
+        "regions",
+        list,
+        [],
+        "Regions this segment receives (articles without a region always go); empty: all.",
+        _string_list,
+    ),
 ]
 
 #: Every table of the file: its dotted path, its settings, and whether it is an array.
@@ -238,9 +370,22 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
 }
 
 GERMAN_LAENDER = (
-    "Baden-Württemberg", "Bayern", "Berlin", "Brandenburg", "Bremen", "Hamburg", "Hessen",
-    "Mecklenburg-Vorpommern", "Niedersachsen", "Nordrhein-Westfalen", "Rheinland-Pfalz",
-    "Saarland", "Sachsen", "Sachsen-Anhalt", "Schleswig-Holstein", "Thüringen",
+    "Baden-Württemberg",
+    "Bayern",
+    "Berlin",
+    "Brandenburg",
+    "Bremen",
+    "Hamburg",
+    "Hessen",
+    "Mecklenburg-Vorpommern",
+    "Niedersachsen",
+    "Nordrhein-Westfalen",
+    "Rheinland-Pfalz",
+    "Saarland",
+    "Sachsen",
+    "Sachsen-Anhalt",
+    "Schleswig-Holstein",
+    "Thüringen",
 )
 
 
@@ -351,8 +496,9 @@ class NewsletterSettings:
             if segment.name == name:
                 return segment
         known = ", ".join(s.name for s in self.segments)
-        raise ConfigError(f"newsletters.{self.id}.segments", f"no segment {name!r} "
-                          f"(known: {known})")
+        raise ConfigError(
+            f"newsletters.{self.id}.segments", f"no segment {name!r} (known: {known})"
+        )
 
 
 @dataclass(frozen=True)
@@ -373,8 +519,11 @@ class Settings:
             if newsletter.id == newsletter_id:
                 return newsletter
         known = ", ".join(n.id for n in self.newsletters) or "none configured"
-        raise ConfigError("newsletters", f"no newsletter {newsletter_id!r} (known: {known})",
-                          path=str(self.path) if self.path else None)
+        raise ConfigError(
+            "newsletters",
+            f"no newsletter {newsletter_id!r} (known: {known})",
+            path=str(self.path) if self.path else None,
+        )
 
     def resolve(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
@@ -383,8 +532,14 @@ class Settings:
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     if isinstance(expected, tuple):
         return " or ".join(names.get(t, t.__name__) for t in expected)
     return names.get(expected, expected.__name__)
@@ -397,16 +552,23 @@ class _Reader:
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(key, problem, path=self.path)
 
-    def table(self, data: Any, section: str, where: str,
-              inherited: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def table(
+        self, data: Any, section: str, where: str, inherited: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Check one table against its settings; return the values with defaults filled in."""
         if not isinstance(data, dict):
             raise self.error(where or "(top level)", "must be a table")
         settings, _ = SECTIONS[section]
         by_name = {s.name: s for s in settings}
-        children = {k.rpartition(".")[2] for k in SECTIONS if k.startswith(f"{section}.")
-                    and k.count(".") == section.count(".") + 1} if section else \
-            {k for k in SECTIONS if k and "." not in k}
+        children = (
+            {
+                k.rpartition(".")[2]
+                for k in SECTIONS
+                if k.startswith(f"{section}.") and k.count(".") == section.count(".") + 1
+            }
+            if section
+            else {k for k in SECTIONS if k and "." not in k}
+        )
         values: dict[str, Any] = {}
         for key, value in data.items():
             dotted = f"{where}.{key}" if where else key
@@ -419,10 +581,12 @@ class _Reader:
                 raise self.error(dotted, f"unknown key{hint}")
             expected = setting.type
             ok = isinstance(value, expected) and not (
-                isinstance(value, bool) and expected in (int, (int, float)))
+                isinstance(value, bool) and expected in (int, (int, float))
+            )
             if not ok:
-                raise self.error(dotted, f"must be {_type_name(expected)}, "
-                                 f"not {type(value).__name__} {value!r}")
+                raise self.error(
+                    dotted, f"must be {_type_name(expected)}, not {type(value).__name__} {value!r}"
+                )
             if setting.check and (problem := setting.check(value)):
                 raise self.error(dotted, problem)
             values[key] = value
@@ -430,8 +594,9 @@ class _Reader:
             if setting.name in values:
                 continue
             if setting.required:
-                raise self.error(f"{where}.{setting.name}" if where else setting.name,
-                                 "is required")
+                raise self.error(
+                    f"{where}.{setting.name}" if where else setting.name, "is required"
+                )
             default = setting.default
             if default is None and inherited is not None:
                 default = inherited.get(setting.name)
@@ -444,8 +609,9 @@ class _Reader:
         return data
 
 
-def parse_settings(data: Mapping[str, Any], *, path: Path | None = None,
-                   environ: Mapping[str, str] | None = None) -> Settings:
+def parse_settings(
+    data: Mapping[str, Any], *, path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Validate a parsed TOML document plus environment overrides into :class:`Settings`."""
     environ = os.environ if environ is None else environ
     reader = _Reader(str(path) if path else None)
@@ -468,8 +634,9 @@ def parse_settings(data: Mapping[str, Any], *, path: Path | None = None,
     smtp = reader.table(data.get("smtp", {}), "smtp", "smtp")
     newsletters = []
     seen_ids: set[str] = set()
-    for n, raw_nl in enumerate(reader.array(data.get("newsletters", []), "newsletters",
-                                            "newsletters")):
+    for n, raw_nl in enumerate(
+        reader.array(data.get("newsletters", []), "newsletters", "newsletters")
+    ):
         where = f"newsletters[{n}]"
         values = reader.table(raw_nl, "newsletters", where, inherited=top)
         if values["id"] in seen_ids:
@@ -477,13 +644,18 @@ def parse_settings(data: Mapping[str, Any], *, path: Path | None = None,
         seen_ids.add(values["id"])
         if "impressum" not in raw_nl:
             raise reader.error(f"{where}.impressum", "is required (§5 DDG)")
-        impressum = Impressum(**reader.table(raw_nl["impressum"], "newsletters.impressum",
-                                             f"{where}.impressum"))
+        impressum = Impressum(
+            **reader.table(raw_nl["impressum"], "newsletters.impressum", f"{where}.impressum")
+        )
         categories = tuple(
-            CategorySettings(**reader.table(c, "newsletters.categories",
-                                            f"{where}.categories[{i}]"))
-            for i, c in enumerate(reader.array(raw_nl.get("categories", []),
-                                               "newsletters.categories", f"{where}.categories"))
+            CategorySettings(
+                **reader.table(c, "newsletters.categories", f"{where}.categories[{i}]")
+            )
+            for i, c in enumerate(
+                reader.array(
+                    raw_nl.get("categories", []), "newsletters.categories", f"{where}.categories"
+                )
+            )
         )
         if not categories:
             raise reader.error(f"{where}.categories", "needs at least one category")
@@ -491,48 +663,71 @@ def parse_settings(data: Mapping[str, Any], *, path: Path | None = None,
         if len(set(keys)) != len(keys):
             raise reader.error(f"{where}.categories", "category keys must be unique")
         sources = []
-        for i, s in enumerate(reader.array(raw_nl.get("sources", []), "newsletters.sources",
-                                           f"{where}.sources")):
-            src = SourceSettings(**reader.table(s, "newsletters.sources",
-                                                f"{where}.sources[{i}]"))
+        for i, s in enumerate(
+            reader.array(raw_nl.get("sources", []), "newsletters.sources", f"{where}.sources")
+        ):
+            src = SourceSettings(**reader.table(s, "newsletters.sources", f"{where}.sources[{i}]"))
             if src.default_category not in keys:
-                raise reader.error(f"{where}.sources[{i}].default_category",
-                                   f"unknown category {src.default_category!r}")
+                raise reader.error(
+                    f"{where}.sources[{i}].default_category",
+                    f"unknown category {src.default_category!r}",
+                )
             sources.append(src)
         segments = []
-        for i, s in enumerate(reader.array(raw_nl.get("segments", []),
-                                           "newsletters.segments", f"{where}.segments")):
+        for i, s in enumerate(
+            reader.array(raw_nl.get("segments", []), "newsletters.segments", f"{where}.segments")
+        ):
             seg = reader.table(s, "newsletters.segments", f"{where}.segments[{i}]")
             unknown = [c for c in seg["categories"] if c not in keys]
             if unknown:
-                raise reader.error(f"{where}.segments[{i}].categories",
-                                   f"unknown category {unknown[0]!r}")
-            segments.append(SegmentSettings(seg["name"], tuple(seg["lists"]),
-                                            tuple(seg["categories"]), tuple(seg["regions"])))
+                raise reader.error(
+                    f"{where}.segments[{i}].categories", f"unknown category {unknown[0]!r}"
+                )
+            segments.append(
+                SegmentSettings(
+                    seg["name"],
+                    tuple(seg["lists"]),
+                    tuple(seg["categories"]),
+                    tuple(seg["regions"]),
+                )
+            )
         category_map = {k.casefold(): v for k, v in values["category_map"].items()}
         for name, key in category_map.items():
             if key not in keys:
-                raise reader.error(f"{where}.category_map.{name}",
-                                   f"unknown category {key!r}")
-        newsletters.append(NewsletterSettings(
-            impressum=impressum, categories=categories, sources=tuple(sources),
-            segments=tuple(segments),
-            **{**values, "category_map": category_map,
-               "regions": tuple(values["regions"]) or GERMAN_LAENDER},
-        ))
+                raise reader.error(f"{where}.category_map.{name}", f"unknown category {key!r}")
+        newsletters.append(
+            NewsletterSettings(
+                impressum=impressum,
+                categories=categories,
+                sources=tuple(sources),
+                segments=tuple(segments),
+                **{
+                    **values,
+                    "category_map": category_map,
+                    "regions": tuple(values["regions"]) or GERMAN_LAENDER,
+                },
+            )
+        )
     base_dir = path.parent if path else Path(".")
     return Settings(
-        public_url=top["public_url"].rstrip("/"), secret_key=top["secret_key"],
-        timezone=top["timezone"], locale=top["locale"],
-        outbox=Path(top["outbox"]) if Path(top["outbox"]).is_absolute()
+        public_url=top["public_url"].rstrip("/"),
+        secret_key=top["secret_key"],
+        timezone=top["timezone"],
+        locale=top["locale"],
+        outbox=Path(top["outbox"])
+        if Path(top["outbox"]).is_absolute()
         else base_dir / top["outbox"],
-        store=StoreSettings(**store), smtp=SmtpSettings(**smtp),
-        newsletters=tuple(newsletters), base_dir=base_dir, path=path,
+        store=StoreSettings(**store),
+        smtp=SmtpSettings(**smtp),
+        newsletters=tuple(newsletters),
+        base_dir=base_dir,
+        path=path,
     )
 
 
-def load_settings(path: str | Path = "config.toml",
-                  environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | Path = "config.toml", environ: Mapping[str, str] | None = None
+) -> Settings:
     """Read the config file at ``path`` (and the environment) into :class:`Settings`."""
     path = Path(path)
     try:
@@ -550,12 +745,20 @@ def reference_markdown() -> str:
     lines = []
     for section, (settings, is_array) in SECTIONS.items():
         title = f"[[{section}]]" if is_array else (f"[{section}]" if section else "top level")
-        lines += ["", f"**{title}**", "", "| key | type | default | meaning |",
-                  "| --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"**{title}**",
+            "",
+            "| key | type | default | meaning |",
+            "| --- | --- | --- | --- |",
+        ]
         for s in settings:
             name = f"{section}.{s.name}" if section else s.name
-            default = "required" if s.required else (
-                "inherited" if s.default is None else f"`{s.default!r}`".replace("|", "\\|"))
+            default = (
+                "required"
+                if s.required
+                else ("inherited" if s.default is None else f"`{s.default!r}`".replace("|", "\\|"))
+            )
             if isinstance(s.default, bool):
                 default = f"`{str(s.default).lower()}`"
             meaning = s.help.replace("|", "\\|")

@@ -67,8 +67,10 @@ class DeliveryReport:
             parts.append(f"{self.skipped} skipped (nothing for their interests)")
         if self.resumed:
             parts.append(f"{self.resumed} resumed after an interruption")
-        text = (f"{self.newsletter} {self.issue_key}: {', '.join(parts)}; "
-                f"{self.recipients} recipients, {self.variants} distinct variants")
+        text = (
+            f"{self.newsletter} {self.issue_key}: {', '.join(parts)}; "
+            f"{self.recipients} recipients, {self.variants} distinct variants"
+        )
         if self.stopped:
             text += f"; stopped: {self.stopped}"
         return text
@@ -77,8 +79,9 @@ class DeliveryReport:
 class Personalizer:
     """Cuts, renders (once per distinct content) and builds each recipient's message."""
 
-    def __init__(self, settings: Settings, newsletter: NewsletterSettings, issue: Issue,
-                 now: datetime) -> None:
+    def __init__(
+        self, settings: Settings, newsletter: NewsletterSettings, issue: Issue, now: datetime
+    ) -> None:
         self.settings = settings
         self.newsletter = newsletter
         self.issue = issue
@@ -100,22 +103,36 @@ class Personalizer:
             self._variants[key] = render_variant(self.settings, self.newsletter, cut)
         return self._variants[key]
 
-    def message_for(self, recipient: Recipient, variant: Variant,
-                    message_id: str | None = None) -> Message:
+    def message_for(
+        self, recipient: Recipient, variant: Variant, message_id: str | None = None
+    ) -> Message:
         subscriber = recipient.subscriber
         sid, nid = subscriber.id or 0, self.newsletter.id
         unsubscribe = unsubscribe_url(self.settings, nid, sid)
-        html, text = personalize(variant, locale=self.newsletter.locale, fields={
-            "name": subscriber.name, "email": subscriber.email,
-            "unsubscribe_url": unsubscribe,
-            "preferences_url": preferences_url(self.settings, nid, sid),
-        })
+        html, text = personalize(
+            variant,
+            locale=self.newsletter.locale,
+            fields={
+                "name": subscriber.name,
+                "email": subscriber.email,
+                "unsubscribe_url": unsubscribe,
+                "preferences_url": preferences_url(self.settings, nid, sid),
+            },
+        )
         return build_message(
-            newsletter=self.newsletter, settings=self.settings, to_addr=subscriber.email,
-            to_name=subscriber.name, subject=variant.issue.subject, html=html, text=text,
+            newsletter=self.newsletter,
+            settings=self.settings,
+            to_addr=subscriber.email,
+            to_name=subscriber.name,
+            subject=variant.issue.subject,
+            html=html,
+            text=text,
             unsubscribe_url=unsubscribe,
             unsubscribe_mailto=unsubscribe_mailto(self.settings, nid, sid),
-            now=self.now, message_id=message_id, issue_key=self.issue.key)
+            now=self.now,
+            message_id=message_id,
+            issue_key=self.issue.key,
+        )
 
 
 def _with_subject(newsletter: NewsletterSettings, cut: Issue) -> Issue:
@@ -128,10 +145,18 @@ def new_message_id(newsletter: NewsletterSettings, issue_key: str) -> str:
     return make_msgid(idstring=f"{newsletter.id}.{issue_key}", domain=newsletter.sender_domain)
 
 
-async def send_issue(settings: Settings, store: Store, newsletter: NewsletterSettings,
-                     record: IssueRecord, issue: Issue, transport: Transport, *,
-                     now: datetime | None = None, progress: Progress | None = None,
-                     concurrency: int | None = None) -> DeliveryReport:
+async def send_issue(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    record: IssueRecord,
+    issue: Issue,
+    transport: Transport,
+    *,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    concurrency: int | None = None,
+) -> DeliveryReport:
     """Send ``issue`` to every recipient not yet sent; record each outcome as it happens.
 
     Raises nothing for a recipient the server refuses (it is counted and recorded); stops
@@ -143,9 +168,14 @@ async def send_issue(settings: Settings, store: Store, newsletter: NewsletterSet
     recipients = {r.subscriber.id: r for r in recipients_for(newsletter, subscribers)}
     report.recipients = len(recipients)
     if record.status != "sent":
-        report.planned = store.plan_deliveries(record.id, [
-            (sid, r.subscriber.email, r.segments) for sid, r in recipients.items()
-            if sid is not None])
+        report.planned = store.plan_deliveries(
+            record.id,
+            [
+                (sid, r.subscriber.email, r.segments)
+                for sid, r in recipients.items()
+                if sid is not None
+            ],
+        )
     report.already_sent = store.delivery_counts(record.id).get(DeliveryState.SENT, 0)
     rows = store.deliveries(record.id, [DeliveryState.PENDING, DeliveryState.SENDING])
     personalizer = Personalizer(settings, newsletter, issue, now)
@@ -184,24 +214,24 @@ async def send_issue(settings: Settings, store: Store, newsletter: NewsletterSet
         except SendError as exc:
             # The server went away mid-message: the row goes back to pending, so the
             # next run tries again, and nothing more is sent in this run.
-            store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code,
-                                  reply=str(exc))
+            store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
             report.deferred += 1
             if isinstance(exc, TransportUnavailable) or exc.temporary:
                 report.stopped = str(exc)
                 stop.set()
             return
         if result.ok:
-            store.record_delivery(row.id, DeliveryState.SENT, code=result.code,
-                                  reply=result.reply)
+            store.record_delivery(row.id, DeliveryState.SENT, code=result.code, reply=result.reply)
             report.sent += 1
         elif result.temporary:
-            store.record_delivery(row.id, DeliveryState.PENDING, code=result.code,
-                                  reply=result.reply)
+            store.record_delivery(
+                row.id, DeliveryState.PENDING, code=result.code, reply=result.reply
+            )
             report.deferred += 1
         else:
-            store.record_delivery(row.id, DeliveryState.FAILED, code=result.code,
-                                  reply=result.reply)
+            store.record_delivery(
+                row.id, DeliveryState.FAILED, code=result.code, reply=result.reply
+            )
             report.failed += 1
             report.failures.append(f"{row.email}: {result.code} {result.reply}")
 

@@ -21,8 +21,7 @@ from digest.transport import CaptureServer, SmtpPool
 __all__ = ["run_demo"]
 
 
-async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None] = print
-                   ) -> None:
+async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None] = print) -> None:
     """Import, collect, compose and send the demo newsletter's ``week``; print what it did."""
     newsletter = settings.newsletters[0]
     store = jobs.open_store(settings)
@@ -33,10 +32,13 @@ async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None]
             if not path.exists():
                 echo(f"no demo list {path}; skipped")
                 continue
-            report = import_csv(store, path, list_name, categories=categories,
-                                regions=newsletter.regions)
-            echo(f"subscribers: {path.name} → list {list_name!r}: {report.added} added, "
-                 f"{report.updated} updated")
+            report = import_csv(
+                store, path, list_name, categories=categories, regions=newsletter.regions
+            )
+            echo(
+                f"subscribers: {path.name} → list {list_name!r}: {report.added} added, "
+                f"{report.updated} updated"
+            )
             for error in report.errors:
                 echo(f"  warning: {error}; row skipped")
 
@@ -47,16 +49,21 @@ async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None]
                 echo(f"collect: {source.name}: {status}")
             echo(f"collect: {collected.new} new, {collected.updated} updated articles")
 
-        recipients = recipients_for(newsletter,
-                                    store.active_subscribers(segment_lists(newsletter)))
+        recipients = recipients_for(newsletter, store.active_subscribers(segment_lists(newsletter)))
         per_segment = Counter(name for r in recipients for name in r.segments)
         for segment in newsletter.segments:
             echo(f"segment {segment.name!r}: {per_segment[segment.name]} subscribers")
 
         settings.outbox.mkdir(parents=True, exist_ok=True)
         async with CaptureServer(settings.outbox) as capture:
-            smtp = dataclasses.replace(settings.smtp, host=capture.host, port=capture.port,
-                                       security="none", username="", password="")
+            smtp = dataclasses.replace(
+                settings.smtp,
+                host=capture.host,
+                port=capture.port,
+                security="none",
+                username="",
+                password="",
+            )
             transport = SmtpPool(smtp)
             try:
                 result = await jobs.send(settings, store, newsletter, week, transport, now=now)
@@ -69,7 +76,9 @@ async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None]
         if result.already_sent and not result.sent:
             echo("(this week was sent before; delete digest.db and outbox/ to start over)")
         echo(f"outbox: {len(capture.messages)} messages written to {settings.outbox}/")
-        echo(f"look at one: digest preview {newsletter.id} --week {week} --format html "
-             f"-o preview.html")
+        echo(
+            f"look at one: digest preview {newsletter.id} --week {week} --format html "
+            f"-o preview.html"
+        )
     finally:
         store.close()

@@ -25,8 +25,14 @@ class PreparedIssue:
     issue: Issue
 
 
-def prepare_issue(store: Store, newsletter: NewsletterSettings, week: str | None,
-                  now: datetime, *, save: bool = True) -> PreparedIssue | None:
+def prepare_issue(
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    now: datetime,
+    *,
+    save: bool = True,
+) -> PreparedIssue | None:
     """The issue of ``week`` (default: the previous ISO week), created if needed.
 
     Returns None when the window has no article for a new issue. With ``save=False``
@@ -37,15 +43,28 @@ def prepare_issue(store: Store, newsletter: NewsletterSettings, week: str | None
     record = store.get_issue(newsletter.id, key)
     if record is not None:
         articles = store.issue_articles(record.id)
-        issue = compose_issue(newsletter, articles, key=key, window_start=record.window_start,
-                              window_end=record.window_end, now=now)
+        issue = compose_issue(
+            newsletter,
+            articles,
+            key=key,
+            window_start=record.window_start,
+            window_end=record.window_end,
+            now=now,
+        )
         return PreparedIssue(record, issue)
-    issue = compose_issue(newsletter, store.window_articles(newsletter.id, start, end),
-                          key=key, window_start=start, window_end=end, now=now)
+    issue = compose_issue(
+        newsletter,
+        store.window_articles(newsletter.id, start, end),
+        key=key,
+        window_start=start,
+        window_end=end,
+        now=now,
+    )
     if issue.is_empty:
         return None
     if not save:
         return PreparedIssue(None, issue)
-    record = store.create_issue(newsletter.id, key, start, end, issue.subject,
-                                [a.uid for a in issue.articles], now=now)
+    record = store.create_issue(
+        newsletter.id, key, start, end, issue.subject, [a.uid for a in issue.articles], now=now
+    )
     return PreparedIssue(record, issue)

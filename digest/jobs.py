@@ -36,24 +36,43 @@ def open_store(settings: Settings) -> Store:
     return Store.open(resolve_store_url(settings.store.url, settings.base_dir))
 
 
-async def collect(settings: Settings, store: Store, newsletter_id: str | None = None,
-                  *, now: datetime | None = None) -> list[CollectReport]:
+async def collect(
+    settings: Settings,
+    store: Store,
+    newsletter_id: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[CollectReport]:
     """Collect every newsletter's sources (or one newsletter's)."""
-    chosen = ([settings.newsletter(newsletter_id)] if newsletter_id
-              else list(settings.newsletters))
+    chosen = [settings.newsletter(newsletter_id)] if newsletter_id else list(settings.newsletters)
     return [await collect_newsletter(settings, store, n, now=now) for n in chosen]
 
 
-async def send(settings: Settings, store: Store, newsletter: NewsletterSettings,
-               week: str | None, transport: Transport, *, now: datetime | None = None,
-               progress: Progress | None = None) -> DeliveryReport | None:
+async def send(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    transport: Transport,
+    *,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> DeliveryReport | None:
     """Compose ``week`` (default: the previous week) and send it; None if it is empty."""
     now = now or datetime.now(UTC)
     prepared = prepare_issue(store, newsletter, week, now)
     if prepared is None or prepared.record is None:
         return None
-    return await send_issue(settings, store, newsletter, prepared.record, prepared.issue,
-                            transport, now=now, progress=progress)
+    return await send_issue(
+        settings,
+        store,
+        newsletter,
+        prepared.record,
+        prepared.issue,
+        transport,
+        now=now,
+        progress=progress,
+    )
 
 
 @dataclass(frozen=True)
@@ -70,23 +89,30 @@ class DryRunReport:
     largest_html: int
 
     def summary(self) -> str:
-        return (f"dry run {self.issue_key}: {self.articles} articles, would send "
-                f"{self.recipients - self.skipped} messages ({self.skipped} recipients with "
-                f"nothing for their interests), {self.variants} distinct variants; largest "
-                f"message {self.largest_message / 1024:.1f} KB, largest HTML part "
-                f"{self.largest_html / 1024:.1f} KB; subject: {self.subject}")
+        return (
+            f"dry run {self.issue_key}: {self.articles} articles, would send "
+            f"{self.recipients - self.skipped} messages ({self.skipped} recipients with "
+            f"nothing for their interests), {self.variants} distinct variants; largest "
+            f"message {self.largest_message / 1024:.1f} KB, largest HTML part "
+            f"{self.largest_html / 1024:.1f} KB; subject: {self.subject}"
+        )
 
 
-def dry_run(settings: Settings, store: Store, newsletter: NewsletterSettings,
-            week: str | None, *, now: datetime | None = None) -> DryRunReport | None:
+def dry_run(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    *,
+    now: datetime | None = None,
+) -> DryRunReport | None:
     """Build every message of a send without sending or writing anything."""
     now = now or datetime.now(UTC)
     prepared = prepare_issue(store, newsletter, week, now, save=False)
     if prepared is None:
         return None
     personalizer = Personalizer(settings, newsletter, prepared.issue, now)
-    recipients = recipients_for(newsletter,
-                                store.active_subscribers(segment_lists(newsletter)))
+    recipients = recipients_for(newsletter, store.active_subscribers(segment_lists(newsletter)))
     skipped = largest = largest_html = 0
     for recipient in recipients:
         variant = personalizer.variant_for(recipient)
@@ -96,17 +122,27 @@ def dry_run(settings: Settings, store: Store, newsletter: NewsletterSettings,
         message = personalizer.message_for(recipient, variant)
         largest = max(largest, len(message.data))
         largest_html = max(largest_html, len(variant.html.encode()))
-    return DryRunReport(prepared.issue.key, prepared.issue.subject,
-                        len(prepared.issue.articles), len(recipients), skipped,
-                        personalizer.variants, largest, largest_html)
+    return DryRunReport(
+        prepared.issue.key,
+        prepared.issue.subject,
+        len(prepared.issue.articles),
+        len(recipients),
+        skipped,
+        personalizer.variants,
+        largest,
+        largest_html,
+    )
 
 
-def prepared_or_error(store: Store, newsletter: NewsletterSettings, week: str | None,
-                      now: datetime) -> PreparedIssue:
+def prepared_or_error(
+    store: Store, newsletter: NewsletterSettings, week: str | None, now: datetime
+) -> PreparedIssue:
     prepared = prepare_issue(store, newsletter, week, now, save=False)
     if prepared is None:
-        raise DigestError(f"newsletter {newsletter.id!r} has no articles for "
-                          f"{week or 'the previous week'}; run `digest collect` first")
+        raise DigestError(
+            f"newsletter {newsletter.id!r} has no articles for "
+            f"{week or 'the previous week'}; run `digest collect` first"
+        )
     return prepared
 
 
@@ -119,8 +155,7 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
         now = datetime.now(UTC)
         for report in await collect(settings, store, newsletter_id, now=now):
             for failed in report.failed:
-                log.warning("%s: source %r failed: %s", newsletter_id, failed.name,
-                            failed.error)
+                log.warning("%s: source %r failed: %s", newsletter_id, failed.name, failed.error)
         transport = SmtpPool(settings.smtp)
         try:
             result = await send(settings, store, newsletter, None, transport, now=now)
@@ -134,9 +169,17 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
         store.close()
 
 
-def preview(settings: Settings, store: Store, newsletter: NewsletterSettings,
-            week: str | None, *, segment: str | None = None, subscriber: str | None = None,
-            fmt: str = "html", now: datetime | None = None) -> bytes:
+def preview(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    *,
+    segment: str | None = None,
+    subscriber: str | None = None,
+    fmt: str = "html",
+    now: datetime | None = None,
+) -> bytes:
     """One issue as a segment or a subscriber would get it: HTML, text, .eml or a dump."""
     from digest.compose import format_issue
     from digest.segments import segment_recipient
@@ -151,8 +194,10 @@ def preview(settings: Settings, store: Store, newsletter: NewsletterSettings,
             raise DigestError(f"no subscriber {subscriber!r} in the store")
         matches = recipients_for(newsletter, [found])
         if not matches:
-            raise DigestError(f"{subscriber} is in no segment of {newsletter.id!r} "
-                              f"(lists: {', '.join(sorted(found.lists)) or 'none'})")
+            raise DigestError(
+                f"{subscriber} is in no segment of {newsletter.id!r} "
+                f"(lists: {', '.join(sorted(found.lists)) or 'none'})"
+            )
         recipient = matches[0]
     else:
         chosen = newsletter.segment(segment) if segment else None

@@ -29,12 +29,15 @@ def _narrow(chosen: tuple[str, ...], own: frozenset[str]) -> frozenset[str] | No
 
 
 def _rule(segment: SegmentSettings, subscriber: Subscriber) -> Rule:
-    return Rule(categories=_narrow(segment.categories, subscriber.categories),
-                regions=_narrow(segment.regions, subscriber.regions))
+    return Rule(
+        categories=_narrow(segment.categories, subscriber.categories),
+        regions=_narrow(segment.regions, subscriber.regions),
+    )
 
 
-def recipients_for(newsletter: NewsletterSettings,
-                   subscribers: Iterable[Subscriber]) -> list[Recipient]:
+def recipients_for(
+    newsletter: NewsletterSettings, subscribers: Iterable[Subscriber]
+) -> list[Recipient]:
     """One recipient per subscriber in at least one segment, in subscriber order."""
     recipients = []
     seen: set[str] = set()
@@ -46,15 +49,19 @@ def recipients_for(newsletter: NewsletterSettings,
         if not matching:
             continue
         seen.add(key)
-        recipients.append(Recipient(subscriber, tuple(s.name for s in matching),
-                                    tuple(_rule(s, subscriber) for s in matching)))
+        recipients.append(
+            Recipient(
+                subscriber,
+                tuple(s.name for s in matching),
+                tuple(_rule(s, subscriber) for s in matching),
+            )
+        )
     return recipients
 
 
 def segment_recipient(segment: SegmentSettings) -> Recipient:
     """A stand-in recipient with no interests of their own, to preview a whole segment."""
-    nobody = Subscriber(email="vorschau@example.invalid", name="", lists=frozenset(
-        segment.lists))
+    nobody = Subscriber(email="vorschau@example.invalid", name="", lists=frozenset(segment.lists))
     return Recipient(nobody, (segment.name,), (_rule(segment, nobody),))
 
 

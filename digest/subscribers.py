@@ -39,9 +39,9 @@ def _split(value: str | None) -> frozenset[str]:
     return frozenset(v.strip() for v in (value or "").split("|") if v.strip())
 
 
-def parse_rows(path: Path, list_name: str, *, categories: Collection[str],
-               regions: Collection[str]) -> tuple[list[tuple[int, Subscriber]],
-                                                  list[ImportRowError]]:
+def parse_rows(
+    path: Path, list_name: str, *, categories: Collection[str], regions: Collection[str]
+) -> tuple[list[tuple[int, Subscriber]], list[ImportRowError]]:
     """Read and validate every row; returns the good subscribers and the row errors."""
     good: list[tuple[int, Subscriber]] = []
     errors: list[ImportRowError] = []
@@ -55,20 +55,22 @@ def parse_rows(path: Path, list_name: str, *, categories: Collection[str],
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
             if "email" not in header:
-                raise DigestError(f"{path}: line 1: the header has no 'email' column "
-                                  f"(columns: {', '.join(COLUMNS)})")
+                raise DigestError(
+                    f"{path}: line 1: the header has no 'email' column "
+                    f"(columns: {', '.join(COLUMNS)})"
+                )
             unknown = [c for c in header if c not in COLUMNS]
             if unknown:
-                raise DigestError(f"{path}: line 1: unknown column {unknown[0]!r} "
-                                  f"(columns: {', '.join(COLUMNS)})")
+                raise DigestError(
+                    f"{path}: line 1: unknown column {unknown[0]!r} (columns: {', '.join(COLUMNS)})"
+                )
             seen: set[str] = set()
             for row in reader:
                 line = reader.line_num
                 try:
                     if None in row:
                         raise ImportRowError(line, "more fields than columns")
-                    good.append((line, _subscriber(row, line, list_name, categories,
-                                                   region_names)))
+                    good.append((line, _subscriber(row, line, list_name, categories, region_names)))
                     email = good[-1][1].email
                     if email in seen:
                         good.pop()
@@ -83,8 +85,13 @@ def parse_rows(path: Path, list_name: str, *, categories: Collection[str],
     return good, errors
 
 
-def _subscriber(row: dict[str, str], line: int, list_name: str,
-                categories: Collection[str], regions: dict[str, str]) -> Subscriber:
+def _subscriber(
+    row: dict[str, str],
+    line: int,
+    list_name: str,
+    categories: Collection[str],
+    regions: dict[str, str],
+) -> Subscriber:
     raw = (row.get("email") or "").strip()
     if not raw:
         raise ImportRowError(line, "the email column is empty")
@@ -95,8 +102,9 @@ def _subscriber(row: dict[str, str], line: int, list_name: str,
     chosen = _split(row.get("categories"))
     bad = sorted(chosen - set(categories))
     if bad:
-        raise ImportRowError(line, f"unknown category {bad[0]!r} "
-                             f"(known: {', '.join(sorted(categories))})")
+        raise ImportRowError(
+            line, f"unknown category {bad[0]!r} (known: {', '.join(sorted(categories))})"
+        )
     chosen_regions = set()
     for region in _split(row.get("regions")):
         if region.casefold() not in regions:
@@ -109,12 +117,24 @@ def _subscriber(row: dict[str, str], line: int, list_name: str,
         except (UnknownLocaleError, ValueError):
             raise ImportRowError(line, f"unknown locale {locale!r}") from None
     name = " ".join((row.get("name") or "").split())
-    return Subscriber(email=email, name=name, lists=frozenset({list_name}),
-                      categories=chosen, regions=frozenset(chosen_regions), locale=locale)
+    return Subscriber(
+        email=email,
+        name=name,
+        lists=frozenset({list_name}),
+        categories=chosen,
+        regions=frozenset(chosen_regions),
+        locale=locale,
+    )
 
 
-def import_csv(store: Store, path: Path, list_name: str, *, categories: Collection[str],
-               regions: Collection[str]) -> ImportReport:
+def import_csv(
+    store: Store,
+    path: Path,
+    list_name: str,
+    *,
+    categories: Collection[str],
+    regions: Collection[str],
+) -> ImportReport:
     """Import the good rows of ``path`` into ``list_name``; re-importing updates in place."""
     report = ImportReport(str(path), list_name)
     good, report.errors = parse_rows(path, list_name, categories=categories, regions=regions)

@@ -59,9 +59,12 @@ def demo_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     for var in list(os.environ):
         if var.startswith("DIGEST_") and not var.startswith("DIGEST_TEST_"):
             monkeypatch.delenv(var)
-    settings = load_settings(ROOT / "config.toml", environ={
-        "DIGEST_STORE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
-    })
+    settings = load_settings(
+        ROOT / "config.toml",
+        environ={
+            "DIGEST_STORE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+        },
+    )
     from dataclasses import replace
 
     return replace(settings, outbox=tmp_path / "outbox")

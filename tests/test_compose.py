@@ -400,7 +400,10 @@ def test_window_label_ends_on_the_last_included_day() -> None:
 def test_inline_tags_add_no_space_but_blocks_do() -> None:
     from digest.compose import plain_text
 
-    assert plain_text("die <strong>elektronische Akte</strong>, ein <a href='x'>Portal</a>.") \
+    assert (
+        plain_text("die <strong>elektronische Akte</strong>, ein <a href='x'>Portal</a>.")
         == "die elektronische Akte, ein Portal."
+    )
     assert plain_text("<p>Erster Absatz.</p><p>Zweiter<br>Satz</p>") == (
-        "Erster Absatz. Zweiter Satz")
+        "Erster Absatz. Zweiter Satz"
+    )

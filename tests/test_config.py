@@ -34,10 +34,16 @@ def test_shipped_config_loads() -> None:
 
 
 def test_environment_overrides_secrets_and_endpoints() -> None:
-    settings = parse_settings(demo(), environ={
-        "DIGEST_STORE_URL": "postgresql+psycopg://u@db/x", "DIGEST_SMTP_HOST": "relay",
-        "DIGEST_SMTP_PORT": "587", "DIGEST_SMTP_USERNAME": "user",
-        "DIGEST_SMTP_PASSWORD": "geheim"})
+    settings = parse_settings(
+        demo(),
+        environ={
+            "DIGEST_STORE_URL": "postgresql+psycopg://u@db/x",
+            "DIGEST_SMTP_HOST": "relay",
+            "DIGEST_SMTP_PORT": "587",
+            "DIGEST_SMTP_USERNAME": "user",
+            "DIGEST_SMTP_PASSWORD": "geheim",
+        },
+    )
     assert settings.store.url == "postgresql+psycopg://u@db/x"
     assert (settings.smtp.host, settings.smtp.port) == ("relay", 587)
     assert (settings.smtp.username, settings.smtp.password) == ("user", "geheim")
@@ -92,8 +98,9 @@ def test_every_key_is_documented_in_the_readme() -> None:
     missing = [name for name in all_setting_names() if name not in documented]
     assert not missing, f"keys missing from README.md: {missing}"
     start = readme.index("\n", readme.index(README_START)) + 1
-    assert readme[start:readme.index(README_END)] == reference_markdown(), (
-        "README.md's configuration reference is out of date: run `make readme`")
+    assert readme[start : readme.index(README_END)] == reference_markdown(), (
+        "README.md's configuration reference is out of date: run `make readme`"
+    )
 
 
 def test_every_key_in_the_shipped_config_is_commented_or_known() -> None:

@@ -12,21 +12,42 @@ T = datetime(2025, 1, 28, tzinfo=UTC)
 
 
 def _article(uid: str, category: str, region: str | None) -> Article:
-    return Article(uid=uid, source="s", title=uid, link=f"https://x.example/{uid}",
-                   published=T, category=category, region=region)
+    return Article(
+        uid=uid,
+        source="s",
+        title=uid,
+        link=f"https://x.example/{uid}",
+        published=T,
+        category=category,
+        region=region,
+    )
 
 
 ISSUE = Issue(
-    newsletter="nl", key="2025-W05", window_start=T, window_end=T, subject="S",
+    newsletter="nl",
+    key="2025-W05",
+    window_start=T,
+    window_end=T,
+    subject="S",
     sections=(
-        Section("politik", "Politik", tuple(IssueItem(_article(u, "politik", r), "t", "u")
-                                            for u, r in [("p-by", "Bayern"),
-                                                         ("p-he", "Hessen"),
-                                                         ("p-none", None)])),
-        Section("sicherheit", "IT-Sicherheit", (
-            IssueItem(_article("s-by", "sicherheit", "Bayern"), "t", "u"),)),
-        Section("smart-city", "Smart City", (
-            IssueItem(_article("c-hh", "smart-city", "Hamburg"), "t", "u"),)),
+        Section(
+            "politik",
+            "Politik",
+            tuple(
+                IssueItem(_article(u, "politik", r), "t", "u")
+                for u, r in [("p-by", "Bayern"), ("p-he", "Hessen"), ("p-none", None)]
+            ),
+        ),
+        Section(
+            "sicherheit",
+            "IT-Sicherheit",
+            (IssueItem(_article("s-by", "sicherheit", "Bayern"), "t", "u"),),
+        ),
+        Section(
+            "smart-city",
+            "Smart City",
+            (IssueItem(_article("c-hh", "smart-city", "Hamburg"), "t", "u"),),
+        ),
     ),
 )
 
@@ -38,8 +59,11 @@ def _uids(issue: Issue) -> dict[str, list[str]]:
 def test_each_subscriber_is_one_recipient_even_in_several_segments(demo_settings) -> None:
     newsletter = demo_settings.newsletters[0]
     both = Subscriber("both@example.org", lists=frozenset({"allgemein", "bayern"}))
-    subs = [both, Subscriber("none@example.org", lists=frozenset({"andere"})),
-            Subscriber("BOTH@example.org", lists=frozenset({"it-leitungen"}))]
+    subs = [
+        both,
+        Subscriber("none@example.org", lists=frozenset({"andere"})),
+        Subscriber("BOTH@example.org", lists=frozenset({"it-leitungen"})),
+    ]
     recipients = recipients_for(newsletter, subs)
     assert [r.subscriber.email for r in recipients] == ["both@example.org"]
     assert recipients[0].segments == ("alle", "bayern")
@@ -49,12 +73,18 @@ def test_union_of_segments_then_own_interests(demo_settings) -> None:
     newsletter = demo_settings.newsletters[0]
     bayern_only = Subscriber("b@example.org", lists=frozenset({"bayern"}))
     both = Subscriber("both@example.org", lists=frozenset({"allgemein", "bayern"}))
-    it_politics = Subscriber("it@example.org", lists=frozenset({"it-leitungen"}),
-                             categories=frozenset({"politik", "sicherheit"}))
-    hessen = Subscriber("h@example.org", lists=frozenset({"allgemein"}),
-                        regions=frozenset({"Hessen"}))
-    cuts = {r.subscriber.email: _uids(cut_for(ISSUE, r))
-            for r in recipients_for(newsletter, [bayern_only, both, it_politics, hessen])}
+    it_politics = Subscriber(
+        "it@example.org",
+        lists=frozenset({"it-leitungen"}),
+        categories=frozenset({"politik", "sicherheit"}),
+    )
+    hessen = Subscriber(
+        "h@example.org", lists=frozenset({"allgemein"}), regions=frozenset({"Hessen"})
+    )
+    cuts = {
+        r.subscriber.email: _uids(cut_for(ISSUE, r))
+        for r in recipients_for(newsletter, [bayern_only, both, it_politics, hessen])
+    }
     # the Bayern segment: Bayern plus articles without a region, all categories
     assert cuts["b@example.org"] == {"politik": ["p-by", "p-none"], "sicherheit": ["s-by"]}
     # allgemein ∪ bayern = everything
@@ -73,7 +103,8 @@ def test_segment_preview_recipient() -> None:
 
 def test_nothing_left_gives_an_empty_cut(demo_settings) -> None:
     newsletter = demo_settings.newsletters[0]
-    sub = Subscriber("x@example.org", lists=frozenset({"allgemein"}),
-                     categories=frozenset({"infrastruktur"}))
+    sub = Subscriber(
+        "x@example.org", lists=frozenset({"allgemein"}), categories=frozenset({"infrastruktur"})
+    )
     [recipient] = recipients_for(newsletter, [sub])
     assert cut_for(ISSUE, recipient).is_empty

@@ -44,8 +44,7 @@ class World:
         settings = replace(self.settings, smtp=replace(server.settings(), **smtp))
         pool = SmtpPool(settings.smtp)
         try:
-            report = await jobs.send(settings, self.store, self.newsletter, WEEK, pool,
-                                     now=NOW)
+            report = await jobs.send(settings, self.store, self.newsletter, WEEK, pool, now=NOW)
         finally:
             await pool.close()
         assert report is not None
@@ -62,9 +61,13 @@ async def world(demo_settings: Settings) -> AsyncIterator[World]:
     store = jobs.open_store(demo_settings)
     newsletter = demo_settings.newsletters[0]
     for name in sorted(segment_lists(newsletter)):
-        report = import_csv(store, ROOT / "subscribers" / f"{name}.csv", name,
-                            categories={c.key for c in newsletter.categories},
-                            regions=newsletter.regions)
+        report = import_csv(
+            store,
+            ROOT / "subscribers" / f"{name}.csv",
+            name,
+            categories={c.key for c in newsletter.categories},
+            regions=newsletter.regions,
+        )
         assert not report.errors
     [collected] = await jobs.collect(demo_settings, store, newsletter.id, now=NOW)
     assert not collected.failed and collected.new > 30
@@ -101,25 +104,31 @@ async def test_each_subscriber_gets_exactly_one_message(world: World, smtp_serve
     for _, _, data in smtp_server.messages:
         message = _parse(data)
         assert message.defects == []
-        assert [p.get_content_type() for p in message.iter_parts()] == [
-            "text/plain", "text/html"]
+        assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
         assert "KW 5/2025" in message["Subject"]
 
 
 async def test_segments_cut_what_each_subscriber_reads(world: World, smtp_server) -> None:
     await world.send(smtp_server)
     by_rcpt = {rcpts[0]: _parse(data) for _, rcpts, data in smtp_server.messages}
-    bayern_only = [s for s in world.store.active_subscribers(["bayern"])
-                   if s.lists == {"bayern"} and not s.regions]
+    bayern_only = [
+        s
+        for s in world.store.active_subscribers(["bayern"])
+        if s.lists == {"bayern"} and not s.regions
+    ]
     assert bayern_only
     text = _text_of(by_rcpt[bayern_only[0].email])
-    headlines = [line for line in text.splitlines()
-                 if re.match(r"^[A-ZÄÖÜ][\w.-]+( [\w.-]+)?: ", line)]
+    headlines = [
+        line for line in text.splitlines() if re.match(r"^[A-ZÄÖÜ][\w.-]+( [\w.-]+)?: ", line)
+    ]
     assert headlines
     other_laender = set(world.newsletter.regions) - {"Bayern"}
     assert not [h for h in headlines if h.split(":")[0] in other_laender]
-    it_only = [s for s in world.store.active_subscribers(["it-leitungen"])
-               if s.lists == {"it-leitungen"} and not s.categories]
+    it_only = [
+        s
+        for s in world.store.active_subscribers(["it-leitungen"])
+        if s.lists == {"it-leitungen"} and not s.categories
+    ]
     text = _text_of(by_rcpt[it_only[0].email])
     assert "POLITIK" not in text and "SMART CITY" not in text and "IT-SICHERHEIT" in text
 
@@ -154,7 +163,8 @@ async def test_resume_after_the_send_is_killed_midway(world: World, smtp_server)
 
 @pytest.mark.smtp_server(disconnect_after=3)
 async def test_server_going_away_stops_the_run_and_the_next_run_finishes(
-        world: World, smtp_server) -> None:
+    world: World, smtp_server
+) -> None:
     first = await world.send(smtp_server, pool_size=1)
     assert first.stopped and first.sent == 3
     assert world.counts()[DeliveryState.PENDING] == 11
@@ -164,16 +174,20 @@ async def test_server_going_away_stops_the_run_and_the_next_run_finishes(
     assert len(smtp_server.messages) == 14
 
 
-@pytest.mark.smtp_server(refuse={"anna.schulze@example.com": "550 5.1.1 No such user"},
-                         temp_fail={"m.oezdemir@example.net": "451 4.3.0 Try again later"})
+@pytest.mark.smtp_server(
+    refuse={"anna.schulze@example.com": "550 5.1.1 No such user"},
+    temp_fail={"m.oezdemir@example.net": "451 4.3.0 Try again later"},
+)
 async def test_refusals_are_recorded_with_the_reply(world: World, smtp_server) -> None:
     report = await world.send(smtp_server)
     assert (report.sent, report.failed, report.deferred) == (12, 1, 1)
     record = world.store.get_issue(world.newsletter.id, WEEK)
     assert record is not None
     rows = {r.email: r for r in world.store.deliveries(record.id)}
-    assert (rows["anna.schulze@example.com"].state,
-            rows["anna.schulze@example.com"].smtp_code) == (DeliveryState.FAILED, 550)
+    assert (rows["anna.schulze@example.com"].state, rows["anna.schulze@example.com"].smtp_code) == (
+        DeliveryState.FAILED,
+        550,
+    )
     assert "No such user" in (rows["anna.schulze@example.com"].smtp_reply or "")
     assert rows["m.oezdemir@example.net"].state == DeliveryState.PENDING
     again = await world.send(smtp_server)
@@ -192,8 +206,9 @@ async def test_dry_run_writes_nothing(world: World) -> None:
 async def test_an_empty_week_sends_nothing(world: World, smtp_server) -> None:
     pool = SmtpPool(smtp_server.settings())
     try:
-        result = await jobs.send(world.settings, world.store, world.newsletter, "2024-W10",
-                                 pool, now=NOW)
+        result = await jobs.send(
+            world.settings, world.store, world.newsletter, "2024-W10", pool, now=NOW
+        )
     finally:
         await pool.close()
     assert result is None and smtp_server.messages == []

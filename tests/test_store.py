@@ -14,10 +14,20 @@ T0 = datetime(2025, 1, 28, 9, 30, tzinfo=UTC)
 
 
 def article(uid: str, **changes: object) -> Article:
-    base = Article(uid=uid, source="feed", title=f"Titel {uid}", link=f"https://x.example/{uid}",
-                   published=T0, category="politik", region="Bayern", author="A. Autor",
-                   summary="<p>Kurz</p>", content="", image=Image("https://x.example/i.jpg",
-                                                                "Ein Bild"), label="Interview")
+    base = Article(
+        uid=uid,
+        source="feed",
+        title=f"Titel {uid}",
+        link=f"https://x.example/{uid}",
+        published=T0,
+        category="politik",
+        region="Bayern",
+        author="A. Autor",
+        summary="<p>Kurz</p>",
+        content="",
+        image=Image("https://x.example/i.jpg", "Ein Bild"),
+        label="Interview",
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -26,8 +36,15 @@ def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
     first.migrate()  # second run: nothing to do, no error
     tables = set(inspect(first.engine).get_table_names())
     first.close()
-    assert {"articles", "issues", "subscribers", "memberships", "deliveries", "sources",
-            "alembic_version"} <= tables
+    assert {
+        "articles",
+        "issues",
+        "subscribers",
+        "memberships",
+        "deliveries",
+        "sources",
+        "alembic_version",
+    } <= tables
 
 
 def test_articles_round_trip_with_aware_utc_times(store: Store) -> None:
@@ -52,16 +69,17 @@ def test_recollecting_never_duplicates_and_updates_in_place(store: Store) -> Non
 
 def test_window_is_half_open_and_claimed_articles_leave_it(store: Store) -> None:
     start, end = T0 - timedelta(hours=1), T0 + timedelta(hours=1)
-    store.upsert_articles("nl", [article("at-start", published=start), article("in"),
-                                 article("at-end", published=end)])
+    store.upsert_articles(
+        "nl",
+        [article("at-start", published=start), article("in"), article("at-end", published=end)],
+    )
     assert {a.uid for a in store.window_articles("nl", start, end)} == {"at-start", "in"}
     issue = store.create_issue("nl", "2025-W05", start, end, "Betreff", ["in"])
     again = store.create_issue("nl", "2025-W05", start, end, "anders", ["at-start"])
     assert again.id == issue.id and again.subject == "Betreff"
     assert [a.uid for a in store.issue_articles(issue.id)] == ["in"]
     assert {a.uid for a in store.window_articles("nl", start, end)} == {"at-start"}
-    assert {a.uid for a in store.window_articles("nl", start, end, issue.id)} == {
-        "at-start", "in"}
+    assert {a.uid for a in store.window_articles("nl", start, end, issue.id)} == {"at-start", "in"}
 
 
 def test_source_state_keeps_validators_across_a_failure(store: Store) -> None:
@@ -80,7 +98,8 @@ def test_subscribers_and_lists(store: Store) -> None:
     assert found is not None and found.name == "J. Böhm"
     assert found.lists == {"allgemein", "bayern"} and found.categories == {"politik"}
     assert [s.email for s in store.active_subscribers(["bayern", "allgemein"])] == [
-        "jb@example.org"]
+        "jb@example.org"
+    ]
     assert len(store.active_subscribers()) == 2
 
 

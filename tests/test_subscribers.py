@@ -21,11 +21,16 @@ def test_import_reports_bad_rows_and_keeps_good_ones(store: Store, tmp_path: Pat
         "anna@example.com,Anna,sport,,\n"
         "Max.Muster@Example.NET,Max,,bayern,\n"
         "juergen@example.org,Doppelt,,,\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     report = import_csv(store, csv, "allgemein", categories=CATEGORIES, regions=REGIONS)
     assert (report.added, report.updated) == (2, 0)
     assert [(e.line, e.problem.split(" ")[0]) for e in report.errors] == [
-        (3, "'kein-at-zeichen'"), (4, "the"), (5, "unknown"), (7, "juergen@example.org")]
+        (3, "'kein-at-zeichen'"),
+        (4, "the"),
+        (5, "unknown"),
+        (7, "juergen@example.org"),
+    ]
     jb = store.subscriber_by_email("juergen@example.org")
     assert jb is not None and jb.name == "Jürgen Böhm"
     assert jb.categories == {"politik", "verwaltung"} and jb.locale == "de_DE"

@@ -47,7 +47,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 sources = Table(
-    "sources", metadata,
+    "sources",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("newsletter", String(100), nullable=False),
     Column("name", String(200), nullable=False),
@@ -59,7 +60,8 @@ sources = Table(
 )
 
 issues = Table(
-    "issues", metadata,
+    "issues",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("newsletter", String(100), nullable=False),
     Column("key", String(20), nullable=False),
@@ -73,7 +75,8 @@ issues = Table(
 )
 
 articles = Table(
-    "articles", metadata,
+    "articles",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("newsletter", String(100), nullable=False),
     Column("uid", String(1000), nullable=False),
@@ -98,7 +101,8 @@ articles = Table(
 )
 
 subscribers = Table(
-    "subscribers", metadata,
+    "subscribers",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("name", Text, nullable=False),
@@ -111,19 +115,23 @@ subscribers = Table(
 )
 
 memberships = Table(
-    "memberships", metadata,
-    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"),
-           primary_key=True),
+    "memberships",
+    metadata,
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("list_name", String(100), primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
 deliveries = Table(
-    "deliveries", metadata,
+    "deliveries",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
-    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"),
-           nullable=False),
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("email", String(320), nullable=False),
     Column("segments", Text, nullable=False),
     Column("state", String(20), nullable=False),

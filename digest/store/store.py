@@ -32,7 +32,8 @@ def resolve_store_url(url: str, base_dir: Path) -> str:
         path = Path(parsed.database or "")
         if not path.is_absolute():
             return parsed.set(database=str((base_dir / path).resolve())).render_as_string(
-                hide_password=False)
+                hide_password=False
+            )
     return url
 
 
@@ -83,6 +84,7 @@ class Store:
         except (ArgumentError, ImportError) as exc:
             raise StoreError(f"store.url: cannot use {url!r}: {exc}") from None
         if engine.dialect.name == "sqlite":
+
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
                 cursor = dbapi_connection.cursor()
@@ -105,8 +107,9 @@ class Store:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except OperationalError as exc:
-            raise StoreError(f"cannot open the database {self.safe_url}: "
-                             f"{exc.orig or exc}") from None
+            raise StoreError(
+                f"cannot open the database {self.safe_url}: {exc.orig or exc}"
+            ) from None
 
     @property
     def safe_url(self) -> str:
@@ -120,29 +123,48 @@ class Store:
     def source_state(self, newsletter: str, name: str) -> tuple[str | None, str | None]:
         """The (etag, last_modified) remembered for a source, or (None, None)."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.sources.c.etag, t.sources.c.last_modified).where(
-                t.sources.c.newsletter == newsletter, t.sources.c.name == name)).first()
+            row = conn.execute(
+                select(t.sources.c.etag, t.sources.c.last_modified).where(
+                    t.sources.c.newsletter == newsletter, t.sources.c.name == name
+                )
+            ).first()
         return (row.etag, row.last_modified) if row else (None, None)
 
-    def save_source_state(self, newsletter: str, name: str, *, etag: str | None,
-                          last_modified: str | None, error: str | None,
-                          now: datetime | None = None) -> None:
+    def save_source_state(
+        self,
+        newsletter: str,
+        name: str,
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        error: str | None,
+        now: datetime | None = None,
+    ) -> None:
         values = {"fetched_at": now or _now(), "last_error": error}
         if error is None:
             values |= {"etag": etag, "last_modified": last_modified}
         with self.engine.begin() as conn:
-            done = conn.execute(t.sources.update().where(
-                t.sources.c.newsletter == newsletter, t.sources.c.name == name).values(values))
+            done = conn.execute(
+                t.sources.update()
+                .where(t.sources.c.newsletter == newsletter, t.sources.c.name == name)
+                .values(values)
+            )
             if not done.rowcount:
-                conn.execute(t.sources.insert().values(
-                    newsletter=newsletter, name=name, etag=etag if error is None else None,
-                    last_modified=last_modified if error is None else None, **{
-                        k: v for k, v in values.items() if k in ("fetched_at", "last_error")}))
+                conn.execute(
+                    t.sources.insert().values(
+                        newsletter=newsletter,
+                        name=name,
+                        etag=etag if error is None else None,
+                        last_modified=last_modified if error is None else None,
+                        **{k: v for k, v in values.items() if k in ("fetched_at", "last_error")},
+                    )
+                )
 
     # --- articles ------------------------------------------------------------------------
 
-    def upsert_articles(self, newsletter: str, articles: Iterable[Article],
-                        now: datetime | None = None) -> tuple[int, int]:
+    def upsert_articles(
+        self, newsletter: str, articles: Iterable[Article], now: datetime | None = None
+    ) -> tuple[int, int]:
         """Insert new articles, update changed ones in place; returns (new, updated).
 
         An article is identified by its uid within a newsletter, so collecting the same
@@ -159,16 +181,22 @@ class Store:
             existing: dict[str, Any] = {}
             uids = list(by_uid)
             for start in range(0, len(uids), 500):
-                chunk = uids[start:start + 500]
-                for found in conn.execute(select(t.articles).where(
-                        t.articles.c.newsletter == newsletter, t.articles.c.uid.in_(chunk))):
+                chunk = uids[start : start + 500]
+                for found in conn.execute(
+                    select(t.articles).where(
+                        t.articles.c.newsletter == newsletter, t.articles.c.uid.in_(chunk)
+                    )
+                ):
                     existing[found.uid] = found
             for uid, article in by_uid.items():
                 values = _article_values(article)
                 row = existing.get(uid)
                 if row is None:
-                    conn.execute(t.articles.insert().values(
-                        newsletter=newsletter, first_seen=now, last_seen=now, **values))
+                    conn.execute(
+                        t.articles.insert().values(
+                            newsletter=newsletter, first_seen=now, last_seen=now, **values
+                        )
+                    )
                     new += 1
                     continue
                 # The first source that carried an article keeps it; another feed
@@ -176,38 +204,63 @@ class Store:
                 values.pop("source")
                 differs = any(getattr(row, k) != v for k, v in values.items())
                 values = values if differs else {}
-                conn.execute(t.articles.update().where(t.articles.c.id == row.id).values(
-                    last_seen=now, **values))
+                conn.execute(
+                    t.articles.update()
+                    .where(t.articles.c.id == row.id)
+                    .values(last_seen=now, **values)
+                )
                 changed += differs
         return new, changed
 
-    def window_articles(self, newsletter: str, start: datetime, end: datetime,
-                        issue_id: int | None = None) -> list[Article]:
+    def window_articles(
+        self, newsletter: str, start: datetime, end: datetime, issue_id: int | None = None
+    ) -> list[Article]:
         """Articles published in [start, end) not already in another issue."""
         c = t.articles.c
-        free = c.issue_id.is_(None) if issue_id is None else or_(
-            c.issue_id.is_(None), c.issue_id == issue_id)
+        free = (
+            c.issue_id.is_(None)
+            if issue_id is None
+            else or_(c.issue_id.is_(None), c.issue_id == issue_id)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.articles).where(
-                c.newsletter == newsletter, c.published >= start, c.published < end, free,
-            ).order_by(c.published.desc(), c.id)).all()
+            rows = conn.execute(
+                select(t.articles)
+                .where(
+                    c.newsletter == newsletter,
+                    c.published >= start,
+                    c.published < end,
+                    free,
+                )
+                .order_by(c.published.desc(), c.id)
+            ).all()
         return [_article_from_row(r) for r in rows]
 
     def issue_articles(self, issue_id: int) -> list[Article]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.articles).where(t.articles.c.issue_id == issue_id)
-                                .order_by(t.articles.c.published.desc(), t.articles.c.id)).all()
+            rows = conn.execute(
+                select(t.articles)
+                .where(t.articles.c.issue_id == issue_id)
+                .order_by(t.articles.c.published.desc(), t.articles.c.id)
+            ).all()
         return [_article_from_row(r) for r in rows]
 
     def count_articles(self, newsletter: str) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(t.articles).where(
-                t.articles.c.newsletter == newsletter)).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(t.articles)
+                    .where(t.articles.c.newsletter == newsletter)
+                ).scalar_one()
+            )
 
     def latest_published(self, newsletter: str) -> datetime | None:
         with self.engine.connect() as conn:
-            value = conn.execute(select(func.max(t.articles.c.published)).where(
-                t.articles.c.newsletter == newsletter)).scalar()
+            value = conn.execute(
+                select(func.max(t.articles.c.published)).where(
+                    t.articles.c.newsletter == newsletter
+                )
+            ).scalar()
         if value is None:
             return None
         # func.max bypasses the column type on SQLite; normalise here.
@@ -219,13 +272,21 @@ class Store:
 
     def get_issue(self, newsletter: str, key: str) -> IssueRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.issues).where(
-                t.issues.c.newsletter == newsletter, t.issues.c.key == key)).first()
+            row = conn.execute(
+                select(t.issues).where(t.issues.c.newsletter == newsletter, t.issues.c.key == key)
+            ).first()
         return _issue_from_row(row) if row else None
 
-    def create_issue(self, newsletter: str, key: str, start: datetime, end: datetime,
-                     subject: str, article_uids: Sequence[str],
-                     now: datetime | None = None) -> IssueRecord:
+    def create_issue(
+        self,
+        newsletter: str,
+        key: str,
+        start: datetime,
+        end: datetime,
+        subject: str,
+        article_uids: Sequence[str],
+        now: datetime | None = None,
+    ) -> IssueRecord:
         """Record an issue and claim its articles, so no later issue carries them again.
 
         If the issue exists already (a second run for the same week), it is returned
@@ -233,24 +294,38 @@ class Store:
         """
         try:
             with self.engine.begin() as conn:
-                issue_id = conn.execute(t.issues.insert().values(
-                    newsletter=newsletter, key=key, window_start=start, window_end=end,
-                    subject=subject, status="composed", created_at=now or _now(),
-                ).returning(t.issues.c.id)).scalar_one()
+                issue_id = conn.execute(
+                    t.issues.insert()
+                    .values(
+                        newsletter=newsletter,
+                        key=key,
+                        window_start=start,
+                        window_end=end,
+                        subject=subject,
+                        status="composed",
+                        created_at=now or _now(),
+                    )
+                    .returning(t.issues.c.id)
+                ).scalar_one()
                 for begin in range(0, len(article_uids), 500):
-                    conn.execute(t.articles.update().where(
-                        t.articles.c.newsletter == newsletter,
-                        t.articles.c.uid.in_(article_uids[begin:begin + 500]),
-                        t.articles.c.issue_id.is_(None),
-                    ).values(issue_id=issue_id))
+                    conn.execute(
+                        t.articles.update()
+                        .where(
+                            t.articles.c.newsletter == newsletter,
+                            t.articles.c.uid.in_(article_uids[begin : begin + 500]),
+                            t.articles.c.issue_id.is_(None),
+                        )
+                        .values(issue_id=issue_id)
+                    )
         except IntegrityError:
             pass
         issue = self.get_issue(newsletter, key)
         assert issue is not None
         return issue
 
-    def set_issue_status(self, issue_id: int, status: str, *, sent_at: datetime | None = None
-                         ) -> None:
+    def set_issue_status(
+        self, issue_id: int, status: str, *, sent_at: datetime | None = None
+    ) -> None:
         values: dict[str, Any] = {"status": status}
         if sent_at is not None:
             values["sent_at"] = sent_at
@@ -259,28 +334,44 @@ class Store:
 
     # --- subscribers ---------------------------------------------------------------------
 
-    def save_subscriber(self, subscriber: Subscriber, lists: Iterable[str],
-                        now: datetime | None = None) -> int:
+    def save_subscriber(
+        self, subscriber: Subscriber, lists: Iterable[str], now: datetime | None = None
+    ) -> int:
         """Insert or update a subscriber by email and add them to ``lists``; returns the id."""
         now = now or _now()
-        values = {"name": subscriber.name, "locale": subscriber.locale,
-                  "categories": sorted(subscriber.categories),
-                  "regions": sorted(subscriber.regions), "updated_at": now}
+        values = {
+            "name": subscriber.name,
+            "locale": subscriber.locale,
+            "categories": sorted(subscriber.categories),
+            "regions": sorted(subscriber.regions),
+            "updated_at": now,
+        }
         with self.engine.begin() as conn:
-            sid = conn.execute(select(t.subscribers.c.id).where(
-                t.subscribers.c.email == subscriber.email)).scalar()
+            sid = conn.execute(
+                select(t.subscribers.c.id).where(t.subscribers.c.email == subscriber.email)
+            ).scalar()
             if sid is None:
-                sid = conn.execute(t.subscribers.insert().values(
-                    email=subscriber.email, status="active", created_at=now, **values,
-                ).returning(t.subscribers.c.id)).scalar_one()
+                sid = conn.execute(
+                    t.subscribers.insert()
+                    .values(
+                        email=subscriber.email,
+                        status="active",
+                        created_at=now,
+                        **values,
+                    )
+                    .returning(t.subscribers.c.id)
+                ).scalar_one()
             else:
-                conn.execute(t.subscribers.update().where(t.subscribers.c.id == sid)
-                             .values(values))
-            have = set(conn.execute(select(t.memberships.c.list_name).where(
-                t.memberships.c.subscriber_id == sid)).scalars())
+                conn.execute(t.subscribers.update().where(t.subscribers.c.id == sid).values(values))
+            have = set(
+                conn.execute(
+                    select(t.memberships.c.list_name).where(t.memberships.c.subscriber_id == sid)
+                ).scalars()
+            )
             for name in sorted(set(lists) - have):
-                conn.execute(t.memberships.insert().values(
-                    subscriber_id=sid, list_name=name, created_at=now))
+                conn.execute(
+                    t.memberships.insert().values(subscriber_id=sid, list_name=name, created_at=now)
+                )
         return int(sid)
 
     def active_subscribers(self, lists: Iterable[str] | None = None) -> list[Subscriber]:
@@ -288,31 +379,41 @@ class Store:
         with self.engine.connect() as conn:
             query = select(t.subscribers).where(t.subscribers.c.status == "active")
             if lists is not None:
-                query = query.where(t.subscribers.c.id.in_(
-                    select(t.memberships.c.subscriber_id).where(
-                        t.memberships.c.list_name.in_(list(lists)))))
+                query = query.where(
+                    t.subscribers.c.id.in_(
+                        select(t.memberships.c.subscriber_id).where(
+                            t.memberships.c.list_name.in_(list(lists))
+                        )
+                    )
+                )
             rows = conn.execute(query.order_by(t.subscribers.c.id)).all()
             member_of: dict[int, set[str]] = {}
-            for sid, name in conn.execute(select(t.memberships.c.subscriber_id,
-                                                 t.memberships.c.list_name)):
+            for sid, name in conn.execute(
+                select(t.memberships.c.subscriber_id, t.memberships.c.list_name)
+            ):
                 member_of.setdefault(sid, set()).add(name)
         return [_subscriber_from_row(r, member_of.get(r.id, set())) for r in rows]
 
     def subscriber_by_email(self, email: str) -> Subscriber | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.subscribers).where(
-                t.subscribers.c.email == email)).first()
+            row = conn.execute(select(t.subscribers).where(t.subscribers.c.email == email)).first()
             if row is None:
                 return None
-            lists = set(conn.execute(select(t.memberships.c.list_name).where(
-                t.memberships.c.subscriber_id == row.id)).scalars())
+            lists = set(
+                conn.execute(
+                    select(t.memberships.c.list_name).where(t.memberships.c.subscriber_id == row.id)
+                ).scalars()
+            )
         return _subscriber_from_row(row, lists)
 
     # --- delivery ledger -----------------------------------------------------------------
 
-    def plan_deliveries(self, issue_id: int,
-                        planned: Iterable[tuple[int, str, Sequence[str]]],
-                        now: datetime | None = None) -> int:
+    def plan_deliveries(
+        self,
+        issue_id: int,
+        planned: Iterable[tuple[int, str, Sequence[str]]],
+        now: datetime | None = None,
+    ) -> int:
         """Add a pending ledger row per (subscriber_id, email, segments) not yet planned.
 
         Rows already in the ledger are left as they are: planning twice never sends twice.
@@ -321,46 +422,89 @@ class Store:
         now = now or _now()
         added = 0
         with self.engine.begin() as conn:
-            have = set(conn.execute(select(t.deliveries.c.subscriber_id).where(
-                t.deliveries.c.issue_id == issue_id)).scalars())
-            rows = [dict(issue_id=issue_id, subscriber_id=sid, email=email,
-                         segments=json.dumps(list(segments)), state=DeliveryState.PENDING,
-                         attempts=0, updated_at=now)
-                    for sid, email, segments in planned if sid not in have]
+            have = set(
+                conn.execute(
+                    select(t.deliveries.c.subscriber_id).where(t.deliveries.c.issue_id == issue_id)
+                ).scalars()
+            )
+            rows = [
+                dict(
+                    issue_id=issue_id,
+                    subscriber_id=sid,
+                    email=email,
+                    segments=json.dumps(list(segments)),
+                    state=DeliveryState.PENDING,
+                    attempts=0,
+                    updated_at=now,
+                )
+                for sid, email, segments in planned
+                if sid not in have
+            ]
             if rows:
                 conn.execute(t.deliveries.insert(), rows)
                 added = len(rows)
         return added
 
-    def deliveries(self, issue_id: int, states: Iterable[str] | None = None
-                   ) -> list[DeliveryRow]:
+    def deliveries(self, issue_id: int, states: Iterable[str] | None = None) -> list[DeliveryRow]:
         query = select(t.deliveries).where(t.deliveries.c.issue_id == issue_id)
         if states is not None:
             query = query.where(t.deliveries.c.state.in_(list(states)))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(t.deliveries.c.id)).all()
-        return [DeliveryRow(r.id, r.issue_id, r.subscriber_id, r.email,
-                            tuple(json.loads(r.segments)), r.state, r.message_id,
-                            r.smtp_code, r.smtp_reply, r.attempts) for r in rows]
+        return [
+            DeliveryRow(
+                r.id,
+                r.issue_id,
+                r.subscriber_id,
+                r.email,
+                tuple(json.loads(r.segments)),
+                r.state,
+                r.message_id,
+                r.smtp_code,
+                r.smtp_reply,
+                r.attempts,
+            )
+            for r in rows
+        ]
 
-    def claim_delivery(self, delivery_id: int, message_id: str,
-                       now: datetime | None = None) -> bool:
+    def claim_delivery(
+        self, delivery_id: int, message_id: str, now: datetime | None = None
+    ) -> bool:
         """Mark a pending row as being sent; False if another sender got there first."""
         with self.engine.begin() as conn:
-            done = conn.execute(update(t.deliveries).where(
-                t.deliveries.c.id == delivery_id,
-                t.deliveries.c.state == DeliveryState.PENDING,
-            ).values(state=DeliveryState.SENDING, message_id=message_id,
-                     attempts=t.deliveries.c.attempts + 1, updated_at=now or _now()))
+            done = conn.execute(
+                update(t.deliveries)
+                .where(
+                    t.deliveries.c.id == delivery_id,
+                    t.deliveries.c.state == DeliveryState.PENDING,
+                )
+                .values(
+                    state=DeliveryState.SENDING,
+                    message_id=message_id,
+                    attempts=t.deliveries.c.attempts + 1,
+                    updated_at=now or _now(),
+                )
+            )
         return bool(done.rowcount)
 
-    def record_delivery(self, delivery_id: int, state: str, *, code: int | None,
-                        reply: str, now: datetime | None = None) -> None:
+    def record_delivery(
+        self,
+        delivery_id: int,
+        state: str,
+        *,
+        code: int | None,
+        reply: str,
+        now: datetime | None = None,
+    ) -> None:
         """Record the outcome of one delivery as soon as the server has answered."""
         with self.engine.begin() as conn:
-            conn.execute(update(t.deliveries).where(t.deliveries.c.id == delivery_id).values(
-                state=state, smtp_code=code, smtp_reply=reply[:2000],
-                updated_at=now or _now()))
+            conn.execute(
+                update(t.deliveries)
+                .where(t.deliveries.c.id == delivery_id)
+                .values(
+                    state=state, smtp_code=code, smtp_reply=reply[:2000], updated_at=now or _now()
+                )
+            )
 
     def release_stale_sending(self, issue_id: int) -> list[DeliveryRow]:
         """Rows left in 'sending' by an interrupted run; returned for the caller to decide."""
@@ -368,17 +512,27 @@ class Store:
 
     def delivery_counts(self, issue_id: int) -> dict[str, int]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.deliveries.c.state, func.count()).where(
-                t.deliveries.c.issue_id == issue_id).group_by(t.deliveries.c.state)).all()
+            rows = conn.execute(
+                select(t.deliveries.c.state, func.count())
+                .where(t.deliveries.c.issue_id == issue_id)
+                .group_by(t.deliveries.c.state)
+            ).all()
         return {state: int(n) for state, n in rows}
 
 
 def _article_values(article: Article) -> dict[str, Any]:
     return {
-        "uid": article.uid, "source": article.source, "title": article.title,
-        "link": article.link, "published": article.published, "updated": article.updated,
-        "author": article.author, "category": article.category, "region": article.region,
-        "summary": article.summary, "content": article.content,
+        "uid": article.uid,
+        "source": article.source,
+        "title": article.title,
+        "link": article.link,
+        "published": article.published,
+        "updated": article.updated,
+        "author": article.author,
+        "category": article.category,
+        "region": article.region,
+        "summary": article.summary,
+        "content": article.content,
         "image_url": article.image.url if article.image else None,
         "image_alt": article.image.alt if article.image else None,
         "label": article.label,
@@ -387,21 +541,42 @@ def _article_values(article: Article) -> dict[str, Any]:
 
 def _article_from_row(row: Any) -> Article:
     return Article(
-        uid=row.uid, source=row.source, title=row.title, link=row.link,
-        published=row.published, category=row.category, region=row.region,
-        author=row.author, summary=row.summary, content=row.content,
+        uid=row.uid,
+        source=row.source,
+        title=row.title,
+        link=row.link,
+        published=row.published,
+        category=row.category,
+        region=row.region,
+        author=row.author,
+        summary=row.summary,
+        content=row.content,
         image=Image(row.image_url, row.image_alt or "") if row.image_url else None,
-        label=row.label, updated=row.updated,
+        label=row.label,
+        updated=row.updated,
     )
 
 
 def _issue_from_row(row: Any) -> IssueRecord:
-    return IssueRecord(row.id, row.newsletter, row.key, row.window_start, row.window_end,
-                       row.subject, row.status, row.sent_at)
+    return IssueRecord(
+        row.id,
+        row.newsletter,
+        row.key,
+        row.window_start,
+        row.window_end,
+        row.subject,
+        row.status,
+        row.sent_at,
+    )
 
 
 def _subscriber_from_row(row: Any, lists: set[str]) -> Subscriber:
-    return Subscriber(email=row.email, name=row.name, lists=frozenset(lists),
-                      categories=frozenset(row.categories or ()),
-                      regions=frozenset(row.regions or ()), locale=row.locale, id=row.id)
-
+    return Subscriber(
+        email=row.email,
+        name=row.name,
+        lists=frozenset(lists),
+        categories=frozenset(row.categories or ()),
+        regions=frozenset(row.regions or ()),
+        locale=row.locale,
+        id=row.id,
+    )

@@ -78,18 +78,27 @@ def upgrade() -> None:
     )
     op.create_table(
         "memberships",
-        sa.Column("subscriber_id", sa.Integer,
-                  sa.ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("list_name", sa.String(100), primary_key=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_table(
         "deliveries",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("issue_id", sa.Integer, sa.ForeignKey("issues.id", ondelete="CASCADE"),
-                  nullable=False),
-        sa.Column("subscriber_id", sa.Integer,
-                  sa.ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "issue_id", sa.Integer, sa.ForeignKey("issues.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("email", sa.String(320), nullable=False),
         sa.Column("segments", sa.Text, nullable=False),
         sa.Column("state", sa.String(20), nullable=False),
