@@ -1,0 +1,196 @@
+"""Fetch the bytes of a source: over HTTP(S) with a size cap and a conditional GET, or from disk.
+
+Every failure is a :class:`~digest.errors.SourceError` whose reason is one short sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import httpx
+
+from digest.config import SourceSettings
+from digest.errors import SourceError
+from digest.models import Article
+
+__all__ = [
+    "USER_AGENT",
+    "MAX_REDIRECTS",
+    "FetchState",
+    "FetchResult",
+    "Download",
+    "new_http_client",
+    "fetch_bytes",
+]
+
+USER_AGENT = "digest/0.1 (+newsletter digest)"
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class FetchState:
+    """The validators of a source's last response, kept by the caller between runs."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What one fetch of a source produced.
+
+    ``not_modified`` means the server answered 304: ``articles`` is empty and ``state``
+    is the one passed in. ``warnings`` are non-fatal notes for the operator.
+    """
+
+    articles: tuple[Article, ...]
+    state: FetchState
+    not_modified: bool = False
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Download:
+    """The raw body of a source; ``url`` is the final URL after redirects (None on disk)."""
+
+    data: bytes
+    state: FetchState
+    url: str | None = None
+    content_type: str | None = None
+    not_modified: bool = False
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """An HTTP client with digest's User-Agent and defaults for fetching sources.
+
+    :func:`fetch_bytes` follows redirects itself (at most ``MAX_REDIRECTS``) and sets the
+    timeout per source, so any client works; this one just has sensible defaults.
+    """
+    return httpx.AsyncClient(
+        headers={"User-Agent": USER_AGENT},
+        timeout=httpx.Timeout(20.0, connect=10.0),
+        follow_redirects=False,
+        max_redirects=MAX_REDIRECTS,
+        limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
+    )
+
+
+async def fetch_bytes(
+    source: SourceSettings,
+    state: FetchState | None,
+    *,
+    client: httpx.AsyncClient,
+    base_dir: Path,
+) -> Download:
+    """Fetch ``source.url`` over HTTP(S), or read it from disk when it is a path or file URL.
+
+    ``source.timeout`` bounds the whole HTTP exchange, redirects included; the body is
+    read up to ``source.max_bytes`` and aborted beyond that, whatever Content-Length says.
+    """
+    scheme = urlsplit(source.url).scheme.lower()
+    if scheme in ("http", "https"):
+        return await _fetch_http(source, state or FetchState(), client)
+    path = _local_path(source, base_dir)
+    data = await asyncio.to_thread(_read_file, source, path)
+    return Download(data=data, state=FetchState())
+
+
+async def _fetch_http(
+    source: SourceSettings, state: FetchState, client: httpx.AsyncClient
+) -> Download:
+    try:
+        async with asyncio.timeout(source.timeout):
+            return await _get(source, state, client)
+    except (TimeoutError, httpx.TimeoutException):
+        raise SourceError(source.name, f"timed out after {source.timeout:g} s") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise SourceError(source.name, f"cannot fetch {source.url}: {_describe(exc)}") from exc
+
+
+async def _get(source: SourceSettings, state: FetchState, client: httpx.AsyncClient) -> Download:
+    headers = {}
+    if state.etag:
+        headers["If-None-Match"] = state.etag
+    if state.last_modified:
+        headers["If-Modified-Since"] = state.last_modified
+    url = httpx.URL(source.url)
+    for _ in range(MAX_REDIRECTS + 1):
+        async with client.stream(
+            "GET", url, headers=headers, timeout=source.timeout, follow_redirects=False
+        ) as response:
+            if response.has_redirect_location:  # (is_redirect is true for any 3xx, 304 too)
+                url = url.join(response.headers["location"])
+                continue
+            status = response.status_code
+            if status == 304 and headers:
+                return Download(data=b"", state=state, url=str(url), not_modified=True)
+            if not 200 <= status < 300:
+                what = f"HTTP {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
+                raise SourceError(source.name, f"{what} from {url}")
+            data = await _read_capped(response, source)
+            return Download(
+                data=data,
+                state=FetchState(
+                    response.headers.get("etag"), response.headers.get("last-modified")
+                ),
+                url=str(url),
+                content_type=response.headers.get("content-type"),
+            )
+    raise SourceError(source.name, f"more than {MAX_REDIRECTS} redirects from {source.url}")
+
+
+async def _read_capped(response: httpx.Response, source: SourceSettings) -> bytes:
+    declared = response.headers.get("content-length", "")
+    encoded = response.headers.get("content-encoding", "identity") != "identity"
+    if declared.isdigit() and int(declared) > source.max_bytes and not encoded:
+        raise _too_large(source)
+    chunks: list[bytes] = []
+    size = 0
+    # aiter_bytes() yields decoded bytes, so the cap also holds for a compressed body.
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > source.max_bytes:
+            raise _too_large(source)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _local_path(source: SourceSettings, base_dir: Path) -> Path:
+    parts = urlsplit(source.url)
+    if parts.scheme.lower() == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise SourceError(source.name, f"file URL with a host is not supported: {source.url}")
+        path = Path(url2pathname(parts.path))
+    elif len(parts.scheme) > 1:  # one letter is a Windows drive
+        raise SourceError(source.name, f"unsupported URL scheme {parts.scheme!r} in {source.url}")
+    else:
+        path = Path(source.url)
+    return path if path.is_absolute() else base_dir / path
+
+
+def _read_file(source: SourceSettings, path: Path) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(source.max_bytes + 1)
+    except FileNotFoundError:
+        raise SourceError(source.name, f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise SourceError(source.name, f"{path} is a directory, not a file") from None
+    except OSError as exc:
+        raise SourceError(source.name, f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > source.max_bytes:
+        raise SourceError(source.name, f"file larger than {source.max_bytes} bytes: {path}")
+    return data
+
+
+def _too_large(source: SourceSettings) -> SourceError:
+    return SourceError(source.name, f"response larger than {source.max_bytes} bytes")
+
+
+def _describe(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
