@@ -24,6 +24,11 @@ from digest.errors import DigestError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _example(command: str) -> str:
+    """The epilog of a command's --help: an example, shown after the options."""
+    return f"\b\nExample:\n    {command}"
+
+
 class State:
     def __init__(self) -> None:
         self.config = Path("config.toml")
@@ -83,19 +88,17 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_example("digest demo"),
+)
 @common
 def cli() -> None:
-    """digest: collect a week of articles, compose a digest, send it to subscribers.
-
-    \b
-    Example:
-        digest demo
-    """
+    """digest: collect a week of articles, compose a digest, send it to subscribers."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
 
 
-@cli.command()
+@cli.command(epilog=_example("digest collect wochenueberblick"))
 @click.argument("newsletter", required=False)
 @common
 @run_async
@@ -104,10 +107,6 @@ async def collect(newsletter: str | None) -> None:
 
     A source that fails is reported and skipped; the others are still collected, and
     the exit code is 1.
-
-    \b
-    Example:
-        digest collect wochenueberblick
     """
     from digest import jobs
 
@@ -125,7 +124,10 @@ async def collect(newsletter: str | None) -> None:
                 echo_err(
                     f"warning: {report.newsletter}: source {source.name!r} skipped: {source.error}"
                 )
-            elif source.not_modified:
+                continue
+            for warning in source.warnings:
+                echo_err(f"warning: {report.newsletter}: source {source.name!r}: {warning}")
+            if source.not_modified:
                 click.echo(f"{report.newsletter}: {source.name}: not modified")
             else:
                 click.echo(f"{report.newsletter}: {source.name}: {source.articles} articles")
@@ -134,7 +136,7 @@ async def collect(newsletter: str | None) -> None:
         raise SystemExit(1)
 
 
-@cli.command()
+@cli.command(epilog=_example("digest send wochenueberblick --week 2025-W05 --dry-run"))
 @click.argument("newsletter")
 @click.option(
     "--week",
@@ -149,10 +151,6 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
 
     Running it again sends nothing twice; after an interruption it sends only to
     those not yet sent.
-
-    \b
-    Example:
-        digest send wochenueberblick --week 2025-W05 --dry-run
     """
     from digest import jobs
     from digest.transport import SmtpPool
@@ -218,7 +216,11 @@ class _progress:
             self._bar.stop()
 
 
-@cli.command()
+@cli.command(
+    epilog=_example(
+        "digest preview wochenueberblick --week 2025-W05 --segment bayern -o bayern.html"
+    )
+)
 @click.argument("newsletter")
 @click.option("--week", metavar="YYYY-Www", help="ISO week (default: the previous week).")
 @click.option("--segment", help="Preview as this segment gets it.")
@@ -248,10 +250,6 @@ def preview(
     """Show NEWSLETTER's issue as a segment or a subscriber would get it.
 
     Nothing is sent and nothing is written to the store.
-
-    \b
-    Example:
-        digest preview wochenueberblick --week 2025-W05 --segment bayern -o bayern.html
     """
     from digest import jobs
 
@@ -278,15 +276,10 @@ def preview(
         sys.stdout.buffer.write(data)
 
 
-@cli.command()
+@cli.command(epilog=_example("digest schedules --config config.toml"))
 @common
 def schedules() -> None:
-    """List each newsletter's schedule and its next run in local time.
-
-    \b
-    Example:
-        digest schedules --config config.toml
-    """
+    """List each newsletter's schedule and its next run in local time."""
     from digest.schedule import next_runs
 
     settings = state().settings()
@@ -297,7 +290,7 @@ def schedules() -> None:
         )
 
 
-@cli.command()
+@cli.command(epilog=_example("digest run --config /etc/digest/config.toml"))
 @common
 @run_async
 async def run() -> None:
@@ -305,10 +298,6 @@ async def run() -> None:
 
     Jobs are kept in the database, so a run missed while the scheduler was down happens
     once when it comes back (within the newsletter's misfire_grace_time).
-
-    \b
-    Example:
-        digest run --config /etc/digest/config.toml
     """
     from digest.jobs import open_store
     from digest.schedule import run_scheduler
@@ -322,17 +311,15 @@ async def run() -> None:
     await run_scheduler(settings, store_url=url, config_path=str(st.config.resolve()))
 
 
-@cli.group()
+@cli.group(epilog=_example("digest subscribers import subscribers/allgemein.csv --list allgemein"))
 def subscribers() -> None:
-    """Manage subscribers.
-
-    \b
-    Example:
-        digest subscribers import subscribers/allgemein.csv --list allgemein
-    """
+    """Manage subscribers."""
 
 
-@subscribers.command("import")
+@subscribers.command(
+    "import",
+    epilog=_example("digest subscribers import subscribers/allgemein.csv --list allgemein"),
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--list", "list_name", required=True, help="List the subscribers join.")
 @common
@@ -342,10 +329,6 @@ def import_(file: Path, list_name: str) -> None:
     Columns: email, name, categories, regions, locale (categories and regions separated
     by "|"; empty means everything). Bad rows are reported by line number and skipped;
     the exit code is then 1.
-
-    \b
-    Example:
-        digest subscribers import subscribers/allgemein.csv --list allgemein
     """
     from digest import jobs
     from digest.subscribers import import_csv
@@ -368,7 +351,7 @@ def import_(file: Path, list_name: str) -> None:
         raise SystemExit(1)
 
 
-@cli.command()
+@cli.command(epilog=_example("digest demo --config config.toml"))
 @click.option(
     "--week",
     default="2025-W05",
@@ -384,10 +367,6 @@ async def demo(week: str) -> None:
     Imports the lists in subscribers/, collects the feeds in examples/, and sends the
     issue over SMTP to a capture server started in-process, which writes each message
     as an .eml file into the outbox folder.
-
-    \b
-    Example:
-        digest demo --config config.toml
     """
     from digest.demo import run_demo
 

@@ -1,7 +1,8 @@
 """Run a newsletter's sources, deduplicate and save what they carry.
 
-A source that fails gives one warning naming it and why; the others are still collected
-and the failure is remembered in the store beside the source's fetch state.
+A source that fails is reported (in the returned report, for the caller to show) naming
+it and why; the others are still collected, and the failure is remembered in the store
+beside the source's fetch state.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ async def collect_newsletter(
             await client.aclose()
     for source, outcome in zip(newsletter.sources, outcomes, strict=True):
         if isinstance(outcome, SourceError):
-            log.warning("source %r skipped: %s", source.name, outcome.reason)
+            log.info("source %r skipped: %s", source.name, outcome.reason)
             store.save_source_state(
                 newsletter.id,
                 source.name,
@@ -105,7 +106,7 @@ async def collect_newsletter(
             report.sources.append(SourceReport(source.name, error=outcome.reason))
             continue
         for warning in outcome.warnings:
-            log.warning("source %r: %s", source.name, warning)
+            log.info("source %r: %s", source.name, warning)
         new, updated = store.upsert_articles(newsletter.id, outcome.articles, now=now)
         report.new += new
         report.updated += updated

@@ -154,8 +154,13 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
     try:
         now = datetime.now(UTC)
         for report in await collect(settings, store, newsletter_id, now=now):
-            for failed in report.failed:
-                log.warning("%s: source %r failed: %s", newsletter_id, failed.name, failed.error)
+            for source in report.sources:
+                if source.error:
+                    log.warning(
+                        "%s: source %r skipped: %s", newsletter_id, source.name, source.error
+                    )
+                for warning in source.warnings:
+                    log.warning("%s: source %r: %s", newsletter_id, source.name, warning)
         transport = SmtpPool(settings.smtp)
         try:
             result = await send(settings, store, newsletter, None, transport, now=now)

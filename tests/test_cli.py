@@ -1,0 +1,221 @@
+"""The ``digest`` command as a user runs it: a real process, real files, real SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import shutil
+import socket
+import sys
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from tests.smtp_server import RecordingServer
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = [
+    ["collect"],
+    ["send"],
+    ["preview"],
+    ["schedules"],
+    ["run"],
+    ["subscribers", "import"],
+    ["demo"],
+    [],
+]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A copy of the shipped config, demo feeds and lists in a folder of its own."""
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(ROOT / "subscribers", tmp_path / "subscribers")
+    return tmp_path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(extra)
+    return env
+
+
+async def digest(*args: str, cwd: Path, **env: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "digest.cli",
+        *args,
+        cwd=cwd,
+        env=_env(**env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "digest")
+async def test_every_help_ends_with_an_example(command: list[str], site: Path) -> None:
+    code, out, _ = await digest(*command, "--help", cwd=site)
+    assert code == 0
+    tail = out.rstrip().splitlines()
+    assert any(line.strip() == "Example:" for line in tail[-4:]), out
+    assert tail[-1].strip().startswith("digest ")
+
+
+async def test_config_error_is_one_line_exit_2(site: Path) -> None:
+    config = site / "config.toml"
+    config.write_text(config.read_text().replace("pool_size = 2", "pool_sise = 2"))
+    code, out, err = await digest("schedules", cwd=site)
+    assert code == 2 and out == ""
+    assert (
+        err.strip()
+        == f"error: {config.name}: smtp.pool_sise: unknown key (did you mean 'pool_size'?)"
+        or err.count("\n") == 1
+    )
+    assert "smtp.pool_sise: unknown key" in err and "Traceback" not in err
+    code, _, err = await digest("schedules", "--config", str(site / "nope.toml"), cwd=site)
+    assert code == 2 and "no such file" in err and err.count("\n") == 1
+
+
+async def test_debug_shows_the_traceback(site: Path) -> None:
+    config = site / "config.toml"
+    config.write_text(
+        config.read_text().replace(
+            'timezone = "Europe/Berlin"\nlocale', 'timezone = "Mars/Olympus"\nlocale'
+        )
+    )
+    code, _, err = await digest("schedules", cwd=site)
+    assert code == 2 and "unknown time zone 'Mars/Olympus'" in err
+    assert "Traceback" not in err
+    code, _, err = await digest("--debug", "schedules", cwd=site)
+    assert code != 0 and "Traceback" in err
+
+
+async def test_collect_skips_a_broken_source_and_keeps_the_rest(site: Path) -> None:
+    broken = site / "examples" / "feeds" / "technik.rss"
+    broken.write_text("Das ist kein Feed, sondern Text.\n", encoding="utf-8")
+    code, out, err = await digest("collect", cwd=site)
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "warning: wochenueberblick: source 'Technik (RSS)' skipped: not a feed: "
+        "XML syntax error at line 1 (syntax error)"
+    ]
+    assert "Politik (RSS): 11 articles" in out and "Smart City (JSON Feed): 7" in out
+    assert "27 new" in out
+
+
+async def test_import_reports_bad_rows_by_line(site: Path) -> None:
+    code, out, err = await digest(
+        "subscribers", "import", "subscribers/fehlerhaft.csv", "--list", "fehlerhaft", cwd=site
+    )
+    assert code == 1
+    assert "3 added" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all("line " in line for line in lines)
+
+
+async def test_demo_runs_once_then_sends_nothing_twice(site: Path) -> None:
+    code, out, err = await digest("demo", cwd=site)
+    assert code == 0, err
+    assert "14 sent" in out
+    emls = sorted((site / "outbox").glob("*.eml"))
+    assert len(emls) == 14
+    for path in emls:
+        message = email.message_from_bytes(path.read_bytes(), policy=policy.strict)
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    code, out, _ = await digest("demo", cwd=site)
+    assert code == 0 and "0 sent, 14 already sent before" in out
+    assert len(list((site / "outbox").glob("*.eml"))) == 14
+
+
+async def test_preview_and_dry_run(site: Path) -> None:
+    assert (await digest("collect", cwd=site))[0] == 0
+    await digest("subscribers", "import", "subscribers/bayern.csv", "--list", "bayern", cwd=site)
+    code, out, _ = await digest(
+        "preview",
+        "wochenueberblick",
+        "--week",
+        "2025-W05",
+        "--segment",
+        "bayern",
+        "--format",
+        "text",
+        cwd=site,
+    )
+    assert code == 0 and "Bayern:" in out and "Hessen:" not in out
+    code, out, _ = await digest(
+        "preview",
+        "wochenueberblick",
+        "--week",
+        "2025-W05",
+        "--subscriber",
+        "juergen.boehm@example.org",
+        "--format",
+        "eml",
+        "-o",
+        "p.eml",
+        cwd=site,
+    )
+    assert code == 0
+    parsed = email.message_from_bytes((site / "p.eml").read_bytes(), policy=policy.strict)
+    assert parsed["To"].addresses[0].addr_spec == "juergen.boehm@example.org"
+    code, out, _ = await digest(
+        "send", "wochenueberblick", "--week", "2025-W05", "--dry-run", cwd=site
+    )
+    assert code == 0 and "would send 4 messages" in out
+    code, _, err = await digest(
+        "preview", "wochenueberblick", "--week", "2025-W05", "--segment", "sport", cwd=site
+    )
+    assert code == 2 and "no segment 'sport'" in err
+
+
+async def test_send_over_smtp_and_a_server_that_is_gone(site: Path) -> None:
+    await digest("collect", cwd=site)
+    for name in ("allgemein", "bayern", "it-leitungen"):
+        await digest("subscribers", "import", f"subscribers/{name}.csv", "--list", name, cwd=site)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    code, out, err = await digest(
+        "send",
+        "wochenueberblick",
+        "--week",
+        "2025-W05",
+        cwd=site,
+        DIGEST_SMTP_PORT=str(closed_port),
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "error: sending stopped:" in err and len(err.strip().splitlines()) == 1
+    async with RecordingServer() as server:
+        code, out, err = await digest(
+            "send",
+            "wochenueberblick",
+            "--week",
+            "2025-W05",
+            cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )
+        assert code == 0, err
+        assert "14 sent" in out and len(server.messages) == 14
+        code, out, _ = await digest(
+            "send",
+            "wochenueberblick",
+            "--week",
+            "2025-W05",
+            cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )
+        assert code == 0 and "0 sent" in out and len(server.messages) == 14
+
+
+async def test_schedules_lists_next_local_run(site: Path) -> None:
+    code, out, _ = await digest("schedules", cwd=site)
+    assert code == 0
+    assert out.startswith("wochenueberblick: '0 7 * * mon' (Europe/Berlin), next run Mon ")
+    assert " 07:00 CE" in out
