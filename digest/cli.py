@@ -311,6 +311,28 @@ async def run() -> None:
     await run_scheduler(settings, store_url=url, config_path=str(st.config.resolve()))
 
 
+@cli.command(epilog=_example("digest serve --port 8000"))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@common
+def serve(host: str, port: int) -> None:
+    """Serve the web endpoints the messages link to (one-click unsubscribe).
+
+    Put it behind a TLS-terminating reverse proxy at `public_url`.
+    """
+    import uvicorn
+
+    from digest import jobs
+    from digest.web.app import create_app
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        uvicorn.run(create_app(settings, store), host=host, port=port, log_level="info")
+    finally:
+        store.close()
+
+
 @cli.group(epilog=_example("digest subscribers import subscribers/allgemein.csv --list allgemein"))
 def subscribers() -> None:
     """Manage subscribers."""

@@ -406,6 +406,20 @@ class Store:
             )
         return _subscriber_from_row(row, lists)
 
+    def unsubscribe(self, subscriber_id: int, now: datetime | None = None) -> str | None:
+        """Mark a subscriber unsubscribed; their email, or None if there is no such id."""
+        with self.engine.begin() as conn:
+            email = conn.execute(
+                select(t.subscribers.c.email).where(t.subscribers.c.id == subscriber_id)
+            ).scalar()
+            if email is not None:
+                conn.execute(
+                    t.subscribers.update()
+                    .where(t.subscribers.c.id == subscriber_id)
+                    .values(status="unsubscribed", updated_at=now or _now())
+                )
+        return email
+
     # --- delivery ledger -----------------------------------------------------------------
 
     def plan_deliveries(
