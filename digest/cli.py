@@ -299,6 +299,8 @@ async def run() -> None:
     Jobs are kept in the database, so a run missed while the scheduler was down happens
     once when it comes back (within the newsletter's misfire_grace_time).
     """
+    import signal
+
     from digest.jobs import open_store
     from digest.schedule import run_scheduler
 
@@ -308,7 +310,14 @@ async def run() -> None:
     store = open_store(settings)  # applies migrations before the job store attaches
     url = store.engine.url.render_as_string(hide_password=False)
     store.close()
-    await run_scheduler(settings, store_url=url, config_path=str(st.config.resolve()))
+    # SIGTERM (a service manager stopping us) and Ctrl-C end the scheduler cleanly: no
+    # new run starts, a send in progress finishes and records every delivery.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run_scheduler(settings, store_url=url, config_path=str(st.config.resolve()), stop=stop)
+    click.echo("scheduler stopped")
 
 
 @cli.command(epilog=_example("digest serve --port 8000"))

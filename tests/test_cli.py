@@ -219,3 +219,37 @@ async def test_schedules_lists_next_local_run(site: Path) -> None:
     assert code == 0
     assert out.startswith("wochenueberblick: '0 7 * * mon' (Europe/Berlin), next run Mon ")
     assert " 07:00 CE" in out
+
+
+async def test_run_starts_the_scheduler_and_stops_on_sigterm(site: Path) -> None:
+    import signal
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "digest.cli",
+        "run",
+        cwd=site,
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    seen = b""
+    async with asyncio.timeout(30):
+        while b"next run" not in seen:
+            line = await process.stderr.readline()
+            assert line, seen.decode()
+            seen += line
+    process.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, err.decode()
+    assert b"wochenueberblick" in seen and b"scheduler stopped" in out
+    # the job is kept in the database for the next start
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{site / 'digest.db'}")
+    with engine.connect() as conn:
+        ids = conn.execute(text("select id from apscheduler_jobs")).scalars().all()
+    engine.dispose()
+    assert ids == ["newsletter:wochenueberblick"]
