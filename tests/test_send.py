@@ -222,3 +222,17 @@ async def test_an_article_goes_into_one_issue_only(world: World, smtp_server) ->
     later = prepare_issue(world.store, world.newsletter, "2025-W06", NOW)
     assert later is not None
     assert not claimed & {a.uid for a in later.issue.articles}
+
+
+@pytest.mark.smtp_server(disconnect_after=2)
+async def test_who_unsubscribed_meanwhile_is_skipped_on_resume(world: World, smtp_server) -> None:
+    first = await world.send(smtp_server, pool_size=1)
+    assert first.stopped and first.sent == 2
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None
+    pending = world.store.deliveries(record.id, [DeliveryState.PENDING])
+    world.store.unsubscribe(pending[-1].subscriber_id)
+    second = await world.send(smtp_server, pool_size=1)
+    assert (second.sent, second.skipped) == (11, 1)
+    assert pending[-1].email not in _recipients(smtp_server)
+    assert world.counts() == {DeliveryState.SENT: 13, DeliveryState.SKIPPED: 1}
