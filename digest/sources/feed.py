@@ -1,5 +1,8 @@
 """Feed sources: RSS and Atom (through feedparser) and JSON Feed, mapped to Articles.
 
+JSON Feed documents are read by :mod:`digest.sources.jsonfeed`; the cleaning and
+mapping of items is shared by every format and lives here.
+
 Items that cannot become an Article (no link, no title, no date, a link that is not
 http(s)) are skipped and counted in the warnings; a document that is no feed at all is a
 :class:`~digest.errors.SourceError`.
@@ -10,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import html
 import io
-import json
 import re
 import time
 import xml.sax
@@ -32,6 +34,7 @@ from digest.config import NewsletterSettings, SourceSettings
 from digest.errors import SourceError
 from digest.models import Article, Image
 from digest.sources.fetch import FetchResult, FetchState, fetch_bytes
+from digest.sources.jsonfeed import JsonFeedItem, is_json_feed, read_json_feed
 
 __all__ = ["fetch_source", "parse_feed", "parse_feed_with_warnings"]
 
@@ -93,8 +96,9 @@ def parse_feed_with_warnings(
     content_type: str | None = None,
 ) -> tuple[list[Article], list[str]]:
     """Like :func:`parse_feed`, and also return the non-fatal notes about the feed."""
-    if _is_json(data, content_type):
-        items, home, notes = _read_json_feed(data, source.name)
+    if is_json_feed(data, content_type):
+        json_items, home, notes = read_json_feed(data, source.name)
+        items = [_from_json(item) for item in json_items]
     else:
         items, home, notes = _read_xml_feed(data, source.name, base_url, content_type)
     mapper = _Mapper(source, newsletter, base_url or home)
@@ -395,68 +399,23 @@ def _keep_media_description_apart() -> None:
 _keep_media_description_apart()
 
 
-# --- JSON Feed 1.0 and 1.1 (feedparser 6.0 does not read it) -----------------------------
+# --- JSON Feed (read by digest.sources.jsonfeed) -------------------------------------------
 
 
-def _is_json(data: bytes, content_type: str | None) -> bool:
-    first = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    if first in (b"{", b"<"):
-        return first == b"{"
-    return (content_type or "").partition(";")[0].strip().lower().endswith("json")
-
-
-def _read_json_feed(data: bytes, source_name: str) -> tuple[list[_Item], str | None, list[str]]:
-    try:
-        document = json.loads(data)
-    except json.JSONDecodeError as exc:
-        reason = f"invalid JSON at line {exc.lineno} ({exc.msg})"
-        raise SourceError(source_name, f"not a feed: {reason}") from None
-    except (ValueError, RecursionError):  # not UTF-8/16/32, or nested absurdly deep
-        raise SourceError(source_name, "not a feed: JSON that cannot be decoded") from None
-    version = document.get("version") if isinstance(document, dict) else None
-    if not isinstance(version, str) or not version.startswith("https://jsonfeed.org/version/"):
-        raise SourceError(source_name, "not a feed: JSON without a JSON Feed version")
-    items = document.get("items")
-    if not isinstance(items, list):
-        raise SourceError(source_name, "not a feed: JSON Feed without a list of items")
-    home = _str(document.get("home_page_url")) or _str(document.get("feed_url")) or None
-    entries = _dicts(items)
-    bad = len(items) - len(entries)
-    notes = [f"{bad} {'item' if bad == 1 else 'items'} that are not objects skipped"] if bad else []
-    return [_from_json(item) for item in entries], home, notes
-
-
-def _from_json(item: dict[str, Any]) -> _Item:
-    extra = item.get("_digest")
-    extra = extra if isinstance(extra, dict) else {}
-    uid = item.get("id")
-    authors = _dicts(item.get("authors")) or _dicts([item.get("author")])
-    tags = item.get("tags")
-    image = _str(item.get("image"))
+def _from_json(item: JsonFeedItem) -> _Item:
     return _Item(
-        # JSON Feed: a reader must coerce a numeric id to a string.
-        uid=str(uid).strip() if isinstance(uid, str | int) and not isinstance(uid, bool) else "",
-        link=_str(item.get("url")) or _str(item.get("external_url")),
-        title=_plain(_str(item.get("title"))),
-        published=_from_iso(item.get("date_published")),
-        updated=_from_iso(item.get("date_modified")),
-        author=_author_name(_str(authors[0].get("name"))) if authors else "",
-        tags=[(tag, "") for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else [],
-        label=_plain(_str(extra.get("label"))),
-        summary=html.escape(_str(item.get("summary"))),
-        content=_str(item.get("content_html")) or html.escape(_str(item.get("content_text"))),
-        images=[Image(image, _str(extra.get("image_alt")))] if image else [],
+        uid=item.uid,
+        link=item.link,
+        title=_plain(item.title),
+        published=item.published,
+        updated=item.updated,
+        author=_author_name(item.author),
+        tags=[(tag, "") for tag in item.tags],
+        label=_plain(item.label),
+        summary=item.summary,
+        content=item.content,
+        images=[item.image] if item.image else [],
     )
-
-
-def _from_iso(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        return None
 
 
 # --- small helpers -------------------------------------------------------------------------

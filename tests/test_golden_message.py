@@ -1,0 +1,136 @@
+"""The full message of the demo issue for one subscriber, byte for byte.
+
+The golden file tests/golden/message.eml holds the exact wire bytes (CRLF line ends) of
+issue 2025-W05 for juergen.boehm@example.org, who is in two segments. The clock, the
+Message-ID (and with it the MIME boundary) and the subscriber id (and with it the
+signed tokens in the links) are fixed, so the bytes are the same on every run. After a
+deliberate change, rewrite the file with
+``DIGEST_UPDATE_GOLDEN=1 pytest tests/test_golden_message.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+import email
+import email.policy
+import os
+import re
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+from digest import jobs
+from digest.config import Settings
+from digest.deliver import Personalizer
+from digest.issues import prepare_issue
+from digest.models import Message
+from digest.segments import recipients_for, segment_lists
+from digest.subscribers import import_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).parent / "golden" / "message.eml"
+WEEK = "2025-W05"
+NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
+READER = "juergen.boehm@example.org"
+MESSAGE_ID = "wochenueberblick.2025-W05.golden"
+#: Subscriber ids follow the import order, and the tokens in the links sign the id.
+IMPORT_ORDER = ("allgemein", "bayern", "it-leitungen")
+READER_ID = 1
+# Read at import: the demo_settings fixture removes every DIGEST_* variable while it runs.
+UPDATE_GOLDEN = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"
+
+
+async def demo_message(settings: Settings) -> Message:
+    """The demo world as ``digest demo`` builds it, and the reader's message from it."""
+    newsletter = settings.newsletters[0]
+    assert set(IMPORT_ORDER) == segment_lists(newsletter)
+    store = jobs.open_store(settings)
+    try:
+        for name in IMPORT_ORDER:
+            report = import_csv(
+                store,
+                ROOT / "subscribers" / f"{name}.csv",
+                name,
+                categories={c.key for c in newsletter.categories},
+                regions=newsletter.regions,
+            )
+            assert not report.errors
+        [collected] = await jobs.collect(settings, store, newsletter.id, now=NOW)
+        assert not collected.failed
+        prepared = prepare_issue(store, newsletter, WEEK, NOW, save=False)
+        subscribers = store.active_subscribers(segment_lists(newsletter))
+    finally:
+        store.close()
+    assert prepared is not None
+    [recipient] = [
+        r for r in recipients_for(newsletter, subscribers) if r.subscriber.email == READER
+    ]
+    assert recipient.subscriber.id == READER_ID
+    assert recipient.segments == ("alle", "bayern")
+    personalizer = Personalizer(settings, newsletter, prepared.issue, NOW)
+    variant = personalizer.variant_for(recipient)
+    assert variant is not None
+    return personalizer.message_for(recipient, variant, message_id=MESSAGE_ID)
+
+
+def check_golden(actual: bytes) -> None:
+    if UPDATE_GOLDEN:
+        GOLDEN.write_bytes(actual)
+        return
+    assert GOLDEN.exists(), f"no golden file {GOLDEN}: run with DIGEST_UPDATE_GOLDEN=1"
+    expected = GOLDEN.read_bytes()
+    if actual == expected:
+        return
+    if actual.replace(b"\r\n", b"\n") == expected.replace(b"\r\n", b"\n"):
+        raise AssertionError(f"{GOLDEN.name}: only the line ends differ (checked out with LF?)")
+    diff = difflib.unified_diff(
+        expected.decode("ascii", "replace").splitlines(),
+        actual.decode("ascii", "replace").splitlines(),
+        "golden",
+        "actual",
+        n=1,
+        lineterm="",
+    )
+    shown = "\n".join(list(diff)[:80])
+    raise AssertionError(
+        f"{GOLDEN.name} differs; if the change is intended, rerun with DIGEST_UPDATE_GOLDEN=1 "
+        f"and review the diff:\n{shown}"
+    )
+
+
+async def test_golden_message(demo_settings: Settings) -> None:
+    message = await demo_message(demo_settings)
+    check_golden(message.data)
+    data = message.data
+
+    head, separator, _ = data.partition(b"\r\n\r\n")
+    assert separator and data.isascii()
+    assert b"\n" not in data.replace(b"\r\n", b"")  # CRLF line ends only
+    for line in head.split(b"\r\n"):
+        assert line.isascii(), line
+        # Only an unbreakable <URL> may run past 78 characters (up to 998 are allowed).
+        assert len(line) <= 78 or re.fullmatch(rb"(List-Unsubscribe:)? <\S+>,?", line), line
+        assert len(line) <= 998
+
+    parsed = email.message_from_bytes(data, policy=email.policy.strict)
+    assert isinstance(parsed, EmailMessage)
+    for each in parsed.walk():
+        assert not each.defects, each.defects
+    assert parsed["Message-ID"] == message.message_id == f"<{MESSAGE_ID}@kommune-digital.example>"
+    assert parsed["Date"].datetime == NOW
+    assert parsed["To"].addresses[0].display_name == "Jürgen Böhm"
+    parts = list(parsed.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    for part in parts:
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert part.get_content_charset() == "utf-8"
+
+    subject = parsed["Subject"]
+    assert subject == (
+        "Kommune Digital – Wochenüberblick KW 5/2025: "
+        "München: Stadtrat verdoppelt Budget für Digitalprojekte"
+    )
+    # The umlauts travel as RFC 2047 encoded words and decode back.
+    raw_subject = re.search(rb"\r\nSubject:(.*?)\r\n(?! )", data, re.DOTALL)
+    assert raw_subject is not None and b"=?utf-8?q?" in raw_subject[1].lower()
+    assert "ü" in subject
