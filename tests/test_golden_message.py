@@ -23,7 +23,8 @@ from digest import jobs
 from digest.config import Settings
 from digest.deliver import Personalizer
 from digest.issues import prepare_issue
-from digest.models import Message
+from digest.compose import format_issue
+from digest.models import Issue, Message
 from digest.segments import recipients_for, segment_lists
 from digest.subscribers import import_csv
 
@@ -40,7 +41,7 @@ READER_ID = 1
 UPDATE_GOLDEN = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"
 
 
-async def demo_message(settings: Settings) -> Message:
+async def demo_message(settings: Settings) -> tuple[Message, Issue]:
     """The demo world as ``digest demo`` builds it, and the reader's message from it."""
     newsletter = settings.newsletters[0]
     assert set(IMPORT_ORDER) == segment_lists(newsletter)
@@ -70,22 +71,22 @@ async def demo_message(settings: Settings) -> Message:
     personalizer = Personalizer(settings, newsletter, prepared.issue, NOW)
     variant = personalizer.variant_for(recipient)
     assert variant is not None
-    return personalizer.message_for(recipient, variant, message_id=MESSAGE_ID)
+    return personalizer.message_for(recipient, variant, message_id=MESSAGE_ID), prepared.issue
 
 
-def check_golden(actual: bytes) -> None:
+def check_golden(actual: bytes, golden: Path = GOLDEN) -> None:
     if UPDATE_GOLDEN:
-        GOLDEN.write_bytes(actual)
+        golden.write_bytes(actual)
         return
-    assert GOLDEN.exists(), f"no golden file {GOLDEN}: run with DIGEST_UPDATE_GOLDEN=1"
-    expected = GOLDEN.read_bytes()
+    assert golden.exists(), f"no golden file {golden}: run with DIGEST_UPDATE_GOLDEN=1"
+    expected = golden.read_bytes()
     if actual == expected:
         return
     if actual.replace(b"\r\n", b"\n") == expected.replace(b"\r\n", b"\n"):
-        raise AssertionError(f"{GOLDEN.name}: only the line ends differ (checked out with LF?)")
+        raise AssertionError(f"{golden.name}: only the line ends differ (checked out with LF?)")
     diff = difflib.unified_diff(
-        expected.decode("ascii", "replace").splitlines(),
-        actual.decode("ascii", "replace").splitlines(),
+        expected.decode("utf-8", "replace").splitlines(),
+        actual.decode("utf-8", "replace").splitlines(),
         "golden",
         "actual",
         n=1,
@@ -93,13 +94,28 @@ def check_golden(actual: bytes) -> None:
     )
     shown = "\n".join(list(diff)[:80])
     raise AssertionError(
-        f"{GOLDEN.name} differs; if the change is intended, rerun with DIGEST_UPDATE_GOLDEN=1 "
+        f"{golden.name} differs; if the change is intended, rerun with DIGEST_UPDATE_GOLDEN=1 "
         f"and review the diff:\n{shown}"
     )
 
 
+async def test_golden_demo_issue_and_parts(demo_settings: Settings) -> None:
+    """What a person reads, reviewable as plain files: the composed issue and both parts."""
+    message, issue = await demo_message(demo_settings)
+    check_golden(format_issue(issue).encode(), GOLDEN.parent / "demo-issue.txt")
+    parsed = email.message_from_bytes(message.data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    for subtype, name in (("plain", "demo-message.txt"), ("html", "demo-message.html")):
+        part = parsed.get_body(preferencelist=(subtype,))
+        assert part is not None
+        content = part.get_content().replace("\r\n", "\n")
+        if subtype == "html":  # one tag per line, so a change shows as a readable diff
+            content = content.replace("><", ">\n<")
+        check_golden(content.encode(), GOLDEN.parent / name)
+
+
 async def test_golden_message(demo_settings: Settings) -> None:
-    message = await demo_message(demo_settings)
+    message, _ = await demo_message(demo_settings)
     check_golden(message.data)
     data = message.data
 
