@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test check lint typecheck readme clean
+.PHONY: run test check lint typecheck readme bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,17 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check digest tests
-	$(BIN)/ruff format --check digest tests
+	$(BIN)/ruff check digest tests benchmarks
+	$(BIN)/ruff format --check digest tests benchmarks
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy digest
 
 check: lint typecheck test
+
+# Figures, not pass/fail: messages per second over real SMTP to a sink in another process.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/send_throughput.py --subscribers 2000
 
 # Regenerate the configuration reference in README.md from digest/config.py.
 readme: $(STAMP)
