@@ -20,10 +20,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from digest import jobs
+from digest.compose import format_issue
 from digest.config import Settings
 from digest.deliver import Personalizer
 from digest.issues import prepare_issue
-from digest.compose import format_issue
 from digest.models import Issue, Message
 from digest.segments import recipients_for, segment_lists
 from digest.subscribers import import_csv
