@@ -1027,3 +1027,12 @@ async def test_local_directory_and_oversize_file_are_source_errors(tmp_path: Pat
 async def test_unsupported_scheme_is_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="unsupported URL scheme 'ftp'"):
         await fetch("ftp://example.org/feed.xml", None, tmp_path)
+
+
+def test_ill_formed_feed_with_nothing_usable_is_a_source_error() -> None:
+    data = b"<rss><channel><item><title>kaputt</title></chan"
+    with pytest.raises(SourceError) as info:
+        parse(data)
+    assert info.value.reason == (
+        "not a feed: XML syntax error at line 1 (unclosed token), and no item could be read"
+    )

@@ -103,6 +103,10 @@ def parse_feed_with_warnings(
         items, home, notes = _read_xml_feed(data, source.name, base_url, content_type)
     mapper = _Mapper(source, newsletter, base_url or home)
     articles = [article for item in items if (article := mapper.article(item)) is not None]
+    if notes and items and not articles:
+        # Read leniently and still nothing usable: for the operator that is a broken feed.
+        problem = notes[0].partition(": ")[2] or notes[0]
+        raise SourceError(source.name, f"not a feed: {problem}, and no item could be read")
     return articles, notes + mapper.warnings()
 
 
