@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import make_msgid
 
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
-from digest.errors import SendError, TransportUnavailable
+from digest.errors import SendError
 from digest.mail import MessageError, build_message
 from digest.models import DeliveryState, Issue, Message, Recipient, Variant
 from digest.render import personalize, render_variant
@@ -136,8 +136,6 @@ class Personalizer:
 
 
 def _with_subject(newsletter: NewsletterSettings, cut: Issue) -> Issue:
-    from dataclasses import replace
-
     return replace(cut, subject=render_subject(newsletter, cut))
 
 
@@ -187,7 +185,6 @@ async def send_issue(
     stop = asyncio.Event()
 
     async def deliver_one(row: DeliveryRow) -> None:
-        nonlocal done
         recipient = recipients.get(row.subscriber_id)
         variant = personalizer.variant_for(recipient) if recipient else None
         if recipient is None or variant is None:
@@ -195,13 +192,14 @@ async def send_issue(
             store.record_delivery(row.id, DeliveryState.SKIPPED, code=None, reply=why)
             report.skipped += 1
             return
-        if row.state == DeliveryState.SENDING and row.message_id:
-            message_id = row.message_id
-            report.resumed += 1
-        else:
-            message_id = new_message_id(newsletter, issue.key)
-            if not store.claim_delivery(row.id, message_id):
-                return
+        # A row tried before keeps its Message-ID: should the server have taken the
+        # message although the answer never came back, the repeat carries the same id,
+        # which lets receiving systems drop it as a duplicate.
+        message_id = row.message_id or new_message_id(newsletter, issue.key)
+        if row.state == DeliveryState.SENDING:
+            report.resumed += 1  # an abrupt stop left it claimed, outcome unknown
+        elif not store.claim_delivery(row.id, message_id):
+            return
         try:
             message = personalizer.message_for(recipient, variant, message_id)
         except MessageError as exc:
@@ -212,13 +210,12 @@ async def send_issue(
         try:
             result = await transport.send(message)
         except SendError as exc:
-            # The server went away mid-message: the row goes back to pending, so the
-            # next run tries again, and nothing more is sent in this run.
+            # The server went away or stopped answering: the row goes back to pending,
+            # so the next run tries again, and nothing more is sent in this run.
             store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
             report.deferred += 1
-            if isinstance(exc, TransportUnavailable) or exc.temporary:
-                report.stopped = str(exc)
-                stop.set()
+            report.stopped = str(exc)
+            stop.set()
             return
         if result.ok:
             store.record_delivery(row.id, DeliveryState.SENT, code=result.code, reply=result.reply)

@@ -168,7 +168,14 @@ async def test_server_going_away_stops_the_run_and_the_next_run_finishes(
     first = await world.send(smtp_server, pool_size=1)
     assert first.stopped and first.sent == 3
     assert world.counts()[DeliveryState.PENDING] == 11
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None
+    [tried] = [r for r in world.store.deliveries(record.id) if r.state == "pending" and r.attempts]
+    assert tried.message_id and "lost the connection" in (tried.smtp_reply or "")
     second = await world.send(smtp_server, pool_size=1)
+    # the retry carries the Message-ID of the attempt whose answer never came
+    retried = [_parse(d) for _, rcpts, d in smtp_server.messages if rcpts == [tried.email]]
+    assert [m["Message-ID"] for m in retried] == [tried.message_id]
     assert second.sent == 11 and second.stopped is None
     assert sorted(_recipients(smtp_server)) == sorted(set(_recipients(smtp_server)))
     assert len(smtp_server.messages) == 14
