@@ -11,14 +11,37 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from digest import jobs
-from digest.config import Settings
+from digest.config import NewsletterSettings, Settings
 from digest.segments import recipients_for, segment_lists
-from digest.subscribers import import_csv
+from digest.store import Store
+from digest.subscribers import ImportReport, import_csv
 from digest.transport import CaptureServer, SmtpPool
 
-__all__ = ["run_demo"]
+__all__ = ["import_demo_lists", "run_demo"]
+
+
+def import_demo_lists(
+    settings: Settings, store: Store, newsletter: NewsletterSettings
+) -> list[ImportReport]:
+    """Import ``subscribers/<list>.csv`` for every list the newsletter's segments use.
+
+    Lists are imported in name order, so subscriber ids (and the tokens that sign
+    them) are the same on every fresh run.
+    """
+    reports = []
+    categories = {c.key for c in newsletter.categories}
+    for list_name in sorted(segment_lists(newsletter)):
+        path = settings.base_dir / "subscribers" / f"{list_name}.csv"
+        if path.exists():
+            reports.append(
+                import_csv(
+                    store, path, list_name, categories=categories, regions=newsletter.regions
+                )
+            )
+    return reports
 
 
 async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None] = print) -> None:
@@ -26,18 +49,10 @@ async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None]
     newsletter = settings.newsletters[0]
     store = jobs.open_store(settings)
     try:
-        categories = {c.key for c in newsletter.categories}
-        for list_name in sorted(segment_lists(newsletter)):
-            path = settings.base_dir / "subscribers" / f"{list_name}.csv"
-            if not path.exists():
-                echo(f"no demo list {path}; skipped")
-                continue
-            report = import_csv(
-                store, path, list_name, categories=categories, regions=newsletter.regions
-            )
+        for report in import_demo_lists(settings, store, newsletter):
             echo(
-                f"subscribers: {path.name} → list {list_name!r}: {report.added} added, "
-                f"{report.updated} updated"
+                f"subscribers: {Path(report.path).name} → list {report.list_name!r}: "
+                f"{report.added} added, {report.updated} updated"
             )
             for error in report.errors:
                 echo(f"  warning: {error}; row skipped")

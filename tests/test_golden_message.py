@@ -23,10 +23,10 @@ from digest import jobs
 from digest.compose import format_issue
 from digest.config import Settings
 from digest.deliver import Personalizer
+from digest.demo import import_demo_lists
 from digest.issues import prepare_issue
 from digest.models import Issue, Message
 from digest.segments import recipients_for, segment_lists
-from digest.subscribers import import_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "message.eml"
@@ -47,15 +47,9 @@ async def demo_message(settings: Settings) -> tuple[Message, Issue]:
     assert set(IMPORT_ORDER) == segment_lists(newsletter)
     store = jobs.open_store(settings)
     try:
-        for name in IMPORT_ORDER:
-            report = import_csv(
-                store,
-                ROOT / "subscribers" / f"{name}.csv",
-                name,
-                categories={c.key for c in newsletter.categories},
-                regions=newsletter.regions,
-            )
-            assert not report.errors
+        reports = import_demo_lists(settings, store, newsletter)
+        assert [r.list_name for r in reports] == list(IMPORT_ORDER)
+        assert not any(r.errors for r in reports)
         [collected] = await jobs.collect(settings, store, newsletter.id, now=NOW)
         assert not collected.failed
         prepared = prepare_issue(store, newsletter, WEEK, NOW, save=False)

@@ -21,11 +21,11 @@ import pytest
 from digest import jobs
 from digest.config import NewsletterSettings, Settings
 from digest.deliver import DeliveryReport
+from digest.demo import import_demo_lists
 from digest.issues import prepare_issue
 from digest.models import DeliveryState
 from digest.segments import segment_lists
 from digest.store import Store
-from digest.subscribers import import_csv
 from digest.transport import SmtpPool
 from tests.smtp_server import RecordingServer
 
@@ -60,15 +60,8 @@ class World:
 async def world(demo_settings: Settings) -> AsyncIterator[World]:
     store = jobs.open_store(demo_settings)
     newsletter = demo_settings.newsletters[0]
-    for name in sorted(segment_lists(newsletter)):
-        report = import_csv(
-            store,
-            ROOT / "subscribers" / f"{name}.csv",
-            name,
-            categories={c.key for c in newsletter.categories},
-            regions=newsletter.regions,
-        )
-        assert not report.errors
+    reports = import_demo_lists(demo_settings, store, newsletter)
+    assert len(reports) == 3 and not any(r.errors for r in reports)
     [collected] = await jobs.collect(demo_settings, store, newsletter.id, now=NOW)
     assert not collected.failed and collected.new > 30
     yield World(demo_settings, store, newsletter)
