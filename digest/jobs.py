@@ -168,6 +168,8 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
             await transport.close()
         if result is None:
             log.info("%s: no new articles in the previous week; nothing sent", newsletter_id)
+        elif result.stopped:
+            log.error("%s; the next run (or `digest send`) sends the rest", result.summary())
         else:
             log.info("%s", result.summary())
     finally:
