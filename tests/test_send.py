@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from digest import jobs
-from digest.config import NewsletterSettings, Settings
+from digest.config import NewsletterSettings, Settings, StoreSettings
 from digest.deliver import DeliveryReport
 from digest.demo import import_demo_lists
 from digest.issues import prepare_issue
@@ -57,7 +57,9 @@ class World:
 
 
 @pytest.fixture
-async def world(demo_settings: Settings) -> AsyncIterator[World]:
+async def world(demo_settings: Settings, store_url: str) -> AsyncIterator[World]:
+    """The demo lists and feeds in a fresh store: SQLite, and PostgreSQL when configured."""
+    demo_settings = replace(demo_settings, store=StoreSettings(store_url))
     store = jobs.open_store(demo_settings)
     newsletter = demo_settings.newsletters[0]
     reports = import_demo_lists(demo_settings, store, newsletter)
