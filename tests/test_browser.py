@@ -1,0 +1,128 @@
+"""What a person sees, in headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+The digest on a phone and on a desktop, and the unsubscribe page clicked through
+against the app served by uvicorn on a local port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from digest import jobs
+from digest.config import Settings
+from digest.models import Subscriber
+from digest.store import Store
+from digest.tokens import unsubscribe_url
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (/usr/bin/chromium)"
+)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    async with playwright_api.async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def _offline_page(browser: object, width: int):  # type: ignore[no-untyped-def]
+    page = await browser.new_page(viewport={"width": width, "height": 900})  # type: ignore[attr-defined]
+    # Nothing leaves the machine: image URLs of the demo site are answered with 404.
+    await page.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith(("http://127.0.0.1", "about:", "data:"))
+            else route.fulfill(status=404)
+        ),
+    )
+    return page
+
+
+@pytest.fixture
+async def demo_html(demo_settings: Settings) -> str:
+    store = jobs.open_store(demo_settings)
+    try:
+        await jobs.collect(demo_settings, store, now=datetime(2025, 2, 3, tzinfo=UTC))
+        return jobs.preview(
+            demo_settings, store, demo_settings.newsletters[0], "2025-W05", segment="alle"
+        ).decode()
+    finally:
+        store.close()
+
+
+async def test_digest_is_one_column_on_a_phone_and_600px_on_a_desktop(
+    browser: object, demo_html: str
+) -> None:
+    phone = await _offline_page(browser, 375)
+    await phone.set_content(demo_html)
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 375
+    images = await phone.evaluate(
+        "[...document.images].map(i => [i.alt, i.getBoundingClientRect().width])"
+    )
+    assert images and all(alt for alt, _ in images)
+    assert all(width <= 375 for _, width in images)
+
+    desktop = await _offline_page(browser, 1200)
+    await desktop.set_content(demo_html)
+    widths = await desktop.evaluate(
+        "[...document.querySelectorAll('body > div > div')].map("
+        "d => Math.round(d.getBoundingClientRect().width))"
+    )
+    assert widths and max(widths) == 600
+    text = await desktop.inner_text("body")
+    assert "Abmelden" in text and "Impressum" in text and "mehr…" in text
+
+
+async def test_unsubscribe_is_a_click_on_the_page_the_link_opens(
+    browser: object, demo_settings: Settings, store: Store
+) -> None:
+    import uvicorn
+
+    from digest.web.app import create_app
+
+    sid = store.save_subscriber(Subscriber("klick@example.org", "Klara Klick"), ["allgemein"])
+    config = uvicorn.Config(
+        create_app(demo_settings, store), host="127.0.0.1", port=0, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        link = unsubscribe_url(demo_settings, "wochenueberblick", sid)
+        local = link.replace(demo_settings.public_url, f"http://127.0.0.1:{port}")
+        page = await _offline_page(browser, 375)
+        await page.goto(local)
+        assert "abbestellen" in await page.inner_text("body")
+        assert len(store.active_subscribers()) == 1  # opening the link changes nothing
+        await page.get_by_role("button", name="Abmelden").click()
+        await page.wait_for_selector("text=erhält den Newsletter")
+        assert page.url == local  # answered in place, no redirect
+        assert store.active_subscribers() == []
+    finally:
+        server.should_exit = True
+        await serving
