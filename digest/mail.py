@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import re
 from datetime import datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import MIMEPart
 from email.policy import SMTP, EmailPolicy
@@ -123,9 +124,30 @@ def _address(header: str, name: str, addr: str) -> Address:
     except UnicodeError:
         raise MessageError(f"{header}: bad domain in {addr!r}") from None
     try:
-        return Address(display_name=_one_line(name), addr_spec=f"{local}@{domain}")
+        # "=?" would let the email package decode the name as an encoded word, line
+        # breaks included; no real name contains it, so it is taken apart.
+        display = _one_line(name).replace("=?", "= ?")
+        return Address(display_name=display, addr_spec=f"{local}@{domain}")
     except (ValueError, IndexError) as exc:
         raise MessageError(f"{header}: not an email address: {addr!r} ({exc})") from None
+
+
+def _encoded_header(name: str, text: str) -> _PrefoldedHeader:
+    """``name: text`` with ``text`` as RFC 2047 encoded words, folded here.
+
+    For text that itself looks like an encoded word ("=?utf-8?q?=0D=0ABcc:...?="): the
+    email package would decode it when the header is set and write the decoded line
+    break out raw, starting a header of the text's choosing. Encoding the whole text
+    keeps it text.
+    """
+    encoded = Header(text, charset="utf-8", header_name=name).encode(
+        linesep="\n", maxlinelen=MAX_HEADER_LINE
+    )
+    return _PrefoldedHeader(name, f"{name}: {encoded}".split("\n"))
+
+
+def _looks_encoded(text: str) -> bool:
+    return "=?" in text
 
 
 def _message_id(given: str | None, domain: str) -> str:
@@ -200,7 +222,8 @@ def build_message(
     if newsletter.reply_to:
         reply_name, reply_addr = parseaddr(newsletter.reply_to)
         msg["Reply-To"] = _address("Reply-To", reply_name, reply_addr)
-    msg["Subject"] = _one_line(subject)
+    subject = _one_line(subject)
+    msg["Subject"] = _encoded_header("Subject", subject) if _looks_encoded(subject) else subject
     msg["Message-ID"] = msgid
     msg["List-Id"] = _list_id(newsletter)
     msg["List-Unsubscribe"] = _url_list(
