@@ -154,6 +154,7 @@ class Variant:
     issue: Issue
     html: str
     text: str
+    marker: str = ""  # the random part of this variant's placeholders
 
 
 @dataclass(frozen=True)

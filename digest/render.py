@@ -2,9 +2,11 @@
 
 MJML is compiled once per variant (one distinct content set), never per recipient.
 Personal fields are written into both parts as placeholders such as
-``%%DIGEST:unsubscribe_url%%`` (see :data:`PERSONAL_FIELDS`); :func:`personalize` fills
-them in for one recipient with plain string substitution. The markers contain nothing
-that HTML escaping or MJML changes, so they come out of the compiler as they went in.
+``%%DIGEST-3f9c…:unsubscribe_url%%`` (see :data:`PERSONAL_FIELDS`); :func:`personalize`
+fills them in for one recipient with plain string substitution. The markers contain
+nothing that HTML escaping or MJML changes, so they come out of the compiler as they went
+in. Their middle part is random per rendering, so text from a feed cannot name one and
+have a reader's signed unsubscribe link filled into a link of its own.
 
 Templates are looked up first in the newsletter's ``templates`` folder (if set), then
 in the bundled ``templates/`` folder at the top of the project. That folder sits next
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -61,7 +64,6 @@ BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 #: Fields filled in per recipient. ``greeting`` defaults to one made from ``name``.
 PERSONAL_FIELDS = ("greeting", "name", "email", "unsubscribe_url", "preferences_url")
 
-_PLACEHOLDER = re.compile(r"%%DIGEST:([a-z_]+)%%")
 
 # Invisible characters after the preheader, so clients do not pad the preview line
 # with the first words of the body.
@@ -73,9 +75,9 @@ _GREETINGS = {
 }
 
 
-def placeholder(field: str) -> str:
-    """The marker a template prints for a personal field, e.g. ``%%DIGEST:email%%``."""
-    return f"%%DIGEST:{field}%%"
+def placeholder(field: str, marker: str) -> str:
+    """What a template prints for a personal field, e.g. ``%%DIGEST-<marker>:email%%``."""
+    return f"%%DIGEST-{marker}:{field}%%"
 
 
 def greeting_for(name: str, locale: str = "de_DE") -> str:
@@ -170,7 +172,9 @@ def _compile(source: str) -> str:
     return html
 
 
-def _context(settings: Settings, newsletter: NewsletterSettings, issue: Issue) -> dict[str, Any]:
+def _context(
+    settings: Settings, newsletter: NewsletterSettings, issue: Issue, marker: str
+) -> dict[str, Any]:
     zone, locale = newsletter.zone, newsletter.locale
     titles = [article.title for article in issue.articles[:3]]
     public_url = settings.public_url.rstrip("/")
@@ -190,7 +194,7 @@ def _context(settings: Settings, newsletter: NewsletterSettings, issue: Issue) -
         "preview_padding": _PREVIEW_PADDING,
         "public_url": public_url,
         "archive_url": f"{public_url}/archive/{newsletter.id}/{issue.key}",
-        "personal": {field: placeholder(field) for field in PERSONAL_FIELDS},
+        "personal": {field: placeholder(field, marker) for field in PERSONAL_FIELDS},
         **formatters,
     }
 
@@ -199,15 +203,21 @@ def render_variant(settings: Settings, newsletter: NewsletterSettings, issue: Is
     """Render an issue (already cut for its readers) once, with personal placeholders."""
     search_path = template_path(settings, newsletter)
     env = _environment(search_path)
-    context = _context(settings, newsletter, issue)
+    marker = secrets.token_hex(8)
+    context = _context(settings, newsletter, issue, marker)
     html = _compile(_render(env, HTML_TEMPLATE, context, search_path))
     text = _render(env, TEXT_TEMPLATE, context, search_path)
     return Variant(
-        issue_key=issue.key, content_key=content_key(issue), issue=issue, html=html, text=text
+        issue_key=issue.key,
+        content_key=content_key(issue),
+        issue=issue,
+        html=html,
+        text=text,
+        marker=marker,
     )
 
 
-def _fill(template: str, part: str, values: Mapping[str, str], html: bool) -> str:
+def _fill(template: str, part: str, marker: str, values: Mapping[str, str], html: bool) -> str:
     def value(match: re.Match[str]) -> str:
         field = match[1]
         if field not in values:
@@ -216,7 +226,7 @@ def _fill(template: str, part: str, values: Mapping[str, str], html: bool) -> st
         return str(escape(values[field])) if html else values[field]
 
     # One pass: a value that itself looks like a placeholder is not expanded again.
-    return _PLACEHOLDER.sub(value, template)
+    return re.sub(rf"%%DIGEST-{marker}:([a-z_]+)%%", value, template)
 
 
 def personalize(
@@ -232,6 +242,6 @@ def personalize(
     if "greeting" not in values:
         values["greeting"] = greeting_for(values.get("name", ""), locale)
     return (
-        _fill(variant.html, HTML_TEMPLATE, values, html=True),
-        _fill(variant.text, TEXT_TEMPLATE, values, html=False),
+        _fill(variant.html, HTML_TEMPLATE, variant.marker, values, html=True),
+        _fill(variant.text, TEXT_TEMPLATE, variant.marker, values, html=False),
     )

@@ -209,7 +209,7 @@ def test_both_parts_have_unsubscribe_preferences_and_impressum(
         assert "Beispielstraße 12, 10115 Berlin" in part
         assert "Verantwortlich: Erika Mustermann (V.i.S.d.P.)" in part
         assert "https://kommune-digital.example/impressum" in part
-        assert "juergen.boehm@example.org, weil Sie den Newsletter" in part
+        assert re.search(r"juergen\.boehm@example\.org,\s+weil Sie den Newsletter", part)
         assert "https://kommune-digital.example/archive/wochenueberblick/2025-W05" in part
 
 
@@ -257,10 +257,32 @@ def test_placeholders_survive_compilation_and_are_all_filled(
     variant = render_variant(settings, newsletter, issue)
     for field in PERSONAL_FIELDS:
         if field != "name":  # the bundled templates print the name only in the greeting
-            assert placeholder(field) in variant.html, field
-            assert placeholder(field) in variant.text, field
+            assert placeholder(field, variant.marker) in variant.html, field
+            assert placeholder(field, variant.marker) in variant.text, field
     html, text = personalize(variant, FIELDS)
-    assert "%%DIGEST:" not in html and "%%DIGEST:" not in text
+    assert "%%DIGEST-" not in html and "%%DIGEST-" not in text
+
+
+def test_feed_text_cannot_name_a_placeholder(
+    settings: Settings, newsletter: NewsletterSettings
+) -> None:
+    """A link asking for the reader's unsubscribe URL gets the text it wrote, nothing else."""
+    forged = make_article(
+        "forged",
+        at(28, 10),
+        title="Titel %%DIGEST:unsubscribe_url%% %%DIGEST:code%%",
+        link="https://evil.example/r?u=%%DIGEST:unsubscribe_url%%",
+    )
+    issue = compose_w05(newsletter, [forged])
+    variant = render_variant(settings, newsletter, issue)
+    guessed = variant.marker[:-1] + ("0" if variant.marker[-1] != "0" else "1")
+    assert guessed != variant.marker
+    html, text = personalize(variant, FIELDS)
+    assert FIELDS["unsubscribe_url"] in text  # the footer's own link is filled in
+    for part in (html, text):
+        assert "evil.example/r?u=%%DIGEST:unsubscribe_url%%" in part
+        assert f"u={FIELDS['unsubscribe_url']}" not in part
+    assert render_variant(settings, newsletter, issue).marker != variant.marker
 
 
 def test_missing_personal_field_is_an_error(
