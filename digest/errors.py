@@ -17,6 +17,7 @@ __all__ = [
     "SendError",
     "SendTimeout",
     "TransportUnavailable",
+    "SenderRefused",
 ]
 
 
@@ -96,3 +97,10 @@ class SendTimeout(SendError, TimeoutError):
 
 class TransportUnavailable(SendError, ConnectionError):
     """No connection to the mail server could be made or kept."""
+
+
+class SenderRefused(SendError):
+    """The server refuses our side of the exchange (MAIL FROM, relaying, policy 5.7.x).
+
+    Nothing is wrong with the recipient: the run stops and their delivery stays pending.
+    """
