@@ -64,7 +64,8 @@ async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None]
                 echo(f"collect: {source.name}: {status}")
             echo(f"collect: {collected.new} new, {collected.updated} updated articles")
 
-        recipients = recipients_for(newsletter, store.active_subscribers(segment_lists(newsletter)))
+        subscribers = store.active_subscribers(segment_lists(newsletter), newsletter=newsletter.id)
+        recipients = recipients_for(newsletter, subscribers)
         per_segment = Counter(name for r in recipients for name in r.segments)
         for segment in newsletter.segments:
             echo(f"segment {segment.name!r}: {per_segment[segment.name]} subscribers")

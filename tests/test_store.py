@@ -43,6 +43,7 @@ def test_migrations_create_schema_and_are_idempotent(store_url: str) -> None:
         "memberships",
         "deliveries",
         "sources",
+        "unsubscriptions",
         "alembic_version",
     } <= tables
 
@@ -117,3 +118,26 @@ def test_delivery_ledger_plans_once_and_claims_once(store: Store) -> None:
     [row] = store.deliveries(issue.id)
     assert (row.state, row.smtp_code, row.attempts, row.message_id) == ("sent", 250, 1, "<m@x>")
     assert store.delivery_counts(issue.id) == {"sent": 1}
+
+
+def test_values_from_outside_have_no_length_limit(store: Store) -> None:
+    long_label = "Hintergrund " * 40
+    assert store.upsert_articles("nl", [article("a", label=long_label, region="Region " * 30)]) == (
+        1,
+        0,
+    )
+    [loaded] = store.window_articles("nl", T0, T0 + timedelta(1))
+    assert loaded.label == long_label
+    etag = '"' + "e" * 2000 + '"'
+    store.save_source_state("nl", "feed", etag=etag, last_modified="x" * 300, error=None)
+    assert store.source_state("nl", "feed") == (etag, "x" * 300)
+
+
+def test_unsubscribing_from_one_newsletter_keeps_the_others(store: Store) -> None:
+    sid = store.save_subscriber(Subscriber("a@example.org"), ["allgemein"])
+    assert store.unsubscribe(sid, "eins") == "a@example.org"
+    assert store.unsubscribe(sid, "eins") == "a@example.org"  # a second click is fine
+    assert store.unsubscribe(9999, "eins") is None
+    assert store.active_subscribers(newsletter="eins") == []
+    assert [s.id for s in store.active_subscribers(newsletter="zwei")] == [sid]
+    assert store.unsubscribed(sid, "eins") and not store.unsubscribed(sid, "zwei")

@@ -11,6 +11,7 @@ http(s)) are skipped and counted in the warnings; a document that is no feed at 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import io
 import re
@@ -127,6 +128,17 @@ class _Item:
     images: list[Image] = field(default_factory=list)  # declared pictures, best first
 
 
+#: Longest uid kept as it is; the store indexes uids, and an index entry has a limit.
+MAX_UID = 500
+
+
+def _bounded_uid(uid: str) -> str:
+    """The uid, or for an absurdly long one a stable digest of it."""
+    if len(uid) <= MAX_UID:
+        return uid
+    return "sha256:" + hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class _Mapper:
     """Turns the items of one feed into Articles and counts what it skips."""
 
@@ -155,7 +167,7 @@ class _Mapper:
             self.skipped[_why_unusable(item, link)] += 1
             return None
         return Article(
-            uid=item.uid or link,
+            uid=_bounded_uid(item.uid or link),
             source=self.source.name,
             title=item.title,
             link=link,

@@ -52,8 +52,8 @@ sources = Table(
     Column("id", Integer, primary_key=True),
     Column("newsletter", String(100), nullable=False),
     Column("name", String(200), nullable=False),
-    Column("etag", String(500)),
-    Column("last_modified", String(100)),
+    Column("etag", Text),
+    Column("last_modified", Text),
     Column("fetched_at", UTCDateTime()),
     Column("last_error", Text),
     UniqueConstraint("newsletter", "name", name="uq_sources_newsletter_name"),
@@ -87,12 +87,12 @@ articles = Table(
     Column("updated", UTCDateTime()),
     Column("author", Text),
     Column("category", String(100), nullable=False),
-    Column("region", String(100)),
+    Column("region", Text),
     Column("summary", Text, nullable=False),
     Column("content", Text, nullable=False),
     Column("image_url", Text),
     Column("image_alt", Text),
-    Column("label", String(100)),
+    Column("label", Text),
     Column("issue_id", Integer, ForeignKey("issues.id", ondelete="SET NULL")),
     Column("first_seen", UTCDateTime(), nullable=False),
     Column("last_seen", UTCDateTime(), nullable=False),
@@ -121,6 +121,19 @@ memberships = Table(
         "subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
     ),
     Column("list_name", String(100), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+unsubscriptions = Table(
+    "unsubscriptions",
+    metadata,
+    Column(
+        "subscriber_id",
+        Integer,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("newsletter", String(100), primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
 )
 

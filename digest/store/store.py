@@ -11,7 +11,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, or_, select, update
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
@@ -374,8 +376,13 @@ class Store:
                 )
         return int(sid)
 
-    def active_subscribers(self, lists: Iterable[str] | None = None) -> list[Subscriber]:
-        """Active subscribers on any of ``lists`` (all lists when None), with their lists."""
+    def active_subscribers(
+        self, lists: Iterable[str] | None = None, *, newsletter: str | None = None
+    ) -> list[Subscriber]:
+        """Active subscribers on any of ``lists`` (all lists when None), with their lists.
+
+        With ``newsletter``, those who unsubscribed from that newsletter are left out.
+        """
         with self.engine.connect() as conn:
             query = select(t.subscribers).where(t.subscribers.c.status == "active")
             if lists is not None:
@@ -383,6 +390,14 @@ class Store:
                     t.subscribers.c.id.in_(
                         select(t.memberships.c.subscriber_id).where(
                             t.memberships.c.list_name.in_(list(lists))
+                        )
+                    )
+                )
+            if newsletter is not None:
+                query = query.where(
+                    t.subscribers.c.id.not_in(
+                        select(t.unsubscriptions.c.subscriber_id).where(
+                            t.unsubscriptions.c.newsletter == newsletter
                         )
                     )
                 )
@@ -406,19 +421,37 @@ class Store:
             )
         return _subscriber_from_row(row, lists)
 
-    def unsubscribe(self, subscriber_id: int, now: datetime | None = None) -> str | None:
-        """Mark a subscriber unsubscribed; their email, or None if there is no such id."""
+    def unsubscribe(
+        self, subscriber_id: int, newsletter: str, now: datetime | None = None
+    ) -> str | None:
+        """Withdraw a subscriber from one newsletter (idempotent); their email, or None."""
         with self.engine.begin() as conn:
             email = conn.execute(
                 select(t.subscribers.c.email).where(t.subscribers.c.id == subscriber_id)
             ).scalar()
             if email is not None:
-                conn.execute(
-                    t.subscribers.update()
-                    .where(t.subscribers.c.id == subscriber_id)
-                    .values(status="unsubscribed", updated_at=now or _now())
+                _insert_ignoring_duplicates(
+                    conn,
+                    t.unsubscriptions,
+                    [
+                        {
+                            "subscriber_id": subscriber_id,
+                            "newsletter": newsletter,
+                            "created_at": now or _now(),
+                        }
+                    ],
                 )
         return email
+
+    def unsubscribed(self, subscriber_id: int, newsletter: str) -> bool:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(t.unsubscriptions.c.subscriber_id).where(
+                    t.unsubscriptions.c.subscriber_id == subscriber_id,
+                    t.unsubscriptions.c.newsletter == newsletter,
+                )
+            ).first()
+        return found is not None
 
     # --- delivery ledger -----------------------------------------------------------------
 
@@ -430,34 +463,26 @@ class Store:
     ) -> int:
         """Add a pending ledger row per (subscriber_id, email, segments) not yet planned.
 
-        Rows already in the ledger are left as they are: planning twice never sends twice.
-        Returns the number of rows added.
+        Rows already in the ledger are left as they are: planning twice never sends twice,
+        and two runs planning at once add each row once. Returns the number of rows added.
         """
         now = now or _now()
-        added = 0
-        with self.engine.begin() as conn:
-            have = set(
-                conn.execute(
-                    select(t.deliveries.c.subscriber_id).where(t.deliveries.c.issue_id == issue_id)
-                ).scalars()
+        rows = [
+            dict(
+                issue_id=issue_id,
+                subscriber_id=sid,
+                email=email,
+                segments=json.dumps(list(segments)),
+                state=DeliveryState.PENDING,
+                attempts=0,
+                updated_at=now,
             )
-            rows = [
-                dict(
-                    issue_id=issue_id,
-                    subscriber_id=sid,
-                    email=email,
-                    segments=json.dumps(list(segments)),
-                    state=DeliveryState.PENDING,
-                    attempts=0,
-                    updated_at=now,
-                )
-                for sid, email, segments in planned
-                if sid not in have
-            ]
-            if rows:
-                conn.execute(t.deliveries.insert(), rows)
-                added = len(rows)
-        return added
+            for sid, email, segments in planned
+        ]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            return _insert_ignoring_duplicates(conn, t.deliveries, rows)
 
     def deliveries(self, issue_id: int, states: Iterable[str] | None = None) -> list[DeliveryRow]:
         query = select(t.deliveries).where(t.deliveries.c.issue_id == issue_id)
@@ -501,6 +526,26 @@ class Store:
             )
         return bool(done.rowcount)
 
+    def reclaim_stale_delivery(
+        self, delivery_id: int, older_than: datetime, now: datetime | None = None
+    ) -> bool:
+        """Take over a row left in 'sending' since before ``older_than`` by a stopped run.
+
+        False while another run may still be sending it (its claim is recent) or when
+        another run took it over first.
+        """
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(t.deliveries)
+                .where(
+                    t.deliveries.c.id == delivery_id,
+                    t.deliveries.c.state == DeliveryState.SENDING,
+                    t.deliveries.c.updated_at < older_than,
+                )
+                .values(attempts=t.deliveries.c.attempts + 1, updated_at=now or _now())
+            )
+        return bool(done.rowcount)
+
     def record_delivery(
         self,
         delivery_id: int,
@@ -520,10 +565,6 @@ class Store:
                 )
             )
 
-    def release_stale_sending(self, issue_id: int) -> list[DeliveryRow]:
-        """Rows left in 'sending' by an interrupted run; returned for the caller to decide."""
-        return self.deliveries(issue_id, [DeliveryState.SENDING])
-
     def delivery_counts(self, issue_id: int) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -532,6 +573,19 @@ class Store:
                 .group_by(t.deliveries.c.state)
             ).all()
         return {state: int(n) for state, n in rows}
+
+
+def _insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns rows added."""
+    if conn.dialect.name == "postgresql":
+        statement: Any = postgresql_insert(table).on_conflict_do_nothing()
+    else:
+        statement = sqlite_insert(table).on_conflict_do_nothing()
+    key = next(iter(table.primary_key.columns))
+    statement = statement.returning(key)
+    # One statement a row: RETURNING tells what was added on every driver (rowcount
+    # does not, for INSERT … ON CONFLICT on psycopg).
+    return sum(len(conn.execute(statement, row).all()) for row in rows)
 
 
 def _article_values(article: Article) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def create_app(settings: Settings, store: Store) -> Starlette:
                 '<form method="post"><input type="hidden" name="List-Unsubscribe" '
                 'value="One-Click"><button type="submit">Abmelden</button></form>',
             )
-        email = store.unsubscribe(subscriber_id)
+        email = store.unsubscribe(subscriber_id, newsletter_id)
         if email is None:
             return _page("Abgemeldet", "<p>Diese Adresse ist nicht (mehr) eingetragen.</p>")
         return _page(
