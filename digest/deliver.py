@@ -16,12 +16,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
-from digest.errors import SendError
+from digest.errors import DigestError, SendError
 from digest.mail import MessageError, build_message
 from digest.models import DeliveryState, Issue, Message, Recipient, Variant
 from digest.render import personalize, render_variant
@@ -51,6 +51,7 @@ class DeliveryReport:
     deferred: int = 0
     skipped: int = 0
     resumed: int = 0
+    in_flight: int = 0
     variants: int = 0
     stopped: str | None = None
     failures: list[str] = field(default_factory=list)
@@ -67,6 +68,8 @@ class DeliveryReport:
             parts.append(f"{self.skipped} skipped (nothing for their interests)")
         if self.resumed:
             parts.append(f"{self.resumed} resumed after an interruption")
+        if self.in_flight:
+            parts.append(f"{self.in_flight} being sent by another run, left to it")
         text = (
             f"{self.newsletter} {self.issue_key}: {', '.join(parts)}; "
             f"{self.recipients} recipients, {self.variants} distinct variants"
@@ -162,7 +165,7 @@ async def send_issue(
     """
     now = now or datetime.now(UTC)
     report = DeliveryReport(newsletter.id, issue.key)
-    subscribers = store.active_subscribers(segment_lists(newsletter))
+    subscribers = store.active_subscribers(segment_lists(newsletter), newsletter=newsletter.id)
     recipients = {r.subscriber.id: r for r in recipients_for(newsletter, subscribers)}
     report.recipients = len(recipients)
     if record.status != "sent":
@@ -175,31 +178,39 @@ async def send_issue(
             ],
         )
     report.already_sent = store.delivery_counts(record.id).get(DeliveryState.SENT, 0)
-    rows = store.deliveries(record.id, [DeliveryState.PENDING, DeliveryState.SENDING])
     personalizer = Personalizer(settings, newsletter, issue, now)
-    queue: asyncio.Queue[DeliveryRow] = asyncio.Queue()
-    for row in rows:
-        queue.put_nowait(row)
-    total = len(rows)
-    done = 0
-    stop = asyncio.Event()
-
-    async def deliver_one(row: DeliveryRow) -> None:
+    # Everything is rendered before the first message goes out: a template error stops
+    # the run before anyone got anything, and no MJML compiles between two sends.
+    queue: asyncio.Queue[tuple[DeliveryRow, Recipient, Variant]] = asyncio.Queue()
+    for row in store.deliveries(record.id, [DeliveryState.PENDING, DeliveryState.SENDING]):
         recipient = recipients.get(row.subscriber_id)
         variant = personalizer.variant_for(recipient) if recipient else None
         if recipient is None or variant is None:
             why = "no longer subscribed" if recipient is None else "nothing for their interests"
             store.record_delivery(row.id, DeliveryState.SKIPPED, code=None, reply=why)
             report.skipped += 1
-            return
+        else:
+            queue.put_nowait((row, recipient, variant))
+    report.variants = personalizer.variants
+    total = queue.qsize()
+    done = 0
+    stop = asyncio.Event()
+    # A row still 'sending' belongs to another run while its claim is younger than this;
+    # older, the run that claimed it has stopped without recording an answer.
+    lease = timedelta(seconds=2 * settings.smtp.timeout + 30)
+
+    async def deliver_one(row: DeliveryRow, recipient: Recipient, variant: Variant) -> None:
         # A row tried before keeps its Message-ID: should the server have taken the
         # message although the answer never came back, the repeat carries the same id,
         # which lets receiving systems drop it as a duplicate.
         message_id = row.message_id or new_message_id(newsletter, issue.key)
         if row.state == DeliveryState.SENDING:
-            report.resumed += 1  # an abrupt stop left it claimed, outcome unknown
+            if not store.reclaim_stale_delivery(row.id, datetime.now(UTC) - lease):
+                report.in_flight += 1
+                return
+            report.resumed += 1
         elif not store.claim_delivery(row.id, message_id):
-            return
+            return  # another run claimed it first
         try:
             message = personalizer.message_for(recipient, variant, message_id)
         except MessageError as exc:
@@ -210,8 +221,9 @@ async def send_issue(
         try:
             result = await transport.send(message)
         except SendError as exc:
-            # The server went away or stopped answering: the row goes back to pending,
-            # so the next run tries again, and nothing more is sent in this run.
+            # The server went away, stopped answering or refuses us as the sender: the
+            # row goes back to pending, the next run tries again, and nothing more is
+            # sent in this run.
             store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
             report.deferred += 1
             report.stopped = str(exc)
@@ -236,10 +248,10 @@ async def send_issue(
         nonlocal done
         while not stop.is_set():
             try:
-                row = queue.get_nowait()
+                item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            task = asyncio.ensure_future(deliver_one(row))
+            task = asyncio.ensure_future(deliver_one(*item))
             try:
                 # A cancelled run lets the message in flight finish and be recorded,
                 # so cancelling never leaves a delivered message unrecorded.
@@ -252,12 +264,14 @@ async def send_issue(
                 progress(done, total)
 
     workers = concurrency or settings.smtp.pool_size
-    # A TaskGroup, unlike gather, waits for every worker when the run is cancelled, so
-    # each message in flight is recorded before the cancellation goes on.
-    async with asyncio.TaskGroup() as group:
-        for _ in range(max(1, min(workers, total or 1))):
-            group.create_task(worker())
-    report.variants = personalizer.variants
+    try:
+        # A TaskGroup, unlike gather, waits for every worker when the run is cancelled,
+        # so each message in flight is recorded before the cancellation goes on.
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(workers, total or 1))):
+                group.create_task(worker())
+    except* DigestError as failed:  # e.g. the store went away: report the first, plainly
+        raise failed.exceptions[0] from None
     counts = store.delivery_counts(record.id)
     if not counts.get(DeliveryState.PENDING) and not counts.get(DeliveryState.SENDING):
         store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)

@@ -221,7 +221,8 @@ async def test_an_article_goes_into_one_issue_only(world: World, smtp_server) ->
     record = world.store.get_issue(world.newsletter.id, WEEK)
     assert record is not None
     claimed = {a.uid for a in world.store.issue_articles(record.id)}
-    later = prepare_issue(world.store, world.newsletter, "2025-W06", NOW)
+    after_w06 = datetime(2025, 2, 10, 6, 0, tzinfo=UTC)
+    later = prepare_issue(world.store, world.newsletter, "2025-W06", after_w06)
     assert later is not None
     assert not claimed & {a.uid for a in later.issue.articles}
 
@@ -233,8 +234,79 @@ async def test_who_unsubscribed_meanwhile_is_skipped_on_resume(world: World, smt
     record = world.store.get_issue(world.newsletter.id, WEEK)
     assert record is not None
     pending = world.store.deliveries(record.id, [DeliveryState.PENDING])
-    world.store.unsubscribe(pending[-1].subscriber_id)
+    world.store.unsubscribe(pending[-1].subscriber_id, world.newsletter.id)
     second = await world.send(smtp_server, pool_size=1)
     assert (second.sent, second.skipped) == (11, 1)
     assert pending[-1].email not in _recipients(smtp_server)
     assert world.counts() == {DeliveryState.SENT: 13, DeliveryState.SKIPPED: 1}
+
+
+@pytest.mark.smtp_server(delay=0.05)
+async def test_two_runs_at_once_send_each_message_once(world: World, smtp_server) -> None:
+    first = asyncio.create_task(world.send(smtp_server, pool_size=1))
+    async with asyncio.timeout(10):
+        while len(smtp_server.messages) < 2:
+            await asyncio.sleep(0.01)
+    second = await world.send(smtp_server, pool_size=1)
+    await first
+    assert Counter(_recipients(smtp_server)).most_common(1)[0][1] == 1
+    assert len(smtp_server.messages) == 14
+    assert first.result().sent + second.sent == 14
+    assert world.counts() == {DeliveryState.SENT: 14}
+
+
+async def test_a_row_left_sending_by_a_killed_run_waits_out_its_lease(
+    world: World, smtp_server
+) -> None:
+    from sqlalchemy import update
+
+    from digest.store import schema
+
+    record = prepare_issue(world.store, world.newsletter, WEEK, NOW)
+    assert record is not None and record.record is not None
+    world.store.plan_deliveries(
+        record.record.id,
+        [
+            (s.id, s.email, ("alle",))
+            for s in world.store.active_subscribers(["allgemein"])
+            if s.id is not None
+        ],
+    )
+    [row, *_] = world.store.deliveries(record.record.id)
+    # a run claimed the row and was killed before the server's answer was recorded
+    assert world.store.claim_delivery(row.id, "<killed.run@kommune-digital.example>")
+    first = await world.send(smtp_server)
+    assert first.in_flight == 1 and row.email not in _recipients(smtp_server)
+    # once the claim is older than the lease, the next run sends it, same Message-ID
+    with world.store.engine.begin() as conn:
+        conn.execute(
+            update(schema.deliveries)
+            .where(schema.deliveries.c.id == row.id)
+            .values(updated_at=datetime(2025, 1, 1, tzinfo=UTC))
+        )
+    second = await world.send(smtp_server)
+    assert second.resumed == 1 and second.sent == 1
+    [(_, _, data)] = [m for m in smtp_server.messages if m[1] == [row.email]]
+    assert _parse(data)["Message-ID"] == "<killed.run@kommune-digital.example>"
+    assert world.counts() == {DeliveryState.SENT: 14}
+
+
+async def test_a_week_not_over_is_not_sent(world: World, smtp_server) -> None:
+    from digest.errors import ComposeError
+
+    pool = SmtpPool(smtp_server.settings())
+    try:
+        with pytest.raises(ComposeError, match="week 2025-W06 is not over until 2025-02-10 00:00"):
+            await jobs.send(
+                world.settings, world.store, world.newsletter, "2025-W06", pool, now=NOW
+            )
+    finally:
+        await pool.close()
+    assert smtp_server.messages == []
+    assert world.store.get_issue(world.newsletter.id, "2025-W06") is None
+
+
+async def test_dry_run_after_a_send_counts_only_who_is_left(world: World, smtp_server) -> None:
+    await world.send(smtp_server)
+    report = jobs.dry_run(world.settings, world.store, world.newsletter, WEEK, now=NOW)
+    assert report is not None and report.recipients == 0
