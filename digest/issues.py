@@ -11,6 +11,7 @@ from datetime import datetime
 
 from digest.compose import compose_issue, iso_week_window
 from digest.config import NewsletterSettings
+from digest.errors import ComposeError
 from digest.models import Issue
 from digest.store import IssueRecord, Store
 
@@ -64,6 +65,14 @@ def prepare_issue(
         return None
     if not save:
         return PreparedIssue(None, issue)
+    if end > now:
+        # Claiming the articles now would freeze the issue: what is published later in
+        # the week would then belong to no issue at all.
+        local_end = end.astimezone(newsletter.zone)
+        raise ComposeError(
+            f"week {key} is not over until {local_end:%Y-%m-%d %H:%M} ({newsletter.timezone}); "
+            "it can be previewed now and sent once it has ended"
+        )
     record = store.create_issue(
         newsletter.id, key, start, end, issue.subject, [a.uid for a in issue.articles], now=now
     )

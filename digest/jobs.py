@@ -15,6 +15,7 @@ from digest.config import NewsletterSettings, Settings, load_settings
 from digest.deliver import DeliveryReport, Personalizer, Progress, send_issue
 from digest.errors import DigestError
 from digest.issues import PreparedIssue, prepare_issue
+from digest.models import DeliveryState
 from digest.segments import recipients_for, segment_lists
 from digest.store import Store, resolve_store_url
 from digest.transport import SmtpPool, Transport
@@ -82,7 +83,7 @@ class DryRunReport:
     issue_key: str
     subject: str
     articles: int
-    recipients: int
+    recipients: int  # not yet sent this issue
     skipped: int
     variants: int
     largest_message: int
@@ -112,9 +113,16 @@ def dry_run(
     if prepared is None:
         return None
     personalizer = Personalizer(settings, newsletter, prepared.issue, now)
-    recipients = recipients_for(newsletter, store.active_subscribers(segment_lists(newsletter)))
+    subscribers = store.active_subscribers(segment_lists(newsletter), newsletter=newsletter.id)
+    recipients = recipients_for(newsletter, subscribers)
+    sent = set()
+    if prepared.record is not None:
+        rows = store.deliveries(prepared.record.id, [DeliveryState.SENT])
+        sent = {row.subscriber_id for row in rows}
     skipped = largest = largest_html = 0
     for recipient in recipients:
+        if recipient.subscriber.id in sent:
+            continue
         variant = personalizer.variant_for(recipient)
         if variant is None:
             skipped += 1
@@ -126,7 +134,7 @@ def dry_run(
         prepared.issue.key,
         prepared.issue.subject,
         len(prepared.issue.articles),
-        len(recipients),
+        len(recipients) - len(sent),
         skipped,
         personalizer.variants,
         largest,
