@@ -24,6 +24,10 @@ from digest.errors import DigestError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _CannotWrite(DigestError):
+    """An output file given on the command line could not be written."""
+
+
 def _example(command: str) -> str:
     """The epilog of a command's --help: an example, shown after the options."""
     return f"\b\nExample:\n    {command}"
@@ -270,7 +274,10 @@ def preview(
     finally:
         store.close()
     if output:
-        output.write_bytes(data)
+        try:
+            output.write_bytes(data)
+        except OSError as exc:
+            raise _CannotWrite(f"cannot write {output}: {exc.strerror or exc}") from exc
         click.echo(f"wrote {output} ({len(data) / 1024:.1f} KB)")
     else:
         sys.stdout.buffer.write(data)

@@ -7,15 +7,20 @@ text; the README documents each one (a test checks it). Any problem is a
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
+from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import ConfigError
 
@@ -77,6 +82,16 @@ def _cron_problem(value: str) -> str | None:
         crontab_trigger(value, ZoneInfo("UTC"))
     except ValueError as exc:
         return f"bad cron expression {value!r}: {exc}"
+    # With both day of month and weekday restricted (neither starts with '*'), crontab
+    # runs when either matches and APScheduler only when both do. Such an expression is
+    # refused rather than run on other days than a reader of crontab(5) expects.
+    day, weekday = value.split()[2::2]
+    if not day.startswith("*") and not weekday.startswith("*"):
+        return (
+            f"{value!r} restricts both day of month ({day!r}) and weekday ({weekday!r}): "
+            "crontab runs when either matches, the scheduler only when both do; "
+            "restrict one and leave the other '*'"
+        )
     return None
 
 
@@ -97,10 +112,122 @@ def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else f"must be a port number (0-65535), not {value!r}"
 
 
-def _http_url(value: str) -> str | None:
+#: The secret_key shipped in the demo config.toml: fine on a loopback address only.
+DEMO_SECRET_KEY = "demo-secret-change-me"
+MIN_SECRET_KEY_LENGTH = 16
+
+
+def _is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is localhost or a loopback address (127.0.0.0/8, ::1)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _public_url_problem(value: str) -> str | None:
+    # Every link in a message starts with this URL, and List-Unsubscribe must be an
+    # HTTPS URL (RFC 8058); mail.py refuses anything but printable ASCII in it.
     if not value.startswith(("https://", "http://")):
-        return f"must start with https:// or http://, not {value!r}"
+        return f"must start with https:// (http:// on a loopback address), not {value!r}"
+    if not all("\x21" <= c <= "\x7e" for c in value) or any(c in value for c in '<>"\\'):
+        return (
+            f"must be printable ASCII without spaces (an international host name in its "
+            f"xn-- form), not {value!r}"
+        )
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return f"has a bad port: {value!r}"
+    if not parts.hostname:
+        return f"has no host name: {value!r}"
+    if "@" in parts.netloc:
+        return f"must not contain a user name or password: {value!r}"
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        return f"must not have a query or fragment (links are appended to it): {value!r}"
+    if parts.scheme != "https" and not _is_loopback_url(value):
+        return (
+            f"must use https:// unless the host is localhost or a loopback address, "
+            f"not {value!r}: List-Unsubscribe must be an HTTPS URL (RFC 8058)"
+        )
     return None
+
+
+def _secret_key_problem(value: str) -> str | None:
+    # The value itself never appears in a message.
+    if not value.strip():
+        return "is empty; set a long random string"
+    if len(value) < MIN_SECRET_KEY_LENGTH:
+        return (
+            f"is {len(value)} characters long; use a random string of at least "
+            f"{MIN_SECRET_KEY_LENGTH}, e.g. from "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return None
+
+
+_NEWSLETTER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# RFC 5322 dot-atom-text, as mail.py checks a List-Id and a Message-ID.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_NAME_AND_ADDRESS = re.compile(
+    r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<angled>[^<>]*)>|(?P<bare>[^<>\s]+))\s*"
+)
+
+
+def _newsletter_id_problem(value: str) -> str | None:
+    # It goes into Message-IDs, the default List-Id, job ids and URLs.
+    if not _NEWSLETTER_ID.fullmatch(value):
+        return (
+            "must be a short slug: lowercase letters, digits and '-', starting with a "
+            f"letter or digit, at most 63 characters (e.g. 'wochenueberblick'), not {value!r}"
+        )
+    return None
+
+
+def _list_id_problem(value: str) -> str | None:
+    if not value:
+        return None
+    if not _DOT_ATOM.fullmatch(value) or "." not in value:
+        return f"must be a dotted name like 'wochenueberblick.example.org', not {value!r}"
+    if len(value) > 255:
+        return f"must be at most 255 characters (RFC 2919), not {len(value)}"
+    return None
+
+
+def _mailbox_problem(value: str) -> str | None:
+    """Problem of a 'Name <addr>' or 'addr' value, as mail.py will read it."""
+    match = _NAME_AND_ADDRESS.fullmatch(value)
+    if not match:
+        return f"must be 'Name <address>' or 'address', not {value!r}"
+    addr = match["angled"] if match["angled"] is not None else match["bare"]
+    if parseaddr(value)[1] != addr:
+        return (
+            f"cannot be read as one address: {value!r} (put a name with a comma or other "
+            'special characters in double quotes: "Name, Org" <address>)'
+        )
+    try:
+        checked = validate_email(addr, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        reason = " ".join(str(exc).split())
+        return f"{addr!r} is not a valid email address: {reason}"
+    # mail.py puts the domain in ASCII with Python's IDNA codec (IDNA 2003); where that
+    # differs from IDNA 2008 (e.g. 'ß'), the message would name another domain.
+    domain = addr.rpartition("@")[2]
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_domain = ""
+    if ascii_domain.lower() != checked.ascii_domain.lower():
+        return f"write the domain of {addr!r} in its ASCII form: {checked.ascii_domain!r}"
+    return None
+
+
+def _optional_mailbox_problem(value: str) -> str | None:
+    return _mailbox_problem(value) if value else None
 
 
 def _string_list(value: Any) -> str | None:
@@ -122,15 +249,18 @@ TOP = [
         str,
         "http://127.0.0.1:8000",
         "Base URL of every link the web app serves "
-        "(unsubscribe, preferences, archive). Use https:// in production.",
-        _http_url,
+        "(unsubscribe, preferences, archive). Must be https:// (RFC 8058) unless the host "
+        "is localhost or a loopback address.",
+        _public_url_problem,
     ),
     S(
         "secret_key",
         str,
         _REQUIRED,
-        "Key that signs the tokens in unsubscribe and preference links; a long random "
-        "string. Set DIGEST_SECRET_KEY in production rather than the file.",
+        "Key that signs the tokens in unsubscribe and preference links; a random string of "
+        "at least 16 characters. Set DIGEST_SECRET_KEY in production rather than the file; "
+        "the demo value is refused unless `public_url` is a loopback address.",
+        _secret_key_problem,
     ),
     S(
         "timezone",
@@ -190,11 +320,25 @@ NEWSLETTER = [
         "id",
         str,
         _REQUIRED,
-        "Short name used on the command line and in List-Id, e.g. 'wochenueberblick'.",
+        "Short name used on the command line, in List-Id and Message-IDs: lowercase "
+        "letters, digits and '-', e.g. 'wochenueberblick'.",
+        _newsletter_id_problem,
     ),
     S("name", str, _REQUIRED, "Display name of the newsletter."),
-    S("sender", str, _REQUIRED, "From address, e.g. 'Kommune Digital <news@example.org>'."),
-    S("reply_to", str, "", "Reply-To address; empty for none."),
+    S(
+        "sender",
+        str,
+        _REQUIRED,
+        "From address, e.g. 'Kommune Digital <news@example.org>' (ASCII before the @).",
+        _mailbox_problem,
+    ),
+    S(
+        "reply_to",
+        str,
+        "",
+        "Reply-To address, in the same form as `sender`; empty for none.",
+        _optional_mailbox_problem,
+    ),
     S(
         "subject",
         str,
@@ -207,7 +351,8 @@ NEWSLETTER = [
         str,
         "0 7 * * mon",
         "Cron expression (minute hour day month weekday; "
-        "0 and 7 are Sunday) of the weekly run, in `timezone`.",
+        "0 and 7 are Sunday) of the weekly run, in `timezone`. Day of month and weekday "
+        "cannot both be restricted (crontab would run when either matches).",
         _cron_problem,
     ),
     S(
@@ -265,6 +410,7 @@ NEWSLETTER = [
         str,
         "",
         "RFC 2919 List-Id, e.g. 'wochenueberblick.example.org'; default: '<id>.<sender domain>'.",
+        _list_id_problem,
     ),
     S(
         "utm",
@@ -340,7 +486,8 @@ SEGMENT = [
         "regions",
         list,
         [],
-        "Regions this segment receives (articles without a region always go); empty: all.",
+        "Regions this segment receives (articles without a region always go), each one of "
+        "the newsletter's `regions`; empty: all.",
         _string_list,
     ),
 ]
@@ -477,9 +624,12 @@ class NewsletterSettings:
 
     @property
     def sender_domain(self) -> str:
-        from email.utils import parseaddr
-
-        return parseaddr(self.sender)[1].rpartition("@")[2] or "localhost"
+        """The domain of ``sender`` in ASCII, as it appears in the From header."""
+        domain = parseaddr(self.sender)[1].rpartition("@")[2]
+        try:
+            return domain.encode("idna").decode("ascii") or "localhost"
+        except UnicodeError:
+            return domain or "localhost"
 
     @property
     def effective_list_id(self) -> str:
@@ -546,10 +696,13 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 
 
 class _Reader:
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, from_environment: Mapping[str, str]) -> None:
         self.path = path
+        self.from_environment = from_environment  # dotted key -> variable that set it
 
     def error(self, key: str, problem: str) -> ConfigError:
+        if var := self.from_environment.get(key):
+            problem = f"{problem} (set by {var})"
         return ConfigError(key, problem, path=self.path)
 
     def table(
@@ -614,8 +767,8 @@ def parse_settings(
 ) -> Settings:
     """Validate a parsed TOML document plus environment overrides into :class:`Settings`."""
     environ = os.environ if environ is None else environ
-    reader = _Reader(str(path) if path else None)
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    from_environment: dict[str, str] = {}
     for var, (section, key, kind) in ENV_OVERRIDES.items():
         if var not in environ:
             continue
@@ -628,8 +781,16 @@ def parse_settings(
                 raise ConfigError(var, f"must be an integer, not {raw!r}") from None
         target = data.setdefault(section, {}) if section else data
         target[key] = value
+        from_environment[f"{section}.{key}" if section else key] = var
+    reader = _Reader(str(path) if path else None, from_environment)
 
     top = reader.table(data, "", "")
+    if top["secret_key"] == DEMO_SECRET_KEY and not _is_loopback_url(top["public_url"]):
+        raise reader.error(
+            "secret_key",
+            f"is the demo value from config.toml, which must not sign links served at "
+            f"{top['public_url']}; set DIGEST_SECRET_KEY to a long random string",
+        )
     store = reader.table(data.get("store", {}), "store", "store")
     smtp = reader.table(data.get("smtp", {}), "smtp", "smtp")
     newsletters = []
@@ -673,6 +834,7 @@ def parse_settings(
                     f"unknown category {src.default_category!r}",
                 )
             sources.append(src)
+        known_regions = {r.casefold(): r for r in (tuple(values["regions"]) or GERMAN_LAENDER)}
         segments = []
         for i, s in enumerate(
             reader.array(raw_nl.get("segments", []), "newsletters.segments", f"{where}.segments")
@@ -683,12 +845,21 @@ def parse_settings(
                 raise reader.error(
                     f"{where}.segments[{i}].categories", f"unknown category {unknown[0]!r}"
                 )
+            regions = []
+            for region in seg["regions"]:
+                if region.casefold() not in known_regions:
+                    raise reader.error(
+                        f"{where}.segments[{i}].regions",
+                        f"unknown region {region!r} (known: "
+                        f"{', '.join(known_regions.values())}; see {where}.regions)",
+                    )
+                regions.append(known_regions[region.casefold()])
             segments.append(
                 SegmentSettings(
                     seg["name"],
                     tuple(seg["lists"]),
                     tuple(seg["categories"]),
-                    tuple(seg["regions"]),
+                    tuple(regions),
                 )
             )
         category_map = {k.casefold(): v for k, v in values["category_map"].items()}
@@ -735,8 +906,14 @@ def load_settings(
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("--config", f"no such file: {path}") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("(syntax)", str(exc), path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "(syntax)", f"not UTF-8 text (byte {exc.start}): is it a TOML file?", path=str(path)
+        ) from None
     return parse_settings(data, path=path, environ=environ)
 
 

@@ -83,6 +83,22 @@ async def test_config_error_is_one_line_exit_2(site: Path) -> None:
     assert code == 2 and "no such file" in err and err.count("\n") == 1
 
 
+async def test_config_that_is_a_directory_is_one_line_exit_2(site: Path) -> None:
+    code, out, err = await digest("--config", str(site), "schedules", cwd=site)
+    assert (code, out) == (2, "")
+    assert err == f"error: --config: cannot read {site}: Is a directory\n"
+
+
+async def test_weak_secret_for_a_public_url_is_refused_at_start(site: Path) -> None:
+    code, _, err = await digest(
+        "schedules", cwd=site, DIGEST_PUBLIC_URL="https://news.kommune-digital.example"
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: config.toml: secret_key: is the demo value")
+    code, _, err = await digest("schedules", cwd=site, DIGEST_SECRET_KEY="")
+    assert code == 2 and "secret_key: is empty" in err and "DIGEST_SECRET_KEY" in err
+
+
 async def test_debug_shows_the_traceback(site: Path) -> None:
     config = site / "config.toml"
     config.write_text(
@@ -173,6 +189,12 @@ async def test_preview_and_dry_run(site: Path) -> None:
         "preview", "wochenueberblick", "--week", "2025-W05", "--segment", "sport", cwd=site
     )
     assert code == 2 and "no segment 'sport'" in err
+    unwritable = site / "nonexistent" / "dir" / "x.html"
+    code, out, err = await digest(
+        "preview", "wochenueberblick", "--week", "2025-W05", "-o", str(unwritable), cwd=site
+    )
+    assert (code, out) == (1, "")
+    assert err == f"error: cannot write {unwritable}: No such file or directory\n"
 
 
 async def test_send_over_smtp_and_a_server_that_is_gone(site: Path) -> None:

@@ -55,7 +55,7 @@ def newsletter_table(**overrides: Any) -> dict[str, Any]:
 
 
 def make_newsletter(**overrides: Any) -> NewsletterSettings:
-    data = {"secret_key": "test-secret", "newsletters": [newsletter_table(**overrides)]}
+    data = {"secret_key": "test-secret-of-16-chars", "newsletters": [newsletter_table(**overrides)]}
     return parse_settings(data, environ={}).newsletters[0]
 
 

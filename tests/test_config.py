@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import (
+    DEMO_SECRET_KEY,
     README_END,
     README_START,
     all_setting_names,
@@ -108,3 +109,154 @@ def test_every_key_in_the_shipped_config_is_commented_or_known() -> None:
     names = {name.rpartition(".")[2] for name in all_setting_names()}
     used = set(re.findall(r"^([a-z_]+)\s*=", text, flags=re.M))
     assert used <= names
+
+
+def _with_newsletter(**values: object) -> dict:
+    data = demo()
+    data["newsletters"][0].update(values)
+    return data
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Kommune Digital",
+        "news@",
+        "news@localhost",
+        "news@example.test",
+        "jürgen@kommune-digital.example",
+        "Kommune Digital <news@kommune-digital.example",
+        "Kommune <news@kommune-digital.example> Digital",
+        "Müller, Hans <news@kommune-digital.example>",
+        "a@kommune-digital.example,b@kommune-digital.example",
+        "news@straße.example",
+    ],
+)
+@pytest.mark.parametrize("key", ["sender", "reply_to"])
+def test_sender_and_reply_to_must_be_one_valid_address(key: str, value: str) -> None:
+    assert _error(_with_newsletter(**{key: value})).startswith(f"newsletters[0].{key}: ")
+
+
+def test_good_senders_and_an_empty_reply_to_load() -> None:
+    for sender in (
+        "news@kommune-digital.example",
+        '"Müller, Hans" <news@kommune-digital.example>',
+        "Kommune Digital <news@bücher.example>",
+    ):
+        data = _with_newsletter(sender=sender, reply_to="", list_id="")
+        [newsletter] = parse_settings(data, environ={}).newsletters
+        assert newsletter.sender == sender and newsletter.reply_to == ""
+    # The Message-ID and List-Id domain is the ASCII form the From header has.
+    assert newsletter.sender_domain == "xn--bcher-kva.example"
+    assert newsletter.effective_list_id == "wochenueberblick.xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    "value", ["Wochenueberblick", "wochen_ueberblick", "wochen überblick", "-kw", "", "a" * 64]
+)
+def test_newsletter_id_is_a_short_slug(value: str) -> None:
+    assert _error(_with_newsletter(id=value)).startswith("newsletters[0].id: must be a short slug")
+
+
+@pytest.mark.parametrize(
+    "value", ["wochenueberblick", "a..b", "<news.example.org>", "news example.org", "x." * 128]
+)
+def test_list_id_is_a_dotted_name(value: str) -> None:
+    assert _error(_with_newsletter(list_id=value)).startswith("newsletters[0].list_id: must")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("http://news.example.org", "must use https://"),
+        ("http://10.0.0.1:8000", "must use https://"),
+        ("ftp://news.example.org", "must start with https://"),
+        ("HTTPS://news.example.org", "must start with https://"),
+        ("https://bücher.example", "must be printable ASCII"),
+        ("https://news.example.org/a b", "must be printable ASCII"),
+        ("https://", "has no host name"),
+        ("https://news.example.org:99999", "has a bad port"),
+        ("https://user:pw@news.example.org", "must not contain a user name"),
+        ("https://news.example.org/?from=mail", "must not have a query"),
+    ],
+)
+def test_public_url_is_https_unless_loopback(value: str, problem: str) -> None:
+    assert _error({**demo(), "public_url": value}).startswith(f"public_url: {problem}")
+
+
+def test_loopback_public_urls_may_use_http() -> None:
+    data = demo()  # keeps the demo secret_key, which loopback addresses may use
+    for url in ("http://localhost:8000", "http://127.0.0.2:8000", "http://[::1]:8000/digest"):
+        assert parse_settings({**data, "public_url": url}, environ={}).public_url == url
+    data["public_url"] = "https://news.example.org/digest/"
+    data["secret_key"] = "a-long-random-production-secret"
+    assert parse_settings(data, environ={}).public_url == "https://news.example.org/digest"
+
+
+def test_demo_secret_key_is_only_for_loopback() -> None:
+    assert demo()["secret_key"] == DEMO_SECRET_KEY
+    public = {"DIGEST_PUBLIC_URL": "https://news.example.org"}
+    message = _error(demo(), public)
+    assert message.startswith("secret_key: is the demo value")
+    assert "set DIGEST_SECRET_KEY" in message
+    key = "a-long-random-production-secret"
+    assert parse_settings(demo(), environ={**public, "DIGEST_SECRET_KEY": key}).secret_key == key
+
+
+def test_secret_key_needs_16_characters_and_is_never_shown() -> None:
+    message = _error({**demo(), "secret_key": "geheim123"})
+    assert message.startswith("secret_key: is 9 characters long") and "geheim123" not in message
+    message = _error(demo(), {"DIGEST_SECRET_KEY": ""})
+    assert message == "secret_key: is empty; set a long random string (set by DIGEST_SECRET_KEY)"
+    assert parse_settings({**demo(), "secret_key": "x" * 16}, environ={}).secret_key == "x" * 16
+
+
+def test_environment_values_are_named_in_errors() -> None:
+    message = _error(demo(), {"DIGEST_PUBLIC_URL": "http://news.example.org"})
+    assert message.startswith("public_url: must use https://")
+    assert message.endswith("(set by DIGEST_PUBLIC_URL)")
+
+
+def test_segment_regions_are_known_regions_in_canonical_spelling() -> None:
+    data = demo()
+    data["newsletters"][0]["segments"][1]["regions"] = ["bayern", "BADEN-WÜRTTEMBERG"]
+    [newsletter] = parse_settings(data, environ={}).newsletters
+    assert newsletter.segment("bayern").regions == ("Bayern", "Baden-Württemberg")
+
+    data["newsletters"][0]["segments"][1]["regions"] = ["Bayern", "Atlantis"]
+    message = _error(data)
+    assert message.startswith("newsletters[0].segments[1].regions: unknown region 'Atlantis'")
+    assert "Bayern" in message
+
+    data = _with_newsletter(regions=["Nord", "Süd"])
+    data["newsletters"][0]["segments"][1]["regions"] = ["süd"]
+    [newsletter] = parse_settings(data, environ={}).newsletters
+    assert newsletter.segment("bayern").regions == ("Süd",)
+    data["newsletters"][0]["segments"][1]["regions"] = ["Bayern"]  # not one of these
+    assert "unknown region 'Bayern'" in _error(data)
+
+
+@pytest.mark.parametrize(
+    "schedule", ["0 7 1 * mon", "0 7 1-7 * 1", "30 6 13 * fri", "0 7 last * 5"]
+)
+def test_schedule_restricting_day_of_month_and_weekday_is_refused(schedule: str) -> None:
+    message = _error(_with_newsletter(schedule=schedule))
+    assert message.startswith("newsletters[0].schedule: ")
+    assert "restricts both day of month" in message and "leave the other '*'" in message
+
+
+@pytest.mark.parametrize("schedule", ["0 7 1 * *", "0 7 * * mon-fri", "0 7 */2 * mon"])
+def test_schedule_restricting_one_day_field_is_fine(schedule: str) -> None:
+    [newsletter] = parse_settings(_with_newsletter(schedule=schedule), environ={}).newsletters
+    assert newsletter.schedule == schedule
+
+
+def test_config_path_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, environ={})
+    assert str(info.value) == f"--config: cannot read {tmp_path}: Is a directory"
+    binary = tmp_path / "config.toml"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(ConfigError) as info:
+        load_settings(binary, environ={})
+    assert "not UTF-8 text" in str(info.value) and info.value.exit_code == 2

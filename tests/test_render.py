@@ -63,7 +63,7 @@ def make_settings(**newsletter: Any) -> Settings:
         "url": "https://kommune-digital.example/impressum",
     }
     data = {
-        "secret_key": "test-secret",
+        "secret_key": "test-secret-of-16-chars",
         "public_url": "https://kommune-digital.example/",
         "newsletters": [table],
     }

@@ -84,7 +84,7 @@ def newsletter_table(newsletter_id: str = NEWSLETTER, **overrides: Any) -> dict[
 
 def settings_with(*newsletters: dict[str, Any]) -> Settings:
     return parse_settings(
-        {"secret_key": "test-secret", "newsletters": list(newsletters)}, environ={}
+        {"secret_key": "test-secret-of-16-chars", "newsletters": list(newsletters)}, environ={}
     )
 
 
