@@ -36,6 +36,9 @@ log = logging.getLogger("digest.deliver")
 
 Progress = Callable[[int, int], None]
 
+#: This many policy refusals (5.7.x at RCPT) in a row stop a run: the relay refuses us.
+POLICY_REFUSALS_TO_STOP = 3
+
 
 @dataclass
 class DeliveryReport:
@@ -198,6 +201,7 @@ async def send_issue(
     # A row still 'sending' belongs to another run while its claim is younger than this;
     # older, the run that claimed it has stopped without recording an answer.
     lease = timedelta(seconds=2 * settings.smtp.timeout + 30)
+    policy_in_a_row = 0
 
     async def deliver_one(row: DeliveryRow, recipient: Recipient, variant: Variant) -> None:
         # A row tried before keeps its Message-ID: should the server have taken the
@@ -229,9 +233,25 @@ async def send_issue(
             report.stopped = str(exc)
             stop.set()
             return
+        nonlocal policy_in_a_row
+        policy_in_a_row = policy_in_a_row + 1 if result.policy else 0
         if result.ok:
             store.record_delivery(row.id, DeliveryState.SENT, code=result.code, reply=result.reply)
             report.sent += 1
+        elif result.policy:
+            # Refused by policy: nothing against the address, so it stays pending for
+            # the next run. Several in a row say the relay refuses us (relaying denied).
+            store.record_delivery(
+                row.id, DeliveryState.PENDING, code=result.code, reply=result.reply
+            )
+            report.deferred += 1
+            if policy_in_a_row >= POLICY_REFUSALS_TO_STOP:
+                report.stopped = (
+                    f"{policy_in_a_row} recipients in a row refused by policy, last "
+                    f"{result.code} {' '.join(result.reply.split())}; check the relay's "
+                    "settings (relaying, authentication)"
+                )
+                stop.set()
         elif result.temporary:
             store.record_delivery(
                 row.id, DeliveryState.PENDING, code=result.code, reply=result.reply

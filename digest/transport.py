@@ -10,7 +10,10 @@
 A transport reports what the server said about each message as a :class:`SendResult`
 (a refused recipient or message is a result, not an exception). It raises
 :class:`~digest.errors.TransportUnavailable` or :class:`~digest.errors.SendTimeout` when
-the connection itself fails; the caller decides whether to go on.
+the connection itself fails, and :class:`~digest.errors.SenderRefused` when the server
+refuses our side of the exchange (MAIL FROM, a 530 asking for authentication, or a
+5.7.x answer to DATA), which no other recipient would fare better with; the caller
+decides whether to go on. A 5.7.x answer to RCPT is a result marked ``policy``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from aiosmtpd.smtp import SMTP as SmtpServerProtocol
 from aiosmtpd.smtp import Envelope, Session
 
 from digest.config import SmtpSettings
-from digest.errors import SendError, SendTimeout, TransportUnavailable
+from digest.errors import SenderRefused, SendError, SendTimeout, TransportUnavailable
 from digest.models import Message
 
 __all__ = [
@@ -47,6 +50,10 @@ __all__ = [
 
 #: "Service not available, closing transmission channel": the server is going away.
 _SERVICE_CLOSING = 421
+#: "Authentication required" (RFC 4954): the relay will take nothing from us as we are.
+_AUTH_REQUIRED = 530
+# An RFC 3463 enhanced status code at the start of a reply's text, e.g. "5.7.1 ...".
+_ENHANCED_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class SendResult:
     code: int | None  # SMTP reply code (250 on success)
     reply: str  # the server's reply text, without the code
     temporary: bool = False  # 4xx: a later attempt may succeed
+    # 5.7.x at RCPT: refused by policy. It may concern this recipient or, repeated, us
+    # (relaying denied); either way it says nothing against the address itself.
+    policy: bool = False
 
 
 class Transport(Protocol):
@@ -68,9 +78,31 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+def _is_policy(exc: aiosmtplib.SMTPResponseException) -> bool:
+    """5.7.x: a security or policy status (RFC 3463: relaying denied, rejected by policy)."""
+    status = _ENHANCED_STATUS.match(exc.message.lstrip())
+    return status is not None and status[1] == "5" and status[2] == "7"
+
+
+def _concerns_sender(exc: aiosmtplib.SMTPResponseException, command: str) -> bool:
+    """True for a refusal at RCPT or DATA that is about us, not the recipient.
+
+    530 asks us to authenticate; a 5.7.x answer to DATA refuses the message as we sent
+    it (authentication, DMARC, content policy), which no other recipient would get past
+    either. A 5.7.x answer to RCPT is left to the caller as a policy result: it can be
+    about one recipient ("access denied") as well as about us ("relaying denied").
+    """
+    return exc.code == _AUTH_REQUIRED or (command == "DATA" and _is_policy(exc))
+
+
 def _refused(recipient: str, exc: aiosmtplib.SMTPResponseException) -> SendResult:
     return SendResult(
-        recipient, ok=False, code=exc.code, reply=exc.message, temporary=400 <= exc.code < 500
+        recipient,
+        ok=False,
+        code=exc.code,
+        reply=exc.message,
+        temporary=400 <= exc.code < 500,
+        policy=_is_policy(exc),
     )
 
 
@@ -92,6 +124,8 @@ class SmtpPool:
     connection that turns out to be closed before DATA (an idle timeout on the server)
     is replaced once, transparently. A failure during DATA is raised, because the
     server may have accepted the message: retrying it could deliver it twice.
+    A refusal that concerns the sender is raised as
+    :class:`~digest.errors.SenderRefused` after RSET; the connection stays usable.
     """
 
     def __init__(self, settings: SmtpSettings, *, local_hostname: str | None = None) -> None:
@@ -192,24 +226,41 @@ class SmtpPool:
         smtp = connection.smtp
         where = f"{self.settings.host}:{self.settings.port}"
         in_data = False
+        command = "MAIL FROM"
+        refusal: SenderRefused | None = None
         try:
             options: list[str] = []
             if smtp.supports_extension("size"):
                 options.append(f"SIZE={len(message.data)}")
             try:
                 await smtp.mail(message.sender, options=options)
+                command = "RCPT TO"
                 await smtp.rcpt(message.recipient)
+                command = "DATA"
                 in_data = True
                 response = await smtp.data(message.data)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code == _SERVICE_CLOSING or exc.code < 0:
                     smtp.close()  # the server is going away, or we lost track of the dialogue
-                else:
-                    await self._reset(smtp)
-                return _refused(message.recipient, exc)
+                    return _refused(message.recipient, exc)
+                await self._reset(smtp)
+                if command != "MAIL FROM" and not _concerns_sender(exc, command):
+                    return _refused(message.recipient, exc)
+                # Raised after the connection is back in the pool (below).
+                refusal = SenderRefused(
+                    f"SMTP server {where} refuses mail from {message.sender} "
+                    f"({command} of {message.message_id}): {exc.code} "
+                    + " ".join(exc.message.split()),
+                    code=exc.code,
+                    reply=exc.message,
+                )
             except ValueError as exc:  # an address aiosmtplib will not put on the wire
                 await self._reset(smtp)
-                return SendResult(message.recipient, ok=False, code=None, reply=str(exc))
+                if command != "MAIL FROM":
+                    return SendResult(message.recipient, ok=False, code=None, reply=str(exc))
+                refusal = SenderRefused(
+                    f"cannot send from {message.sender!r} (sending {message.message_id}): {exc}"
+                )
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             smtp.close()
             stale = reused and not in_data and not isinstance(exc, aiosmtplib.SMTPTimeoutError)
@@ -234,6 +285,8 @@ class SmtpPool:
             quit_ = self._release(connection)
             if quit_ is not None:
                 await quit_
+        if refusal is not None:
+            raise refusal
         return SendResult(message.recipient, ok=True, code=response.code, reply=response.message)
 
     async def _reset(self, smtp: aiosmtplib.SMTP) -> None:

@@ -8,6 +8,9 @@ Each test configures its server with the ``smtp_server`` marker (see
 Options:
 
 - ``refuse`` / ``temp_fail``: recipient → full reply line for its RCPT TO.
+- ``refuse_sender``: full reply line for every MAIL FROM (e.g. ``"550 5.7.1 Sender not
+  allowed"``); change ``server.handler.refuse_sender`` during a test to start accepting.
+- ``refuse_data``: full reply line for every message at the end of DATA.
 - ``disconnect_after=N``: after N accepted messages, drop the connection during the next
   DATA without answering (once), as a crashing server would.
 - ``reply_421_after=N``: after N accepted messages, answer the next MAIL FROM with 421
@@ -17,6 +20,8 @@ Options:
   byte), with a self-signed certificate for 127.0.0.1 made by the ``openssl`` command.
 - ``auth``: login → password; AUTH is then required (with ``tls="starttls"`` only:
   aiosmtpd offers AUTH only after STARTTLS).
+
+The handler counts the RSET commands it received in ``resets``.
 """
 
 from __future__ import annotations
@@ -69,8 +74,13 @@ class RecordingHandler:
         disconnect_after: int | None = None,
         reply_421_after: int | None = None,
         delay: float = 0,
+        refuse_sender: str | None = None,
+        refuse_data: str | None = None,
     ) -> None:
         self.replies = {**(refuse or {}), **(temp_fail or {})}
+        self.refuse_sender = refuse_sender
+        self.refuse_data = refuse_data
+        self.resets = 0
         self.disconnect_after = disconnect_after
         self.reply_421_after = reply_421_after
         self.delay = delay
@@ -85,6 +95,8 @@ class RecordingHandler:
             # Closed right after the reply is written, as a server going down does.
             asyncio.get_running_loop().call_soon(server.transport.close)
             return "421 4.3.2 Service shutting down, closing transmission channel"
+        if self.refuse_sender is not None:
+            return self.refuse_sender
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -106,11 +118,17 @@ class RecordingHandler:
             assert isinstance(server.transport, asyncio.WriteTransport)
             server.transport.abort()
             return "451 4.3.0 never sent: the connection is gone"
+        if self.refuse_data is not None:
+            return self.refuse_data
         assert envelope.mail_from is not None and envelope.original_content is not None
         self.messages.append(
             (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )
         return "250 2.0.0 Ok: queued"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.resets += 1
+        return "250 OK"
 
 
 class RecordingServer(LocalSmtpServer):

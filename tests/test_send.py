@@ -310,3 +310,23 @@ async def test_dry_run_after_a_send_counts_only_who_is_left(world: World, smtp_s
     await world.send(smtp_server)
     report = jobs.dry_run(world.settings, world.store, world.newsletter, WEEK, now=NOW)
     assert report is not None and report.recipients == 0
+
+
+@pytest.mark.smtp_server(
+    refuse={"anna.schulze@example.com": "550 5.7.1 Recipient address rejected: Access denied"}
+)
+async def test_one_policy_refusal_stays_pending_and_the_run_goes_on(
+    world: World, smtp_server
+) -> None:
+    report = await world.send(smtp_server)
+    assert (report.sent, report.deferred, report.failed, report.stopped) == (13, 1, 0, None)
+    assert world.counts() == {DeliveryState.SENT: 13, DeliveryState.PENDING: 1}
+
+
+async def test_policy_refusals_in_a_row_stop_the_run(world: World) -> None:
+    everyone = {s.email: "554 5.7.1 Relay access denied" for s in world.store.active_subscribers()}
+    async with RecordingServer(refuse=everyone) as server:
+        report = await world.send(server, pool_size=1)
+    assert report.stopped is not None and "refused by policy" in report.stopped
+    assert (report.sent, report.deferred, report.failed) == (0, 3, 0)
+    assert world.counts() == {DeliveryState.PENDING: 14}

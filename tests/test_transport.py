@@ -15,7 +15,7 @@ import pytest
 
 from digest import tokens
 from digest.config import Settings
-from digest.errors import SendTimeout, TransportUnavailable
+from digest.errors import SenderRefused, SendError, SendTimeout, TransportUnavailable
 from digest.models import Message
 from digest.tokens import TokenError
 from digest.transport import CaptureServer, DryRunTransport, SmtpPool
@@ -76,6 +76,94 @@ async def test_refused_recipients_are_results(smtp_server: RecordingServer) -> N
     assert [rcpts for _, rcpts, _ in smtp_server.messages] == [["leser3@example.org"]]
 
 
+@pytest.mark.smtp_server(
+    refuse={
+        "full@example.org": "552 5.2.2 Mailbox full",
+        "moved@example.org": "550 5.1.6 Recipient moved",
+        "grey@example.org": "450 4.7.1 Greylisted, try again later",
+    }
+)
+async def test_recipient_refusals_stay_results(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        full = await pool.send(message(1, "full@example.org"))
+        moved = await pool.send(message(2, "moved@example.org"))
+        grey = await pool.send(message(3, "grey@example.org"))
+    assert [(r.ok, r.code, r.temporary) for r in (full, moved, grey)] == [
+        (False, 552, False),
+        (False, 550, False),
+        (False, 450, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "550 5.7.1 Sender not allowed",
+        "451 4.3.0 Sender domain has no MX, try later",
+        "530 5.7.0 Authentication required",
+        "553 Sender address rejected",
+    ],
+)
+async def test_refused_mail_from_raises_sender_refused(reply: str) -> None:
+    async with RecordingServer(refuse_sender=reply) as server:
+        async with SmtpPool(server.settings(pool_size=1)) as pool:
+            with pytest.raises(SenderRefused) as info:
+                await pool.send(message(1))
+            code, _, text = reply.partition(" ")
+            assert (info.value.code, info.value.reply) == (int(code), text)
+            assert isinstance(info.value, SendError)
+            assert info.value.temporary == reply.startswith("4")
+            assert "MAIL FROM" in str(info.value) and SENDER in str(info.value)
+            # The transaction was reset and the connection kept for the next message.
+            assert server.handler.resets == 1
+            server.handler.refuse_sender = None
+            assert (await pool.send(message(2))).ok
+        assert server.connections == 1
+        assert [data for _, _, data in server.messages] == [message(2).data]
+
+
+@pytest.mark.parametrize(
+    "reply", ["530 5.7.0 Authentication required", "530 Must issue a STARTTLS command first"]
+)
+async def test_authentication_required_at_rcpt_raises_sender_refused(reply: str) -> None:
+    async with RecordingServer(refuse={"leser1@example.org": reply}) as server:
+        async with SmtpPool(server.settings(pool_size=1)) as pool:
+            with pytest.raises(SenderRefused) as info:
+                await pool.send(message(1))
+            assert info.value.code == int(reply[:3])
+            assert "RCPT TO" in str(info.value)
+            assert server.handler.resets == 1
+            assert (await pool.send(message(2))).ok
+        assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["554 5.7.1 Relay access denied", "550 5.7.1 Recipient address rejected: Access denied"],
+)
+async def test_policy_refusal_at_rcpt_is_a_policy_result(reply: str) -> None:
+    async with RecordingServer(refuse={"leser1@example.org": reply}) as server:
+        async with SmtpPool(server.settings(pool_size=1)) as pool:
+            refused = await pool.send(message(1))
+            assert (refused.ok, refused.code, refused.policy) == (False, int(reply[:3]), True)
+            assert server.handler.resets == 1
+            assert (await pool.send(message(2))).ok
+        assert server.connections == 1
+
+
+@pytest.mark.smtp_server(refuse_data="554 5.7.1 Message rejected by policy")
+async def test_policy_refusal_at_data_raises_sender_refused(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        with pytest.raises(SenderRefused) as info:
+            await pool.send(message(1))
+        assert (info.value.code, info.value.temporary) == (554, False)
+        assert "DATA" in str(info.value)
+        smtp_server.handler.refuse_data = "550 5.6.0 Content rejected"
+        content = await pool.send(message(2))  # not a policy code: about this message
+        assert (content.ok, content.code, content.temporary) == (False, 550, False)
+    assert smtp_server.connections == 1 and smtp_server.messages == []
+
+
 async def test_unsendable_address_is_a_permanent_result(smtp_server: RecordingServer) -> None:
     async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
         unsendable = Message(SENDER, "jürgen@example.org", "<1@x>", message(1).data)
@@ -84,6 +172,15 @@ async def test_unsendable_address_is_a_permanent_result(smtp_server: RecordingSe
         assert (await pool.send(message(2))).ok
     assert smtp_server.connections == 1
     assert len(smtp_server.messages) == 1
+
+
+async def test_unsendable_sender_raises_sender_refused(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        unsendable = Message("jürgen@example.org", "leser1@example.org", "<1@x>", b"x\r\n")
+        with pytest.raises(SenderRefused):  # would need SMTPUTF8
+            await pool.send(unsendable)
+        assert (await pool.send(message(2))).ok
+    assert smtp_server.connections == 1
 
 
 @pytest.mark.smtp_server(disconnect_after=2)
