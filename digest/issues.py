@@ -53,6 +53,14 @@ def prepare_issue(
             now=now,
         )
         return PreparedIssue(record, issue)
+    if save and end > now:
+        # Claiming the articles now would freeze the issue: what is published later in
+        # the week would then belong to no issue at all.
+        local_end = end.astimezone(newsletter.zone)
+        raise ComposeError(
+            f"week {key} is not over until {local_end:%Y-%m-%d %H:%M} ({newsletter.timezone}); "
+            "it can be previewed now and sent once it has ended"
+        )
     issue = compose_issue(
         newsletter,
         store.window_articles(newsletter.id, start, end),
@@ -65,14 +73,6 @@ def prepare_issue(
         return None
     if not save:
         return PreparedIssue(None, issue)
-    if end > now:
-        # Claiming the articles now would freeze the issue: what is published later in
-        # the week would then belong to no issue at all.
-        local_end = end.astimezone(newsletter.zone)
-        raise ComposeError(
-            f"week {key} is not over until {local_end:%Y-%m-%d %H:%M} ({newsletter.timezone}); "
-            "it can be previewed now and sent once it has ended"
-        )
     record = store.create_issue(
         newsletter.id, key, start, end, issue.subject, [a.uid for a in issue.articles], now=now
     )

@@ -275,3 +275,21 @@ async def test_run_starts_the_scheduler_and_stops_on_sigterm(site: Path) -> None
         ids = conn.execute(text("select id from apscheduler_jobs")).scalars().all()
     engine.dispose()
     assert ids == ["newsletter:wochenueberblick"]
+
+
+async def test_send_errors_are_one_line(site: Path) -> None:
+    await digest("collect", cwd=site)
+    await digest("subscribers", "import", "subscribers/bayern.csv", "--list", "bayern", cwd=site)
+    code, _, err = await digest("send", "wochenueberblick", "--week", "2099-W01", cwd=site)
+    assert code == 1 and err.startswith("error: week 2099-W01 is not over until 2099-01-05")
+    assert len(err.strip().splitlines()) == 1
+    overrides = site / "vorlagen"
+    overrides.mkdir()
+    (overrides / "digest.mjml.j2").write_text(
+        "<mjml>\n<mj-body>\n{{ issue.key | keinfilter }}\n</mj-body>\n</mjml>\n"
+    )
+    config = site / "config.toml"
+    config.write_text(config.read_text().replace('templates = ""', 'templates = "vorlagen"'))
+    code, out, err = await digest("send", "wochenueberblick", "--week", "2025-W05", cwd=site)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == ("error: template digest.mjml.j2, line 3: No filter named 'keinfilter'.")
