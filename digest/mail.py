@@ -13,12 +13,12 @@ first, so no text from an article or a subscriber can start a header of its own.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import re
 from datetime import datetime
 from email.header import Header
 from email.headerregistry import Address
-from email.message import MIMEPart
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, make_msgid, parseaddr
 
@@ -98,12 +98,11 @@ def _url_list(name: str, urls: list[str]) -> _PrefoldedHeader:
     return _PrefoldedHeader(name, _fold_words(f"{name}:", words))
 
 
-def _list_id(newsletter: NewsletterSettings) -> _PrefoldedHeader:
+def _list_id(name: str, list_id: str) -> _PrefoldedHeader:
     """``List-Id: Name <list.id>`` (RFC 2919), the name encoded as the policy does it."""
-    list_id = newsletter.effective_list_id
     if not _DOT_ATOM.fullmatch(list_id) or "." not in list_id:
         raise MessageError(f"List-Id: {list_id!r} is not a dotted name like 'news.example.org'")
-    phrase = _one_line(_PHRASE_SPECIALS.sub(" ", newsletter.name))
+    phrase = _one_line(_PHRASE_SPECIALS.sub(" ", name))
     if not phrase:
         return _PrefoldedHeader("List-Id", [f"List-Id: <{list_id}>"])
     folded = _HEADER_POLICY.header_factory("List-Id", phrase).fold(policy=_HEADER_POLICY)
@@ -209,37 +208,40 @@ def build_message(
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise MessageError("Date: the clock must be timezone-aware")
-    sender_name, sender_addr = parseaddr(newsletter.sender)
-    sender = _address("From", sender_name, sender_addr)
-    recipient = _address("To", to_name, to_addr)
-    domain = sender.domain
-    msgid = _message_id(message_id, domain)
-
-    msg = MIMEPart(policy=_HEADER_POLICY)
-    msg["Date"] = format_datetime(now)
-    msg["From"] = sender
-    msg["To"] = recipient
-    if newsletter.reply_to:
-        reply_name, reply_addr = parseaddr(newsletter.reply_to)
-        msg["Reply-To"] = _address("Reply-To", reply_name, reply_addr)
-    subject = _one_line(subject)
-    msg["Subject"] = _encoded_header("Subject", subject) if _looks_encoded(subject) else subject
-    msg["Message-ID"] = msgid
-    msg["List-Id"] = _list_id(newsletter)
-    msg["List-Unsubscribe"] = _url_list(
-        "List-Unsubscribe", [_one_line(unsubscribe_url), _one_line(unsubscribe_mailto)]
+    # The headers every recipient of a variant shares are folded once (the email
+    # package's folding is most of the cost of a message); only To, Message-ID,
+    # List-Unsubscribe and the boundary are folded per recipient.
+    before_to, before_id, before_unsubscribe, before_type, sender_addr = _shared_headers(
+        newsletter.sender,
+        newsletter.reply_to,
+        newsletter.name,
+        newsletter.effective_list_id,
+        _one_line(subject),
+        format_datetime(now),
+        _one_line(issue_key),
     )
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    if issue_key:
-        msg["X-Digest-Issue"] = _one_line(issue_key)
-    msg["MIME-Version"] = "1.0"
+    recipient = _address("To", to_name, to_addr)
+    msgid = _message_id(message_id, sender_addr.rpartition("@")[2])
     # "=_" never occurs in quoted-printable text, so the boundary cannot clash with a part.
     boundary = "=_digest_" + hashlib.sha256(msgid.encode("ascii")).hexdigest()[:32]
-    msg["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
-
-    # Headers folded by the email package, exactly as its generator would write them;
-    # the body assembled here (text part first, then HTML, RFC 2046 §5.1.4).
-    head = b"".join(_HEADER_POLICY.fold_binary(name, value) for name, value in msg.items())
+    head = b"".join(
+        (
+            before_to,
+            _fold("To", recipient),
+            before_id,
+            _fold("Message-ID", msgid),
+            before_unsubscribe,
+            _fold(
+                "List-Unsubscribe",
+                _url_list(
+                    "List-Unsubscribe",
+                    [_one_line(unsubscribe_url), _one_line(unsubscribe_mailto)],
+                ),
+            ),
+            before_type,
+            _fold("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+        )
+    )
     data = b"".join(
         (
             head,
@@ -251,6 +253,39 @@ def build_message(
     )
     if not data.isascii():  # pragma: no cover - the policy and QP guarantee it
         raise MessageError("message is not pure ASCII")
-    return Message(
-        sender=sender.addr_spec, recipient=recipient.addr_spec, message_id=msgid, data=data
-    )
+    return Message(sender=sender_addr, recipient=recipient.addr_spec, message_id=msgid, data=data)
+
+
+def _fold(name: str, value: object) -> bytes:
+    """One header as the email package writes it (folded, RFC 2047 where needed)."""
+    if not hasattr(value, "fold"):
+        value = _HEADER_POLICY.header_factory(name, value)
+    return value.fold(policy=_HEADER_POLICY).encode("ascii")  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_headers(
+    sender: str,
+    reply_to: str,
+    name: str,
+    list_id: str,
+    subject: str,
+    date: str,
+    issue_key: str,
+) -> tuple[bytes, bytes, bytes, bytes, str]:
+    """The folded headers around the per-recipient ones, and the envelope sender."""
+    sender_name, sender_address = parseaddr(sender)
+    sender_header = _address("From", sender_name, sender_address)
+    reply = b""
+    if reply_to:
+        reply_name, reply_address = parseaddr(reply_to)
+        reply = _fold("Reply-To", _address("Reply-To", reply_name, reply_address))
+    subject_header = _encoded_header("Subject", subject) if _looks_encoded(subject) else subject
+    before_to = _fold("Date", date) + _fold("From", sender_header)
+    before_id = reply + _fold("Subject", subject_header)
+    before_unsubscribe = _fold("List-Id", _list_id(name, list_id))
+    before_type = _fold("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    if issue_key:
+        before_type += _fold("X-Digest-Issue", issue_key)
+    before_type += _fold("MIME-Version", "1.0")
+    return before_to, before_id, before_unsubscribe, before_type, sender_header.addr_spec
