@@ -135,12 +135,13 @@ def import_csv(
     categories: Collection[str],
     regions: Collection[str],
 ) -> ImportReport:
-    """Import the good rows of ``path`` into ``list_name``; re-importing updates in place."""
+    """Import the good rows of ``path`` into ``list_name``; re-importing updates in place.
+
+    The good rows go in as one transaction: all of them or, if the store fails, none.
+    """
     report = ImportReport(str(path), list_name)
     good, report.errors = parse_rows(path, list_name, categories=categories, regions=regions)
-    for _line, subscriber in good:
-        existed = store.subscriber_by_email(subscriber.email) is not None
-        store.save_subscriber(subscriber, [list_name])
-        report.updated += existed
-        report.added += not existed
+    report.added, report.updated = store.save_subscribers(
+        (subscriber for _line, subscriber in good), [list_name]
+    )
     return report

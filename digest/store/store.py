@@ -340,41 +340,22 @@ class Store:
         self, subscriber: Subscriber, lists: Iterable[str], now: datetime | None = None
     ) -> int:
         """Insert or update a subscriber by email and add them to ``lists``; returns the id."""
-        now = now or _now()
-        values = {
-            "name": subscriber.name,
-            "locale": subscriber.locale,
-            "categories": sorted(subscriber.categories),
-            "regions": sorted(subscriber.regions),
-            "updated_at": now,
-        }
         with self.engine.begin() as conn:
-            sid = conn.execute(
-                select(t.subscribers.c.id).where(t.subscribers.c.email == subscriber.email)
-            ).scalar()
-            if sid is None:
-                sid = conn.execute(
-                    t.subscribers.insert()
-                    .values(
-                        email=subscriber.email,
-                        status="active",
-                        created_at=now,
-                        **values,
-                    )
-                    .returning(t.subscribers.c.id)
-                ).scalar_one()
-            else:
-                conn.execute(t.subscribers.update().where(t.subscribers.c.id == sid).values(values))
-            have = set(
-                conn.execute(
-                    select(t.memberships.c.list_name).where(t.memberships.c.subscriber_id == sid)
-                ).scalars()
-            )
-            for name in sorted(set(lists) - have):
-                conn.execute(
-                    t.memberships.insert().values(subscriber_id=sid, list_name=name, created_at=now)
-                )
-        return int(sid)
+            sid, _added = _save_subscriber(conn, subscriber, set(lists), now or _now())
+        return sid
+
+    def save_subscribers(
+        self, subscribers: Iterable[Subscriber], lists: Iterable[str], now: datetime | None = None
+    ) -> tuple[int, int]:
+        """Insert or update many subscribers in one transaction; returns (added, updated)."""
+        now, names = now or _now(), set(lists)
+        added = updated = 0
+        with self.engine.begin() as conn:
+            for subscriber in subscribers:
+                _sid, is_new = _save_subscriber(conn, subscriber, names, now)
+                added += is_new
+                updated += not is_new
+        return added, updated
 
     def active_subscribers(
         self, lists: Iterable[str] | None = None, *, newsletter: str | None = None
@@ -573,6 +554,41 @@ class Store:
                 .group_by(t.deliveries.c.state)
             ).all()
         return {state: int(n) for state, n in rows}
+
+
+def _save_subscriber(
+    conn: Connection, subscriber: Subscriber, lists: set[str], now: datetime
+) -> tuple[int, bool]:
+    """Upsert one subscriber by email and add the missing list memberships."""
+    values = {
+        "name": subscriber.name,
+        "locale": subscriber.locale,
+        "categories": sorted(subscriber.categories),
+        "regions": sorted(subscriber.regions),
+        "updated_at": now,
+    }
+    sid = conn.execute(
+        select(t.subscribers.c.id).where(t.subscribers.c.email == subscriber.email)
+    ).scalar()
+    is_new = sid is None
+    if sid is None:
+        sid = conn.execute(
+            t.subscribers.insert()
+            .values(email=subscriber.email, status="active", created_at=now, **values)
+            .returning(t.subscribers.c.id)
+        ).scalar_one()
+    else:
+        conn.execute(t.subscribers.update().where(t.subscribers.c.id == sid).values(values))
+    have = set(
+        conn.execute(
+            select(t.memberships.c.list_name).where(t.memberships.c.subscriber_id == sid)
+        ).scalars()
+    )
+    for name in sorted(lists - have):
+        conn.execute(
+            t.memberships.insert().values(subscriber_id=sid, list_name=name, created_at=now)
+        )
+    return int(sid), is_new
 
 
 def _insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
