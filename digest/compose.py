@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -21,7 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from digest.config import NewsletterSettings
 from digest.errors import ComposeError
 from digest.i18n import format_week, format_window
-from digest.models import Article, Issue, IssueItem, Section
+from digest.models import Article, Issue, IssueItem, Rule, Section
 
 __all__ = [
     "iso_week_window",
@@ -30,6 +30,7 @@ __all__ = [
     "compose_issue",
     "render_subject",
     "cut_issue",
+    "filter_issue",
     "content_key",
     "format_issue",
 ]
@@ -302,15 +303,22 @@ def cut_issue(
     ``newsletter`` the subject is rendered again, so a ``top_title`` names an article
     the reader actually gets.
     """
+    return filter_issue(issue, Rule(categories, regions).allows, newsletter=newsletter)
+
+
+def filter_issue(
+    issue: Issue,
+    allows: Callable[[Article], bool],
+    *,
+    newsletter: NewsletterSettings | None = None,
+) -> Issue:
+    """The issue with only the articles ``allows`` lets through; empty sections dropped.
+
+    With ``newsletter`` the subject is rendered again for what is left.
+    """
     sections = []
     for section in issue.sections:
-        if categories is not None and section.category not in categories:
-            continue
-        items = tuple(
-            item
-            for item in section.items
-            if regions is None or item.article.region is None or item.article.region in regions
-        )
+        items = tuple(item for item in section.items if allows(item.article))
         if items:
             sections.append(dataclasses.replace(section, items=items))
     cut = dataclasses.replace(issue, sections=tuple(sections))

@@ -105,7 +105,7 @@ class Personalizer:
             return None
         key = content_key(cut)
         if key not in self._variants:
-            cut = _with_subject(self.newsletter, cut)
+            cut = replace(cut, subject=render_subject(self.newsletter, cut))
             self._variants[key] = render_variant(self.settings, self.newsletter, cut)
         return self._variants[key]
 
@@ -139,10 +139,6 @@ class Personalizer:
             message_id=message_id,
             issue_key=self.issue.key,
         )
-
-
-def _with_subject(newsletter: NewsletterSettings, cut: Issue) -> Issue:
-    return replace(cut, subject=render_subject(newsletter, cut))
 
 
 def new_message_id(newsletter: NewsletterSettings, issue_key: str) -> str:

@@ -8,10 +8,10 @@ own categories and regions.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
+from digest.compose import filter_issue
 from digest.config import NewsletterSettings, SegmentSettings
-from digest.models import Issue, Recipient, Rule, Section, Subscriber
+from digest.models import Issue, Recipient, Rule, Subscriber
 
 __all__ = ["recipients_for", "segment_lists", "cut_for", "segment_recipient"]
 
@@ -67,9 +67,4 @@ def segment_recipient(segment: SegmentSettings) -> Recipient:
 
 def cut_for(issue: Issue, recipient: Recipient) -> Issue:
     """The issue as this recipient gets it; categories left empty are dropped."""
-    sections = []
-    for section in issue.sections:
-        items = tuple(i for i in section.items if recipient.allows(i.article))
-        if items:
-            sections.append(Section(section.category, section.title, items))
-    return replace(issue, sections=tuple(sections))
+    return filter_issue(issue, recipient.allows)
