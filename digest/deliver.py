@@ -155,7 +155,6 @@ async def send_issue(
     *,
     now: datetime | None = None,
     progress: Progress | None = None,
-    concurrency: int | None = None,
 ) -> DeliveryReport:
     """Send ``issue`` to every recipient not yet sent; record each outcome as it happens.
 
@@ -279,7 +278,7 @@ async def send_issue(
             if progress:
                 progress(done, total)
 
-    workers = concurrency or settings.smtp.pool_size
+    workers = settings.smtp.pool_size
     try:
         # A TaskGroup, unlike gather, waits for every worker when the run is cancelled,
         # so each message in flight is recorded before the cancellation goes on.

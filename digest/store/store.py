@@ -256,20 +256,6 @@ class Store:
                 ).scalar_one()
             )
 
-    def latest_published(self, newsletter: str) -> datetime | None:
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                select(func.max(t.articles.c.published)).where(
-                    t.articles.c.newsletter == newsletter
-                )
-            ).scalar()
-        if value is None:
-            return None
-        # func.max bypasses the column type on SQLite; normalise here.
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
     # --- issues --------------------------------------------------------------------------
 
     def get_issue(self, newsletter: str, key: str) -> IssueRecord | None:
