@@ -329,22 +329,44 @@ async def run() -> None:
 
 @cli.command(epilog=_example("digest serve --port 8000"))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=int, help="Port to listen on (0: any free)."
+)
+@click.option(
+    "--rate-limit",
+    default=None,
+    help="Requests per client address to the token links; more get 429. [default: 60/minute]",
+)
 @common
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, rate_limit: str | None) -> None:
     """Serve the web endpoints the messages link to (one-click unsubscribe).
 
-    Put it behind a TLS-terminating reverse proxy at `public_url`.
+    Put it behind a TLS-terminating reverse proxy at `public_url`, on the same machine:
+    the client address (for the rate limit) is then read from X-Forwarded-For, which is
+    trusted from 127.0.0.1 only. Tokens in links never reach the log.
     """
     import uvicorn
 
     from digest import jobs
-    from digest.web.app import create_app
+    from digest.web import create_app, install_token_redaction, uvicorn_log_config
+    from digest.web.app import DEFAULT_RATE_LIMIT
+    from digest.web.security import rate_limit_item
 
     settings = state().settings()
-    store = jobs.open_store(settings)
     try:
-        uvicorn.run(create_app(settings, store), host=host, port=port, log_level="info")
+        limit = rate_limit_item(rate_limit or DEFAULT_RATE_LIMIT)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
+    store = jobs.open_store(settings)
+    install_token_redaction()  # digest's own log lines, through the root handlers
+    try:
+        uvicorn.run(
+            create_app(settings, store, rate_limit=limit),
+            host=host,
+            port=port,
+            log_config=uvicorn_log_config(),
+            server_header=False,
+        )
     finally:
         store.close()
 

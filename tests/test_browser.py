@@ -116,13 +116,31 @@ async def test_unsubscribe_is_a_click_on_the_page_the_link_opens(
         link = unsubscribe_url(demo_settings, "wochenueberblick", sid)
         local = link.replace(demo_settings.public_url, f"http://127.0.0.1:{port}")
         page = await _offline_page(browser, 375)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
         await page.goto(local)
         assert "abbestellen" in await page.inner_text("body")
         assert len(store.active_subscribers(newsletter="wochenueberblick")) == 1  # GET: nothing
+        await _assert_readable_on_a_phone(page)
         await page.get_by_role("button", name="Abmelden").click()
-        await page.wait_for_selector("text=erhält den Newsletter")
+        await page.wait_for_selector("text=erhalten diesen Newsletter nicht mehr")
         assert page.url == local  # answered in place, no redirect
         assert store.active_subscribers(newsletter="wochenueberblick") == []
+        await _assert_readable_on_a_phone(page)
+        assert "klick@example.org" not in await page.content()
+        # The stylesheet loaded under the CSP, and the CSP refused nothing the page needs.
+        assert not [text for text in console if "Content Security Policy" in text], console
     finally:
         server.should_exit = True
         await serving
+
+
+async def _assert_readable_on_a_phone(page) -> None:  # type: ignore[no-untyped-def]
+    """Fits 375 px, styled by the site's own stylesheet, and no axe-core violations."""
+    from axe_playwright_python.async_playwright import Axe
+
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 375
+    styled = await page.evaluate("getComputedStyle(document.querySelector('main')).maxWidth")
+    assert styled == "576px"  # 36rem from static/site.css: the stylesheet was applied
+    results = await Axe().run(page)
+    assert results.violations_count == 0, results.generate_report()

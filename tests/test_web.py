@@ -29,10 +29,32 @@ async def test_one_click_post_unsubscribes_without_redirect(
         assert len(store.active_subscribers(newsletter=NL)) == 1  # GET changes nothing
         done = await client.post(url, data={"List-Unsubscribe": "One-Click"})
         assert done.status_code == 200 and not done.is_redirect
-        assert "a@example.org" in done.text
+        assert "nicht mehr" in done.text
     assert store.active_subscribers(newsletter=NL) == []
     # only this newsletter: the subscriber stays for any other
     assert [s.email for s in store.active_subscribers(newsletter="anderer")] == ["a@example.org"]
+
+
+async def test_head_shows_and_changes_nothing(demo_settings: Settings, store: Store) -> None:
+    sid = store.save_subscriber(Subscriber("h@example.org"), ["allgemein"])
+    url = unsubscribe_url(demo_settings, NL, sid)
+    async with _client(demo_settings, store) as client:
+        response = await client.head(url)
+    assert response.status_code == 200
+    assert len(store.active_subscribers(newsletter=NL)) == 1
+
+
+async def test_other_methods_are_refused_and_change_nothing(
+    demo_settings: Settings, store: Store
+) -> None:
+    sid = store.save_subscriber(Subscriber("m@example.org"), ["allgemein"])
+    url = unsubscribe_url(demo_settings, NL, sid)
+    async with _client(demo_settings, store) as client:
+        for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND"):
+            response = await client.request(method, url)
+            assert response.status_code == 405, method
+            assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+    assert len(store.active_subscribers(newsletter=NL)) == 1
 
 
 async def test_multipart_body_and_a_second_click_are_fine(
@@ -44,6 +66,7 @@ async def test_multipart_body_and_a_second_click_are_fine(
         first = await client.post(url, files={"List-Unsubscribe": (None, "One-Click")})
         second = await client.post(url, data={"List-Unsubscribe": "One-Click"})
     assert first.status_code == second.status_code == 200
+    assert first.content == second.content
     assert store.active_subscribers(newsletter=NL) == []
 
 
@@ -57,3 +80,54 @@ async def test_forged_or_foreign_tokens_are_refused(demo_settings: Settings, sto
             response = await client.post(f"/unsubscribe/{token}")
             assert response.status_code == 400
     assert len(store.active_subscribers(newsletter=NL)) == 1
+
+
+async def test_pages_never_show_the_address(demo_settings: Settings, store: Store) -> None:
+    sid = store.save_subscriber(Subscriber("geheim@example.org", "Gisela Geheim"), ["allgemein"])
+    url = unsubscribe_url(demo_settings, NL, sid)
+    async with _client(demo_settings, store) as client:
+        pages = [await client.get(url), await client.post(url), await client.post(url)]
+    for page in pages:
+        assert page.status_code == 200
+        assert "geheim@example.org" not in page.text and "Gisela" not in page.text
+        assert "geheim" not in page.text.lower()
+
+
+async def test_unknown_subscribers_and_newsletters_look_like_known_ones(
+    demo_settings: Settings, store: Store
+) -> None:
+    """Whoever holds a link learns nothing about who else is, or was, subscribed."""
+    known = store.save_subscriber(Subscriber("k@example.org"), ["allgemein"])
+    urls = {
+        "known": unsubscribe_url(demo_settings, NL, known),
+        "unknown subscriber": unsubscribe_url(demo_settings, NL, known + 1000),
+        "removed newsletter": unsubscribe_url(demo_settings, "eingestellt", known),
+        "both unknown": unsubscribe_url(demo_settings, "eingestellt", known + 1000),
+    }
+    async with _client(demo_settings, store) as client:
+        for method in ("GET", "HEAD", "POST"):
+            answers = {what: await client.request(method, url) for what, url in urls.items()}
+            reference = answers.pop("known")
+            assert reference.status_code == 200
+            for what, answer in answers.items():
+                assert answer.status_code == reference.status_code, (method, what)
+                assert answer.content == reference.content, (method, what)
+                assert _comparable(answer.headers) == _comparable(reference.headers), what
+    assert store.active_subscribers(newsletter=NL) == []
+
+
+def _comparable(headers: httpx.Headers) -> list[tuple[str, str]]:
+    return sorted((k, v) for k, v in headers.multi_items() if k != "date")
+
+
+async def test_token_pages_are_not_stored_by_caches(demo_settings: Settings, store: Store) -> None:
+    sid = store.save_subscriber(Subscriber("n@example.org"), ["allgemein"])
+    url = unsubscribe_url(demo_settings, NL, sid)
+    async with _client(demo_settings, store) as client:
+        answers = [
+            await client.get(url),
+            await client.post(url),
+            await client.get("/unsubscribe/nonsense"),
+        ]
+    for answer in answers:
+        assert answer.headers["cache-control"] == "no-store"

@@ -2,88 +2,171 @@
 
 For now the RFC 8058 one-click unsubscribe: ``POST /unsubscribe/{token}`` unsubscribes
 (the body, ``List-Unsubscribe=One-Click``, is not needed: the signed token is the
-authority) and answers 200 without a redirect; ``GET`` only shows a page with a button,
-so a mail scanner following links unsubscribes nobody. The preference centre and the
-archive belong here too.
+authority) and answers 200 without a redirect; ``GET`` and ``HEAD`` only show a page with
+a button, so a mail scanner following links unsubscribes nobody. The preference centre
+and the archive belong here too.
+
+Rules every page follows, whichever route it belongs to:
+
+- routes are declared with :func:`digest.web.routing.page`: only ``POST`` changes state;
+- every answer carries the security headers (:mod:`digest.web.security`), and pages need
+  nothing inline: markup in ``templates/``, styles in ``static/``;
+- routes that take a token live under one of :data:`~digest.web.logs.TOKEN_PREFIXES`, so
+  they are rate limited per address and their tokens never reach a log;
+- a page about a token says nothing about the subscriber it names: not the address, and
+  not whether that subscriber, or that newsletter, exists.
 """
 
 from __future__ import annotations
 
-from html import escape
+from typing import Any
 
+from jinja2 import Environment, PackageLoader, select_autoescape
+from limits import RateLimitItem
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 
 from digest.config import Settings
-from digest.errors import ConfigError
 from digest.store import Store
 from digest.tokens import UNSUBSCRIBE, TokenError, read_token
+from digest.web.logs import TOKEN_PREFIXES
+from digest.web.routing import page
+from digest.web.security import SecurityHeaders, TokenRateLimit, rate_limit_item
 
-__all__ = ["create_app"]
+__all__ = ["DEFAULT_RATE_LIMIT", "create_app"]
 
-_PAGE = """<!doctype html>
-<html lang="de"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;
-line-height:1.5;color:#1d2a38}}button{{font-size:1rem;padding:.6rem 1.2rem;
-background:#1d3557;color:#fff;border:0;border-radius:4px}}</style></head>
-<body><h1>{title}</h1>{body}</body></html>"""
+#: Requests per client address to all token routes together. One-click POSTs from a
+#: large mail provider arrive from few addresses, so this is generous on purpose.
+DEFAULT_RATE_LIMIT = "60/minute"
+
+STATIC_PREFIX = "/static"
+
+_ERRORS = {
+    404: ("Seite nicht gefunden", "Diese Seite gibt es nicht. Bitte prüfen Sie die Adresse."),
+    405: ("Nicht möglich", "Diese Anfrage ist auf dieser Seite nicht möglich."),
+    429: (
+        "Zu viele Anfragen",
+        "Von Ihrem Anschluss kamen in kurzer Zeit zu viele Anfragen. "
+        "Bitte versuchen Sie es in einigen Minuten noch einmal.",
+    ),
+    500: (
+        "Ein Fehler ist aufgetreten",
+        "Ihre Anfrage konnte leider nicht bearbeitet werden. "
+        "Bitte versuchen Sie es später noch einmal.",
+    ),
+}
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=escape(title), body=body), status_code=status)
+class _App(Starlette):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's ServerErrorMiddleware, so its 500 page gets the headers too.
+        return SecurityHeaders(super().build_middleware_stack(), cacheable_prefix=STATIC_PREFIX)
 
 
-def create_app(settings: Settings, store: Store) -> Starlette:
-    """The web app on an open store."""
+def _templates() -> Jinja2Templates:
+    env = Environment(
+        loader=PackageLoader("digest.web", "templates"),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return Jinja2Templates(env=env, context_processors=[_static_url])
 
-    def newsletter_name(newsletter_id: str) -> str:
+
+def _static_url(request: Request) -> dict[str, Any]:
+    # A path, not request.url_for's absolute URL: behind a proxy the Host may be an inner one.
+    def static_url(path: str) -> str:
+        return f"{request.scope.get('root_path', '')}{STATIC_PREFIX}/{path}"
+
+    return {"static_url": static_url}
+
+
+def create_app(
+    settings: Settings, store: Store, *, rate_limit: str | RateLimitItem = DEFAULT_RATE_LIMIT
+) -> Starlette:
+    """The web app on an open store; ``rate_limit`` is per client address on token routes."""
+    limit = rate_limit_item(rate_limit) if isinstance(rate_limit, str) else rate_limit
+    templates = _templates()
+
+    def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def error_page(
+        request: Request, status: int, headers: dict[str, str] | None = None
+    ) -> Response:
+        title, text = _ERRORS.get(status, _ERRORS[500])
+        response = render(request, "message.html", status, title=title, text=text)
+        response.headers.update(headers or {})
+        return response
+
+    def unsubscribe_token(request: Request) -> tuple[int, str] | None:
         try:
-            return settings.newsletter(newsletter_id).name
-        except ConfigError:
-            return newsletter_id
-
-    def read(token: str) -> tuple[int, str] | None:
-        try:
-            return read_token(settings.secret_key, UNSUBSCRIBE, token)
+            return read_token(settings.secret_key, UNSUBSCRIBE, request.path_params["token"])
         except TokenError:
             return None
 
-    def unsubscribe(request: Request) -> HTMLResponse:
-        found = read(request.path_params["token"])
-        if found is None:
-            return _page(
-                "Link ungültig",
-                "<p>Dieser Abmeldelink ist ungültig oder unvollständig. Bitte verwenden Sie "
-                "den vollständigen Link aus der E-Mail.</p>",
-                status=400,
-            )
-        subscriber_id, newsletter_id = found
-        name = escape(newsletter_name(newsletter_id))
-        if request.method == "GET":
-            return _page(
-                "Abmelden",
-                f"<p>Möchten Sie den Newsletter „{name}“ abbestellen?</p>"
-                '<form method="post"><input type="hidden" name="List-Unsubscribe" '
-                'value="One-Click"><button type="submit">Abmelden</button></form>',
-            )
-        email = store.unsubscribe(subscriber_id, newsletter_id)
-        if email is None:
-            return _page("Abgemeldet", "<p>Diese Adresse ist nicht (mehr) eingetragen.</p>")
-        return _page(
-            "Abgemeldet",
-            f"<p>{escape(email)} erhält den Newsletter „{name}“ nicht mehr.</p>",
+    def invalid_link(request: Request) -> Response:
+        return render(
+            request,
+            "message.html",
+            400,
+            title="Link ungültig",
+            text="Dieser Abmeldelink ist ungültig oder unvollständig. Bitte verwenden Sie "
+            "den vollständigen Link aus der E-Mail.",
         )
 
-    def health(_request: Request) -> PlainTextResponse:
+    # Neither page names the newsletter or the address: the answer for a subscriber or a
+    # newsletter that does not exist (any more) must be the same, byte for byte.
+    def ask_to_unsubscribe(request: Request) -> Response:
+        if unsubscribe_token(request) is None:
+            return invalid_link(request)
+        return render(request, "unsubscribe.html")
+
+    def unsubscribe(request: Request) -> Response:
+        found = unsubscribe_token(request)
+        if found is None:
+            return invalid_link(request)
+        subscriber_id, newsletter_id = found
+        # Recorded for a newsletter no longer configured too: should it come back, the
+        # withdrawal still holds. An unknown subscriber id records nothing.
+        store.unsubscribe(subscriber_id, newsletter_id)
+        return render(request, "unsubscribed.html")
+
+    def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    return Starlette(
+    def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return error_page(request, exc.status_code, dict(exc.headers or {}))
+
+    def server_error(request: Request, _exc: Exception) -> Response:
+        return error_page(request, 500)
+
+    def too_many_requests(request: Request, retry_after: int) -> Response:
+        return error_page(request, 429, {"Retry-After": str(retry_after)})
+
+    return _App(
         routes=[
-            Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
-            Route("/healthz", health),
-        ]
+            page(
+                "/unsubscribe/{token}",
+                show=ask_to_unsubscribe,
+                change=unsubscribe,
+                name="unsubscribe",
+            ),
+            Route("/healthz", health, methods=["GET"], name="health"),
+            Mount(STATIC_PREFIX, StaticFiles(packages=[("digest.web", "static")]), name="static"),
+        ],
+        middleware=[
+            Middleware(
+                TokenRateLimit, limit=limit, prefixes=TOKEN_PREFIXES, refuse=too_many_requests
+            )
+        ],
+        exception_handlers={HTTPException: http_error, 500: server_error},
     )

@@ -1,0 +1,100 @@
+"""Keep the signed tokens of reader links out of every log line.
+
+A token in a link is the reader's key to their subscription; an access log that keeps it
+hands that key to whoever reads the log. The path segment after each token prefix is
+replaced by ``[token]``, wherever in a log record it appears: message, arguments,
+formatted traceback.
+
+``digest serve`` installs this itself. Whoever serves :func:`~digest.web.create_app` with
+a uvicorn of their own passes ``log_config=uvicorn_log_config()``, or calls
+:func:`install_token_redaction` after configuring logging their own way.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "TOKEN_PREFIXES",
+    "TokenRedactingFilter",
+    "redact_tokens",
+    "install_token_redaction",
+    "uvicorn_log_config",
+]
+
+#: First path segments whose next segment is a token; shared with the rate limit.
+TOKEN_PREFIXES = ("unsubscribe", "preferences", "confirm")
+
+PLACEHOLDER = "[token]"
+
+_TOKEN_SEGMENT = re.compile(
+    "(/(?:" + "|".join(TOKEN_PREFIXES) + r")/)[^/?#\s\"']+",
+    re.IGNORECASE,  # no route answers /Unsubscribe/..., but its token is still a token
+)
+
+
+def redact_tokens(text: str) -> str:
+    """The text with the token segment of every reader link replaced by ``[token]``."""
+    return _TOKEN_SEGMENT.sub(rf"\g<1>{PLACEHOLDER}", text)
+
+
+def _redacted(value: Any) -> Any:
+    return redact_tokens(value) if isinstance(value, str) else value
+
+
+class TokenRedactingFilter(logging.Filter):
+    """Rewrites a record in place so that no handler after it sees a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _redacted(record.msg)
+        if isinstance(record.args, Mapping):
+            record.args = {key: _redacted(value) for key, value in record.args.items()}
+        elif isinstance(record.args, tuple):
+            # uvicorn's access formatter unpacks these by position: keep the shape.
+            record.args = tuple(_redacted(value) for value in record.args)
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set, so the traceback is redacted once here.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.exc_text = _redacted(record.exc_text)
+        record.stack_info = _redacted(record.stack_info)
+        return True
+
+
+_LOGGERS = ("uvicorn.access", "uvicorn.error", "uvicorn")
+
+
+def install_token_redaction() -> None:
+    """Redact tokens on uvicorn's loggers and on every handler configured so far.
+
+    Filters on a logger only see records logged through that very logger, so the
+    handlers of the root logger (where ``digest.*`` records end up) get the filter too.
+    Call it after logging is configured; handlers added later are not covered.
+    """
+    redacting = TokenRedactingFilter()
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        _add_once(logger, redacting)
+        for handler in logger.handlers:
+            _add_once(handler, redacting)
+    for handler in logging.getLogger().handlers:
+        _add_once(handler, redacting)
+
+
+def _add_once(target: logging.Filterer, redacting: TokenRedactingFilter) -> None:
+    if not any(isinstance(f, TokenRedactingFilter) for f in target.filters):
+        target.addFilter(redacting)
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration with token redaction on each of its handlers."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": TokenRedactingFilter}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_tokens")
+    return config

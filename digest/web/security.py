@@ -1,0 +1,120 @@
+"""Headers on every answer, and a per-address rate limit on the routes that take a token."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Callable
+
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "TokenRateLimit", "rate_limit_item"]
+
+#: Everything a page needs comes from this site's /static; nothing inline, no scripts.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    # A token in the address bar must not travel on in a Referer header.
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+}
+
+
+class SecurityHeaders:
+    """Adds the security headers to every HTTP answer, and ``no-store`` outside static files.
+
+    Pure ASGI, so it also wraps answers that no route produced: 404, 405, 429 and the 500
+    page of Starlette's error middleware.
+    """
+
+    def __init__(self, app: ASGIApp, *, cacheable_prefix: str) -> None:
+        self.app = app
+        self.cacheable_prefix = cacheable_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = scope["path"].startswith(self.cacheable_prefix)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _HEADERS.items():
+                    headers[name] = value
+                if not cacheable:
+                    # Token pages stay out of shared caches and the browser's history cache.
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def rate_limit_item(limit: str) -> RateLimitItem:
+    """``"30/minute"`` (or ``"5 per 10 seconds"``) as a rate; ValueError if it is not one."""
+    try:
+        item = parse(limit)
+    except ValueError as exc:
+        raise ValueError(f"rate limit {limit!r}: {exc}") from None
+    if item.amount < 1:
+        raise ValueError(f"rate limit {limit!r}: allow at least one request")
+    return item
+
+
+def _client_key(scope: Scope) -> str:
+    """The address a budget belongs to: an IPv4 address, or the /64 of an IPv6 one."""
+    client = scope.get("client")
+    host = client[0] if client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class TokenRateLimit:
+    """A moving-window budget per client address for every path under a token prefix.
+
+    Over the budget the request never reaches the route: ``refuse(request, retry_after)``
+    answers it (429 with ``Retry-After``). The budget is in memory, per process.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: RateLimitItem,
+        prefixes: tuple[str, ...],
+        refuse: Callable[[Request, int], Response],
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.prefixes = tuple(f"/{prefix}/" for prefix in prefixes)
+        self.refuse = refuse
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+            key = _client_key(scope)
+            if not self.limiter.hit(self.limit, key):
+                reset_at = self.limiter.get_window_stats(self.limit, key).reset_time
+                retry_after = max(1, math.ceil(reset_at - time.time()))
+                response = self.refuse(Request(scope, receive), retry_after)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

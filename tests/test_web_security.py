@@ -1,0 +1,187 @@
+"""Rules that hold for every route of the web app, not only for the ones there today."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import MetaData, select, text
+from starlette.routing import Mount, Route
+
+from digest.config import Settings
+from digest.models import Subscriber
+from digest.store import Store
+from digest.tokens import make_token, unsubscribe_url
+from digest.web.app import create_app
+
+NL = "wochenueberblick"
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "PROPFIND")
+
+
+def _client(app: Any, settings: Settings, ip: str = "127.0.0.1") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(ip, 50000))
+    return httpx.AsyncClient(transport=transport, base_url=settings.public_url)
+
+
+def _snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    metadata = MetaData()
+    metadata.reflect(store.engine)
+    with store.engine.connect() as conn:
+        return {
+            name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
+            for name, table in metadata.tables.items()
+        }
+
+
+def _example_paths(app: Any, settings: Settings, subscriber_id: int) -> list[str]:
+    """One concrete path per route: token routes get a valid token of their own purpose."""
+    paths = []
+    for route in app.routes:
+        if isinstance(route, Mount):
+            paths.append(route.path + "/site.css")
+            continue
+        assert isinstance(route, Route)
+        purpose = route.path.strip("/").split("/")[0]
+        token = make_token(settings.secret_key, purpose, subscriber_id, NL)
+        paths.append(route.path.replace("{token}", token))
+        assert "{" not in paths[-1], f"no example value for the parameters of {route.path}"
+    return paths
+
+
+def test_only_post_is_ever_routed_besides_showing(demo_settings: Settings, store: Store) -> None:
+    app = create_app(demo_settings, store)
+    for route in app.routes:
+        if isinstance(route, Route):
+            assert route.methods is not None and route.methods <= {"GET", "HEAD", "POST"}
+
+
+async def test_no_method_but_post_changes_the_store_on_any_route(
+    demo_settings: Settings, store: Store
+) -> None:
+    sid = store.save_subscriber(Subscriber("walk@example.org"), ["allgemein"])
+    app = create_app(demo_settings, store)
+    before = _snapshot(store)
+    paths = _example_paths(app, demo_settings, sid)
+    assert any(p.startswith("/unsubscribe/") for p in paths)
+    async with _client(app, demo_settings) as client:
+        for path in paths:
+            for method in SAFE_METHODS:
+                response = await client.request(method, path)
+                assert response.status_code in (200, 405), (method, path)
+                assert _snapshot(store) == before, f"{method} {path} changed the store"
+
+
+async def _every_kind_of_answer(demo_settings: Settings, store: Store) -> dict[str, httpx.Response]:
+    sid = store.save_subscriber(Subscriber("h@example.org"), ["allgemein"])
+    url = unsubscribe_url(demo_settings, NL, sid)
+    app = create_app(demo_settings, store, rate_limit="3/minute")
+    answers = {}
+    async with _client(app, demo_settings) as client:
+        answers["health"] = await client.get("/healthz")
+        answers["static"] = await client.get("/static/site.css")
+        answers["not found"] = await client.get("/nirgendwo")
+        answers["question"] = await client.get(url)
+        answers["method not allowed"] = await client.put(url)
+        answers["invalid link"] = await client.get("/unsubscribe/nonsense")
+        answers["too many"] = await client.get(url)
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE unsubscriptions"))
+    async with _client(app, demo_settings, ip="192.0.2.1") as client:
+        answers["server error"] = await client.post(url)
+    return answers
+
+
+async def test_security_headers_on_every_answer(demo_settings: Settings, store: Store) -> None:
+    answers = await _every_kind_of_answer(demo_settings, store)
+    statuses = {what: answer.status_code for what, answer in answers.items()}
+    assert statuses == {
+        "health": 200,
+        "static": 200,
+        "not found": 404,
+        "question": 200,
+        "method not allowed": 405,
+        "invalid link": 400,
+        "too many": 429,
+        "server error": 500,
+    }
+    for what, answer in answers.items():
+        assert answer.headers["content-security-policy"] == CSP, what
+        assert answer.headers["referrer-policy"] == "no-referrer", what
+        assert answer.headers["x-content-type-options"] == "nosniff", what
+        assert "server" not in answer.headers, what
+        if what != "static":
+            assert answer.headers["cache-control"] == "no-store", what
+
+
+async def test_pages_are_german_and_need_nothing_inline(
+    demo_settings: Settings, store: Store
+) -> None:
+    answers = await _every_kind_of_answer(demo_settings, store)
+    assert answers["static"].headers["content-type"].startswith("text/css")
+    for what, answer in answers.items():
+        if what in ("health", "static"):
+            continue
+        page = answer.text
+        assert answer.headers["content-type"] == "text/html; charset=utf-8", what
+        assert '<html lang="de">' in page, what
+        assert "<style" not in page and "<script" not in page, what
+        assert not re.search(r"\s(style|on\w+)=", page), what
+        assert '<link rel="stylesheet" href="/static/site.css">' in page, what
+        assert "Traceback" not in page and "Exception" not in page, what
+
+
+async def test_token_routes_are_rate_limited_per_address(
+    demo_settings: Settings, store: Store
+) -> None:
+    sid = store.save_subscriber(Subscriber("r@example.org"), ["allgemein"])
+    url = unsubscribe_url(demo_settings, NL, sid)
+    app = create_app(demo_settings, store, rate_limit="3/minute")
+    async with _client(app, demo_settings, ip="198.51.100.7") as client:
+        assert [(await client.get(url)).status_code for _ in range(3)] == [200] * 3
+        refused = await client.post(url)
+        assert (await client.get("/unsubscribe/nonsense")).status_code == 429
+        assert (await client.get("/unsubscribe/anything/else")).status_code == 429
+        assert (await client.get("/healthz")).status_code == 200  # not a token route
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert "Zu viele Anfragen" in refused.text
+    assert len(store.active_subscribers(newsletter=NL)) == 1  # the refused POST did nothing
+    async with _client(app, demo_settings, ip="198.51.100.8") as other:
+        assert (await other.post(url)).status_code == 200
+    assert store.active_subscribers(newsletter=NL) == []
+
+
+async def test_an_ipv6_network_shares_one_budget(demo_settings: Settings, store: Store) -> None:
+    """One host usually has a whole /64; counting each of its addresses would not limit it."""
+    app = create_app(demo_settings, store, rate_limit="2/minute")
+    for ip in ("2001:db8:1:2::1", "2001:db8:1:2::2"):
+        async with _client(app, demo_settings, ip=ip) as client:
+            assert (await client.get("/unsubscribe/x")).status_code == 400
+    async with _client(app, demo_settings, ip="2001:db8:1:2:ffff::3") as client:
+        assert (await client.get("/unsubscribe/x")).status_code == 429
+    async with _client(app, demo_settings, ip="2001:db8:1:3::1") as client:
+        assert (await client.get("/unsubscribe/x")).status_code == 400
+
+
+@pytest.mark.parametrize("limit", ["0/minute", "many", "3/fortnight"])
+def test_a_nonsense_rate_limit_is_refused(
+    demo_settings: Settings, store: Store, limit: str
+) -> None:
+    with pytest.raises(ValueError):
+        create_app(demo_settings, store, rate_limit=limit)
+
+
+def test_serve_help_names_the_default_rate_limit() -> None:
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+    from digest.web.app import DEFAULT_RATE_LIMIT
+
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0 and f"[default: {DEFAULT_RATE_LIMIT}]" in result.output
