@@ -154,7 +154,9 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     """Compose NEWSLETTER's issue of a week and send it to its segments.
 
     Running it again sends nothing twice; after an interruption it sends only to
-    those not yet sent.
+    those not yet sent. An issue's readers are fixed when it first goes out: who
+    subscribes later gets the next issue, who unsubscribes meanwhile gets nothing
+    more. --dry-run counts both, and everything else, as the send would.
     """
     from digest import jobs
     from digest.transport import SmtpPool
@@ -171,6 +173,8 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
                 else f"{newsletter}: no articles in {week or 'the previous week'}; "
                 "nothing would be sent"
             )
+            for failure in report.failures[:20] if report else []:
+                echo_err(f"would fail: {failure}")
             return
         transport = SmtpPool(settings.smtp)
         try:
