@@ -154,7 +154,9 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     """Compose NEWSLETTER's issue of a week and send it to its segments.
 
     Running it again sends nothing twice; after an interruption it sends only to
-    those not yet sent.
+    those not yet sent. An issue's readers are fixed when it first goes out: who
+    subscribes later gets the next issue, who unsubscribes meanwhile gets nothing
+    more. --dry-run counts both, and everything else, as the send would.
     """
     from digest import jobs
     from digest.transport import SmtpPool
@@ -171,6 +173,8 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
                 else f"{newsletter}: no articles in {week or 'the previous week'}; "
                 "nothing would be sent"
             )
+            for failure in report.failures[:20] if report else []:
+                echo_err(f"would fail: {failure}")
             return
         transport = SmtpPool(settings.smtp)
         try:
@@ -387,8 +391,10 @@ def import_(file: Path, list_name: str) -> None:
     """Import subscribers from a CSV file into a list.
 
     Columns: email, name, categories, regions, locale (categories and regions separated
-    by "|"; empty means everything). Bad rows are reported by line number and skipped;
-    the exit code is then 1.
+    by "|"; empty means everything). Each bad row is reported with the line it starts on
+    and skipped; every good row is imported, and the exit code is then 1 so that a
+    script notices. Addresses are unique in any spelling: a row whose address differs
+    from a stored one only in case updates that subscriber.
     """
     from digest import jobs
     from digest.subscribers import import_csv
@@ -398,14 +404,25 @@ def import_(file: Path, list_name: str) -> None:
     regions = {r for n in settings.newsletters for r in n.regions}
     store = jobs.open_store(settings)
     try:
-        report = import_csv(store, file, list_name, categories=categories, regions=regions)
+        report = import_csv(
+            store,
+            file,
+            list_name,
+            categories=categories,
+            regions=regions,
+            smtputf8=settings.smtp.smtputf8,
+        )
     finally:
         store.close()
     for error in report.errors:
         echo_err(f"warning: {file}: {error}; row skipped")
+    skipped = f"{len(report.errors)} rows skipped"
+    if report.errors:
+        lines = ", ".join(str(e.line) for e in report.errors[:20])
+        more = ", …" if len(report.errors) > 20 else ""
+        skipped += f" (lines {lines}{more})"
     click.echo(
-        f"{file}: {report.added} added, {report.updated} updated in list "
-        f"{list_name!r}, {len(report.errors)} rows skipped"
+        f"{file}: {report.added} added, {report.updated} updated in list {list_name!r}, {skipped}"
     )
     if report.errors:
         raise SystemExit(1)

@@ -314,6 +314,14 @@ SMTP = [
         _positive,
     ),
     S("validate_certs", bool, True, "Verify the server's TLS certificate."),
+    S(
+        "smtputf8",
+        bool,
+        False,
+        "The relay supports SMTPUTF8 (RFC 6531), so subscribers may have addresses with "
+        "non-ASCII characters before the @. While false, the import refuses such addresses "
+        "(a non-ASCII domain is fine either way).",
+    ),
 ]
 NEWSLETTER = [
     S(
@@ -560,6 +568,7 @@ class SmtpSettings:
     pool_size: int
     messages_per_connection: int
     validate_certs: bool
+    smtputf8: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from digest.store import DeliveryRow, IssueRecord, Store
 from digest.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.transport import Transport
 
-__all__ = ["DeliveryReport", "Personalizer", "send_issue"]
+__all__ = ["Audience", "AudienceCounts", "DeliveryReport", "Personalizer", "audience", "send_issue"]
 
 log = logging.getLogger("digest.deliver")
 
@@ -40,19 +40,51 @@ Progress = Callable[[int, int], None]
 POLICY_REFUSALS_TO_STOP = 3
 
 
+@dataclass(kw_only=True)
+class AudienceCounts:
+    """Who of an issue's audience gets no message in this run, and why.
+
+    A send and a dry run count these the same way (see :func:`audience`).
+    """
+
+    already_sent: int = 0  # sent in an earlier run
+    refused_before: int = 0  # refused for good in an earlier run, not retried
+    skipped_before: int = 0  # skipped in an earlier run
+    unsubscribed_since: int = 0  # in the issue's ledger, no longer subscribed
+    subscribed_after: int = 0  # subscribed after the issue went out: not in its ledger
+    skipped: int = 0  # nothing in the issue for their interests
+
+    def audience_parts(self) -> list[str]:
+        parts = []
+        if self.already_sent:
+            parts.append(f"{self.already_sent} already sent before")
+        if self.refused_before:
+            parts.append(f"{self.refused_before} refused in an earlier run (not retried)")
+        if self.skipped_before:
+            parts.append(f"{self.skipped_before} skipped in an earlier run")
+        if self.unsubscribed_since:
+            parts.append(f"{self.unsubscribed_since} unsubscribed since the issue went out")
+        if self.subscribed_after:
+            parts.append(
+                f"{self.subscribed_after} subscribed after the issue went out "
+                "(they get the next one)"
+            )
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped (nothing for their interests)")
+        return parts
+
+
 @dataclass
-class DeliveryReport:
+class DeliveryReport(AudienceCounts):
     """The outcome of one send run, one count per kind of outcome."""
 
     newsletter: str
     issue_key: str
     recipients: int = 0
     planned: int = 0
-    already_sent: int = 0
     sent: int = 0
     failed: int = 0
     deferred: int = 0
-    skipped: int = 0
     resumed: int = 0
     in_flight: int = 0
     variants: int = 0
@@ -61,14 +93,11 @@ class DeliveryReport:
 
     def summary(self) -> str:
         parts = [f"{self.sent} sent"]
-        if self.already_sent:
-            parts.append(f"{self.already_sent} already sent before")
         if self.failed:
             parts.append(f"{self.failed} refused")
         if self.deferred:
             parts.append(f"{self.deferred} deferred (temporary failure, retried next run)")
-        if self.skipped:
-            parts.append(f"{self.skipped} skipped (nothing for their interests)")
+        parts += self.audience_parts()
         if self.resumed:
             parts.append(f"{self.resumed} resumed after an interruption")
         if self.in_flight:
@@ -141,6 +170,83 @@ class Personalizer:
         )
 
 
+@dataclass
+class Audience:
+    """Who an issue goes to in this run, and who not and why: the ledger held against
+    the subscribers of now.
+
+    The audience of an issue is fixed when it goes out (its ledger is planned): a
+    reader who subscribes later gets the next issue, one who unsubscribes in between
+    gets nothing more. ``to_send`` pairs each recipient with their ledger row, or with
+    None while the ledger is not planned yet (a dry run of a new issue).
+    """
+
+    to_send: list[tuple[DeliveryRow | None, Recipient]]
+    nothing_for_them: list[tuple[DeliveryRow | None, Recipient]]
+    unsubscribed_since: list[DeliveryRow]
+    subscribed_after: list[Recipient]
+    counts: AudienceCounts
+
+
+def audience(
+    store: Store,
+    newsletter: NewsletterSettings,
+    issue: Issue,
+    recipients: dict[int, Recipient],
+    record: IssueRecord | None,
+    *,
+    ledger_open: bool,
+) -> Audience:
+    """Hold ``record``'s ledger against ``recipients``; writes nothing.
+
+    With ``ledger_open`` (the issue has not gone out) recipients not in the ledger are
+    to be sent; otherwise they subscribed after the issue went out.
+    """
+    rows = store.deliveries(record.id) if record is not None else []
+    result = Audience([], [], [], [], AudienceCounts())
+    counts = result.counts
+
+    def place(row: DeliveryRow | None, recipient: Recipient) -> None:
+        if cut_for(issue, recipient).is_empty:
+            result.nothing_for_them.append((row, recipient))
+        else:
+            result.to_send.append((row, recipient))
+
+    for row in rows:
+        if row.state == DeliveryState.SENT:
+            counts.already_sent += 1
+        elif row.state == DeliveryState.FAILED:
+            counts.refused_before += 1
+        elif row.state == DeliveryState.SKIPPED:
+            counts.skipped_before += 1
+        elif (recipient := recipients.get(row.subscriber_id)) is None:
+            result.unsubscribed_since.append(row)
+        else:
+            place(row, recipient)
+    in_ledger = {row.subscriber_id for row in rows}
+    for sid, recipient in recipients.items():
+        if sid in in_ledger:
+            continue
+        if ledger_open:
+            place(None, recipient)
+        else:
+            result.subscribed_after.append(recipient)
+    counts.unsubscribed_since = len(result.unsubscribed_since)
+    counts.subscribed_after = len(result.subscribed_after)
+    counts.skipped = len(result.nothing_for_them)
+    return result
+
+
+def current_recipients(store: Store, newsletter: NewsletterSettings) -> dict[int, Recipient]:
+    """Everyone the newsletter's segments reach now, by subscriber id."""
+    subscribers = store.active_subscribers(segment_lists(newsletter), newsletter=newsletter.id)
+    return {
+        r.subscriber.id: r
+        for r in recipients_for(newsletter, subscribers)
+        if r.subscriber.id is not None
+    }
+
+
 def new_message_id(newsletter: NewsletterSettings, issue_key: str) -> str:
     return make_msgid(idstring=f"{newsletter.id}.{issue_key}", domain=newsletter.sender_domain)
 
@@ -163,32 +269,33 @@ async def send_issue(
     """
     now = now or datetime.now(UTC)
     report = DeliveryReport(newsletter.id, issue.key)
-    subscribers = store.active_subscribers(segment_lists(newsletter), newsletter=newsletter.id)
-    recipients = {r.subscriber.id: r for r in recipients_for(newsletter, subscribers)}
+    recipients = current_recipients(store, newsletter)
     report.recipients = len(recipients)
-    if record.status != "sent":
+    if record.status == "composed":
+        # The issue goes out: its audience is fixed now. Whoever subscribes later gets
+        # the next issue, also when this one is resumed after an interruption.
         report.planned = store.plan_deliveries(
-            record.id,
-            [
-                (sid, r.subscriber.email, r.segments)
-                for sid, r in recipients.items()
-                if sid is not None
-            ],
+            record.id, [(sid, r.subscriber.email, r.segments) for sid, r in recipients.items()]
         )
-    report.already_sent = store.delivery_counts(record.id).get(DeliveryState.SENT, 0)
+        store.set_issue_status(record.id, "sending")
+    plan = audience(store, newsletter, issue, recipients, record, ledger_open=False)
+    for name, value in vars(plan.counts).items():
+        setattr(report, name, value)
+    for row in plan.unsubscribed_since:
+        store.record_delivery(row.id, DeliveryState.SKIPPED, code=None, reply="unsubscribed")
+    for skipped, _recipient in plan.nothing_for_them:
+        assert skipped is not None
+        store.record_delivery(
+            skipped.id, DeliveryState.SKIPPED, code=None, reply="nothing for their interests"
+        )
     personalizer = Personalizer(settings, newsletter, issue, now)
     # Everything is rendered before the first message goes out: a template error stops
     # the run before anyone got anything, and no MJML compiles between two sends.
     queue: asyncio.Queue[tuple[DeliveryRow, Recipient, Variant]] = asyncio.Queue()
-    for row in store.deliveries(record.id, [DeliveryState.PENDING, DeliveryState.SENDING]):
-        recipient = recipients.get(row.subscriber_id)
-        variant = personalizer.variant_for(recipient) if recipient else None
-        if recipient is None or variant is None:
-            why = "no longer subscribed" if recipient is None else "nothing for their interests"
-            store.record_delivery(row.id, DeliveryState.SKIPPED, code=None, reply=why)
-            report.skipped += 1
-        else:
-            queue.put_nowait((row, recipient, variant))
+    for pending, recipient in plan.to_send:
+        variant = personalizer.variant_for(recipient)
+        assert pending is not None and variant is not None  # planned, and not empty
+        queue.put_nowait((pending, recipient, variant))
     report.variants = personalizer.variants
     total = queue.qsize()
     done = 0
@@ -290,7 +397,5 @@ async def send_issue(
     counts = store.delivery_counts(record.id)
     if not counts.get(DeliveryState.PENDING) and not counts.get(DeliveryState.SENDING):
         store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
-    elif report.sent or report.already_sent:
-        store.set_issue_status(record.id, "sending")
     log.info(report.summary())
     return report

@@ -14,6 +14,7 @@ __all__ = [
     "ComposeError",
     "RenderError",
     "ImportRowError",
+    "AddressError",
     "SendError",
     "SendTimeout",
     "TransportUnavailable",
@@ -75,6 +76,15 @@ class ImportRowError(DigestError, ValueError):
         self.line = line
         self.problem = problem
         super().__init__(f"line {line}: {problem}")
+
+
+class AddressError(DigestError, ValueError):
+    """An email address cannot be taken: invalid, or more than the relay can carry."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        self.problem = problem
+        super().__init__(problem)
 
 
 class SendError(DigestError):

@@ -6,17 +6,25 @@ Each opens what it needs (store, transport), does one job and returns a report.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from digest.collect import CollectReport, collect_newsletter
 from digest.config import NewsletterSettings, Settings, load_settings
-from digest.deliver import DeliveryReport, Personalizer, Progress, send_issue
+from digest.deliver import (
+    AudienceCounts,
+    DeliveryReport,
+    Personalizer,
+    Progress,
+    audience,
+    current_recipients,
+    send_issue,
+)
 from digest.errors import DigestError
 from digest.issues import PreparedIssue, prepare_issue
-from digest.models import DeliveryState
-from digest.segments import recipients_for, segment_lists
+from digest.mail import MessageError
+from digest.segments import recipients_for
 from digest.store import Store, resolve_store_url
 from digest.transport import SmtpPool, Transport
 
@@ -76,25 +84,31 @@ async def send(
     )
 
 
-@dataclass(frozen=True)
-class DryRunReport:
-    """What a send would do: recipients, variants and the size of the messages."""
+@dataclass
+class DryRunReport(AudienceCounts):
+    """What a send would do now: who gets a message, who not and why, and their size.
+
+    Counted by the same :func:`~digest.deliver.audience` as the send itself.
+    """
 
     issue_key: str
     subject: str
     articles: int
-    recipients: int  # not yet sent this issue
-    skipped: int
+    would_send: int
     variants: int
     largest_message: int
     largest_html: int
+    failures: list[str] = field(default_factory=list)  # messages that cannot be built
 
     def summary(self) -> str:
+        parts = [f"would send {self.would_send} messages"]
+        if self.failures:
+            parts.append(f"{len(self.failures)} would fail (the message cannot be built)")
+        parts += self.audience_parts()
         return (
-            f"dry run {self.issue_key}: {self.articles} articles, would send "
-            f"{self.recipients - self.skipped} messages ({self.skipped} recipients with "
-            f"nothing for their interests), {self.variants} distinct variants; largest "
-            f"message {self.largest_message / 1024:.1f} KB, largest HTML part "
+            f"dry run {self.issue_key}: {self.articles} articles, {', '.join(parts)}; "
+            f"{self.variants} distinct variants; largest message "
+            f"{self.largest_message / 1024:.1f} KB, largest HTML part "
             f"{self.largest_html / 1024:.1f} KB; subject: {self.subject}"
         )
 
@@ -107,38 +121,43 @@ def dry_run(
     *,
     now: datetime | None = None,
 ) -> DryRunReport | None:
-    """Build every message of a send without sending or writing anything."""
+    """Build every message a send would send now, without sending or writing anything."""
     now = now or datetime.now(UTC)
     prepared = prepare_issue(store, newsletter, week, now, save=False)
     if prepared is None:
         return None
+    record = prepared.record
+    plan = audience(
+        store,
+        newsletter,
+        prepared.issue,
+        current_recipients(store, newsletter),
+        record,
+        ledger_open=record is None or record.status == "composed",
+    )
     personalizer = Personalizer(settings, newsletter, prepared.issue, now)
-    subscribers = store.active_subscribers(segment_lists(newsletter), newsletter=newsletter.id)
-    recipients = recipients_for(newsletter, subscribers)
-    sent = set()
-    if prepared.record is not None:
-        rows = store.deliveries(prepared.record.id, [DeliveryState.SENT])
-        sent = {row.subscriber_id for row in rows}
-    skipped = largest = largest_html = 0
-    for recipient in recipients:
-        if recipient.subscriber.id in sent:
-            continue
+    failures: list[str] = []
+    largest = largest_html = 0
+    for _row, recipient in plan.to_send:
         variant = personalizer.variant_for(recipient)
-        if variant is None:
-            skipped += 1
+        assert variant is not None
+        try:
+            message = personalizer.message_for(recipient, variant)
+        except MessageError as exc:
+            failures.append(f"{recipient.subscriber.email}: {exc}")
             continue
-        message = personalizer.message_for(recipient, variant)
         largest = max(largest, len(message.data))
         largest_html = max(largest_html, len(variant.html.encode()))
     return DryRunReport(
-        prepared.issue.key,
-        prepared.issue.subject,
-        len(prepared.issue.articles),
-        len(recipients) - len(sent),
-        skipped,
-        personalizer.variants,
-        largest,
-        largest_html,
+        **vars(plan.counts),
+        issue_key=prepared.issue.key,
+        subject=prepared.issue.subject,
+        articles=len(prepared.issue.articles),
+        would_send=len(plan.to_send) - len(failures),
+        variants=personalizer.variants,
+        largest_message=largest,
+        largest_html=largest_html,
+        failures=failures,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from digest.addresses import email_key
 from digest.compose import filter_issue
 from digest.config import NewsletterSettings, SegmentSettings
 from digest.models import Issue, Recipient, Rule, Subscriber
@@ -42,7 +43,9 @@ def recipients_for(
     recipients = []
     seen: set[str] = set()
     for subscriber in subscribers:
-        key = subscriber.email.casefold()
+        # The key the store keeps unique: casefold() would also take 'strasse@' and
+        # 'straße@' for one mailbox and silently leave one of them out.
+        key = email_key(subscriber.email)
         if key in seen:
             continue
         matching = [s for s in newsletter.segments if subscriber.lists & set(s.lists)]

@@ -95,7 +95,7 @@ def test_missing_required_and_bad_references() -> None:
 
 def test_every_key_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"`([a-z_.]+)`", readme))
+    documented = set(re.findall(r"`([a-z0-9_.]+)`", readme))
     missing = [name for name in all_setting_names() if name not in documented]
     assert not missing, f"keys missing from README.md: {missing}"
     start = readme.index("\n", readme.index(README_START)) + 1

@@ -69,6 +69,16 @@ def test_each_subscriber_is_one_recipient_even_in_several_segments(demo_settings
     assert recipients[0].segments == ("alle", "bayern")
 
 
+def test_distinct_mailboxes_are_never_taken_for_one(demo_settings) -> None:
+    newsletter = demo_settings.newsletters[0]
+    subs = [
+        Subscriber("strasse@example.org", lists=frozenset({"allgemein"})),
+        Subscriber("straße@example.org", lists=frozenset({"allgemein"})),
+    ]
+    # casefold() makes 'ß' 'ss'; the store's key (lower-case) keeps them apart
+    assert len(recipients_for(newsletter, subs)) == 2
+
+
 def test_union_of_segments_then_own_interests(demo_settings) -> None:
     newsletter = demo_settings.newsletters[0]
     bayern_only = Subscriber("b@example.org", lists=frozenset({"bayern"}))

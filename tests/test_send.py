@@ -20,10 +20,10 @@ import pytest
 
 from digest import jobs
 from digest.config import NewsletterSettings, Settings, StoreSettings
-from digest.deliver import DeliveryReport
+from digest.deliver import AudienceCounts, DeliveryReport
 from digest.demo import import_demo_lists
 from digest.issues import prepare_issue
-from digest.models import DeliveryState
+from digest.models import DeliveryState, Subscriber
 from digest.segments import segment_lists
 from digest.store import Store
 from digest.transport import SmtpPool
@@ -200,7 +200,7 @@ async def test_refusals_are_recorded_with_the_reply(world: World, smtp_server) -
 
 async def test_dry_run_writes_nothing(world: World) -> None:
     report = jobs.dry_run(world.settings, world.store, world.newsletter, WEEK, now=NOW)
-    assert report is not None and report.recipients == 14 and report.variants >= 2
+    assert report is not None and report.would_send == 14 and report.variants >= 2
     assert report.largest_html < 90_000
     assert world.store.get_issue(world.newsletter.id, WEEK) is None
 
@@ -236,7 +236,7 @@ async def test_who_unsubscribed_meanwhile_is_skipped_on_resume(world: World, smt
     pending = world.store.deliveries(record.id, [DeliveryState.PENDING])
     world.store.unsubscribe(pending[-1].subscriber_id, world.newsletter.id)
     second = await world.send(smtp_server, pool_size=1)
-    assert (second.sent, second.skipped) == (11, 1)
+    assert (second.sent, second.unsubscribed_since, second.skipped) == (11, 1, 0)
     assert pending[-1].email not in _recipients(smtp_server)
     assert world.counts() == {DeliveryState.SENT: 13, DeliveryState.SKIPPED: 1}
 
@@ -309,7 +309,7 @@ async def test_a_week_not_over_is_not_sent(world: World, smtp_server) -> None:
 async def test_dry_run_after_a_send_counts_only_who_is_left(world: World, smtp_server) -> None:
     await world.send(smtp_server)
     report = jobs.dry_run(world.settings, world.store, world.newsletter, WEEK, now=NOW)
-    assert report is not None and report.recipients == 0
+    assert report is not None and report.would_send == 0 and report.already_sent == 14
 
 
 @pytest.mark.smtp_server(
@@ -330,3 +330,64 @@ async def test_policy_refusals_in_a_row_stop_the_run(world: World) -> None:
     assert report.stopped is not None and "refused by policy" in report.stopped
     assert (report.sent, report.deferred, report.failed) == (0, 3, 0)
     assert world.counts() == {DeliveryState.PENDING: 14}
+
+
+def _dry_run(world: World) -> jobs.DryRunReport:
+    report = jobs.dry_run(world.settings, world.store, world.newsletter, WEEK, now=NOW)
+    assert report is not None
+    return report
+
+
+def _audience(report: AudienceCounts) -> dict[str, int]:
+    return {name: getattr(report, name) for name in vars(AudienceCounts())}
+
+
+async def test_dry_run_after_unsubscribes_and_a_late_reader(world: World, smtp_server) -> None:
+    await world.send(smtp_server)
+    sent = world.store.active_subscribers(segment_lists(world.newsletter))
+    for subscriber in sent[:2]:
+        assert subscriber.id is not None
+        world.store.unsubscribe(subscriber.id, world.newsletter.id)
+    world.store.save_subscriber(Subscriber("neu@example.org", "Neu"), ["allgemein"])
+    dry = _dry_run(world)
+    assert (dry.would_send, dry.already_sent, dry.subscribed_after) == (0, 14, 1)
+    assert "would send 0 messages" in dry.summary()
+    assert "1 subscribed after the issue went out" in dry.summary()
+    real = await world.send(smtp_server)
+    assert (real.sent, real.already_sent, real.subscribed_after) == (0, 14, 1)
+    assert "1 subscribed after the issue went out" in real.summary()
+    assert len(smtp_server.messages) == 14
+
+
+@pytest.mark.smtp_server(disconnect_after=3)
+async def test_dry_run_and_send_agree(world: World, smtp_server) -> None:
+    fresh = _dry_run(world)
+    first = await world.send(smtp_server, pool_size=1)
+    assert first.stopped and fresh.would_send == 14 == first.sent + first.deferred + 10
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None
+    rows = world.store.deliveries(record.id)
+    got_it = next(r for r in rows if r.state == DeliveryState.SENT)
+    waiting = next(r for r in rows if r.state == DeliveryState.PENDING)
+    for row in (got_it, waiting):
+        world.store.unsubscribe(row.subscriber_id, world.newsletter.id)
+    # joined after the issue went out (its ledger was planned), before it was finished
+    world.store.save_subscriber(Subscriber("neu@example.org", "Neu"), ["allgemein"])
+    dry = _dry_run(world)
+    assert _audience(dry) == {
+        "already_sent": 3,
+        "refused_before": 0,
+        "skipped_before": 0,
+        "unsubscribed_since": 1,
+        "subscribed_after": 1,
+        "skipped": 0,
+    }
+    assert dry.would_send == 10
+    received_before = len(smtp_server.messages)
+    real = await world.send(smtp_server, pool_size=1)
+    assert real.sent == dry.would_send == len(smtp_server.messages) - received_before
+    assert _audience(real) == _audience(dry)
+    assert "neu@example.org" not in _recipients(smtp_server)
+    assert waiting.email not in _recipients(smtp_server)
+    after = _dry_run(world)
+    assert (after.would_send, after.already_sent, after.skipped_before) == (0, 13, 1)

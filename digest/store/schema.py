@@ -104,7 +104,10 @@ subscribers = Table(
     "subscribers",
     metadata,
     Column("id", Integer, primary_key=True),
+    # As given, for display and the To header; unique by ``email_key`` (digest.addresses).
     Column("email", String(320), nullable=False, unique=True),
+    Column("email_key", String(320)),  # None only on tombstones of merged duplicates
+    Column("merged_into", Integer),  # a tombstone's survivor (migration 0003)
     Column("name", Text, nullable=False),
     Column("locale", String(20)),
     Column("categories", JSON, nullable=False),
@@ -112,6 +115,7 @@ subscribers = Table(
     Column("status", String(20), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_subscribers_email_key", "email_key", unique=True),
 )
 
 memberships = Table(

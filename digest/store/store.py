@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
+from digest.addresses import email_key
 from digest.errors import StoreError
 from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.store import schema as t
@@ -377,8 +378,11 @@ class Store:
         return [_subscriber_from_row(r, member_of.get(r.id, set())) for r in rows]
 
     def subscriber_by_email(self, email: str) -> Subscriber | None:
+        """The subscriber with this address in any spelling (case, IDNA), or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.subscribers).where(t.subscribers.c.email == email)).first()
+            row = conn.execute(
+                select(t.subscribers).where(t.subscribers.c.email_key == email_key(email))
+            ).first()
             if row is None:
                 return None
             lists = set(
@@ -391,8 +395,13 @@ class Store:
     def unsubscribe(
         self, subscriber_id: int, newsletter: str, now: datetime | None = None
     ) -> str | None:
-        """Withdraw a subscriber from one newsletter (idempotent); their email, or None."""
+        """Withdraw a subscriber from one newsletter (idempotent); their email, or None.
+
+        An id merged into another subscriber (same address in another spelling, see
+        migration 0003) withdraws that subscriber: links already sent keep working.
+        """
         with self.engine.begin() as conn:
+            subscriber_id = _live_id(conn, subscriber_id)
             email = conn.execute(
                 select(t.subscribers.c.email).where(t.subscribers.c.id == subscriber_id)
             ).scalar()
@@ -412,6 +421,7 @@ class Store:
 
     def unsubscribed(self, subscriber_id: int, newsletter: str) -> bool:
         with self.engine.connect() as conn:
+            subscriber_id = _live_id(conn, subscriber_id)
             found = conn.execute(
                 select(t.unsubscriptions.c.subscriber_id).where(
                     t.unsubscriptions.c.subscriber_id == subscriber_id,
@@ -545,7 +555,12 @@ class Store:
 def _save_subscriber(
     conn: Connection, subscriber: Subscriber, lists: set[str], now: datetime
 ) -> tuple[int, bool]:
-    """Upsert one subscriber by email and add the missing list memberships."""
+    """Upsert one subscriber by email key and add the missing list memberships.
+
+    An existing subscriber keeps the spelling of the address first given; the other
+    fields take the new values.
+    """
+    key = email_key(subscriber.email)
     values = {
         "name": subscriber.name,
         "locale": subscriber.locale,
@@ -553,14 +568,14 @@ def _save_subscriber(
         "regions": sorted(subscriber.regions),
         "updated_at": now,
     }
-    sid = conn.execute(
-        select(t.subscribers.c.id).where(t.subscribers.c.email == subscriber.email)
-    ).scalar()
+    sid = conn.execute(select(t.subscribers.c.id).where(t.subscribers.c.email_key == key)).scalar()
     is_new = sid is None
     if sid is None:
         sid = conn.execute(
             t.subscribers.insert()
-            .values(email=subscriber.email, status="active", created_at=now, **values)
+            .values(
+                email=subscriber.email, email_key=key, status="active", created_at=now, **values
+            )
             .returning(t.subscribers.c.id)
         ).scalar_one()
     else:
@@ -575,6 +590,14 @@ def _save_subscriber(
             t.memberships.insert().values(subscriber_id=sid, list_name=name, created_at=now)
         )
     return int(sid), is_new
+
+
+def _live_id(conn: Connection, subscriber_id: int) -> int:
+    """The id itself, or for a merged duplicate the id of the subscriber it became."""
+    merged_into = conn.execute(
+        select(t.subscribers.c.merged_into).where(t.subscribers.c.id == subscriber_id)
+    ).scalar()
+    return int(merged_into) if merged_into is not None else subscriber_id
 
 
 def _insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:

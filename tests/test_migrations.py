@@ -1,0 +1,129 @@
+"""Migrations on data: a store at an old revision, upgraded, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import IntegrityError
+
+from digest.addresses import email_key
+from digest.models import DeliveryState, Subscriber
+from digest.store import Store
+from digest.store import schema as t
+from digest.store.store import MIGRATIONS
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _upgrade(url: str, revision: str) -> None:
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    engine.dispose()
+
+
+def test_the_migration_keys_addresses_as_the_application_does() -> None:
+    frozen = importlib.import_module("digest.store.migrations.versions.0003_subscriber_email_key")
+    for address in [
+        "Anna.Case@Example.COM",
+        "a@XN--bcher-kva.de",
+        "jürgen@BÜCHER.de",
+        "kein-at-zeichen",
+        " x@y.example ",
+    ]:
+        assert frozen.email_key(address) == email_key(address)
+    assert email_key("a@xn--bcher-kva.de") == email_key("A@Bücher.de")
+
+
+def test_0003_merges_subscribers_that_differ_in_case(store_url: str) -> None:
+    _upgrade(store_url, "0002")
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+
+        def subscriber(sid: int, email: str, name: str, updated: datetime) -> None:
+            added = conn.execute(
+                t.subscribers.insert().values(
+                    email=email, name=name, locale=None, categories=[], regions=[],
+                    status="active", created_at=T0, updated_at=updated,
+                ).returning(t.subscribers.c.id)
+            ).scalar_one()  # fmt: skip
+            assert added == sid
+
+        subscriber(1, "Anna.Case@example.com", "Anna", T0)
+        subscriber(2, "other@example.org", "Other", T0)
+        subscriber(3, "anna.case@example.com", "Anna Case", T0 + timedelta(days=1))
+        subscriber(4, "ANNA.CASE@EXAMPLE.COM", "A. C.", T0 - timedelta(days=1))
+        for sid, name in [(1, "allgemein"), (3, "allgemein"), (3, "bayern"), (4, "it")]:
+            conn.execute(
+                t.memberships.insert().values(subscriber_id=sid, list_name=name, created_at=T0)
+            )
+        # the copy that got the mail was unsubscribed: that must hold for the merged one
+        conn.execute(
+            t.unsubscriptions.insert().values(subscriber_id=3, newsletter="eins", created_at=T0)
+        )
+        for key in ("W01", "W02", "W03"):
+            conn.execute(
+                t.issues.insert().values(
+                    newsletter="eins", key=key, window_start=T0, window_end=T0, subject="S",
+                    status="sending", created_at=T0,
+                )
+            )  # fmt: skip
+        issue = {key: id_ for key, id_ in conn.execute(select(t.issues.c.key, t.issues.c.id))}
+
+        def delivery(issue_key: str, sid: int, state: str) -> None:
+            conn.execute(
+                t.deliveries.insert().values(
+                    issue_id=issue[issue_key], subscriber_id=sid, email="x", segments="[]",
+                    state=state, attempts=1, updated_at=T0,
+                )
+            )  # fmt: skip
+
+        delivery("W01", 1, DeliveryState.PENDING)  # the other spelling got W01 already
+        delivery("W01", 3, DeliveryState.SENT)
+        delivery("W02", 1, DeliveryState.SENT)
+        delivery("W02", 4, DeliveryState.PENDING)
+        delivery("W03", 4, DeliveryState.FAILED)
+    engine.dispose()
+
+    store = Store.open(store_url)  # upgrades to the newest revision
+    try:
+        [anna, other] = store.active_subscribers()
+        assert (anna.id, anna.email, anna.name) == (1, "Anna.Case@example.com", "Anna Case")
+        assert anna.lists == {"allgemein", "bayern", "it"}
+        assert other.id == 2
+        assert store.unsubscribed(1, "eins")
+        assert store.active_subscribers(newsletter="eins") == [other]
+        # W01 is sent (either spelling got it), W02 too; W03's refusal moved over
+        by_issue = {
+            key: [(r.subscriber_id, r.state) for r in store.deliveries(issue[key])] for key in issue
+        }
+        assert by_issue == {
+            "W01": [(1, DeliveryState.SENT)],
+            "W02": [(1, DeliveryState.SENT)],
+            "W03": [(1, DeliveryState.FAILED)],
+        }
+        # links already sent with a merged copy's id still reach the subscriber
+        assert store.unsubscribe(4, "zwei") == "Anna.Case@example.com"
+        assert store.unsubscribed(1, "zwei") and store.unsubscribed(4, "zwei")
+        assert store.subscriber_by_email("anna.CASE@example.com") == anna
+        # the merged ids are never given to anybody else
+        sid = store.save_subscriber(Subscriber("neu@example.org"), ["allgemein"])
+        assert sid not in (1, 2, 3, 4)
+        with pytest.raises(IntegrityError), store.engine.begin() as conn:
+            conn.execute(
+                t.subscribers.insert().values(
+                    email="Other@Example.org", email_key=email_key("Other@Example.org"),
+                    name="", categories=[], regions=[], status="active",
+                    created_at=T0, updated_at=T0,
+                )
+            )  # fmt: skip
+    finally:
+        store.close()
