@@ -369,7 +369,14 @@ TOP = [
         "Default IANA time zone of newsletters.",
         _timezone_problem,
     ),
-    S("locale", str, "de_DE", "Default locale for dates and labels (Babel).", _locale_problem),
+    S(
+        "locale",
+        str,
+        "de_DE",
+        "Default locale for dates and labels: a Babel locale identifier such as 'de_DE', "
+        "'de_AT' or 'en_GB'.",
+        _locale_problem,
+    ),
     S(
         "outbox",
         str,
