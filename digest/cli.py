@@ -3,12 +3,17 @@
 Each command parses its options, calls one library function and prints what happened.
 A :class:`~digest.errors.DigestError` becomes one line on stderr and a non-zero exit;
 ``--debug`` shows the traceback instead.
+
+No secret reaches the terminal: every error line, every log record and every traceback
+goes through one :class:`~digest.redact.Redactor` that knows the secrets of the
+environment and of the loaded settings (see :func:`digest.config.secret_values`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,10 +23,15 @@ from typing import Any, TypeVar
 
 import click
 
-from digest.config import Settings, load_settings
+from digest.config import Settings, load_settings, secret_environment, secret_values
 from digest.errors import DigestError
+from digest.redact import Redactor, install_log_redaction
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: Masks the secrets of this process in everything the CLI prints.
+redact = Redactor()
 
 
 class _CannotWrite(DigestError):
@@ -39,7 +49,9 @@ class State:
         self.debug = False
 
     def settings(self) -> Settings:
-        return load_settings(self.config)
+        settings = load_settings(self.config)
+        redact.add(*secret_values(settings))
+        return settings
 
 
 def _set_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
@@ -89,7 +101,7 @@ def run_async(func: F) -> F:
 
 
 def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    click.echo(redact(message), err=True)
 
 
 @click.group(
@@ -452,7 +464,13 @@ async def demo(week: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one line on stderr and a non-zero exit for any DigestError."""
+    """Entry point: one line on stderr and a non-zero exit for any DigestError.
+
+    With ``--debug`` (and for an unexpected exception) the traceback is printed instead,
+    chained exceptions included, with every known secret masked.
+    """
+    redact.add(*secret_environment(os.environ))
+    install_log_redaction(redact)
     try:
         cli.main(args=argv, prog_name="digest", standalone_mode=False)
     except click.exceptions.Abort:
@@ -462,14 +480,22 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except DigestError as exc:
-        ctx_state = _debug_requested(argv)
-        if ctx_state:
-            raise
-        echo_err(f"error: {exc}")
+        if _debug_requested(argv):
+            _print_traceback(exc)
+        else:
+            echo_err(f"error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         echo_err("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a bug: its traceback, as Python would print it, masked
+        _print_traceback(exc)
+        sys.exit(1)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    sys.stderr.write(redact.format_exception(exc))
+    sys.stderr.flush()
 
 
 def _debug_requested(argv: list[str] | None) -> bool:

@@ -26,6 +26,8 @@ from digest.models import Article, Issue, IssueItem, Rule, Section
 __all__ = [
     "iso_week_window",
     "teaser_for",
+    "shorten",
+    "MAX_SUBJECT_LENGTH",
     "link_with_utm",
     "compose_issue",
     "render_subject",
@@ -37,6 +39,9 @@ __all__ = [
 
 _WEEK = re.compile(r"(\d{4})-W(\d{2})", re.IGNORECASE)
 _ELLIPSIS = "…"
+#: Longest subject, in characters. Mail clients show about 60; the bound keeps a long
+#: article title (top_title) from making a header that takes seconds to fold.
+MAX_SUBJECT_LENGTH = 200
 # Dropped from the end of a cut teaser so it never reads "Bund,…" or "Bund –…".
 _TRAILING = " \t\n,;:.-–—/([{„‚»«"
 
@@ -167,7 +172,15 @@ def teaser_for(html_or_text: str, limit: int) -> str:
     """
     if limit < 1:
         raise ValueError(f"teaser limit must be at least 1, not {limit}")
-    text = plain_text(html_or_text)
+    return shorten(plain_text(html_or_text), limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else cut at a word boundary with "…".
+
+    The "…" counts towards ``limit``; only a single word longer than the limit is cut
+    inside the word.
+    """
     if len(text) <= limit:
         return text
     room = limit - len(_ELLIPSIS)
@@ -200,7 +213,10 @@ _SUBJECTS = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 
 
 def render_subject(newsletter: NewsletterSettings, issue: Issue) -> str:
-    """The issue's subject from the newsletter's template, on one line."""
+    """The issue's subject from the newsletter's template, on one line.
+
+    At most :data:`MAX_SUBJECT_LENGTH` characters, cut at a word boundary with "…".
+    """
     iso_year, week, _ = issue.window_start.astimezone(newsletter.zone).isocalendar()
     first = next((s.items[0].article for s in issue.sections if s.items), None)
     names = {
@@ -219,7 +235,7 @@ def render_subject(newsletter: NewsletterSettings, issue: Issue) -> str:
             f"newsletter {newsletter.id!r}: subject template {newsletter.subject!r}: "
             f"{exc.message or exc} (names: {known})"
         ) from None
-    return " ".join(subject.split())
+    return shorten(" ".join(subject.split()), MAX_SUBJECT_LENGTH)
 
 
 def _newest_first(articles: Iterable[Article]) -> list[Article]:

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import ConfigError
+from digest.redact import MASK, redact_url, url_password
 
 __all__ = [
     "Setting",
@@ -39,6 +40,9 @@ __all__ = [
     "load_settings",
     "parse_settings",
     "all_setting_names",
+    "parse_locale",
+    "secret_values",
+    "secret_environment",
 ]
 
 _REQUIRED = object()
@@ -53,26 +57,70 @@ class Setting:
     default: Any
     help: str
     check: Callable[[Any], str | None] | None = None
+    #: Its value never appears in a message, a log line or a repr().
+    secret: bool = False
 
     @property
     def required(self) -> bool:
         return self.default is _REQUIRED
 
 
+# An IANA name: "UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5".
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
+# Files in the zoneinfo folder that are not IANA zones (or depend on the machine).
+_NOT_ZONES = {"localtime", "posixrules", "Factory"}
+
+
 def _timezone_problem(value: str) -> str | None:
+    known = (
+        _ZONE_NAME.fullmatch(value)
+        and value not in _NOT_ZONES
+        and not value.startswith(("posix/", "right/"))
+    )
     try:
-        ZoneInfo(value)
+        if known:
+            ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        return f"unknown time zone {value!r} (use an IANA name such as 'Europe/Berlin')"
+        known = False
+    if not known:
+        return f"unknown time zone {_shown(value)} (use an IANA name such as 'Europe/Berlin')"
     return None
+
+
+# A plain locale identifier: language, optional script, optional territory ("de",
+# "de_DE", "zh_Hant_TW", "es_419"); no encoding, modifier or anything after it.
+_LOCALE_ID = re.compile(r"[a-z]{2,3}(?:_[A-Z][a-z]{3})?(?:_(?:[A-Z]{2}|[0-9]{3}))?")
+
+
+def parse_locale(value: str) -> Locale:
+    """The Babel locale named by a plain identifier such as ``de_DE``; ValueError if none.
+
+    Babel's own parser is lenient (``'de_DE;rm -rf'`` reads as ``de``): the identifier
+    must be exactly the name Babel gives the locale it finds.
+    """
+    problem = f"unknown locale {_shown(value)} (use an identifier such as 'de_DE' or 'en_GB')"
+    if not _LOCALE_ID.fullmatch(value):
+        raise ValueError(problem)
+    try:
+        locale = Locale.parse(value)
+    except (UnknownLocaleError, ValueError):
+        raise ValueError(problem) from None
+    if str(locale) != value:
+        raise ValueError(f"{problem[:-1]}; Babel knows it as {str(locale)!r})")
+    return locale
 
 
 def _locale_problem(value: str) -> str | None:
     try:
-        Locale.parse(value)
-    except (UnknownLocaleError, ValueError):
-        return f"unknown locale {value!r} (use a name such as 'de_DE')"
+        parse_locale(value)
+    except ValueError as exc:
+        return str(exc)
     return None
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """``value`` quoted for a message, shortened if long."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
 
 
 def _cron_problem(value: str) -> str | None:
@@ -128,17 +176,19 @@ def _is_loopback_url(url: str) -> bool:
         return False
 
 
-def _public_url_problem(value: str) -> str | None:
+def _public_url_problem(url: str) -> str | None:
     # Every link in a message starts with this URL, and List-Unsubscribe must be an
-    # HTTPS URL (RFC 8058); mail.py refuses anything but printable ASCII in it.
-    if not value.startswith(("https://", "http://")):
+    # HTTPS URL (RFC 8058); mail.py refuses anything but printable ASCII in it. The
+    # messages show it with any password masked.
+    value = redact_url(url)
+    if not url.startswith(("https://", "http://")):
         return f"must start with https:// (http:// on a loopback address), not {value!r}"
-    if not all("\x21" <= c <= "\x7e" for c in value) or any(c in value for c in '<>"\\'):
+    if not all("\x21" <= c <= "\x7e" for c in url) or any(c in url for c in '<>"\\'):
         return (
             f"must be printable ASCII without spaces (an international host name in its "
             f"xn-- form), not {value!r}"
         )
-    parts = urlsplit(value)
+    parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
@@ -147,9 +197,9 @@ def _public_url_problem(value: str) -> str | None:
         return f"has no host name: {value!r}"
     if "@" in parts.netloc:
         return f"must not contain a user name or password: {value!r}"
-    if parts.query or parts.fragment or value.endswith(("?", "#")):
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
         return f"must not have a query or fragment (links are appended to it): {value!r}"
-    if parts.scheme != "https" and not _is_loopback_url(value):
+    if parts.scheme != "https" and not _is_loopback_url(url):
         return (
             f"must use https:// unless the host is localhost or a loopback address, "
             f"not {value!r}: List-Unsubscribe must be an HTTPS URL (RFC 8058)"
@@ -167,6 +217,55 @@ def _secret_key_problem(value: str) -> str | None:
             f"{MIN_SECRET_KEY_LENGTH}, e.g. from "
             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
+    return None
+
+
+def _store_url_problem(value: str) -> str | None:
+    # Parsed here as Store.open will, so a bad URL is a config error before anything
+    # starts; messages show it with the password masked, or not at all when it does
+    # not parse (then nothing tells which part is the password).
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "e.g. 'sqlite:///digest.db' or 'postgresql+psycopg://user:password@host:5432/db'"
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        return f"is not a database URL ({example})"
+    except ValueError:  # int() of the port
+        return f"has a port that is not a number: {redact_url(value)!r}"
+    try:
+        url.get_dialect()
+    except ArgumentError:
+        return (
+            f"names no database driver SQLAlchemy knows: {url.drivername!r} "
+            f"in {url.render_as_string(hide_password=True)!r} ({example})"
+        )
+    return None
+
+
+def _subject_problem(value: str) -> str | None:
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    try:
+        SandboxedEnvironment().parse(value)
+    except TemplateSyntaxError as exc:
+        return f"is not a Jinja2 template: {exc.message}"
+    return None
+
+
+MAX_NAME_LENGTH = 100
+
+
+def _display_name_problem(value: str) -> str | None:
+    # It is the display name of List-Id and part of every subject.
+    if not value.strip():
+        return "is empty"
+    if any(c < " " or c == "\x7f" for c in value):
+        return "must be one line without control characters"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"is {len(value)} characters long; at most {MAX_NAME_LENGTH}"
     return None
 
 
@@ -261,6 +360,7 @@ TOP = [
         "at least 16 characters. Set DIGEST_SECRET_KEY in production rather than the file; "
         "the demo value is refused unless `public_url` is a loopback address.",
         _secret_key_problem,
+        secret=True,
     ),
     S(
         "timezone",
@@ -269,7 +369,14 @@ TOP = [
         "Default IANA time zone of newsletters.",
         _timezone_problem,
     ),
-    S("locale", str, "de_DE", "Default locale for dates and labels (Babel).", _locale_problem),
+    S(
+        "locale",
+        str,
+        "de_DE",
+        "Default locale for dates and labels: a Babel locale identifier such as 'de_DE', "
+        "'de_AT' or 'en_GB'.",
+        _locale_problem,
+    ),
     S(
         "outbox",
         str,
@@ -284,6 +391,7 @@ STORE = [
         "sqlite:///digest.db",
         "SQLAlchemy URL of the database: a SQLite file "
         "(relative paths are relative to the config file) or postgresql+psycopg://…",
+        _store_url_problem,
     ),
 ]
 SMTP = [
@@ -297,7 +405,7 @@ SMTP = [
         _one_of("none", "starttls", "tls"),
     ),
     S("username", str, "", "Login for SMTP AUTH; empty for none."),
-    S("password", str, "", "Password for SMTP AUTH; prefer DIGEST_SMTP_PASSWORD."),
+    S("password", str, "", "Password for SMTP AUTH; prefer DIGEST_SMTP_PASSWORD.", secret=True),
     S("timeout", (int, float), 30, "Seconds to wait for any SMTP reply.", _positive),
     S(
         "pool_size",
@@ -332,7 +440,7 @@ NEWSLETTER = [
         "letters, digits and '-', e.g. 'wochenueberblick'.",
         _newsletter_id_problem,
     ),
-    S("name", str, _REQUIRED, "Display name of the newsletter."),
+    S("name", str, _REQUIRED, "Display name of the newsletter.", _display_name_problem),
     S(
         "sender",
         str,
@@ -353,6 +461,7 @@ NEWSLETTER = [
         "{{ name }} – {{ week_label }}",
         "Jinja2 template of the subject. Names: name, week_label (KW 5/2025), week, year, "
         "date_label, top_title.",
+        _subject_problem,
     ),
     S(
         "schedule",
@@ -544,6 +653,48 @@ GERMAN_LAENDER = (
 )
 
 
+def _setting(section: str, name: str) -> Setting:
+    return next(s for s in SECTIONS[section][0] if s.name == name)
+
+
+def secret_environment(environ: Mapping[str, str]) -> set[str]:
+    """The secrets among the ``DIGEST_*`` overrides in ``environ``, before any is checked."""
+    found = set()
+    for var, (section, key, _) in ENV_OVERRIDES.items():
+        value = environ.get(var)
+        if not value:
+            continue
+        if _setting(section, key).secret:
+            found.add(value)
+        elif password := url_password(value):
+            found.add(password)
+    return found
+
+
+def secret_values(settings: Settings) -> set[str]:
+    """Every secret in ``settings``: secret settings and the password of any URL."""
+    found: set[str] = set()
+
+    def collect(section: str, values: object) -> None:
+        for setting in SECTIONS[section][0]:
+            value = getattr(values, setting.name, None)
+            if not isinstance(value, str) or not value:
+                continue
+            if setting.secret:
+                found.add(value)
+            elif password := url_password(value):
+                found.add(password)
+
+    collect("", settings)
+    collect("store", settings.store)
+    collect("smtp", settings.smtp)
+    for newsletter in settings.newsletters:
+        collect("newsletters", newsletter)
+        for source in newsletter.sources:
+            collect("newsletters.sources", source)
+    return found
+
+
 def all_setting_names() -> list[str]:
     """Every documented key as a dotted name, e.g. ``newsletters.sources.url``."""
     names = []
@@ -552,9 +703,21 @@ def all_setting_names() -> list[str]:
     return names
 
 
+def _repr_without_passwords(self: Any) -> str:
+    """A dataclass's repr() with the password of any URL in it masked."""
+    shown = []
+    for f in fields(self):
+        if f.repr:
+            value = getattr(self, f.name)
+            shown.append(f"{f.name}={redact_url(value) if isinstance(value, str) else value!r}")
+    return f"{type(self).__name__}({', '.join(shown)})"
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     url: str
+
+    __repr__ = _repr_without_passwords
 
 
 @dataclass(frozen=True)
@@ -563,7 +726,7 @@ class SmtpSettings:
     port: int
     security: str
     username: str
-    password: str
+    password: str = field(repr=False)
     timeout: float
     pool_size: int
     messages_per_connection: int
@@ -593,6 +756,8 @@ class SourceSettings:
     default_category: str
     timeout: float = 20
     max_bytes: int = 5_000_000
+
+    __repr__ = _repr_without_passwords
 
 
 @dataclass(frozen=True)
@@ -663,7 +828,7 @@ class NewsletterSettings:
 @dataclass(frozen=True)
 class Settings:
     public_url: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     timezone: str
     locale: str
     outbox: Path
@@ -746,10 +911,13 @@ class _Reader:
                 isinstance(value, bool) and expected in (int, (int, float))
             )
             if not ok:
+                shown = "" if setting.secret else f" {_shown(repr(value))[1:-1]}"
                 raise self.error(
-                    dotted, f"must be {_type_name(expected)}, not {type(value).__name__} {value!r}"
+                    dotted, f"must be {_type_name(expected)}, not {type(value).__name__}{shown}"
                 )
             if setting.check and (problem := setting.check(value)):
+                if setting.secret and value:  # a check that quotes the value is a bug
+                    problem = problem.replace(value, MASK)
                 raise self.error(dotted, problem)
             values[key] = value
         for setting in settings:
@@ -787,7 +955,7 @@ def parse_settings(
             try:
                 value = int(raw)
             except ValueError:
-                raise ConfigError(var, f"must be an integer, not {raw!r}") from None
+                raise ConfigError(var, f"must be an integer, not {_shown(raw)}") from None
         target = data.setdefault(section, {}) if section else data
         target[key] = value
         from_environment[f"{section}.{key}" if section else key] = var

@@ -7,7 +7,9 @@ whatever the length of the HTML's lines). The bytes are final: a DKIM signature 
 computed over exactly these bytes and they go on the wire unchanged.
 
 Every value that reaches a header (subject, names, issue key) is collapsed to one line
-first, so no text from an article or a subscriber can start a header of its own.
+first, so no text from an article or a subscriber can start a header of its own, and
+cut to a bounded length (the subject to ``MAX_SUBJECT_LENGTH``, names to
+``MAX_NAME_LENGTH``), so none can make a header that takes long to fold.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from email.headerregistry import Address
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, make_msgid, parseaddr
 
+from digest.compose import MAX_SUBJECT_LENGTH, shorten
 from digest.config import NewsletterSettings, Settings
 from digest.errors import DigestError
 from digest.models import Message
@@ -30,6 +33,10 @@ __all__ = ["MessageError", "build_message"]
 
 #: Headers are folded to this length (RFC 5322 §2.1.1 "SHOULD").
 MAX_HEADER_LINE = 78
+#: Longest display name (From, Reply-To, To, List-Id) in characters.
+MAX_NAME_LENGTH = 100
+# The X-Digest-Issue key is a week ("2025-W05") or a date; anything longer is cut.
+_MAX_ISSUE_KEY_LENGTH = 64
 _HEADER_POLICY = SMTP
 
 # Control characters and every character str.splitlines() treats as a line break.
@@ -47,6 +54,11 @@ class MessageError(DigestError, ValueError):
 def _one_line(value: str) -> str:
     """``value`` with line breaks, control characters and runs of spaces as one space."""
     return " ".join(_LINE_BREAKING.sub(" ", value).split())
+
+
+def _header_text(value: str, limit: int) -> str:
+    """``value`` on one line and at most ``limit`` characters (cut at a word with "…")."""
+    return shorten(_one_line(value), limit)
 
 
 class _PrefoldedHeader(str):
@@ -102,7 +114,7 @@ def _list_id(name: str, list_id: str) -> _PrefoldedHeader:
     """``List-Id: Name <list.id>`` (RFC 2919), the name encoded as the policy does it."""
     if not _DOT_ATOM.fullmatch(list_id) or "." not in list_id:
         raise MessageError(f"List-Id: {list_id!r} is not a dotted name like 'news.example.org'")
-    phrase = _one_line(_PHRASE_SPECIALS.sub(" ", name))
+    phrase = _header_text(_PHRASE_SPECIALS.sub(" ", name), MAX_NAME_LENGTH)
     if not phrase:
         return _PrefoldedHeader("List-Id", [f"List-Id: <{list_id}>"])
     folded = _HEADER_POLICY.header_factory("List-Id", phrase).fold(policy=_HEADER_POLICY)
@@ -125,7 +137,7 @@ def _address(header: str, name: str, addr: str) -> Address:
     try:
         # "=?" would let the email package decode the name as an encoded word, line
         # breaks included; no real name contains it, so it is taken apart.
-        display = _one_line(name).replace("=?", "= ?")
+        display = _header_text(name, MAX_NAME_LENGTH).replace("=?", "= ?")
         return Address(display_name=display, addr_spec=f"{local}@{domain}")
     except (ValueError, IndexError) as exc:
         raise MessageError(f"{header}: not an email address: {addr!r} ({exc})") from None
@@ -203,7 +215,9 @@ def build_message(
     deterministic: a bare id gets ``@<sender domain>`` appended; without it a random id
     on the sender's domain is made. The MIME boundary derives from the Message-ID, so a
     fixed clock and a fixed id give the same bytes every time.
-    ``Message.message_id`` is the header's value, angle brackets included. ``settings``
+    ``Message.message_id`` is the header's value, angle brackets included. A subject
+    longer than :data:`~digest.compose.MAX_SUBJECT_LENGTH` (render_subject never makes
+    one) is cut like the rendered one, names likewise. ``settings``
     is not read yet; it is there for links that belong in headers (e.g. an archive URL).
     """
     if now.tzinfo is None or now.utcoffset() is None:
@@ -216,9 +230,9 @@ def build_message(
         newsletter.reply_to,
         newsletter.name,
         newsletter.effective_list_id,
-        _one_line(subject),
+        _header_text(subject, MAX_SUBJECT_LENGTH),
         format_datetime(now),
-        _one_line(issue_key),
+        _header_text(issue_key, _MAX_ISSUE_KEY_LENGTH),
     )
     recipient = _address("To", to_name, to_addr)
     msgid = _message_id(message_id, sender_addr.rpartition("@")[2])

@@ -35,7 +35,7 @@ from jinja2 import (
 from markupsafe import Markup, escape
 from mjml import mjml2html
 
-from digest.compose import content_key
+from digest.compose import content_key, shorten
 from digest.config import NewsletterSettings, Settings
 from digest.errors import RenderError
 from digest.i18n import format_day, format_long_day, language
@@ -64,6 +64,9 @@ BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 #: Fields filled in per recipient. ``greeting`` defaults to one made from ``name``.
 PERSONAL_FIELDS = ("greeting", "name", "email", "unsubscribe_url", "preferences_url")
 
+
+#: Longest preheader in characters: clients show the first 100 or so after the subject.
+MAX_PREHEADER_LENGTH = 200
 
 # Invisible characters after the preheader, so clients do not pad the preview line
 # with the first words of the body.
@@ -190,7 +193,9 @@ def _context(
         "newsletter": newsletter,
         "issue": issue,
         "lang": language(locale),
-        "preheader": " ".join((newsletter.preheader or " · ".join(titles)).split()),
+        "preheader": shorten(
+            " ".join((newsletter.preheader or " · ".join(titles)).split()), MAX_PREHEADER_LENGTH
+        ),
         "preview_padding": _PREVIEW_PADDING,
         "public_url": public_url,
         "archive_url": f"{public_url}/archive/{newsletter.id}/{issue.key}",

@@ -293,3 +293,98 @@ async def test_send_errors_are_one_line(site: Path) -> None:
     code, out, err = await digest("send", "wochenueberblick", "--week", "2025-W05", cwd=site)
     assert code == 1 and "Traceback" not in err
     assert err.strip() == ("error: template digest.mjml.j2, line 3: No filter named 'keinfilter'.")
+
+
+SECRET = "Sw0rdfish-9a7c2e"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _postgres_listening() -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", 5432)) == 0
+
+
+def _shows_no_secret(*texts: str, secret: str = SECRET) -> None:
+    import base64
+    from urllib.parse import quote
+
+    for text in texts:
+        for form in (secret, quote(secret, safe=""), base64.b64encode(secret.encode()).decode()):
+            assert form not in text, text
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "problem"),
+    [
+        ("postgresql+psycopg://digest:{secret}@127.0.0.1:notaport/test", 2, "store.url: has a"),
+        ("postgresql+nodriver://digest:{secret}@127.0.0.1/test", 2, "store.url: names no"),
+        ("nosuchdriver://digest:{secret}@db/x", 2, "store.url: names no database driver"),
+        ("digest:{secret}@db/x", 2, "store.url: is not a database URL"),
+        ("postgresql+psycopg://digest:{secret}@127.0.0.1:{closed}/test", 1, "cannot open the"),
+        ("postgresql+psycopg://digest:{secret}@127.0.0.1:5432/digest_no_db", 1, "cannot open the"),
+    ],
+)
+async def test_store_url_password_is_never_shown(
+    site: Path, url: str, code: int, problem: str
+) -> None:
+    if ":5432/" in url and not _postgres_listening():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    url = url.format(secret=SECRET, closed=_closed_port())
+    exit_code, out, err = await digest("collect", cwd=site, DIGEST_STORE_URL=url)
+    assert exit_code == code and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and problem in err, err
+    assert "digest:***@" in err or "not a database URL" in err
+    _shows_no_secret(out, err)
+    exit_code, out, err = await digest("--debug", "collect", cwd=site, DIGEST_STORE_URL=url)
+    assert exit_code == code and "Traceback" in err and problem in err
+    _shows_no_secret(out, err)
+
+
+async def test_smtp_password_is_never_shown_when_auth_fails(site: Path) -> None:
+    config = site / "config.toml"
+    config.write_text(
+        config.read_text()
+        .replace('security = "none"', 'security = "starttls"')
+        .replace('username = ""', 'username = "digest"')
+        .replace('password = ""', f'password = "{SECRET}"')
+        .replace("validate_certs = true", "validate_certs = false")
+    )
+    await digest("collect", cwd=site)
+    await digest("subscribers", "import", "subscribers/bayern.csv", "--list", "bayern", cwd=site)
+    async with RecordingServer(tls="starttls", auth={"digest": "the-right-one"}) as server:
+        for debug in ([], ["--debug"]):
+            code, out, err = await digest(
+                *debug, "send", "wochenueberblick", "--week", "2025-W05", cwd=site,
+                DIGEST_SMTP_PORT=str(server.port),
+            )  # fmt: skip
+            assert code == 1 and "error: sending stopped:" in err and "535" in err, err
+            _shows_no_secret(out, err)
+        assert server.messages == []
+    # The same password from the environment: not shown either.
+    config.write_text(config.read_text().replace(SECRET, ""))
+    async with RecordingServer(tls="starttls", auth={"digest": "the-right-one"}) as server:
+        code, out, err = await digest(
+            "--debug", "send", "wochenueberblick", "--week", "2025-W05", cwd=site,
+            DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_PASSWORD=SECRET,
+        )  # fmt: skip
+        assert code == 1 and "535" in err
+        _shows_no_secret(out, err)
+
+
+async def test_secrets_in_the_environment_are_not_in_help_or_config_errors(site: Path) -> None:
+    secrets = {
+        "DIGEST_SECRET_KEY": "short" + SECRET[:5],
+        "DIGEST_SMTP_PASSWORD": SECRET,
+        "DIGEST_STORE_URL": f"postgresql+psycopg://digest:{SECRET}x@db/x",
+    }
+    for command in (["--help"], ["send", "--help"], ["serve", "--help"], ["schedules"]):
+        _, out, err = await digest(*command, "--debug", cwd=site, **secrets)
+        _shows_no_secret(out, err, secret=secrets["DIGEST_SECRET_KEY"])
+        _shows_no_secret(out, err)
+    assert "secret_key: is 10 characters long" in err and "Traceback" in err

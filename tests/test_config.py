@@ -14,8 +14,11 @@ from digest.config import (
     README_START,
     all_setting_names,
     load_settings,
+    parse_locale,
     parse_settings,
     reference_markdown,
+    secret_environment,
+    secret_values,
 )
 from digest.errors import ConfigError
 
@@ -260,3 +263,105 @@ def test_config_path_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as info:
         load_settings(binary, environ={})
     assert "not UTF-8 text" in str(info.value) and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "locale",
+    ["de_DE;rm -rf", "de_DE.UTF-8", "de_DE@euro", "de_de", "DE", "de-DE", "und", " de", "xx_XX"],
+)
+@pytest.mark.parametrize("where", ["top", "newsletter"])
+def test_locale_is_a_plain_identifier_babel_knows(locale: str, where: str) -> None:
+    data = demo()
+    if where == "top":
+        data["locale"] = locale
+    else:
+        data["newsletters"][0]["locale"] = locale
+    message = _error(data)
+    key = "locale" if where == "top" else "newsletters[0].locale"
+    assert message.startswith(f"{key}: unknown locale {locale!r}"), message
+
+
+@pytest.mark.parametrize("locale", ["de", "de_DE", "en_GB", "de_AT", "zh_Hant_TW", "es_419"])
+def test_plain_locales_load(locale: str) -> None:
+    assert parse_settings({**demo(), "locale": locale}, environ={}).locale == locale
+    assert str(parse_locale(locale)) == locale
+
+
+@pytest.mark.parametrize(
+    "zone", ["localtime", "Factory", "posixrules", "posix/Europe/Berlin", "../etc/passwd", ""]
+)
+def test_time_zone_is_an_iana_name(zone: str) -> None:
+    assert _error({**demo(), "timezone": zone}).startswith("timezone: unknown time zone")
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"])
+def test_iana_time_zones_load(zone: str) -> None:
+    assert parse_settings({**demo(), "timezone": zone}, environ={}).timezone == zone
+
+
+SECRET = "Tr0ub4dor-and-3"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("", "secret_key", 271828182845904523),
+        ("", "secret_key", [SECRET]),
+        ("smtp", "password", 271828182845904523),
+        ("smtp", "password", {"value": SECRET}),
+    ],
+)
+def test_a_secret_of_the_wrong_type_is_not_echoed(section: str, key: str, value: object) -> None:
+    data = demo()
+    (data[section] if section else data)[key] = value
+    message = _error(data)
+    assert message.startswith(f"{section + '.' if section else ''}{key}: must be a string, not ")
+    assert "271828182845904523" not in message and SECRET not in message
+
+
+def test_passwords_in_urls_are_not_echoed() -> None:
+    message = _error({**demo(), "public_url": f"https://editor:{SECRET}@news.example.org"})
+    assert message.startswith("public_url: must not contain a user name or password")
+    assert SECRET not in message and "editor:***@" in message
+    message = _error({**demo(), "public_url": f"http://editor:{SECRET}@news.example.org"})
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"postgresql+psycopg://digest:{SECRET}@127.0.0.1:notaport/x", "has a port that is not"),
+        (f"nosuchdriver://digest:{SECRET}@db/x", "names no database driver"),
+        (f"postgresql+nodriver://digest:{SECRET}@db/x", "names no database driver"),
+        (f"not a url {SECRET}", "is not a database URL"),
+    ],
+)
+def test_bad_store_url_is_a_config_error_without_its_password(url: str, problem: str) -> None:
+    message = _error(demo(), {"DIGEST_STORE_URL": url})
+    assert message.startswith(f"store.url: {problem}") and SECRET not in message
+    assert message.endswith("(set by DIGEST_STORE_URL)")
+
+
+def test_repr_of_settings_shows_no_secret() -> None:
+    url = f"postgresql+psycopg://digest:{SECRET}@db/x"
+    environ = {"DIGEST_STORE_URL": url, "DIGEST_SMTP_PASSWORD": SECRET + "-smtp"}
+    data = demo()
+    data["newsletters"][0]["sources"][0]["url"] = f"https://reader:{SECRET}-feed@feeds.example/x"
+    settings = parse_settings(data, environ={**environ, "DIGEST_SECRET_KEY": SECRET + "-key"})
+    shown = repr(settings)
+    assert SECRET not in shown and "digest:***@db" in shown and "reader:***@" in shown
+    assert settings.store.url == url  # only the repr is masked
+    assert secret_values(settings) == {SECRET, SECRET + "-smtp", SECRET + "-key", SECRET + "-feed"}
+    assert secret_environment({**environ, "DIGEST_SMTP_HOST": "relay"}) == {
+        SECRET,
+        SECRET + "-smtp",
+    }
+
+
+def test_subject_template_and_name_are_checked_at_load() -> None:
+    message = _error(_with_newsletter(subject="{{ name }"))
+    assert message.startswith("newsletters[0].subject: is not a Jinja2 template")
+    message = _error(_with_newsletter(name="x" * 101))
+    assert message == "newsletters[0].name: is 101 characters long; at most 100"
+    message = _error(_with_newsletter(name="Digest\r\nBcc: x@example.org"))
+    assert message.startswith("newsletters[0].name: must be one line")

@@ -12,8 +12,9 @@ from email.message import EmailMessage
 import pytest
 
 from digest import tokens
+from digest.compose import MAX_SUBJECT_LENGTH
 from digest.config import Settings
-from digest.mail import MessageError, build_message
+from digest.mail import MAX_NAME_LENGTH, MessageError, build_message
 from digest.models import Message
 from digest.transport import SmtpPool
 from tests.smtp_server import RecordingServer
@@ -185,3 +186,29 @@ async def test_a_50000_character_html_line_arrives_intact(
     assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 §6.7
     _, html_part = _parse(data).iter_parts()
     assert html_part.get_content() == html + "\r\n"
+
+
+def test_huge_subject_and_names_give_bounded_headers(demo_settings: Settings) -> None:
+    """A 10 MB subject or name is cut, not folded for minutes (folding is superlinear)."""
+    huge = "Förderprogramm für Kommunen " * 370_000  # about 10 MB
+    newsletter = replace(demo_settings.newsletters[0], name=huge)
+    message = _build(
+        demo_settings, newsletter=newsletter, subject=huge, to_name=huge, issue_key=huge
+    )
+    assert len(message.data) < 10_000
+    for line in _header_lines(message.data):
+        assert len(line) <= 998, line
+    parsed = _parse(message.data)
+    subject = str(parsed["Subject"])
+    assert len(subject) <= MAX_SUBJECT_LENGTH and subject.endswith("Kommunen…")
+    assert subject.startswith("Förderprogramm für Kommunen Förderprogramm")
+    # The email package folds a long non-ASCII name into encoded words with spaces
+    # inside words ("f ür"); the bound is on the letters.
+    [to] = parsed["To"].addresses
+    assert len(to.display_name.replace(" ", "")) <= MAX_NAME_LENGTH
+    assert to.addr_spec == "juergen.boehm@example.org"
+    assert len(str(parsed["List-Id"])) <= MAX_NAME_LENGTH + 80
+    for name in ("Subject", "To", "List-Id", "X-Digest-Issue"):
+        lines = re.search(rf"^{name}:.*?\r\n(?! )", message.data.decode(), re.M | re.S)
+        assert lines is not None
+        assert all(len(line) <= 78 for line in lines[0].split("\r\n")), lines[0]

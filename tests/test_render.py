@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from digest import render
-from digest.compose import compose_issue, cut_issue, format_issue, iso_week_window
+from digest.compose import (
+    MAX_SUBJECT_LENGTH,
+    compose_issue,
+    cut_issue,
+    format_issue,
+    iso_week_window,
+)
 from digest.config import NewsletterSettings, Settings, parse_settings
 from digest.errors import RenderError
 from digest.models import Article, Image, Issue
@@ -468,3 +474,28 @@ def test_override_folder_replaces_only_the_files_it_has(
     variant = render_variant(settings, newsletter, issue)
     assert variant.text == "Eigene Fassung: KW 5/2025\n"
     assert "Bayern: Einheitlicher kommunaler IT-Dienstleister geplant" in variant.html
+
+
+HUGE_TITLE = "Förderprogramm " * 700_000  # about 10 MB, as a hostile feed item sends
+
+
+def test_subject_is_bounded_whatever_the_title() -> None:
+    settings = make_settings(subject="{{ name }} – {{ top_title }}")
+    [newsletter] = settings.newsletters
+    issue = compose_w05(newsletter, [make_article("a", at(28, 9), title=HUGE_TITLE)])
+    assert len(issue.subject) <= MAX_SUBJECT_LENGTH
+    assert issue.subject.startswith(f"{newsletter.name} – Förderprogramm Förderprogramm")
+    assert issue.subject.endswith("Förderprogramm…")
+    short = compose_w05(newsletter, [make_article("a", at(28, 9), title="Kurz")])
+    assert short.subject == f"{newsletter.name} – Kurz"
+
+
+def test_preheader_is_bounded_whatever_the_titles() -> None:
+    settings = make_settings()
+    [newsletter] = settings.newsletters
+    title = "Förderprogramm " * 20_000
+    articles = [make_article(uid, at(28, 9), title=title) for uid in "abc"]
+    variant = render_variant(settings, newsletter, compose_w05(newsletter, articles))
+    hidden = re.search(r'<div style="display:none;[^>]*>(.*?)&#847;', variant.html)
+    assert hidden is not None
+    assert len(hidden[1]) <= render.MAX_PREHEADER_LENGTH and hidden[1].endswith("…")

@@ -15,22 +15,36 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, func, or
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from digest.addresses import email_key
-from digest.errors import StoreError
+from digest.errors import ConfigError, StoreError
 from digest.models import Article, DeliveryState, Image, Subscriber
+from digest.redact import MASK, redact_url
 from digest.store import schema as t
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _bad_url(url: str, exc: Exception) -> ConfigError:
+    """A config error about ``url`` that shows neither its password nor all of it."""
+    if isinstance(exc, ArgumentError) and not str(exc).startswith("Could not parse"):
+        return ConfigError("store.url", f"cannot use {redact_url(url)!r}: {redact_url(str(exc))}")
+    if isinstance(exc, ValueError) and not isinstance(exc, ArgumentError):
+        return ConfigError("store.url", f"has a port that is not a number: {redact_url(url)!r}")
+    if isinstance(exc, ImportError):
+        return ConfigError(
+            "store.url", f"cannot use {redact_url(url)!r}: its driver is not installed ({exc.name})"
+        )
+    return ConfigError("store.url", "is not a database URL")
 
 
 def resolve_store_url(url: str, base_dir: Path) -> str:
     """Make a relative SQLite path absolute against ``base_dir`` (the config's folder)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise StoreError(f"store.url: not a database URL: {url!r}") from None
+    except (ArgumentError, ValueError) as exc:
+        raise _bad_url(url, exc) from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database or "")
         if not path.is_absolute():
@@ -82,10 +96,14 @@ class Store:
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
+        """The store at ``url``; a URL that cannot be used is a ConfigError on ``store.url``.
+
+        No message shows the URL's password.
+        """
         try:
             engine = create_engine(url)
-        except (ArgumentError, ImportError) as exc:
-            raise StoreError(f"store.url: cannot use {url!r}: {exc}") from None
+        except (ArgumentError, ValueError, ImportError) as exc:
+            raise _bad_url(url, exc) from None
         if engine.dialect.name == "sqlite":
 
             @event.listens_for(engine, "connect")
@@ -109,14 +127,19 @@ class Store:
             with self.engine.begin() as connection:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
-        except OperationalError as exc:
+        except DBAPIError as exc:
+            reason = " ".join(str(exc.orig or exc).split())
+            password = self.engine.url.password
+            if password:
+                reason = reason.replace(str(password), MASK)
             raise StoreError(
-                f"cannot open the database {self.safe_url}: {exc.orig or exc}"
+                f"cannot open the database {self.safe_url}: {redact_url(reason)}"
             ) from None
 
     @property
     def safe_url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        """The URL to show: its password (and any password= parameter) masked."""
+        return redact_url(self.engine.url.render_as_string(hide_password=True))
 
     def close(self) -> None:
         self.engine.dispose()
