@@ -752,7 +752,7 @@ Route = Callable[[BaseHTTPRequestHandler], None]
 class FeedServer:
     """A real HTTP server on 127.0.0.1 with routes per test and a log of the requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         server = self
@@ -777,8 +777,9 @@ class FeedServer:
             def handle_error(self, request: object, client_address: object) -> None:
                 pass  # the client gave up (timeouts, size cap): nothing to report
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd = Server((host, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -817,6 +818,7 @@ def server() -> Iterator[FeedServer]:
 async def fetch(
     url: str, state: FetchState | None = None, tmp: Path = Path("."), **kwargs: object
 ) -> FetchResult:
+    kwargs.setdefault("allow_private", True)  # the test server listens on 127.0.0.1
     async with new_http_client() as client:
         return await fetch_source(
             source(url, **kwargs), NEWSLETTER, state, client=client, base_dir=tmp
