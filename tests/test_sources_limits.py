@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import multiprocessing
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from digest.collect import collect_newsletter
 from digest.config import Settings, SourceSettings
 from digest.errors import SourceError
 from digest.models import Article
-from digest.sources import parse_feed_with_warnings
+from digest.sources import fetch_source, new_http_client, parse_feed_with_warnings
 from digest.sources.bounds import bound_markup, html_depth_exceeds, shorten
 from digest.store import Store
 from tests.test_sources_feed import NEWSLETTER, source
@@ -310,3 +311,56 @@ async def test_collect_fails_only_the_source_with_deep_html(
     assert failed.name == "Tief"
     assert failed.error == f"an item's HTML is nested deeper than {limits.MAX_HTML_DEPTH} levels"
     assert report.new == 1
+
+
+# --- parsing is bounded in time --------------------------------------------------------------
+
+# Flat markup no depth check refuses, but feedparser needs seconds for (about 2 s here).
+SLOW_FEED = rss_feed(title="<b></b>" * 40_000)
+
+
+async def test_parsing_is_killed_at_the_source_deadline(tmp_path: Path) -> None:
+    (tmp_path / "langsam.rss").write_bytes(SLOW_FEED)
+    slow = SourceSettings("Langsam", "langsam.rss", "politik", timeout=0.3)
+    async with new_http_client() as client:
+        with pytest.raises(SourceError) as caught:
+            await fetch_source(slow, NEWSLETTER, None, client=client, base_dir=tmp_path)
+    assert caught.value.reason == "timed out after 0.3 s parsing the feed"
+    assert multiprocessing.active_children() == []  # the parser was killed, not left running
+
+
+async def test_collect_fails_only_the_source_that_parses_too_long(
+    tmp_path: Path, store: Store, demo_settings: Settings
+) -> None:
+    (tmp_path / "langsam.rss").write_bytes(SLOW_FEED)
+    (tmp_path / "gut.rss").write_bytes(rss_feed(title="Gut"))
+    newsletter = replace(
+        NEWSLETTER,
+        sources=(
+            SourceSettings("Langsam", "langsam.rss", "politik", timeout=0.3),
+            SourceSettings("Gut", "gut.rss", "politik"),
+        ),
+    )
+    settings = replace(demo_settings, base_dir=tmp_path)
+    report = await collect_newsletter(
+        settings, store, newsletter, now=datetime(2025, 2, 4, tzinfo=UTC)
+    )
+    [failed] = report.failed
+    assert (failed.name, failed.error) == ("Langsam", "timed out after 0.3 s parsing the feed")
+    assert report.new == 1
+
+
+async def test_errors_of_the_parser_arrive_as_source_errors(tmp_path: Path) -> None:
+    (tmp_path / "kaputt.rss").write_bytes(b"kein Feed")
+    (tmp_path / "gut.rss").write_bytes(rss_feed(title="Gut"))
+    async with new_http_client() as client:
+        with pytest.raises(SourceError) as caught:
+            await fetch_source(
+                source("kaputt.rss"), NEWSLETTER, None, client=client, base_dir=tmp_path
+            )
+        assert caught.value.source == "test"
+        assert caught.value.reason.startswith("not a feed: ")
+        result = await fetch_source(
+            source("gut.rss"), NEWSLETTER, None, client=client, base_dir=tmp_path
+        )
+    assert [a.title for a in result.articles] == ["Gut"]

@@ -51,6 +51,7 @@ from digest.models import Article, Image
 from digest.sources.bounds import bound_markup, html_depth_exceeds, shorten
 from digest.sources.fetch import FetchResult, FetchState, fetch_bytes
 from digest.sources.jsonfeed import JsonFeedItem, is_json_feed, read_json_feed
+from digest.sources.worker import WorkerFailed, WorkerTimeout, run_in_worker
 
 __all__ = ["fetch_source", "parse_feed", "parse_feed_with_warnings"]
 
@@ -77,20 +78,44 @@ async def fetch_source(
     client: httpx.AsyncClient,
     base_dir: Path,
 ) -> FetchResult:
-    """Fetch one feed (URL or local path) and map its items to Articles."""
+    """Fetch one feed (URL or local path) and map its items to Articles.
+
+    ``source.timeout`` bounds the whole: fetching, parsing and sanitizing. Parsing runs
+    in a child process, killed when the time is up.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + source.timeout
     download = await fetch_bytes(source, state, client=client, base_dir=base_dir)
     if download.not_modified:
         return FetchResult(articles=(), state=download.state, not_modified=True)
-    # Parsing is CPU-bound; a thread keeps the event loop free for the other sources.
-    articles, warnings = await asyncio.to_thread(
-        parse_feed_with_warnings,
-        download.data,
-        source,
-        newsletter,
-        base_url=download.url,
-        content_type=download.content_type,
-    )
+    args = (download.data, source, newsletter, download.url, download.content_type)
+    try:
+        outcome = await run_in_worker(_parse_in_worker, args, deadline - loop.time())
+    except WorkerTimeout:
+        reason = f"timed out after {source.timeout:g} s parsing the feed"
+        raise SourceError(source.name, reason) from None
+    except WorkerFailed as exc:
+        raise SourceError(source.name, f"the feed parser failed ({exc})") from None
+    if isinstance(outcome, str):
+        raise SourceError(source.name, outcome)
+    articles, warnings = outcome
     return FetchResult(tuple(articles), download.state, warnings=tuple(warnings))
+
+
+def _parse_in_worker(
+    data: bytes,
+    source: SourceSettings,
+    newsletter: NewsletterSettings,
+    base_url: str | None,
+    content_type: str | None,
+) -> tuple[list[Article], list[str]] | str:
+    """:func:`parse_feed_with_warnings`, with a SourceError as its reason (which pickles)."""
+    try:
+        return parse_feed_with_warnings(
+            data, source, newsletter, base_url=base_url, content_type=content_type
+        )
+    except SourceError as exc:
+        return exc.reason
 
 
 def parse_feed(
