@@ -307,6 +307,21 @@ def test_image_from_first_img_in_content() -> None:
     assert "<img" not in article.content
 
 
+def test_relative_links_in_html_follow_the_xml_base_of_their_element() -> None:
+    feed = atom(
+        entry(
+            '<title>T</title><link href="https://x.example/a"/>'
+            '<content type="html" xml:base="https://kommune-digital.example/meldungen/">'
+            '&lt;p&gt;&lt;a href="portal"&gt;Portal&lt;/a&gt; '
+            '&lt;img src="bild.jpg"&gt;&lt;/p&gt;</content>'
+        ),
+        base="https://andere.example/feeds/",
+    )
+    [article] = parse(feed)
+    assert 'href="https://kommune-digital.example/meldungen/portal"' in article.content
+    assert article.image == Image("https://kommune-digital.example/meldungen/bild.jpg", "")
+
+
 @pytest.mark.parametrize(
     "url", ["javascript:alert(1)", "data:image/png;base64,AAAA", "ftp://img.example/a.jpg"]
 )
