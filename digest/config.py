@@ -588,6 +588,14 @@ SOURCE = [
     ),
     S("timeout", (int, float), 20, "Seconds before a fetch is given up.", _positive),
     S("max_bytes", int, 5_000_000, "Largest response accepted, in bytes.", _positive),
+    S(
+        "allow_private",
+        bool,
+        False,
+        "Fetch from loopback, private and link-local addresses too (an intranet feed); "
+        "by default digest refuses them after DNS resolution and on every redirect. "
+        "Cloud metadata addresses are always refused; local paths need no permission.",
+    ),
 ]
 SEGMENT = [
     S("name", str, _REQUIRED, "Name of the segment, used by `preview --segment`."),
@@ -756,6 +764,7 @@ class SourceSettings:
     default_category: str
     timeout: float = 20
     max_bytes: int = 5_000_000
+    allow_private: bool = False
 
     __repr__ = _repr_without_passwords
 

@@ -307,6 +307,21 @@ def test_image_from_first_img_in_content() -> None:
     assert "<img" not in article.content
 
 
+def test_relative_links_in_html_follow_the_xml_base_of_their_element() -> None:
+    feed = atom(
+        entry(
+            '<title>T</title><link href="https://x.example/a"/>'
+            '<content type="html" xml:base="https://kommune-digital.example/meldungen/">'
+            '&lt;p&gt;&lt;a href="portal"&gt;Portal&lt;/a&gt; '
+            '&lt;img src="bild.jpg"&gt;&lt;/p&gt;</content>'
+        ),
+        base="https://andere.example/feeds/",
+    )
+    [article] = parse(feed)
+    assert 'href="https://kommune-digital.example/meldungen/portal"' in article.content
+    assert article.image == Image("https://kommune-digital.example/meldungen/bild.jpg", "")
+
+
 @pytest.mark.parametrize(
     "url", ["javascript:alert(1)", "data:image/png;base64,AAAA", "ftp://img.example/a.jpg"]
 )
@@ -752,7 +767,7 @@ Route = Callable[[BaseHTTPRequestHandler], None]
 class FeedServer:
     """A real HTTP server on 127.0.0.1 with routes per test and a log of the requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         server = self
@@ -777,8 +792,9 @@ class FeedServer:
             def handle_error(self, request: object, client_address: object) -> None:
                 pass  # the client gave up (timeouts, size cap): nothing to report
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd = Server((host, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -817,6 +833,7 @@ def server() -> Iterator[FeedServer]:
 async def fetch(
     url: str, state: FetchState | None = None, tmp: Path = Path("."), **kwargs: object
 ) -> FetchResult:
+    kwargs.setdefault("allow_private", True)  # the test server listens on 127.0.0.1
     async with new_http_client() as client:
         return await fetch_source(
             source(url, **kwargs), NEWSLETTER, state, client=client, base_dir=tmp

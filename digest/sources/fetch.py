@@ -1,6 +1,9 @@
 """Fetch the bytes of a source: over HTTP(S) with a size cap and a conditional GET, or from disk.
 
 Every failure is a :class:`~digest.errors.SourceError` whose reason is one short sentence.
+HTTP(S) fetches reach public addresses only, unless the source has ``allow_private``
+(see :mod:`digest.sources.addresses`). Local paths are no network fetch: the operator
+names them in the configuration, and nothing a feed says can make digest read a file.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import httpx
 from digest.config import SourceSettings
 from digest.errors import SourceError
 from digest.models import Article
+from digest.sources.addresses import allowing_private, guarded_transport, refusal
 
 __all__ = [
     "USER_AGENT",
@@ -67,15 +71,19 @@ class Download:
 def new_http_client() -> httpx.AsyncClient:
     """An HTTP client with digest's User-Agent and defaults for fetching sources.
 
-    :func:`fetch_bytes` follows redirects itself (at most ``MAX_REDIRECTS``) and sets the
-    timeout per source, so any client works; this one just has sensible defaults.
+    :func:`fetch_bytes` follows redirects itself (at most ``MAX_REDIRECTS``), sets the
+    timeout per source and checks each hop's addresses, so any client works; this one
+    also connects only to addresses it checked itself, so DNS that changes its answer
+    between the check and the connection cannot lead it to a private address.
     """
+    limits = httpx.Limits(max_connections=10, max_keepalive_connections=5)
     return httpx.AsyncClient(
         headers={"User-Agent": USER_AGENT},
         timeout=httpx.Timeout(20.0, connect=10.0),
         follow_redirects=False,
         max_redirects=MAX_REDIRECTS,
-        limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
+        limits=limits,
+        transport=guarded_transport(limits),
     )
 
 
@@ -104,7 +112,8 @@ async def _fetch_http(
 ) -> Download:
     try:
         async with asyncio.timeout(source.timeout):
-            return await _get(source, state, client)
+            with allowing_private(source.allow_private):
+                return await _get(source, state, client)
     except (TimeoutError, httpx.TimeoutException):
         raise SourceError(source.name, f"timed out after {source.timeout:g} s") from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -119,6 +128,10 @@ async def _get(source: SourceSettings, state: FetchState, client: httpx.AsyncCli
         headers["If-Modified-Since"] = state.last_modified
     url = httpx.URL(source.url)
     for _ in range(MAX_REDIRECTS + 1):
+        if url.scheme not in ("http", "https"):
+            raise SourceError(source.name, f"redirect to a URL that is not http(s): {url}")
+        if (problem := await refusal(url)) is not None:
+            raise SourceError(source.name, f"refused to fetch {url}: {problem}")
         async with client.stream(
             "GET", url, headers=headers, timeout=source.timeout, follow_redirects=False
         ) as response:
