@@ -14,9 +14,9 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from babel import Locale, UnknownLocaleError
 
 from digest.addresses import checked_address, email_key
+from digest.config import parse_locale
 from digest.errors import AddressError, DigestError, ImportRowError
 from digest.models import Subscriber
 from digest.store import Store
@@ -230,9 +230,9 @@ def _subscriber(
     locale = (row.get("locale") or "").strip() or None
     if locale:
         try:
-            Locale.parse(locale)
-        except (UnknownLocaleError, ValueError):
-            raise ImportRowError(line, f"unknown locale {locale!r}") from None
+            parse_locale(locale)
+        except ValueError as exc:
+            raise ImportRowError(line, str(exc)) from None
     name = " ".join((row.get("name") or "").split())
     return Subscriber(
         email=email,

@@ -149,3 +149,18 @@ def test_a_file_that_is_not_utf8_names_the_line(store: Store, tmp_path: Path) ->
     path.write_bytes("email,name\na@example.org,A\nb@example.org,Jürgen\n".encode("latin-1"))
     with pytest.raises(DigestError, match="line 3: not UTF-8"):
         import_csv(store, path, "allgemein", categories=CATEGORIES, regions=REGIONS)
+
+
+def test_a_locale_must_be_a_plain_identifier(store: Store, tmp_path: Path) -> None:
+    report = _import(
+        store,
+        tmp_path / "locales.csv",
+        "email,locale\n"
+        "eins@example.org,de_DE;rm -rf\n"
+        "zwei@example.org,de_DE.UTF-8\n"
+        "drei@example.org,en_GB\n",
+    )
+    assert [e.line for e in report.errors] == [2, 3]  # type: ignore[attr-defined]
+    assert "unknown locale" in report.errors[0].problem  # type: ignore[attr-defined]
+    [drei] = store.active_subscribers()
+    assert (drei.email, drei.locale) == ("drei@example.org", "en_GB")
