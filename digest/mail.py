@@ -19,6 +19,7 @@ import functools
 import hashlib
 import re
 from datetime import datetime
+from email.charset import QP, Charset
 from email.header import Header
 from email.headerregistry import Address
 from email.policy import SMTP, EmailPolicy
@@ -39,8 +40,8 @@ MAX_NAME_LENGTH = 100
 _MAX_ISSUE_KEY_LENGTH = 64
 _HEADER_POLICY = SMTP
 
-# Control characters and every character str.splitlines() treats as a line break.
-_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+# Control characters (C0 and C1) and every character str.splitlines() treats as a line break.
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # Characters that would give a List-Id phrase a structure (RFC 5322 specials, minus ".").
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]+')
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -117,8 +118,11 @@ def _list_id(name: str, list_id: str) -> _PrefoldedHeader:
     phrase = _header_text(_PHRASE_SPECIALS.sub(" ", name), MAX_NAME_LENGTH)
     if not phrase:
         return _PrefoldedHeader("List-Id", [f"List-Id: <{list_id}>"])
-    folded = _HEADER_POLICY.header_factory("List-Id", phrase).fold(policy=_HEADER_POLICY)
-    lines = folded.rstrip("\r\n").split(_HEADER_POLICY.linesep)
+    if phrase.isascii():
+        folded = _HEADER_POLICY.header_factory("List-Id", phrase).fold(policy=_HEADER_POLICY)
+        lines = folded.rstrip("\r\n").split(_HEADER_POLICY.linesep)
+    else:  # encoded here, for the reason given at _address_header
+        lines = list(_encoded_header("List-Id", phrase)._lines)
     head, last = lines[:-1], lines[-1]
     return _PrefoldedHeader("List-Id", head + _fold_words(last, [f"<{list_id}>"]))
 
@@ -143,15 +147,38 @@ def _address(header: str, name: str, addr: str) -> Address:
         raise MessageError(f"{header}: not an email address: {addr!r} ({exc})") from None
 
 
+_QUOTED_PRINTABLE_UTF8 = Charset("utf-8")
+_QUOTED_PRINTABLE_UTF8.header_encoding = QP  # readable, as the email package writes names
+
+
+def _address_header(header: str, address: Address) -> object:
+    """``header: Name <addr>``, a non-ASCII name as RFC 2047 encoded words folded here.
+
+    The email package folds a long non-ASCII phrase into encoded words with the space
+    between two words left outside them, where RFC 2047 makes a reader drop it
+    ("Anna Müller" can arrive as "AnnaMüller"); email.header keeps spaces inside.
+    """
+    name = address.display_name
+    if name.isascii():
+        return address
+    encoded = Header(name, charset=_QUOTED_PRINTABLE_UTF8, header_name=header).encode(
+        linesep="\n", maxlinelen=MAX_HEADER_LINE
+    )
+    lines = f"{header}: {encoded}".split("\n")
+    return _PrefoldedHeader(header, lines[:-1] + _fold_words(lines[-1], [f"<{address.addr_spec}>"]))
+
+
 def _encoded_header(name: str, text: str) -> _PrefoldedHeader:
     """``name: text`` with ``text`` as RFC 2047 encoded words, folded here.
 
     For text that itself looks like an encoded word ("=?utf-8?q?=0D=0ABcc:...?="): the
     email package would decode it when the header is set and write the decoded line
     break out raw, starting a header of the text's choosing. Encoding the whole text
-    keeps it text.
+    keeps it text. And for any non-ASCII text: where the email package folds a long
+    run of it into two encoded words at a space, the space ends up between them, where
+    RFC 2047 tells every reader to drop it.
     """
-    encoded = Header(text, charset="utf-8", header_name=name).encode(
+    encoded = Header(text, charset=_QUOTED_PRINTABLE_UTF8, header_name=name).encode(
         linesep="\n", maxlinelen=MAX_HEADER_LINE
     )
     return _PrefoldedHeader(name, f"{name}: {encoded}".split("\n"))
@@ -241,7 +268,7 @@ def build_message(
     head = b"".join(
         (
             before_to,
-            _fold("To", recipient),
+            _fold("To", _address_header("To", recipient)),
             before_id,
             _fold("Message-ID", msgid),
             before_unsubscribe,
@@ -289,17 +316,19 @@ def _shared_headers(
 ) -> tuple[bytes, bytes, bytes, bytes, str]:
     """The folded headers around the per-recipient ones, and the envelope sender."""
     sender_name, sender_address = parseaddr(sender)
-    sender_header = _address("From", sender_name, sender_address)
+    from_address = _address("From", sender_name, sender_address)
     reply = b""
     if reply_to:
         reply_name, reply_address = parseaddr(reply_to)
-        reply = _fold("Reply-To", _address("Reply-To", reply_name, reply_address))
-    subject_header = _encoded_header("Subject", subject) if _looks_encoded(subject) else subject
-    before_to = _fold("Date", date) + _fold("From", sender_header)
+        reply_to_address = _address("Reply-To", reply_name, reply_address)
+        reply = _fold("Reply-To", _address_header("Reply-To", reply_to_address))
+    plain = subject.isascii() and not _looks_encoded(subject)
+    subject_header = subject if plain else _encoded_header("Subject", subject)
+    before_to = _fold("Date", date) + _fold("From", _address_header("From", from_address))
     before_id = reply + _fold("Subject", subject_header)
     before_unsubscribe = _fold("List-Id", _list_id(name, list_id))
     before_type = _fold("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     if issue_key:
         before_type += _fold("X-Digest-Issue", issue_key)
     before_type += _fold("MIME-Version", "1.0")
-    return before_to, before_id, before_unsubscribe, before_type, sender_header.addr_spec
+    return before_to, before_id, before_unsubscribe, before_type, from_address.addr_spec

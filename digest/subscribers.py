@@ -14,7 +14,6 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from digest.addresses import checked_address, email_key
 from digest.config import parse_locale
 from digest.errors import AddressError, DigestError, ImportRowError
