@@ -105,6 +105,23 @@ def _http_url(value: str) -> str:
     return value if _is_web_url(value) else "#"
 
 
+# What XML 1.0 (and so the MJML parser) refuses even as a character reference.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _printable(value: Any) -> Any:
+    """Every value a template prints, without the characters no document may contain.
+
+    Sources drop control characters already; this keeps a value that came another way
+    (the store, a template override) from making the whole issue fail to compile.
+    """
+    if isinstance(value, Markup):
+        return Markup(_NOT_XML.sub("", value))
+    if isinstance(value, str):
+        return _NOT_XML.sub("", value)
+    return value
+
+
 def _autoescape(name: str | None) -> bool:
     return not (name or "").endswith(".txt.j2")
 
@@ -118,6 +135,7 @@ def _environment(search_path: tuple[Path, ...]) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_printable,
     )
     env.filters["http_url"] = _http_url
     env.tests["web_url"] = _is_web_url
