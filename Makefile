@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test check lint typecheck readme bench clean
+.PHONY: run test check lint typecheck readme messages bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ bench: $(STAMP)
 # Regenerate the configuration reference in README.md from digest/config.py.
 readme: $(STAMP)
 	$(BIN)/python -m digest.config --update-readme
+
+# Extract the texts readers see (babel.cfg) into digest/locale/digest.pot and bring every
+# catalogue up to date with it. New entries are empty until translated, and
+# tests/test_i18n.py fails until they are. A new locale: see "Languages" in README.md.
+POT := digest/locale/digest.pot
+messages: $(STAMP)
+	$(BIN)/pybabel extract --mapping-file babel.cfg --keywords N_ --add-comments TRANSLATORS: \
+		--add-location file --sort-by-file --no-wrap --omit-header --output-file $(POT) .
+	$(BIN)/pybabel update --input-file $(POT) --output-dir digest/locale --domain digest \
+		--no-fuzzy-matching --ignore-obsolete --no-wrap
 
 clean:
 	rm -rf $(VENV) digest.db digest.db-* outbox .pytest_cache .mypy_cache .ruff_cache

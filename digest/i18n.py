@@ -1,18 +1,34 @@
-"""Dates and labels in a newsletter's locale (Babel) and time zone.
+"""Texts, dates and labels in a newsletter's locale (Babel) and time zone.
 
-Every function takes aware datetimes and shows them in the given zone, so the same
-instant reads the same in the subject, the HTML and the text part.
+Every text a reader sees comes from the gettext catalogues in ``digest/locale/``
+(``<language>/LC_MESSAGES/digest.po``). The message ids are English; German is a
+translation like any other. A locale without a catalogue gets the English ids.
+The ``.po`` files are read at run time, so there is no compiled file to forget.
+
+Every date function takes aware datetimes and shows them in the given zone, so the
+same instant reads the same in the subject, the HTML and the text part.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime, timedelta
+from io import BytesIO
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_date
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
 
 __all__ = [
+    "DOMAIN",
+    "LOCALE_DIR",
+    "N_",
+    "translations",
+    "catalogue_path",
     "language",
     "local_date",
     "format_day",
@@ -21,11 +37,42 @@ __all__ = [
     "format_window",
 ]
 
-# Babel has no word for "calendar week"; these are the usual short forms.
-_WEEK_LABELS = {
-    "de": "KW {week}/{year}",
-    "en": "Week {week}/{year}",
-}
+#: The gettext domain, and the name of every catalogue file.
+DOMAIN = "digest"
+#: One folder per locale or language, e.g. ``de/LC_MESSAGES/digest.po``.
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+
+
+def N_(message: str) -> str:
+    """Mark ``message`` for extraction; it is translated where it is shown."""
+    return message
+
+
+def catalogue_path(locale: str) -> Path | None:
+    """The catalogue for ``locale``: its own (``en_GB``), else its language's (``en``)."""
+    parsed = Locale.parse(locale)
+    for name in dict.fromkeys((str(parsed), parsed.language)):
+        path = LOCALE_DIR / name / "LC_MESSAGES" / f"{DOMAIN}.po"
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=32)
+def translations(locale: str) -> NullTranslations:
+    """The translations for ``locale``; without a catalogue, the English message ids.
+
+    Fuzzy entries are left out, as ``msgfmt`` does: a guess is never shown to a reader.
+    """
+    path = catalogue_path(locale)
+    if path is None:
+        return NullTranslations()
+    with path.open("rb") as po:
+        catalogue = read_po(po, locale=Locale.parse(locale), domain=DOMAIN)
+    compiled = BytesIO()
+    write_mo(compiled, catalogue)
+    compiled.seek(0)
+    return Translations(compiled, domain=DOMAIN)
 
 
 def language(locale: str) -> str:
@@ -54,8 +101,8 @@ def format_long_day(value: date | datetime, locale: str, zone: ZoneInfo) -> str:
 
 def format_week(year: int, week: int, locale: str) -> str:
     """An ISO week as readers know it, e.g. ``KW 5/2025``."""
-    template = _WEEK_LABELS.get(language(locale), _WEEK_LABELS["en"])
-    return template.format(week=week, year=year)
+    # TRANSLATORS: an ISO calendar week, e.g. "Week 5/2025"; Babel has no word for it.
+    return translations(locale).gettext("Week %(week)s/%(year)s") % {"week": week, "year": year}
 
 
 def format_window(start: datetime, end: datetime, locale: str, zone: ZoneInfo) -> str:

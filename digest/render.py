@@ -12,6 +12,10 @@ Templates are looked up first in the newsletter's ``templates`` folder (if set),
 in the bundled ``templates/`` folder at the top of the project. That folder sits next
 to the ``digest`` package, so it is found in a source checkout and in an editable
 install (``pip install -e .``), not in a wheel.
+
+Templates hold no reader-visible text of their own: they call ``_()`` (Jinja2's i18n
+extension, new style), and the newsletter's locale picks the catalogue
+(:func:`digest.i18n.translations`). One environment per search path and locale.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from mjml import mjml2html
 from digest.compose import content_key, shorten
 from digest.config import NewsletterSettings, Settings
 from digest.errors import RenderError
-from digest.i18n import format_day, format_long_day, language
+from digest.i18n import format_day, format_long_day, language, translations
 from digest.models import Issue, Variant
 
 __all__ = [
@@ -72,11 +76,6 @@ MAX_PREHEADER_LENGTH = 200
 # with the first words of the body.
 _PREVIEW_PADDING = Markup("&#847;&zwnj;&nbsp;" * 24)
 
-_GREETINGS = {
-    "de": ("Guten Tag {name},", "Guten Tag,"),
-    "en": ("Hello {name},", "Hello,"),
-}
-
 
 def placeholder(field: str, marker: str) -> str:
     """What a template prints for a personal field, e.g. ``%%DIGEST-<marker>:email%%``."""
@@ -85,9 +84,13 @@ def placeholder(field: str, marker: str) -> str:
 
 def greeting_for(name: str, locale: str = "de_DE") -> str:
     """The salutation line: with the name when there is one, else without."""
-    with_name, without = _GREETINGS.get(language(locale), _GREETINGS["en"])
+    catalogue = translations(locale)
     name = " ".join(name.split())
-    return with_name.format(name=name) if name else without
+    if name:
+        # TRANSLATORS: the first line of a digest; the reader's name as they gave it.
+        return catalogue.gettext("Hello %(name)s,") % {"name": name}
+    # TRANSLATORS: the first line of a digest to a reader without a name.
+    return catalogue.gettext("Hello,")
 
 
 def template_path(settings: Settings, newsletter: NewsletterSettings) -> tuple[Path, ...]:
@@ -127,8 +130,9 @@ def _autoescape(name: str | None) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _environment(search_path: tuple[Path, ...]) -> Environment:
+def _environment(search_path: tuple[Path, ...], locale: str) -> Environment:
     env = Environment(
+        extensions=["jinja2.ext.i18n"],
         loader=FileSystemLoader(search_path),
         autoescape=_autoescape,
         undefined=StrictUndefined,
@@ -139,6 +143,7 @@ def _environment(search_path: tuple[Path, ...]) -> Environment:
     )
     env.filters["http_url"] = _http_url
     env.tests["web_url"] = _is_web_url
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     return env
 
 
@@ -225,7 +230,7 @@ def _context(
 def render_variant(settings: Settings, newsletter: NewsletterSettings, issue: Issue) -> Variant:
     """Render an issue (already cut for its readers) once, with personal placeholders."""
     search_path = template_path(settings, newsletter)
-    env = _environment(search_path)
+    env = _environment(search_path, newsletter.locale)
     marker = secrets.token_hex(8)
     context = _context(settings, newsletter, issue, marker)
     html = _compile(_render(env, HTML_TEMPLATE, context, search_path))

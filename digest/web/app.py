@@ -14,7 +14,9 @@ Rules every page follows, whichever route it belongs to:
 - routes that take a token live under one of :data:`~digest.web.logs.TOKEN_PREFIXES`, so
   they are rate limited per address and their tokens never reach a log;
 - a page about a token says nothing about the subscriber it names: not the address, and
-  not whether that subscriber, or that newsletter, exists.
+  not whether that subscriber, or that newsletter, exists;
+- pages speak the locale of the newsletter the token names, else the configured default
+  locale (:func:`page_locale`); their texts come from the catalogues in ``digest/locale/``.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from digest.config import Settings
+from digest.i18n import N_, language, translations
 from digest.store import Store
 from digest.tokens import UNSUBSCRIBE, TokenError, read_token
 from digest.web.logs import TOKEN_PREFIXES
 from digest.web.routing import page
 from digest.web.security import SecurityHeaders, TokenRateLimit, rate_limit_item
 
-__all__ = ["DEFAULT_RATE_LIMIT", "create_app"]
+__all__ = ["DEFAULT_RATE_LIMIT", "create_app", "page_locale"]
 
 #: Requests per client address to all token routes together. One-click POSTs from a
 #: large mail provider arrive from few addresses, so this is generous on purpose.
@@ -48,20 +51,29 @@ DEFAULT_RATE_LIMIT = "60/minute"
 
 STATIC_PREFIX = "/static"
 
+# Message ids, translated when a page is shown.
 _ERRORS = {
-    404: ("Seite nicht gefunden", "Diese Seite gibt es nicht. Bitte prüfen Sie die Adresse."),
-    405: ("Nicht möglich", "Diese Anfrage ist auf dieser Seite nicht möglich."),
+    404: (N_("Page not found"), N_("This page does not exist. Please check the address.")),
+    405: (N_("Not possible"), N_("This request is not possible on this page.")),
     429: (
-        "Zu viele Anfragen",
-        "Von Ihrem Anschluss kamen in kurzer Zeit zu viele Anfragen. "
-        "Bitte versuchen Sie es in einigen Minuten noch einmal.",
+        N_("Too many requests"),
+        N_(
+            "Too many requests came from your connection in a short time. "
+            "Please try again in a few minutes."
+        ),
     ),
     500: (
-        "Ein Fehler ist aufgetreten",
-        "Ihre Anfrage konnte leider nicht bearbeitet werden. "
-        "Bitte versuchen Sie es später noch einmal.",
+        N_("An error occurred"),
+        N_("Sorry, your request could not be processed. Please try again later."),
     ),
 }
+_INVALID_LINK = (
+    N_("Invalid link"),
+    N_(
+        "This unsubscribe link is invalid or incomplete. "
+        "Please use the complete link from the email."
+    ),
+)
 
 
 class _App(Starlette):
@@ -70,13 +82,24 @@ class _App(Starlette):
         return SecurityHeaders(super().build_middleware_stack(), cacheable_prefix=STATIC_PREFIX)
 
 
-def _templates() -> Jinja2Templates:
+def page_locale(settings: Settings, newsletter_id: str | None) -> str:
+    """The locale of a page: the named newsletter's if it is configured, else the default."""
+    for newsletter in settings.newsletters:
+        if newsletter.id == newsletter_id:
+            return newsletter.locale
+    return settings.locale
+
+
+def _templates(locale: str) -> Jinja2Templates:
     env = Environment(
+        extensions=["jinja2.ext.i18n"],
         loader=PackageLoader("digest.web", "templates"),
         autoescape=select_autoescape(default=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["lang"] = language(locale)
     return Jinja2Templates(env=env, context_processors=[_static_url])
 
 
@@ -93,16 +116,33 @@ def create_app(
 ) -> Starlette:
     """The web app on an open store; ``rate_limit`` is per client address on token routes."""
     limit = rate_limit_item(rate_limit) if isinstance(rate_limit, str) else rate_limit
-    templates = _templates()
+    # One environment per locale, each with its catalogue: no state shared between requests.
+    environments: dict[str, Jinja2Templates] = {}
 
-    def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    def render(
+        request: Request, name: str, status: int = 200, *, locale: str, **context: Any
+    ) -> Response:
+        templates = environments.get(locale)
+        if templates is None:
+            templates = environments[locale] = _templates(locale)
         return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def message_page(request: Request, status: int, locale: str, title: str, text: str) -> Response:
+        catalogue = translations(locale)
+        return render(
+            request,
+            "message.html",
+            status,
+            locale=locale,
+            title=catalogue.gettext(title),
+            text=catalogue.gettext(text),
+        )
 
     def error_page(
         request: Request, status: int, headers: dict[str, str] | None = None
     ) -> Response:
         title, text = _ERRORS.get(status, _ERRORS[500])
-        response = render(request, "message.html", status, title=title, text=text)
+        response = message_page(request, status, settings.locale, title, text)
         response.headers.update(headers or {})
         return response
 
@@ -113,21 +153,17 @@ def create_app(
             return None
 
     def invalid_link(request: Request) -> Response:
-        return render(
-            request,
-            "message.html",
-            400,
-            title="Link ungültig",
-            text="Dieser Abmeldelink ist ungültig oder unvollständig. Bitte verwenden Sie "
-            "den vollständigen Link aus der E-Mail.",
-        )
+        return message_page(request, 400, settings.locale, *_INVALID_LINK)
 
     # Neither page names the newsletter or the address: the answer for a subscriber or a
-    # newsletter that does not exist (any more) must be the same, byte for byte.
+    # newsletter that does not exist (any more) must be the same, byte for byte. Only the
+    # language follows the newsletter, and only its configured locale: a newsletter
+    # removed from the config gets the default, like one that never existed.
     def ask_to_unsubscribe(request: Request) -> Response:
-        if unsubscribe_token(request) is None:
+        found = unsubscribe_token(request)
+        if found is None:
             return invalid_link(request)
-        return render(request, "unsubscribe.html")
+        return render(request, "unsubscribe.html", locale=page_locale(settings, found[1]))
 
     def unsubscribe(request: Request) -> Response:
         found = unsubscribe_token(request)
@@ -137,7 +173,7 @@ def create_app(
         # Recorded for a newsletter no longer configured too: should it come back, the
         # withdrawal still holds. An unknown subscriber id records nothing.
         store.unsubscribe(subscriber_id, newsletter_id)
-        return render(request, "unsubscribed.html")
+        return render(request, "unsubscribed.html", locale=page_locale(settings, newsletter_id))
 
     def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
