@@ -52,6 +52,8 @@ _UTF8_HEADER_POLICY = SMTP.clone(utf8=True)
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # Characters that would give a List-Id phrase a structure (RFC 5322 specials, minus ".").
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]+')
+# Characters that make the email package write a display name as a quoted string.
+_QUOTED_STRING_NEEDED = re.compile(r'[()<>\[\]:;@\\,."]')
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 # A local part as RFC 6532 §3.2 extends atext: UTF-8 characters too (no C1 controls,
 # no surrogates; spaces are refused before). Quoted local parts are not taken, as the
@@ -184,10 +186,21 @@ def _address_header(header: str, address: Address) -> object:
     The email package folds a long non-ASCII phrase into encoded words with the space
     between two words left outside them, where RFC 2047 makes a reader drop it
     ("Anna Müller" can arrive as "AnnaMüller"); email.header keeps spaces inside.
+    An ASCII name that must be a quoted string (it has a '"', ',', '(' ...) is folded
+    here too when the header needs folding: the email package (3.11) folds a long
+    quoted string apart, and what it writes then reads back as another name or
+    address. It goes whole on a line of its own, or, longer than a line, encoded.
     """
     name = address.display_name
     if name.isascii():
-        return address
+        if not _QUOTED_STRING_NEEDED.search(name):
+            return address
+        quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        addr = f"<{address.addr_spec}>"
+        if len(f"{header}: {quoted} {addr}") <= MAX_HEADER_LINE:
+            return address  # not folded: the email package writes it right
+        if len(f"{header}: {quoted}") <= MAX_HEADER_LINE:
+            return _PrefoldedHeader(header, _fold_words(f"{header}:", [quoted, addr]))
     encoded = Header(name, charset=_QUOTED_PRINTABLE_UTF8, header_name=header).encode(
         linesep="\n", maxlinelen=MAX_HEADER_LINE
     )

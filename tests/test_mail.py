@@ -7,7 +7,9 @@ import email.policy
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.utils import unquote
 
 import pytest
 
@@ -186,6 +188,31 @@ async def test_a_50000_character_html_line_arrives_intact(
     assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 §6.7
     _, html_part = _parse(data).iter_parts()
     assert html_part.get_content() == html + "\r\n"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "0" + '"00' * 31,  # found by tests/test_fuzz.py
+        "Schulze, Anna (Stadtverwaltung Musterstadt) <andere@example.org>, Amt 10 [IT]",
+    ],
+)
+def test_a_long_ascii_name_with_specials_stays_one_name(demo_settings: Settings, name: str) -> None:
+    """The email package folds a long quoted string apart; such a name is encoded."""
+    message = _build(demo_settings, to_name=name)
+    head = message.data.partition(b"\r\n\r\n")[0].decode("ascii")
+    [raw] = [
+        line.removeprefix("To:").strip()
+        for line in re.sub(r"\r\n[ \t]", " ", head).split("\r\n")
+        if line.startswith("To:")
+    ]
+    shown, _, address = str(make_header(decode_header(raw))).rpartition(" ")
+    assert (unquote(shown), address) == (name, "<juergen.boehm@example.org>")
+    [to] = _parse(message.data)["To"].addresses
+    assert to.addr_spec == "juergen.boehm@example.org"
+    to_lines = re.search(r"^To:.*?\r\n(?! )", head, re.M | re.S)
+    assert to_lines is not None
+    assert all(len(line) <= 78 for line in to_lines[0].split("\r\n")), to_lines[0]
 
 
 def test_huge_subject_and_names_give_bounded_headers(demo_settings: Settings) -> None:
