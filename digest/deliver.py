@@ -327,9 +327,9 @@ async def send_issue(
         try:
             result = await transport.send(message)
         except SendError as exc:
-            # The server went away, stopped answering or refuses us as the sender: the
-            # row goes back to pending, the next run tries again, and nothing more is
-            # sent in this run.
+            # The server went away, stopped answering, refuses us as the sender or lacks
+            # an extension the setting promised (SMTPUTF8): the row goes back to
+            # pending, the next run tries again, and nothing more is sent in this run.
             store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
             report.deferred += 1
             report.stopped = str(exc)

@@ -3,8 +3,12 @@
 The result is pure ASCII with CRLF line ends: headers folded at 78 characters with
 RFC 2047 encoded words for anything else, and a ``multipart/alternative`` body whose
 text and HTML parts are UTF-8 in quoted-printable (lines of at most 76 characters,
-whatever the length of the HTML's lines). The bytes are final: a DKIM signature is
-computed over exactly these bytes and they go on the wire unchanged.
+whatever the length of the HTML's lines). One exception: with ``smtp.smtputf8`` a
+recipient whose address has non-ASCII characters before the @ gets a To header with
+that address in UTF-8 (RFC 6532), which only an SMTPUTF8 relay carries (RFC 6531);
+every other header, and every message to an ASCII address, stays ASCII. The bytes are
+final: a DKIM signature is computed over exactly these bytes and they go on the wire
+unchanged.
 
 Every value that reaches a header (subject, names, issue key) is collapsed to one line
 first, so no text from an article or a subscriber can start a header of its own, and
@@ -25,6 +29,7 @@ from email.headerregistry import Address
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, make_msgid, parseaddr
 
+from digest.addresses import NEEDS_SMTPUTF8
 from digest.compose import MAX_SUBJECT_LENGTH, shorten
 from digest.config import NewsletterSettings, Settings
 from digest.errors import DigestError
@@ -39,12 +44,22 @@ MAX_NAME_LENGTH = 100
 # The X-Digest-Issue key is a week ("2025-W05") or a date; anything longer is cut.
 _MAX_ISSUE_KEY_LENGTH = 64
 _HEADER_POLICY = SMTP
+# For the To header of an address that is UTF-8 before the @ (RFC 6532): the email
+# package writes that address as is instead of as an encoded word no reader takes.
+_UTF8_HEADER_POLICY = SMTP.clone(utf8=True)
 
 # Control characters (C0 and C1) and every character str.splitlines() treats as a line break.
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # Characters that would give a List-Id phrase a structure (RFC 5322 specials, minus ".").
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]+')
+# Characters that make the email package write a display name as a quoted string.
+_QUOTED_STRING_NEEDED = re.compile(r'[()<>\[\]:;@\\,."]')
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+# A local part as RFC 6532 §3.2 extends atext: UTF-8 characters too (no C1 controls,
+# no surrogates; spaces are refused before). Quoted local parts are not taken, as the
+# import does not take them either.
+_UTF8_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u00a0-\ud7ff\ue000-\U0010ffff"
+_UTF8_DOT_ATOM = re.compile(rf"[{_UTF8_ATEXT}]+(?:\.[{_UTF8_ATEXT}]+)*")
 _URL = re.compile(r"(?:https?|mailto):[\x21-\x7e]+")
 
 
@@ -127,13 +142,20 @@ def _list_id(name: str, list_id: str) -> _PrefoldedHeader:
     return _PrefoldedHeader("List-Id", head + _fold_words(last, [f"<{list_id}>"]))
 
 
-def _address(header: str, name: str, addr: str) -> Address:
-    """An address for a header, its name on one line and its domain in ASCII (IDNA)."""
+def _address(header: str, name: str, addr: str, *, smtputf8: bool = False) -> Address:
+    """An address for a header, its name on one line and its domain in ASCII (IDNA).
+
+    With ``smtputf8`` the part before the @ may be UTF-8 (RFC 6531/6532); the domain
+    goes out in ASCII all the same: it has an exact ASCII form every relay and resolver
+    takes, while the local part has none, so it alone needs the extension.
+    """
     local, at, domain = addr.strip().rpartition("@")
     if not at or not local or not domain or any(c.isspace() or c in "<>" for c in addr):
         raise MessageError(f"{header}: not an email address: {addr!r}")
-    if not local.isascii():
-        raise MessageError(f"{header}: {addr!r} needs SMTPUTF8, which digest does not use")
+    if not local.isascii() and not smtputf8:
+        if header == "To":
+            raise MessageError(f"{header}: {addr!r}: {NEEDS_SMTPUTF8}")
+        raise MessageError(f"{header}: {addr!r}: the sender's address must be ASCII before the @")
     try:
         domain = domain.encode("idna").decode("ascii")
     except UnicodeError:
@@ -142,7 +164,14 @@ def _address(header: str, name: str, addr: str) -> Address:
         # "=?" would let the email package decode the name as an encoded word, line
         # breaks included; no real name contains it, so it is taken apart.
         display = _header_text(name, MAX_NAME_LENGTH).replace("=?", "= ?")
-        return Address(display_name=display, addr_spec=f"{local}@{domain}")
+        if local.isascii():
+            return Address(display_name=display, addr_spec=f"{local}@{domain}")
+        # The email package parses no UTF-8 local part (NonASCIILocalPartDefect); it is
+        # checked here and given as a username, which it then writes as is.
+        if not _UTF8_DOT_ATOM.fullmatch(local):
+            raise ValueError("not a dot-atom of RFC 6532")
+        Address(addr_spec=f"x@{domain}")  # the domain's syntax
+        return Address(display_name=display, username=local, domain=domain)
     except (ValueError, IndexError) as exc:
         raise MessageError(f"{header}: not an email address: {addr!r} ({exc})") from None
 
@@ -157,10 +186,21 @@ def _address_header(header: str, address: Address) -> object:
     The email package folds a long non-ASCII phrase into encoded words with the space
     between two words left outside them, where RFC 2047 makes a reader drop it
     ("Anna Müller" can arrive as "AnnaMüller"); email.header keeps spaces inside.
+    An ASCII name that must be a quoted string (it has a '"', ',', '(' ...) is folded
+    here too when the header needs folding: the email package (3.11) folds a long
+    quoted string apart, and what it writes then reads back as another name or
+    address. It goes whole on a line of its own, or, longer than a line, encoded.
     """
     name = address.display_name
     if name.isascii():
-        return address
+        if not _QUOTED_STRING_NEEDED.search(name):
+            return address
+        quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        addr = f"<{address.addr_spec}>"
+        if len(f"{header}: {quoted} {addr}") <= MAX_HEADER_LINE:
+            return address  # not folded: the email package writes it right
+        if len(f"{header}: {quoted}") <= MAX_HEADER_LINE:
+            return _PrefoldedHeader(header, _fold_words(f"{header}:", [quoted, addr]))
     encoded = Header(name, charset=_QUOTED_PRINTABLE_UTF8, header_name=header).encode(
         linesep="\n", maxlinelen=MAX_HEADER_LINE
     )
@@ -244,8 +284,9 @@ def build_message(
     fixed clock and a fixed id give the same bytes every time.
     ``Message.message_id`` is the header's value, angle brackets included. A subject
     longer than :data:`~digest.compose.MAX_SUBJECT_LENGTH` (render_subject never makes
-    one) is cut like the rendered one, names likewise. ``settings``
-    is not read yet; it is there for links that belong in headers (e.g. an archive URL).
+    one) is cut like the rendered one, names likewise. ``to_addr`` may have non-ASCII
+    characters before the @ only with ``settings.smtp.smtputf8``; the To header then
+    carries it in UTF-8 and the message needs an SMTPUTF8 relay (RFC 6531, 6532).
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise MessageError("Date: the clock must be timezone-aware")
@@ -261,14 +302,15 @@ def build_message(
         format_datetime(now),
         _header_text(issue_key, _MAX_ISSUE_KEY_LENGTH),
     )
-    recipient = _address("To", to_name, to_addr)
+    recipient = _address("To", to_name, to_addr, smtputf8=settings.smtp.smtputf8)
+    utf8_to = not recipient.addr_spec.isascii()
     msgid = _message_id(message_id, sender_addr.rpartition("@")[2])
     # "=_" never occurs in quoted-printable text, so the boundary cannot clash with a part.
     boundary = "=_digest_" + hashlib.sha256(msgid.encode("ascii")).hexdigest()[:32]
     head = b"".join(
         (
             before_to,
-            _fold("To", _address_header("To", recipient)),
+            _fold("To", _address_header("To", recipient), utf8=utf8_to),
             before_id,
             _fold("Message-ID", msgid),
             before_unsubscribe,
@@ -292,16 +334,21 @@ def build_message(
             f"--{boundary}--\r\n".encode("ascii"),
         )
     )
-    if not data.isascii():  # pragma: no cover - the policy and QP guarantee it
+    if not (utf8_to or data.isascii()):  # pragma: no cover - the policy and QP guarantee it
         raise MessageError("message is not pure ASCII")
     return Message(sender=sender_addr, recipient=recipient.addr_spec, message_id=msgid, data=data)
 
 
-def _fold(name: str, value: object) -> bytes:
-    """One header as the email package writes it (folded, RFC 2047 where needed)."""
+def _fold(name: str, value: object, *, utf8: bool = False) -> bytes:
+    """One header as the email package writes it (folded, RFC 2047 where needed).
+
+    With ``utf8`` an address in the header is written in UTF-8 (RFC 6532).
+    """
+    policy = _UTF8_HEADER_POLICY if utf8 else _HEADER_POLICY
     if not hasattr(value, "fold"):
-        value = _HEADER_POLICY.header_factory(name, value)
-    return value.fold(policy=_HEADER_POLICY).encode("ascii")  # type: ignore[attr-defined]
+        value = policy.header_factory(name, value)
+    folded: str = value.fold(policy=policy)  # type: ignore[attr-defined]
+    return folded.encode("utf-8" if utf8 else "ascii")
 
 
 @functools.lru_cache(maxsize=64)

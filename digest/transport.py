@@ -14,6 +14,13 @@ the connection itself fails, and :class:`~digest.errors.SenderRefused` when the 
 refuses our side of the exchange (MAIL FROM, a 530 asking for authentication, or a
 5.7.x answer to DATA), which no other recipient would fare better with; the caller
 decides whether to go on. A 5.7.x answer to RCPT is a result marked ``policy``.
+
+A message that needs SMTPUTF8 (RFC 6531: an address or a header in UTF-8) goes out
+with that MAIL FROM parameter, and with ``BODY=8BITMIME`` as its bytes are 8-bit; to a
+server whose EHLO answer does not offer SMTPUTF8 it is not sent at all but raises
+:class:`~digest.errors.SenderRefused`: the relay lacks what our side needs, and every
+such message would fail the same way (with ``smtp.smtputf8`` set, the setting is wrong).
+A pure-ASCII message goes out as before, without either parameter.
 """
 
 from __future__ import annotations
@@ -114,6 +121,16 @@ class _Connection:
 
 class _StaleConnection(Exception):
     """A reused connection failed before the server saw any of the message."""
+
+
+def _needs_smtputf8(message: Message) -> bool:
+    """True when an address or a header is UTF-8 (RFC 6531, 6532).
+
+    The body never needs it: 8-bit text in a body part is 8BITMIME's business.
+    """
+    end = message.data.find(b"\r\n\r\n")
+    head = message.data if end < 0 else message.data[:end]
+    return not (message.sender.isascii() and message.recipient.isascii() and head.isascii())
 
 
 class SmtpPool:
@@ -225,6 +242,21 @@ class SmtpPool:
     ) -> SendResult:
         smtp = connection.smtp
         where = f"{self.settings.host}:{self.settings.port}"
+        utf8 = _needs_smtputf8(message)
+        if utf8 and not smtp.supports_extension("smtputf8"):
+            # Known from the EHLO answer; nothing went on the wire, the connection is fine.
+            quit_ = self._release(connection)
+            if quit_ is not None:
+                await quit_
+            raise SenderRefused(
+                f"SMTP server {where} does not offer the SMTPUTF8 extension (RFC 6531), "
+                f"which the message to {message.recipient} needs"
+                + (
+                    ": use a relay that offers it or set smtp.smtputf8 = false"
+                    if self.settings.smtputf8
+                    else ""
+                )
+            )
         in_data = False
         command = "MAIL FROM"
         refusal: SenderRefused | None = None
@@ -232,10 +264,15 @@ class SmtpPool:
             options: list[str] = []
             if smtp.supports_extension("size"):
                 options.append(f"SIZE={len(message.data)}")
+            if utf8:
+                options.append("SMTPUTF8")
+            if not message.data.isascii() and smtp.supports_extension("8bitmime"):
+                options.append("BODY=8BITMIME")  # RFC 6152; RFC 6531 §3.1 wants it too
+            encoding = "utf-8" if utf8 else "ascii"
             try:
-                await smtp.mail(message.sender, options=options)
+                await smtp.mail(message.sender, options=options, encoding=encoding)
                 command = "RCPT TO"
-                await smtp.rcpt(message.recipient)
+                await smtp.rcpt(message.recipient, encoding=encoding)
                 command = "DATA"
                 in_data = True
                 response = await smtp.data(message.data)

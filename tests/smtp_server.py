@@ -20,8 +20,11 @@ Options:
   byte), with a self-signed certificate for 127.0.0.1 made by the ``openssl`` command.
 - ``auth``: login → password; AUTH is then required (with ``tls="starttls"`` only:
   aiosmtpd offers AUTH only after STARTTLS).
+- ``smtputf8=True``: offer SMTPUTF8 (RFC 6531) in the EHLO answer and take UTF-8
+  addresses; without it aiosmtpd neither offers the extension nor takes them.
 
-The handler counts the RSET commands it received in ``resets``.
+The handler counts the RSET commands it received in ``resets`` and keeps the MAIL FROM
+parameters of each accepted message in ``mail_options`` (in the order of ``messages``).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class RecordingHandler:
         self.reply_421_after = reply_421_after
         self.delay = delay
         self.messages: list[tuple[str, list[str], bytes]] = []
+        self.mail_options: list[list[str]] = []
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -124,6 +128,7 @@ class RecordingHandler:
         self.messages.append(
             (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )
+        self.mail_options.append(list(envelope.mail_options))
         return "250 2.0.0 Ok: queued"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -135,10 +140,15 @@ class RecordingServer(LocalSmtpServer):
     """A :class:`RecordingHandler` behind a real aiosmtpd server on a free local port."""
 
     def __init__(
-        self, *, tls: str | None = None, auth: Mapping[str, str] | None = None, **options: Any
+        self,
+        *,
+        tls: str | None = None,
+        auth: Mapping[str, str] | None = None,
+        smtputf8: bool = False,
+        **options: Any,
     ) -> None:
         self.handler: RecordingHandler = RecordingHandler(**options)
-        smtp_options: dict[str, Any] = {}
+        smtp_options: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         ssl_context = None
         if tls == "starttls":
             smtp_options.update(tls_context=self_signed_context(), require_starttls=True)
@@ -163,3 +173,7 @@ class RecordingServer(LocalSmtpServer):
     @property
     def messages(self) -> list[tuple[str, list[str], bytes]]:
         return self.handler.messages
+
+    @property
+    def mail_options(self) -> list[list[str]]:
+        return self.handler.mail_options

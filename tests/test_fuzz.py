@@ -19,6 +19,7 @@ import re
 from datetime import timedelta
 from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.utils import unquote
 from xml.sax.saxutils import escape
 
 from hypothesis import HealthCheck, example, given, settings
@@ -88,9 +89,10 @@ def check_message(delivered: Delivered, name: str) -> None:
     assert to.addr_spec == "pruefung@example.org"
     # The display name as a mail client decodes it (RFC 2047: the space between two
     # encoded words is not text). CPython's strict parser puts a space there, so the
-    # raw header is decoded with email.header instead.
+    # raw header is decoded with email.header instead, and a quoted string unquoted
+    # ('"\""' shows as '"').
     raw_to = _raw_header(delivered, "To")
-    shown = str(make_header(decode_header(raw_to))).rpartition(" <")[0].strip('"')
+    shown = unquote(str(make_header(decode_header(raw_to))).rpartition(" <")[0])
     given = " ".join(_CONTROL.sub(" ", name).split()).replace("=?", "= ?")
     assert not _CONTROL.search(shown)
     if len(given) <= MAX_NAME_LENGTH:

@@ -7,7 +7,9 @@ import email.policy
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.utils import unquote
 
 import pytest
 
@@ -188,6 +190,31 @@ async def test_a_50000_character_html_line_arrives_intact(
     assert html_part.get_content() == html + "\r\n"
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "0" + '"00' * 31,  # found by tests/test_fuzz.py
+        "Schulze, Anna (Stadtverwaltung Musterstadt) <andere@example.org>, Amt 10 [IT]",
+    ],
+)
+def test_a_long_ascii_name_with_specials_stays_one_name(demo_settings: Settings, name: str) -> None:
+    """The email package folds a long quoted string apart; such a name is encoded."""
+    message = _build(demo_settings, to_name=name)
+    head = message.data.partition(b"\r\n\r\n")[0].decode("ascii")
+    [raw] = [
+        line.removeprefix("To:").strip()
+        for line in re.sub(r"\r\n[ \t]", " ", head).split("\r\n")
+        if line.startswith("To:")
+    ]
+    shown, _, address = str(make_header(decode_header(raw))).rpartition(" ")
+    assert (unquote(shown), address) == (name, "<juergen.boehm@example.org>")
+    [to] = _parse(message.data)["To"].addresses
+    assert to.addr_spec == "juergen.boehm@example.org"
+    to_lines = re.search(r"^To:.*?\r\n(?! )", head, re.M | re.S)
+    assert to_lines is not None
+    assert all(len(line) <= 78 for line in to_lines[0].split("\r\n")), to_lines[0]
+
+
 def test_huge_subject_and_names_give_bounded_headers(demo_settings: Settings) -> None:
     """A 10 MB subject or name is cut, not folded for minutes (folding is superlinear)."""
     huge = "Förderprogramm für Kommunen " * 370_000  # about 10 MB
@@ -212,3 +239,65 @@ def test_huge_subject_and_names_give_bounded_headers(demo_settings: Settings) ->
         lines = re.search(rf"^{name}:.*?\r\n(?! )", message.data.decode(), re.M | re.S)
         assert lines is not None
         assert all(len(line) <= 78 for line in lines[0].split("\r\n")), lines[0]
+
+
+def _smtputf8(settings: Settings) -> Settings:
+    return replace(settings, smtp=replace(settings.smtp, smtputf8=True))
+
+
+@pytest.mark.smtp_server(smtputf8=True)
+async def test_utf8_local_part_goes_in_a_utf8_to_header_with_smtputf8(
+    smtp_server: RecordingServer, demo_settings: Settings
+) -> None:
+    settings = _smtputf8(demo_settings)
+    message = _build(settings, to_addr="jürgen@bücher.de", message_id="2025-W05.4711")
+    # The domain stays in its ASCII form (IDNA), in the envelope and in the header.
+    assert message.recipient == "jürgen@xn--bcher-kva.de"
+    async with SmtpPool(server_settings := smtp_server.settings(smtputf8=True)) as pool:
+        assert server_settings.smtputf8
+        result = await pool.send(message)
+    assert result.ok, result
+    [(mail_from, rcpt_tos, data)] = smtp_server.messages
+    assert (mail_from, rcpt_tos, data) == (message.sender, [message.recipient], message.data)
+    [options] = smtp_server.mail_options
+    assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(options)
+
+    # Only the To header is UTF-8; the name in it stays RFC 2047 encoded, and every
+    # other header and the body are as in the message to an ASCII address.
+    ascii_message = _build(settings, message_id="2025-W05.4711")
+    lines, ascii_lines = _header_lines(data), _header_lines(ascii_message.data)
+    [to] = [line for line in lines if not line.isascii()]
+    assert to == "To: =?utf-8?q?J=C3=BCrgen_B=C3=B6hm?= <jürgen@xn--bcher-kva.de>".encode()
+    assert [line for line in lines if line != to] == [
+        line for line in ascii_lines if not line.startswith(b"To:")
+    ]
+    assert data.partition(b"\r\n\r\n")[2] == ascii_message.data.partition(b"\r\n\r\n")[2]
+
+    # RFC 6532 is UTF-8 text: a reader decodes it as such and parses it strictly.
+    parsed = email.message_from_string(
+        data.decode("utf-8"), policy=email.policy.SMTPUTF8.clone(raise_on_defect=True)
+    )
+    assert isinstance(parsed, EmailMessage) and parsed.defects == []
+    [address] = parsed["To"].addresses
+    assert (address.display_name, address.addr_spec) == ("Jürgen Böhm", message.recipient)
+    for part in parsed.iter_parts():
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    text_part, _ = parsed.iter_parts()
+    assert text_part.get_content() == "Grüße aus Köln\r\n.\r\nFrom the start of a line\r\n"
+
+    # An ASCII name goes as is; a local part that is no dot-atom is still refused.
+    plain = _build(settings, to_addr="jürgen.böhm@beispiel.de", to_name="Juergen Boehm")
+    assert b"\r\nTo: Juergen Boehm <j\xc3\xbcrgen.b\xc3\xb6hm@beispiel.de>\r\n" in plain.data
+    for bad in ('"jür gen"@beispiel.de', "jür\x85gen@beispiel.de", "jür..gen@beispiel.de"):
+        with pytest.raises(MessageError, match="To: not an email address"):
+            _build(settings, to_addr=bad)
+
+
+def test_utf8_local_part_without_smtputf8_names_the_setting(demo_settings: Settings) -> None:
+    assert not demo_settings.smtp.smtputf8
+    with pytest.raises(MessageError) as info:
+        _build(demo_settings, to_addr="jürgen@beispiel.de")
+    assert str(info.value) == (
+        "To: 'jürgen@beispiel.de': non-ASCII local part needs an SMTPUTF8 relay; "
+        "set smtp.smtputf8 = true if yours supports it"
+    )

@@ -391,3 +391,72 @@ async def test_dry_run_and_send_agree(world: World, smtp_server) -> None:
     assert waiting.email not in _recipients(smtp_server)
     after = _dry_run(world)
     assert (after.would_send, after.already_sent, after.skipped_before) == (0, 13, 1)
+
+
+UTF8_READERS = ("jürgen@beispiel.de", "zoë@beispiel.de")
+
+
+def _with_utf8_readers(world: World) -> World:
+    """Two readers whose addresses are UTF-8 before the @, and smtp.smtputf8 on."""
+    for address in UTF8_READERS:
+        world.store.save_subscriber(Subscriber(address, "Leser"), ["allgemein"])
+    settings = replace(world.settings, smtp=replace(world.settings.smtp, smtputf8=True))
+    return World(settings, world.store, world.newsletter)
+
+
+async def test_utf8_readers_are_sent_with_smtputf8(world: World) -> None:
+    world = _with_utf8_readers(world)
+    dry = _dry_run(world)
+    assert (dry.would_send, dry.failures) == (16, [])
+    async with RecordingServer(smtputf8=True) as server:
+        report = await world.send(server, smtputf8=True)
+    assert (report.sent, report.failed, report.stopped) == (16, 0, None)
+    everyone = world.store.active_subscribers(segment_lists(world.newsletter))
+    assert sorted(_recipients(server)) == sorted(s.email for s in everyone)
+    assert set(UTF8_READERS) <= set(_recipients(server))
+    for (_, [rcpt], data), options in zip(server.messages, server.mail_options, strict=True):
+        needs_it = rcpt in UTF8_READERS
+        assert ("SMTPUTF8" in options, "BODY=8BITMIME" in options) == (needs_it, needs_it)
+        assert data.isascii() != needs_it
+        if needs_it:
+            parsed = email.message_from_string(
+                data.decode(), policy=policy.SMTPUTF8.clone(raise_on_defect=True)
+            )
+            assert parsed["To"].addresses[0].addr_spec == rcpt
+    assert world.counts() == {DeliveryState.SENT: 16}
+
+
+async def test_a_relay_without_smtputf8_stops_the_run_at_a_utf8_reader(
+    world: World, smtp_server: RecordingServer
+) -> None:
+    world = _with_utf8_readers(world)
+    first = await world.send(smtp_server, pool_size=1, smtputf8=True)
+    # The ASCII readers (planned first) are sent as ever; the first UTF-8 one stops
+    # the run, and the one after it is left pending, untried.
+    assert (first.sent, first.deferred, first.failed) == (14, 1, 0)
+    assert first.stopped is not None
+    assert "does not offer the SMTPUTF8 extension" in first.stopped
+    assert "jürgen@beispiel.de" in first.stopped and "smtp.smtputf8" in first.stopped
+    assert all(options == [f"SIZE={len(d)}"] for (*_, d), options in zip(
+        smtp_server.messages, smtp_server.mail_options, strict=True
+    ))  # fmt: skip
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None and record.status == "sending"
+    rows = {r.email: r for r in world.store.deliveries(record.id, [DeliveryState.PENDING])}
+    assert set(rows) == set(UTF8_READERS)
+    assert "SMTPUTF8" in (rows["jürgen@beispiel.de"].smtp_reply or "")
+    assert rows["zoë@beispiel.de"].attempts == 0
+    # With a relay that offers it, the next run sends the rest.
+    async with RecordingServer(smtputf8=True) as server:
+        second = await world.send(server, smtputf8=True)
+    assert (second.sent, second.stopped) == (2, None)
+    assert sorted(_recipients(server)) == sorted(UTF8_READERS)
+    assert world.counts() == {DeliveryState.SENT: 16}
+
+
+async def test_without_smtputf8_a_utf8_reader_cannot_be_built(world: World) -> None:
+    _with_utf8_readers(world)  # stored as an import with smtp.smtputf8 on would
+    assert not world.settings.smtp.smtputf8
+    dry = _dry_run(world)
+    assert dry.would_send == 14 and len(dry.failures) == 2
+    assert all("set smtp.smtputf8 = true" in failure for failure in dry.failures)

@@ -164,10 +164,59 @@ async def test_policy_refusal_at_data_raises_sender_refused(smtp_server: Recordi
     assert smtp_server.connections == 1 and smtp_server.messages == []
 
 
+def utf8_message(n: int, recipient: str = "jürgen@example.org") -> Message:
+    """A message whose envelope recipient and To header are UTF-8 (RFC 6531, 6532)."""
+    data = (
+        f"From: {SENDER}\r\nTo: Jürgen <{recipient}>\r\nSubject: Nachricht {n}\r\n"
+        f"Message-ID: <{n}@kommune-digital.example>\r\n\r\nText {n}\r\n"
+    ).encode()
+    return Message(SENDER, recipient, f"<{n}@kommune-digital.example>", data)
+
+
+@pytest.mark.smtp_server(smtputf8=True)
+async def test_utf8_message_goes_with_smtputf8_and_8bitmime(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1, smtputf8=True)) as pool:
+        assert (await pool.send(message(1))).ok
+        assert (await pool.send(utf8_message(2))).ok
+        assert (await pool.send(message(3))).ok
+    assert smtp_server.messages == [
+        (SENDER, ["leser1@example.org"], message(1).data),
+        (SENDER, ["jürgen@example.org"], utf8_message(2).data),
+        (SENDER, ["leser3@example.org"], message(3).data),
+    ]
+    ascii_before, utf8, ascii_after = smtp_server.mail_options
+    assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(utf8)
+    # Only the message that needs them carries them.
+    for options in (ascii_before, ascii_after):
+        assert not {"SMTPUTF8", "BODY=8BITMIME"} & set(options)
+    assert smtp_server.connections == 1
+
+
+async def test_utf8_message_to_a_server_without_smtputf8_raises_sender_refused(
+    smtp_server: RecordingServer,
+) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1, smtputf8=True)) as pool:
+        assert (await pool.send(message(1))).ok
+        with pytest.raises(SenderRefused) as info:
+            await pool.send(utf8_message(2))
+        reason = str(info.value)
+        assert "does not offer the SMTPUTF8 extension" in reason
+        assert "jürgen@example.org" in reason and "smtp.smtputf8 = false" in reason
+        # Nothing of it went on the wire: the connection carries the next message.
+        assert (await pool.send(message(3))).ok
+    assert smtp_server.connections == 1 and smtp_server.handler.resets == 0
+    assert [rcpts for _, rcpts, _ in smtp_server.messages] == [
+        ["leser1@example.org"],
+        ["leser3@example.org"],
+    ]
+
+
+@pytest.mark.smtp_server(smtputf8=True)
 async def test_unsendable_address_is_a_permanent_result(smtp_server: RecordingServer) -> None:
     async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
-        unsendable = Message(SENDER, "jürgen@example.org", "<1@x>", message(1).data)
-        result = await pool.send(unsendable)  # would need SMTPUTF8
+        # A lone surrogate: not even UTF-8 can put it on the wire.
+        unsendable = Message(SENDER, "j\udcfcrgen@example.org", "<1@x>", message(1).data)
+        result = await pool.send(unsendable)
         assert (result.ok, result.code, result.temporary) == (False, None, False)
         assert (await pool.send(message(2))).ok
     assert smtp_server.connections == 1
@@ -177,7 +226,7 @@ async def test_unsendable_address_is_a_permanent_result(smtp_server: RecordingSe
 async def test_unsendable_sender_raises_sender_refused(smtp_server: RecordingServer) -> None:
     async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
         unsendable = Message("jürgen@example.org", "leser1@example.org", "<1@x>", b"x\r\n")
-        with pytest.raises(SenderRefused):  # would need SMTPUTF8
+        with pytest.raises(SenderRefused, match="SMTPUTF8"):  # the server does not offer it
             await pool.send(unsendable)
         assert (await pool.send(message(2))).ok
     assert smtp_server.connections == 1
