@@ -15,6 +15,7 @@ from digest.models import Subscriber
 from digest.store import Store
 from digest.tokens import make_token, unsubscribe_url
 from digest.web.app import create_app
+from digest.web.security import WITHDRAWAL_FACTOR
 
 NL = "wochenueberblick"
 CSP = (
@@ -141,20 +142,47 @@ async def test_token_routes_are_rate_limited_per_address(
 ) -> None:
     sid = store.save_subscriber(Subscriber("r@example.org"), ["allgemein"])
     url = unsubscribe_url(demo_settings, NL, sid)
+    forged = url[:-4] + "AAAA"
     app = create_app(demo_settings, store, rate_limit="3/minute")
     async with _client(app, demo_settings, ip="198.51.100.7") as client:
         assert [(await client.get(url)).status_code for _ in range(3)] == [200] * 3
-        refused = await client.post(url)
+        refused = await client.get(url)
+        assert (await client.post(forged)).status_code == 429
         assert (await client.get("/unsubscribe/nonsense")).status_code == 429
         assert (await client.get("/unsubscribe/anything/else")).status_code == 429
         assert (await client.get("/healthz")).status_code == 200  # not a token route
     assert refused.status_code == 429
     assert 0 < int(refused.headers["retry-after"]) <= 60
     assert "Zu viele Anfragen" in refused.text
-    assert len(store.active_subscribers(newsletter=NL)) == 1  # the refused POST did nothing
+    assert len(store.active_subscribers(newsletter=NL)) == 1
     async with _client(app, demo_settings, ip="198.51.100.8") as other:
-        assert (await other.post(url)).status_code == 200
-    assert store.active_subscribers(newsletter=NL) == []
+        assert (await other.get(url)).status_code == 200
+    assert len(store.active_subscribers(newsletter=NL)) == 1  # other addresses, own budgets
+
+
+async def test_a_genuine_withdrawal_has_a_budget_of_its_own(
+    demo_settings: Settings, store: Store
+) -> None:
+    """A mail provider posts many readers' one-click unsubscribes from one address.
+
+    A refused one would leave that reader subscribed, so validly signed one-click POSTs
+    are counted apart, with a budget WITHDRAWAL_FACTOR times as large; it is still finite.
+    """
+    ids = [
+        store.save_subscriber(Subscriber(f"r{n}@example.org"), ["allgemein"])
+        for n in range(WITHDRAWAL_FACTOR + 1)
+    ]
+    app = create_app(demo_settings, store, rate_limit="1/minute")
+    async with _client(app, demo_settings, ip="198.51.100.9") as provider:
+        assert (await provider.get("/unsubscribe/nonsense")).status_code == 400
+        assert (await provider.get("/unsubscribe/nonsense")).status_code == 429
+        answers = [
+            (await provider.post(unsubscribe_url(demo_settings, NL, sid))).status_code
+            for sid in ids
+        ]
+    assert answers == [200] * WITHDRAWAL_FACTOR + [429]
+    [left] = store.active_subscribers(newsletter=NL)
+    assert left.id == ids[-1]
 
 
 async def test_an_ipv6_network_shares_one_budget(demo_settings: Settings, store: Store) -> None:

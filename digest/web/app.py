@@ -33,7 +33,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from digest.config import Settings
 from digest.i18n import N_, language, translations
@@ -185,6 +185,18 @@ def create_app(
     def server_error(request: Request, _exc: Exception) -> Response:
         return error_page(request, 500)
 
+    def genuine_withdrawal(scope: Scope) -> bool:
+        """A POST to an unsubscribe link whose token is validly signed."""
+        prefix = "/unsubscribe/"
+        path: str = scope["path"]
+        if scope["method"] != "POST" or not path.startswith(prefix):
+            return False
+        try:
+            read_token(settings.secret_key, UNSUBSCRIBE, path.removeprefix(prefix))
+        except TokenError:
+            return False
+        return True
+
     def too_many_requests(request: Request, retry_after: int) -> Response:
         return error_page(request, 429, {"Retry-After": str(retry_after)})
 
@@ -201,7 +213,11 @@ def create_app(
         ],
         middleware=[
             Middleware(
-                TokenRateLimit, limit=limit, prefixes=TOKEN_PREFIXES, refuse=too_many_requests
+                TokenRateLimit,
+                limit=limit,
+                prefixes=TOKEN_PREFIXES,
+                refuse=too_many_requests,
+                genuine_withdrawal=genuine_withdrawal,
             )
         ],
         exception_handlers={HTTPException: http_error, 500: server_error},

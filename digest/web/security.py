@@ -87,8 +87,15 @@ def _client_key(scope: Scope) -> str:
     return str(address)
 
 
+#: How many more genuine one-click withdrawals than other requests an address may send.
+WITHDRAWAL_FACTOR = 20
+
+
 class TokenRateLimit:
     """A moving-window budget per client address for every path under a token prefix.
+
+    A POST that ``genuine_withdrawal`` accepts (a validly signed unsubscribe token) has a
+    budget of its own, ``withdrawal_factor`` times as large.
 
     Over the budget the request never reaches the route: ``refuse(request, retry_after)``
     answers it (429 with ``Retry-After``). The budget is in memory, per process.
@@ -101,18 +108,27 @@ class TokenRateLimit:
         limit: RateLimitItem,
         prefixes: tuple[str, ...],
         refuse: Callable[[Request, int], Response],
+        genuine_withdrawal: Callable[[Scope], bool] = lambda _scope: False,
+        withdrawal_factor: int = WITHDRAWAL_FACTOR,
     ) -> None:
         self.app = app
         self.limit = limit
+        # A separate, larger budget: a mail provider posts its users' one-click
+        # unsubscribes from few addresses, and a refused one leaves a reader subscribed.
+        self.withdrawal_limit = type(limit)(limit.amount * withdrawal_factor, limit.multiples)
         self.prefixes = tuple(f"/{prefix}/" for prefix in prefixes)
         self.refuse = refuse
+        self.genuine_withdrawal = genuine_withdrawal
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
             key = _client_key(scope)
-            if not self.limiter.hit(self.limit, key):
-                reset_at = self.limiter.get_window_stats(self.limit, key).reset_time
+            withdrawal = self.genuine_withdrawal(scope)
+            limit = self.withdrawal_limit if withdrawal else self.limit
+            budget = "withdrawal" if withdrawal else "other"
+            if not self.limiter.hit(limit, key, budget):
+                reset_at = self.limiter.get_window_stats(limit, key, budget).reset_time
                 retry_after = max(1, math.ceil(reset_at - time.time()))
                 response = self.refuse(Request(scope, receive), retry_after)
                 await response(scope, receive, send)
