@@ -15,6 +15,7 @@ import dataclasses
 import email
 import email.policy
 import math
+import os
 import re
 from datetime import timedelta
 from email.header import decode_header, make_header
@@ -44,6 +45,9 @@ XML_CHARACTER = st.characters(
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 FUZZ = settings(
+    # In CI the same examples every run: a new finding belongs in a change, not in a
+    # random red build. Elsewhere each run explores further.
+    derandomize=os.environ.get("CI") == "true",
     max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -122,6 +126,7 @@ def _raw_header(delivered: Delivered, name: str) -> str:
 # Found by this test: C1 controls in a name; a space lost where a name or subject is
 # folded between two encoded words.
 @example(title="0", teaser="", author="", label="", name="\x80" * 98)
+@example(title="\x7f", teaser="", author="", label="", name="")  # no title left: skipped
 @example(title="0", teaser="", author="", label="", name="0 " + "0" * 21 + "¡" * 12 + " ¡")
 @example(
     title="0" * 20 + "\x7f0" + "\x80" * 7 + "\x91" * 3 + "\x7f\x91",
@@ -136,7 +141,7 @@ def test_any_feed_item_gives_a_sound_message(
     newsletter = demo_settings.newsletters[0]
     articles = parse_feed(rss_item(title, teaser, author, label), newsletter.sources[0], newsletter)
     if not articles:  # a title of nothing but spaces or markup: the item is skipped
-        assert not " ".join(title.split()) or "<" in title or "&" in title
+        assert not _CONTROL.sub("", title).strip() or "<" in title or "&" in title
         return
     [article] = articles
     assert 0 < len(article.title) <= limits.MAX_TITLE
