@@ -20,9 +20,9 @@ import pytest
 from digest.config import Settings, UnsubscribeMailboxSettings
 from digest.errors import ConfigError
 from digest.mailbox import (
-    MaildirMailbox,
     MailboxError,
     MailboxReport,
+    MaildirMailbox,
     Outcome,
     open_mailbox,
     process_mailbox,
@@ -223,3 +223,23 @@ def test_a_missing_maildir_is_one_clear_error(demo_settings: Settings, tmp_path:
         open_mailbox(settings)
     with pytest.raises(ConfigError, match="unsubscribe_mailbox: not configured"):
         open_mailbox(demo_settings)
+
+
+async def test_the_scheduled_job_processes_the_configured_maildir(
+    demo_settings: Settings, tmp_path: Path, maildir: Path
+) -> None:
+    from digest import jobs
+    from tests.conftest import ROOT
+
+    config = tmp_path / "config.toml"
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    config.write_text(f'{text}\n[unsubscribe_mailbox]\nmaildir = "mail"\n', encoding="utf-8")
+    store = Store.open(f"sqlite:///{tmp_path / 'digest.db'}")  # the config's store
+    try:
+        sid = store.save_subscriber(Subscriber("anna@example.org"), ["allgemein"])
+        key = deliver(maildir, message(mailto_subject(demo_settings, sid)))
+        await jobs.process_unsubscribe_mailbox(str(config))
+        assert store.unsubscribed(sid, NL)
+        assert list(files(maildir, "cur")) == [f"{key}:2,S"]
+    finally:
+        store.close()
