@@ -440,6 +440,49 @@ def import_(file: Path, list_name: str) -> None:
         raise SystemExit(1)
 
 
+@cli.group(epilog=_example("digest unsubscribes process --dry-run"))
+def unsubscribes() -> None:
+    """Unsubscribe requests that arrive by mail (the List-Unsubscribe mailto)."""
+
+
+@unsubscribes.command("process", epilog=_example("digest unsubscribes process --dry-run"))
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would be done; change neither store nor mailbox."
+)
+@common
+def process_unsubscribes(dry_run: bool) -> None:
+    """Apply the unsubscribe tokens in the subjects of the unread mail of [unsubscribe_mailbox].
+
+    Each message with a valid token is processed (its subscriber unsubscribed from that
+    newsletter) and marked seen, then moved or deleted as `processed` says; every other
+    message stays unread where it is. Running it again changes nothing more. Tokens are
+    never shown.
+    """
+    from digest import jobs
+    from digest.mailbox import open_mailbox, process_mailbox
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        with open_mailbox(settings) as mailbox:
+            report = process_mailbox(settings, store, mailbox, dry_run=dry_run)
+    finally:
+        store.close()
+    would = "would be " if dry_run else ""
+    for result in report.results:
+        if result.outcome.processed:
+            click.echo(
+                f"message {result.key}: {would}processed: {result.outcome.value}, "
+                f"subscriber {result.subscriber_id} of {result.newsletter}"
+            )
+        else:
+            click.echo(
+                f"message {result.key} from {result.sender or '(no sender)'}: left alone: "
+                f"{result.outcome.value}"
+            )
+    click.echo(report.summary())
+
+
 @cli.command(epilog=_example("digest demo --config config.toml"))
 @click.option(
     "--week",

@@ -37,6 +37,7 @@ __all__ = [
     "CategorySettings",
     "SourceSettings",
     "SegmentSettings",
+    "UnsubscribeMailboxSettings",
     "load_settings",
     "parse_settings",
     "all_setting_names",
@@ -617,6 +618,56 @@ SEGMENT = [
     ),
 ]
 
+UNSUBSCRIBE_MAILBOX = [
+    S(
+        "maildir",
+        str,
+        "",
+        "Local Maildir that receives the mail to the List-Unsubscribe mailto address "
+        "(relative to the config file); set this or `imap_host`, not both. Empty: none.",
+    ),
+    S(
+        "imap_host",
+        str,
+        "",
+        "IMAP server (implicit TLS, certificate verified) of the mailbox that receives "
+        "the mail to the List-Unsubscribe mailto address; empty: none.",
+    ),
+    S("imap_port", int, 993, "IMAP port (implicit TLS).", _port),
+    S("imap_username", str, "", "IMAP login; required with `imap_host`."),
+    S(
+        "imap_password",
+        str,
+        "",
+        "IMAP password; prefer DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD.",
+        secret=True,
+    ),
+    S("imap_folder", str, "INBOX", "IMAP folder to read."),
+    S(
+        "processed",
+        str,
+        "move",
+        "What happens to a message whose token was applied: 'move' (mark seen and move "
+        "to `processed_folder`), 'seen' (mark seen, leave in place) or 'delete' (expunges "
+        "the folder). In a Maildir, 'move' and 'seen' both file it in cur/ with the S "
+        "(seen) flag. Other messages stay unread where they are.",
+        _one_of("move", "seen", "delete"),
+    ),
+    S(
+        "processed_folder",
+        str,
+        "digest-processed",
+        "IMAP folder for processed messages with `processed = 'move'`; created if missing.",
+    ),
+    S(
+        "interval_minutes",
+        int,
+        15,
+        "`digest run` processes the mailbox this often (and once at start).",
+        _positive,
+    ),
+]
+
 #: Every table of the file: its dotted path, its settings, and whether it is an array.
 SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "": (TOP, False),
@@ -627,6 +678,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.categories": (CATEGORY, True),
     "newsletters.sources": (SOURCE, True),
     "newsletters.segments": (SEGMENT, True),
+    "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
 }
 
 #: Environment variables that override one key each.
@@ -639,6 +691,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "DIGEST_SMTP_SECURITY": ("smtp", "security", str),
     "DIGEST_SECRET_KEY": ("", "secret_key", str),
     "DIGEST_PUBLIC_URL": ("", "public_url", str),
+    "DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD": ("unsubscribe_mailbox", "imap_password", str),
 }
 
 GERMAN_LAENDER = (
@@ -696,6 +749,7 @@ def secret_values(settings: Settings) -> set[str]:
     collect("", settings)
     collect("store", settings.store)
     collect("smtp", settings.smtp)
+    collect("unsubscribe_mailbox", settings.unsubscribe_mailbox)
     for newsletter in settings.newsletters:
         collect("newsletters", newsletter)
         for source in newsletter.sources:
@@ -740,6 +794,25 @@ class SmtpSettings:
     messages_per_connection: int
     validate_certs: bool
     smtputf8: bool = False
+
+
+@dataclass(frozen=True)
+class UnsubscribeMailboxSettings:
+    """The mailbox behind the List-Unsubscribe mailto address: a Maildir or IMAP."""
+
+    maildir: str = ""
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_username: str = ""
+    imap_password: str = field(default="", repr=False)
+    imap_folder: str = "INBOX"
+    processed: str = "move"
+    processed_folder: str = "digest-processed"
+    interval_minutes: int = 15
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.maildir or self.imap_host)
 
 
 @dataclass(frozen=True)
@@ -846,6 +919,9 @@ class Settings:
     newsletters: tuple[NewsletterSettings, ...]
     base_dir: Path = Path(".")
     path: Path | None = None
+    unsubscribe_mailbox: UnsubscribeMailboxSettings = field(
+        default_factory=UnsubscribeMailboxSettings
+    )
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1065,6 +1141,16 @@ def parse_settings(
                 },
             )
         )
+    mailbox = reader.table(
+        data.get("unsubscribe_mailbox", {}), "unsubscribe_mailbox", "unsubscribe_mailbox"
+    )
+    if mailbox["maildir"] and mailbox["imap_host"]:
+        raise reader.error(
+            "unsubscribe_mailbox",
+            "set either maildir (a local Maildir) or imap_host (an IMAP server), not both",
+        )
+    if mailbox["imap_host"] and not mailbox["imap_username"]:
+        raise reader.error("unsubscribe_mailbox.imap_username", "is required with imap_host")
     base_dir = path.parent if path else Path(".")
     return Settings(
         public_url=top["public_url"].rstrip("/"),
@@ -1079,6 +1165,7 @@ def parse_settings(
         newsletters=tuple(newsletters),
         base_dir=base_dir,
         path=path,
+        unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
     )
 
 

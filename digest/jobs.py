@@ -5,6 +5,7 @@ Each opens what it needs (store, transport), does one job and returns a report.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ __all__ = [
     "dry_run",
     "DryRunReport",
     "run_newsletter",
+    "process_unsubscribe_mailbox",
 ]
 
 log = logging.getLogger("digest.jobs")
@@ -201,6 +203,24 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
             log.info("%s", result.summary())
     finally:
         store.close()
+
+
+async def process_unsubscribe_mailbox(config_path: str) -> None:
+    """The scheduled job: apply the unsubscribe requests in the configured mailbox."""
+    from digest.mailbox import open_mailbox, process_mailbox
+
+    settings = load_settings(Path(config_path))
+
+    def process() -> str:
+        store = open_store(settings)
+        try:
+            with open_mailbox(settings) as mailbox:
+                return process_mailbox(settings, store, mailbox).summary()
+        finally:
+            store.close()
+
+    # imap-tools and the store block: keep the scheduler's event loop free meanwhile.
+    log.info("unsubscribe mailbox: %s", await asyncio.to_thread(process))
 
 
 def preview(

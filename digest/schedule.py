@@ -34,9 +34,11 @@ from apscheduler.events import (
     EVENT_JOB_MISSED,
     EVENT_JOB_SUBMITTED,
 )
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import ref_to_obj
 from sqlalchemy import inspect, select
 
@@ -46,6 +48,8 @@ from digest.store import Store
 
 __all__ = [
     "DEFAULT_JOB",
+    "MAILBOX_JOB",
+    "MAILBOX_JOB_ID",
     "JOB_ID_PREFIX",
     "JOB_TABLE",
     "job_id",
@@ -58,6 +62,8 @@ __all__ = [
 logger = logging.getLogger("digest.schedule")
 
 DEFAULT_JOB = "digest.jobs:run_newsletter"
+MAILBOX_JOB = "digest.jobs:process_unsubscribe_mailbox"
+MAILBOX_JOB_ID = "unsubscribe-mailbox"
 JOB_ID_PREFIX = "newsletter:"
 JOB_TABLE = "apscheduler_jobs"
 
@@ -141,7 +147,12 @@ def next_runs(settings: Settings, now: datetime) -> list[tuple[NewsletterSetting
 
 
 def build_scheduler(
-    settings: Settings, *, store_url: str, job: str = DEFAULT_JOB, config_path: str
+    settings: Settings,
+    *,
+    store_url: str,
+    job: str = DEFAULT_JOB,
+    config_path: str,
+    mailbox_job: str = MAILBOX_JOB,
 ) -> AsyncIOScheduler:
     """A scheduler (not yet started) with one persistent job per configured newsletter.
 
@@ -159,8 +170,13 @@ def build_scheduler(
 
     ``job`` is a textual reference (``module:function``) to a coroutine function called
     as ``job(config_path, newsletter_id)``; only the reference is stored.
+
+    With an ``[unsubscribe_mailbox]`` configured, ``mailbox_job(config_path)`` runs at
+    start and every ``interval_minutes``. That job lives in memory only: a poll missed
+    while the scheduler was down has nothing to catch up on.
     """
     ref_to_obj(job)  # fail before touching the store if the job function cannot be found
+    ref_to_obj(mailbox_job)
     now = datetime.now(UTC)
     triggers = {}
     for newsletter in settings.newsletters:
@@ -172,7 +188,9 @@ def build_scheduler(
     jobstore = SQLAlchemyJobStore(
         engine=Store.open(store_url, migrate=False).engine, tablename=JOB_TABLE
     )
-    scheduler = AsyncIOScheduler(timezone=UTC, jobstores={"default": jobstore})
+    scheduler = AsyncIOScheduler(
+        timezone=UTC, jobstores={"default": jobstore, "memory": MemoryJobStore()}
+    )
     try:
         stored = _stored_jobs(jobstore)
         wanted = {job_id(n.id) for n in settings.newsletters}
@@ -191,6 +209,20 @@ def build_scheduler(
     except BaseException:
         jobstore.shutdown()
         raise
+    if settings.unsubscribe_mailbox.configured:
+        minutes = settings.unsubscribe_mailbox.interval_minutes
+        scheduler.add_job(
+            mailbox_job,
+            IntervalTrigger(minutes=minutes, timezone=UTC),
+            args=(config_path,),
+            id=MAILBOX_JOB_ID,
+            name="unsubscribe mailbox",
+            jobstore="memory",
+            next_run_time=now,
+            misfire_grace_time=minutes * 60,
+            coalesce=True,
+            max_instances=1,
+        )
     scheduler.add_listener(
         _log_job_event,
         EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,
@@ -317,12 +349,15 @@ async def run_scheduler(
     config_path: str,
     stop: asyncio.Event | None = None,
     job: str = DEFAULT_JOB,
+    mailbox_job: str = MAILBOX_JOB,
 ) -> None:
     """Run every newsletter on its schedule until ``stop`` is set (or forever).
 
     On stop no new run starts; a running one finishes before the scheduler shuts down.
     """
-    scheduler = build_scheduler(settings, store_url=store_url, job=job, config_path=config_path)
+    scheduler = build_scheduler(
+        settings, store_url=store_url, job=job, config_path=config_path, mailbox_job=mailbox_job
+    )
     running = _RunningJobs()
     scheduler.add_listener(
         running, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR
@@ -343,6 +378,11 @@ async def run_scheduler(
 
 def _log_next_runs(scheduler: AsyncIOScheduler, settings: Settings) -> None:
     now = datetime.now(UTC)
+    if settings.unsubscribe_mailbox.configured:
+        logger.info(
+            "unsubscribe mailbox: processed now and every %s minutes",
+            settings.unsubscribe_mailbox.interval_minutes,
+        )
     for newsletter in settings.newsletters:
         job = scheduler.get_job(job_id(newsletter.id))
         due: datetime | None = job.next_run_time if job else None

@@ -23,6 +23,8 @@ COMMANDS = [
     ["schedules"],
     ["run"],
     ["subscribers", "import"],
+    ["unsubscribes"],
+    ["unsubscribes", "process"],
     ["demo"],
     [],
 ]
@@ -388,3 +390,65 @@ async def test_secrets_in_the_environment_are_not_in_help_or_config_errors(site:
         _shows_no_secret(out, err, secret=secrets["DIGEST_SECRET_KEY"])
         _shows_no_secret(out, err)
     assert "secret_key: is 10 characters long" in err and "Traceback" in err
+
+
+def _with_mailbox(site: Path, table: str) -> None:
+    config = site / "config.toml"
+    config.write_text(config.read_text() + f"\n[unsubscribe_mailbox]\n{table}\n")
+
+
+async def test_unsubscribes_process_applies_tokens_from_a_maildir(site: Path) -> None:
+    import mailbox
+
+    from digest.config import load_settings
+    from digest.models import Subscriber
+    from digest.store import Store
+    from tests.test_mailbox import deliver, mailto_subject, message
+
+    _with_mailbox(site, 'maildir = "post"')
+    mailbox.Maildir(site / "post", create=True).close()
+    settings = load_settings(site / "config.toml", environ={})
+    store = Store.open(f"sqlite:///{site / 'digest.db'}")
+    try:
+        sid = store.save_subscriber(Subscriber("anna@example.org"), ["allgemein"])
+    finally:
+        store.close()
+    subject = mailto_subject(settings, sid)
+    valid = deliver(site / "post", message(f"Re: {subject}"))
+    other = deliver(site / "post", message("Frage\x1b[31m", "x\x1b]@example.org"))
+
+    code, out, err = await digest("unsubscribes", "process", "--dry-run", cwd=site)
+    assert (code, err) == (0, ""), err
+    assert f"message {valid}: would be processed: unsubscribed, subscriber {sid} of " in out
+    assert sorted(p.name for p in (site / "post" / "new").iterdir()) == sorted([valid, other])
+
+    code, out, err = await digest("unsubscribes", "process", cwd=site)
+    assert (code, err) == (0, ""), err
+    assert f"message {valid}: processed: unsubscribed, subscriber {sid} of wochenueberblick" in out
+    assert f"message {other} from x?" in out  # a control character is not passed on
+    assert "left alone: no unsubscribe token in the subject" in out
+    assert out.endswith(
+        "1 unsubscribed, 0 already unsubscribed, 0 unknown subscriber), 1 left alone\n"
+    )
+    assert subject.split()[1] not in out and "\x1b" not in out
+    assert [p.name for p in (site / "post" / "new").iterdir()] == [other]
+
+    code, out, _ = await digest("unsubscribes", "process", cwd=site)
+    assert code == 0 and out.startswith(f"message {other} ") and "0 processed" in out
+
+
+async def test_unsubscribes_process_errors_are_one_line(site: Path) -> None:
+    code, out, err = await digest("unsubscribes", "process", cwd=site)
+    assert (code, out) == (2, "")
+    assert err.startswith("error: config.toml: unsubscribe_mailbox: not configured")
+    assert err.count("\n") == 1
+    port = _closed_port()
+    _with_mailbox(site, f'imap_host = "127.0.0.1"\nimap_port = {port}\nimap_username = "abmelden"')
+    code, out, err = await digest(
+        "unsubscribes", "process", cwd=site, DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD=SECRET
+    )
+    assert (code, out) == (1, "") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(
+        f"error: unsubscribe mailbox IMAP abmelden@127.0.0.1:{port}: cannot connect: "
+    )
+    _shows_no_secret(err)

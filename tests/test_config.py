@@ -365,3 +365,25 @@ def test_subject_template_and_name_are_checked_at_load() -> None:
     assert message == "newsletters[0].name: is 101 characters long; at most 100"
     message = _error(_with_newsletter(name="Digest\r\nBcc: x@example.org"))
     assert message.startswith("newsletters[0].name: must be one line")
+
+
+def test_unsubscribe_mailbox_is_maildir_or_imap_and_hides_its_password() -> None:
+    settings = parse_settings(demo(), environ={})
+    assert not settings.unsubscribe_mailbox.configured
+    both = {**demo(), "unsubscribe_mailbox": {"maildir": "mail", "imap_host": "imap.example"}}
+    assert _error(both) == (
+        "unsubscribe_mailbox: set either maildir (a local Maildir) or imap_host "
+        "(an IMAP server), not both"
+    )
+    imap = {**demo(), "unsubscribe_mailbox": {"imap_host": "imap.example"}}
+    assert _error(imap) == "unsubscribe_mailbox.imap_username: is required with imap_host"
+    imap["unsubscribe_mailbox"]["imap_username"] = "abmelden@example.org"
+    bad = {**demo(), "unsubscribe_mailbox": {"maildir": "mail", "processed": "archive"}}
+    assert _error(bad).startswith("unsubscribe_mailbox.processed: must be one of 'move'")
+    variable = "DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD"
+    settings = parse_settings(imap, environ={variable: SECRET})
+    mailbox = settings.unsubscribe_mailbox
+    assert (mailbox.imap_port, mailbox.imap_folder, mailbox.processed) == (993, "INBOX", "move")
+    assert mailbox.imap_password == SECRET and SECRET not in repr(settings)
+    assert SECRET in secret_values(settings)
+    assert secret_environment({variable: SECRET}) == {SECRET}

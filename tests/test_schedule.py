@@ -13,11 +13,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 
-from digest.config import NewsletterSettings, Settings, parse_settings
+from digest.config import NewsletterSettings, Settings, UnsubscribeMailboxSettings, parse_settings
 from digest.schedule import (
     JOB_TABLE,
+    MAILBOX_JOB,
+    MAILBOX_JOB_ID,
     build_scheduler,
     job_id,
     next_runs,
@@ -407,3 +409,55 @@ def test_next_runs_are_in_each_newsletters_local_time() -> None:
     assert [t.utcoffset() for _, t in runs] == [timedelta(hours=2), timedelta(hours=-4)]
     with pytest.raises(ValueError):
         next_runs(settings, datetime(2025, 3, 26, 12, 0))
+
+
+# --- the unsubscribe mailbox -------------------------------------------------------------
+
+
+async def record_mailbox(config_path: str) -> None:
+    RUNS.append(("mailbox", config_path))
+
+
+def with_mailbox(settings: Settings, **values: Any) -> Settings:
+    return replace(
+        settings, unsubscribe_mailbox=UnsubscribeMailboxSettings(maildir="mail", **values)
+    )
+
+
+async def test_mailbox_job_runs_at_start_and_every_interval(store_url: str) -> None:
+    settings = with_mailbox(make_settings(), interval_minutes=5)
+    scheduler = build_scheduler(settings, store_url=store_url, job=RECORD, config_path="c.toml")
+    scheduler.start()
+    job = scheduler.get_job(MAILBOX_JOB_ID)
+    assert job.func_ref == MAILBOX_JOB and job.args == ("c.toml",)
+    assert job.trigger.interval == timedelta(minutes=5)
+    assert job.next_run_time <= datetime.now(UTC) and job.max_instances == 1
+    await shut_down(scheduler)
+    # Polling has nothing to catch up on after a restart: the job is not persisted.
+    engine = Store.open(store_url, migrate=False).engine
+    with engine.connect() as conn:
+        ids = conn.execute(select(text("id")).select_from(text(JOB_TABLE))).scalars().all()
+    engine.dispose()
+    assert ids == [JOB_ID]
+
+    plain = build_scheduler(make_settings(), store_url=store_url, job=RECORD, config_path="c")
+    assert plain.get_job(MAILBOX_JOB_ID) is None
+    plain.remove_all_jobs()
+
+
+async def test_run_scheduler_processes_the_mailbox_at_start(store_url: str) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_scheduler(
+            with_mailbox(make_settings()),
+            store_url=store_url,
+            config_path="c.toml",
+            stop=stop,
+            job=RECORD,
+            mailbox_job="tests.test_schedule:record_mailbox",
+        )
+    )
+    await eventually(lambda: bool(RUNS))
+    stop.set()
+    await task
+    assert RUNS == [("mailbox", "c.toml")]
