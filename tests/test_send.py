@@ -391,3 +391,22 @@ async def test_dry_run_and_send_agree(world: World, smtp_server) -> None:
     assert waiting.email not in _recipients(smtp_server)
     after = _dry_run(world)
     assert (after.would_send, after.already_sent, after.skipped_before) == (0, 13, 1)
+
+
+@pytest.mark.smtp_server(
+    refuse={
+        "anna.schulze@example.com": "550 5.1.1 No such user",
+        "m.oezdemir@example.net": "550 5.7.1 Recipient address rejected: Access denied",
+    }
+)
+async def test_a_hard_bounce_is_suppressed_and_a_suppressed_reader_gets_nothing(
+    world: World, smtp_server
+) -> None:
+    world.store.suppress("Juergen.Boehm@example.org", "complaint")
+    report = await world.send(smtp_server)
+    assert report.recipients == 13
+    assert "juergen.boehm@example.org" not in _recipients(smtp_server)
+    assert world.store.is_suppressed("anna.schulze@example.com")
+    assert not world.store.is_suppressed("m.oezdemir@example.net")  # 5.7.x: our problem
+    everyone = {s.email for s in world.store.active_subscribers(newsletter=world.newsletter.id)}
+    assert "anna.schulze@example.com" not in everyone and "m.oezdemir@example.net" in everyone
