@@ -37,6 +37,7 @@ check: lint typecheck test
 # Figures, not pass/fail: messages per second over real SMTP to a sink in another process.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/send_throughput.py --subscribers 2000
+	$(BIN)/python benchmarks/import_subscribers.py --rows 100000
 
 # Regenerate the configuration reference in README.md from digest/config.py.
 readme: $(STAMP)

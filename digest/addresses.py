@@ -8,12 +8,14 @@ spellings with the same key are one subscriber, so an unsubscribe reaches every 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import AddressError
 
-__all__ = ["NEEDS_SMTPUTF8", "checked_address", "email_key"]
+__all__ = ["NEEDS_SMTPUTF8", "address_hash", "checked_address", "email_key"]
 
 #: Why an address with a non-ASCII local part is refused when the relay lacks SMTPUTF8.
 NEEDS_SMTPUTF8 = (
@@ -53,3 +55,12 @@ def email_key(address: str) -> str:
         text = validate_email(text, check_deliverability=False, allow_smtputf8=True).normalized
     local, at, domain = text.rpartition("@")
     return f"{local.lower()}{at}{domain.lower()}" if at else text.lower()
+
+
+def address_hash(address: str, key: str) -> str:
+    """HMAC-SHA256 of the address's :func:`email_key` under ``key``, as 64 hex digits.
+
+    What the suppression list keeps instead of the address: it matches every spelling
+    of the mailbox, and without the key it cannot be tested against guessed addresses.
+    """
+    return hmac.new(key.encode(), email_key(address).encode(), hashlib.sha256).hexdigest()

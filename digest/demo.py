@@ -22,6 +22,9 @@ from digest.transport import CaptureServer, SmtpPool
 
 __all__ = ["import_demo_lists", "run_demo"]
 
+#: The consent statement kept for the demo lists' made-up readers.
+DEMO_CONSENT = "Demo data: fictitious readers shipped with digest"
+
 
 def import_demo_lists(
     settings: Settings, store: Store, newsletter: NewsletterSettings
@@ -38,7 +41,12 @@ def import_demo_lists(
         if path.exists():
             reports.append(
                 import_csv(
-                    store, path, list_name, categories=categories, regions=newsletter.regions
+                    store,
+                    path,
+                    list_name,
+                    categories=categories,
+                    regions=newsletter.regions,
+                    consent=DEMO_CONSENT,
                 )
             )
     return reports

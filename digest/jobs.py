@@ -43,8 +43,13 @@ log = logging.getLogger("digest.jobs")
 
 
 def open_store(settings: Settings) -> Store:
-    """The store named by the settings, migrated to the newest schema."""
-    return Store.open(resolve_store_url(settings.store.url, settings.base_dir))
+    """The store named by the settings, migrated to the newest schema.
+
+    ``secret_key`` keys the suppression list's address hashes.
+    """
+    return Store.open(
+        resolve_store_url(settings.store.url, settings.base_dir), secret_key=settings.secret_key
+    )
 
 
 async def collect(

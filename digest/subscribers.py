@@ -20,7 +20,7 @@ from digest.errors import AddressError, DigestError, ImportRowError
 from digest.models import Subscriber
 from digest.store import Store
 
-__all__ = ["COLUMNS", "MAX_FIELD_CHARS", "ImportReport", "import_csv", "parse_rows"]
+__all__ = ["COLUMNS", "MAX_FIELD_CHARS", "ImportReport", "export_csv", "import_csv", "parse_rows"]
 
 COLUMNS = ("email", "name", "categories", "regions", "locale")
 
@@ -33,13 +33,26 @@ MAX_ROW_CHARS = 2 * MAX_FIELD_CHARS * len(COLUMNS)
 
 @dataclass
 class ImportReport:
-    """What an import did: counts and one error per rejected row."""
+    """What an import did (or, with ``dry_run``, would do): counts and skipped rows.
+
+    ``suppressed`` holds the lines of rows whose address is on the suppression list (or
+    whose subscriber bounced, complained or unsubscribed): they are not added, updated
+    or reactivated. ``errors`` has one error per row skipped as invalid.
+    """
 
     path: str
     list_name: str
-    added: int = 0
+    imported: int = 0
     updated: int = 0
+    unchanged: int = 0
+    suppressed: list[int] = field(default_factory=list)
     errors: list[ImportRowError] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def added(self) -> int:
+        """The subscribers new to the store (``imported``)."""
+        return self.imported
 
 
 @dataclass(frozen=True)
@@ -251,17 +264,43 @@ def import_csv(
     categories: Collection[str],
     regions: Collection[str],
     smtputf8: bool = False,
+    consent: str,
+    dry_run: bool = False,
 ) -> ImportReport:
     """Import the good rows of ``path`` into ``list_name``; re-importing updates in place.
 
     The good rows go in as one transaction: all of them or, if the store fails, none.
-    ``smtputf8``: the relay takes addresses with a non-ASCII local part (smtp.smtputf8).
+    ``consent`` is the operator's statement of how these readers consented; it is kept
+    as proof with every new membership. ``dry_run`` checks and counts everything as the
+    import would, then writes nothing. ``smtputf8``: the relay takes addresses with a
+    non-ASCII local part (smtp.smtputf8).
     """
-    report = ImportReport(str(path), list_name)
+    consent = " ".join(consent.split())
+    if not consent:
+        raise DigestError("the consent statement is empty; say how these readers consented")
+    report = ImportReport(str(path), list_name, dry_run=dry_run)
     good, report.errors = parse_rows(
         path, list_name, categories=categories, regions=regions, smtputf8=smtputf8
     )
-    report.added, report.updated = store.save_subscribers(
-        (subscriber for _line, subscriber in good), [list_name]
-    )
+    counts = store.import_subscribers(good, list_name, consent=consent, dry_run=dry_run)
+    report.imported, report.updated = counts.imported, counts.updated
+    report.unchanged, report.suppressed = counts.unchanged, counts.suppressed
     return report
+
+
+def export_csv(store: Store, list_name: str) -> str:
+    """The active subscribers of ``list_name`` as CSV in the import's columns."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for subscriber, _status in store.subscriber_rows(list_name=list_name, status="active"):
+        writer.writerow(
+            [
+                subscriber.email,
+                subscriber.name,
+                "|".join(sorted(subscriber.categories)),
+                "|".join(sorted(subscriber.regions)),
+                subscriber.locale or "",
+            ]
+        )
+    return out.getvalue()

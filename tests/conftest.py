@@ -44,9 +44,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
+#: Keys the suppression list's hashes in tests (the configuration's secret_key in use).
+TEST_SECRET_KEY = "test-secret-key-0123456789"
+
+
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
-    opened = Store.open(store_url)
+    opened = Store.open(store_url, secret_key=TEST_SECRET_KEY)
     try:
         yield opened
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import os
 import shutil
 import socket
@@ -25,6 +26,10 @@ COMMANDS = [
     ["subscribers", "import"],
     ["unsubscribes"],
     ["unsubscribes", "process"],
+    ["subscribers", "list"],
+    ["subscribers", "export"],
+    ["subscribers", "erase"],
+    ["subscribers"],
     ["demo"],
     [],
 ]
@@ -130,10 +135,17 @@ async def test_collect_skips_a_broken_source_and_keeps_the_rest(site: Path) -> N
 
 async def test_import_reports_bad_rows_by_line(site: Path) -> None:
     code, out, err = await digest(
-        "subscribers", "import", "subscribers/fehlerhaft.csv", "--list", "fehlerhaft", cwd=site
+        "subscribers",
+        "import",
+        "subscribers/fehlerhaft.csv",
+        "--list",
+        "fehlerhaft",
+        "--consent",
+        "Demo",
+        cwd=site,
     )
     assert code == 1
-    assert "3 added" in out
+    assert "3 imported" in out
     lines = err.strip().splitlines()
     assert len(lines) == 3 and all("line " in line for line in lines)
 
@@ -154,7 +166,16 @@ async def test_demo_runs_once_then_sends_nothing_twice(site: Path) -> None:
 
 async def test_preview_and_dry_run(site: Path) -> None:
     assert (await digest("collect", cwd=site))[0] == 0
-    await digest("subscribers", "import", "subscribers/bayern.csv", "--list", "bayern", cwd=site)
+    await digest(
+        "subscribers",
+        "import",
+        "subscribers/bayern.csv",
+        "--list",
+        "bayern",
+        "--consent",
+        "Demo",
+        cwd=site,
+    )
     code, out, _ = await digest(
         "preview",
         "wochenueberblick",
@@ -202,7 +223,16 @@ async def test_preview_and_dry_run(site: Path) -> None:
 async def test_send_over_smtp_and_a_server_that_is_gone(site: Path) -> None:
     await digest("collect", cwd=site)
     for name in ("allgemein", "bayern", "it-leitungen"):
-        await digest("subscribers", "import", f"subscribers/{name}.csv", "--list", name, cwd=site)
+        await digest(
+            "subscribers",
+            "import",
+            f"subscribers/{name}.csv",
+            "--list",
+            name,
+            "--consent",
+            "Demo",
+            cwd=site,
+        )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
@@ -281,7 +311,16 @@ async def test_run_starts_the_scheduler_and_stops_on_sigterm(site: Path) -> None
 
 async def test_send_errors_are_one_line(site: Path) -> None:
     await digest("collect", cwd=site)
-    await digest("subscribers", "import", "subscribers/bayern.csv", "--list", "bayern", cwd=site)
+    await digest(
+        "subscribers",
+        "import",
+        "subscribers/bayern.csv",
+        "--list",
+        "bayern",
+        "--consent",
+        "Demo",
+        cwd=site,
+    )
     code, _, err = await digest("send", "wochenueberblick", "--week", "2099-W01", cwd=site)
     assert code == 1 and err.startswith("error: week 2099-W01 is not over until 2099-01-05")
     assert len(err.strip().splitlines()) == 1
@@ -358,7 +397,16 @@ async def test_smtp_password_is_never_shown_when_auth_fails(site: Path) -> None:
         .replace("validate_certs = true", "validate_certs = false")
     )
     await digest("collect", cwd=site)
-    await digest("subscribers", "import", "subscribers/bayern.csv", "--list", "bayern", cwd=site)
+    await digest(
+        "subscribers",
+        "import",
+        "subscribers/bayern.csv",
+        "--list",
+        "bayern",
+        "--consent",
+        "Demo",
+        cwd=site,
+    )
     async with RecordingServer(tls="starttls", auth={"digest": "the-right-one"}) as server:
         for debug in ([], ["--debug"]):
             code, out, err = await digest(
@@ -452,3 +500,81 @@ async def test_unsubscribes_process_errors_are_one_line(site: Path) -> None:
         f"error: unsubscribe mailbox IMAP abmelden@127.0.0.1:{port}: cannot connect: "
     )
     _shows_no_secret(err)
+
+
+async def test_import_needs_a_consent_statement(site: Path) -> None:
+    args = ("subscribers", "import", "subscribers/bayern.csv", "--list", "bayern")
+    code, out, err = await digest(*args, cwd=site)
+    assert code == 2 and out == "" and "--consent" in err
+    code, _out, err = await digest(*args, "--consent", "  ", cwd=site)
+    assert code == 1 and err.strip().splitlines() == [
+        "error: the consent statement is empty; say how these readers consented"
+    ]
+
+
+async def test_import_dry_run_then_list_export_and_erase(site: Path) -> None:
+    args = ("subscribers", "import", "subscribers/bayern.csv", "--list", "bayern")
+    consent = ("--consent", "Messe 2024, Formular mit Double-Opt-in")
+    code, out, err = await digest(*args, *consent, "--dry-run", cwd=site)
+    assert code == 0, err
+    assert out.strip().endswith(
+        "4 imported, 0 updated, 0 unchanged, 0 suppressed, 0 skipped in list 'bayern'; "
+        "dry run, nothing written"
+    )
+    code, out, _ = await digest("subscribers", "list", cwd=site)
+    assert (code, out.strip()) == (0, "0 subscribers")
+    code, out, _ = await digest(*args, *consent, cwd=site)
+    assert "4 imported, 0 updated, 0 unchanged" in out
+
+    code, out, _ = await digest("subscribers", "list", "--list", "bayern", cwd=site)
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0] == "4 subscribers in list 'bayern': 4 active"
+    assert len(lines) == 5 and all(line.split("\t")[2] == "active" for line in lines[1:])
+    address = lines[1].split("\t")[0]
+
+    code, out, _ = await digest("subscribers", "export", address.upper(), cwd=site)
+    assert code == 0
+    document = json.loads(out)
+    assert document["subscriber"]["email"] == address
+    assert document["consents"][0]["statement"] == consent[1]
+    assert set(document) >= {"memberships", "consents", "deliveries", "suppressions"}
+
+    code, out, _ = await digest(
+        "subscribers", "export", "--list", "bayern", "-o", "bayern-export.csv", cwd=site
+    )
+    assert code == 0 and out.strip() == "wrote bayern-export.csv"
+    code, out, _ = await digest(
+        "subscribers", "import", "bayern-export.csv", "--list", "bayern", *consent, cwd=site
+    )
+    assert "0 imported, 0 updated, 4 unchanged" in out
+
+    code, out, _ = await digest("subscribers", "erase", address, "--yes", cwd=site)
+    assert code == 0 and address in out
+    code, out, err = await digest("subscribers", "export", address, cwd=site)
+    assert (code, out, err.strip()) == (1, "", f"error: no subscriber has the address {address}")
+    code, out, err = await digest(*args, *consent, cwd=site)
+    assert "0 imported, 0 updated, 3 unchanged, 1 suppressed" in out
+    assert "the address is suppressed" in err
+    code, out, _ = await digest("subscribers", "list", "--status", "erased", cwd=site)
+    assert out.splitlines()[0] == "4 subscribers: 3 active, 1 erased"
+    assert address not in out
+
+
+async def test_erase_asks_and_suppresses_an_unknown_address(site: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "digest.cli", "subscribers", "erase", "x@example.org",
+        cwd=site, env=_env(), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(b"n\n"), timeout=60)
+    assert process.returncode == 130 and b"Erase" in out and b"aborted" in err
+    code, out, err = await digest("subscribers", "erase", "X@example.org", "--yes", cwd=site)
+    assert (code, out) == (1, "")
+    assert err.strip().splitlines() == [
+        "error: no subscriber has the address X@example.org; it is suppressed all the same"
+    ]
+    (site / "one.csv").write_text("email,name\nx@EXAMPLE.org,X\n", encoding="utf-8")
+    code, out, err = await digest(
+        "subscribers", "import", "one.csv", "--list", "l", "--consent", "Demo", cwd=site
+    )
+    assert code == 0 and "0 imported, 0 updated, 0 unchanged, 1 suppressed" in out

@@ -11,11 +11,13 @@ from alembic.config import Config
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
 
-from digest.addresses import email_key
+from digest.addresses import address_hash, email_key
+from digest.errors import StoreError
 from digest.models import DeliveryState, Subscriber
 from digest.store import Store
 from digest.store import schema as t
 from digest.store.store import MIGRATIONS
+from tests.conftest import TEST_SECRET_KEY
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -93,7 +95,7 @@ def test_0003_merges_subscribers_that_differ_in_case(store_url: str) -> None:
         delivery("W03", 4, DeliveryState.FAILED)
     engine.dispose()
 
-    store = Store.open(store_url)  # upgrades to the newest revision
+    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)  # upgrades to the newest revision
     try:
         [anna, other] = store.active_subscribers()
         assert (anna.id, anna.email, anna.name) == (1, "Anna.Case@example.com", "Anna Case")
@@ -127,3 +129,39 @@ def test_0003_merges_subscribers_that_differ_in_case(store_url: str) -> None:
             )  # fmt: skip
     finally:
         store.close()
+
+
+def test_0004_moves_unsubscriptions_onto_the_suppression_list(store_url: str) -> None:
+    _upgrade(store_url, "0003")
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        for sid, address in [(1, "Anna@example.org"), (2, "ben@example.org")]:
+            conn.execute(
+                t.subscribers.insert().values(
+                    id=sid, email=address, email_key=email_key(address), name="", locale=None,
+                    categories=[], regions=[], status="active", created_at=T0, updated_at=T0,
+                )
+            )  # fmt: skip
+        conn.execute(
+            t.unsubscriptions.insert().values(subscriber_id=1, newsletter="eins", created_at=T0)
+        )
+    engine.dispose()
+
+    with pytest.raises(StoreError, match="needs secret_key"):
+        Store.open(store_url)  # the hash needs the key; nothing is half done
+    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(t.suppressions)).all()
+        assert [(r.address_hash, r.scope, r.reason, r.created_at) for r in rows] == [
+            (address_hash("anna@EXAMPLE.org", TEST_SECRET_KEY), "eins", "unsubscribed", T0)
+        ]
+        assert store.is_suppressed("anna@example.org", "eins")
+        assert not store.is_suppressed("ben@example.org", "eins")
+        assert [s.id for s in store.active_subscribers(newsletter="eins")] == [2]
+    finally:
+        store.close()
+
+
+def test_0004_on_a_store_without_unsubscriptions_needs_no_key(store_url: str) -> None:
+    Store.open(store_url).close()

@@ -460,3 +460,22 @@ async def test_without_smtputf8_a_utf8_reader_cannot_be_built(world: World) -> N
     dry = _dry_run(world)
     assert dry.would_send == 14 and len(dry.failures) == 2
     assert all("set smtp.smtputf8 = true" in failure for failure in dry.failures)
+
+
+@pytest.mark.smtp_server(
+    refuse={
+        "anna.schulze@example.com": "550 5.1.1 No such user",
+        "m.oezdemir@example.net": "550 5.7.1 Recipient address rejected: Access denied",
+    }
+)
+async def test_a_hard_bounce_is_suppressed_and_a_suppressed_reader_gets_nothing(
+    world: World, smtp_server
+) -> None:
+    world.store.suppress("Juergen.Boehm@example.org", "complaint")
+    report = await world.send(smtp_server)
+    assert report.recipients == 13
+    assert "juergen.boehm@example.org" not in _recipients(smtp_server)
+    assert world.store.is_suppressed("anna.schulze@example.com")
+    assert not world.store.is_suppressed("m.oezdemir@example.net")  # 5.7.x: our problem
+    everyone = {s.email for s in world.store.active_subscribers(newsletter=world.newsletter.id)}
+    assert "anna.schulze@example.com" not in everyone and "m.oezdemir@example.net" in everyone

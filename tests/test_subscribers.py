@@ -9,6 +9,7 @@ from digest.subscribers import import_csv
 
 CATEGORIES = {"politik", "verwaltung", "smart-city"}
 REGIONS = ["Bayern", "Hessen"]
+CONSENT = "Formular auf example.org, Double-Opt-in 2024"
 
 
 def test_import_reports_bad_rows_and_keeps_good_ones(store: Store, tmp_path: Path) -> None:
@@ -23,7 +24,9 @@ def test_import_reports_bad_rows_and_keeps_good_ones(store: Store, tmp_path: Pat
         "juergen@example.org,Doppelt,,,\n",
         encoding="utf-8",
     )
-    report = import_csv(store, csv, "allgemein", categories=CATEGORIES, regions=REGIONS)
+    report = import_csv(
+        store, csv, "allgemein", categories=CATEGORIES, regions=REGIONS, consent=CONSENT
+    )
     assert (report.added, report.updated) == (2, 0)
     assert [(e.line, e.problem.split(" ")[0]) for e in report.errors] == [
         (3, "'kein-at-zeichen'"),
@@ -36,7 +39,9 @@ def test_import_reports_bad_rows_and_keeps_good_ones(store: Store, tmp_path: Pat
     assert jb.categories == {"politik", "verwaltung"} and jb.locale == "de_DE"
     max_ = store.subscriber_by_email("Max.Muster@example.net")
     assert max_ is not None and max_.regions == {"Bayern"}
-    again = import_csv(store, csv, "bayern", categories=CATEGORIES, regions=REGIONS)
+    again = import_csv(
+        store, csv, "bayern", categories=CATEGORIES, regions=REGIONS, consent=CONSENT
+    )
     assert (again.added, again.updated) == (0, 2)
     jb = store.subscriber_by_email("juergen@example.org")
     assert jb is not None and jb.lists == {"allgemein", "bayern"}
@@ -44,7 +49,9 @@ def test_import_reports_bad_rows_and_keeps_good_ones(store: Store, tmp_path: Pat
 
 def _import(store: Store, path: Path, text: str, **options: object) -> object:
     path.write_text(text, encoding="utf-8")
-    return import_csv(store, path, "allgemein", categories=CATEGORIES, regions=REGIONS, **options)
+    return import_csv(
+        store, path, "allgemein", categories=CATEGORIES, regions=REGIONS, consent=CONSENT, **options
+    )
 
 
 def test_addresses_differing_in_case_are_one_subscriber(store: Store, tmp_path: Path) -> None:
@@ -52,8 +59,15 @@ def test_addresses_differing_in_case_are_one_subscriber(store: Store, tmp_path: 
     first.write_text("email,name\nAnna.Case@example.com,Anna\n", encoding="utf-8")
     second = tmp_path / "zwei.csv"
     second.write_text("email,name\nanna.case@EXAMPLE.com,Anna C.\n", encoding="utf-8")
-    assert import_csv(store, first, "allgemein", categories=CATEGORIES, regions=REGIONS).added == 1
-    again = import_csv(store, second, "bayern", categories=CATEGORIES, regions=REGIONS)
+    assert (
+        import_csv(
+            store, first, "allgemein", categories=CATEGORIES, regions=REGIONS, consent=CONSENT
+        ).added
+        == 1
+    )
+    again = import_csv(
+        store, second, "bayern", categories=CATEGORIES, regions=REGIONS, consent=CONSENT
+    )
     assert (again.added, again.updated) == (0, 1)
     [anna] = store.active_subscribers()
     # the spelling first given stays for display; the rest is updated
@@ -148,7 +162,9 @@ def test_a_file_that_is_not_utf8_names_the_line(store: Store, tmp_path: Path) ->
     path = tmp_path / "latin1.csv"
     path.write_bytes("email,name\na@example.org,A\nb@example.org,Jürgen\n".encode("latin-1"))
     with pytest.raises(DigestError, match="line 3: not UTF-8"):
-        import_csv(store, path, "allgemein", categories=CATEGORIES, regions=REGIONS)
+        import_csv(
+            store, path, "allgemein", categories=CATEGORIES, regions=REGIONS, consent=CONSENT
+        )
 
 
 def test_a_locale_must_be_a_plain_identifier(store: Store, tmp_path: Path) -> None:

@@ -160,3 +160,37 @@ deliveries = Table(
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_issue_state", "issue_id", "state"),
 )
+
+#: ``suppressions.scope`` of a suppression that holds for every newsletter.
+ALL_NEWSLETTERS = "*"
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    # HMAC-SHA256 of the address's key (digest.addresses.address_hash); never the address.
+    Column("address_hash", String(64), primary_key=True),
+    Column("scope", String(100), primary_key=True),  # a newsletter id, or ALL_NEWSLETTERS
+    Column("reason", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("newsletter", String(100)),
+    Column("list_name", String(100)),
+    Column("source", String(20), nullable=False),  # 'import' or 'signup'
+    Column("statement", Text, nullable=False),
+    Column("text_version", String(100)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("ip", String(45)),
+    Column("user_agent", Text),
+    Column("page_url", Text),
+    Column("confirmed_at", UTCDateTime()),
+    Column("confirm_ip", String(45)),
+    Index("ix_consents_subscriber", "subscriber_id"),
+)

@@ -11,9 +11,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
@@ -22,6 +20,15 @@ from digest.errors import ConfigError, StoreError
 from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.redact import MASK, redact_url
 from digest.store import schema as t
+from digest.store.importing import ImportCounts, import_rows
+from digest.store.privacy import (
+    PrivacyStore,
+    hashes_in_scopes,
+    is_hard_bounce,
+    leave_active,
+    suppress_in,
+)
+from digest.store.sql import insert_ignoring_duplicates
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -88,14 +95,19 @@ class DeliveryRow:
     attempts: int
 
 
-class Store:
-    """Opened on a database URL; migrates the schema to the newest version on open."""
+class Store(PrivacyStore):
+    """Opened on a database URL; migrates the schema to the newest version on open.
 
-    def __init__(self, engine: Engine) -> None:
+    ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);
+    without it the store cannot suppress, unsubscribe or honour suppressions.
+    """
+
+    def __init__(self, engine: Engine, secret_key: str | None = None) -> None:
         self.engine = engine
+        self.secret_key = secret_key
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> Store:
+    def open(cls, url: str, *, migrate: bool = True, secret_key: str | None = None) -> Store:
         """The store at ``url``; a URL that cannot be used is a ConfigError on ``store.url``.
 
         No message shows the URL's password.
@@ -114,9 +126,13 @@ class Store:
                 cursor.execute("PRAGMA busy_timeout=10000")
                 cursor.close()
 
-        store = cls(engine)
+        store = cls(engine, secret_key)
         if migrate:
-            store.migrate()
+            try:
+                store.migrate()
+            except BaseException:
+                engine.dispose()
+                raise
         return store
 
     def migrate(self) -> None:
@@ -126,6 +142,7 @@ class Store:
         try:
             with self.engine.begin() as connection:
                 config.attributes["connection"] = connection
+                config.attributes["suppression_key"] = self.secret_key
                 command.upgrade(config, "head")
         except DBAPIError as exc:
             reason = " ".join(str(exc.orig or exc).split())
@@ -367,12 +384,43 @@ class Store:
                 updated += not is_new
         return added, updated
 
+    def import_subscribers(
+        self,
+        rows: Sequence[tuple[int, Subscriber]],
+        list_name: str,
+        *,
+        consent: str,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> ImportCounts:
+        """Import (line, subscriber) rows into ``list_name`` as one transaction.
+
+        See :func:`digest.store.importing.import_rows`. With ``dry_run`` the same work
+        is done and rolled back, so the counts are exactly what the import would give.
+        """
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                counts = import_rows(
+                    conn, rows, list_name, consent=consent, hash_of=self.address_hash,
+                    now=now or _now(),
+                )  # fmt: skip
+            except BaseException:
+                transaction.rollback()
+                raise
+            if dry_run:
+                transaction.rollback()
+            else:
+                transaction.commit()
+        return counts
+
     def active_subscribers(
         self, lists: Iterable[str] | None = None, *, newsletter: str | None = None
     ) -> list[Subscriber]:
         """Active subscribers on any of ``lists`` (all lists when None), with their lists.
 
-        With ``newsletter``, those who unsubscribed from that newsletter are left out.
+        Addresses on the suppression list for every newsletter are left out; with
+        ``newsletter``, also those who unsubscribed from or are suppressed for it.
         """
         with self.engine.connect() as conn:
             query = select(t.subscribers).where(t.subscribers.c.status == "active")
@@ -393,12 +441,62 @@ class Store:
                     )
                 )
             rows = conn.execute(query.order_by(t.subscribers.c.id)).all()
+            scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
+            suppressed = hashes_in_scopes(conn, scopes)
+            if suppressed:
+                hashed = self.address_hash  # raises without a key: never mail blindly
+                rows = [r for r in rows if hashed(r.email_key or r.email) not in suppressed]
             member_of: dict[int, set[str]] = {}
             for sid, name in conn.execute(
                 select(t.memberships.c.subscriber_id, t.memberships.c.list_name)
             ):
                 member_of.setdefault(sid, set()).add(name)
         return [_subscriber_from_row(r, member_of.get(r.id, set())) for r in rows]
+
+    def subscriber_rows(
+        self, *, list_name: str | None = None, status: str | None = None
+    ) -> list[tuple[Subscriber, str]]:
+        """Subscribers (on ``list_name``, with ``status``) and their status, by address.
+
+        Tombstones of merged spellings are left out.
+        """
+        query = select(t.subscribers).where(t.subscribers.c.status != "merged")
+        if list_name is not None:
+            query = query.where(
+                t.subscribers.c.id.in_(
+                    select(t.memberships.c.subscriber_id).where(
+                        t.memberships.c.list_name == list_name
+                    )
+                )
+            )
+        if status is not None:
+            query = query.where(t.subscribers.c.status == status)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.subscribers.c.email_key, t.subscribers.c.id)).all()
+            member_of: dict[int, set[str]] = {}
+            for sid, name in conn.execute(
+                select(t.memberships.c.subscriber_id, t.memberships.c.list_name)
+            ):
+                member_of.setdefault(sid, set()).add(name)
+        return [(_subscriber_from_row(r, member_of.get(r.id, set())), r.status) for r in rows]
+
+    def status_counts(self, *, list_name: str | None = None) -> dict[str, int]:
+        """How many subscribers (on ``list_name``) have each status; merged left out."""
+        query = (
+            select(t.subscribers.c.status, func.count())
+            .where(t.subscribers.c.status != "merged")
+            .group_by(t.subscribers.c.status)
+        )
+        if list_name is not None:
+            query = query.where(
+                t.subscribers.c.id.in_(
+                    select(t.memberships.c.subscriber_id).where(
+                        t.memberships.c.list_name == list_name
+                    )
+                )
+            )
+        with self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(query).all()}
 
     def subscriber_by_email(self, email: str) -> Subscriber | None:
         """The subscriber with this address in any spelling (case, IDNA), or None."""
@@ -421,22 +519,29 @@ class Store:
         """Withdraw a subscriber from one newsletter (idempotent); their email, or None.
 
         An id merged into another subscriber (same address in another spelling, see
-        migration 0003) withdraws that subscriber: links already sent keep working.
+        migration 0003) withdraws that subscriber: links already sent keep working. The
+        address goes on the suppression list for the newsletter; an erased id does
+        nothing (the address is suppressed for every newsletter already).
         """
+        now = now or _now()
         with self.engine.begin() as conn:
             subscriber_id = _live_id(conn, subscriber_id)
             email = conn.execute(
-                select(t.subscribers.c.email).where(t.subscribers.c.id == subscriber_id)
+                select(t.subscribers.c.email).where(
+                    t.subscribers.c.id == subscriber_id, t.subscribers.c.status != "erased"
+                )
             ).scalar()
             if email is not None:
-                _insert_ignoring_duplicates(
+                # The suppression outlives the subscriber (an erasure, a re-import).
+                suppress_in(conn, self.address_hash(email), "unsubscribed", newsletter, now)
+                insert_ignoring_duplicates(
                     conn,
                     t.unsubscriptions,
                     [
                         {
                             "subscriber_id": subscriber_id,
                             "newsletter": newsletter,
-                            "created_at": now or _now(),
+                            "created_at": now,
                         }
                     ],
                 )
@@ -482,7 +587,7 @@ class Store:
         if not rows:
             return 0
         with self.engine.begin() as conn:
-            return _insert_ignoring_duplicates(conn, t.deliveries, rows)
+            return insert_ignoring_duplicates(conn, t.deliveries, rows)
 
     def deliveries(self, issue_id: int, states: Iterable[str] | None = None) -> list[DeliveryRow]:
         query = select(t.deliveries).where(t.deliveries.c.issue_id == issue_id)
@@ -555,15 +660,29 @@ class Store:
         reply: str,
         now: datetime | None = None,
     ) -> None:
-        """Record the outcome of one delivery as soon as the server has answered."""
+        """Record the outcome of one delivery as soon as the server has answered.
+
+        A refusal of the address itself (5xx with enhanced code 5.1.x) puts the address
+        on the suppression list for every newsletter (reason 'hard_bounce'), in the same
+        transaction. A policy refusal (5.7.x) is the sender's problem and suppresses
+        nothing.
+        """
+        now = now or _now()
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.deliveries)
                 .where(t.deliveries.c.id == delivery_id)
-                .values(
-                    state=state, smtp_code=code, smtp_reply=reply[:2000], updated_at=now or _now()
-                )
+                .values(state=state, smtp_code=code, smtp_reply=reply[:2000], updated_at=now)
             )
+            if state == DeliveryState.FAILED and is_hard_bounce(code, reply):
+                key = conn.execute(
+                    select(t.subscribers.c.email_key)
+                    .join(t.deliveries, t.deliveries.c.subscriber_id == t.subscribers.c.id)
+                    .where(t.deliveries.c.id == delivery_id)
+                ).scalar()
+                if key is not None:
+                    suppress_in(conn, self.address_hash(key), "hard_bounce", None, now)
+                    leave_active(conn, key, "hard_bounce", now)
 
     def delivery_counts(self, issue_id: int) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -621,19 +740,6 @@ def _live_id(conn: Connection, subscriber_id: int) -> int:
         select(t.subscribers.c.merged_into).where(t.subscribers.c.id == subscriber_id)
     ).scalar()
     return int(merged_into) if merged_into is not None else subscriber_id
-
-
-def _insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
-    """INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns rows added."""
-    if conn.dialect.name == "postgresql":
-        statement: Any = postgresql_insert(table).on_conflict_do_nothing()
-    else:
-        statement = sqlite_insert(table).on_conflict_do_nothing()
-    key = next(iter(table.primary_key.columns))
-    statement = statement.returning(key)
-    # One statement a row: RETURNING tells what was added on every driver (rowcount
-    # does not, for INSERT … ON CONFLICT on psycopg).
-    return sum(len(conn.execute(statement, row).all()) for row in rows)
 
 
 def _article_values(article: Article) -> dict[str, Any]:

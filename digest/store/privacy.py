@@ -1,0 +1,419 @@
+"""The suppression list, proof of consent and the reader's rights (DSGVO Art. 15, 17, 20).
+
+Mixed into :class:`~digest.store.Store`. The suppression list holds a keyed hash of each
+address (:func:`digest.addresses.address_hash` under ``secret_key``), never the address,
+so that it can outlive an erasure. Changing ``secret_key`` therefore makes every
+suppression unrecognisable: the key that signs links also guards this list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, select, update
+
+from digest.addresses import address_hash, email_key
+from digest.errors import StoreError
+from digest.store import schema as t
+from digest.store.sql import insert_ignoring_duplicates
+
+__all__ = [
+    "REASONS",
+    "SUBSCRIBER_STATUS",
+    "Consent",
+    "PrivacyStore",
+    "is_hard_bounce",
+]
+
+#: Why an address is suppressed.
+REASONS = ("unsubscribed", "hard_bounce", "complaint", "erased", "operator")
+
+#: The status a subscriber takes when suppressed for every newsletter, by reason.
+SUBSCRIBER_STATUS = {
+    "unsubscribed": "unsubscribed",
+    "hard_bounce": "bounced",
+    "complaint": "complained",
+    "operator": "suppressed",
+    "erased": "erased",
+}
+
+# An enhanced status code 5.1.x (bad destination mailbox or address, RFC 3463) at the
+# start of a reply, after the basic code if the reply repeats it.
+_HARD_BOUNCE = re.compile(r"\s*(?:5\d\d[ -])?5\.1\.\d{1,3}\b")
+
+
+def is_hard_bounce(code: int | None, reply: str) -> bool:
+    """A permanent refusal of the address itself (5xx with 5.1.x), not of the sender."""
+    return code is not None and 500 <= code <= 599 and bool(_HARD_BOUNCE.match(reply))
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Proof of one consent: what the reader agreed to, when, where and from where.
+
+    ``source`` is 'signup' (a form, double opt-in) or 'import' (the operator's
+    statement). The consent is for ``newsletter`` or for ``list_name``.
+    """
+
+    statement: str
+    source: str = "signup"
+    newsletter: str | None = None
+    list_name: str | None = None
+    text_version: str | None = None
+    created_at: datetime | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    page_url: str | None = None
+    confirmed_at: datetime | None = None
+    confirm_ip: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class PrivacyStore:
+    """Suppression, consent, export and erasure on the store's engine."""
+
+    engine: Engine
+    secret_key: str | None
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def address_hash(self, address: str) -> str:
+        """The suppression list's key for ``address``; StoreError without a secret_key."""
+        if not self.secret_key:
+            raise StoreError(
+                "the store was opened without secret_key, so it cannot read or write the "
+                "suppression list"
+            )
+        return address_hash(address, self.secret_key)
+
+    # --- suppression ---------------------------------------------------------------------
+
+    def suppress(
+        self,
+        address: str,
+        reason: str,
+        newsletter: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Never mail ``address`` again (for ``newsletter``, or any when None); idempotent.
+
+        A subscriber suppressed for every newsletter also leaves the 'active' status.
+        Returns False when the address was already suppressed in that scope (the first
+        entry, its reason and time, is kept).
+        """
+        now = now or _now()
+        with self.engine.begin() as conn:
+            added = suppress_in(conn, self.address_hash(address), reason, newsletter, now)
+            if newsletter is None:
+                leave_active(conn, email_key(address), reason, now)
+        return added
+
+    def is_suppressed(self, address: str, newsletter: str | None = None) -> bool:
+        """True if ``address`` must not get ``newsletter`` (any newsletter when None:
+        suppressed for all of them)."""
+        scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(t.suppressions.c.scope).where(
+                    t.suppressions.c.address_hash == self.address_hash(address),
+                    t.suppressions.c.scope.in_(scopes),
+                )
+            ).first()
+        return found is not None
+
+    def suppressions_of(self, address: str) -> list[dict[str, Any]]:
+        """Every suppression entry of ``address``: scope, reason, time."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.suppressions)
+                .where(t.suppressions.c.address_hash == self.address_hash(address))
+                .order_by(t.suppressions.c.created_at, t.suppressions.c.scope)
+            ).all()
+        return [
+            {
+                "scope": "all" if r.scope == t.ALL_NEWSLETTERS else r.scope,
+                "reason": r.reason,
+                "created_at": _iso(r.created_at),
+            }
+            for r in rows
+        ]
+
+    def suppressed_hashes(self, newsletter: str | None = None) -> set[str]:
+        """The hashes suppressed for every newsletter, and for ``newsletter`` if given."""
+        scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
+        with self.engine.connect() as conn:
+            return hashes_in_scopes(conn, scopes)
+
+    def lift(self, address: str, consent_id: int, newsletter: str | None = None) -> bool:
+        """Lift the suppression of ``address`` for ``newsletter`` (and every newsletter).
+
+        Only a new double opt-in lifts a suppression: call this when the reader has
+        confirmed it, with the id of the consent that records the confirmation (see
+        :meth:`record_consent`). A consent that is not confirmed, or belongs to someone
+        else, is a StoreError and lifts nothing. Returns whether anything was lifted.
+        """
+        digest_of = self.address_hash(address)
+        scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
+        with self.engine.begin() as conn:
+            consent = conn.execute(
+                select(t.consents.c.confirmed_at, t.subscribers.c.email_key, t.subscribers.c.id)
+                .join(t.subscribers, t.subscribers.c.id == t.consents.c.subscriber_id)
+                .where(t.consents.c.id == consent_id)
+            ).first()
+            if (
+                consent is None
+                or consent.confirmed_at is None
+                or consent.email_key != email_key(address)
+            ):
+                raise StoreError(
+                    f"consent {consent_id} is not a confirmed consent of this address; "
+                    "a suppression is lifted only by a confirmed double opt-in"
+                )
+            lifted = conn.execute(
+                delete(t.suppressions).where(
+                    t.suppressions.c.address_hash == digest_of,
+                    t.suppressions.c.scope.in_(scopes),
+                )
+            ).rowcount
+            if newsletter:
+                conn.execute(
+                    delete(t.unsubscriptions).where(
+                        t.unsubscriptions.c.subscriber_id == consent.id,
+                        t.unsubscriptions.c.newsletter == newsletter,
+                    )
+                )
+            conn.execute(
+                update(t.subscribers)
+                .where(t.subscribers.c.id == consent.id, t.subscribers.c.status != "merged")
+                .values(status="active", updated_at=_now())
+            )
+        return bool(lifted)
+
+    # --- consent -------------------------------------------------------------------------
+
+    def record_consent(self, subscriber_id: int, consent: Consent) -> int:
+        """Keep the proof of one consent of a subscriber; returns its id."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    t.consents.insert()
+                    .values(subscriber_id=subscriber_id, **_consent_values(consent))
+                    .returning(t.consents.c.id)
+                ).scalar_one()
+            )
+
+    def confirm_consent(
+        self, consent_id: int, *, ip: str | None, now: datetime | None = None
+    ) -> None:
+        """Record the confirmation (double opt-in) of a consent: its time and IP."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.consents)
+                .where(t.consents.c.id == consent_id)
+                .values(confirmed_at=now or _now(), confirm_ip=ip)
+            )
+
+    # --- the reader's rights -------------------------------------------------------------
+
+    def personal_data(self, address: str) -> dict[str, Any] | None:
+        """Everything held about ``address`` as one JSON-ready document (Art. 15, 20).
+
+        None when no subscriber has the address; suppression entries alone (after an
+        erasure) are in :meth:`suppressions_of`.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.subscribers).where(t.subscribers.c.email_key == email_key(address))
+            ).first()
+            if row is None:
+                return None
+            ids = [row.id] + list(
+                conn.execute(
+                    select(t.subscribers.c.id).where(t.subscribers.c.merged_into == row.id)
+                ).scalars()
+            )
+            memberships = conn.execute(
+                select(t.memberships)
+                .where(t.memberships.c.subscriber_id == row.id)
+                .order_by(t.memberships.c.list_name)
+            ).all()
+            unsubscribed = conn.execute(
+                select(t.unsubscriptions)
+                .where(t.unsubscriptions.c.subscriber_id == row.id)
+                .order_by(t.unsubscriptions.c.newsletter)
+            ).all()
+            consents = conn.execute(
+                select(t.consents)
+                .where(t.consents.c.subscriber_id.in_(ids))
+                .order_by(t.consents.c.created_at, t.consents.c.id)
+            ).all()
+            deliveries = conn.execute(
+                select(t.deliveries, t.issues.c.newsletter, t.issues.c.key)
+                .join(t.issues, t.issues.c.id == t.deliveries.c.issue_id)
+                .where(t.deliveries.c.subscriber_id.in_(ids))
+                .order_by(t.deliveries.c.updated_at, t.deliveries.c.id)
+            ).all()
+            merged = conn.execute(
+                select(t.subscribers.c.email).where(t.subscribers.c.merged_into == row.id)
+            ).scalars()
+            other_spellings = sorted(merged)
+        return {
+            "subscriber": {
+                "id": row.id,
+                "email": row.email,
+                "other_spellings": other_spellings,
+                "name": row.name,
+                "locale": row.locale,
+                "categories": sorted(row.categories or ()),
+                "regions": sorted(row.regions or ()),
+                "status": row.status,
+                "created_at": _iso(row.created_at),
+                "updated_at": _iso(row.updated_at),
+            },
+            "memberships": [
+                {"list": m.list_name, "since": _iso(m.created_at)} for m in memberships
+            ],
+            "unsubscribed": [
+                {"newsletter": u.newsletter, "at": _iso(u.created_at)} for u in unsubscribed
+            ],
+            "consents": [
+                {
+                    "source": c.source,
+                    "newsletter": c.newsletter,
+                    "list": c.list_name,
+                    "statement": c.statement,
+                    "text_version": c.text_version,
+                    "signed_up_at": _iso(c.created_at),
+                    "ip": c.ip,
+                    "user_agent": c.user_agent,
+                    "page_url": c.page_url,
+                    "confirmed_at": _iso(c.confirmed_at),
+                    "confirm_ip": c.confirm_ip,
+                }
+                for c in consents
+            ],
+            "deliveries": [
+                {
+                    "newsletter": d.newsletter,
+                    "issue": d.key,
+                    "at": _iso(d.updated_at),
+                    "state": d.state,
+                    "email": d.email,
+                    "message_id": d.message_id,
+                    "smtp_code": d.smtp_code,
+                    "smtp_reply": d.smtp_reply,
+                    "attempts": d.attempts,
+                }
+                for d in deliveries
+            ],
+            "suppressions": self.suppressions_of(address),
+        }
+
+    def erase(self, address: str, now: datetime | None = None) -> bool:
+        """Delete the personal data of ``address`` and suppress it for good (Art. 17).
+
+        The subscriber row (and any merged spelling of it) stays as a tombstone with no
+        address, name or interests, so its id is never given to anybody else (links
+        already sent carry it). Memberships, unsubscriptions and consents are deleted;
+        delivery rows keep issue, state and time for the counts but lose the address,
+        SMTP reply and Message-ID. A suppression (reason 'erased') is added in any case,
+        also for an address nobody has. Returns whether a subscriber was erased.
+        """
+        now = now or _now()
+        digest_of = self.address_hash(address)
+        with self.engine.begin() as conn:
+            suppress_in(conn, digest_of, "erased", None, now)
+            sid = conn.execute(
+                select(t.subscribers.c.id).where(t.subscribers.c.email_key == email_key(address))
+            ).scalar()
+            if sid is None:
+                return False
+            ids = [sid] + list(
+                conn.execute(
+                    select(t.subscribers.c.id).where(t.subscribers.c.merged_into == sid)
+                ).scalars()
+            )
+            for table in (t.memberships, t.unsubscriptions, t.consents):
+                conn.execute(delete(table).where(table.c.subscriber_id.in_(ids)))
+            conn.execute(
+                update(t.deliveries)
+                .where(t.deliveries.c.subscriber_id.in_(ids))
+                .values(email="", smtp_reply=None, message_id=None)
+            )
+            for tombstone in ids:
+                conn.execute(
+                    update(t.subscribers)
+                    .where(t.subscribers.c.id == tombstone)
+                    .values(
+                        email=f"erased:{tombstone}",
+                        email_key=None,
+                        merged_into=None,
+                        name="",
+                        locale=None,
+                        categories=[],
+                        regions=[],
+                        status="erased",
+                        updated_at=now,
+                    )
+                )
+        return True
+
+
+def suppress_in(
+    conn: Connection, digest_of: str, reason: str, newsletter: str | None, now: datetime
+) -> bool:
+    if reason not in REASONS:
+        raise ValueError(f"unknown suppression reason {reason!r} (known: {', '.join(REASONS)})")
+    scope = newsletter or t.ALL_NEWSLETTERS
+    added = insert_ignoring_duplicates(
+        conn,
+        t.suppressions,
+        [{"address_hash": digest_of, "scope": scope, "reason": reason, "created_at": now}],
+    )
+    return bool(added)
+
+
+def leave_active(conn: Connection, key: str, reason: str, now: datetime) -> None:
+    """An active subscriber with this key takes the status of ``reason``."""
+    conn.execute(
+        update(t.subscribers)
+        .where(t.subscribers.c.email_key == key, t.subscribers.c.status == "active")
+        .values(status=SUBSCRIBER_STATUS[reason], updated_at=now)
+    )
+
+
+def hashes_in_scopes(conn: Connection, scopes: Iterable[str]) -> set[str]:
+    return set(
+        conn.execute(
+            select(t.suppressions.c.address_hash)
+            .where(t.suppressions.c.scope.in_(list(scopes)))
+            .distinct()
+        ).scalars()
+    )
+
+
+def _consent_values(consent: Consent) -> dict[str, Any]:
+    return {
+        "newsletter": consent.newsletter,
+        "list_name": consent.list_name,
+        "source": consent.source,
+        "statement": consent.statement,
+        "text_version": consent.text_version,
+        "created_at": consent.created_at or _now(),
+        "ip": consent.ip,
+        "user_agent": consent.user_agent,
+        "page_url": consent.page_url,
+        "confirmed_at": consent.confirmed_at,
+        "confirm_ip": consent.confirm_ip,
+    }
