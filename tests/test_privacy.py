@@ -13,7 +13,7 @@ from digest.errors import StoreError
 from digest.models import DeliveryState, Subscriber
 from digest.store import Store
 from digest.store import schema as t
-from digest.store.privacy import Consent, is_hard_bounce
+from digest.store.privacy import KEY_CHECK_SCOPE, Consent, is_hard_bounce
 from digest.subscribers import export_csv, import_csv
 from tests.conftest import TEST_SECRET_KEY
 
@@ -55,7 +55,9 @@ def test_suppression_is_stored_by_hash_only_and_scoped(store: Store) -> None:
     assert [s.id for s in store.active_subscribers(newsletter="zwei")] == [sid]
     assert store.active_subscribers(newsletter="eins") == []
     with store.engine.connect() as conn:
-        stored = conn.execute(select(t.suppressions)).all()
+        stored = conn.execute(
+            select(t.suppressions).where(t.suppressions.c.scope != KEY_CHECK_SCOPE)
+        ).all()
     assert [(r.address_hash, r.scope, r.reason) for r in stored] == [
         (address_hash("anna@example.org", TEST_SECRET_KEY), "eins", "complaint")
     ]
@@ -76,6 +78,25 @@ def test_a_store_without_key_refuses_to_ignore_the_list(store_url: str) -> None:
             blind.active_subscribers(newsletter="eins")
     finally:
         blind.close()
+
+
+def test_another_secret_key_is_refused_rather_than_mailing_the_suppressed(
+    store_url: str,
+) -> None:
+    """Under a new key no stored hash would match: the unsubscribed would be mailed again."""
+    first = Store.open(store_url, secret_key=TEST_SECRET_KEY)
+    first.save_subscriber(Subscriber("a@example.org"), ["allgemein"])
+    first.suppress("a@example.org", "unsubscribed", "eins")
+    first.close()
+    with pytest.raises(StoreError, match="set the previous secret_key"):
+        Store.open(store_url, secret_key="another-secret-key-0123456789")
+    again = Store.open(store_url, secret_key=TEST_SECRET_KEY)
+    try:
+        assert again.active_subscribers(newsletter="eins") == []
+        assert again.is_suppressed("a@example.org", "eins")
+        assert not again.is_suppressed("b@example.org")
+    finally:
+        again.close()
 
 
 def test_one_click_unsubscribe_writes_a_suppression_for_that_newsletter(store: Store) -> None:

@@ -8,6 +8,8 @@ suppression unrecognisable: the key that signs links also guards this list.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,6 +82,12 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+#: The scope of the row that holds a check value of the list's key (no newsletter id
+#: can have it: ids are slugs).
+KEY_CHECK_SCOPE = "#key-check"
+_KEY_CHECK_INPUT = b"digest.suppressions.key-check"
+
+
 class PrivacyStore:
     """Suppression, consent, export and erasure on the store's engine."""
 
@@ -89,13 +97,50 @@ class PrivacyStore:
     # --- keys ----------------------------------------------------------------------------
 
     def address_hash(self, address: str) -> str:
-        """The suppression list's key for ``address``; StoreError without a secret_key."""
+        """The suppression list's key for ``address``; StoreError without a secret_key,
+        or with another secret_key than the one the list was made with."""
         if not self.secret_key:
             raise StoreError(
                 "the store was opened without secret_key, so it cannot read or write the "
                 "suppression list"
             )
         return address_hash(address, self.secret_key)
+
+    def check_suppression_key(self, key: str) -> None:
+        """Refuse a key other than the one the suppression list was made with.
+
+        Under another key no stored hash matches any address: every unsubscribed,
+        bounced or erased reader would be mailed again, silently. The list keeps a check
+        value of its key (a row in its own scope, which no address lookup reaches),
+        written the first time a keyed store is opened. Called by ``Store.open``, outside
+        any other transaction.
+        """
+        check = hmac.new(key.encode(), _KEY_CHECK_INPUT, hashlib.sha256).hexdigest()
+        with self.engine.begin() as conn:
+            kept = conn.execute(
+                select(t.suppressions.c.address_hash).where(
+                    t.suppressions.c.scope == KEY_CHECK_SCOPE
+                )
+            ).scalar()
+            if kept is None:
+                insert_ignoring_duplicates(
+                    conn,
+                    t.suppressions,
+                    [
+                        {
+                            "address_hash": check,
+                            "scope": KEY_CHECK_SCOPE,
+                            "reason": "operator",
+                            "created_at": _now(),
+                        }
+                    ],
+                )
+            elif not hmac.compare_digest(kept, check):
+                raise StoreError(
+                    "secret_key is not the key this database's suppression list was made "
+                    "with: under it, every unsubscribed, bounced and erased address would be "
+                    "mailed again; set the previous secret_key (DIGEST_SECRET_KEY)"
+                )
 
     # --- suppression ---------------------------------------------------------------------
 

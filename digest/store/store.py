@@ -130,6 +130,8 @@ class Store(PrivacyStore):
         if migrate:
             try:
                 store.migrate()
+                if secret_key:
+                    store.check_suppression_key(secret_key)
             except BaseException:
                 engine.dispose()
                 raise
