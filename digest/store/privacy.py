@@ -325,7 +325,8 @@ class PrivacyStore:
 
         The subscriber row (and any merged spelling of it) stays as a tombstone with no
         address, name or interests, so its id is never given to anybody else (links
-        already sent carry it). Memberships, unsubscriptions and consents are deleted;
+        already sent carry it). Memberships, unsubscriptions, consents, sign-ups and queued
+        mail are deleted;
         delivery rows keep issue, state and time for the counts but lose the address,
         SMTP reply and Message-ID. A suppression (reason 'erased') is added in any case,
         also for an address nobody has. Returns whether a subscriber was erased.
@@ -334,6 +335,10 @@ class PrivacyStore:
         digest_of = self.address_hash(address)
         with self.engine.begin() as conn:
             suppress_in(conn, digest_of, "erased", None, now)
+            # Pending sign-ups and queued mail hold the address too.
+            key = email_key(address)
+            conn.execute(delete(t.mail_queue).where(t.mail_queue.c.recipient_key == key))
+            conn.execute(delete(t.signups).where(t.signups.c.email_key == key))
             sid = conn.execute(
                 select(t.subscribers.c.id).where(t.subscribers.c.email_key == email_key(address))
             ).scalar()
