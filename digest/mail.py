@@ -230,8 +230,8 @@ def build_message(
     subject: str,
     html: str,
     text: str,
-    unsubscribe_url: str,
-    unsubscribe_mailto: str,
+    unsubscribe_url: str | None,
+    unsubscribe_mailto: str | None,
     now: datetime,
     message_id: str | None = None,
     issue_key: str = "",
@@ -246,6 +246,8 @@ def build_message(
     longer than :data:`~digest.compose.MAX_SUBJECT_LENGTH` (render_subject never makes
     one) is cut like the rendered one, names likewise. ``settings``
     is not read yet; it is there for links that belong in headers (e.g. an archive URL).
+    Without ``unsubscribe_url`` (a confirmation request: nobody is subscribed yet) the
+    message has no List-Unsubscribe and List-Unsubscribe-Post headers.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise MessageError("Date: the clock must be timezone-aware")
@@ -260,6 +262,7 @@ def build_message(
         _header_text(subject, MAX_SUBJECT_LENGTH),
         format_datetime(now),
         _header_text(issue_key, _MAX_ISSUE_KEY_LENGTH),
+        unsubscribe_url is not None,
     )
     recipient = _address("To", to_name, to_addr)
     msgid = _message_id(message_id, sender_addr.rpartition("@")[2])
@@ -276,9 +279,13 @@ def build_message(
                 "List-Unsubscribe",
                 _url_list(
                     "List-Unsubscribe",
-                    [_one_line(unsubscribe_url), _one_line(unsubscribe_mailto)],
+                    [_one_line(unsubscribe_url), _one_line(unsubscribe_mailto or "")][
+                        : 2 if unsubscribe_mailto else 1
+                    ],
                 ),
-            ),
+            )
+            if unsubscribe_url is not None
+            else b"",
             before_type,
             _fold("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         )
@@ -313,6 +320,7 @@ def _shared_headers(
     subject: str,
     date: str,
     issue_key: str,
+    one_click: bool = True,
 ) -> tuple[bytes, bytes, bytes, bytes, str]:
     """The folded headers around the per-recipient ones, and the envelope sender."""
     sender_name, sender_address = parseaddr(sender)
@@ -327,7 +335,7 @@ def _shared_headers(
     before_to = _fold("Date", date) + _fold("From", _address_header("From", from_address))
     before_id = reply + _fold("Subject", subject_header)
     before_unsubscribe = _fold("List-Id", _list_id(name, list_id))
-    before_type = _fold("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    before_type = _fold("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") if one_click else b""
     if issue_key:
         before_type += _fold("X-Digest-Issue", issue_key)
     before_type += _fold("MIME-Version", "1.0")

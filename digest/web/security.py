@@ -88,7 +88,8 @@ def _client_key(scope: Scope) -> str:
 
 
 class TokenRateLimit:
-    """A moving-window budget per client address for every path under a token prefix.
+    """A moving-window budget per client address for every path under a token prefix
+    (with ``methods``: for requests with one of these methods only).
 
     Over the budget the request never reaches the route: ``refuse(request, retry_after)``
     answers it (429 with ``Retry-After``). The budget is in memory, per process.
@@ -101,15 +102,21 @@ class TokenRateLimit:
         limit: RateLimitItem,
         prefixes: tuple[str, ...],
         refuse: Callable[[Request, int], Response],
+        methods: tuple[str, ...] | None = None,
     ) -> None:
         self.app = app
+        self.methods = methods
         self.limit = limit
         self.prefixes = tuple(f"/{prefix}/" for prefix in prefixes)
         self.refuse = refuse
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(self.prefixes)
+            and (self.methods is None or scope["method"] in self.methods)
+        ):
             key = _client_key(scope)
             if not self.limiter.hit(self.limit, key):
                 reset_at = self.limiter.get_window_stats(self.limit, key).reset_time
