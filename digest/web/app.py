@@ -104,10 +104,12 @@ def create_app(
     rate_limit: str | RateLimitItem = DEFAULT_RATE_LIMIT,
     signup_rate_limit: str | RateLimitItem = DEFAULT_SIGNUP_RATE_LIMIT,
     send_mail: bool = False,
+    mail_interval: float = 5.0,
 ) -> Starlette:
     """The web app on an open store; ``rate_limit`` is per client address on token routes,
     ``signup_rate_limit`` per client address on sign-ups. With ``send_mail`` the app's
-    lifespan runs the mail queue (confirmation mail) while it serves."""
+    lifespan runs the mail queue (confirmation mail) every ``mail_interval`` seconds while
+    it serves."""
     limit = rate_limit_item(rate_limit) if isinstance(rate_limit, str) else rate_limit
     signup_limit = (
         rate_limit_item(signup_rate_limit)
@@ -188,7 +190,9 @@ def create_app(
         from digest.signup import run_mail_queue
 
         stop = asyncio.Event()
-        task = asyncio.create_task(run_mail_queue(store, settings, stop=stop))
+        task = asyncio.create_task(
+            run_mail_queue(store, settings, stop=stop, interval=mail_interval)
+        )
         try:
             yield
         finally:
