@@ -340,3 +340,20 @@ async def test_the_app_sends_queued_mail_while_it_serves(
                 await asyncio.sleep(0.05)
     assert [m[1] for m in server.messages] == [["sofort@example.org"]]
     assert store.queued_mail()[0]["sent_at"] is not None
+
+
+async def test_the_embeddable_form_leads_to_a_filled_in_page(
+    demo_settings: Settings, store: Store
+) -> None:
+    async with _client(create_app(demo_settings, store), demo_settings) as client:
+        answer = await client.post(
+            SIGNUP,
+            data={"email": "extern@example.org", "name": "Eva Extern"},
+            headers={"origin": "https://partner.example"},
+        )
+    assert answer.status_code == 200
+    assert 'value="extern@example.org"' in answer.text and 'value="Eva Extern"' in answer.text
+    assert 'value="politik" checked' in answer.text and 'value="Bayern" checked' in answer.text
+    assert 'value="yes" required checked' not in answer.text  # consent is given here
+    assert CSRF.search(answer.text)
+    assert store.queued_mail() == []

@@ -118,7 +118,11 @@ def reader_routes(
         }
         if not genuine(request, form):
             # A form posted from elsewhere (the embeddable snippet, or a forged post):
-            # shown again, filled in, for the reader to send from here.
+            # shown again, filled in, for the reader to send from here. Consent is given
+            # here, and interests the snippet leaves out are offered all ticked.
+            values["categories"] = values["categories"] or {c.key for c in newsletter.categories}
+            values["regions"] = values["regions"] or set(newsletter.regions)
+            values["consent"] = False
             return signup_form(request, newsletter, values=values, again=True)
         sent = render(request, "signup_sent.html", newsletter=newsletter)
         if form.get(HONEYPOT_FIELD):
