@@ -146,7 +146,12 @@ async def send_due_mail(
         while (
             mail := await asyncio.to_thread(store.claim_mail, lease=LEASE, now=now())
         ) is not None:
-            message = await asyncio.to_thread(_message_for, store, settings, mail, now())
+            try:
+                message = await asyncio.to_thread(_message_for, store, settings, mail, now())
+            except DigestError as exc:  # a template or an address the operator can fix
+                await asyncio.to_thread(_failed, store, mail, str(exc), True, now())
+                log.warning("queued mail %s cannot be built: %s", mail.request_id, exc)
+                continue
             if message is None:
                 await asyncio.to_thread(
                     store.mail_failed, mail.id, "nothing to send", retry_at=None

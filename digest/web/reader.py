@@ -198,7 +198,6 @@ def reader_routes(
         form = await request.form()
         if not genuine(request, form):
             return form_page(request, "confirm.html", 400, newsletter=newsletter, again=True)
-        interests = None
         pending = await run_in_threadpool(store.signup, signup_id)
         if pending is None or pending.newsletter != newsletter.id:
             return invalid_link(request)
