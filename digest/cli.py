@@ -526,7 +526,7 @@ def export(email: str | None, list_name: str | None, output: Path | None) -> Non
     """Export everything held about EMAIL as JSON, or a list as CSV.
 
     For EMAIL (DSGVO Art. 15 and 20): attributes, memberships and unsubscriptions,
-    consent proofs, every delivery (issue, time, state, SMTP reply) and the suppression
+    consent proofs, sign-ups, every delivery (issue, time, state, SMTP reply) and the suppression
     entries of the address. With --list: the list's active subscribers, in columns the
     import reads back.
     """

@@ -234,6 +234,8 @@ async def test_confirm_get_changes_nothing_and_post_subscribes_once(
     assert consent["ip"] == consent["confirm_ip"] == "203.0.113.5"
     assert consent["user_agent"] == "Testbrowser/1.0"
     assert consent["page_url"] and consent["signed_up_at"] and consent["confirmed_at"]
+    [signup] = document["signups"]
+    assert signup["newsletter"] == NL and signup["confirmed_at"] == consent["confirmed_at"]
 
 
 async def test_confirming_lifts_a_suppression(demo_settings: Settings, store: Store) -> None:

@@ -264,6 +264,11 @@ class PrivacyStore:
                 .where(t.deliveries.c.subscriber_id.in_(ids))
                 .order_by(t.deliveries.c.updated_at, t.deliveries.c.id)
             ).all()
+            signups = conn.execute(
+                select(t.signups)
+                .where(t.signups.c.email_key == row.email_key)
+                .order_by(t.signups.c.created_at, t.signups.c.id)
+            ).all()
             merged = conn.execute(
                 select(t.subscribers.c.email).where(t.subscribers.c.merged_into == row.id)
             ).scalars()
@@ -302,6 +307,20 @@ class PrivacyStore:
                     "confirm_ip": c.confirm_ip,
                 }
                 for c in consents
+            ],
+            # Sign-ups kept until their links expire (confirmed ones are in "consents").
+            "signups": [
+                {
+                    "newsletter": u.newsletter,
+                    "email": u.email,
+                    "name": u.name,
+                    "signed_up_at": _iso(u.created_at),
+                    "ip": u.ip,
+                    "user_agent": u.user_agent,
+                    "page_url": u.page_url,
+                    "confirmed_at": _iso(u.confirmed_at),
+                }
+                for u in signups
             ],
             "deliveries": [
                 {
