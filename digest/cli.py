@@ -339,7 +339,20 @@ async def run() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await run_scheduler(settings, store_url=url, config_path=str(st.config.resolve()), stop=stop)
+    # Confirmation mail queued by the web app goes out from here too (a lease per row
+    # keeps two senders from sending one twice).
+    from digest.signup import run_mail_queue
+
+    queue_store = open_store(settings)
+    queue = asyncio.create_task(run_mail_queue(queue_store, settings, stop=stop))
+    try:
+        await run_scheduler(
+            settings, store_url=url, config_path=str(st.config.resolve()), stop=stop
+        )
+    finally:
+        stop.set()
+        await queue
+        queue_store.close()
     click.echo("scheduler stopped")
 
 
@@ -355,7 +368,9 @@ async def run() -> None:
 )
 @common
 def serve(host: str, port: int, rate_limit: str | None) -> None:
-    """Serve the web endpoints the messages link to (one-click unsubscribe).
+    """Serve the reader pages: sign-up, confirmation, preferences and one-click unsubscribe.
+
+    It also sends the queued confirmation mail, retrying while the relay is down.
 
     Put it behind a TLS-terminating reverse proxy at `public_url`, on the same machine:
     the client address (for the rate limit) is then read from X-Forwarded-For, which is
@@ -377,7 +392,7 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
     install_token_redaction()  # digest's own log lines, through the root handlers
     try:
         uvicorn.run(
-            create_app(settings, store, rate_limit=limit),
+            create_app(settings, store, rate_limit=limit, send_mail=True),
             host=host,
             port=port,
             log_config=uvicorn_log_config(),
@@ -511,7 +526,7 @@ def export(email: str | None, list_name: str | None, output: Path | None) -> Non
     """Export everything held about EMAIL as JSON, or a list as CSV.
 
     For EMAIL (DSGVO Art. 15 and 20): attributes, memberships and unsubscriptions,
-    consent proofs, every delivery (issue, time, state, SMTP reply) and the suppression
+    consent proofs, sign-ups, every delivery (issue, time, state, SMTP reply) and the suppression
     entries of the address. With --list: the list's active subscribers, in columns the
     import reads back.
     """

@@ -555,6 +555,46 @@ NEWSLETTER = [
         "with one of these names sets the article's region. Empty: the 16 German Länder.",
         _string_list,
     ),
+    S(
+        "signup",
+        bool,
+        True,
+        "Offer the sign-up page /subscribe/<id> (double opt-in) for this newsletter.",
+    ),
+    S(
+        "signup_list",
+        str,
+        "",
+        "List a confirmed sign-up joins; default: the first list of the first segment.",
+    ),
+    S(
+        "confirm_days",
+        int,
+        7,
+        "Days a confirmation link stays valid; unconfirmed sign-ups are deleted after that.",
+        _positive,
+    ),
+    S(
+        "confirm_interval_minutes",
+        int,
+        10,
+        "At most one confirmation mail per address and newsletter in this many minutes; "
+        "the page answers the same either way.",
+        _positive,
+    ),
+    S(
+        "consent_text",
+        str,
+        "",
+        "The consent statement shown on the sign-up page and kept as proof; default: a "
+        "German text that names the newsletter and says consent can be withdrawn any time.",
+    ),
+    S(
+        "consent_version",
+        str,
+        "1",
+        "Version of `consent_text`, kept with every consent; change it with the text.",
+    ),
 ]
 IMPRESSUM = [
     S("publisher", str, _REQUIRED, "Name of the publisher (§5 DDG)."),
@@ -873,6 +913,33 @@ class NewsletterSettings:
     utm: Mapping[str, str] = field(default_factory=dict)
     category_map: Mapping[str, str] = field(default_factory=dict)
     regions: tuple[str, ...] = GERMAN_LAENDER
+    signup: bool = True
+    signup_list: str = ""
+    confirm_days: int = 7
+    confirm_interval_minutes: int = 10
+    consent_text: str = ""
+    consent_version: str = "1"
+
+    @property
+    def consent_statement(self) -> str:
+        """The consent text a reader agrees to on the sign-up page."""
+        if self.consent_text:
+            return self.consent_text
+        return (
+            f"Ja, ich möchte den Newsletter „{self.name}“ per E-Mail erhalten. Meine "
+            "Einwilligung kann ich jederzeit widerrufen, über den Abmeldelink in jeder "
+            "Ausgabe oder die Einstellungsseite."
+        )
+
+    @property
+    def join_list(self) -> str:
+        """The list a confirmed sign-up joins."""
+        if self.signup_list:
+            return self.signup_list
+        for segment in self.segments:
+            if segment.lists:
+                return segment.lists[0]
+        return self.id
 
     @property
     def zone(self) -> ZoneInfo:
@@ -1123,6 +1190,13 @@ def parse_settings(
                     tuple(seg["categories"]),
                     tuple(regions),
                 )
+            )
+        segment_list_names = {name for seg in segments for name in seg.lists}
+        if values["signup_list"] and values["signup_list"] not in segment_list_names:
+            raise reader.error(
+                f"{where}.signup_list",
+                f"no segment draws from list {values['signup_list']!r}, so a sign-up would "
+                "receive nothing",
             )
         category_map = {k.casefold(): v for k, v in values["category_map"].items()}
         for name, key in category_map.items():

@@ -270,8 +270,8 @@ def build_message(
     subject: str,
     html: str,
     text: str,
-    unsubscribe_url: str,
-    unsubscribe_mailto: str,
+    unsubscribe_url: str | None,
+    unsubscribe_mailto: str | None,
     now: datetime,
     message_id: str | None = None,
     issue_key: str = "",
@@ -287,6 +287,8 @@ def build_message(
     one) is cut like the rendered one, names likewise. ``to_addr`` may have non-ASCII
     characters before the @ only with ``settings.smtp.smtputf8``; the To header then
     carries it in UTF-8 and the message needs an SMTPUTF8 relay (RFC 6531, 6532).
+    Without ``unsubscribe_url`` (a confirmation request: nobody is subscribed yet) the
+    message has no List-Unsubscribe and List-Unsubscribe-Post headers.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise MessageError("Date: the clock must be timezone-aware")
@@ -301,6 +303,7 @@ def build_message(
         _header_text(subject, MAX_SUBJECT_LENGTH),
         format_datetime(now),
         _header_text(issue_key, _MAX_ISSUE_KEY_LENGTH),
+        unsubscribe_url is not None,
     )
     recipient = _address("To", to_name, to_addr, smtputf8=settings.smtp.smtputf8)
     utf8_to = not recipient.addr_spec.isascii()
@@ -318,9 +321,13 @@ def build_message(
                 "List-Unsubscribe",
                 _url_list(
                     "List-Unsubscribe",
-                    [_one_line(unsubscribe_url), _one_line(unsubscribe_mailto)],
+                    [_one_line(unsubscribe_url), _one_line(unsubscribe_mailto or "")][
+                        : 2 if unsubscribe_mailto else 1
+                    ],
                 ),
-            ),
+            )
+            if unsubscribe_url is not None
+            else b"",
             before_type,
             _fold("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         )
@@ -360,6 +367,7 @@ def _shared_headers(
     subject: str,
     date: str,
     issue_key: str,
+    one_click: bool = True,
 ) -> tuple[bytes, bytes, bytes, bytes, str]:
     """The folded headers around the per-recipient ones, and the envelope sender."""
     sender_name, sender_address = parseaddr(sender)
@@ -374,7 +382,7 @@ def _shared_headers(
     before_to = _fold("Date", date) + _fold("From", _address_header("From", from_address))
     before_id = reply + _fold("Subject", subject_header)
     before_unsubscribe = _fold("List-Id", _list_id(name, list_id))
-    before_type = _fold("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    before_type = _fold("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") if one_click else b""
     if issue_key:
         before_type += _fold("X-Digest-Issue", issue_key)
     before_type += _fold("MIME-Version", "1.0")

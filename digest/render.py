@@ -46,6 +46,7 @@ from digest.i18n import format_day, format_long_day, language, translations
 from digest.models import Issue, Variant
 
 __all__ = [
+    "render_mail_templates",
     "HTML_TEMPLATE",
     "TEXT_TEMPLATE",
     "PERSONAL_FIELDS",
@@ -225,6 +226,18 @@ def _context(
         "personal": {field: placeholder(field, marker) for field in PERSONAL_FIELDS},
         **formatters,
     }
+
+
+def render_mail_templates(
+    settings: Settings, newsletter: NewsletterSettings, name: str, context: Mapping[str, Any]
+) -> tuple[str, str]:
+    """The HTML and text of a mail other than an issue: ``<name>.html.j2`` and
+    ``<name>.txt.j2`` from the same folders as the issue's templates."""
+    search_path = template_path(settings, newsletter)
+    env = _environment(search_path, newsletter.locale)
+    html = _render(env, f"{name}.html.j2", context, search_path)
+    text = _render(env, f"{name}.txt.j2", context, search_path)
+    return html, text
 
 
 def render_variant(settings: Settings, newsletter: NewsletterSettings, issue: Issue) -> Variant:

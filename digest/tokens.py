@@ -18,7 +18,7 @@ from __future__ import annotations
 from email.utils import parseaddr
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from digest.config import Settings
 from digest.errors import DigestError
@@ -26,6 +26,10 @@ from digest.errors import DigestError
 __all__ = [
     "UNSUBSCRIBE",
     "PREFERENCES",
+    "CONFIRM",
+    "make_confirm_token",
+    "read_confirm_token",
+    "confirm_url",
     "TokenError",
     "make_token",
     "read_token",
@@ -36,6 +40,7 @@ __all__ = [
 
 UNSUBSCRIBE = "unsubscribe"
 PREFERENCES = "preferences"
+CONFIRM = "confirm"
 
 
 class TokenError(DigestError):
@@ -72,6 +77,41 @@ def read_token(secret: str, purpose: str, token: str) -> tuple[int, str]:
         ):
             return subscriber_id, newsletter_id
     raise TokenError(purpose, "unexpected contents")
+
+
+def _timed(secret: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret, salt=f"digest.{CONFIRM}")
+
+
+def make_confirm_token(secret: str, signup_id: int, newsletter_id: str) -> str:
+    """The token of a confirmation link: one sign-up, signed with its time."""
+    token = _timed(secret).dumps([signup_id, newsletter_id])
+    assert isinstance(token, str)
+    return token
+
+
+def read_confirm_token(secret: str, token: str, max_age_seconds: int) -> tuple[int, str]:
+    """The ``(signup_id, newsletter_id)`` of a confirmation token younger than
+    ``max_age_seconds``; :class:`TokenError` if it is invalid or expired.
+
+    Unlike the other tokens this one expires: the sign-up it names is deleted then.
+    """
+    try:
+        payload = _timed(secret).loads(token, max_age=max_age_seconds)
+    except SignatureExpired:
+        raise TokenError(CONFIRM, "expired") from None
+    except BadSignature:
+        raise TokenError(CONFIRM, "invalid or tampered with") from None
+    match payload:
+        case [int() as signup_id, str() as newsletter_id] if not isinstance(signup_id, bool):
+            return signup_id, newsletter_id
+    raise TokenError(CONFIRM, "unexpected contents")
+
+
+def confirm_url(settings: Settings, newsletter_id: str, signup_id: int) -> str:
+    """The link in a confirmation mail."""
+    token = make_confirm_token(settings.secret_key, signup_id, newsletter_id)
+    return f"{settings.public_url.rstrip('/')}/confirm/{token}"
 
 
 def unsubscribe_url(settings: Settings, newsletter_id: str, subscriber_id: int) -> str:

@@ -144,3 +144,89 @@ async def _assert_readable_on_a_phone(page) -> None:  # type: ignore[no-untyped-
     assert styled == "576px"  # 36rem from static/site.css: the stylesheet was applied
     results = await Axe().run(page)
     assert results.violations_count == 0, results.generate_report()
+
+
+async def test_sign_up_confirm_change_preferences_and_unsubscribe(
+    browser: object, demo_settings: Settings, store: Store
+) -> None:
+    """The whole double opt-in as a reader clicks it, the mail read from a real SMTP server."""
+    import email
+    import email.policy
+    import re
+    import socket
+    from dataclasses import replace
+
+    import uvicorn
+
+    from digest.web.app import create_app
+    from tests.smtp_server import RecordingServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with RecordingServer() as smtp:
+        settings = replace(
+            demo_settings, public_url=f"http://127.0.0.1:{port}", smtp=smtp.settings()
+        )
+        app = create_app(settings, store, send_mail=True, mail_interval=0.1)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        serving = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(10):
+                while not server.started:
+                    await asyncio.sleep(0.02)
+            page = await _offline_page(browser, 375)
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+
+            await page.goto(f"{settings.public_url}/subscribe/wochenueberblick")
+            await _assert_readable_on_a_phone(page)
+            await page.get_by_label("E-Mail-Adresse").fill("browser@example.org")
+            await page.get_by_label("Name (freiwillig)").fill("Bruno Browser")
+            await page.get_by_label("Ja, ich möchte").check()
+            await page.get_by_role("button", name="Anmelden").click()
+            await page.wait_for_selector("text=Bestätigungslink")
+            await _assert_readable_on_a_phone(page)
+            assert store.active_subscribers(newsletter="wochenueberblick") == []
+
+            async with asyncio.timeout(10):
+                while not smtp.messages:
+                    await asyncio.sleep(0.05)
+            [(_sender, recipients, data)] = smtp.messages
+            assert recipients == ["browser@example.org"]
+            mail = email.message_from_bytes(data, policy=email.policy.strict)
+            text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            link = re.search(rf"{re.escape(settings.public_url)}/confirm/\S+", text)
+            assert link
+
+            await page.goto(link[0])
+            await _assert_readable_on_a_phone(page)
+            assert store.active_subscribers(newsletter="wochenueberblick") == []  # GET only
+            await page.get_by_role("button", name="Anmeldung bestätigen").click()
+            await page.wait_for_selector("text=ist bestätigt")
+            await _assert_readable_on_a_phone(page)
+            [reader] = store.active_subscribers(newsletter="wochenueberblick")
+            assert reader.name == "Bruno Browser"
+
+            await page.get_by_role("link", name="Einstellungen ändern").click()
+            await page.wait_for_selector("text=Ihre Newsletter-Einstellungen")
+            await _assert_readable_on_a_phone(page)
+            await page.get_by_label("Politik", exact=True).uncheck()
+            await page.get_by_role("button", name="Einstellungen speichern").click()
+            await page.wait_for_selector("text=Ihre Einstellungen sind gespeichert")
+            await _assert_readable_on_a_phone(page)
+            [reader] = store.active_subscribers(newsletter="wochenueberblick")
+            assert "politik" not in reader.categories and "verwaltung" in reader.categories
+
+            await page.get_by_role("button", name="Von diesem Newsletter abmelden").click()
+            await page.wait_for_selector("text=erhalten diesen Newsletter nicht mehr")
+            await _assert_readable_on_a_phone(page)
+            assert store.active_subscribers(newsletter="wochenueberblick") == []
+            assert "browser@example.org" not in await page.content()
+            assert not [text for text in console if "Content Security Policy" in text], console
+            assert len(smtp.messages) == 1
+        finally:
+            server.should_exit = True
+            await serving

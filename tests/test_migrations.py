@@ -168,3 +168,22 @@ def test_0004_moves_unsubscriptions_onto_the_suppression_list(store_url: str) ->
 
 def test_0004_on_a_store_without_unsubscriptions_needs_no_key(store_url: str) -> None:
     Store.open(store_url).close()
+
+
+def test_0005_goes_down_and_up_again_keeping_subscribers(store_url: str) -> None:
+    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)
+    sid = store.save_subscriber(Subscriber("bleibt@example.org"), ["allgemein"])
+    store.close()
+    engine = create_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    engine.dispose()
+    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)  # upgrades to 0005 again
+    try:
+        assert store.subscriber_by_id(sid) is not None
+        assert store.queued_mail() == []
+    finally:
+        store.close()

@@ -299,3 +299,23 @@ def test_erase_deletes_personal_data_keeps_counts_and_suppresses(
     # an address nobody has is suppressed all the same
     assert store.erase("niemand@example.org") is False
     assert store.is_suppressed("niemand@example.org")
+
+
+def test_erasure_removes_pending_sign_ups_and_their_queued_mail(store: Store) -> None:
+    from datetime import timedelta
+
+    from digest.store.signups import NewSignup
+
+    signup = NewSignup(
+        "wochenueberblick", "Weg@Example.org", "W", frozenset(), frozenset(), "Ja.", "1"
+    )
+    kept = NewSignup(
+        "wochenueberblick", "da@example.org", "D", frozenset(), frozenset(), "Ja.", "1"
+    )
+    gone = store.add_signup(signup, interval=timedelta(minutes=10))
+    stays = store.add_signup(kept, interval=timedelta(minutes=10))
+    assert gone is not None and stays is not None
+    store.erase("weg@example.org")
+    assert store.signup(gone) is None and store.signup(stays) is not None
+    assert [row["signup_id"] for row in store.queued_mail()] == [stays]
+    assert store.is_suppressed("weg@example.org")

@@ -197,7 +197,7 @@ def test_html_language_images_and_tables(personal_html_text: tuple[str, str]) ->
         assert 'role="presentation"' in table, table
 
 
-def test_both_parts_have_unsubscribe_and_impressum(
+def test_both_parts_have_unsubscribe_preferences_and_impressum(
     personal_html_text: tuple[str, str],
 ) -> None:
     html, text = personal_html_text
@@ -207,9 +207,11 @@ def test_both_parts_have_unsubscribe_and_impressum(
         in html
     )
     assert f"Abmelden: {FIELDS['unsubscribe_url']}\n" in text
+    assert f'<a href="{FIELDS["preferences_url"]}"' in html and "Einstellungen ändern" in html
+    assert f"Einstellungen ändern: {FIELDS['preferences_url']}\n" in text
     for part in (html, text):
         # no link to a page the web app does not serve yet
-        assert FIELDS["preferences_url"] not in part and "/archive/" not in part
+        assert "/archive/" not in part
         assert "Kommune Digital Verlag GmbH" in part
         assert "Beispielstraße 12, 10115 Berlin" in part
         assert "Verantwortlich: Erika Mustermann (V.i.S.d.P.)" in part

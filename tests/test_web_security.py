@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +14,8 @@ from starlette.routing import Mount, Route
 from digest.config import Settings
 from digest.models import Subscriber
 from digest.store import Store
-from digest.tokens import make_token, unsubscribe_url
+from digest.store.signups import NewSignup
+from digest.tokens import CONFIRM, make_confirm_token, make_token, unsubscribe_url
 from digest.web.app import create_app
 from digest.web.security import WITHDRAWAL_FACTOR
 
@@ -40,7 +42,9 @@ def _snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
-def _example_paths(app: Any, settings: Settings, subscriber_id: int) -> list[str]:
+def _example_paths(
+    app: Any, settings: Settings, subscriber_id: int, signup_id: int = 1
+) -> list[str]:
     """One concrete path per route: token routes get a valid token of their own purpose."""
     paths = []
     for route in app.routes:
@@ -49,8 +53,11 @@ def _example_paths(app: Any, settings: Settings, subscriber_id: int) -> list[str
             continue
         assert isinstance(route, Route)
         purpose = route.path.strip("/").split("/")[0]
-        token = make_token(settings.secret_key, purpose, subscriber_id, NL)
-        paths.append(route.path.replace("{token}", token))
+        if purpose == CONFIRM:
+            token = make_confirm_token(settings.secret_key, signup_id, NL)
+        else:
+            token = make_token(settings.secret_key, purpose, subscriber_id, NL)
+        paths.append(route.path.replace("{token}", token).replace("{newsletter}", NL))
         assert "{" not in paths[-1], f"no example value for the parameters of {route.path}"
     return paths
 
@@ -66,10 +73,16 @@ async def test_no_method_but_post_changes_the_store_on_any_route(
     demo_settings: Settings, store: Store
 ) -> None:
     sid = store.save_subscriber(Subscriber("walk@example.org"), ["allgemein"])
+    pending = store.add_signup(
+        NewSignup(NL, "pending@example.org", "", frozenset(), frozenset(), "Ja.", "1"),
+        interval=timedelta(minutes=10),
+    )
+    assert pending is not None
     app = create_app(demo_settings, store)
     before = _snapshot(store)
-    paths = _example_paths(app, demo_settings, sid)
-    assert any(p.startswith("/unsubscribe/") for p in paths)
+    paths = _example_paths(app, demo_settings, sid, pending)
+    for prefix in ("/unsubscribe/", "/subscribe/", "/confirm/", "/preferences/"):
+        assert any(p.startswith(prefix) for p in paths), prefix
     async with _client(app, demo_settings) as client:
         for path in paths:
             for method in SAFE_METHODS:

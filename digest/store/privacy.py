@@ -309,6 +309,11 @@ class PrivacyStore:
                 .where(t.deliveries.c.subscriber_id.in_(ids))
                 .order_by(t.deliveries.c.updated_at, t.deliveries.c.id)
             ).all()
+            signups = conn.execute(
+                select(t.signups)
+                .where(t.signups.c.email_key == row.email_key)
+                .order_by(t.signups.c.created_at, t.signups.c.id)
+            ).all()
             merged = conn.execute(
                 select(t.subscribers.c.email).where(t.subscribers.c.merged_into == row.id)
             ).scalars()
@@ -348,6 +353,20 @@ class PrivacyStore:
                 }
                 for c in consents
             ],
+            # Sign-ups kept until their links expire (confirmed ones are in "consents").
+            "signups": [
+                {
+                    "newsletter": u.newsletter,
+                    "email": u.email,
+                    "name": u.name,
+                    "signed_up_at": _iso(u.created_at),
+                    "ip": u.ip,
+                    "user_agent": u.user_agent,
+                    "page_url": u.page_url,
+                    "confirmed_at": _iso(u.confirmed_at),
+                }
+                for u in signups
+            ],
             "deliveries": [
                 {
                     "newsletter": d.newsletter,
@@ -370,7 +389,8 @@ class PrivacyStore:
 
         The subscriber row (and any merged spelling of it) stays as a tombstone with no
         address, name or interests, so its id is never given to anybody else (links
-        already sent carry it). Memberships, unsubscriptions and consents are deleted;
+        already sent carry it). Memberships, unsubscriptions, consents, sign-ups and queued
+        mail are deleted;
         delivery rows keep issue, state and time for the counts but lose the address,
         SMTP reply and Message-ID. A suppression (reason 'erased') is added in any case,
         also for an address nobody has. Returns whether a subscriber was erased.
@@ -379,6 +399,10 @@ class PrivacyStore:
         digest_of = self.address_hash(address)
         with self.engine.begin() as conn:
             suppress_in(conn, digest_of, "erased", None, now)
+            # Pending sign-ups and queued mail hold the address too.
+            key = email_key(address)
+            conn.execute(delete(t.mail_queue).where(t.mail_queue.c.recipient_key == key))
+            conn.execute(delete(t.signups).where(t.signups.c.email_key == key))
             sid = conn.execute(
                 select(t.subscribers.c.id).where(t.subscribers.c.email_key == email_key(address))
             ).scalar()

@@ -194,3 +194,50 @@ consents = Table(
     Column("confirm_ip", String(45)),
     Index("ix_consents_subscriber", "subscriber_id"),
 )
+
+#: Sign-ups waiting for their double opt-in, with the proof kept until confirmation
+#: (then copied into ``consents``); unconfirmed ones are deleted after ``confirm_days``.
+signups = Table(
+    "signups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("newsletter", String(100), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("categories", JSON, nullable=False),
+    Column("regions", JSON, nullable=False),
+    Column("locale", String(20)),
+    Column("statement", Text, nullable=False),
+    Column("text_version", String(100)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("ip", String(45)),
+    Column("user_agent", Text),
+    Column("page_url", Text),
+    Column("confirmed_at", UTCDateTime()),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("consent_id", Integer, ForeignKey("consents.id", ondelete="SET NULL")),
+    Index("ix_signups_email_key", "email_key"),
+)
+
+#: Mail other than issues (confirmation requests), sent by a loop with backoff. A row is
+#: one request: ``request_id`` is unique, and a row with ``sent_at`` is never sent again.
+mail_queue = Table(
+    "mail_queue",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),
+    Column("newsletter", String(100), nullable=False),
+    Column("recipient_key", String(320), nullable=False),
+    Column("signup_id", Integer, ForeignKey("signups.id", ondelete="CASCADE")),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("lease_until", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Column("given_up_at", UTCDateTime()),
+    Column("last_error", Text),
+    Index("ix_mail_queue_due", "sent_at", "next_attempt_at"),
+    Index("ix_mail_queue_recipient", "recipient_key", "created_at"),
+)

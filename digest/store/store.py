@@ -28,6 +28,7 @@ from digest.store.privacy import (
     leave_active,
     suppress_in,
 )
+from digest.store.signups import SignupStore
 from digest.store.sql import insert_ignoring_duplicates
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -95,7 +96,7 @@ class DeliveryRow:
     attempts: int
 
 
-class Store(PrivacyStore):
+class Store(SignupStore, PrivacyStore):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
     ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);

@@ -21,6 +21,9 @@ Rules every page follows, whichever route it belongs to:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -29,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -38,18 +41,24 @@ from starlette.types import ASGIApp, Scope
 from digest.config import Settings
 from digest.i18n import N_, language, translations
 from digest.store import Store
-from digest.tokens import UNSUBSCRIBE, TokenError, read_token
+from digest.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
 from digest.web.logs import TOKEN_PREFIXES
+from digest.web.reader import reader_routes
 from digest.web.routing import page
 from digest.web.security import SecurityHeaders, TokenRateLimit, rate_limit_item
 
-__all__ = ["DEFAULT_RATE_LIMIT", "create_app", "page_locale"]
+__all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SIGNUP_RATE_LIMIT", "create_app", "page_locale"]
 
 #: Requests per client address to all token routes together. One-click POSTs from a
 #: large mail provider arrive from few addresses, so this is generous on purpose.
 DEFAULT_RATE_LIMIT = "60/minute"
+#: Sign-ups (POSTs to /subscribe/...) per client address.
+DEFAULT_SIGNUP_RATE_LIMIT = "10/hour"
 
 STATIC_PREFIX = "/static"
+#: ``/unsubscribe/<token>?einstellungen`` leads on to the preference page of that token's
+#: subscriber. A relative link, so that the page itself stays the same for every token.
+PREFERENCES_QUERY = "einstellungen"
 
 # Message ids, translated when a page is shown.
 _ERRORS = {
@@ -112,10 +121,24 @@ def _static_url(request: Request) -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings, store: Store, *, rate_limit: str | RateLimitItem = DEFAULT_RATE_LIMIT
+    settings: Settings,
+    store: Store,
+    *,
+    rate_limit: str | RateLimitItem = DEFAULT_RATE_LIMIT,
+    signup_rate_limit: str | RateLimitItem = DEFAULT_SIGNUP_RATE_LIMIT,
+    send_mail: bool = False,
+    mail_interval: float = 5.0,
 ) -> Starlette:
-    """The web app on an open store; ``rate_limit`` is per client address on token routes."""
+    """The web app on an open store; ``rate_limit`` is per client address on token routes,
+    ``signup_rate_limit`` per client address on sign-ups. With ``send_mail`` the app's
+    lifespan runs the mail queue (confirmation mail) every ``mail_interval`` seconds while
+    it serves."""
     limit = rate_limit_item(rate_limit) if isinstance(rate_limit, str) else rate_limit
+    signup_limit = (
+        rate_limit_item(signup_rate_limit)
+        if isinstance(signup_rate_limit, str)
+        else signup_rate_limit
+    )
     # One environment per locale, each with its catalogue: no state shared between requests.
     environments: dict[str, Jinja2Templates] = {}
 
@@ -163,7 +186,15 @@ def create_app(
         found = unsubscribe_token(request)
         if found is None:
             return invalid_link(request)
-        return render(request, "unsubscribe.html", locale=page_locale(settings, found[1]))
+        if PREFERENCES_QUERY in request.query_params:
+            subscriber_id, newsletter_id = found
+            return RedirectResponse(preferences_url(settings, newsletter_id, subscriber_id), 303)
+        return render(
+            request,
+            "unsubscribe.html",
+            locale=page_locale(settings, found[1]),
+            preferences=f"?{PREFERENCES_QUERY}",
+        )
 
     def unsubscribe(request: Request) -> Response:
         found = unsubscribe_token(request)
@@ -173,7 +204,12 @@ def create_app(
         # Recorded for a newsletter no longer configured too: should it come back, the
         # withdrawal still holds. An unknown subscriber id records nothing.
         store.unsubscribe(subscriber_id, newsletter_id)
-        return render(request, "unsubscribed.html", locale=page_locale(settings, newsletter_id))
+        return render(
+            request,
+            "unsubscribed.html",
+            locale=page_locale(settings, newsletter_id),
+            preferences=f"?{PREFERENCES_QUERY}",
+        )
 
     def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -200,8 +236,37 @@ def create_app(
     def too_many_requests(request: Request, retry_after: int) -> Response:
         return error_page(request, 429, {"Retry-After": str(retry_after)})
 
+    def not_found(request: Request) -> Response:
+        return error_page(request, 404)
+
+    def render_reader_page(
+        request: Request, name: str, status: int = 200, **context: Any
+    ) -> Response:
+        # The sign-up and preference pages still hold their (German) texts in their
+        # templates; they are shown in the default locale until they use the catalogues.
+        return render(request, name, status, locale=settings.locale, **context)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if not send_mail:
+            yield
+            return
+        from digest.signup import run_mail_queue
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_mail_queue(store, settings, stop=stop, interval=mail_interval)
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
     return _App(
+        lifespan=lifespan,
         routes=[
+            *reader_routes(settings, store, render_reader_page, not_found),
             page(
                 "/unsubscribe/{token}",
                 show=ask_to_unsubscribe,
@@ -218,7 +283,14 @@ def create_app(
                 prefixes=TOKEN_PREFIXES,
                 refuse=too_many_requests,
                 genuine_withdrawal=genuine_withdrawal,
-            )
+            ),
+            Middleware(
+                TokenRateLimit,
+                limit=signup_limit,
+                prefixes=("subscribe",),
+                refuse=too_many_requests,
+                methods=("POST",),
+            ),
         ],
         exception_handlers={HTTPException: http_error, 500: server_error},
     )

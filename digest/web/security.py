@@ -92,7 +92,8 @@ WITHDRAWAL_FACTOR = 20
 
 
 class TokenRateLimit:
-    """A moving-window budget per client address for every path under a token prefix.
+    """A moving-window budget per client address for every path under a token prefix
+    (with ``methods``: for requests with one of these methods only).
 
     A POST that ``genuine_withdrawal`` accepts (a validly signed unsubscribe token) has a
     budget of its own, ``withdrawal_factor`` times as large.
@@ -110,8 +111,10 @@ class TokenRateLimit:
         refuse: Callable[[Request, int], Response],
         genuine_withdrawal: Callable[[Scope], bool] = lambda _scope: False,
         withdrawal_factor: int = WITHDRAWAL_FACTOR,
+        methods: tuple[str, ...] | None = None,
     ) -> None:
         self.app = app
+        self.methods = methods
         self.limit = limit
         # A separate, larger budget: a mail provider posts its users' one-click
         # unsubscribes from few addresses, and a refused one leaves a reader subscribed.
@@ -122,7 +125,11 @@ class TokenRateLimit:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(self.prefixes)
+            and (self.methods is None or scope["method"] in self.methods)
+        ):
             key = _client_key(scope)
             withdrawal = self.genuine_withdrawal(scope)
             limit = self.withdrawal_limit if withdrawal else self.limit

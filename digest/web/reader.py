@@ -1,0 +1,407 @@
+"""The reader's own pages: sign-up, confirmation (double opt-in) and the preference centre.
+
+Every form carries a CSRF token (:mod:`digest.web.forms`). No answer tells whether an
+address is known: the sign-up page answers the same for a new, pending, subscribed or
+suppressed address, and the preference centre of an unknown or erased subscriber looks
+like any invalid link.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from digest.addresses import checked_address
+from digest.config import NewsletterSettings, Settings
+from digest.errors import AddressError, ConfigError
+from digest.models import Subscriber
+from digest.segments import segment_lists
+from digest.signup import merged_interests
+from digest.store import Store
+from digest.store.privacy import Consent
+from digest.store.signups import NewSignup
+from digest.tokens import PREFERENCES, TokenError, preferences_url, read_confirm_token, read_token
+from digest.web.forms import CSRF_FIELD, HONEYPOT_FIELD, csrf_token, form_is_genuine
+from digest.web.routing import page
+
+__all__ = ["reader_routes"]
+
+Render = Callable[..., Response]
+MAX_NAME = 100
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def reader_routes(
+    settings: Settings, store: Store, render: Render, not_found: Render
+) -> list[Route]:
+    """The routes of the sign-up, confirmation and preference pages."""
+
+    def newsletter_of(request: Request) -> NewsletterSettings | None:
+        try:
+            newsletter = settings.newsletter(request.path_params["newsletter"])
+        except ConfigError:
+            return None
+        return newsletter if newsletter.signup else None
+
+    def form_page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        context.setdefault("csrf", csrf_token(settings.secret_key, request.url.path))
+        return render(request, name, status, csrf_field=CSRF_FIELD, **context)
+
+    def genuine(request: Request, form: FormData) -> bool:
+        token = form.get(CSRF_FIELD)
+        return form_is_genuine(
+            request,
+            token if isinstance(token, str) else None,
+            settings.secret_key,
+            settings.public_url,
+        )
+
+    # --- sign-up ---------------------------------------------------------------------------
+
+    def signup_form(
+        request: Request,
+        newsletter: NewsletterSettings,
+        *,
+        status: int = 200,
+        values: dict[str, Any] | None = None,
+        errors: list[str] | None = None,
+        again: bool = False,
+    ) -> Response:
+        values = values or {
+            "email": "",
+            "name": "",
+            "categories": {c.key for c in newsletter.categories},
+            "regions": set(newsletter.regions),
+            "consent": False,
+        }
+        return form_page(
+            request,
+            "subscribe.html",
+            status,
+            newsletter=newsletter,
+            values=values,
+            errors=errors or [],
+            again=again,
+            honeypot=HONEYPOT_FIELD,
+        )
+
+    def show_signup(request: Request) -> Response:
+        newsletter = newsletter_of(request)
+        if newsletter is None:
+            return not_found(request)
+        return signup_form(request, newsletter)
+
+    async def sign_up(request: Request) -> Response:
+        newsletter = newsletter_of(request)
+        if newsletter is None:
+            return not_found(request)
+        form = await request.form()
+        values: dict[str, Any] = {
+            "email": str(form.get("email") or "").strip()[:320],
+            "name": " ".join(str(form.get("name") or "").split())[:MAX_NAME],
+            "categories": {v for v in form.getlist("categories") if isinstance(v, str)}
+            & {c.key for c in newsletter.categories},
+            "regions": {v for v in form.getlist("regions") if isinstance(v, str)}
+            & set(newsletter.regions),
+            "consent": form.get("consent") == "yes",
+        }
+        if not genuine(request, form):
+            # A form posted from elsewhere (the embeddable snippet, or a forged post):
+            # shown again, filled in, for the reader to send from here. Consent is given
+            # here, and interests the snippet leaves out are offered all ticked.
+            values["categories"] = values["categories"] or {c.key for c in newsletter.categories}
+            values["regions"] = values["regions"] or set(newsletter.regions)
+            values["consent"] = False
+            return signup_form(request, newsletter, values=values, again=True)
+        sent = render(request, "signup_sent.html", newsletter=newsletter)
+        if form.get(HONEYPOT_FIELD):
+            return sent  # a robot: the same answer, nothing done
+        errors = []
+        try:
+            email = checked_address(values["email"], smtputf8=settings.smtp.smtputf8)
+        except AddressError:
+            errors.append("Bitte geben Sie eine gültige E-Mail-Adresse an.")
+        if not values["categories"]:
+            errors.append("Bitte wählen Sie mindestens eine Rubrik.")
+        if not values["regions"]:
+            errors.append("Bitte wählen Sie mindestens eine Region.")
+        if not values["consent"]:
+            errors.append("Bitte stimmen Sie der Einwilligungserklärung zu.")
+        if errors:
+            return signup_form(request, newsletter, status=400, values=values, errors=errors)
+        signup = NewSignup(
+            newsletter=newsletter.id,
+            email=email,
+            name=values["name"],
+            categories=frozenset(values["categories"]),
+            regions=frozenset(values["regions"]),
+            statement=newsletter.consent_statement,
+            text_version=newsletter.consent_version,
+            locale=newsletter.locale,
+            ip=_client_ip(request),
+            user_agent=(request.headers.get("user-agent") or "")[:1000] or None,
+            page_url=(request.headers.get("referer") or str(request.url))[:2000],
+        )
+        interval = timedelta(minutes=newsletter.confirm_interval_minutes)
+        # Stored (mail queued) or not, because one was sent lately: the same answer.
+        await run_in_threadpool(store.add_signup, signup, interval=interval)
+        return sent
+
+    # --- confirmation ----------------------------------------------------------------------
+
+    def invalid_link(request: Request) -> Response:
+        return render(
+            request,
+            "message.html",
+            400,
+            title="Link ungültig",
+            text="Dieser Link ist ungültig, unvollständig oder abgelaufen. Bitte verwenden Sie "
+            "den vollständigen Link aus der E-Mail oder melden Sie sich noch einmal an.",
+        )
+
+    def confirm_token(request: Request) -> tuple[int, NewsletterSettings] | None:
+        token = request.path_params["token"]
+        longest = max((n.confirm_days for n in settings.newsletters), default=1)
+        try:
+            signup_id, newsletter_id = read_confirm_token(
+                settings.secret_key, token, longest * 86400
+            )
+            newsletter = settings.newsletter(newsletter_id)
+            # Each newsletter's own validity, checked again now that it is known.
+            read_confirm_token(settings.secret_key, token, newsletter.confirm_days * 86400)
+        except (TokenError, ConfigError):
+            return None
+        return signup_id, newsletter
+
+    def show_confirm(request: Request) -> Response:
+        found = confirm_token(request)
+        if found is None:
+            return invalid_link(request)
+        return form_page(request, "confirm.html", newsletter=found[1])
+
+    async def confirm(request: Request) -> Response:
+        found = confirm_token(request)
+        if found is None:
+            return invalid_link(request)
+        signup_id, newsletter = found
+        form = await request.form()
+        if not genuine(request, form):
+            return form_page(request, "confirm.html", 400, newsletter=newsletter, again=True)
+        pending = await run_in_threadpool(store.signup, signup_id)
+        if pending is None or pending.newsletter != newsletter.id:
+            return invalid_link(request)
+        interests = merged_interests(
+            settings, newsletter, set(pending.categories), set(pending.regions)
+        )
+        done = await run_in_threadpool(
+            lambda: store.confirm_signup(
+                signup_id,
+                join_list=newsletter.join_list,
+                interests=interests,
+                ip=_client_ip(request),
+            )
+        )
+        if done is None or done.subscriber_id is None:
+            return invalid_link(request)
+        if done.consent_id is not None:
+            # Idempotent: a replay lifts nothing more.
+            await run_in_threadpool(store.lift, done.email, done.consent_id, newsletter.id)
+        return render(
+            request,
+            "confirmed.html",
+            newsletter=newsletter,
+            preferences_url=preferences_url(settings, newsletter.id, done.subscriber_id),
+        )
+
+    # --- preference centre -----------------------------------------------------------------
+
+    def reader_of(request: Request) -> tuple[Subscriber, str, NewsletterSettings] | None:
+        try:
+            sid, newsletter_id = read_token(
+                settings.secret_key, PREFERENCES, request.path_params["token"]
+            )
+            newsletter = settings.newsletter(newsletter_id)
+        except (TokenError, ConfigError):
+            return None
+        found = store.subscriber_by_id(sid)
+        if found is None:
+            return None
+        return found[0], found[1], newsletter
+
+    def receives(subscriber: Subscriber, status: str, newsletter: NewsletterSettings) -> bool:
+        assert subscriber.id is not None
+        return (
+            status == "active"
+            and bool(subscriber.lists & segment_lists(newsletter))
+            and not store.unsubscribed(subscriber.id, newsletter.id)
+            and not store.is_suppressed(subscriber.email, newsletter.id)
+        )
+
+    def preferences_page(
+        request: Request,
+        subscriber: Subscriber,
+        status: str,
+        newsletter: NewsletterSettings,
+        *,
+        saved: bool = False,
+        http_status: int = 200,
+    ) -> Response:
+        own_categories = {c.key for c in newsletter.categories}
+        chosen_categories = subscriber.categories & own_categories or own_categories
+        chosen_regions = subscriber.regions & set(newsletter.regions) or set(newsletter.regions)
+        return form_page(
+            request,
+            "preferences.html",
+            http_status,
+            newsletter=newsletter,
+            subscriber=subscriber,
+            categories=chosen_categories,
+            regions=chosen_regions,
+            newsletters=[(n, receives(subscriber, status, n)) for n in settings.newsletters],
+            saved=saved,
+        )
+
+    def show_preferences(request: Request) -> Response:
+        found = reader_of(request)
+        if found is None:
+            return invalid_link(request)
+        return preferences_page(request, *found)
+
+    async def change_preferences(request: Request) -> Response:
+        found = await run_in_threadpool(reader_of, request)
+        if found is None:
+            return invalid_link(request)
+        subscriber, status, newsletter = found
+        form = await request.form()
+        if not genuine(request, form):
+            return await run_in_threadpool(
+                lambda: preferences_page(request, subscriber, status, newsletter, http_status=400)
+            )
+        action = form.get("action")
+        handler = {
+            "save": save_preferences,
+            "unsubscribe": unsubscribe_one,
+            "unsubscribe_all": unsubscribe_all,
+            "export": export,
+            "erase": ask_to_erase,
+            "erase_confirmed": erase,
+        }.get(action if isinstance(action, str) else "")
+        if handler is None:
+            return invalid_link(request)
+        return await run_in_threadpool(handler, request, form, subscriber, newsletter)
+
+    def save_preferences(
+        request: Request, form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
+    ) -> Response:
+        assert subscriber.id is not None
+        chosen_categories = {v for v in form.getlist("categories") if isinstance(v, str)}
+        chosen_regions = {v for v in form.getlist("regions") if isinstance(v, str)}
+        own = {c.key for c in newsletter.categories}
+        interests = merged_interests(
+            settings,
+            newsletter,
+            chosen_categories & own or own,
+            chosen_regions & set(newsletter.regions) or set(newsletter.regions),
+        )
+        categories, regions = interests(subscriber.categories, subscriber.regions)
+        name = " ".join(str(form.get("name") or "").split())[:MAX_NAME]
+        store.set_interests(subscriber.id, name=name, categories=categories, regions=regions)
+        wanted = {v for v in form.getlist("newsletters") if isinstance(v, str)}
+        status = store.subscriber_by_id(subscriber.id)
+        assert status is not None
+        for other in settings.newsletters:
+            has = receives(subscriber, status[1], other)
+            if other.id in wanted and not has:
+                subscribe_from_preferences(request, subscriber, other)
+            elif other.id not in wanted and has:
+                store.unsubscribe(subscriber.id, other.id)
+        updated = store.subscriber_by_id(subscriber.id)
+        assert updated is not None
+        return preferences_page(request, *updated, newsletter, saved=True)
+
+    def subscribe_from_preferences(
+        request: Request, subscriber: Subscriber, newsletter: NewsletterSettings
+    ) -> None:
+        # The link came to this mailbox: following it is a confirmed opt-in, kept as such.
+        assert subscriber.id is not None
+        now = datetime.now(UTC)
+        store.join_list(subscriber.id, newsletter.join_list, now)
+        consent_id = store.record_consent(
+            subscriber.id,
+            Consent(
+                statement=newsletter.consent_statement,
+                source="preferences",
+                newsletter=newsletter.id,
+                list_name=newsletter.join_list,
+                text_version=newsletter.consent_version,
+                created_at=now,
+                ip=_client_ip(request),
+                user_agent=(request.headers.get("user-agent") or "")[:1000] or None,
+                page_url=str(request.url.path),
+                confirmed_at=now,
+                confirm_ip=_client_ip(request),
+            ),
+        )
+        store.lift(subscriber.email, consent_id, newsletter.id)
+
+    def unsubscribe_one(
+        request: Request, _form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
+    ) -> Response:
+        assert subscriber.id is not None
+        store.unsubscribe(subscriber.id, newsletter.id)
+        return render(request, "unsubscribed.html", preferences=request.url.path)
+
+    def unsubscribe_all(
+        request: Request, _form: FormData, subscriber: Subscriber, _newsletter: NewsletterSettings
+    ) -> Response:
+        store.suppress(subscriber.email, "unsubscribed")
+        return render(request, "unsubscribed.html", everything=True)
+
+    def export(
+        _request: Request, _form: FormData, subscriber: Subscriber, _newsletter: NewsletterSettings
+    ) -> Response:
+        document = store.personal_data(subscriber.email)
+        body = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        return Response(
+            body.encode("utf-8"),
+            media_type="application/json; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="meine-daten.json"'},
+        )
+
+    def ask_to_erase(
+        request: Request, _form: FormData, _subscriber: Subscriber, newsletter: NewsletterSettings
+    ) -> Response:
+        return form_page(request, "erase.html", newsletter=newsletter)
+
+    def erase(
+        request: Request, _form: FormData, subscriber: Subscriber, _newsletter: NewsletterSettings
+    ) -> Response:
+        store.erase(subscriber.email)
+        return render(
+            request,
+            "message.html",
+            title="Daten gelöscht",
+            text="Ihre Daten sind gelöscht. Sie erhalten von uns keine E-Mails mehr.",
+        )
+
+    return [
+        page("/subscribe/{newsletter}", show=show_signup, change=sign_up, name="subscribe"),
+        page("/confirm/{token}", show=show_confirm, change=confirm, name="confirm"),
+        page(
+            "/preferences/{token}",
+            show=show_preferences,
+            change=change_preferences,
+            name="preferences",
+        ),
+    ]
