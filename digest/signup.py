@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from digest.config import NewsletterSettings, Settings
 from digest.errors import ConfigError, DigestError
-from digest.i18n import language
+from digest.i18n import language, translations
 from digest.mail import build_message
 from digest.models import Message
 from digest.render import greeting_for, render_mail_templates
@@ -54,7 +54,9 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def confirm_subject(newsletter: NewsletterSettings) -> str:
-    return f"Bitte bestätigen Sie Ihre Anmeldung: {newsletter.name}"
+    # TRANSLATORS: the subject of the confirmation mail; name is the newsletter's.
+    text = translations(newsletter.locale).gettext("Please confirm your subscription: %(name)s")
+    return text % {"name": newsletter.name}
 
 
 def confirmation_message(

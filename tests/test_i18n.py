@@ -25,10 +25,12 @@ from digest.config import Settings
 from digest.i18n import LOCALE_DIR, format_week, translations
 from digest.models import Subscriber
 from digest.render import greeting_for
+from digest.signup import confirmation_message
 from digest.store import Store
-from digest.tokens import unsubscribe_url
+from digest.tokens import make_confirm_token, preferences_url, unsubscribe_url
 from digest.web.app import create_app
 from tests.test_golden_message import demo_message
+from tests.test_signup import csrf_of, sign_up, signup_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ("de", "en")
@@ -171,3 +173,82 @@ async def test_pages_speak_the_newsletters_language(demo_settings: Settings, sto
     # Without a token naming a configured newsletter: the default locale, German.
     for page, title in ((invalid, "Link ungültig"), (missing, "Seite nicht gefunden")):
         assert '<html lang="de">' in page.text and title in page.text
+
+
+_TOKENS = re.compile(r"[A-Za-z0-9_.-]{20,}")
+
+
+def _german_in(text: str) -> list[str]:
+    # Tokens (CSRF, links) are random letters: "KW" in one is no German.
+    text = _TOKENS.sub("…", text)
+    return sorted(p for p in german_phrases() if p in text)
+
+
+async def test_reader_pages_and_confirmation_mail_speak_english(
+    demo_settings: Settings, store: Store
+) -> None:
+    """Sign-up, confirmation mail, confirmation and preference centre of an en_GB newsletter.
+
+    The consent statement is the newsletter's own text from the config, not a catalogue
+    string: an English newsletter configures an English one.
+    """
+    [newsletter] = demo_settings.newsletters
+    english = dataclasses.replace(
+        newsletter,
+        locale="en_GB",
+        consent_text="I would like to receive this newsletter and can withdraw at any time.",
+    )
+    settings = dataclasses.replace(demo_settings, newsletters=(english,))
+    signup_url = f"/subscribe/{english.id}"
+    async with _client(settings, store) as client:
+        form = await client.get(signup_url)
+        refused = await client.post(signup_url, data={"csrf": csrf_of(form), "email": "x"})
+        sent = await sign_up(client, "new.reader@example.org")
+        [signup_id] = signup_ids(store)
+        confirm_url = f"/confirm/{make_confirm_token(settings.secret_key, signup_id, english.id)}"
+        ask = await client.get(confirm_url)
+        done = await client.post(confirm_url, data={"csrf": csrf_of(ask)})
+        signup = store.signup(signup_id)
+        assert signup is not None and signup.subscriber_id is not None
+        preferences = await client.get(
+            preferences_url(settings, english.id, signup.subscriber_id).removeprefix(
+                settings.public_url
+            )
+        )
+        erase = await client.post(
+            preferences.url, data={"csrf": csrf_of(preferences), "action": "erase"}
+        )
+    pages = {
+        "sign-up": form,
+        "sign-up refused": refused,
+        "sign-up sent": sent,
+        "confirm": ask,
+        "confirmed": done,
+        "preferences": preferences,
+        "erase": erase,
+    }
+    assert refused.status_code == 400
+    for what, page in pages.items():
+        assert page.status_code in (200, 400), what
+        assert '<html lang="en">' in page.text, what
+        assert not _german_in(page.text), (what, _german_in(page.text))
+    assert "Please enter a valid email address." in refused.text
+    assert ">Confirm subscription</button>" in ask.text
+    assert "Your newsletter preferences" in preferences.text
+
+    mail = confirmation_message(settings, english, signup, request_id="test", now=signup.created_at)
+    parsed = email.message_from_bytes(mail.data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed["subject"] == f"Please confirm your subscription: {english.name}"
+    for subtype in ("plain", "html"):
+        part = parsed.get_body(preferencelist=(subtype,))
+        assert part is not None
+        body = part.get_content()
+        assert "Hello Anna Beispiel," in body and "Legal notice" in body
+        # The Impressum values are German data from the config, as in the digest.
+        for value in dataclasses.asdict(english.impressum).values():
+            if isinstance(value, str) and value:
+                body = body.replace(value, "")
+        assert not _german_in(body), (subtype, _german_in(body))
+    html = parsed.get_body(preferencelist=("html",))
+    assert html is not None and '<html lang="en">' in html.get_content()

@@ -242,9 +242,9 @@ def create_app(
     def render_reader_page(
         request: Request, name: str, status: int = 200, **context: Any
     ) -> Response:
-        # The sign-up and preference pages still hold their (German) texts in their
-        # templates; they are shown in the default locale until they use the catalogues.
-        return render(request, name, status, locale=settings.locale, **context)
+        # The reader pages pass the locale of the newsletter they are about, if known.
+        context.setdefault("locale", settings.locale)
+        return render(request, name, status, **context)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from digest.addresses import checked_address
 from digest.config import NewsletterSettings, Settings
 from digest.errors import AddressError, ConfigError
+from digest.i18n import N_, translations
 from digest.models import Subscriber
 from digest.segments import segment_lists
 from digest.signup import merged_interests
@@ -36,6 +37,19 @@ __all__ = ["reader_routes"]
 
 Render = Callable[..., Response]
 MAX_NAME = 100
+
+# Message ids, translated when a page is shown.
+_INVALID_LINK = (
+    N_("Invalid link"),
+    N_(
+        "This link is invalid, incomplete or has expired. Please use the complete link "
+        "from the email or sign up again."
+    ),
+)
+_ERASED = (
+    N_("Data erased"),
+    N_("Your data has been erased. You will no longer receive any emails from us."),
+)
 
 
 def _client_ip(request: Request) -> str | None:
@@ -53,6 +67,24 @@ def reader_routes(
         except ConfigError:
             return None
         return newsletter if newsletter.signup else None
+
+    def locale_of(newsletter_id: str | None) -> str:
+        """A configured newsletter's locale, else the default (as ``page_locale``)."""
+        for newsletter in settings.newsletters:
+            if newsletter.id == newsletter_id:
+                return newsletter.locale
+        return settings.locale
+
+    def message(request: Request, status: int, locale: str, title: str, text: str) -> Response:
+        catalogue = translations(locale)
+        return render(
+            request,
+            "message.html",
+            status,
+            locale=locale,
+            title=catalogue.gettext(title),
+            text=catalogue.gettext(text),
+        )
 
     def form_page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.setdefault("csrf", csrf_token(settings.secret_key, request.url.path))
@@ -89,6 +121,7 @@ def reader_routes(
             request,
             "subscribe.html",
             status,
+            locale=newsletter.locale,
             newsletter=newsletter,
             values=values,
             errors=errors or [],
@@ -124,20 +157,21 @@ def reader_routes(
             values["regions"] = values["regions"] or set(newsletter.regions)
             values["consent"] = False
             return signup_form(request, newsletter, values=values, again=True)
-        sent = render(request, "signup_sent.html", newsletter=newsletter)
+        sent = render(request, "signup_sent.html", locale=newsletter.locale, newsletter=newsletter)
         if form.get(HONEYPOT_FIELD):
             return sent  # a robot: the same answer, nothing done
+        gettext = translations(newsletter.locale).gettext
         errors = []
         try:
             email = checked_address(values["email"], smtputf8=settings.smtp.smtputf8)
         except AddressError:
-            errors.append("Bitte geben Sie eine gültige E-Mail-Adresse an.")
+            errors.append(gettext("Please enter a valid email address."))
         if not values["categories"]:
-            errors.append("Bitte wählen Sie mindestens eine Rubrik.")
+            errors.append(gettext("Please choose at least one category."))
         if not values["regions"]:
-            errors.append("Bitte wählen Sie mindestens eine Region.")
+            errors.append(gettext("Please choose at least one region."))
         if not values["consent"]:
-            errors.append("Bitte stimmen Sie der Einwilligungserklärung zu.")
+            errors.append(gettext("Please agree to the consent statement."))
         if errors:
             return signup_form(request, newsletter, status=400, values=values, errors=errors)
         signup = NewSignup(
@@ -160,15 +194,8 @@ def reader_routes(
 
     # --- confirmation ----------------------------------------------------------------------
 
-    def invalid_link(request: Request) -> Response:
-        return render(
-            request,
-            "message.html",
-            400,
-            title="Link ungültig",
-            text="Dieser Link ist ungültig, unvollständig oder abgelaufen. Bitte verwenden Sie "
-            "den vollständigen Link aus der E-Mail oder melden Sie sich noch einmal an.",
-        )
+    def invalid_link(request: Request, locale: str | None = None) -> Response:
+        return message(request, 400, locale or settings.locale, *_INVALID_LINK)
 
     def confirm_token(request: Request) -> tuple[int, NewsletterSettings] | None:
         token = request.path_params["token"]
@@ -188,7 +215,7 @@ def reader_routes(
         found = confirm_token(request)
         if found is None:
             return invalid_link(request)
-        return form_page(request, "confirm.html", newsletter=found[1])
+        return form_page(request, "confirm.html", locale=found[1].locale, newsletter=found[1])
 
     async def confirm(request: Request) -> Response:
         found = confirm_token(request)
@@ -197,10 +224,17 @@ def reader_routes(
         signup_id, newsletter = found
         form = await request.form()
         if not genuine(request, form):
-            return form_page(request, "confirm.html", 400, newsletter=newsletter, again=True)
+            return form_page(
+                request,
+                "confirm.html",
+                400,
+                locale=newsletter.locale,
+                newsletter=newsletter,
+                again=True,
+            )
         pending = await run_in_threadpool(store.signup, signup_id)
         if pending is None or pending.newsletter != newsletter.id:
-            return invalid_link(request)
+            return invalid_link(request, newsletter.locale)
         interests = merged_interests(
             settings, newsletter, set(pending.categories), set(pending.regions)
         )
@@ -213,13 +247,14 @@ def reader_routes(
             )
         )
         if done is None or done.subscriber_id is None:
-            return invalid_link(request)
+            return invalid_link(request, newsletter.locale)
         if done.consent_id is not None:
             # Idempotent: a replay lifts nothing more.
             await run_in_threadpool(store.lift, done.email, done.consent_id, newsletter.id)
         return render(
             request,
             "confirmed.html",
+            locale=newsletter.locale,
             newsletter=newsletter,
             preferences_url=preferences_url(settings, newsletter.id, done.subscriber_id),
         )
@@ -238,6 +273,17 @@ def reader_routes(
         if found is None:
             return None
         return found[0], found[1], newsletter
+
+    def token_locale(request: Request) -> str:
+        # As for an unsubscribe link: the language of the newsletter a genuine token names,
+        # whether or not its subscriber exists, so the answer tells nothing about them.
+        try:
+            _sid, newsletter_id = read_token(
+                settings.secret_key, PREFERENCES, request.path_params["token"]
+            )
+        except TokenError:
+            return settings.locale
+        return locale_of(newsletter_id)
 
     def receives(subscriber: Subscriber, status: str, newsletter: NewsletterSettings) -> bool:
         assert subscriber.id is not None
@@ -264,6 +310,7 @@ def reader_routes(
             request,
             "preferences.html",
             http_status,
+            locale=newsletter.locale,
             newsletter=newsletter,
             subscriber=subscriber,
             categories=chosen_categories,
@@ -275,13 +322,13 @@ def reader_routes(
     def show_preferences(request: Request) -> Response:
         found = reader_of(request)
         if found is None:
-            return invalid_link(request)
+            return invalid_link(request, token_locale(request))
         return preferences_page(request, *found)
 
     async def change_preferences(request: Request) -> Response:
         found = await run_in_threadpool(reader_of, request)
         if found is None:
-            return invalid_link(request)
+            return invalid_link(request, token_locale(request))
         subscriber, status, newsletter = found
         form = await request.form()
         if not genuine(request, form):
@@ -298,7 +345,7 @@ def reader_routes(
             "erase_confirmed": erase,
         }.get(action if isinstance(action, str) else "")
         if handler is None:
-            return invalid_link(request)
+            return invalid_link(request, newsletter.locale)
         return await run_in_threadpool(handler, request, form, subscriber, newsletter)
 
     def save_preferences(
@@ -360,40 +407,42 @@ def reader_routes(
     ) -> Response:
         assert subscriber.id is not None
         store.unsubscribe(subscriber.id, newsletter.id)
-        return render(request, "unsubscribed.html", preferences=request.url.path)
+        return render(
+            request,
+            "unsubscribed.html",
+            locale=newsletter.locale,
+            preferences=request.url.path,
+        )
 
     def unsubscribe_all(
-        request: Request, _form: FormData, subscriber: Subscriber, _newsletter: NewsletterSettings
+        request: Request, _form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
     ) -> Response:
         store.suppress(subscriber.email, "unsubscribed")
-        return render(request, "unsubscribed.html", everything=True)
+        return render(request, "unsubscribed.html", locale=newsletter.locale, everything=True)
 
     def export(
-        _request: Request, _form: FormData, subscriber: Subscriber, _newsletter: NewsletterSettings
+        _request: Request, _form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
     ) -> Response:
         document = store.personal_data(subscriber.email)
+        # TRANSLATORS: the name of the downloaded file with the reader's data.
+        filename = translations(newsletter.locale).gettext("my-data.json")
         body = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
         return Response(
             body.encode("utf-8"),
             media_type="application/json; charset=utf-8",
-            headers={"content-disposition": 'attachment; filename="meine-daten.json"'},
+            headers={"content-disposition": f'attachment; filename="{filename}"'},
         )
 
     def ask_to_erase(
         request: Request, _form: FormData, _subscriber: Subscriber, newsletter: NewsletterSettings
     ) -> Response:
-        return form_page(request, "erase.html", newsletter=newsletter)
+        return form_page(request, "erase.html", locale=newsletter.locale, newsletter=newsletter)
 
     def erase(
-        request: Request, _form: FormData, subscriber: Subscriber, _newsletter: NewsletterSettings
+        request: Request, _form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
     ) -> Response:
         store.erase(subscriber.email)
-        return render(
-            request,
-            "message.html",
-            title="Daten gelöscht",
-            text="Ihre Daten sind gelöscht. Sie erhalten von uns keine E-Mails mehr.",
-        )
+        return message(request, 200, newsletter.locale, *_ERASED)
 
     return [
         page("/subscribe/{newsletter}", show=show_signup, change=sign_up, name="subscribe"),
