@@ -218,6 +218,10 @@ async def test_reader_pages_and_confirmation_mail_speak_english(
         erase = await client.post(
             preferences.url, data={"csrf": csrf_of(preferences), "action": "erase"}
         )
+        erased = await client.post(
+            preferences.url, data={"csrf": csrf_of(erase), "action": "erase_confirmed"}
+        )
+        dead = await client.get(preferences.url)
     pages = {
         "sign-up": form,
         "sign-up refused": refused,
@@ -226,6 +230,8 @@ async def test_reader_pages_and_confirmation_mail_speak_english(
         "confirmed": done,
         "preferences": preferences,
         "erase": erase,
+        "erased": erased,
+        "link after erasure": dead,
     }
     assert refused.status_code == 400
     for what, page in pages.items():
@@ -235,6 +241,7 @@ async def test_reader_pages_and_confirmation_mail_speak_english(
     assert "Please enter a valid email address." in refused.text
     assert ">Confirm subscription</button>" in ask.text
     assert "Your newsletter preferences" in preferences.text
+    assert "Data erased" in erased.text and "Invalid link" in dead.text
 
     mail = confirmation_message(settings, english, signup, request_id="test", now=signup.created_at)
     parsed = email.message_from_bytes(mail.data, policy=email.policy.default)
