@@ -44,7 +44,7 @@ from digest.store import Store
 from digest.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
 from digest.web.logs import TOKEN_PREFIXES
 from digest.web.reader import reader_routes
-from digest.web.routing import page
+from digest.web.routing import page, page_locale
 from digest.web.security import SecurityHeaders, TokenRateLimit, rate_limit_item
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SIGNUP_RATE_LIMIT", "create_app", "page_locale"]
@@ -89,14 +89,6 @@ class _App(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside Starlette's ServerErrorMiddleware, so its 500 page gets the headers too.
         return SecurityHeaders(super().build_middleware_stack(), cacheable_prefix=STATIC_PREFIX)
-
-
-def page_locale(settings: Settings, newsletter_id: str | None) -> str:
-    """The locale of a page: the named newsletter's if it is configured, else the default."""
-    for newsletter in settings.newsletters:
-        if newsletter.id == newsletter_id:
-            return newsletter.locale
-    return settings.locale
 
 
 def _templates(locale: str) -> Jinja2Templates:
@@ -266,7 +258,7 @@ def create_app(
     return _App(
         lifespan=lifespan,
         routes=[
-            *reader_routes(settings, store, render_reader_page, not_found),
+            *reader_routes(settings, store, render_reader_page, message_page, not_found),
             page(
                 "/unsubscribe/{token}",
                 show=ask_to_unsubscribe,

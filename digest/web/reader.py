@@ -31,7 +31,7 @@ from digest.store.privacy import Consent
 from digest.store.signups import NewSignup
 from digest.tokens import PREFERENCES, TokenError, preferences_url, read_confirm_token, read_token
 from digest.web.forms import CSRF_FIELD, HONEYPOT_FIELD, csrf_token, form_is_genuine
-from digest.web.routing import page
+from digest.web.routing import page, page_locale
 
 __all__ = ["reader_routes"]
 
@@ -57,9 +57,13 @@ def _client_ip(request: Request) -> str | None:
 
 
 def reader_routes(
-    settings: Settings, store: Store, render: Render, not_found: Render
+    settings: Settings, store: Store, render: Render, message: Render, not_found: Render
 ) -> list[Route]:
-    """The routes of the sign-up, confirmation and preference pages."""
+    """The routes of the sign-up, confirmation and preference pages.
+
+    ``render(request, template, status, locale=..., **context)`` shows a page,
+    ``message(request, status, locale, title, text)`` a page of one message.
+    """
 
     def newsletter_of(request: Request) -> NewsletterSettings | None:
         try:
@@ -67,24 +71,6 @@ def reader_routes(
         except ConfigError:
             return None
         return newsletter if newsletter.signup else None
-
-    def locale_of(newsletter_id: str | None) -> str:
-        """A configured newsletter's locale, else the default (as ``page_locale``)."""
-        for newsletter in settings.newsletters:
-            if newsletter.id == newsletter_id:
-                return newsletter.locale
-        return settings.locale
-
-    def message(request: Request, status: int, locale: str, title: str, text: str) -> Response:
-        catalogue = translations(locale)
-        return render(
-            request,
-            "message.html",
-            status,
-            locale=locale,
-            title=catalogue.gettext(title),
-            text=catalogue.gettext(text),
-        )
 
     def form_page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.setdefault("csrf", csrf_token(settings.secret_key, request.url.path))
@@ -283,7 +269,7 @@ def reader_routes(
             )
         except TokenError:
             return settings.locale
-        return locale_of(newsletter_id)
+        return page_locale(settings, newsletter_id)
 
     def receives(subscriber: Subscriber, status: str, newsletter: NewsletterSettings) -> bool:
         assert subscriber.id is not None

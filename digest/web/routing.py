@@ -17,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["Handler", "page"]
+from digest.config import Settings
+
+__all__ = ["Handler", "page", "page_locale"]
 
 Handler = Callable[[Request], Response] | Callable[[Request], Awaitable[Response]]
 
@@ -45,3 +47,11 @@ async def _call(handler: Handler, request: Request) -> Response:
         return response
     # The store is synchronous: keep its queries off the event loop.
     return await run_in_threadpool(handler, request)  # type: ignore[arg-type]
+
+
+def page_locale(settings: Settings, newsletter_id: str | None) -> str:
+    """The locale of a page: the named newsletter's if it is configured, else the default."""
+    for newsletter in settings.newsletters:
+        if newsletter.id == newsletter_id:
+            return newsletter.locale
+    return settings.locale
