@@ -209,8 +209,9 @@ def link_with_utm(url: str, utm: Mapping[str, str], issue_key: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
-# Control characters (C0, C1) and Unicode line breaks: a subject is one line of text.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: Control characters (C0, C1) and every other character str.splitlines() breaks at:
+#: none may stay in one line of text (a subject, a header value).
+LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SUBJECTS = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 
 
@@ -237,7 +238,7 @@ def render_subject(newsletter: NewsletterSettings, issue: Issue) -> str:
             f"newsletter {newsletter.id!r}: subject template {newsletter.subject!r}: "
             f"{exc.message or exc} (names: {known})"
         ) from None
-    return shorten(" ".join(_CONTROL.sub(" ", subject).split()), MAX_SUBJECT_LENGTH)
+    return shorten(" ".join(LINE_BREAKING.sub(" ", subject).split()), MAX_SUBJECT_LENGTH)
 
 
 def _newest_first(articles: Iterable[Article]) -> list[Article]:

@@ -30,7 +30,7 @@ from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, make_msgid, parseaddr
 
 from digest.addresses import NEEDS_SMTPUTF8
-from digest.compose import MAX_SUBJECT_LENGTH, shorten
+from digest.compose import LINE_BREAKING, MAX_SUBJECT_LENGTH, shorten
 from digest.config import NewsletterSettings, Settings
 from digest.errors import DigestError
 from digest.models import Message
@@ -48,8 +48,6 @@ _HEADER_POLICY = SMTP
 # package writes that address as is instead of as an encoded word no reader takes.
 _UTF8_HEADER_POLICY = SMTP.clone(utf8=True)
 
-# Control characters (C0 and C1) and every character str.splitlines() treats as a line break.
-_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # Characters that would give a List-Id phrase a structure (RFC 5322 specials, minus ".").
 _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]+')
 # Characters that make the email package write a display name as a quoted string.
@@ -69,7 +67,7 @@ class MessageError(DigestError, ValueError):
 
 def _one_line(value: str) -> str:
     """``value`` with line breaks, control characters and runs of spaces as one space."""
-    return " ".join(_LINE_BREAKING.sub(" ", value).split())
+    return " ".join(LINE_BREAKING.sub(" ", value).split())
 
 
 def _header_text(value: str, limit: int) -> str:
