@@ -6,11 +6,11 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from html import escape
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from html import escape
 
 import feedparser
 import httpx

@@ -47,7 +47,9 @@ def archive_routes(
 
     def index(request: Request) -> Response:
         newsletters = archived_newsletters(settings)
-        return render(request, "archive_index.html", locale=settings.locale, newsletters=newsletters)
+        return render(
+            request, "archive_index.html", locale=settings.locale, newsletters=newsletters
+        )
 
     def newsletter_issues(request: Request) -> Response:
         newsletter = archived_newsletter(settings, request.path_params["newsletter"])
