@@ -556,6 +556,15 @@ NEWSLETTER = [
         _string_list,
     ),
     S(
+        "archive",
+        bool,
+        False,
+        "Publish the issues sent so far at /archive/<id>/ (list, each issue without "
+        "personal data, Atom feed) and put a 'View in browser' link at the top of every "
+        "digest. Off by default: the issues become public, and the link only works where "
+        "`digest serve` answers at `public_url`.",
+    ),
+    S(
         "signup",
         bool,
         True,
@@ -913,6 +922,7 @@ class NewsletterSettings:
     utm: Mapping[str, str] = field(default_factory=dict)
     category_map: Mapping[str, str] = field(default_factory=dict)
     regions: tuple[str, ...] = GERMAN_LAENDER
+    archive: bool = False
     signup: bool = True
     signup_list: str = ""
     confirm_days: int = 7

@@ -115,12 +115,20 @@ class Personalizer:
     """Cuts, renders (once per distinct content) and builds each recipient's message."""
 
     def __init__(
-        self, settings: Settings, newsletter: NewsletterSettings, issue: Issue, now: datetime
+        self,
+        settings: Settings,
+        newsletter: NewsletterSettings,
+        issue: Issue,
+        now: datetime,
+        *,
+        archive: bool = False,
     ) -> None:
         self.settings = settings
         self.newsletter = newsletter
         self.issue = issue
         self.now = now
+        # Variants for the public archive page (see render_variant), never sent.
+        self.archive = archive
         self._variants: dict[str, Variant] = {}
 
     @property
@@ -135,7 +143,9 @@ class Personalizer:
         key = content_key(cut)
         if key not in self._variants:
             cut = replace(cut, subject=render_subject(self.newsletter, cut))
-            self._variants[key] = render_variant(self.settings, self.newsletter, cut)
+            self._variants[key] = render_variant(
+                self.settings, self.newsletter, cut, archive=self.archive
+            )
         return self._variants[key]
 
     def message_for(

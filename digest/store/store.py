@@ -355,6 +355,23 @@ class Store(SignupStore, PrivacyStore):
         assert issue is not None
         return issue
 
+    def sent_issues(self, newsletter: str) -> list[tuple[IssueRecord, datetime]]:
+        """The newsletter's issues that reached at least one reader, newest window first,
+        each with the time its first message was recorded as sent (from the ledger)."""
+        first_sent = func.min(t.deliveries.c.updated_at).label("first_sent")
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.issues, first_sent)
+                .join(t.deliveries, t.deliveries.c.issue_id == t.issues.c.id)
+                .where(
+                    t.issues.c.newsletter == newsletter,
+                    t.deliveries.c.state == DeliveryState.SENT,
+                )
+                .group_by(*t.issues.c)
+                .order_by(t.issues.c.window_start.desc(), t.issues.c.id.desc())
+            ).all()
+        return [(_issue_from_row(row), row.first_sent) for row in rows]
+
     def set_issue_status(
         self, issue_id: int, status: str, *, sent_at: datetime | None = None
     ) -> None:

@@ -3,8 +3,9 @@
 For now the RFC 8058 one-click unsubscribe: ``POST /unsubscribe/{token}`` unsubscribes
 (the body, ``List-Unsubscribe=One-Click``, is not needed: the signed token is the
 authority) and answers 200 without a redirect; ``GET`` and ``HEAD`` only show a page with
-a button, so a mail scanner following links unsubscribes nobody. The preference centre
-and the archive belong here too.
+a button, so a mail scanner following links unsubscribes nobody. The reader pages
+(:mod:`digest.web.reader`) and the public archive (:mod:`digest.web.archive`) are mounted
+here too.
 
 Rules every page follows, whichever route it belongs to:
 
@@ -42,10 +43,16 @@ from digest.config import Settings
 from digest.i18n import N_, language, translations
 from digest.store import Store
 from digest.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
+from digest.web.archive import ARCHIVE_PREFIX, archive_routes
 from digest.web.logs import TOKEN_PREFIXES
 from digest.web.reader import reader_routes
 from digest.web.routing import page, page_locale
-from digest.web.security import SecurityHeaders, TokenRateLimit, rate_limit_item
+from digest.web.security import (
+    ARCHIVE_CONTENT_SECURITY_POLICY,
+    SecurityHeaders,
+    TokenRateLimit,
+    rate_limit_item,
+)
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SIGNUP_RATE_LIMIT", "create_app", "page_locale"]
 
@@ -88,7 +95,11 @@ _INVALID_LINK = (
 class _App(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside Starlette's ServerErrorMiddleware, so its 500 page gets the headers too.
-        return SecurityHeaders(super().build_middleware_stack(), cacheable_prefix=STATIC_PREFIX)
+        return SecurityHeaders(
+            super().build_middleware_stack(),
+            cacheable_prefix=STATIC_PREFIX,
+            policies=((ARCHIVE_PREFIX, ARCHIVE_CONTENT_SECURITY_POLICY),),
+        )
 
 
 def _templates(locale: str) -> Jinja2Templates:
@@ -259,6 +270,7 @@ def create_app(
         lifespan=lifespan,
         routes=[
             *reader_routes(settings, store, render_reader_page, message_page, not_found),
+            *archive_routes(settings, store, render_reader_page, not_found),
             page(
                 "/unsubscribe/{token}",
                 show=ask_to_unsubscribe,
