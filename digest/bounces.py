@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ __all__ = [
     "BounceOutcome",
     "BounceReport",
     "BounceResult",
+    "ForgedReturnPath",
     "Report",
     "delivery_in_return_path",
     "open_bounce_mailbox",
@@ -188,10 +190,16 @@ def _field_blocks(part: Message) -> list[Message]:
     return [HeaderParser().parsestr(block) for block in re.split(r"\n\s*\n", text) if block]
 
 
+# A Message-ID header line of a message quoted in the text of a bounce (Exim, qmail).
+_QUOTED_MESSAGE_ID = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+
+
 def _returned_message_ids(msg: Message) -> tuple[str, ...]:
-    """Message-IDs of the message a report returns (in full or its headers only)."""
+    """Message-IDs of the message a report returns (in full, its headers, or quoted)."""
     found: list[str] = []
     for part in msg.walk():
+        if part.get_content_type() == "text/plain":
+            found += _QUOTED_MESSAGE_ID.findall(_part_text(part))
         if part is msg:
             continue
         headers: Message | None = None
@@ -258,11 +266,25 @@ def _arf(msg: Message) -> Report | None:
     return Report(kind, None, _one_line(detail), recipients, _returned_message_ids(msg))
 
 
+def _without_tracebacks(record: logging.LogRecord) -> bool:
+    return record.exc_info is None
+
+
+# flufl.bounce logs the traceback of every detector that fails before re-raising; the
+# failure is handled below (the message is left for a person), so the traceback is noise.
+logging.getLogger("flufl.bounce").addFilter(_without_tracebacks)
+
+
 def _heuristic(msg: Message) -> Report | None:
     """A bounce that is no RFC 3464 DSN (old Exim, qmail, some Exchange), by flufl.bounce."""
     from flufl.bounce import all_failures
 
-    temporary, permanent = all_failures(msg)
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # noqa: BLE001 - see below
+        # Some of flufl.bounce's detectors fail on what they did not expect (a raw
+        # non-ASCII header, an odd structure); such a message is left for a person.
+        return None
     if not temporary and not permanent:
         return None
     failed = bool(permanent)
