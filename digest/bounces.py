@@ -303,9 +303,9 @@ def _heuristic(msg: Message) -> Report | None:
         if (status and status in line) or (not status and _BASIC_CODE.search(line)):
             diagnostic = _one_line(line)
             break
-    if status and status[0] != ("5" if failed else "4"):
-        status = None  # the text quotes a code that contradicts the verdict: keep neither
-    kind = "policy" if status and status.startswith("5.7.") else ("hard" if failed else "soft")
+    # What flufl.bounce calls temporary failures are delay warnings: the relay goes on
+    # trying. A permanent one with a 4.x.x code is a relay that gave up on a soft bounce.
+    kind = _kind_of_status(status, failed=True) if failed else "delayed"
     return Report(kind, status, diagnostic, recipients, _returned_message_ids(msg))
 
 

@@ -692,7 +692,7 @@ def _mailbox_settings(receives: str, password_variable: str) -> list[Setting]:
             "processed",
             str,
             "move",
-            "What happens to a message that was applied: 'move' (mark seen and move "
+            "What happens to a processed message: 'move' (mark seen and move "
             "to `processed_folder`), 'seen' (mark seen, leave in place) or 'delete' (expunges "
             "the folder). In a Maildir, 'move' and 'seen' both file it in cur/ with the S "
             "(seen) flag. Other messages stay unread where they are.",

@@ -1,10 +1,10 @@
 """Bounces and complaints after the SMTP transaction, end to end.
 
 An issue goes out through a real aiosmtpd server with a VERP return path per recipient;
-the bounce and complaint reports in ``tests/bounces/`` (shaped as Postfix, Gmail,
-Microsoft, Exim and qmail send DSNs, and as Yahoo and Microsoft send ARF complaint
-reports) are filled with what that server received and put into a real Maildir, which
-:func:`process_bounces` reads against the real store.
+the reports in ``tests/bounces/`` (bounces and delay warnings shaped as Postfix, Gmail,
+Microsoft, Exim, qmail and IONOS send them, ARF complaint reports as Yahoo and Microsoft
+send them) are filled with what that server received and put into a real Maildir,
+which :func:`process_bounces` reads against the real store.
 """
 
 from __future__ import annotations
@@ -207,6 +207,7 @@ async def test_real_reports_are_recorded_and_suppress_as_they_should(sent: Sent)
         "postfix-policy-5.7.26.eml": (people[5], "5.7.26", "policy", BounceOutcome.POLICY),
         "postfix-delayed-4.4.1.eml": (people[6], "4.4.1", "delayed", BounceOutcome.DELAYED),
         "postfix-expired-4.2.2.eml": (people[7], "4.2.2", "soft", BounceOutcome.SOFT),
+        "ionos-delay-warning.eml": (people[13], "4.3.0", "delayed", BounceOutcome.DELAYED),
     }
     complaints = {"yahoo-arf-abuse.eml": people[8], "microsoft-jmrp-abuse.eml": people[9]}
     keys = {}
@@ -269,7 +270,7 @@ async def test_real_reports_are_recorded_and_suppress_as_they_should(sent: Sent)
     diagnostic = sent.row(people[0]).bounce_diagnostic
     assert diagnostic == "550 5.1.1 Requested action not taken: mailbox unavailable"
     assert report.summary() == (
-        "13 unread messages: 10 processed (5 hard, 1 soft, 1 policy, 1 delayed, "
+        "14 unread messages: 11 processed (5 hard, 1 soft, 1 policy, 2 delayed, "
         "2 complaint), 7 addresses suppressed, 3 left alone"
     )
     # The others stay byte for byte in new/ (unread); the processed are in cur/, seen.
@@ -399,6 +400,7 @@ def test_reports_are_read_without_a_store() -> None:
         "microsoft-hard-5.1.10.eml": ("hard", "5.1.10"),
         "exim-text-permanent.eml": ("hard", "5.1.1"),
         "qmail-permanent.eml": ("hard", "5.1.1"),
+        "ionos-delay-warning.eml": ("delayed", "4.3.0"),
         "yahoo-arf-abuse.eml": ("complaint", None),
         "microsoft-jmrp-abuse.eml": ("complaint", None),
     }
