@@ -631,6 +631,51 @@ def process_unsubscribes(dry_run: bool) -> None:
     click.echo(report.summary())
 
 
+@cli.group(epilog=_example("digest bounces process --dry-run"))
+def bounces() -> None:
+    """Bounces and complaint reports that arrive after sending (see [bounces])."""
+
+
+@bounces.command("process", epilog=_example("digest bounces process --dry-run"))
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would be done; change neither store nor mailbox."
+)
+@common
+def process_bounces(dry_run: bool) -> None:
+    """Record the bounces (DSNs) and complaint reports (ARF) in the unread mail of [bounces].
+
+    Each report is recorded on the delivery it concerns, found by its signed return path
+    or the returned message's Message-ID. A hard bounce (5.x.x) or a complaint puts the
+    address on the suppression list; soft bounces (4.x.x) do past `soft_limit` within
+    `soft_days`; a policy refusal (5.7.x) and a delay warning are only recorded.
+    Processed messages are marked seen, then moved or deleted as `processed` says;
+    everything else stays unread. Running it again changes nothing more.
+    """
+    from digest import jobs
+    from digest.bounces import open_bounce_mailbox
+    from digest.bounces import process_bounces as process
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        with open_bounce_mailbox(settings) as mailbox:
+            report = process(settings, store, mailbox, dry_run=dry_run)
+    finally:
+        store.close()
+    would = "would be " if dry_run else ""
+    for result in report.results:
+        if result.outcome.processed:
+            status = f" {result.status}" if result.status else ""
+            suppressed = f", address {would}suppressed" if result.suppressed else ""
+            click.echo(
+                f"message {result.key}: {would}processed: {result.outcome.value}{status}, "
+                f"delivery {result.delivery_id}{suppressed}"
+            )
+        else:
+            click.echo(f"message {result.key}: left alone: {result.outcome.value}")
+    click.echo(report.summary())
+
+
 @cli.command(epilog=_example("digest demo --config config.toml"))
 @click.option(
     "--week",

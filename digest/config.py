@@ -38,6 +38,8 @@ __all__ = [
     "SourceSettings",
     "SegmentSettings",
     "UnsubscribeMailboxSettings",
+    "MailboxSettings",
+    "BounceSettings",
     "load_settings",
     "parse_settings",
     "all_setting_names",
@@ -667,55 +669,127 @@ SEGMENT = [
     ),
 ]
 
-UNSUBSCRIBE_MAILBOX = [
+
+def _mailbox_settings(receives: str, password_variable: str) -> list[Setting]:
+    """The keys of a mailbox digest reads: a local Maildir or an IMAP folder."""
+    return [
+        S(
+            "maildir",
+            str,
+            "",
+            f"Local Maildir that receives {receives} (relative to the config file); set "
+            "this or `imap_host`, not both. Empty: none.",
+        ),
+        S(
+            "imap_host",
+            str,
+            "",
+            "IMAP server (implicit TLS, certificate verified) of the mailbox that receives "
+            f"{receives}; empty: none.",
+        ),
+        S("imap_port", int, 993, "IMAP port (implicit TLS).", _port),
+        S("imap_username", str, "", "IMAP login; required with `imap_host`."),
+        S(
+            "imap_password",
+            str,
+            "",
+            f"IMAP password; prefer {password_variable}.",
+            secret=True,
+        ),
+        S("imap_folder", str, "INBOX", "IMAP folder to read."),
+        S(
+            "processed",
+            str,
+            "move",
+            "What happens to a processed message: 'move' (mark seen and move "
+            "to `processed_folder`), 'seen' (mark seen, leave in place) or 'delete' (expunges "
+            "the folder). In a Maildir, 'move' and 'seen' both file it in cur/ with the S "
+            "(seen) flag. Other messages stay unread where they are.",
+            _one_of("move", "seen", "delete"),
+        ),
+        S(
+            "processed_folder",
+            str,
+            "digest-processed",
+            "IMAP folder for processed messages with `processed = 'move'`; created if missing.",
+        ),
+        S(
+            "interval_minutes",
+            int,
+            15,
+            "`digest run` processes the mailbox this often (and once at start).",
+            _positive,
+        ),
+    ]
+
+
+UNSUBSCRIBE_MAILBOX = _mailbox_settings(
+    "the mail to the List-Unsubscribe mailto address", "DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD"
+)
+
+# A host name of two or more labels, in ASCII (an internationalised one in its xn-- form).
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_TOP_LABEL = r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"(?=.{{4,200}}$)(?:{_LABEL}\.)+{_TOP_LABEL}")
+# Lower case only: some MTAs lower-case the local part a bounce comes back to.
+_PREFIX = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
+
+
+def _bounce_domain_problem(value: str) -> str | None:
+    if value and not _DOMAIN.fullmatch(value):
+        return (
+            f"{_shown(value)} is not a domain name in lower-case ASCII "
+            "(such as 'bounces.example.org'; an umlaut domain in its xn-- form)"
+        )
+    return None
+
+
+def _bounce_prefix_problem(value: str) -> str | None:
+    if len(value) > 20 or not _PREFIX.fullmatch(value):
+        return (
+            f"{_shown(value)} must be 1 to 20 lower-case letters, digits, '_' or inner dots "
+            "(a '-' follows it in the address)"
+        )
+    return None
+
+
+BOUNCES = [
     S(
-        "maildir",
+        "domain",
         str,
         "",
-        "Local Maildir that receives the mail to the List-Unsubscribe mailto address "
-        "(relative to the config file); set this or `imap_host`, not both. Empty: none.",
+        "Domain of the VERP return path: each message goes out with the envelope sender "
+        "`<prefix>-<delivery>-<signature>@<domain>`, so every bounce names the delivery it "
+        "concerns and a forged one is recognised. Its MX must deliver to the mailbox below. "
+        "Empty: the envelope sender stays the newsletter's sender address.",
+        _bounce_domain_problem,
     ),
     S(
-        "imap_host",
+        "prefix",
         str,
-        "",
-        "IMAP server (implicit TLS, certificate verified) of the mailbox that receives "
-        "the mail to the List-Unsubscribe mailto address; empty: none.",
-    ),
-    S("imap_port", int, 993, "IMAP port (implicit TLS).", _port),
-    S("imap_username", str, "", "IMAP login; required with `imap_host`."),
-    S(
-        "imap_password",
-        str,
-        "",
-        "IMAP password; prefer DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD.",
-        secret=True,
-    ),
-    S("imap_folder", str, "INBOX", "IMAP folder to read."),
-    S(
-        "processed",
-        str,
-        "move",
-        "What happens to a message whose token was applied: 'move' (mark seen and move "
-        "to `processed_folder`), 'seen' (mark seen, leave in place) or 'delete' (expunges "
-        "the folder). In a Maildir, 'move' and 'seen' both file it in cur/ with the S "
-        "(seen) flag. Other messages stay unread where they are.",
-        _one_of("move", "seen", "delete"),
+        "bounce",
+        "Start of the return path's local part, before the delivery number.",
+        _bounce_prefix_problem,
     ),
     S(
-        "processed_folder",
-        str,
-        "digest-processed",
-        "IMAP folder for processed messages with `processed = 'move'`; created if missing.",
-    ),
-    S(
-        "interval_minutes",
+        "soft_limit",
         int,
-        15,
-        "`digest run` processes the mailbox this often (and once at start).",
+        3,
+        "Soft bounces (4.x.x: mailbox full, server busy) of one address, each on another "
+        "delivery, within `soft_days` that put it on the suppression list.",
         _positive,
     ),
-]
+    S(
+        "soft_days",
+        int,
+        30,
+        "The window, in days, in which `soft_limit` soft bounces are counted.",
+        _positive,
+    ),
+] + _mailbox_settings(
+    "the bounces (DSNs) and complaint reports (ARF) sent to the return path",
+    "DIGEST_BOUNCES_IMAP_PASSWORD",
+)
 
 #: Every table of the file: its dotted path, its settings, and whether it is an array.
 SECTIONS: dict[str, tuple[list[Setting], bool]] = {
@@ -728,6 +802,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.sources": (SOURCE, True),
     "newsletters.segments": (SEGMENT, True),
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
+    "bounces": (BOUNCES, False),
 }
 
 #: Environment variables that override one key each.
@@ -741,6 +816,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "DIGEST_SECRET_KEY": ("", "secret_key", str),
     "DIGEST_PUBLIC_URL": ("", "public_url", str),
     "DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD": ("unsubscribe_mailbox", "imap_password", str),
+    "DIGEST_BOUNCES_IMAP_PASSWORD": ("bounces", "imap_password", str),
 }
 
 GERMAN_LAENDER = (
@@ -799,6 +875,7 @@ def secret_values(settings: Settings) -> set[str]:
     collect("store", settings.store)
     collect("smtp", settings.smtp)
     collect("unsubscribe_mailbox", settings.unsubscribe_mailbox)
+    collect("bounces", settings.bounces)
     for newsletter in settings.newsletters:
         collect("newsletters", newsletter)
         for source in newsletter.sources:
@@ -846,8 +923,8 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
-class UnsubscribeMailboxSettings:
-    """The mailbox behind the List-Unsubscribe mailto address: a Maildir or IMAP."""
+class MailboxSettings:
+    """A mailbox digest reads: a Maildir or an IMAP folder."""
 
     maildir: str = ""
     imap_host: str = ""
@@ -862,6 +939,26 @@ class UnsubscribeMailboxSettings:
     @property
     def configured(self) -> bool:
         return bool(self.maildir or self.imap_host)
+
+
+@dataclass(frozen=True)
+class UnsubscribeMailboxSettings(MailboxSettings):
+    """The mailbox behind the List-Unsubscribe mailto address."""
+
+
+@dataclass(frozen=True)
+class BounceSettings(MailboxSettings):
+    """The VERP return path and the mailbox its bounces and complaint reports reach."""
+
+    domain: str = ""
+    prefix: str = "bounce"
+    soft_limit: int = 3
+    soft_days: int = 30
+
+    @property
+    def verp(self) -> bool:
+        """Whether each message goes out with its own signed return path."""
+        return bool(self.domain)
 
 
 @dataclass(frozen=True)
@@ -999,6 +1096,7 @@ class Settings:
     unsubscribe_mailbox: UnsubscribeMailboxSettings = field(
         default_factory=UnsubscribeMailboxSettings
     )
+    bounces: BounceSettings = field(default_factory=BounceSettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1228,13 +1326,9 @@ def parse_settings(
     mailbox = reader.table(
         data.get("unsubscribe_mailbox", {}), "unsubscribe_mailbox", "unsubscribe_mailbox"
     )
-    if mailbox["maildir"] and mailbox["imap_host"]:
-        raise reader.error(
-            "unsubscribe_mailbox",
-            "set either maildir (a local Maildir) or imap_host (an IMAP server), not both",
-        )
-    if mailbox["imap_host"] and not mailbox["imap_username"]:
-        raise reader.error("unsubscribe_mailbox.imap_username", "is required with imap_host")
+    _check_mailbox(reader, mailbox, "unsubscribe_mailbox")
+    bounces = reader.table(data.get("bounces", {}), "bounces", "bounces")
+    _check_mailbox(reader, bounces, "bounces")
     base_dir = path.parent if path else Path(".")
     return Settings(
         public_url=top["public_url"].rstrip("/"),
@@ -1250,7 +1344,18 @@ def parse_settings(
         base_dir=base_dir,
         path=path,
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
+        bounces=BounceSettings(**bounces),
     )
+
+
+def _check_mailbox(reader: _Reader, values: Mapping[str, Any], section: str) -> None:
+    if values["maildir"] and values["imap_host"]:
+        raise reader.error(
+            section,
+            "set either maildir (a local Maildir) or imap_host (an IMAP server), not both",
+        )
+    if values["imap_host"] and not values["imap_username"]:
+        raise reader.error(f"{section}.imap_username", "is required with imap_host")
 
 
 def load_settings(

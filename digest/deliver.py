@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 
+from digest.bounces import return_path
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
 from digest.errors import DigestError, SendError
@@ -329,6 +330,7 @@ async def send_issue(
             return  # another run claimed it first
         try:
             message = personalizer.message_for(recipient, variant, message_id)
+            message = replace(message, sender=return_path(settings, newsletter, row.id))
         except MessageError as exc:
             store.record_delivery(row.id, DeliveryState.FAILED, code=None, reply=str(exc))
             report.failed += 1

@@ -26,6 +26,8 @@ COMMANDS = [
     ["subscribers", "import"],
     ["unsubscribes"],
     ["unsubscribes", "process"],
+    ["bounces"],
+    ["bounces", "process"],
     ["subscribers", "list"],
     ["subscribers", "export"],
     ["subscribers", "erase"],
@@ -578,3 +580,68 @@ async def test_erase_asks_and_suppresses_an_unknown_address(site: Path) -> None:
         "subscribers", "import", "one.csv", "--list", "l", "--consent", "Demo", cwd=site
     )
     assert code == 0 and "0 imported, 0 updated, 0 unchanged, 1 suppressed" in out
+
+
+async def test_bounces_process_records_on_the_delivery_that_export_shows(site: Path) -> None:
+    import mailbox
+
+    from tests.test_bounces import FIXTURES
+
+    config = site / "config.toml"
+    config.write_text(
+        config.read_text()
+        + '\n[bounces]\ndomain = "bounces.kommune-digital.example"\nmaildir = "rueck"\n'
+    )
+    mailbox.Maildir(site / "rueck", create=True).close()
+    await digest("collect", cwd=site)
+    code, _, err = await digest(
+        "subscribers", "import", "subscribers/allgemein.csv", "--list", "allgemein",
+        "--consent", "Demo", cwd=site,
+    )  # fmt: skip
+    assert code == 0, err
+    async with RecordingServer() as server:
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", "2025-W05", cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )  # fmt: skip
+        assert code == 0, err
+    mail_from, (recipient,), data = server.messages[0]
+    assert mail_from.startswith("bounce-") and mail_from.endswith(
+        "@bounces.kommune-digital.example"
+    )
+    headers = data.replace(b"\r\n", b"\n").decode("ascii").partition("\n\n")[0]
+    text = (FIXTURES / "postfix-hard-5.1.1.eml").read_text(encoding="utf-8")
+    text = text.replace("{{RETURN_PATH}}", mail_from).replace("{{RECIPIENT}}", recipient)
+    box = mailbox.Maildir(site / "rueck", create=False)
+    key = box.add(text.replace("{{ORIGINAL_HEADERS}}", headers).encode())
+    box.close()
+
+    code, out, err = await digest("bounces", "process", "--dry-run", cwd=site)
+    assert (code, err) == (0, ""), err
+    assert f"message {key}: would be processed: hard bounce 5.1.1, delivery " in out
+    assert "address would be suppressed" in out
+    assert [p.name for p in (site / "rueck" / "new").iterdir()] == [key]
+
+    code, out, err = await digest("bounces", "process", cwd=site)
+    assert (code, err) == (0, ""), err
+    assert out.endswith("1 processed (1 hard), 1 addresses suppressed, 0 left alone\n")
+    assert [p.name for p in (site / "rueck" / "cur").iterdir()] == [f"{key}:2,S"]
+
+    code, out, err = await digest("subscribers", "export", recipient, cwd=site)
+    assert code == 0, err
+    document = json.loads(out)
+    [delivery] = document["deliveries"]
+    assert (delivery["state"], delivery["bounce"], delivery["bounce_status"]) == (
+        "sent",
+        "hard",
+        "5.1.1",
+    )
+    assert delivery["bounce_diagnostic"].startswith("550 5.1.1 Requested action not taken")
+    assert document["subscriber"]["status"] == "bounced"
+    assert document["suppressions"][0]["reason"] == "hard_bounce"
+
+    code, out, _ = await digest("bounces", "process", cwd=site)
+    assert (
+        code == 0
+        and out == "0 unread messages: 0 processed, 0 addresses suppressed, 0 left alone\n"
+    )

@@ -20,6 +20,7 @@ from digest.errors import ConfigError, StoreError
 from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.redact import MASK, redact_url
 from digest.store import schema as t
+from digest.store.bounces import BounceStore
 from digest.store.importing import ImportCounts, import_rows
 from digest.store.privacy import (
     PrivacyStore,
@@ -96,7 +97,7 @@ class DeliveryRow:
     attempts: int
 
 
-class Store(SignupStore, PrivacyStore):
+class Store(SignupStore, PrivacyStore, BounceStore):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
     ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);
