@@ -364,7 +364,8 @@ async def run() -> None:
 @click.option(
     "--rate-limit",
     default=None,
-    help="Requests per client address to the token links; more get 429. [default: 60/minute]",
+    help="Requests per client address to the token links; more get 429. "
+    "[default: web.rate_limit of the config]",
 )
 @common
 def serve(host: str, port: int, rate_limit: str | None) -> None:
@@ -380,13 +381,12 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
     import uvicorn
 
     from digest import jobs
+    from digest.config import rate_limit_item
     from digest.web import create_app, install_token_redaction, uvicorn_log_config
-    from digest.web.app import DEFAULT_RATE_LIMIT
-    from digest.web.security import rate_limit_item
 
     settings = state().settings()
     try:
-        limit = rate_limit_item(rate_limit or DEFAULT_RATE_LIMIT)
+        limit = rate_limit_item(rate_limit or settings.web.rate_limit)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
     store = jobs.open_store(settings)

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
+from limits import RateLimitItem, parse
 
 from digest.errors import ConfigError
 from digest.redact import MASK, redact_url, url_password
@@ -40,7 +41,9 @@ __all__ = [
     "UnsubscribeMailboxSettings",
     "MailboxSettings",
     "BounceSettings",
+    "WebSettings",
     "load_settings",
+    "rate_limit_item",
     "parse_settings",
     "all_setting_names",
     "parse_locale",
@@ -330,6 +333,28 @@ def _mailbox_problem(value: str) -> str | None:
 
 def _optional_mailbox_problem(value: str) -> str | None:
     return _mailbox_problem(value) if value else None
+
+
+def rate_limit_item(limit: str) -> RateLimitItem:
+    """``"30/minute"`` (or ``"5 per 10 seconds"``) as a rate; ValueError if it is not one."""
+    try:
+        item = parse(limit)
+    except ValueError as exc:
+        raise ValueError(f"rate limit {limit!r}: {exc}") from None
+    if item.amount < 1:
+        raise ValueError(f"rate limit {limit!r}: allow at least one request")
+    return item
+
+
+def _rate_limit_problem(value: str) -> str | None:
+    try:
+        rate_limit_item(value)
+    except ValueError:
+        return (
+            f"is not a rate limit: {_shown(value)} (write e.g. '10/hour', '60/minute' "
+            "or '5 per 10 seconds'; at least one request)"
+        )
+    return None
 
 
 def _string_list(value: Any) -> str | None:
@@ -791,6 +816,27 @@ BOUNCES = [
     "DIGEST_BOUNCES_IMAP_PASSWORD",
 )
 
+WEB = [
+    S(
+        "rate_limit",
+        str,
+        "60/minute",
+        "Requests per client address to all the routes that take a token (confirmation, "
+        "preferences, unsubscribe) together; more get 429. One-click POSTs from a large "
+        "mail provider arrive from few addresses, so keep it generous. `digest serve "
+        "--rate-limit` overrides it.",
+        _rate_limit_problem,
+    ),
+    S(
+        "signup_rate_limit",
+        str,
+        "10/hour",
+        "Sign-ups (POSTs to /subscribe/<id>) per client address; more get 429. An IPv6 "
+        "client counts by its /64.",
+        _rate_limit_problem,
+    ),
+]
+
 #: Every table of the file: its dotted path, its settings, and whether it is an array.
 SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "": (TOP, False),
@@ -803,6 +849,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.segments": (SEGMENT, True),
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
     "bounces": (BOUNCES, False),
+    "web": (WEB, False),
 }
 
 #: Environment variables that override one key each.
@@ -962,6 +1009,14 @@ class BounceSettings(MailboxSettings):
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """What `digest serve` needs beyond the newsletters: the rate limits per client."""
+
+    rate_limit: str = "60/minute"
+    signup_rate_limit: str = "10/hour"
+
+
+@dataclass(frozen=True)
 class Impressum:
     publisher: str
     address: str
@@ -1097,6 +1152,7 @@ class Settings:
         default_factory=UnsubscribeMailboxSettings
     )
     bounces: BounceSettings = field(default_factory=BounceSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1329,6 +1385,7 @@ def parse_settings(
     _check_mailbox(reader, mailbox, "unsubscribe_mailbox")
     bounces = reader.table(data.get("bounces", {}), "bounces", "bounces")
     _check_mailbox(reader, bounces, "bounces")
+    web = reader.table(data.get("web", {}), "web", "web")
     base_dir = path.parent if path else Path(".")
     return Settings(
         public_url=top["public_url"].rstrip("/"),
@@ -1345,6 +1402,7 @@ def parse_settings(
         path=path,
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
         bounces=BounceSettings(**bounces),
+        web=WebSettings(**web),
     )
 
 

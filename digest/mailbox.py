@@ -25,6 +25,7 @@ import imaplib
 import mailbox as stdlib_mailbox
 import os
 import re
+import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
@@ -186,6 +187,9 @@ def token_in_subject(subject: str) -> str | None:
     return match["token"] if match else None
 
 
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
 def _decoded(subject: str | bytes) -> str:
     """A raw Subject header value with its RFC 2047 encoded words decoded."""
     # Raw 8-bit bytes (undeclared UTF-8, or garbage) arrive as bytes or, from the
@@ -193,6 +197,10 @@ def _decoded(subject: str | bytes) -> str:
     if isinstance(subject, str):
         subject = subject.encode("utf-8", "surrogateescape")
     subject = subject.decode("utf-8", "replace")
+    # Unfold first (RFC 5322 2.2.3): a mail client splits a long subject into several
+    # encoded words on folded lines, often inside the token, and the whitespace between
+    # two encoded words is then dropped in decoding (RFC 2047 6.2), not kept.
+    subject = _FOLD.sub("", subject)
     return str(email.policy.default.header_factory("subject", subject))
 
 
@@ -337,13 +345,25 @@ class ImapMailbox:
         self.name = name
         self.where = f"{settings.imap_username}@{settings.imap_host}:{settings.imap_port}"
         with self._errors("cannot connect"):
-            self._box = MailBox(settings.imap_host, settings.imap_port, timeout=timeout)
+            # imaplib's own default context checks no certificate at all.
+            self._box = MailBox(
+                settings.imap_host,
+                settings.imap_port,
+                timeout=timeout,
+                ssl_context=ssl.create_default_context(),
+            )
         user, password = settings.imap_username, settings.imap_password
-        with self._errors("login refused"):
-            if user.isascii() and password.isascii():
-                self._box.login(user, password, initial_folder=settings.imap_folder)
-            else:
-                self._box.login_utf8(user, password, initial_folder=settings.imap_folder)
+        try:
+            with self._errors("login refused"):
+                if user.isascii() and password.isascii():
+                    self._box.login(user, password, initial_folder=settings.imap_folder)
+                else:
+                    self._box.login_utf8(user, password, initial_folder=settings.imap_folder)
+        except MailboxError:
+            # No __exit__ will run for a mailbox that never opened: close the connection.
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                self._box.client.shutdown()
+            raise
 
     def __enter__(self) -> ImapMailbox:
         return self

@@ -7,13 +7,15 @@ import math
 import time
 from collections.abc import Callable
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from digest.config import rate_limit_item
 
 __all__ = [
     "ARCHIVE_CONTENT_SECURITY_POLICY",
@@ -86,17 +88,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def rate_limit_item(limit: str) -> RateLimitItem:
-    """``"30/minute"`` (or ``"5 per 10 seconds"``) as a rate; ValueError if it is not one."""
-    try:
-        item = parse(limit)
-    except ValueError as exc:
-        raise ValueError(f"rate limit {limit!r}: {exc}") from None
-    if item.amount < 1:
-        raise ValueError(f"rate limit {limit!r}: allow at least one request")
-    return item
 
 
 def _client_key(scope: Scope) -> str:
