@@ -16,7 +16,7 @@ import httpx
 
 from digest.config import NewsletterSettings, Settings, SourceSettings
 from digest.errors import SourceError
-from digest.sources import FetchResult, FetchState, fetch_source, new_http_client
+from digest.sources import FetchResult, FetchState, Guest, fetch_any, new_http_client
 from digest.store import Store
 
 __all__ = ["SourceReport", "CollectReport", "collect_newsletter"]
@@ -55,15 +55,19 @@ async def _fetch_one(
     newsletter: NewsletterSettings,
     source: SourceSettings,
     client: httpx.AsyncClient,
+    guest: Guest,
+    now: datetime,
 ) -> FetchResult | SourceError:
     etag, last_modified = store.source_state(newsletter.id, source.name)
     try:
-        return await fetch_source(
+        return await fetch_any(
             source,
             newsletter,
             FetchState(etag, last_modified),
             client=client,
             base_dir=settings.base_dir,
+            guest=guest,
+            now=now,
         )
     except SourceError as exc:
         return exc
@@ -81,11 +85,12 @@ async def collect_newsletter(
     now = now or datetime.now(UTC)
     report = CollectReport(newsletter.id)
     own_client = client is None
-    client = client or new_http_client()
+    client = client or new_http_client(settings.user_agent)
+    guest = Guest(settings.user_agent, settings.host_delay)
     try:
         outcomes = await asyncio.gather(
             *(
-                _fetch_one(settings, store, newsletter, source, client)
+                _fetch_one(settings, store, newsletter, source, client, guest, now)
                 for source in newsletter.sources
             )
         )
