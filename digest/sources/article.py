@@ -35,6 +35,7 @@ __all__ = ["teaser_from_page", "add_teasers", "MAX_ARTICLE_PAGES"]
 MAX_ARTICLE_PAGES = 20
 #: Longest JSON-LD block read; larger ones are skipped.
 _MAX_JSON_LD = 200_000
+_SENTENCE_END = (".", "!", "?", "…", ":", '"', "“", "”", "»", "«", ")")
 _META = (
     'meta[name="description"]',
     'meta[property="og:description"]',
@@ -65,7 +66,11 @@ def teaser_from_page(data: bytes, content_type: str | None = None) -> str:
     import trafilatura  # imported where used: it takes a third of a second to load
 
     main = trafilatura.extract(text, include_comments=False, include_tables=False) or ""
-    return shorten(_one_line(main), MAX_SUMMARY)
+    lines = [line for line in main.splitlines() if line.strip()]
+    # Headings (the headline above all) are the lines that end in no punctuation.
+    while len(lines) > 1 and not lines[0].rstrip().endswith(_SENTENCE_END):
+        lines.pop(0)
+    return shorten(_one_line(" ".join(lines)), MAX_SUMMARY)
 
 
 def _descriptions(value: Any, depth: int = 0) -> Iterator[str]:

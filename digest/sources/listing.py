@@ -109,10 +109,13 @@ class _Reader:
         self.page_url = page_url
         self.mapper = _Mapper(source, newsletter, page_url)
         self.found: Counter[str] = Counter()  # optional part -> items it was found in
-        self.missing: Counter[tuple[str, str]] = Counter()  # required part -> items skipped without it
+        # (required part, its selector) -> items skipped without it
+        self.missing: Counter[tuple[str, str]] = Counter()
 
     def read(self, tree: LexborHTMLParser) -> ListingPage:
         where = self.page_url or self.source.url
+        for hidden in tree.css("script, style, noscript, template"):
+            hidden.decompose()  # their text is code, never a title or a teaser
         nodes = tree.css(self.sel.item)
         if not nodes:
             raise SourceError(
