@@ -31,6 +31,9 @@ COMMANDS = [
     ["subscribers", "erase"],
     ["subscribers"],
     ["demo"],
+    ["sources"],
+    ["sources", "test"],
+    ["sources", "discover"],
     [],
 ]
 

@@ -168,8 +168,9 @@ class _Reader:
             for part in node.css(sel.exclude):
                 part.decompose()
         teaser = self.optional(node, "teaser")
-        if teaser.startswith(found.text):
-            teaser = teaser[len(found.text) :].lstrip(" -–—:")
+        at = teaser.find(found.text)
+        if 0 <= at <= 2:  # the date opens the teaser, as in "[28.01.2025] Im Frühjahr …"
+            teaser = teaser[at + len(found.text) :].lstrip(" ])-–—:|")
         return _Item(
             link=link,
             title=html.escape(title),
