@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import click
 
 from digest.config import Settings, load_settings, secret_environment, secret_values
-from digest.errors import DigestError
+from digest.errors import DigestError, SourceError
 from digest.redact import Redactor, install_log_redaction
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -401,6 +401,107 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
         )
     finally:
         store.close()
+
+
+@cli.group(epilog=_example('digest sources test wochenueberblick "Land und Kommune (Seite)"'))
+def sources() -> None:
+    """Try sources and find new ones: test, discover."""
+
+
+#: How much of each teaser `sources test` shows.
+_TEASER_START = 70
+
+
+@sources.command(
+    "test", epilog=_example('digest sources test wochenueberblick "Land und Kommune (Seite)"')
+)
+@click.argument("newsletter")
+@click.argument("source", required=False)
+@common
+@run_async
+async def sources_test(newsletter: str, source: str | None) -> None:
+    """Collect the sources of NEWSLETTER (or only SOURCE) without storing anything.
+
+    Prints what each source yields: date, category, region, title and the start of the
+    teaser, and every warning, so selectors can be tuned. The exit code is 1 if a
+    source failed.
+    """
+    from digest.collect import try_sources
+    from digest.compose import teaser_for
+
+    settings = state().settings()
+    chosen = settings.newsletter(newsletter)
+    failed = 0
+    for source_settings, outcome in await try_sources(settings, chosen, source):
+        click.echo(f"== {source_settings.name} ({source_settings.kind}: {source_settings.url})")
+        if isinstance(outcome, SourceError):
+            failed += 1
+            echo_err(f"warning: source {source_settings.name!r} failed: {outcome.reason}")
+            continue
+        for warning in outcome.warnings:
+            echo_err(f"warning: source {source_settings.name!r}: {warning}")
+        click.echo(f"{len(outcome.articles)} articles")
+        for article in outcome.articles:
+            when = article.published.astimezone(chosen.zone).strftime("%Y-%m-%d %H:%M")
+            teaser = teaser_for(article.summary or article.content, _TEASER_START)
+            click.echo(f"- {when}  {article.category}  {article.region or '-'}  {article.title}")
+            click.echo(f"    {teaser or '(no teaser)'}")
+            click.echo(f"    {article.link}")
+    if failed:
+        raise SystemExit(1)
+
+
+@sources.command(
+    "discover", epilog=_example("digest sources discover https://www.example.org/aktuelles/")
+)
+@click.argument("url")
+@click.option(
+    "--allow-private",
+    is_flag=True,
+    help="Allow a loopback or private address (an intranet page).",
+)
+@common
+@run_async
+async def sources_discover(url: str, allow_private: bool) -> None:
+    """Fetch the page at URL and print a [[newsletters.sources]] block for it.
+
+    The feeds the page advertises come first; without any, a kind = "html" block whose
+    selectors fit the page's repeated items, with a preview of the first items. No
+    configuration file is needed; with one, its user_agent is used.
+    """
+    from zoneinfo import ZoneInfo
+
+    from digest.config import DEFAULT_USER_AGENT
+    from digest.sources import Guest, new_http_client
+    from digest.sources.discover import discover, source_block
+
+    settings = state().settings() if state().config.exists() else None
+    user_agent = settings.user_agent if settings else DEFAULT_USER_AGENT
+    zone = ZoneInfo(settings.timezone if settings else "Europe/Berlin")
+    async with new_http_client(user_agent) as client:
+        found = await discover(
+            url, client=client, guest=Guest(user_agent), allow_private=allow_private
+        )
+    name = found.title or url
+    if found.feeds:
+        click.echo(f"# {len(found.feeds)} feed(s) advertised by {found.url}")
+        for feed in found.feeds:
+            click.echo(f"\n# {feed.type}")
+            click.echo(source_block(feed.title or name, feed.url), nl=False)
+        return
+    for warning in found.warnings:
+        echo_err(f"warning: {warning}")
+    if found.selectors is None:
+        raise SystemExit(1)
+    click.echo(f"# no feed advertised by {found.url}; proposed selectors for its items")
+    click.echo(source_block(name, found.url, selectors=found.selectors))
+    click.echo(f"# preview: {len(found.preview)} items")
+    for article in found.preview[:5]:
+        when = article.published.astimezone(zone).strftime("%Y-%m-%d")
+        click.echo(f"#   {when}  {article.title}")
+        click.echo(f"#     {article.link}")
+    if not found.preview:
+        raise SystemExit(1)
 
 
 @cli.group(epilog=_example("digest subscribers list --list allgemein --status active"))

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 import httpx
 
 from digest.config import NewsletterSettings, Settings, SourceSettings
-from digest.errors import SourceError
-from digest.sources import FetchResult, FetchState, fetch_source, new_http_client
+from digest.errors import ConfigError, SourceError
+from digest.sources import FetchResult, FetchState, Guest, fetch_any, new_http_client
 from digest.store import Store
 
-__all__ = ["SourceReport", "CollectReport", "collect_newsletter"]
+__all__ = ["SourceReport", "CollectReport", "collect_newsletter", "try_sources"]
 
 log = logging.getLogger("digest.collect")
 
@@ -55,15 +55,19 @@ async def _fetch_one(
     newsletter: NewsletterSettings,
     source: SourceSettings,
     client: httpx.AsyncClient,
+    guest: Guest,
+    now: datetime,
 ) -> FetchResult | SourceError:
     etag, last_modified = store.source_state(newsletter.id, source.name)
     try:
-        return await fetch_source(
+        return await fetch_any(
             source,
             newsletter,
             FetchState(etag, last_modified),
             client=client,
             base_dir=settings.base_dir,
+            guest=guest,
+            now=now,
         )
     except SourceError as exc:
         return exc
@@ -81,11 +85,12 @@ async def collect_newsletter(
     now = now or datetime.now(UTC)
     report = CollectReport(newsletter.id)
     own_client = client is None
-    client = client or new_http_client()
+    client = client or new_http_client(settings.user_agent)
+    guest = Guest(settings.user_agent, settings.host_delay)
     try:
         outcomes = await asyncio.gather(
             *(
-                _fetch_one(settings, store, newsletter, source, client)
+                _fetch_one(settings, store, newsletter, source, client, guest, now)
                 for source in newsletter.sources
             )
         )
@@ -124,3 +129,44 @@ async def collect_newsletter(
             )
         )
     return report
+
+
+async def try_sources(
+    settings: Settings,
+    newsletter: NewsletterSettings,
+    source_name: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[tuple[SourceSettings, FetchResult | SourceError]]:
+    """Fetch the sources of ``newsletter`` (or the one named) as collect does; store nothing.
+
+    No fetch state is sent, so every source answers in full.
+    """
+    now = now or datetime.now(UTC)
+    sources = list(newsletter.sources)
+    if source_name is not None:
+        sources = [s for s in sources if s.name == source_name]
+        if not sources:
+            known = ", ".join(repr(s.name) for s in newsletter.sources) or "none"
+            raise ConfigError(
+                f"{newsletter.id}.sources", f"no source {source_name!r} (known: {known})"
+            )
+    guest = Guest(settings.user_agent, settings.host_delay)
+
+    async def one(source: SourceSettings, client: httpx.AsyncClient) -> FetchResult | SourceError:
+        try:
+            return await fetch_any(
+                source,
+                newsletter,
+                None,
+                client=client,
+                base_dir=settings.base_dir,
+                guest=guest,
+                now=now,
+            )
+        except SourceError as exc:
+            return exc
+
+    async with new_http_client(settings.user_agent) as client:
+        outcomes = await asyncio.gather(*(one(source, client) for source in sources))
+    return list(zip(sources, outcomes, strict=True))

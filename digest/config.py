@@ -7,6 +7,7 @@ text; the README documents each one (a test checks it). Any problem is a
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -37,6 +38,7 @@ __all__ = [
     "Impressum",
     "CategorySettings",
     "SourceSettings",
+    "SelectorSettings",
     "SegmentSettings",
     "UnsubscribeMailboxSettings",
     "MailboxSettings",
@@ -52,6 +54,9 @@ __all__ = [
 ]
 
 _REQUIRED = object()
+
+#: The User-Agent of source requests unless `user_agent` is set.
+DEFAULT_USER_AGENT = "digest/0.1 (+newsletter digest)"
 
 
 @dataclass(frozen=True)
@@ -357,6 +362,34 @@ def _rate_limit_problem(value: str) -> str | None:
     return None
 
 
+def _not_negative(value: Any) -> str | None:
+    return "must not be negative" if value < 0 else None
+
+
+def _user_agent_problem(value: str) -> str | None:
+    if not value.strip() or any(ord(c) < 32 or ord(c) > 126 for c in value):
+        return "must be printable ASCII text"
+    return None
+
+
+def _css_problem(value: str) -> str | None:
+    if not value:
+        return None
+    from selectolax.lexbor import LexborHTMLParser, SelectolaxError
+
+    try:
+        LexborHTMLParser("<p></p>").css(value)
+    except SelectolaxError:
+        return f"is not a CSS selector: {_shown(value)}"
+    return None
+
+
+def _date_format_problem(value: str) -> str | None:
+    if value and "%" not in value:
+        return "must be a strptime format with % codes, such as '[%d.%m.%Y]'"
+    return None
+
+
 def _string_list(value: Any) -> str | None:
     if not all(isinstance(v, str) for v in value):
         return "must be a list of strings"
@@ -410,6 +443,21 @@ TOP = [
         str,
         "outbox",
         "Folder where `digest demo` and the capture transport write one .eml file per message.",
+    ),
+    S(
+        "user_agent",
+        str,
+        DEFAULT_USER_AGENT,
+        "User-Agent of every request for a source, and the agent robots.txt rules are read for.",
+        _user_agent_problem,
+    ),
+    S(
+        "host_delay",
+        (int, float),
+        1.0,
+        "Seconds between two requests to the same host in one collect run; requests to one "
+        "host are never made at the same time.",
+        _not_negative,
     ),
 ]
 STORE = [
@@ -673,6 +721,96 @@ SOURCE = [
         "by default digest refuses them after DNS resolution and on every redirect. "
         "Cloud metadata addresses are always refused; local paths need no permission.",
     ),
+    S(
+        "kind",
+        str,
+        "feed",
+        "'feed' (RSS, Atom or JSON Feed) or 'html': a listing page read with the CSS "
+        "selectors in `[newsletters.sources.selectors]`.",
+        _one_of("feed", "html"),
+    ),
+    S(
+        "date_format",
+        str,
+        "",
+        "How an html source's dates are written, as a strptime format such as "
+        "'[%d.%m.%Y]' or '%d. %B %Y' (German or English month names); empty: found in the "
+        "date text, as '28.01.2025', '30. Januar 2025' or ISO 8601. Dates without a zone are "
+        "in the newsletter's `timezone`.",
+        _date_format_problem,
+    ),
+    S(
+        "max_pages",
+        int,
+        3,
+        "Most listing pages of an html source read per run, following its `next` link.",
+        _positive,
+    ),
+    S(
+        "max_age_days",
+        int,
+        14,
+        "An html source follows its `next` link only while the page's items are newer "
+        "than this many days.",
+        _positive,
+    ),
+    S(
+        "fetch_articles",
+        bool,
+        False,
+        "For items without a teaser, fetch the article page and take the teaser from its "
+        "description (meta, Open Graph, JSON-LD) or its main text.",
+    ),
+]
+SELECTORS = [
+    S("item", str, _REQUIRED, "CSS selector of each item on the listing page.", _css_problem),
+    S("title", str, _REQUIRED, "Selector of the headline, within the item.", _css_problem),
+    S(
+        "link",
+        str,
+        "",
+        "Selector of the element whose `href` is the article's link, within the item; "
+        "empty: the headline if it is a link, else the first link in the item.",
+        _css_problem,
+    ),
+    S(
+        "date",
+        str,
+        "",
+        "Selector of the date, within the item (its `datetime` attribute, else its text); "
+        "empty: the item's text.",
+        _css_problem,
+    ),
+    S("teaser", str, "", "Selector of the teaser text, within the item.", _css_problem),
+    S(
+        "image",
+        str,
+        "",
+        "Selector of the picture, within the item: its `src` (or `data-src`) and `alt`.",
+        _css_problem,
+    ),
+    S("label", str, "", "Selector of the label ('Interview'), within the item.", _css_problem),
+    S(
+        "category",
+        str,
+        "",
+        "Selector of the item's category name, mapped like a feed's categories.",
+        _css_problem,
+    ),
+    S(
+        "exclude",
+        str,
+        "",
+        "Selector of parts of the item left out of the teaser (a date, a 'mehr...' link).",
+        _css_problem,
+    ),
+    S(
+        "next",
+        str,
+        "",
+        "Selector of the link to the next (older) page, on the whole page; empty: one page.",
+        _css_problem,
+    ),
 ]
 SEGMENT = [
     S("name", str, _REQUIRED, "Name of the segment, used by `preview --segment`."),
@@ -846,6 +984,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.impressum": (IMPRESSUM, False),
     "newsletters.categories": (CATEGORY, True),
     "newsletters.sources": (SOURCE, True),
+    "newsletters.sources.selectors": (SELECTORS, False),
     "newsletters.segments": (SEGMENT, True),
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
     "bounces": (BOUNCES, False),
@@ -1032,6 +1171,22 @@ class CategorySettings:
 
 
 @dataclass(frozen=True)
+class SelectorSettings:
+    """The CSS selectors that find an html source's items and their parts."""
+
+    item: str
+    title: str
+    link: str = ""
+    date: str = ""
+    teaser: str = ""
+    image: str = ""
+    label: str = ""
+    category: str = ""
+    exclude: str = ""
+    next: str = ""
+
+
+@dataclass(frozen=True)
 class SourceSettings:
     name: str
     url: str
@@ -1039,6 +1194,12 @@ class SourceSettings:
     timeout: float = 20
     max_bytes: int = 5_000_000
     allow_private: bool = False
+    kind: str = "feed"
+    date_format: str = ""
+    max_pages: int = 3
+    max_age_days: int = 14
+    fetch_articles: bool = False
+    selectors: SelectorSettings | None = None
 
     __repr__ = _repr_without_passwords
 
@@ -1153,6 +1314,8 @@ class Settings:
     )
     bounces: BounceSettings = field(default_factory=BounceSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    user_agent: str = DEFAULT_USER_AGENT
+    host_delay: float = 1.0
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1320,7 +1483,18 @@ def parse_settings(
         for i, s in enumerate(
             reader.array(raw_nl.get("sources", []), "newsletters.sources", f"{where}.sources")
         ):
-            src = SourceSettings(**reader.table(s, "newsletters.sources", f"{where}.sources[{i}]"))
+            src_where = f"{where}.sources[{i}]"
+            src = SourceSettings(**reader.table(s, "newsletters.sources", src_where))
+            raw_selectors = s.get("selectors")
+            if src.kind == "html" and raw_selectors is None:
+                raise reader.error(f"{src_where}.selectors", "is required with kind = 'html'")
+            if src.kind != "html" and raw_selectors is not None:
+                raise reader.error(f"{src_where}.selectors", "is only read with kind = 'html'")
+            if raw_selectors is not None:
+                selectors = reader.table(
+                    raw_selectors, "newsletters.sources.selectors", f"{src_where}.selectors"
+                )
+                src = dataclasses.replace(src, selectors=SelectorSettings(**selectors))
             if src.default_category not in keys:
                 raise reader.error(
                     f"{where}.sources[{i}].default_category",
@@ -1403,6 +1577,8 @@ def parse_settings(
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
         bounces=BounceSettings(**bounces),
         web=WebSettings(**web),
+        user_agent=top["user_agent"],
+        host_delay=top["host_delay"],
     )
 
 

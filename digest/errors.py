@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "StoreError",
     "SourceError",
+    "SourceStatusError",
     "ComposeError",
     "RenderError",
     "ImportRowError",
@@ -52,6 +53,17 @@ class SourceError(DigestError):
         self.source = source
         self.reason = reason
         super().__init__(f"source {source!r}: {reason}")
+
+
+class SourceStatusError(SourceError):
+    """A source's server answered with an HTTP status other than success or a redirect."""
+
+    def __init__(self, source: str, reason: str, status: int) -> None:
+        self.status = status
+        super().__init__(source, reason)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.source, self.reason, self.status))
 
 
 class ComposeError(DigestError):

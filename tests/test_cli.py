@@ -38,6 +38,9 @@ COMMANDS = [
     ["subscribers", "erase"],
     ["subscribers"],
     ["demo"],
+    ["sources"],
+    ["sources", "test"],
+    ["sources", "discover"],
     [],
 ]
 
@@ -137,7 +140,7 @@ async def test_collect_skips_a_broken_source_and_keeps_the_rest(site: Path) -> N
         "XML syntax error at line 1 (syntax error)"
     ]
     assert "Politik (RSS): 11 articles" in out and "Smart City (JSON Feed): 7" in out
-    assert "27 new" in out
+    assert "32 new" in out
 
 
 async def test_import_reports_bad_rows_by_line(site: Path) -> None:

@@ -1,5 +1,6 @@
 """Sources of articles: each module turns the bytes of one kind of source into Articles."""
 
+from digest.sources.dispatch import fetch_any
 from digest.sources.feed import fetch_source, parse_feed, parse_feed_with_warnings
 from digest.sources.fetch import (
     MAX_REDIRECTS,
@@ -7,14 +8,21 @@ from digest.sources.fetch import (
     Download,
     FetchResult,
     FetchState,
+    HostPacer,
     fetch_bytes,
     new_http_client,
 )
+from digest.sources.listing import parse_listing
+from digest.sources.robots import Guest
 
 __all__ = [
     "FetchState",
     "FetchResult",
     "fetch_source",
+    "fetch_any",
+    "parse_listing",
+    "Guest",
+    "HostPacer",
     "parse_feed",
     "parse_feed_with_warnings",
     "new_http_client",

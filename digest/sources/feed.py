@@ -49,7 +49,7 @@ from digest.limits import (
 )
 from digest.models import Article, Image
 from digest.sources.bounds import bound_markup, html_depth_exceeds, shorten
-from digest.sources.fetch import FetchResult, FetchState, fetch_bytes
+from digest.sources.fetch import FetchResult, FetchState, HostPacer, fetch_bytes
 from digest.sources.jsonfeed import JsonFeedItem, is_json_feed, read_json_feed
 from digest.sources.worker import WorkerFailed, WorkerTimeout, run_in_worker
 
@@ -77,6 +77,7 @@ async def fetch_source(
     *,
     client: httpx.AsyncClient,
     base_dir: Path,
+    pacer: HostPacer | None = None,
 ) -> FetchResult:
     """Fetch one feed (URL or local path) and map its items to Articles.
 
@@ -85,7 +86,7 @@ async def fetch_source(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + source.timeout
-    download = await fetch_bytes(source, state, client=client, base_dir=base_dir)
+    download = await fetch_bytes(source, state, client=client, base_dir=base_dir, pacer=pacer)
     if download.not_modified:
         return FetchResult(articles=(), state=download.state, not_modified=True)
     args = (download.data, source, newsletter, download.url, download.content_type)

@@ -9,6 +9,8 @@ names them in the configuration, and nothing a feed says can make digest read a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,8 +18,8 @@ from urllib.request import url2pathname
 
 import httpx
 
-from digest.config import SourceSettings
-from digest.errors import SourceError
+from digest.config import DEFAULT_USER_AGENT, SourceSettings
+from digest.errors import SourceError, SourceStatusError
 from digest.models import Article
 from digest.sources.addresses import allowing_private, guarded_transport, refusal
 
@@ -27,11 +29,12 @@ __all__ = [
     "FetchState",
     "FetchResult",
     "Download",
+    "HostPacer",
     "new_http_client",
     "fetch_bytes",
 ]
 
-USER_AGENT = "digest/0.1 (+newsletter digest)"
+USER_AGENT = DEFAULT_USER_AGENT
 MAX_REDIRECTS = 5
 
 
@@ -68,7 +71,41 @@ class Download:
     not_modified: bool = False
 
 
-def new_http_client() -> httpx.AsyncClient:
+class HostPacer:
+    """One request at a time per host, at least ``delay`` seconds apart.
+
+    Shared by every fetch of one collect run, so sources on the same site (and the
+    article pages and robots.txt fetched for them) take turns instead of arriving together.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._last: dict[str, float] = {}
+        self._host_delay: dict[str, float] = {}
+
+    def slow_down(self, host: str, delay: float) -> None:
+        """Wait at least ``delay`` seconds between requests to ``host`` (a Crawl-delay)."""
+        self._host_delay[host] = max(self._host_delay.get(host, 0.0), delay)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, host: str) -> AsyncIterator[None]:
+        """Hold ``host`` for one request (and its body), after the delay since the last."""
+        lock = self._locks.setdefault(host, asyncio.Lock())
+        async with lock:
+            loop = asyncio.get_running_loop()
+            delay = max(self.delay, self._host_delay.get(host, 0.0))
+            if host in self._last:
+                wait = self._last[host] + delay - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            try:
+                yield
+            finally:
+                self._last[host] = loop.time()
+
+
+def new_http_client(user_agent: str = USER_AGENT) -> httpx.AsyncClient:
     """An HTTP client with digest's User-Agent and defaults for fetching sources.
 
     :func:`fetch_bytes` follows redirects itself (at most ``MAX_REDIRECTS``), sets the
@@ -78,7 +115,7 @@ def new_http_client() -> httpx.AsyncClient:
     """
     limits = httpx.Limits(max_connections=10, max_keepalive_connections=5)
     return httpx.AsyncClient(
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": user_agent},
         timeout=httpx.Timeout(20.0, connect=10.0),
         follow_redirects=False,
         max_redirects=MAX_REDIRECTS,
@@ -93,34 +130,38 @@ async def fetch_bytes(
     *,
     client: httpx.AsyncClient,
     base_dir: Path,
+    pacer: HostPacer | None = None,
 ) -> Download:
     """Fetch ``source.url`` over HTTP(S), or read it from disk when it is a path or file URL.
 
     ``source.timeout`` bounds the whole HTTP exchange, redirects included; the body is
     read up to ``source.max_bytes`` and aborted beyond that, whatever Content-Length says.
+    With a ``pacer``, each request (each redirect hop too) waits for its host's turn.
     """
     scheme = urlsplit(source.url).scheme.lower()
     if scheme in ("http", "https"):
-        return await _fetch_http(source, state or FetchState(), client)
+        return await _fetch_http(source, state or FetchState(), client, pacer or HostPacer())
     path = _local_path(source, base_dir)
     data = await asyncio.to_thread(_read_file, source, path)
     return Download(data=data, state=FetchState())
 
 
 async def _fetch_http(
-    source: SourceSettings, state: FetchState, client: httpx.AsyncClient
+    source: SourceSettings, state: FetchState, client: httpx.AsyncClient, pacer: HostPacer
 ) -> Download:
     try:
         async with asyncio.timeout(source.timeout):
             with allowing_private(source.allow_private):
-                return await _get(source, state, client)
+                return await _get(source, state, client, pacer)
     except (TimeoutError, httpx.TimeoutException):
         raise SourceError(source.name, f"timed out after {source.timeout:g} s") from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise SourceError(source.name, f"cannot fetch {source.url}: {_describe(exc)}") from exc
 
 
-async def _get(source: SourceSettings, state: FetchState, client: httpx.AsyncClient) -> Download:
+async def _get(
+    source: SourceSettings, state: FetchState, client: httpx.AsyncClient, pacer: HostPacer
+) -> Download:
     headers = {}
     if state.etag:
         headers["If-None-Match"] = state.etag
@@ -132,9 +173,12 @@ async def _get(source: SourceSettings, state: FetchState, client: httpx.AsyncCli
             raise SourceError(source.name, f"redirect to a URL that is not http(s): {url}")
         if (problem := await refusal(url)) is not None:
             raise SourceError(source.name, f"refused to fetch {url}: {problem}")
-        async with client.stream(
-            "GET", url, headers=headers, timeout=source.timeout, follow_redirects=False
-        ) as response:
+        async with (
+            pacer.turn(url.host),
+            client.stream(
+                "GET", url, headers=headers, timeout=source.timeout, follow_redirects=False
+            ) as response,
+        ):
             if response.has_redirect_location:  # (is_redirect is true for any 3xx, 304 too)
                 url = url.join(response.headers["location"])
                 continue
@@ -143,7 +187,7 @@ async def _get(source: SourceSettings, state: FetchState, client: httpx.AsyncCli
                 return Download(data=b"", state=state, url=str(url), not_modified=True)
             if not 200 <= status < 300:
                 what = f"HTTP {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
-                raise SourceError(source.name, f"{what} from {url}")
+                raise SourceStatusError(source.name, f"{what} from {url}", status)
             data = await _read_capped(response, source)
             return Download(
                 data=data,

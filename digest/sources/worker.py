@@ -18,7 +18,9 @@ from typing import Any
 __all__ = ["WorkerTimeout", "WorkerFailed", "run_in_worker"]
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["digest.sources.feed"])
+_CONTEXT.set_forkserver_preload(
+    ["digest.sources.feed", "digest.sources.listing", "digest.sources.article", "trafilatura"]
+)
 
 
 class WorkerTimeout(Exception):

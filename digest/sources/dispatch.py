@@ -1,0 +1,45 @@
+"""Fetch one source of any kind: a feed or a listing page, with article teasers if asked."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from digest.config import NewsletterSettings, SourceSettings
+from digest.sources.article import add_teasers
+from digest.sources.feed import fetch_source
+from digest.sources.fetch import FetchResult, FetchState
+from digest.sources.listing import fetch_listing
+from digest.sources.robots import Guest
+
+__all__ = ["fetch_any"]
+
+
+async def fetch_any(
+    source: SourceSettings,
+    newsletter: NewsletterSettings,
+    state: FetchState | None,
+    *,
+    client: httpx.AsyncClient,
+    base_dir: Path,
+    guest: Guest,
+    now: datetime,
+) -> FetchResult:
+    """The Articles of ``source`` by its ``kind``; a failure is a SourceError."""
+    if source.kind == "html":
+        result = await fetch_listing(
+            source, newsletter, state, client=client, base_dir=base_dir, guest=guest, now=now
+        )
+    else:
+        result = await fetch_source(
+            source, newsletter, state, client=client, base_dir=base_dir, pacer=guest.pacer
+        )
+    if not source.fetch_articles or not result.articles:
+        return result
+    articles, notes = await add_teasers(
+        result.articles, source, client=client, base_dir=base_dir, guest=guest, now=now
+    )
+    return dataclasses.replace(result, articles=articles, warnings=result.warnings + notes)
