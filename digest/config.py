@@ -38,6 +38,7 @@ __all__ = [
     "SourceSettings",
     "SegmentSettings",
     "UnsubscribeMailboxSettings",
+    "AdminSettings",
     "load_settings",
     "parse_settings",
     "all_setting_names",
@@ -595,6 +596,23 @@ NEWSLETTER = [
         "1",
         "Version of `consent_text`, kept with every consent; change it with the text.",
     ),
+    S(
+        "review",
+        str,
+        "auto",
+        "'auto': the scheduled run sends each issue on its own. 'required': the run "
+        "composes the issue, mails the editors a link to it and sends it only once an "
+        "editor approved it (in /admin or with `digest approve`).",
+        _one_of("auto", "required"),
+    ),
+    S(
+        "approved_send",
+        str,
+        "immediately",
+        "With review = 'required', when an approved issue goes out: 'immediately' (the "
+        "approval starts the send) or 'next_run' (at the next scheduled run).",
+        _one_of("immediately", "next_run"),
+    ),
 ]
 IMPRESSUM = [
     S("publisher", str, _REQUIRED, "Name of the publisher (§5 DDG)."),
@@ -658,6 +676,23 @@ SEGMENT = [
     ),
 ]
 
+ADMIN = [
+    S(
+        "session_minutes",
+        int,
+        480,
+        "An editor's login to /admin ends this many minutes after it began.",
+        _positive,
+    ),
+    S(
+        "login_attempts",
+        int,
+        5,
+        "Failed logins allowed per account in 15 minutes (and four times as many per "
+        "client address) before further attempts are refused for a while.",
+        _positive,
+    ),
+]
 UNSUBSCRIBE_MAILBOX = [
     S(
         "maildir",
@@ -719,6 +754,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.sources": (SOURCE, True),
     "newsletters.segments": (SEGMENT, True),
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
+    "admin": (ADMIN, False),
 }
 
 #: Environment variables that override one key each.
@@ -856,6 +892,14 @@ class UnsubscribeMailboxSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """The editors' area under /admin."""
+
+    session_minutes: int = 480
+    login_attempts: int = 5
+
+
+@dataclass(frozen=True)
 class Impressum:
     publisher: str
     address: str
@@ -919,6 +963,8 @@ class NewsletterSettings:
     confirm_interval_minutes: int = 10
     consent_text: str = ""
     consent_version: str = "1"
+    review: str = "auto"
+    approved_send: str = "immediately"
 
     @property
     def consent_statement(self) -> str:
@@ -989,6 +1035,7 @@ class Settings:
     unsubscribe_mailbox: UnsubscribeMailboxSettings = field(
         default_factory=UnsubscribeMailboxSettings
     )
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1240,6 +1287,7 @@ def parse_settings(
         base_dir=base_dir,
         path=path,
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
+        admin=AdminSettings(**reader.table(data.get("admin", {}), "admin", "admin")),
     )
 
 
