@@ -587,6 +587,48 @@ def erase(email: str, yes: bool) -> None:
     click.echo(f"erased {email}; the address stays on the suppression list")
 
 
+@cli.command(epilog=_example("digest approve wochenueberblick --week 2025-W05 --editor erika"))
+@click.argument("newsletter")
+@click.option(
+    "--week", metavar="YYYY-Www", help="ISO week of the issue (default: the coming issue)."
+)
+@click.option(
+    "--editor",
+    default=None,
+    help="Name recorded with the approval (default: the login name of this shell).",
+)
+@common
+@run_async
+async def approve(newsletter: str, week: str | None, editor: str | None) -> None:
+    """Approve NEWSLETTER's issue of a week for sending (newsletters with review = "required").
+
+    With approved_send = "immediately" an issue whose week has ended is sent at once;
+    otherwise it goes out at the next scheduled run. An issue that has gone out cannot be
+    approved.
+    """
+    import getpass
+
+    from digest import jobs
+
+    settings = state().settings()
+    chosen = settings.newsletter(newsletter)
+    store = jobs.open_store(settings)
+    try:
+        key, first, report = await jobs.approve(
+            settings, store, chosen, week, editor or getpass.getuser()
+        )
+    finally:
+        store.close()
+    click.echo(f"{newsletter} {key}: {'approved' if first else 'was approved before'}")
+    if report is not None:
+        click.echo(report.summary())
+        if report.stopped:
+            echo_err(f"error: sending stopped: {report.stopped}. Run `digest send` again.")
+            raise SystemExit(1)
+    elif chosen.review == "required":
+        click.echo("it goes out at the next scheduled run")
+
+
 @cli.group(epilog=_example("digest editors add erika --email erika@example.org"))
 def editors() -> None:
     """Accounts of the editors' area of `digest serve` (/admin)."""

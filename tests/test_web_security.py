@@ -57,7 +57,11 @@ def _example_paths(
             token = make_confirm_token(settings.secret_key, signup_id, NL)
         else:
             token = make_token(settings.secret_key, purpose, subscriber_id, NL)
-        paths.append(route.path.replace("{token}", token).replace("{newsletter}", NL))
+        paths.append(
+            route.path.replace("{token}", token)
+            .replace("{newsletter}", NL)
+            .replace("{week}", "2025-W05")
+        )
         assert "{" not in paths[-1], f"no example value for the parameters of {route.path}"
     return paths
 
@@ -87,7 +91,9 @@ async def test_no_method_but_post_changes_the_store_on_any_route(
         for path in paths:
             for method in SAFE_METHODS:
                 response = await client.request(method, path)
-                assert response.status_code in (200, 405), (method, path)
+                # The editors' area sends a visitor without a session to its login form.
+                expected = (200, 303, 405) if path.startswith("/admin/") else (200, 405)
+                assert response.status_code in expected, (method, path)
                 assert _snapshot(store) == before, f"{method} {path} changed the store"
 
 

@@ -278,6 +278,21 @@ class EditorialStore:
             HistoryEntry(r.editor, r.created_at, r.action, r.article_uid, r.detail) for r in rows
         ]
 
+    def search_subscribers(self, fragment: str, limit: int = 20) -> list[str]:
+        """Addresses of active subscribers that contain ``fragment`` (any case)."""
+        pattern = (
+            "%" + fragment.casefold().replace("\\", "").replace("%", "").replace("_", "") + "%"
+        )
+        c = t.subscribers.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.email)
+                .where(c.status == "active", c.email_key.like(pattern))
+                .order_by(c.email_key)
+                .limit(limit)
+            ).all()
+        return [r.email for r in rows]
+
     def issues_of(self, newsletter: str, limit: int = 10) -> list[Any]:
         """The newsletter's newest issues in the store with their delivery counts by state."""
         with self.engine.connect() as conn:

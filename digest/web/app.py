@@ -42,6 +42,7 @@ from digest.config import Settings
 from digest.i18n import N_, language, translations
 from digest.store import Store
 from digest.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
+from digest.web.admin import admin_routes
 from digest.web.logs import TOKEN_PREFIXES
 from digest.web.reader import reader_routes
 from digest.web.routing import page, page_locale
@@ -120,11 +121,13 @@ def create_app(
     signup_rate_limit: str | RateLimitItem = DEFAULT_SIGNUP_RATE_LIMIT,
     send_mail: bool = False,
     mail_interval: float = 5.0,
+    login_delay: float = 1.0,
 ) -> Starlette:
     """The web app on an open store; ``rate_limit`` is per client address on token routes,
     ``signup_rate_limit`` per client address on sign-ups. With ``send_mail`` the app's
     lifespan runs the mail queue (confirmation mail) every ``mail_interval`` seconds while
-    it serves."""
+    it serves. A failed login to the editors' area is answered ``login_delay`` seconds
+    late."""
     limit = rate_limit_item(rate_limit) if isinstance(rate_limit, str) else rate_limit
     signup_limit = (
         rate_limit_item(signup_rate_limit)
@@ -259,6 +262,7 @@ def create_app(
         lifespan=lifespan,
         routes=[
             *reader_routes(settings, store, render_reader_page, message_page, not_found),
+            *admin_routes(settings, store, render, message_page, login_delay=login_delay),
             page(
                 "/unsubscribe/{token}",
                 show=ask_to_unsubscribe,

@@ -52,6 +52,10 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in _HEADERS.items():
+                    # A route may narrow or widen the policy for its own answer (the
+                    # editors' preview frames); every other header is always ours.
+                    if name == "content-security-policy" and name in headers:
+                        continue
                     headers[name] = value
                 if not cacheable:
                     # Token pages stay out of shared caches and the browser's history cache.
