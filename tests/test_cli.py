@@ -31,6 +31,11 @@ COMMANDS = [
     ["subscribers", "erase"],
     ["subscribers"],
     ["demo"],
+    ["approve"],
+    ["editors"],
+    ["editors", "add"],
+    ["editors", "list"],
+    ["editors", "remove"],
     [],
 ]
 

@@ -339,3 +339,19 @@ async def test_review_required_blocks_the_send_until_approved(
             assert record is not None and record.status == "sent"
         finally:
             await pool.close()
+
+
+async def test_showing_a_page_changes_nothing_with_a_session_either(
+    demo_settings: Settings, collected: Store
+) -> None:
+    from tests.test_web_security import _snapshot
+
+    async with client(demo_settings, collected) as http:
+        await log_in(http)
+        before = _snapshot(collected)
+        for path in ("/admin/", ISSUE, f"{ISSUE}/approve", f"{ISSUE}/preview", f"{ISSUE}/frame",
+                     f"{ISSUE}/test", "/admin/login", "/admin/logout"):  # fmt: skip
+            for method in ("GET", "HEAD"):
+                answer = await http.request(method, path)
+                assert answer.status_code in (200, 303), (method, path)
+        assert _snapshot(collected) == before
