@@ -368,7 +368,8 @@ async def run() -> None:
 )
 @common
 def serve(host: str, port: int, rate_limit: str | None) -> None:
-    """Serve the reader pages: sign-up, confirmation, preferences and one-click unsubscribe.
+    """Serve the reader pages (sign-up, confirmation, preferences, one-click unsubscribe)
+    and the editors' area under /admin.
 
     It also sends the queued confirmation mail, retrying while the relay is down.
 
