@@ -73,7 +73,13 @@ async def edit(http: httpx.AsyncClient, **data: str) -> httpx.Response:
 
 async def test_nothing_answers_without_a_session(demo_settings: Settings, collected: Store) -> None:
     async with client(demo_settings, collected) as http:
-        for path in ("/admin/", ISSUE, f"{ISSUE}/preview", f"{ISSUE}/frame", f"{ISSUE}/test"):
+        for path in (
+            "/admin/",
+            ISSUE,
+            f"{ISSUE}/preview",
+            f"/admin/frame/{NL}/{WEEK}",
+            f"{ISSUE}/test",
+        ):
             page = await http.get(path)
             assert page.status_code == 303, path
             assert page.headers["location"].startswith("/admin/login?next=")
@@ -253,7 +259,7 @@ async def test_preview_shows_frames_text_headers_size_and_links(
     async with client(demo_settings, collected) as http:
         await log_in(http)
         page = await http.get(f"{ISSUE}/preview?segment=bayern")
-        frame = await http.get(f"{ISSUE}/frame?segment=bayern")
+        frame = await http.get(f"/admin/frame/{NL}/{WEEK}?segment=bayern")
         found = await http.get(f"{ISSUE}/preview?q=leser1")
         as_reader = await http.get(f"{ISSUE}/preview?subscriber=leser1@example.org")
     assert page.status_code == 200
@@ -349,8 +355,9 @@ async def test_showing_a_page_changes_nothing_with_a_session_either(
     async with client(demo_settings, collected) as http:
         await log_in(http)
         before = _snapshot(collected)
-        for path in ("/admin/", ISSUE, f"{ISSUE}/approve", f"{ISSUE}/preview", f"{ISSUE}/frame",
-                     f"{ISSUE}/test", "/admin/login", "/admin/logout"):  # fmt: skip
+        for path in ("/admin/", ISSUE, f"{ISSUE}/approve", f"{ISSUE}/preview",
+                     f"/admin/frame/{NL}/{WEEK}", f"{ISSUE}/test", "/admin/login",
+                     "/admin/logout"):  # fmt: skip
             for method in ("GET", "HEAD"):
                 answer = await http.request(method, path)
                 assert answer.status_code in (200, 303), (method, path)

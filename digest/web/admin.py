@@ -52,25 +52,16 @@ from digest.store.editorial import Editor
 from digest.transport import SmtpPool
 from digest.web.forms import CSRF_FIELD, csrf_token, form_is_genuine
 from digest.web.routing import SHOWING, Handler, _call, page
-from digest.web.security import CONTENT_SECURITY_POLICY, _client_key
+from digest.web.security import _client_key
 
-__all__ = ["SESSION_COOKIE", "admin_routes"]
+__all__ = ["FRAME_PREFIX", "PREFIX", "SESSION_COOKIE", "admin_routes"]
 
 Render = Callable[..., Response]
 
 SESSION_COOKIE = "digest_admin"
 PREFIX = "/admin"
-#: The preview page embeds its frames from this site.
-ADMIN_CSP = CONTENT_SECURITY_POLICY.replace(
-    "default-src 'none';", "default-src 'none'; frame-src 'self';"
-)
-#: A rendered email inside the preview: its own inline styles and remote pictures, no
-#: script, no form, shown only inside our own pages (sandboxed: a unique origin).
-FRAME_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src http: https: data:; "
-    "font-src http: https: data:; frame-ancestors 'self'; base-uri 'none'; "
-    "form-action 'none'; sandbox allow-popups allow-popups-to-escape-sandbox"
-)
+#: Path prefix of the preview frames, which have a policy of their own (see app.py).
+FRAME_PREFIX = f"{PREFIX}/frame/"
 #: HTML parts above this size risk being clipped by Gmail (at about 102 KB).
 HTML_WARNING_BYTES = 90 * 1024
 #: A failed login is answered this many seconds late.
@@ -155,7 +146,6 @@ def admin_routes(
             prefix=PREFIX,
             **context,
         )
-        response.headers["content-security-policy"] = ADMIN_CSP
         return response
 
     def genuine(request: Request, form: FormData) -> bool:
@@ -564,9 +554,7 @@ def admin_routes(
             ).decode()
         except DigestError as exc:
             html = f"<!doctype html><p>{_escape(str(exc))}</p>"
-        response = HTMLResponse(html)
-        response.headers["content-security-policy"] = FRAME_CSP
-        return response
+        return HTMLResponse(html)
 
     def test_form(request: Request, status: int = 200, **context: Any) -> Response:
         newsletter = newsletter_of(request)
@@ -664,7 +652,7 @@ def admin_routes(
             name="admin_preview",
         ),
         page(
-            f"{PREFIX}/{{newsletter}}/{{week}}/frame",
+            f"{FRAME_PREFIX}{{newsletter}}/{{week}}",
             show=guarded(preview_frame),
             name="admin_frame",
         ),

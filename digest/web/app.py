@@ -42,11 +42,18 @@ from digest.config import Settings
 from digest.i18n import N_, language, translations
 from digest.store import Store
 from digest.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
-from digest.web.admin import admin_routes
+from digest.web.admin import FRAME_PREFIX, admin_routes
+from digest.web.admin import PREFIX as ADMIN_PREFIX
 from digest.web.logs import TOKEN_PREFIXES
 from digest.web.reader import reader_routes
 from digest.web.routing import page, page_locale
-from digest.web.security import SecurityHeaders, TokenRateLimit, rate_limit_item
+from digest.web.security import (
+    ADMIN_CONTENT_SECURITY_POLICY,
+    PREVIEW_FRAME_CONTENT_SECURITY_POLICY,
+    SecurityHeaders,
+    TokenRateLimit,
+    rate_limit_item,
+)
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SIGNUP_RATE_LIMIT", "create_app", "page_locale"]
 
@@ -89,7 +96,14 @@ _INVALID_LINK = (
 class _App(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside Starlette's ServerErrorMiddleware, so its 500 page gets the headers too.
-        return SecurityHeaders(super().build_middleware_stack(), cacheable_prefix=STATIC_PREFIX)
+        return SecurityHeaders(
+            super().build_middleware_stack(),
+            cacheable_prefix=STATIC_PREFIX,
+            policies=(
+                (FRAME_PREFIX, PREVIEW_FRAME_CONTENT_SECURITY_POLICY),
+                (f"{ADMIN_PREFIX}/", ADMIN_CONTENT_SECURITY_POLICY),
+            ),
+        )
 
 
 def _templates(locale: str) -> Jinja2Templates:

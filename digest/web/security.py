@@ -15,12 +15,31 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "TokenRateLimit", "rate_limit_item"]
+__all__ = [
+    "ADMIN_CONTENT_SECURITY_POLICY",
+    "CONTENT_SECURITY_POLICY",
+    "PREVIEW_FRAME_CONTENT_SECURITY_POLICY",
+    "SecurityHeaders",
+    "TokenRateLimit",
+    "rate_limit_item",
+]
 
 #: Everything a page needs comes from this site's /static; nothing inline, no scripts.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
+)
+
+#: The editors' area: as above, and it embeds the preview frames from this site.
+ADMIN_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "default-src 'none';", "default-src 'none'; frame-src 'self';"
+)
+#: A rendered email inside the editors' preview: its own inline styles and the articles'
+#: pictures, no script and no form, framed only by this site, sandboxed (a unique origin).
+PREVIEW_FRAME_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src http: https: data:; "
+    "font-src http: https: data:; frame-ancestors 'self'; base-uri 'none'; "
+    "form-action 'none'; sandbox allow-popups allow-popups-to-escape-sandbox"
 )
 
 _HEADERS = {
@@ -35,28 +54,37 @@ class SecurityHeaders:
     """Adds the security headers to every HTTP answer, and ``no-store`` outside static files.
 
     Pure ASGI, so it also wraps answers that no route produced: 404, 405, 429 and the 500
-    page of Starlette's error middleware.
+    page of Starlette's error middleware. ``policies`` gives paths under a prefix another
+    Content-Security-Policy (the first prefix that matches).
     """
 
-    def __init__(self, app: ASGIApp, *, cacheable_prefix: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        cacheable_prefix: str,
+        policies: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.app = app
         self.cacheable_prefix = cacheable_prefix
+        self.policies = policies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         cacheable = scope["path"].startswith(self.cacheable_prefix)
+        policy = next(
+            (policy for prefix, policy in self.policies if scope["path"].startswith(prefix)),
+            CONTENT_SECURITY_POLICY,
+        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in _HEADERS.items():
-                    # A route may narrow or widen the policy for its own answer (the
-                    # editors' preview frames); every other header is always ours.
-                    if name == "content-security-policy" and name in headers:
-                        continue
                     headers[name] = value
+                headers["content-security-policy"] = policy
                 if not cacheable:
                     # Token pages stay out of shared caches and the browser's history cache.
                     headers["cache-control"] = "no-store"
