@@ -369,8 +369,9 @@ async def run() -> None:
 )
 @common
 def serve(host: str, port: int, rate_limit: str | None) -> None:
-    """Serve the reader pages: sign-up, confirmation, preferences and one-click unsubscribe,
-    and the public archive of the newsletters with `archive = true`.
+    """Serve the reader pages (sign-up, confirmation, preferences, one-click unsubscribe),
+    the public archive of the newsletters with `archive = true` and the editors' area
+    under /admin.
 
     It also sends the queued confirmation mail, retrying while the relay is down.
 
@@ -687,6 +688,117 @@ def erase(email: str, yes: bool) -> None:
     if not erased:
         raise DigestError(f"no subscriber has the address {email}; it is suppressed all the same")
     click.echo(f"erased {email}; the address stays on the suppression list")
+
+
+@cli.command(epilog=_example("digest approve wochenueberblick --week 2025-W05 --editor erika"))
+@click.argument("newsletter")
+@click.option(
+    "--week", metavar="YYYY-Www", help="ISO week of the issue (default: the coming issue)."
+)
+@click.option(
+    "--editor",
+    default=None,
+    help="Name recorded with the approval (default: the login name of this shell).",
+)
+@common
+@run_async
+async def approve(newsletter: str, week: str | None, editor: str | None) -> None:
+    """Approve NEWSLETTER's issue of a week for sending (newsletters with review = "required").
+
+    With approved_send = "immediately" an issue whose week has ended is sent at once;
+    otherwise it goes out at the next scheduled run. An issue that has gone out cannot be
+    approved.
+    """
+    import getpass
+
+    from digest import jobs
+
+    settings = state().settings()
+    chosen = settings.newsletter(newsletter)
+    store = jobs.open_store(settings)
+    try:
+        key, first, report = await jobs.approve(
+            settings, store, chosen, week, editor or getpass.getuser()
+        )
+    finally:
+        store.close()
+    click.echo(f"{newsletter} {key}: {'approved' if first else 'was approved before'}")
+    if report is not None:
+        click.echo(report.summary())
+        if report.stopped:
+            echo_err(f"error: sending stopped: {report.stopped}. Run `digest send` again.")
+            raise SystemExit(1)
+    elif chosen.review == "required":
+        click.echo("it goes out at the next scheduled run")
+
+
+@cli.group(epilog=_example("digest editors add erika --email erika@example.org"))
+def editors() -> None:
+    """Accounts of the editors' area of `digest serve` (/admin)."""
+
+
+@editors.command("add", epilog=_example("digest editors add erika --email erika@example.org"))
+@click.argument("name")
+@click.option("--email", required=True, help="Address that receives the review requests.")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (one line)."
+)
+@common
+def add_editor_command(name: str, email: str, password_stdin: bool) -> None:
+    """Create the editor NAME; the password is asked twice (or read with --password-stdin).
+
+    Only an argon2 hash of the password is stored.
+    """
+    from digest import jobs
+    from digest.editors import add_editor
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        editor = add_editor(store, name, email, password)
+    finally:
+        store.close()
+    click.echo(f"added editor {editor.name} <{editor.email}>")
+
+
+@editors.command("list", epilog=_example("digest editors list"))
+@common
+def list_editors() -> None:
+    """One tab-separated line per editor: name, email address, created."""
+    from digest import jobs
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        found = store.editors()
+    finally:
+        store.close()
+    for editor in found:
+        click.echo(f"{editor.name}\t{editor.email}\t{editor.created_at:%Y-%m-%d %H:%M} UTC")
+    if not found:
+        click.echo("no editors; add one with `digest editors add NAME --email ADDRESS`")
+
+
+@editors.command("remove", epilog=_example("digest editors remove erika"))
+@click.argument("name")
+@common
+def remove_editor(name: str) -> None:
+    """Delete the editor NAME and end their logins; their edits keep their name."""
+    from digest import jobs
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        removed = store.remove_editor(name)
+    finally:
+        store.close()
+    if not removed:
+        raise DigestError(f"no editor named {name!r}")
+    click.echo(f"removed editor {name}")
 
 
 @cli.group(epilog=_example("digest unsubscribes process --dry-run"))

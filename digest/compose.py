@@ -21,7 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from digest.config import NewsletterSettings
 from digest.errors import ComposeError
 from digest.i18n import format_week, format_window
-from digest.models import Article, Issue, IssueItem, Rule, Section
+from digest.models import Article, Issue, IssueEdits, IssueItem, Rule, Section
 
 __all__ = [
     "iso_week_window",
@@ -30,6 +30,8 @@ __all__ = [
     "MAX_SUBJECT_LENGTH",
     "link_with_utm",
     "compose_issue",
+    "arrange",
+    "window_candidates",
     "render_subject",
     "cut_issue",
     "filter_issue",
@@ -246,23 +248,10 @@ def _newest_first(articles: Iterable[Article]) -> list[Article]:
     return sorted(by_uid, key=lambda a: a.published, reverse=True)
 
 
-def compose_issue(
-    newsletter: NewsletterSettings,
-    articles: Iterable[Article],
-    *,
-    key: str,
-    window_start: datetime,
-    window_end: datetime,
-    now: datetime,
-) -> Issue:
-    """The newsletter's issue of the window [window_start, window_end).
-
-    Sections follow the newsletter's category order and hold at most
-    ``max_per_category`` articles, newest first; categories the newsletter does not
-    know and empty sections are left out. The window alone decides which articles count;
-    ``now`` is taken like every stage takes the clock, from the caller.
-    """
-    zone = newsletter.zone
+def window_candidates(
+    articles: Iterable[Article], window_start: datetime, window_end: datetime
+) -> dict[str, list[Article]]:
+    """The newest revision of each article in the window, by category, newest first."""
     latest: dict[str, Article] = {}
     for article in articles:
         if not window_start <= article.published < window_end:
@@ -273,17 +262,66 @@ def compose_issue(
     by_category: dict[str, list[Article]] = {}
     for article in latest.values():
         by_category.setdefault(article.category, []).append(article)
+    return {category: _newest_first(found) for category, found in by_category.items()}
+
+
+def arrange(candidates: list[Article], edits: IssueEdits | None) -> list[Article]:
+    """One category's articles in the order the editors chose, left-out ones removed.
+
+    Pinned articles come first, then those the editors placed (by rank), then the rest
+    newest first, as ``candidates`` has them.
+    """
+    if edits is None:
+        return list(candidates)
+    kept = [a for a in candidates if a.uid not in edits.excluded]
+    place = {a.uid: i for i, a in enumerate(kept)}
+    return sorted(
+        kept,
+        key=lambda a: (
+            a.uid not in edits.pinned,
+            a.uid not in edits.ranks,
+            edits.ranks.get(a.uid, 0),
+            place[a.uid],
+        ),
+    )
+
+
+def compose_issue(
+    newsletter: NewsletterSettings,
+    articles: Iterable[Article],
+    *,
+    key: str,
+    window_start: datetime,
+    window_end: datetime,
+    now: datetime,
+    edits: IssueEdits | None = None,
+) -> Issue:
+    """The newsletter's issue of the window [window_start, window_end).
+
+    Sections follow the newsletter's category order and hold at most
+    ``max_per_category`` articles, newest first; categories the newsletter does not
+    know and empty sections are left out. The window alone decides which articles count;
+    ``now`` is taken like every stage takes the clock, from the caller.
+
+    ``edits`` are the editors' changes (:class:`~digest.models.IssueEdits`): articles
+    left out, pinned or moved, teasers rewritten and an intro text. They apply before
+    the cut to ``max_per_category``, so a left-out article makes room for the next.
+    """
+    zone = newsletter.zone
+    by_category = window_candidates(articles, window_start, window_end)
+    teasers = edits.teasers if edits is not None else {}
 
     sections = []
     for category in newsletter.categories:
-        chosen = _newest_first(by_category.get(category.key, []))
+        chosen = arrange(by_category.get(category.key, []), edits)
         chosen = chosen[: newsletter.max_per_category]
         if not chosen:
             continue
         items = tuple(
             IssueItem(
                 article=a,
-                teaser=teaser_for(a.summary, newsletter.teaser_length)
+                teaser=teasers.get(a.uid)
+                or teaser_for(a.summary, newsletter.teaser_length)
                 or teaser_for(a.content, newsletter.teaser_length),
                 url=link_with_utm(a.link, newsletter.utm, key),
             )
@@ -301,6 +339,7 @@ def compose_issue(
         sections=tuple(sections),
         date_label=format_window(window_start, window_end, newsletter.locale, zone),
         week_label=format_week(iso_year, week, newsletter.locale),
+        intro=edits.intro.strip() if edits is not None else "",
     )
     return dataclasses.replace(issue, subject=render_subject(newsletter, issue))
 
@@ -349,12 +388,12 @@ def filter_issue(
 def content_key(issue: Issue) -> str:
     """A short hash that is equal for issues with the same key, subject and articles."""
     digest = hashlib.sha256()
-    for part in (issue.newsletter, issue.key, issue.subject):
+    for part in (issue.newsletter, issue.key, issue.subject, issue.intro):
         digest.update(part.encode() + b"\0")
     for section in issue.sections:
         digest.update(b"\1" + section.category.encode() + b"\0")
         for item in section.items:
-            digest.update(item.article.uid.encode() + b"\0")
+            digest.update(item.article.uid.encode() + b"\0" + item.teaser.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -367,6 +406,8 @@ def format_issue(issue: Issue) -> str:
         f"Subject:    {issue.subject}",
         f"Articles:   {len(issue.articles)}",
     ]
+    if issue.intro:
+        lines.append(f"Intro:      {' '.join(issue.intro.split())}")
     for section in issue.sections:
         lines += ["", f"## {section.title} [{section.category}]"]
         for item in section.items:

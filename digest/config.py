@@ -44,6 +44,7 @@ __all__ = [
     "MailboxSettings",
     "BounceSettings",
     "WebSettings",
+    "AdminSettings",
     "load_settings",
     "rate_limit_item",
     "parse_settings",
@@ -679,6 +680,23 @@ NEWSLETTER = [
         "1",
         "Version of `consent_text`, kept with every consent; change it with the text.",
     ),
+    S(
+        "review",
+        str,
+        "auto",
+        "'auto': the scheduled run sends each issue on its own. 'required': the run "
+        "composes the issue, mails the editors a link to it and sends it only once an "
+        "editor approved it (in /admin or with `digest approve`).",
+        _one_of("auto", "required"),
+    ),
+    S(
+        "approved_send",
+        str,
+        "immediately",
+        "With review = 'required', when an approved issue goes out: 'immediately' (the "
+        "approval starts the send) or 'next_run' (at the next scheduled run).",
+        _one_of("immediately", "next_run"),
+    ),
 ]
 IMPRESSUM = [
     S("publisher", str, _REQUIRED, "Name of the publisher (§5 DDG)."),
@@ -829,6 +847,24 @@ SEGMENT = [
         "Regions this segment receives (articles without a region always go), each one of "
         "the newsletter's `regions`; empty: all.",
         _string_list,
+    ),
+]
+
+ADMIN = [
+    S(
+        "session_minutes",
+        int,
+        480,
+        "An editor's login to /admin ends this many minutes after it began.",
+        _positive,
+    ),
+    S(
+        "login_attempts",
+        int,
+        5,
+        "Failed logins allowed per account in 15 minutes (and four times as many per "
+        "client address) before further attempts are refused for a while.",
+        _positive,
     ),
 ]
 
@@ -989,6 +1025,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
     "bounces": (BOUNCES, False),
     "web": (WEB, False),
+    "admin": (ADMIN, False),
 }
 
 #: Environment variables that override one key each.
@@ -1156,6 +1193,14 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """The editors' area under /admin."""
+
+    session_minutes: int = 480
+    login_attempts: int = 5
+
+
+@dataclass(frozen=True)
 class Impressum:
     publisher: str
     address: str
@@ -1242,6 +1287,8 @@ class NewsletterSettings:
     confirm_interval_minutes: int = 10
     consent_text: str = ""
     consent_version: str = "1"
+    review: str = "auto"
+    approved_send: str = "immediately"
 
     @property
     def consent_statement(self) -> str:
@@ -1316,6 +1363,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     user_agent: str = DEFAULT_USER_AGENT
     host_delay: float = 1.0
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1579,6 +1627,7 @@ def parse_settings(
         web=WebSettings(**web),
         user_agent=top["user_agent"],
         host_delay=top["host_delay"],
+        admin=AdminSettings(**reader.table(data.get("admin", {}), "admin", "admin")),
     )
 
 

@@ -276,9 +276,15 @@ async def send_issue(
     """Send ``issue`` to every recipient not yet sent; record each outcome as it happens.
 
     Raises nothing for a recipient the server refuses (it is counted and recorded); stops
-    early, leaving the rest pending, when the transport becomes unavailable.
+    early, leaving the rest pending, when the transport becomes unavailable. Raises
+    NotApproved, sending nothing, for an issue of a newsletter with ``review =
+    "required"`` that no editor approved.
     """
+    from digest.review import require_approval
+
     now = now or datetime.now(UTC)
+    # Before anything is planned or sent: an issue that awaits review never goes out.
+    require_approval(store, newsletter, issue.key)
     report = DeliveryReport(newsletter.id, issue.key)
     recipients = current_recipients(store, newsletter)
     report.recipients = len(recipients)

@@ -126,3 +126,15 @@ class SenderRefused(SendError):
 
     Nothing is wrong with the recipient: the run stops and their delivery stays pending.
     """
+
+
+class EditorialError(DigestError):
+    """An editor's request that cannot be carried out: an unknown editor, a bad value."""
+
+
+class IssueReadOnly(EditorialError):
+    """An issue that has gone out (or is going out) cannot be edited or approved again."""
+
+
+class NotApproved(DigestError):
+    """An issue of a newsletter with ``review = "required"`` that no editor approved."""

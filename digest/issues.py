@@ -39,11 +39,25 @@ def prepare_issue(
     Returns None when the window has no article for a new issue. With ``save=False``
     nothing is written, and an issue not yet in the store comes back without a record
     (for previews and dry runs).
+
+    The editors' changes (:meth:`Store.issue_edits`) are an input of every composition,
+    so a preview, a dry run, the archive and the send show the same issue. Until an issue
+    starts going out (status ``composed``, e.g. while it awaits approval) it is composed
+    again from its window, so an edit made meanwhile holds; from then on it keeps the
+    articles it claimed.
     """
     key, start, end = iso_week_window(week, newsletter.zone, now)
+    edits = store.issue_edits(newsletter.id, key)
     record = store.get_issue(newsletter.id, key)
     if record is not None:
-        articles = store.issue_articles(record.id)
+        editable = record.status == "composed"
+        articles = (
+            store.window_articles(
+                newsletter.id, record.window_start, record.window_end, issue_id=record.id
+            )
+            if editable
+            else store.issue_articles(record.id)
+        )
         issue = compose_issue(
             newsletter,
             articles,
@@ -51,7 +65,16 @@ def prepare_issue(
             window_start=record.window_start,
             window_end=record.window_end,
             now=now,
+            edits=edits,
         )
+        if (
+            save
+            and editable
+            and store.update_composed_issue(
+                record.id, issue.subject, [a.uid for a in issue.articles]
+            )
+        ):
+            record = store.get_issue(newsletter.id, key) or record
         return PreparedIssue(record, issue)
     if save and end > now:
         # Claiming the articles now would freeze the issue: what is published later in
@@ -68,6 +91,7 @@ def prepare_issue(
         window_start=start,
         window_end=end,
         now=now,
+        edits=edits,
     )
     if issue.is_empty:
         return None

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from digest.collect import CollectReport, collect_newsletter
+from digest.compose import iso_week_window
 from digest.config import NewsletterSettings, Settings, load_settings
 from digest.deliver import (
     AudienceCounts,
@@ -25,9 +26,11 @@ from digest.deliver import (
 from digest.errors import DigestError
 from digest.issues import PreparedIssue, prepare_issue
 from digest.mail import MessageError
+from digest.models import Issue, Message, Recipient
+from digest.review import is_approved, request_review
 from digest.segments import recipients_for
 from digest.store import Store, resolve_store_url
-from digest.transport import SmtpPool, Transport
+from digest.transport import SendResult, SmtpPool, Transport
 
 __all__ = [
     "open_store",
@@ -36,6 +39,10 @@ __all__ = [
     "dry_run",
     "DryRunReport",
     "run_newsletter",
+    "approve",
+    "approved_waiting",
+    "preview_message",
+    "test_send",
     "process_unsubscribe_mailbox",
     "process_bounce_mailbox",
 ]
@@ -182,7 +189,12 @@ def prepared_or_error(
 
 
 async def run_newsletter(config_path: str, newsletter_id: str) -> None:
-    """The scheduled job: collect, compose the previous week and send it."""
+    """The scheduled job: collect, compose the previous week and send it.
+
+    With ``review = "required"`` an issue not yet approved is composed and the editors
+    are asked (once) to review it instead; approved issues of earlier weeks that wait for
+    this run (``approved_send = "next_run"``) go out first.
+    """
     settings = load_settings(Path(config_path))
     newsletter = settings.newsletter(newsletter_id)
     store = open_store(settings)
@@ -198,17 +210,91 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
                     log.warning("%s: source %r: %s", newsletter_id, source.name, warning)
         transport = SmtpPool(settings.smtp)
         try:
-            result = await send(settings, store, newsletter, None, transport, now=now)
+            for week in approved_waiting(store, newsletter):
+                _log_result(
+                    newsletter_id, await send(settings, store, newsletter, week, transport, now=now)
+                )
+            result = None
+            if is_approved(store, newsletter, iso_week_window(None, newsletter.zone, now)[0]):
+                result = await send(settings, store, newsletter, None, transport, now=now)
+            else:
+                prepared = prepare_issue(store, newsletter, None, now)
+                if prepared is not None:
+                    asked = await request_review(
+                        settings,
+                        store,
+                        newsletter,
+                        prepared.issue.key,
+                        prepared.issue.subject,
+                        transport,
+                        now=now,
+                    )
+                    log.info(
+                        "%s %s: composed; awaits an editor's approval%s",
+                        newsletter_id,
+                        prepared.issue.key,
+                        f" ({asked} editors asked)" if asked else "",
+                    )
+                    return
         finally:
             await transport.close()
-        if result is None:
-            log.info("%s: no new articles in the previous week; nothing sent", newsletter_id)
-        elif result.stopped:
-            log.error("%s; the next run (or `digest send`) sends the rest", result.summary())
-        else:
-            log.info("%s", result.summary())
+        _log_result(newsletter_id, result)
     finally:
         store.close()
+
+
+def _log_result(newsletter_id: str, result: DeliveryReport | None) -> None:
+    if result is None:
+        log.info("%s: no new articles in the previous week; nothing sent", newsletter_id)
+    elif result.stopped:
+        log.error("%s; the next run (or `digest send`) sends the rest", result.summary())
+    else:
+        log.info("%s", result.summary())
+
+
+def approved_waiting(store: Store, newsletter: NewsletterSettings) -> list[str]:
+    """Weeks of approved issues of a reviewed newsletter that have not gone out in full."""
+    if newsletter.review != "required":
+        return []
+    return sorted(
+        row.key
+        for row, _counts in store.issues_of(newsletter.id, limit=20)
+        if row.status in ("composed", "sending") and is_approved(store, newsletter, row.key)
+    )
+
+
+async def approve(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    editor: str,
+    *,
+    now: datetime | None = None,
+    transport: Transport | None = None,
+) -> tuple[str, bool, DeliveryReport | None]:
+    """Approve the issue of ``week`` (default: the coming one) as ``editor``.
+
+    Returns the week, whether this was the first approval, and the report of the send
+    it started (with ``approved_send = "immediately"`` and a week that has ended), else
+    None. An issue that has gone out cannot be approved (IssueReadOnly).
+    """
+    from digest.compose import iso_week_window
+    from digest.editing import coming_week
+
+    now = now or datetime.now(UTC)
+    key, _start, end = iso_week_window(week or coming_week(newsletter, now), newsletter.zone, now)
+    first = store.approve(newsletter.id, key, editor=editor, now=now)
+    if newsletter.approved_send != "immediately" or end > now:
+        return key, first, None
+    own = transport is None
+    pool = transport or SmtpPool(settings.smtp)
+    try:
+        report = await send(settings, store, newsletter, key, pool, now=now)
+    finally:
+        if own:
+            await pool.close()
+    return key, first, report
 
 
 async def process_unsubscribe_mailbox(config_path: str) -> None:
@@ -246,6 +332,107 @@ async def process_bounce_mailbox(config_path: str) -> None:
     log.info("bounce mailbox: %s", await asyncio.to_thread(process))
 
 
+def preview_recipient(
+    store: Store,
+    newsletter: NewsletterSettings,
+    *,
+    segment: str | None = None,
+    subscriber: str | None = None,
+) -> Recipient:
+    """Who a preview or a test is for: a subscriber by address, else a segment."""
+    from digest.segments import segment_recipient
+
+    if subscriber:
+        found = store.subscriber_by_email(subscriber.strip())
+        if found is None:
+            raise DigestError(f"no subscriber {subscriber!r} in the store")
+        matches = recipients_for(newsletter, [found])
+        if not matches:
+            raise DigestError(
+                f"{subscriber} is in no segment of {newsletter.id!r} "
+                f"(lists: {', '.join(sorted(found.lists)) or 'none'})"
+            )
+        return matches[0]
+    chosen = newsletter.segment(segment) if segment else None
+    if chosen is None:
+        if not newsletter.segments:
+            raise DigestError(f"newsletter {newsletter.id!r} has no segments")
+        chosen = newsletter.segments[0]
+    return segment_recipient(chosen)
+
+
+def preview_message(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    *,
+    segment: str | None = None,
+    subscriber: str | None = None,
+    now: datetime | None = None,
+    to: str | None = None,
+    subject_prefix: str = "",
+) -> tuple[Issue, Message]:
+    """The message a segment or subscriber would get, nothing sent or stored.
+
+    With ``to`` it is addressed there instead, with links that name no subscriber (for a
+    test); ``subject_prefix`` goes before the subject.
+    """
+    now = now or datetime.now(UTC)
+    issue = prepared_or_error(store, newsletter, week, now).issue
+    recipient = preview_recipient(store, newsletter, segment=segment, subscriber=subscriber)
+    personalizer = Personalizer(settings, newsletter, issue, now)
+    variant = personalizer.variant_for(recipient)
+    if variant is None:
+        raise DigestError(f"nothing in {issue.key} for that recipient's interests")
+    if subject_prefix:
+        variant = replace(
+            variant, issue=replace(variant.issue, subject=subject_prefix + variant.issue.subject)
+        )
+    if to is not None:
+        stand_in = replace(recipient.subscriber, email=to, id=0)
+        recipient = replace(recipient, subscriber=stand_in)
+    return issue, personalizer.message_for(recipient, variant)
+
+
+#: Before the subject of every test message.
+TEST_PREFIX = "[TEST] "
+
+
+async def test_send(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    addresses: list[str],
+    transport: Transport,
+    *,
+    segment: str | None = None,
+    subscriber: str | None = None,
+    now: datetime | None = None,
+) -> list[SendResult]:
+    """Send the issue as a segment or subscriber gets it to ``addresses``, marked [TEST].
+
+    Nothing is recorded: the ledger of the issue does not change. One result per address,
+    with the server's answer.
+    """
+    results = []
+    for address in addresses:
+        _issue, message = preview_message(
+            settings,
+            store,
+            newsletter,
+            week,
+            segment=segment,
+            subscriber=subscriber,
+            now=now,
+            to=address,
+            subject_prefix=TEST_PREFIX,
+        )
+        results.append(await transport.send(message))
+    return results
+
+
 def preview(
     settings: Settings,
     store: Store,
@@ -259,35 +446,13 @@ def preview(
 ) -> bytes:
     """One issue as a segment or a subscriber would get it: HTML, text, .eml or a dump."""
     from digest.compose import format_issue
-    from digest.segments import segment_recipient
 
     now = now or datetime.now(UTC)
-    issue = prepared_or_error(store, newsletter, week, now).issue
     if fmt == "issue":
-        return format_issue(issue).encode()
-    if subscriber:
-        found = store.subscriber_by_email(subscriber.strip())
-        if found is None:
-            raise DigestError(f"no subscriber {subscriber!r} in the store")
-        matches = recipients_for(newsletter, [found])
-        if not matches:
-            raise DigestError(
-                f"{subscriber} is in no segment of {newsletter.id!r} "
-                f"(lists: {', '.join(sorted(found.lists)) or 'none'})"
-            )
-        recipient = matches[0]
-    else:
-        chosen = newsletter.segment(segment) if segment else None
-        if chosen is None:
-            if not newsletter.segments:
-                raise DigestError(f"newsletter {newsletter.id!r} has no segments")
-            chosen = newsletter.segments[0]
-        recipient = segment_recipient(chosen)
-    personalizer = Personalizer(settings, newsletter, issue, now)
-    variant = personalizer.variant_for(recipient)
-    if variant is None:
-        raise DigestError(f"nothing in {issue.key} for that recipient's interests")
-    message = personalizer.message_for(recipient, variant)
+        return format_issue(prepared_or_error(store, newsletter, week, now).issue).encode()
+    _issue, message = preview_message(
+        settings, store, newsletter, week, segment=segment, subscriber=subscriber, now=now
+    )
     if fmt == "eml":
         return message.data
     import email

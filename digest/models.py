@@ -6,6 +6,7 @@ the store keeps them in UTC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,6 +16,7 @@ __all__ = [
     "IssueItem",
     "Section",
     "Issue",
+    "IssueEdits",
     "Subscriber",
     "Rule",
     "Recipient",
@@ -85,6 +87,7 @@ class Issue:
     sections: tuple[Section, ...]
     date_label: str = ""
     week_label: str = ""
+    intro: str = ""  # the editors' words before the first section; empty for none
 
     @property
     def articles(self) -> tuple[Article, ...]:
@@ -93,6 +96,22 @@ class Issue:
     @property
     def is_empty(self) -> bool:
         return not any(s.items for s in self.sections)
+
+
+@dataclass(frozen=True)
+class IssueEdits:
+    """What the editors changed in one issue: compose takes these as an input.
+
+    Articles are named by uid. ``ranks`` orders a category's articles (lower first);
+    pinned articles come before all others of their category. ``teasers`` replace the
+    composed teaser, word for word.
+    """
+
+    intro: str = ""
+    excluded: frozenset[str] = frozenset()
+    pinned: frozenset[str] = frozenset()
+    ranks: Mapping[str, int] = field(default_factory=dict)
+    teasers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ __all__ = [
     "job_id",
     "trigger_for",
     "next_runs",
+    "next_runs_of",
     "build_scheduler",
     "run_scheduler",
 ]
@@ -136,6 +137,13 @@ def _first_fire_time(
             f"newsletters.{newsletter.id}.schedule", f"{newsletter.schedule!r} never falls due"
         )
     return fire_time
+
+
+def next_runs_of(newsletter: NewsletterSettings, now: datetime) -> datetime:
+    """The newsletter's next due time at or after ``now``, in its time zone."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return _first_fire_time(newsletter, trigger_for(newsletter), now)
 
 
 def next_runs(settings: Settings, now: datetime) -> list[tuple[NewsletterSettings, datetime]]:

@@ -41,6 +41,11 @@ COMMANDS = [
     ["sources"],
     ["sources", "test"],
     ["sources", "discover"],
+    ["approve"],
+    ["editors"],
+    ["editors", "add"],
+    ["editors", "list"],
+    ["editors", "remove"],
     [],
 ]
 

@@ -93,7 +93,13 @@ async def test_no_method_but_post_changes_the_store_on_any_route(
         for path in paths:
             for method in SAFE_METHODS:
                 response = await client.request(method, path)
-                expected = (200, 405) if NOT_SENT_WEEK not in path else (404, 405)
+                if path.startswith("/admin/"):
+                    # The editors' area sends a visitor without a session to its login form.
+                    expected: tuple[int, ...] = (200, 303, 405)
+                elif NOT_SENT_WEEK in path:
+                    expected = (404, 405)
+                else:
+                    expected = (200, 405)
                 assert response.status_code in expected, (method, path)
                 assert _snapshot(store) == before, f"{method} {path} changed the store"
 

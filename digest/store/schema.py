@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -247,4 +248,70 @@ mail_queue = Table(
     Column("last_error", Text),
     Index("ix_mail_queue_due", "sent_at", "next_attempt_at"),
     Index("ix_mail_queue_recipient", "recipient_key", "created_at"),
+)
+
+#: People who edit and approve issues in the web app (``/admin``); argon2 hashes only.
+editors = Table(
+    "editors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("email", String(320), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+#: A logged-in editor: the SHA-256 of the random cookie value, never the value itself.
+editor_sessions = Table(
+    "editor_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("editor_id", Integer, ForeignKey("editors.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+#: An editor's changes to one article of one issue, keyed by (newsletter, week, uid):
+#: the coming issue has no row in ``issues`` until it is composed for sending.
+article_edits = Table(
+    "article_edits",
+    metadata,
+    Column("newsletter", String(100), primary_key=True),
+    Column("week", String(20), primary_key=True),
+    Column("article_uid", String(1000), primary_key=True),
+    Column("excluded", Boolean, nullable=False),
+    Column("pinned", Boolean, nullable=False),
+    Column("rank", Integer),
+    Column("teaser", Text),
+    Column("updated_by", String(100), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: Per issue: the editors' intro text, the approval and when the editors were asked.
+issue_reviews = Table(
+    "issue_reviews",
+    metadata,
+    Column("newsletter", String(100), primary_key=True),
+    Column("week", String(20), primary_key=True),
+    Column("intro", Text, nullable=False),
+    Column("intro_by", String(100)),
+    Column("intro_at", UTCDateTime()),
+    Column("approved_by", String(100)),
+    Column("approved_at", UTCDateTime()),
+    Column("review_mailed_at", UTCDateTime()),
+)
+
+#: Who changed what in an issue, and when: the short history the editors see.
+edit_history = Table(
+    "edit_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("newsletter", String(100), nullable=False),
+    Column("week", String(20), nullable=False),
+    Column("article_uid", String(1000)),
+    Column("action", String(20), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("editor", String(100), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_edit_history_issue", "newsletter", "week", "id"),
 )

@@ -21,6 +21,7 @@ from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.redact import MASK, redact_url
 from digest.store import schema as t
 from digest.store.bounces import BounceStore
+from digest.store.editorial import EditorialStore
 from digest.store.importing import ImportCounts, import_rows
 from digest.store.privacy import (
     PrivacyStore,
@@ -97,7 +98,7 @@ class DeliveryRow:
     attempts: int
 
 
-class Store(SignupStore, PrivacyStore, BounceStore):
+class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
     ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);
@@ -372,6 +373,43 @@ class Store(SignupStore, PrivacyStore, BounceStore):
                 .order_by(t.issues.c.window_start.desc(), t.issues.c.id.desc())
             ).all()
         return [(_issue_from_row(row), row.first_sent) for row in rows]
+
+    def update_composed_issue(
+        self, issue_id: int, subject: str, article_uids: Sequence[str]
+    ) -> bool:
+        """Give an issue that has not gone out its articles and subject after an edit.
+
+        The issue claims ``article_uids`` and lets go of its other articles (the editors
+        left them out). False, and nothing changed, once the issue has started going out.
+        """
+        c = t.articles.c
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(t.issues)
+                .where(t.issues.c.id == issue_id, t.issues.c.status == "composed")
+                .values(subject=subject)
+            )
+            if not done.rowcount:
+                return False
+            conn.execute(
+                update(t.articles)
+                .where(c.issue_id == issue_id, c.uid.not_in(list(article_uids) or [""]))
+                .values(issue_id=None)
+            )
+            newsletter = conn.execute(
+                select(t.issues.c.newsletter).where(t.issues.c.id == issue_id)
+            ).scalar_one()
+            for begin in range(0, len(article_uids), 500):
+                conn.execute(
+                    update(t.articles)
+                    .where(
+                        c.newsletter == newsletter,
+                        c.uid.in_(article_uids[begin : begin + 500]),
+                        c.issue_id.is_(None),
+                    )
+                    .values(issue_id=issue_id)
+                )
+        return True
 
     def set_issue_status(
         self, issue_id: int, status: str, *, sent_at: datetime | None = None

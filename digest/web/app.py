@@ -43,12 +43,16 @@ from digest.config import Settings, WebSettings, rate_limit_item
 from digest.i18n import N_, language, translations
 from digest.store import Store
 from digest.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
+from digest.web.admin import FRAME_PREFIX, admin_routes
+from digest.web.admin import PREFIX as ADMIN_PREFIX
 from digest.web.archive import ARCHIVE_PREFIX, archive_routes
 from digest.web.logs import TOKEN_PREFIXES
 from digest.web.reader import reader_routes
 from digest.web.routing import page, page_locale
 from digest.web.security import (
+    ADMIN_CONTENT_SECURITY_POLICY,
     ARCHIVE_CONTENT_SECURITY_POLICY,
+    PREVIEW_FRAME_CONTENT_SECURITY_POLICY,
     SecurityHeaders,
     TokenRateLimit,
 )
@@ -95,7 +99,11 @@ class _App(Starlette):
         return SecurityHeaders(
             super().build_middleware_stack(),
             cacheable_prefix=STATIC_PREFIX,
-            policies=((ARCHIVE_PREFIX, ARCHIVE_CONTENT_SECURITY_POLICY),),
+            policies=(
+                (FRAME_PREFIX, PREVIEW_FRAME_CONTENT_SECURITY_POLICY),
+                (f"{ADMIN_PREFIX}/", ADMIN_CONTENT_SECURITY_POLICY),
+                (ARCHIVE_PREFIX, ARCHIVE_CONTENT_SECURITY_POLICY),
+            ),
         )
 
 
@@ -128,11 +136,13 @@ def create_app(
     signup_rate_limit: str | RateLimitItem | None = None,
     send_mail: bool = False,
     mail_interval: float = 5.0,
+    login_delay: float = 1.0,
 ) -> Starlette:
     """The web app on an open store; ``rate_limit`` is per client address on token routes,
     ``signup_rate_limit`` per client address on sign-ups (default: the ``[web]``
     settings). With ``send_mail`` the app's lifespan runs the mail queue (confirmation
-    mail) every ``mail_interval`` seconds while it serves."""
+    mail) every ``mail_interval`` seconds while it serves. A failed login to the editors'
+    area is answered ``login_delay`` seconds late."""
     rate_limit = settings.web.rate_limit if rate_limit is None else rate_limit
     signup_rate_limit = (
         settings.web.signup_rate_limit if signup_rate_limit is None else signup_rate_limit
@@ -272,6 +282,7 @@ def create_app(
         routes=[
             *reader_routes(settings, store, render_reader_page, message_page, not_found),
             *archive_routes(settings, store, render_reader_page, not_found),
+            *admin_routes(settings, store, render, message_page, login_delay=login_delay),
             page(
                 "/unsubscribe/{token}",
                 show=ask_to_unsubscribe,

@@ -28,9 +28,13 @@ def _serializer(secret: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret, salt="digest.form")
 
 
-def csrf_token(secret: str, path: str) -> str:
-    """The hidden field's value for a form that posts to ``path``."""
-    token = _serializer(secret).dumps(path)
+def csrf_token(secret: str, path: str, bound: str = "") -> str:
+    """The hidden field's value for a form that posts to ``path``.
+
+    ``bound`` ties the token to something of the session too (the editors' area passes
+    the hash of the session cookie), so a token shown to one login is no use to another.
+    """
+    token = _serializer(secret).dumps(f"{path}\n{bound}" if bound else path)
     assert isinstance(token, str)
     return token
 
@@ -48,12 +52,15 @@ def _same_origin(request: Request, public_url: str) -> bool:
     return True  # neither sent (privacy settings, Referrer-Policy): the token decides
 
 
-def form_is_genuine(request: Request, token: str | None, secret: str, public_url: str) -> bool:
-    """True if the POSTed token was made for this path and the origin is ours."""
+def form_is_genuine(
+    request: Request, token: str | None, secret: str, public_url: str, bound: str = ""
+) -> bool:
+    """True if the POSTed token was made for this path (and ``bound``), from our origin."""
     if not token or not _same_origin(request, public_url):
         return False
     try:
         path = _serializer(secret).loads(token, max_age=FORM_MAX_AGE)
     except BadSignature:
         return False
-    return bool(path == request.url.path)
+    expected = f"{request.url.path}\n{bound}" if bound else request.url.path
+    return bool(path == expected)

@@ -18,8 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from digest.config import rate_limit_item
 
 __all__ = [
+    "ADMIN_CONTENT_SECURITY_POLICY",
     "ARCHIVE_CONTENT_SECURITY_POLICY",
     "CONTENT_SECURITY_POLICY",
+    "PREVIEW_FRAME_CONTENT_SECURITY_POLICY",
     "SecurityHeaders",
     "TokenRateLimit",
     "rate_limit_item",
@@ -37,6 +39,17 @@ CONTENT_SECURITY_POLICY = (
 ARCHIVE_CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; style-src-attr 'unsafe-inline'; "
     "img-src 'self' https: http:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+#: The editors' area: as above, and it embeds the preview frames from this site.
+ADMIN_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "default-src 'none';", "default-src 'none'; frame-src 'self';"
+)
+#: A rendered email inside the editors' preview: its own inline styles and the articles'
+#: pictures, no script and no form, framed only by this site, sandboxed (a unique origin).
+PREVIEW_FRAME_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src http: https: data:; "
+    "font-src http: https: data:; frame-ancestors 'self'; base-uri 'none'; "
+    "form-action 'none'; sandbox allow-popups allow-popups-to-escape-sandbox"
 )
 
 _HEADERS = {
