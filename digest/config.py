@@ -708,6 +708,49 @@ UNSUBSCRIBE_MAILBOX = [
     ),
 ]
 
+RETRY = [
+    S(
+        "first_minutes",
+        (int, float),
+        5,
+        "Minutes before the first retry of a recipient whose server deferred the message "
+        "(4xx) or whose connection dropped; each further retry waits twice as long, with "
+        "up to a quarter added at random so retries spread out.",
+        _positive,
+    ),
+    S(
+        "max_minutes",
+        (int, float),
+        240,
+        "Longest wait between two retries of one recipient, in minutes.",
+        _positive,
+    ),
+    S(
+        "max_attempts",
+        int,
+        12,
+        "Attempts per recipient (the first one included) before the delivery is failed "
+        "with the server's last reply.",
+        _positive,
+    ),
+    S(
+        "max_age_hours",
+        (int, float),
+        72,
+        "Hours after its first attempt that a deferred delivery is given up and failed "
+        "with the server's last reply (RFC 5321 suggests 4–5 days).",
+        _positive,
+    ),
+    S(
+        "check_minutes",
+        (int, float),
+        1,
+        "`digest run` looks this often for deferred deliveries of any unfinished issue that "
+        "are due, and sends them.",
+        _positive,
+    ),
+]
+
 #: Every table of the file: its dotted path, its settings, and whether it is an array.
 SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "": (TOP, False),
@@ -719,6 +762,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.sources": (SOURCE, True),
     "newsletters.segments": (SEGMENT, True),
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
+    "retry": (RETRY, False),
 }
 
 #: Environment variables that override one key each.
@@ -856,6 +900,17 @@ class UnsubscribeMailboxSettings:
 
 
 @dataclass(frozen=True)
+class RetrySettings:
+    """When deferred deliveries are tried again, and when they are given up."""
+
+    first_minutes: float = 5
+    max_minutes: float = 240
+    max_attempts: int = 12
+    max_age_hours: float = 72
+    check_minutes: float = 1
+
+
+@dataclass(frozen=True)
 class Impressum:
     publisher: str
     address: str
@@ -989,6 +1044,7 @@ class Settings:
     unsubscribe_mailbox: UnsubscribeMailboxSettings = field(
         default_factory=UnsubscribeMailboxSettings
     )
+    retry: RetrySettings = field(default_factory=RetrySettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1240,6 +1296,7 @@ def parse_settings(
         base_dir=base_dir,
         path=path,
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
+        retry=RetrySettings(**reader.table(data.get("retry", {}), "retry", "retry")),
     )
 
 

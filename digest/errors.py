@@ -109,6 +109,19 @@ class TransportUnavailable(SendError, ConnectionError):
     """No connection to the mail server could be made or kept."""
 
 
+class RelayConfigError(TransportUnavailable):
+    """The relay cannot be used as configured: refused connection, failed login, no
+    STARTTLS, an invalid certificate. Not temporary: ``setting`` names what to check."""
+
+    def __init__(self, message: str, *, setting: str, code: int | None = None, reply: str = ""):
+        self.setting = setting
+        super().__init__(f"{message}; check {setting}", code=code, reply=reply)
+
+    @property
+    def temporary(self) -> bool:
+        return False
+
+
 class SenderRefused(SendError):
     """The server refuses our side of the exchange (MAIL FROM, relaying, policy 5.7.x).
 

@@ -23,8 +23,9 @@ Options:
 - ``smtputf8=True``: offer SMTPUTF8 (RFC 6531) in the EHLO answer and take UTF-8
   addresses; without it aiosmtpd neither offers the extension nor takes them.
 
-The handler counts the RSET commands it received in ``resets`` and keeps the MAIL FROM
-parameters of each accepted message in ``mail_options`` (in the order of ``messages``).
+The handler counts the RSET commands it received in ``resets``, keeps the MAIL FROM
+parameters of each accepted message in ``mail_options`` (in the order of ``messages``)
+and every RCPT TO address, accepted or not, in ``rcpt_seen``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class RecordingHandler:
         self.delay = delay
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.mail_options: list[list[str]] = []
+        self.rcpt_seen: list[str] = []  # every RCPT TO address, in order
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -108,6 +110,7 @@ class RecordingHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.rcpt_seen.append(address)
         if address in self.replies:
             return self.replies[address]
         envelope.rcpt_tos.append(address)

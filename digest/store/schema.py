@@ -157,8 +157,12 @@ deliveries = Table(
     Column("smtp_reply", Text),
     Column("attempts", Integer, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # When a deferred row may be claimed again (NULL: now), and when it was first claimed.
+    Column("next_attempt_at", UTCDateTime()),
+    Column("first_attempt_at", UTCDateTime()),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_issue_state", "issue_id", "state"),
+    Index("ix_deliveries_state_next_attempt", "state", "next_attempt_at"),
 )
 
 #: ``suppressions.scope`` of a suppression that holds for every newsletter.
