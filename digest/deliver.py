@@ -387,9 +387,7 @@ async def send_issue(
             if exc.temporary and not isinstance(exc, SenderRefused):
                 defer(row, exc.code, str(exc))
             else:
-                store.record_delivery(
-                    row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc)
-                )
+                store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
                 report.deferred += 1
             report.stopped = str(exc)
             stop.set()

@@ -36,6 +36,8 @@ __all__ = [
     "dry_run",
     "DryRunReport",
     "run_newsletter",
+    "send_due",
+    "retry_due_deliveries",
     "process_unsubscribe_mailbox",
 ]
 
@@ -73,8 +75,12 @@ async def send(
     *,
     now: datetime | None = None,
     progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
 ) -> DeliveryReport | None:
-    """Compose ``week`` (default: the previous week) and send it; None if it is empty."""
+    """Compose ``week`` (default: the previous week) and send it; None if it is empty.
+
+    Once ``stop`` is set no new message starts; those in flight finish and are recorded.
+    """
     now = now or datetime.now(UTC)
     prepared = prepare_issue(store, newsletter, week, now)
     if prepared is None or prepared.record is None:
@@ -88,7 +94,70 @@ async def send(
         transport,
         now=now,
         progress=progress,
+        stop_requested=stop,
     )
+
+
+async def send_due(
+    settings: Settings,
+    store: Store,
+    transport: Transport,
+    *,
+    now: datetime | None = None,
+    stop: asyncio.Event | None = None,
+) -> list[DeliveryReport]:
+    """Send the due deliveries of every unfinished issue of the configured newsletters.
+
+    An issue is unfinished while rows of it are pending or being sent; only those whose
+    retry time has come (or that were never tried) are sent. Oldest issue first.
+    """
+    now = now or datetime.now(UTC)
+    configured = {n.id: n for n in settings.newsletters}
+    reports = []
+    for newsletter_id, key in store.unfinished_issues(list(configured)):
+        if stop is not None and stop.is_set():
+            break
+        newsletter = configured[newsletter_id]
+        record = store.get_issue(newsletter_id, key)
+        if record is None or not store.due_deliveries(record.id, datetime.now(UTC)):
+            continue
+        prepared = prepare_issue(store, newsletter, key, now, save=False)
+        if prepared is None or prepared.record is None:
+            continue
+        reports.append(
+            await send_issue(
+                settings,
+                store,
+                newsletter,
+                prepared.record,
+                prepared.issue,
+                transport,
+                now=now,
+                stop_requested=stop,
+            )
+        )
+        if reports[-1].stopped:
+            break  # the relay is unavailable or refuses us: the next check tries again
+    return reports
+
+
+async def retry_due_deliveries(config_path: str) -> None:
+    """The scheduled job: send the due deferred deliveries of every unfinished issue."""
+    settings = load_settings(Path(config_path))
+    store = open_store(settings)
+    try:
+        transport = SmtpPool(settings.smtp)
+        try:
+            reports = await send_due(settings, store, transport)
+        finally:
+            await transport.close()
+        for report in reports:
+            if report.stopped:
+                log.error("retrying deferred deliveries: %s", report.summary())
+            else:
+                log.info("retrying deferred deliveries: %s", report.summary())
+    finally:
+        store.close()
 
 
 @dataclass

@@ -50,6 +50,8 @@ __all__ = [
     "DEFAULT_JOB",
     "MAILBOX_JOB",
     "MAILBOX_JOB_ID",
+    "RETRY_JOB",
+    "RETRY_JOB_ID",
     "JOB_ID_PREFIX",
     "JOB_TABLE",
     "job_id",
@@ -64,6 +66,8 @@ logger = logging.getLogger("digest.schedule")
 DEFAULT_JOB = "digest.jobs:run_newsletter"
 MAILBOX_JOB = "digest.jobs:process_unsubscribe_mailbox"
 MAILBOX_JOB_ID = "unsubscribe-mailbox"
+RETRY_JOB = "digest.jobs:retry_due_deliveries"
+RETRY_JOB_ID = "delivery-retries"
 JOB_ID_PREFIX = "newsletter:"
 JOB_TABLE = "apscheduler_jobs"
 
@@ -153,6 +157,7 @@ def build_scheduler(
     job: str = DEFAULT_JOB,
     config_path: str,
     mailbox_job: str = MAILBOX_JOB,
+    retry_job: str = RETRY_JOB,
 ) -> AsyncIOScheduler:
     """A scheduler (not yet started) with one persistent job per configured newsletter.
 
@@ -174,9 +179,14 @@ def build_scheduler(
     With an ``[unsubscribe_mailbox]`` configured, ``mailbox_job(config_path)`` runs at
     start and every ``interval_minutes``. That job lives in memory only: a poll missed
     while the scheduler was down has nothing to catch up on.
+
+    ``retry_job(config_path)`` runs every ``retry.check_minutes`` and sends the deferred
+    deliveries that are due, of every issue not finished (not only the newest week).
+    It too lives in memory: the ledger knows what is due.
     """
     ref_to_obj(job)  # fail before touching the store if the job function cannot be found
     ref_to_obj(mailbox_job)
+    ref_to_obj(retry_job)
     now = datetime.now(UTC)
     triggers = {}
     for newsletter in settings.newsletters:
@@ -223,6 +233,17 @@ def build_scheduler(
             coalesce=True,
             max_instances=1,
         )
+    scheduler.add_job(
+        retry_job,
+        IntervalTrigger(minutes=settings.retry.check_minutes, timezone=UTC),
+        args=(config_path,),
+        id=RETRY_JOB_ID,
+        name="delivery retries",
+        jobstore="memory",
+        misfire_grace_time=max(1, int(settings.retry.check_minutes * 60)),
+        coalesce=True,
+        max_instances=1,
+    )
     scheduler.add_listener(
         _log_job_event,
         EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,

@@ -206,9 +206,10 @@ async def test_refusals_are_recorded_with_the_reply(world: World, smtp_server) -
     # the permanent refusal is not retried; the temporary one waits for its time
     assert (again.sent, again.failed, again.deferred, again.waiting) == (0, 0, 0, 1)
     assert again.left == 1 and not again.finished and "next retry due" in again.summary()
-    assert len(smtp_server.messages) == received and smtp_server.handler.rcpt_seen.count(
-        "m.oezdemir@example.net"
-    ) == 1
+    assert (
+        len(smtp_server.messages) == received
+        and smtp_server.handler.rcpt_seen.count("m.oezdemir@example.net") == 1
+    )
     assert record.status != "sent"
 
 

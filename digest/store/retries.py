@@ -96,13 +96,18 @@ class RetryStore:
             return [(n, k) for n, k in conn.execute(query.order_by(t.issues.c.id)).all()]
 
     def due_deliveries(self, issue_id: int, now: datetime) -> int:
-        """How many pending rows of the issue any run may claim now."""
+        """How many rows of the issue a run may act on now: pending rows that are due,
+        and rows being sent (taken over once their lease has run out)."""
         d = t.deliveries.c
         with self.engine.connect() as conn:
             return int(
                 conn.execute(
                     select(func.count()).where(
-                        d.issue_id == issue_id, d.state == DeliveryState.PENDING, due_now(now)
+                        d.issue_id == issue_id,
+                        or_(
+                            and_(d.state == DeliveryState.PENDING, due_now(now)),
+                            d.state == DeliveryState.SENDING,
+                        ),
                     )
                 ).scalar_one()
             )
