@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -169,6 +170,12 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     those not yet sent. An issue's readers are fixed when it first goes out: who
     subscribes later gets the next issue, who unsubscribes meanwhile gets nothing
     more. --dry-run counts both, and everything else, as the send would.
+
+    Exit code 0 when nothing of the issue is left to send; 75 when rows are left,
+    deferred for a retry (the summary says when the next one is due), being sent by
+    another run, or not reached because SIGTERM or Ctrl-C stopped the run (the
+    messages in flight are finished and recorded first); 1 when sending stopped on an
+    error.
     """
     from digest import jobs
     from digest.transport import SmtpPool
@@ -190,9 +197,9 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
             return
         transport = SmtpPool(settings.smtp)
         try:
-            with _progress() as progress:
+            with _progress() as progress, _stop_on_signals() as stop:
                 result = await jobs.send(
-                    settings, store, chosen, week, transport, progress=progress
+                    settings, store, chosen, week, transport, progress=progress, stop=stop
                 )
         finally:
             await transport.close()
@@ -204,12 +211,37 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     click.echo(result.summary())
     for failure in result.failures[:20]:
         echo_err(f"refused: {failure}")
-    if result.stopped:
+    if result.stopped and result.stopped != "interrupted":
         echo_err(
             f"error: sending stopped: {result.stopped}. Run the same command again "
             "to send to the rest."
         )
         raise SystemExit(1)
+    if not result.finished:
+        raise SystemExit(EXIT_LEFT)
+
+
+#: Exit code of `digest send` when the run went well but rows of the issue are left:
+#: deferred for a retry, being sent by another run, or not reached before an
+#: interruption (EX_TEMPFAIL in sysexits.h).
+EXIT_LEFT = 75
+
+
+class _stop_on_signals:
+    """SIGTERM and Ctrl-C set the event: no new message starts, those in flight finish."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> asyncio.Event:
+        self._loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        for signum in self.SIGNALS:
+            self._loop.add_signal_handler(signum, event.set)
+        return event
+
+    def __exit__(self, *exc: object) -> None:
+        for signum in self.SIGNALS:
+            self._loop.remove_signal_handler(signum)
 
 
 class _progress:
@@ -320,10 +352,9 @@ async def run() -> None:
     """Run the scheduler: collect, compose and send each newsletter when it is due.
 
     Jobs are kept in the database, so a run missed while the scheduler was down happens
-    once when it comes back (within the newsletter's misfire_grace_time).
+    once when it comes back (within the newsletter's misfire_grace_time). Deferred
+    deliveries of every unfinished issue are sent when their retry is due.
     """
-    import signal
-
     from digest.jobs import open_store
     from digest.schedule import run_scheduler
 
