@@ -244,6 +244,69 @@ class _stop_on_signals:
             self._loop.remove_signal_handler(signum)
 
 
+@cli.command(epilog=_example("digest status wochenueberblick --week 2025-W05"))
+@click.argument("newsletter", required=False)
+@click.option("--week", metavar="YYYY-Www", help="ISO week of the issue to show.")
+@common
+def status(newsletter: str | None, week: str | None) -> None:
+    """Show where the deliveries of unfinished issues stand (or of one week's issue).
+
+    Per issue: counts per state, the rate and the time left for what is due now, when
+    the next deferred delivery is retried, and the servers' last replies by code.
+    Without unfinished issues, each newsletter's newest issue is shown.
+    """
+    from digest import jobs
+    from digest.status import format_status, issue_statuses
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        found = issue_statuses(settings, store, newsletter, week)
+    finally:
+        store.close()
+    if not found:
+        click.echo("no issue has gone out yet")
+    for item in found:
+        click.echo(format_status(item))
+
+
+@cli.group(epilog=_example("digest deliveries retry wochenueberblick --week 2025-W05"))
+def deliveries() -> None:
+    """Act on the delivery ledger of an issue."""
+
+
+@deliveries.command(
+    "retry", epilog=_example("digest deliveries retry wochenueberblick --week 2025-W05 --failed")
+)
+@click.argument("newsletter")
+@click.option("--week", metavar="YYYY-Www", required=True, help="ISO week of the issue.")
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Also re-queue the refused deliveries, with their attempts counted afresh "
+    "(suppressed addresses stay skipped).",
+)
+@common
+def deliveries_retry(newsletter: str, week: str, failed: bool) -> None:
+    """Make NEWSLETTER's deferred deliveries of a week due now (and refused ones too).
+
+    The next `digest send` of that week, or `digest run`, sends them.
+    """
+    from digest import jobs
+    from digest.status import requeue
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        count = requeue(settings, store, newsletter, week, failed=failed)
+    finally:
+        store.close()
+    click.echo(
+        f"{newsletter} {week}: {count} deliveries re-queued; `digest send {newsletter} "
+        f"--week {week}` (or `digest run`) sends them"
+    )
+
+
 class _progress:
     """A rich progress bar on a terminal; nothing otherwise."""
 

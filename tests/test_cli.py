@@ -31,6 +31,9 @@ COMMANDS = [
     ["subscribers", "erase"],
     ["subscribers"],
     ["demo"],
+    ["status"],
+    ["deliveries"],
+    ["deliveries", "retry"],
     [],
 ]
 
@@ -609,6 +612,19 @@ async def test_send_exits_75_while_rows_are_deferred(site: Path) -> None:
         )  # fmt: skip
         assert code == 75 and "0 sent" in out and "not due yet" in out
         assert len(server.messages) == 13
+        code, out, _ = await digest("status", cwd=site)
+        assert code == 0 and out.startswith("wochenueberblick 2025-W05 (sending): 13 sent")
+        assert "next retry: " in out and "451 ×1" in out
+        code, out, _ = await digest(
+            "deliveries", "retry", "wochenueberblick", "--week", "2025-W05", cwd=site
+        )
+        assert code == 0 and "1 deliveries re-queued" in out
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", "2025-W05", cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )  # fmt: skip
+        assert code == 0 and "1 sent" in out, err
+        assert len(server.messages) == 14
 
 
 async def test_sigterm_on_send_finishes_what_is_in_flight_and_prints_the_summary(

@@ -11,11 +11,15 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from digest import jobs
 from digest.config import RetrySettings
 from digest.deliver import DeliveryReport
+from digest.errors import DigestError
 from digest.models import DeliveryState
 from digest.retry import JITTER, GiveUp, Retry, backoff, next_step
+from digest.status import format_status, issue_statuses, requeue
 from digest.store import schema as t
 from digest.transport import SmtpPool
 from tests.smtp_server import RecordingServer
@@ -151,3 +155,56 @@ async def test_the_retry_job_takes_every_unfinished_issue(world: World) -> None:
         reports = await _send_due(world, s, quick)
     assert [(r.issue_key, r.sent, r.left) for r in reports] == [("2025-W04", older.deferred, 0)]
     assert world.store.unfinished_issues() == []
+
+
+async def test_status_counts_states_replies_and_the_next_retry(world: World) -> None:
+    replies = {
+        DEFERRED: "451 4.7.1 Greylisted, try later",
+        "anna.schulze@example.com": "550 5.1.1 No such user",
+        "franziska.huber@example.org": "554 5.7.1 Message refused by policy",
+    }
+    async with RecordingServer(temp_fail=replies) as s:
+        report = await _send(world, s, POLICY)
+    assert (report.sent, report.failed, report.deferred) == (11, 1, 2)
+    [found] = issue_statuses(world.settings, world.store, world.newsletter.id)
+    d = found.deliveries
+    assert (d.sent, d.failed, d.waiting, d.due, d.sending, d.left) == (11, 1, 2, 0, 0, 2)
+    assert d.next_retry == report.next_retry and d.rate_per_minute is not None
+    text = format_status(found)
+    assert text.startswith(f"{world.newsletter.id} {WEEK} (sending): 11 sent, 1 failed")
+    assert "next retry: " in text and "ETA" not in text
+    lines = text.splitlines()
+    codes = [line.split()[0] for line in lines if line.startswith("    ") and " ×" in line]
+    assert sorted(codes) == ["451", "550", "554"]
+    assert "1× 5.1.1 No such user" in text and "1× 4.7.1 Greylisted, try later" in text
+    # one week asked for by name shows the same issue
+    [same] = issue_statuses(world.settings, world.store, world.newsletter.id, WEEK)
+    assert same.record.id == found.record.id
+
+
+async def test_deliveries_retry_requeues_deferred_and_failed_but_not_bounced(
+    world: World,
+) -> None:
+    bounced, policy = "anna.schulze@example.com", "franziska.huber@example.org"
+    async with RecordingServer(
+        temp_fail={DEFERRED: "451 4.7.1 Greylisted"},
+        refuse={bounced: "550 5.1.1 No such user", policy: "550 5.2.0 Rejected"},
+    ) as s:
+        first = await _send(world, s, POLICY)
+        assert (first.failed, first.deferred) == (2, 1)
+        assert requeue(world.settings, world.store, world.newsletter.id, WEEK) == 1
+        s.handler.replies.clear()
+        again = await _send(world, s, POLICY)
+        assert (again.sent, again.left) == (1, 0)
+        record = world.store.get_issue(world.newsletter.id, WEEK)
+        assert record is not None and record.status == "sent"
+        # --failed: the refused rows come back; the hard bounce is suppressed, so skipped
+        assert requeue(world.settings, world.store, world.newsletter.id, WEEK, failed=True) == 2
+        record = world.store.get_issue(world.newsletter.id, WEEK)
+        assert record is not None and record.status == "sending"
+        third = await _send(world, s, POLICY)
+    assert (third.sent, third.unsubscribed_since, third.finished) == (1, 1, True)
+    assert [r for _, rcpts, _ in s.messages for r in rcpts].count(policy) == 1
+    assert bounced not in [r for _, rcpts, _ in s.messages for r in rcpts]
+    with pytest.raises(DigestError, match="no issue 2024-W01"):
+        requeue(world.settings, world.store, world.newsletter.id, "2024-W01")

@@ -95,6 +95,16 @@ class RetryStore:
         with self.engine.connect() as conn:
             return [(n, k) for n, k in conn.execute(query.order_by(t.issues.c.id)).all()]
 
+    def latest_issue_key(self, newsletter: str) -> str | None:
+        """The key of the newsletter's most recently created issue, if any."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(t.issues.c.key)
+                .where(t.issues.c.newsletter == newsletter)
+                .order_by(t.issues.c.id.desc())
+                .limit(1)
+            ).scalar()
+
     def due_deliveries(self, issue_id: int, now: datetime) -> int:
         """How many rows of the issue a run may act on now: pending rows that are due,
         and rows being sent (taken over once their lease has run out)."""
