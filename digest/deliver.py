@@ -92,6 +92,7 @@ class DeliveryReport(AudienceCounts):
     stopped: str | None = None
     failures: list[str] = field(default_factory=list)
     gave_up: int = 0  # deferred too often or too long: failed with their last reply
+    policy: int = 0  # refused by policy at RCPT (5.7.x): deferred, never suppressed
     waiting: int = 0  # deferred by an earlier run, not due yet: not tried in this run
     left: int = 0  # rows not finished after this run (due, waiting or being sent)
     next_retry: datetime | None = None
@@ -110,6 +111,8 @@ class DeliveryReport(AudienceCounts):
             parts.append(f"{self.gave_up} of them given up after retries")
         if self.deferred:
             parts.append(f"{self.deferred} deferred (temporary failure, retried automatically)")
+        if self.policy:
+            parts.append(f"{self.policy} of them refused by policy (5.7.x; not suppressed)")
         if self.waiting:
             parts.append(f"{self.waiting} deferred earlier, not due yet")
         parts += self.audience_parts()
@@ -401,6 +404,7 @@ async def send_issue(
             # Refused by policy: nothing against the address, so it is retried later
             # (and failed, unsuppressed, once retries run out). Several in a row say the
             # relay refuses us (relaying denied).
+            report.policy += 1
             defer(row, result.code, result.reply)
             if policy_in_a_row >= POLICY_REFUSALS_TO_STOP:
                 report.stopped = (

@@ -246,7 +246,18 @@ class SmtpPool:
         await self.close()
 
     async def send(self, message: Message) -> SendResult:
-        """Hand ``message`` to the server; the result says whether it was accepted."""
+        """Hand ``message`` to the server; the result says whether it was accepted.
+
+        A 421 ("service not available, closing transmission channel") ends that
+        connection without the message being taken: it is tried once more on a new
+        connection, and only a second 421 is the result.
+        """
+        result = await self._send_once(message)
+        if result.code == _SERVICE_CLOSING:
+            result = await self._send_once(message)
+        return result
+
+    async def _send_once(self, message: Message) -> SendResult:
         async with self._slots:
             if self._closed:
                 raise TransportUnavailable("the SMTP pool is closed")

@@ -208,3 +208,39 @@ async def test_deliveries_retry_requeues_deferred_and_failed_but_not_bounced(
     assert bounced not in [r for _, rcpts, _ in s.messages for r in rcpts]
     with pytest.raises(DigestError, match="no issue 2024-W01"):
         requeue(world.settings, world.store, world.newsletter.id, "2024-W01")
+
+
+async def test_each_class_of_reply_has_its_outcome(world: World) -> None:
+    unknown, no_user, policy = (
+        "anna.schulze@example.com",
+        "franziska.huber@example.org",
+        "josef.maier@example.com",
+    )
+    full, refused = "juergen.boehm@example.org", "katharina.lang@example.org"
+    replies = {
+        unknown: "550 5.1.1 <anna.schulze@example.com>: Recipient address rejected",
+        no_user: "550 No such user here",
+        policy: "554 5.7.1 Message rejected by policy",
+        full: "452 4.2.2 Mailbox full",
+        refused: "552 5.3.4 Message too big",
+    }
+    async with RecordingServer(temp_fail=replies) as s:
+        report = await _send(world, s, POLICY)
+    assert (report.sent, report.failed, report.deferred, report.policy) == (9, 3, 2, 1)
+    assert "1 of them refused by policy (5.7.x; not suppressed)" in report.summary()
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None
+    rows = {r.email: r for r in world.store.deliveries(record.id)}
+    assert {e: rows[e].state for e in replies} == {
+        unknown: DeliveryState.FAILED,
+        no_user: DeliveryState.FAILED,
+        policy: DeliveryState.PENDING,
+        full: DeliveryState.PENDING,
+        refused: DeliveryState.FAILED,
+    }
+    assert rows[policy].next_attempt_at is not None and rows[full].next_attempt_at is not None
+    # hard bounces (5.1.x, a 550 saying the user is unknown) suppress; nothing else does
+    assert world.store.is_suppressed(unknown, world.newsletter.id)
+    assert world.store.is_suppressed(no_user, world.newsletter.id)
+    for other in (policy, full, refused):
+        assert not world.store.is_suppressed(other, world.newsletter.id)

@@ -254,13 +254,24 @@ async def test_dropped_connection_raises_and_next_send_reconnects(
 
 
 @pytest.mark.smtp_server(reply_421_after=1)
-async def test_421_discards_the_connection(smtp_server: RecordingServer) -> None:
+async def test_421_reconnects_and_tries_the_message_once_more(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        assert (await pool.send(message(1))).ok
+        assert (await pool.send(message(2))).ok  # after a 421, on a new connection
+        assert (await pool.send(message(3))).ok
+    assert smtp_server.connections == 2
+    assert [data for _, _, data in smtp_server.messages] == [message(n).data for n in (1, 2, 3)]
+
+
+@pytest.mark.smtp_server(temp_fail={"leser2@example.org": "421 4.7.0 Try again later, closing"})
+async def test_a_second_421_is_a_temporary_result(smtp_server: RecordingServer) -> None:
     async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
         assert (await pool.send(message(1))).ok
         closing = await pool.send(message(2))
         assert (closing.ok, closing.code, closing.temporary) == (False, 421, True)
         assert (await pool.send(message(3))).ok
-    assert smtp_server.connections == 2
+    assert smtp_server.handler.rcpt_seen.count("leser2@example.org") == 2
+    assert smtp_server.connections == 3  # each 421 ended its connection
     assert len(smtp_server.messages) == 2
 
 
