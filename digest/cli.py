@@ -178,6 +178,7 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     error.
     """
     from digest import jobs
+    from digest.throttle import throttled
     from digest.transport import SmtpPool
 
     settings = state().settings()
@@ -195,7 +196,7 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
             for failure in report.failures[:20] if report else []:
                 echo_err(f"would fail: {failure}")
             return
-        transport = SmtpPool(settings.smtp)
+        transport = throttled(SmtpPool(settings.smtp), settings.smtp)
         try:
             with _progress() as progress, _stop_on_signals() as stop:
                 result = await jobs.send(

@@ -157,6 +157,10 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else f"must be greater than 0, not {value!r}"
 
 
+def _not_negative(value: Any) -> str | None:
+    return f"must not be negative, not {value!r}" if value < 0 else None
+
+
 def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else f"must be a port number (0-65535), not {value!r}"
 
@@ -430,6 +434,29 @@ SMTP = [
         "The relay supports SMTPUTF8 (RFC 6531), so subscribers may have addresses with "
         "non-ASCII characters before the @. While false, the import refuses such addresses "
         "(a non-ASCII domain is fine either way).",
+    ),
+    S(
+        "max_per_second",
+        (int, float),
+        0,
+        "Send at most this many messages a second, over all connections; 0 for no limit.",
+        _not_negative,
+    ),
+    S(
+        "max_per_hour",
+        (int, float),
+        0,
+        "Send at most this many messages an hour (the relay's quota); 0 for no limit. "
+        "The hour's allowance may go out at the pace of `max_per_second`.",
+        _not_negative,
+    ),
+    S(
+        "per_domain_limit",
+        int,
+        0,
+        "At most this many messages in flight at once to one recipient domain (large "
+        "mail providers refuse senders with many connections at once); 0 for no limit.",
+        _not_negative,
     ),
 ]
 NEWSLETTER = [
@@ -878,6 +905,9 @@ class SmtpSettings:
     messages_per_connection: int
     validate_certs: bool
     smtputf8: bool = False
+    max_per_second: float = 0
+    max_per_hour: float = 0
+    per_domain_limit: int = 0
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from digest.issues import PreparedIssue, prepare_issue
 from digest.mail import MessageError
 from digest.segments import recipients_for
 from digest.store import Store, resolve_store_url
+from digest.throttle import throttled
 from digest.transport import SmtpPool, Transport
 
 __all__ = [
@@ -146,7 +147,7 @@ async def retry_due_deliveries(config_path: str) -> None:
     settings = load_settings(Path(config_path))
     store = open_store(settings)
     try:
-        transport = SmtpPool(settings.smtp)
+        transport = throttled(SmtpPool(settings.smtp), settings.smtp)
         try:
             reports = await send_due(settings, store, transport)
         finally:
@@ -264,7 +265,7 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
                     )
                 for warning in source.warnings:
                     log.warning("%s: source %r: %s", newsletter_id, source.name, warning)
-        transport = SmtpPool(settings.smtp)
+        transport = throttled(SmtpPool(settings.smtp), settings.smtp)
         try:
             result = await send(settings, store, newsletter, None, transport, now=now)
         finally:
