@@ -178,8 +178,7 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     error.
     """
     from digest import jobs
-    from digest.throttle import throttled
-    from digest.transport import SmtpPool
+    from digest.relays import open_transport
 
     settings = state().settings()
     chosen = settings.newsletter(newsletter)
@@ -196,7 +195,7 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
             for failure in report.failures[:20] if report else []:
                 echo_err(f"would fail: {failure}")
             return
-        transport = throttled(SmtpPool(settings.smtp), settings.smtp)
+        transport = open_transport(settings.smtp)
         try:
             with _progress() as progress, _stop_on_signals() as stop:
                 result = await jobs.send(

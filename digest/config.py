@@ -735,6 +735,24 @@ UNSUBSCRIBE_MAILBOX = [
     ),
 ]
 
+RELAY = [
+    S("host", str, _REQUIRED, "Host of this relay."),
+    S("port", int, 25, "Port of this relay.", _port),
+    S(
+        "weight",
+        int,
+        1,
+        "Share of the messages this relay gets, relative to the other relays' weights.",
+        _positive,
+    ),
+    S(
+        "pool_size",
+        int,
+        0,
+        "Connections to this relay at once; 0 for `smtp.pool_size`.",
+        _not_negative,
+    ),
+]
 RETRY = [
     S(
         "first_minutes",
@@ -783,6 +801,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "": (TOP, False),
     "store": (STORE, False),
     "smtp": (SMTP, False),
+    "smtp.relays": (RELAY, True),
     "newsletters": (NEWSLETTER, True),
     "newsletters.impressum": (IMPRESSUM, False),
     "newsletters.categories": (CATEGORY, True),
@@ -894,6 +913,16 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class RelaySettings:
+    """One of several relays; security, login and timeouts are those of [smtp]."""
+
+    host: str
+    port: int = 25
+    weight: int = 1
+    pool_size: int = 0
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     host: str
     port: int
@@ -908,6 +937,8 @@ class SmtpSettings:
     max_per_second: float = 0
     max_per_hour: float = 0
     per_domain_limit: int = 0
+    # With relays, messages go to them by weight instead of to host and port.
+    relays: tuple[RelaySettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1208,6 +1239,12 @@ def parse_settings(
         )
     store = reader.table(data.get("store", {}), "store", "store")
     smtp = reader.table(data.get("smtp", {}), "smtp", "smtp")
+    smtp["relays"] = tuple(
+        RelaySettings(**reader.table(raw, "smtp.relays", f"smtp.relays[{n}]"))
+        for n, raw in enumerate(
+            reader.array(data.get("smtp", {}).get("relays", []), "smtp.relays", "smtp.relays")
+        )
+    )
     newsletters = []
     seen_ids: set[str] = set()
     for n, raw_nl in enumerate(

@@ -90,6 +90,10 @@ class AddressError(DigestError, ValueError):
 class SendError(DigestError):
     """A message could not be handed to the mail server."""
 
+    #: True when nothing of the message reached the server (no session could be
+    #: opened), so another relay may take it without any risk of a duplicate.
+    unsent: bool = False
+
     def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
         self.code = code
         self.reply = reply

@@ -25,10 +25,10 @@ from digest.deliver import (
 from digest.errors import DigestError
 from digest.issues import PreparedIssue, prepare_issue
 from digest.mail import MessageError
+from digest.relays import open_transport
 from digest.segments import recipients_for
 from digest.store import Store, resolve_store_url
-from digest.throttle import throttled
-from digest.transport import SmtpPool, Transport
+from digest.transport import Transport
 
 __all__ = [
     "open_store",
@@ -147,7 +147,7 @@ async def retry_due_deliveries(config_path: str) -> None:
     settings = load_settings(Path(config_path))
     store = open_store(settings)
     try:
-        transport = throttled(SmtpPool(settings.smtp), settings.smtp)
+        transport = open_transport(settings.smtp)
         try:
             reports = await send_due(settings, store, transport)
         finally:
@@ -265,7 +265,7 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
                     )
                 for warning in source.warnings:
                     log.warning("%s: source %r: %s", newsletter_id, source.name, warning)
-        transport = throttled(SmtpPool(settings.smtp), settings.smtp)
+        transport = open_transport(settings.smtp)
         try:
             result = await send(settings, store, newsletter, None, transport, now=now)
         finally:

@@ -267,7 +267,11 @@ class SmtpPool:
                     return await self._send_on(connection, message, reused=True)
                 except _StaleConnection:
                     pass
-            connection = await self._open()
+            try:
+                connection = await self._open()
+            except SendError as exc:
+                exc.unsent = True  # no session: the server saw nothing of the message
+                raise
             return await self._send_on(connection, message, reused=False)
 
     async def close(self) -> None:
