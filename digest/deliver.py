@@ -24,6 +24,7 @@ from digest.config import NewsletterSettings, Settings
 from digest.errors import DigestError, SenderRefused, SendError
 from digest.mail import MessageError, build_message
 from digest.models import DeliveryState, Issue, Message, Recipient, Variant
+from digest.relays import connection_slots
 from digest.render import personalize, render_variant
 from digest.retry import GiveUp, next_step
 from digest.segments import cut_for, recipients_for, segment_lists
@@ -449,7 +450,7 @@ async def send_issue(
             if progress:
                 progress(done, total)
 
-    workers = settings.smtp.pool_size
+    workers = connection_slots(settings.smtp)
 
     async def relay_stop() -> None:
         assert stop_requested is not None

@@ -21,7 +21,7 @@ from digest.models import Message
 from digest.throttle import throttled
 from digest.transport import SendResult, SmtpPool, Transport
 
-__all__ = ["COOL_OFF", "RelayGroup", "open_transport"]
+__all__ = ["COOL_OFF", "RelayGroup", "connection_slots", "open_transport"]
 
 #: Seconds a relay that stopped answering is left out before it is tried again.
 COOL_OFF = 60.0
@@ -100,6 +100,13 @@ class RelayGroup:
     async def close(self) -> None:
         for relay in self.relays:
             await relay.pool.close()
+
+
+def connection_slots(settings: SmtpSettings) -> int:
+    """How many messages the transport of ``settings`` can have in flight at once."""
+    if not settings.relays:
+        return settings.pool_size
+    return sum(relay.pool_size or settings.pool_size for relay in settings.relays)
 
 
 def open_transport(settings: SmtpSettings) -> Transport:

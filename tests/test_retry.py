@@ -81,7 +81,7 @@ async def _send_due(
 
 
 async def test_a_deferred_row_is_sent_by_the_retry_job_once_it_is_due(world: World) -> None:
-    quick = replace(POLICY, first_minutes=0.01)  # 0.6 s (plus jitter)
+    quick = replace(POLICY, first_minutes=0.05)  # 3 s (plus jitter)
     async with RecordingServer(temp_fail={DEFERRED: "451 4.7.1 Greylisted, try later"}) as s:
         first = await _send(world, s, quick)
         assert (first.sent, first.deferred, first.left) == (13, 1, 1)
