@@ -167,16 +167,11 @@ class RetryStore:
         pending = d.state == DeliveryState.PENDING
         waiting = and_(pending, d.next_attempt_at > now)
         with self.engine.connect() as conn:
-            for state, is_waiting, n in conn.execute(
-                select(d.state, d.next_attempt_at > now, func.count())
-                .where(d.issue_id == issue_id)
-                .group_by(d.state, d.next_attempt_at > now)
+            for state, n in conn.execute(
+                select(d.state, func.count()).where(d.issue_id == issue_id).group_by(d.state)
             ).all():
                 if state == DeliveryState.PENDING:
-                    if is_waiting:
-                        status.waiting += int(n)
-                    else:
-                        status.due += int(n)
+                    status.due += int(n)
                 elif state in (
                     DeliveryState.SENDING,
                     DeliveryState.SENT,
@@ -184,6 +179,12 @@ class RetryStore:
                     DeliveryState.SKIPPED,
                 ):
                     setattr(status, state, getattr(status, state) + int(n))
+            status.waiting = int(
+                conn.execute(
+                    select(func.count()).where(d.issue_id == issue_id, waiting)
+                ).scalar_one()
+            )
+            status.due -= status.waiting
             status.next_retry = conn.execute(
                 select(func.min(d.next_attempt_at)).where(d.issue_id == issue_id, waiting)
             ).scalar()
