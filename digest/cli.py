@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -169,9 +170,15 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     those not yet sent. An issue's readers are fixed when it first goes out: who
     subscribes later gets the next issue, who unsubscribes meanwhile gets nothing
     more. --dry-run counts both, and everything else, as the send would.
+
+    Exit code 0 when nothing of the issue is left to send; 75 when rows are left,
+    deferred for a retry (the summary says when the next one is due), being sent by
+    another run, or not reached because SIGTERM or Ctrl-C stopped the run (the
+    messages in flight are finished and recorded first); 1 when sending stopped on an
+    error.
     """
     from digest import jobs
-    from digest.transport import SmtpPool
+    from digest.relays import open_transport
 
     settings = state().settings()
     chosen = settings.newsletter(newsletter)
@@ -188,11 +195,11 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
             for failure in report.failures[:20] if report else []:
                 echo_err(f"would fail: {failure}")
             return
-        transport = SmtpPool(settings.smtp)
+        transport = open_transport(settings.smtp)
         try:
-            with _progress() as progress:
+            with _progress() as progress, _stop_on_signals() as stop:
                 result = await jobs.send(
-                    settings, store, chosen, week, transport, progress=progress
+                    settings, store, chosen, week, transport, progress=progress, stop=stop
                 )
         finally:
             await transport.close()
@@ -204,12 +211,100 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     click.echo(result.summary())
     for failure in result.failures[:20]:
         echo_err(f"refused: {failure}")
-    if result.stopped:
+    if result.stopped and result.stopped != "interrupted":
         echo_err(
             f"error: sending stopped: {result.stopped}. Run the same command again "
             "to send to the rest."
         )
         raise SystemExit(1)
+    if not result.finished:
+        raise SystemExit(EXIT_LEFT)
+
+
+#: Exit code of `digest send` when the run went well but rows of the issue are left:
+#: deferred for a retry, being sent by another run, or not reached before an
+#: interruption (EX_TEMPFAIL in sysexits.h).
+EXIT_LEFT = 75
+
+
+class _stop_on_signals:
+    """SIGTERM and Ctrl-C set the event: no new message starts, those in flight finish."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> asyncio.Event:
+        self._loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        for signum in self.SIGNALS:
+            self._loop.add_signal_handler(signum, event.set)
+        return event
+
+    def __exit__(self, *exc: object) -> None:
+        for signum in self.SIGNALS:
+            self._loop.remove_signal_handler(signum)
+
+
+@cli.command(epilog=_example("digest status wochenueberblick --week 2025-W05"))
+@click.argument("newsletter", required=False)
+@click.option("--week", metavar="YYYY-Www", help="ISO week of the issue to show.")
+@common
+def status(newsletter: str | None, week: str | None) -> None:
+    """Show where the deliveries of unfinished issues stand (or of one week's issue).
+
+    Per issue: counts per state, the rate and the time left for what is due now, when
+    the next deferred delivery is retried, and the servers' last replies by code.
+    Without unfinished issues, each newsletter's newest issue is shown.
+    """
+    from digest import jobs
+    from digest.status import format_status, issue_statuses
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        found = issue_statuses(settings, store, newsletter, week)
+    finally:
+        store.close()
+    if not found:
+        click.echo("no issue has gone out yet")
+    for item in found:
+        click.echo(format_status(item))
+
+
+@cli.group(epilog=_example("digest deliveries retry wochenueberblick --week 2025-W05"))
+def deliveries() -> None:
+    """Act on the delivery ledger of an issue."""
+
+
+@deliveries.command(
+    "retry", epilog=_example("digest deliveries retry wochenueberblick --week 2025-W05 --failed")
+)
+@click.argument("newsletter")
+@click.option("--week", metavar="YYYY-Www", required=True, help="ISO week of the issue.")
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Also re-queue the refused deliveries, with their attempts counted afresh "
+    "(suppressed addresses stay skipped).",
+)
+@common
+def deliveries_retry(newsletter: str, week: str, failed: bool) -> None:
+    """Make NEWSLETTER's deferred deliveries of a week due now (and refused ones too).
+
+    The next `digest send` of that week, or `digest run`, sends them.
+    """
+    from digest import jobs
+    from digest.status import requeue
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        count = requeue(settings, store, newsletter, week, failed=failed)
+    finally:
+        store.close()
+    click.echo(
+        f"{newsletter} {week}: {count} deliveries re-queued; `digest send {newsletter} "
+        f"--week {week}` (or `digest run`) sends them"
+    )
 
 
 class _progress:
@@ -320,10 +415,9 @@ async def run() -> None:
     """Run the scheduler: collect, compose and send each newsletter when it is due.
 
     Jobs are kept in the database, so a run missed while the scheduler was down happens
-    once when it comes back (within the newsletter's misfire_grace_time).
+    once when it comes back (within the newsletter's misfire_grace_time). Deferred
+    deliveries of every unfinished issue are sent when their retry is due.
     """
-    import signal
-
     from digest.jobs import open_store
     from digest.schedule import run_scheduler
 

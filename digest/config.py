@@ -168,6 +168,10 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else f"must be greater than 0, not {value!r}"
 
 
+def _not_negative(value: Any) -> str | None:
+    return f"must not be negative, not {value!r}" if value < 0 else None
+
+
 def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else f"must be a port number (0-65535), not {value!r}"
 
@@ -363,10 +367,6 @@ def _rate_limit_problem(value: str) -> str | None:
     return None
 
 
-def _not_negative(value: Any) -> str | None:
-    return "must not be negative" if value < 0 else None
-
-
 def _user_agent_problem(value: str) -> str | None:
     if not value.strip() or any(ord(c) < 32 or ord(c) > 126 for c in value):
         return "must be printable ASCII text"
@@ -506,6 +506,29 @@ SMTP = [
         "The relay supports SMTPUTF8 (RFC 6531), so subscribers may have addresses with "
         "non-ASCII characters before the @. While false, the import refuses such addresses "
         "(a non-ASCII domain is fine either way).",
+    ),
+    S(
+        "max_per_second",
+        (int, float),
+        0,
+        "Send at most this many messages a second, over all connections; 0 for no limit.",
+        _not_negative,
+    ),
+    S(
+        "max_per_hour",
+        (int, float),
+        0,
+        "Send at most this many messages an hour (the relay's quota); 0 for no limit. "
+        "The hour's allowance may go out at the pace of `max_per_second`.",
+        _not_negative,
+    ),
+    S(
+        "per_domain_limit",
+        int,
+        0,
+        "At most this many messages in flight at once to one recipient domain (large "
+        "mail providers refuse senders with many connections at once); 0 for no limit.",
+        _not_negative,
     ),
 ]
 NEWSLETTER = [
@@ -1011,11 +1034,73 @@ WEB = [
     ),
 ]
 
+RELAY = [
+    S("host", str, _REQUIRED, "Host of this relay."),
+    S("port", int, 25, "Port of this relay.", _port),
+    S(
+        "weight",
+        int,
+        1,
+        "Share of the messages this relay gets, relative to the other relays' weights.",
+        _positive,
+    ),
+    S(
+        "pool_size",
+        int,
+        0,
+        "Connections to this relay at once; 0 for `smtp.pool_size`.",
+        _not_negative,
+    ),
+]
+RETRY = [
+    S(
+        "first_minutes",
+        (int, float),
+        5,
+        "Minutes before the first retry of a recipient whose server deferred the message "
+        "(4xx) or whose connection dropped; each further retry waits twice as long, with "
+        "up to a quarter added at random so retries spread out.",
+        _positive,
+    ),
+    S(
+        "max_minutes",
+        (int, float),
+        240,
+        "Longest wait between two retries of one recipient, in minutes.",
+        _positive,
+    ),
+    S(
+        "max_attempts",
+        int,
+        12,
+        "Attempts per recipient (the first one included) before the delivery is failed "
+        "with the server's last reply.",
+        _positive,
+    ),
+    S(
+        "max_age_hours",
+        (int, float),
+        72,
+        "Hours after its first attempt that a deferred delivery is given up and failed "
+        "with the server's last reply (RFC 5321 suggests 4–5 days).",
+        _positive,
+    ),
+    S(
+        "check_minutes",
+        (int, float),
+        1,
+        "`digest run` looks this often for deferred deliveries of any unfinished issue that "
+        "are due, and sends them.",
+        _positive,
+    ),
+]
+
 #: Every table of the file: its dotted path, its settings, and whether it is an array.
 SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "": (TOP, False),
     "store": (STORE, False),
     "smtp": (SMTP, False),
+    "smtp.relays": (RELAY, True),
     "newsletters": (NEWSLETTER, True),
     "newsletters.impressum": (IMPRESSUM, False),
     "newsletters.categories": (CATEGORY, True),
@@ -1026,6 +1111,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "bounces": (BOUNCES, False),
     "web": (WEB, False),
     "admin": (ADMIN, False),
+    "retry": (RETRY, False),
 }
 
 #: Environment variables that override one key each.
@@ -1132,6 +1218,16 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class RelaySettings:
+    """One of several relays; security, login and timeouts are those of [smtp]."""
+
+    host: str
+    port: int = 25
+    weight: int = 1
+    pool_size: int = 0
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     host: str
     port: int
@@ -1143,6 +1239,11 @@ class SmtpSettings:
     messages_per_connection: int
     validate_certs: bool
     smtputf8: bool = False
+    max_per_second: float = 0
+    max_per_hour: float = 0
+    per_domain_limit: int = 0
+    # With relays, messages go to them by weight instead of to host and port.
+    relays: tuple[RelaySettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1198,6 +1299,17 @@ class AdminSettings:
 
     session_minutes: int = 480
     login_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """When deferred deliveries are tried again, and when they are given up."""
+
+    first_minutes: float = 5
+    max_minutes: float = 240
+    max_attempts: int = 12
+    max_age_hours: float = 72
+    check_minutes: float = 1
 
 
 @dataclass(frozen=True)
@@ -1364,6 +1476,7 @@ class Settings:
     user_agent: str = DEFAULT_USER_AGENT
     host_delay: float = 1.0
     admin: AdminSettings = field(default_factory=AdminSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1497,6 +1610,12 @@ def parse_settings(
         )
     store = reader.table(data.get("store", {}), "store", "store")
     smtp = reader.table(data.get("smtp", {}), "smtp", "smtp")
+    smtp["relays"] = tuple(
+        RelaySettings(**reader.table(raw, "smtp.relays", f"smtp.relays[{n}]"))
+        for n, raw in enumerate(
+            reader.array(data.get("smtp", {}).get("relays", []), "smtp.relays", "smtp.relays")
+        )
+    )
     newsletters = []
     seen_ids: set[str] = set()
     for n, raw_nl in enumerate(
@@ -1628,6 +1747,7 @@ def parse_settings(
         user_agent=top["user_agent"],
         host_delay=top["host_delay"],
         admin=AdminSettings(**reader.table(data.get("admin", {}), "admin", "admin")),
+        retry=RetrySettings(**reader.table(data.get("retry", {}), "retry", "retry")),
     )
 
 

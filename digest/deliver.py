@@ -16,16 +16,18 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import make_msgid
 
 from digest.bounces import return_path
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
-from digest.errors import DigestError, SendError
+from digest.errors import DigestError, SenderRefused, SendError
 from digest.mail import MessageError, build_message
 from digest.models import DeliveryState, Issue, Message, Recipient, Variant
+from digest.relays import connection_slots
 from digest.render import personalize, render_variant
+from digest.retry import GiveUp, next_step
 from digest.segments import cut_for, recipients_for, segment_lists
 from digest.store import DeliveryRow, IssueRecord, Store
 from digest.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
@@ -91,13 +93,30 @@ class DeliveryReport(AudienceCounts):
     variants: int = 0
     stopped: str | None = None
     failures: list[str] = field(default_factory=list)
+    gave_up: int = 0  # deferred too often or too long: failed with their last reply
+    policy: int = 0  # refused by policy at RCPT (5.7.x): deferred, never suppressed
+    waiting: int = 0  # deferred by an earlier run, not due yet: not tried in this run
+    left: int = 0  # rows not finished after this run (due, waiting or being sent)
+    next_retry: datetime | None = None
+    zone: tzinfo = UTC  # in which next_retry is shown
+
+    @property
+    def finished(self) -> bool:
+        """Nothing of the issue is left to send (every row sent, failed or skipped)."""
+        return self.left == 0
 
     def summary(self) -> str:
         parts = [f"{self.sent} sent"]
         if self.failed:
             parts.append(f"{self.failed} refused")
+        if self.gave_up:
+            parts.append(f"{self.gave_up} of them given up after retries")
         if self.deferred:
-            parts.append(f"{self.deferred} deferred (temporary failure, retried next run)")
+            parts.append(f"{self.deferred} deferred (temporary failure, retried automatically)")
+        if self.policy:
+            parts.append(f"{self.policy} of them refused by policy (5.7.x; not suppressed)")
+        if self.waiting:
+            parts.append(f"{self.waiting} deferred earlier, not due yet")
         parts += self.audience_parts()
         if self.resumed:
             parts.append(f"{self.resumed} resumed after an interruption")
@@ -109,7 +128,36 @@ class DeliveryReport(AudienceCounts):
         )
         if self.stopped:
             text += f"; stopped: {self.stopped}"
+        if self.left:
+            text += f"; {self.left} left"
+            if self.next_retry is not None:
+                when = self.next_retry.astimezone(self.zone)
+                text += f", next retry due {when:%Y-%m-%d %H:%M:%S %Z}"
         return text
+
+
+def record_deferral(
+    settings: Settings, store: Store, row: DeliveryRow, code: int | None, reply: str
+) -> datetime | None:
+    """Record a temporary failure of a claimed row: retry later, or fail it for good.
+
+    Returns when the row is due again, or None when it was given up and failed with its
+    last reply (after ``retry.max_attempts`` attempts or ``retry.max_age_hours``).
+    """
+    now = datetime.now(UTC)
+    step = next_step(
+        settings.retry,
+        attempts=row.attempts + 1,  # this attempt's claim counted one more
+        first_attempt_at=row.first_attempt_at,
+        now=now,
+    )
+    if isinstance(step, GiveUp):
+        store.record_delivery(
+            row.id, DeliveryState.FAILED, code=code, reply=f"{reply} ({step.reason})", now=now
+        )
+        return None
+    store.defer_delivery(row.id, code=code, reply=reply, until=step.at, now=now)
+    return step.at
 
 
 class Personalizer:
@@ -272,20 +320,23 @@ async def send_issue(
     *,
     now: datetime | None = None,
     progress: Progress | None = None,
+    stop_requested: asyncio.Event | None = None,
 ) -> DeliveryReport:
     """Send ``issue`` to every recipient not yet sent; record each outcome as it happens.
 
     Raises nothing for a recipient the server refuses (it is counted and recorded); stops
-    early, leaving the rest pending, when the transport becomes unavailable. Raises
-    NotApproved, sending nothing, for an issue of a newsletter with ``review =
-    "required"`` that no editor approved.
+    early, leaving the rest pending, when the transport becomes unavailable. Rows
+    deferred to a later time are left for then. Once ``stop_requested`` is set no new
+    message starts; those in flight finish and are recorded. Raises NotApproved, sending
+    nothing, for an issue of a newsletter with ``review = "required"`` that no editor
+    approved.
     """
     from digest.review import require_approval
 
     now = now or datetime.now(UTC)
     # Before anything is planned or sent: an issue that awaits review never goes out.
     require_approval(store, newsletter, issue.key)
-    report = DeliveryReport(newsletter.id, issue.key)
+    report = DeliveryReport(newsletter.id, issue.key, zone=newsletter.zone)
     recipients = current_recipients(store, newsletter)
     report.recipients = len(recipients)
     if record.status == "composed":
@@ -310,6 +361,12 @@ async def send_issue(
     # the run before anyone got anything, and no MJML compiles between two sends.
     queue: asyncio.Queue[tuple[DeliveryRow, Recipient, Variant]] = asyncio.Queue()
     for pending, recipient in plan.to_send:
+        # --- retries: a row deferred to a later time waits for it
+        assert pending is not None
+        if pending.next_attempt_at is not None and pending.next_attempt_at > datetime.now(UTC):
+            report.waiting += 1
+            continue
+        # --- end retries
         variant = personalizer.variant_for(recipient)
         assert pending is not None and variant is not None  # planned, and not empty
         queue.put_nowait((pending, recipient, variant))
@@ -346,10 +403,14 @@ async def send_issue(
             result = await transport.send(message)
         except SendError as exc:
             # The server went away, stopped answering, refuses us as the sender or lacks
-            # an extension the setting promised (SMTPUTF8): the row goes back to
-            # pending, the next run tries again, and nothing more is sent in this run.
-            store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
-            report.deferred += 1
+            # an extension the setting promised (SMTPUTF8): nothing more is sent in this
+            # run. A lost connection or timeout defers the row with backoff; a problem
+            # of our own configuration leaves it due at once, for the run after the fix.
+            if exc.temporary and not isinstance(exc, SenderRefused):
+                defer(row, exc.code, str(exc))
+            else:
+                store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
+                report.deferred += 1
             report.stopped = str(exc)
             stop.set()
             return
@@ -359,12 +420,11 @@ async def send_issue(
             store.record_delivery(row.id, DeliveryState.SENT, code=result.code, reply=result.reply)
             report.sent += 1
         elif result.policy:
-            # Refused by policy: nothing against the address, so it stays pending for
-            # the next run. Several in a row say the relay refuses us (relaying denied).
-            store.record_delivery(
-                row.id, DeliveryState.PENDING, code=result.code, reply=result.reply
-            )
-            report.deferred += 1
+            # Refused by policy: nothing against the address, so it is retried later
+            # (and failed, unsuppressed, once retries run out). Several in a row say the
+            # relay refuses us (relaying denied).
+            report.policy += 1
+            defer(row, result.code, result.reply)
             if policy_in_a_row >= POLICY_REFUSALS_TO_STOP:
                 report.stopped = (
                     f"{policy_in_a_row} recipients in a row refused by policy, last "
@@ -373,16 +433,21 @@ async def send_issue(
                 )
                 stop.set()
         elif result.temporary:
-            store.record_delivery(
-                row.id, DeliveryState.PENDING, code=result.code, reply=result.reply
-            )
-            report.deferred += 1
+            defer(row, result.code, result.reply)
         else:
             store.record_delivery(
                 row.id, DeliveryState.FAILED, code=result.code, reply=result.reply
             )
             report.failed += 1
             report.failures.append(f"{row.email}: {result.code} {result.reply}")
+
+    def defer(row: DeliveryRow, code: int | None, reply: str) -> None:
+        if record_deferral(settings, store, row, code, reply) is None:
+            report.failed += 1
+            report.gave_up += 1
+            report.failures.append(f"{row.email}: {code} {' '.join(reply.split())} (given up)")
+        else:
+            report.deferred += 1
 
     async def worker() -> None:
         nonlocal done
@@ -403,7 +468,16 @@ async def send_issue(
             if progress:
                 progress(done, total)
 
-    workers = settings.smtp.pool_size
+    workers = connection_slots(settings.smtp)
+
+    async def relay_stop() -> None:
+        assert stop_requested is not None
+        await stop_requested.wait()
+        if not stop.is_set():
+            report.stopped = report.stopped or "interrupted"
+        stop.set()
+
+    watcher = asyncio.ensure_future(relay_stop()) if stop_requested is not None else None
     try:
         # A TaskGroup, unlike gather, waits for every worker when the run is cancelled,
         # so each message in flight is recorded before the cancellation goes on.
@@ -412,8 +486,12 @@ async def send_issue(
                 group.create_task(worker())
     except* DigestError as failed:  # e.g. the store went away: report the first, plainly
         raise failed.exceptions[0] from None
-    counts = store.delivery_counts(record.id)
-    if not counts.get(DeliveryState.PENDING) and not counts.get(DeliveryState.SENDING):
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    status = store.delivery_status(record.id, datetime.now(UTC), replies=0)
+    report.left, report.next_retry = status.left, status.next_retry
+    if not status.left:
         store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
     log.info(report.summary())
     return report

@@ -102,6 +102,10 @@ class AddressError(DigestError, ValueError):
 class SendError(DigestError):
     """A message could not be handed to the mail server."""
 
+    #: True when nothing of the message reached the server (no session could be
+    #: opened), so another relay may take it without any risk of a duplicate.
+    unsent: bool = False
+
     def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
         self.code = code
         self.reply = reply
@@ -119,6 +123,19 @@ class SendTimeout(SendError, TimeoutError):
 
 class TransportUnavailable(SendError, ConnectionError):
     """No connection to the mail server could be made or kept."""
+
+
+class RelayConfigError(TransportUnavailable):
+    """The relay cannot be used as configured: refused connection, failed login, no
+    STARTTLS, an invalid certificate. Not temporary: ``setting`` names what to check."""
+
+    def __init__(self, message: str, *, setting: str, code: int | None = None, reply: str = ""):
+        self.setting = setting
+        super().__init__(f"{message}; check {setting}", code=code, reply=reply)
+
+    @property
+    def temporary(self) -> bool:
+        return False
 
 
 class SenderRefused(SendError):

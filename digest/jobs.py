@@ -27,6 +27,7 @@ from digest.errors import DigestError
 from digest.issues import PreparedIssue, prepare_issue
 from digest.mail import MessageError
 from digest.models import Issue, Message, Recipient
+from digest.relays import open_transport
 from digest.review import is_approved, request_review
 from digest.segments import recipients_for
 from digest.store import Store, resolve_store_url
@@ -43,6 +44,8 @@ __all__ = [
     "approved_waiting",
     "preview_message",
     "test_send",
+    "send_due",
+    "retry_due_deliveries",
     "process_unsubscribe_mailbox",
     "process_bounce_mailbox",
 ]
@@ -81,8 +84,12 @@ async def send(
     *,
     now: datetime | None = None,
     progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
 ) -> DeliveryReport | None:
-    """Compose ``week`` (default: the previous week) and send it; None if it is empty."""
+    """Compose ``week`` (default: the previous week) and send it; None if it is empty.
+
+    Once ``stop`` is set no new message starts; those in flight finish and are recorded.
+    """
     now = now or datetime.now(UTC)
     prepared = prepare_issue(store, newsletter, week, now)
     if prepared is None or prepared.record is None:
@@ -96,7 +103,70 @@ async def send(
         transport,
         now=now,
         progress=progress,
+        stop_requested=stop,
     )
+
+
+async def send_due(
+    settings: Settings,
+    store: Store,
+    transport: Transport,
+    *,
+    now: datetime | None = None,
+    stop: asyncio.Event | None = None,
+) -> list[DeliveryReport]:
+    """Send the due deliveries of every unfinished issue of the configured newsletters.
+
+    An issue is unfinished while rows of it are pending or being sent; only those whose
+    retry time has come (or that were never tried) are sent. Oldest issue first.
+    """
+    now = now or datetime.now(UTC)
+    configured = {n.id: n for n in settings.newsletters}
+    reports = []
+    for newsletter_id, key in store.unfinished_issues(list(configured)):
+        if stop is not None and stop.is_set():
+            break
+        newsletter = configured[newsletter_id]
+        record = store.get_issue(newsletter_id, key)
+        if record is None or not store.due_deliveries(record.id, datetime.now(UTC)):
+            continue
+        prepared = prepare_issue(store, newsletter, key, now, save=False)
+        if prepared is None or prepared.record is None:
+            continue
+        reports.append(
+            await send_issue(
+                settings,
+                store,
+                newsletter,
+                prepared.record,
+                prepared.issue,
+                transport,
+                now=now,
+                stop_requested=stop,
+            )
+        )
+        if reports[-1].stopped:
+            break  # the relay is unavailable or refuses us: the next check tries again
+    return reports
+
+
+async def retry_due_deliveries(config_path: str) -> None:
+    """The scheduled job: send the due deferred deliveries of every unfinished issue."""
+    settings = load_settings(Path(config_path))
+    store = open_store(settings)
+    try:
+        transport = open_transport(settings.smtp)
+        try:
+            reports = await send_due(settings, store, transport)
+        finally:
+            await transport.close()
+        for report in reports:
+            if report.stopped:
+                log.error("retrying deferred deliveries: %s", report.summary())
+            else:
+                log.info("retrying deferred deliveries: %s", report.summary())
+    finally:
+        store.close()
 
 
 @dataclass
@@ -208,7 +278,7 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
                     )
                 for warning in source.warnings:
                     log.warning("%s: source %r: %s", newsletter_id, source.name, warning)
-        transport = SmtpPool(settings.smtp)
+        transport = open_transport(settings.smtp)
         try:
             for week in approved_waiting(store, newsletter):
                 _log_result(

@@ -50,6 +50,8 @@ __all__ = [
     "DEFAULT_JOB",
     "MAILBOX_JOB",
     "MAILBOX_JOB_ID",
+    "RETRY_JOB",
+    "RETRY_JOB_ID",
     "JOB_ID_PREFIX",
     "JOB_TABLE",
     "job_id",
@@ -67,6 +69,8 @@ MAILBOX_JOB = "digest.jobs:process_unsubscribe_mailbox"
 MAILBOX_JOB_ID = "unsubscribe-mailbox"
 BOUNCE_JOB = "digest.jobs:process_bounce_mailbox"
 BOUNCE_JOB_ID = "bounce-mailbox"
+RETRY_JOB = "digest.jobs:retry_due_deliveries"
+RETRY_JOB_ID = "delivery-retries"
 JOB_ID_PREFIX = "newsletter:"
 JOB_TABLE = "apscheduler_jobs"
 
@@ -164,6 +168,7 @@ def build_scheduler(
     config_path: str,
     mailbox_job: str = MAILBOX_JOB,
     bounce_job: str = BOUNCE_JOB,
+    retry_job: str = RETRY_JOB,
 ) -> AsyncIOScheduler:
     """A scheduler (not yet started) with one persistent job per configured newsletter.
 
@@ -186,10 +191,15 @@ def build_scheduler(
     start and every ``interval_minutes``; so does ``bounce_job(config_path)`` with a
     mailbox in ``[bounces]``. Those jobs live in memory only: a poll missed while the
     scheduler was down has nothing to catch up on.
+
+    ``retry_job(config_path)`` runs every ``retry.check_minutes`` and sends the deferred
+    deliveries that are due, of every issue not finished (not only the newest week).
+    It too lives in memory: the ledger knows what is due.
     """
     ref_to_obj(job)  # fail before touching the store if the job function cannot be found
     ref_to_obj(mailbox_job)
     ref_to_obj(bounce_job)
+    ref_to_obj(retry_job)
     now = datetime.now(UTC)
     triggers = {}
     for newsletter in settings.newsletters:
@@ -242,6 +252,17 @@ def build_scheduler(
             coalesce=True,
             max_instances=1,
         )
+    scheduler.add_job(
+        retry_job,
+        IntervalTrigger(minutes=settings.retry.check_minutes, timezone=UTC),
+        args=(config_path,),
+        id=RETRY_JOB_ID,
+        name="delivery retries",
+        jobstore="memory",
+        misfire_grace_time=max(1, int(settings.retry.check_minutes * 60)),
+        coalesce=True,
+        max_instances=1,
+    )
     scheduler.add_listener(
         _log_job_event,
         EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,

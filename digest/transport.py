@@ -42,7 +42,13 @@ from aiosmtpd.smtp import SMTP as SmtpServerProtocol
 from aiosmtpd.smtp import Envelope, Session
 
 from digest.config import SmtpSettings
-from digest.errors import SenderRefused, SendError, SendTimeout, TransportUnavailable
+from digest.errors import (
+    RelayConfigError,
+    SenderRefused,
+    SendError,
+    SendTimeout,
+    TransportUnavailable,
+)
 from digest.models import Message
 
 __all__ = [
@@ -100,6 +106,81 @@ def _concerns_sender(exc: aiosmtplib.SMTPResponseException, command: str) -> boo
     about one recipient ("access denied") as well as about us ("relaying denied").
     """
     return exc.code == _AUTH_REQUIRED or (command == "DATA" and _is_policy(exc))
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def configuration_problem(exc: BaseException, settings: SmtpSettings) -> RelayConfigError | None:
+    """The setting to blame when opening a session failed because of our configuration.
+
+    Connection refused (nothing listens at host and port), a failed login, STARTTLS or
+    AUTH not offered, a certificate that does not verify: none of these goes away by
+    waiting, so none is reported as temporary. None for anything else (a timeout, a
+    server that went away, a 421 at the greeting), which may pass.
+    """
+    where = f"SMTP server {settings.host}:{settings.port}"
+    chain = _causes(exc)
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
+        return RelayConfigError(
+            f"the TLS certificate of {where} is not valid: {exc}",
+            setting="smtp.host (the name the certificate is for) and smtp.validate_certs",
+        )
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return RelayConfigError(
+            f"no TLS session with {where}: {exc}",
+            setting=f"smtp.security ({settings.security!r}) and smtp.port",
+        )
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return RelayConfigError(
+            f"{where} refused the connection (nothing listens there)",
+            setting="smtp.host and smtp.port",
+        )
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return RelayConfigError(
+            f"{where} did not accept the login of {settings.username!r}: "
+            f"{exc.code} {' '.join(exc.message.split())}",
+            setting="smtp.username and smtp.password (DIGEST_SMTP_PASSWORD)",
+            code=exc.code,
+            reply=exc.message,
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == _AUTH_REQUIRED:
+        return RelayConfigError(
+            f"{where} requires authentication: {exc.code} {' '.join(exc.message.split())}",
+            setting="smtp.username and smtp.password (DIGEST_SMTP_PASSWORD)",
+            code=exc.code,
+            reply=exc.message,
+        )
+    text = str(exc)
+    if type(exc) is aiosmtplib.SMTPException and "STARTTLS" in text:
+        return RelayConfigError(
+            f"{where} does not offer STARTTLS", setting="smtp.security and smtp.port"
+        )
+    if type(exc) is aiosmtplib.SMTPException and "AUTH extension" in text:
+        return RelayConfigError(
+            f"{where} does not offer SMTP AUTH (some servers offer it only over TLS)",
+            setting="smtp.security and smtp.username",
+        )
+    return None
+
+
+def _unavailable(exc: BaseException, where: str) -> SendError:
+    """A failure to open a session that may pass: a timeout, a refusal at the greeting."""
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return SendTimeout(f"SMTP server {where} did not answer in time: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return TransportUnavailable(
+            f"SMTP server {where} refused the session: {exc.code} {exc.message}",
+            code=exc.code,
+            reply=exc.message,
+        )
+    return TransportUnavailable(f"cannot connect to SMTP server {where}: {exc}")
 
 
 def _refused(recipient: str, exc: aiosmtplib.SMTPResponseException) -> SendResult:
@@ -165,7 +246,18 @@ class SmtpPool:
         await self.close()
 
     async def send(self, message: Message) -> SendResult:
-        """Hand ``message`` to the server; the result says whether it was accepted."""
+        """Hand ``message`` to the server; the result says whether it was accepted.
+
+        A 421 ("service not available, closing transmission channel") ends that
+        connection without the message being taken: it is tried once more on a new
+        connection, and only a second 421 is the result.
+        """
+        result = await self._send_once(message)
+        if result.code == _SERVICE_CLOSING:
+            result = await self._send_once(message)
+        return result
+
+    async def _send_once(self, message: Message) -> SendResult:
         async with self._slots:
             if self._closed:
                 raise TransportUnavailable("the SMTP pool is closed")
@@ -175,7 +267,11 @@ class SmtpPool:
                     return await self._send_on(connection, message, reused=True)
                 except _StaleConnection:
                     pass
-            connection = await self._open()
+            try:
+                connection = await self._open()
+            except SendError as exc:
+                exc.unsent = True  # no session: the server saw nothing of the message
+                raise
             return await self._send_on(connection, message, reused=False)
 
     async def close(self) -> None:
@@ -221,19 +317,12 @@ class SmtpPool:
                     await smtp.ehlo()
                 except aiosmtplib.SMTPHeloError:
                     await smtp.helo()
-        except aiosmtplib.SMTPTimeoutError as exc:
-            smtp.close()
-            raise SendTimeout(f"SMTP server {where} did not answer in time: {exc}") from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            smtp.close()
-            raise TransportUnavailable(
-                f"SMTP server {where} refused the session: {exc.code} {exc.message}",
-                code=exc.code,
-                reply=exc.message,
-            ) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             smtp.close()
-            raise TransportUnavailable(f"cannot connect to SMTP server {where}: {exc}") from exc
+            problem = configuration_problem(exc, s)
+            if problem is not None:
+                raise problem from exc
+            raise _unavailable(exc, where) from exc
         self.connections_opened += 1
         return _Connection(smtp)
 

@@ -23,8 +23,11 @@ Options:
 - ``smtputf8=True``: offer SMTPUTF8 (RFC 6531) in the EHLO answer and take UTF-8
   addresses; without it aiosmtpd neither offers the extension nor takes them.
 
-The handler counts the RSET commands it received in ``resets`` and keeps the MAIL FROM
-parameters of each accepted message in ``mail_options`` (in the order of ``messages``).
+The handler counts the RSET commands it received in ``resets``, keeps the MAIL FROM
+parameters of each accepted message in ``mail_options`` (in the order of ``messages``)
+every RCPT TO address, accepted or not, in ``rcpt_seen``, the most messages in DATA
+at once per recipient domain in ``peak_in_data`` and the loop time of each accepted
+message in ``received_at``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,6 +98,10 @@ class RecordingHandler:
         self.delay = delay
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.mail_options: list[list[str]] = []
+        self.rcpt_seen: list[str] = []  # every RCPT TO address, in order
+        self.in_data: Counter[str] = Counter()  # messages in DATA now, by recipient domain
+        self.peak_in_data: Counter[str] = Counter()  # the most at once, by domain
+        self.received_at: list[float] = []  # loop time of each accepted message
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -113,6 +121,7 @@ class RecordingHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.rcpt_seen.append(address)
         if address in self.replies:
             return self.replies[address]
         envelope.rcpt_tos.append(address)
@@ -120,6 +129,17 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        domains = {rcpt.rpartition("@")[2] for rcpt in envelope.rcpt_tos}
+        for domain in domains:
+            self.in_data[domain] += 1
+            self.peak_in_data[domain] = max(self.peak_in_data[domain], self.in_data[domain])
+        try:
+            return await self._data(server, envelope)
+        finally:
+            for domain in domains:
+                self.in_data[domain] -= 1
+
+    async def _data(self, server: SMTP, envelope: Envelope) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.disconnect_after is not None and len(self.messages) >= self.disconnect_after:
@@ -134,6 +154,7 @@ class RecordingHandler:
             (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )
         self.mail_options.append(list(envelope.mail_options))
+        self.received_at.append(asyncio.get_running_loop().time())
         return "250 2.0.0 Ok: queued"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:

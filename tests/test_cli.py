@@ -38,6 +38,9 @@ COMMANDS = [
     ["subscribers", "erase"],
     ["subscribers"],
     ["demo"],
+    ["status"],
+    ["deliveries"],
+    ["deliveries", "retry"],
     ["sources"],
     ["sources", "test"],
     ["sources", "discover"],
@@ -781,3 +784,82 @@ async def test_run_sends_the_confirmation_mail_queued_while_the_relay_was_down(
         assert row["sent_at"] is not None and row["attempts"] == 2
     finally:
         store.close()
+
+
+async def _import_demo_lists(site: Path) -> None:
+    await digest("collect", cwd=site)
+    for name in ("allgemein", "bayern", "it-leitungen"):
+        code, _, err = await digest(
+            "subscribers", "import", f"subscribers/{name}.csv", "--list", name,
+            "--consent", "Demo", cwd=site,
+        )  # fmt: skip
+        assert code == 0, err
+
+
+async def test_send_exits_75_while_rows_are_deferred(site: Path) -> None:
+    await _import_demo_lists(site)
+    deferred = "m.oezdemir@example.net"
+    async with RecordingServer(temp_fail={deferred: "451 4.7.1 Greylisted"}) as server:
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", "2025-W05", cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )  # fmt: skip
+        assert code == 75, err
+        assert "13 sent" in out and "1 deferred" in out and "1 left, next retry due" in out
+        assert "error" not in err
+        server.handler.replies.clear()
+        # run again at once: the deferred row is not due, nothing is sent, still 75
+        code, out, _ = await digest(
+            "send", "wochenueberblick", "--week", "2025-W05", cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )  # fmt: skip
+        assert code == 75 and "0 sent" in out and "not due yet" in out
+        assert len(server.messages) == 13
+        code, out, _ = await digest("status", cwd=site)
+        assert code == 0 and out.startswith("wochenueberblick 2025-W05 (sending): 13 sent")
+        assert "next retry: " in out and "451 ×1" in out
+        code, out, _ = await digest(
+            "deliveries", "retry", "wochenueberblick", "--week", "2025-W05", cwd=site
+        )
+        assert code == 0 and "1 deliveries re-queued" in out
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", "2025-W05", cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )  # fmt: skip
+        assert code == 0 and "1 sent" in out, err
+        assert len(server.messages) == 14
+
+
+async def test_sigterm_on_send_finishes_what_is_in_flight_and_prints_the_summary(
+    site: Path,
+) -> None:
+    import signal
+
+    await _import_demo_lists(site)
+    async with RecordingServer(delay=0.4) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "digest.cli", "send", "wochenueberblick", "--week",
+            "2025-W05", cwd=site, env=_env(DIGEST_SMTP_PORT=str(server.port)),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(30):
+            while len(server.messages) < 2:
+                await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+        received = len(server.messages)
+    assert process.returncode == 75, err.decode()
+    summary = out.decode()
+    assert "stopped: interrupted" in summary and "Traceback" not in err.decode()
+    assert 2 <= received < 14
+    # every message the server took is recorded as sent, nothing in flight was lost
+    assert f"{received} sent" in summary
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{site / 'digest.db'}")
+    with engine.connect() as conn:
+        states = dict(
+            conn.execute(text("select state, count(*) from deliveries group by state")).all()
+        )
+    engine.dispose()
+    assert states == {"sent": received, "pending": 14 - received}

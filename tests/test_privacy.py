@@ -114,8 +114,13 @@ def test_one_click_unsubscribe_writes_a_suppression_for_that_newsletter(store: S
         (550, "550 5.1.10 Recipient not found", True),
         (553, "5.1.3 Bad destination mailbox address syntax", True),
         (554, "5.7.1 Relay access denied", False),
-        (550, "User unknown", False),
+        (550, "User unknown", True),  # no enhanced code: the text says it
+        (550, "550 <b@example.org>: No such user here", True),
+        (550, "5.7.1 User unknown in our spam list", False),  # the enhanced code decides
+        (550, "Message rejected as spam", False),
+        (554, "User unknown", False),
         (450, "4.1.1 try later", False),
+        (450, "User unknown", False),
     ],
 )
 def test_which_refusals_are_hard_bounces(code: int, reply: str, bounce: bool) -> None:

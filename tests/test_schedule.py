@@ -28,6 +28,7 @@ from digest.schedule import (
     JOB_TABLE,
     MAILBOX_JOB,
     MAILBOX_JOB_ID,
+    RETRY_JOB_ID,
     build_scheduler,
     job_id,
     next_runs,
@@ -292,7 +293,7 @@ async def test_jobs_of_removed_newsletters_are_dropped_and_others_kept(store_url
     )
     second.start(paused=True)
     try:
-        assert {job.id for job in second.get_jobs()} == {JOB_ID, "maintenance"}
+        assert {job.id for job in second.get_jobs()} == {JOB_ID, "maintenance", RETRY_JOB_ID}
     finally:
         await shut_down(second)
 

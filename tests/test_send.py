@@ -167,6 +167,10 @@ async def test_server_going_away_stops_the_run_and_the_next_run_finishes(
     assert record is not None
     [tried] = [r for r in world.store.deliveries(record.id) if r.state == "pending" and r.attempts]
     assert tried.message_id and "lost the connection" in (tried.smtp_reply or "")
+    # a dropped connection defers the row with backoff; the others are due at once
+    assert tried.next_attempt_at is not None and tried.next_attempt_at > datetime.now(UTC)
+    assert first.left == 11 and first.next_retry == tried.next_attempt_at
+    assert world.store.requeue_deliveries(record.id) == 1  # `digest deliveries retry`
     second = await world.send(smtp_server, pool_size=1)
     # the retry carries the Message-ID of the attempt whose answer never came
     retried = [_parse(d) for _, rcpts, d in smtp_server.messages if rcpts == [tried.email]]
@@ -192,9 +196,20 @@ async def test_refusals_are_recorded_with_the_reply(world: World, smtp_server) -
     )
     assert "No such user" in (rows["anna.schulze@example.com"].smtp_reply or "")
     assert rows["m.oezdemir@example.net"].state == DeliveryState.PENDING
+    deferred = rows["m.oezdemir@example.net"]
+    assert deferred.attempts == 1 and deferred.next_attempt_at is not None
+    minutes = (deferred.next_attempt_at - datetime.now(UTC)).total_seconds() / 60
+    assert 4 < minutes <= 5 * 1.25  # retry.first_minutes, with jitter
+    assert report.left == 1 and report.next_retry == deferred.next_attempt_at
+    received = len(smtp_server.messages)
     again = await world.send(smtp_server)
-    # the permanent refusal is not retried; the temporary one is
-    assert (again.sent, again.failed, again.deferred) == (0, 0, 1)
+    # the permanent refusal is not retried; the temporary one waits for its time
+    assert (again.sent, again.failed, again.deferred, again.waiting) == (0, 0, 0, 1)
+    assert again.left == 1 and not again.finished and "next retry due" in again.summary()
+    assert (
+        len(smtp_server.messages) == received
+        and smtp_server.handler.rcpt_seen.count("m.oezdemir@example.net") == 1
+    )
     assert record.status != "sent"
 
 
@@ -235,6 +250,7 @@ async def test_who_unsubscribed_meanwhile_is_skipped_on_resume(world: World, smt
     assert record is not None
     pending = world.store.deliveries(record.id, [DeliveryState.PENDING])
     world.store.unsubscribe(pending[-1].subscriber_id, world.newsletter.id)
+    world.store.requeue_deliveries(record.id)  # the dropped one is due again at once
     second = await world.send(smtp_server, pool_size=1)
     assert (second.sent, second.unsubscribed_since, second.skipped) == (11, 1, 0)
     assert pending[-1].email not in _recipients(smtp_server)
@@ -330,6 +346,7 @@ async def test_policy_refusals_in_a_row_stop_the_run(world: World) -> None:
     assert report.stopped is not None and "refused by policy" in report.stopped
     assert (report.sent, report.deferred, report.failed) == (0, 3, 0)
     assert world.counts() == {DeliveryState.PENDING: 14}
+    assert report.left == 14 and report.next_retry is not None
 
 
 def _dry_run(world: World) -> jobs.DryRunReport:

@@ -15,7 +15,13 @@ import pytest
 
 from digest import tokens
 from digest.config import Settings
-from digest.errors import SenderRefused, SendError, SendTimeout, TransportUnavailable
+from digest.errors import (
+    RelayConfigError,
+    SenderRefused,
+    SendError,
+    SendTimeout,
+    TransportUnavailable,
+)
 from digest.models import Message
 from digest.tokens import TokenError
 from digest.transport import CaptureServer, DryRunTransport, SmtpPool
@@ -248,13 +254,24 @@ async def test_dropped_connection_raises_and_next_send_reconnects(
 
 
 @pytest.mark.smtp_server(reply_421_after=1)
-async def test_421_discards_the_connection(smtp_server: RecordingServer) -> None:
+async def test_421_reconnects_and_tries_the_message_once_more(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        assert (await pool.send(message(1))).ok
+        assert (await pool.send(message(2))).ok  # after a 421, on a new connection
+        assert (await pool.send(message(3))).ok
+    assert smtp_server.connections == 2
+    assert [data for _, _, data in smtp_server.messages] == [message(n).data for n in (1, 2, 3)]
+
+
+@pytest.mark.smtp_server(temp_fail={"leser2@example.org": "421 4.7.0 Try again later, closing"})
+async def test_a_second_421_is_a_temporary_result(smtp_server: RecordingServer) -> None:
     async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
         assert (await pool.send(message(1))).ok
         closing = await pool.send(message(2))
         assert (closing.ok, closing.code, closing.temporary) == (False, 421, True)
         assert (await pool.send(message(3))).ok
-    assert smtp_server.connections == 2
+    assert smtp_server.handler.rcpt_seen.count("leser2@example.org") == 2
+    assert smtp_server.connections == 3  # each 421 ended its connection
     assert len(smtp_server.messages) == 2
 
 
@@ -290,11 +307,23 @@ async def test_starttls_and_login(smtp_server: RecordingServer) -> None:
         with pytest.raises(TransportUnavailable) as info:
             await pool.send(message(2))
     assert info.value.code == 535 and not info.value.temporary
+    assert isinstance(info.value, RelayConfigError)
+    assert "DIGEST_SMTP_PASSWORD" in str(info.value) and "falsch" not in str(info.value)
 
     async with SmtpPool(replace(settings, validate_certs=True)) as pool:
-        with pytest.raises(TransportUnavailable):  # the certificate is self-signed
+        with pytest.raises(RelayConfigError) as cert:  # the certificate is self-signed
             await pool.send(message(3))
+    assert "certificate" in str(cert.value) and "smtp.validate_certs" in str(cert.value)
+    assert not cert.value.temporary
     assert len(smtp_server.messages) == 1
+
+
+async def test_starttls_not_offered_names_the_setting(smtp_server: RecordingServer) -> None:
+    async with SmtpPool(smtp_server.settings(security="starttls")) as pool:
+        with pytest.raises(RelayConfigError) as info:
+            await pool.send(message(1))
+    assert "does not offer STARTTLS" in str(info.value) and "smtp.security" in str(info.value)
+    assert not info.value.temporary and smtp_server.messages == []
 
 
 @pytest.mark.smtp_server(tls="implicit")
@@ -305,8 +334,9 @@ async def test_implicit_tls(smtp_server: RecordingServer) -> None:
         assert (await pool.send(message(2))).ok
     assert smtp_server.connections == 1
     async with SmtpPool(replace(settings, validate_certs=True)) as pool:
-        with pytest.raises(TransportUnavailable):
+        with pytest.raises(RelayConfigError) as info:
             await pool.send(message(3))
+    assert "certificate" in str(info.value) and not info.value.temporary
     assert len(smtp_server.messages) == 2
 
 
@@ -317,8 +347,11 @@ async def test_unreachable_server_is_unavailable() -> None:
     async with RecordingServer() as server:
         settings = server.settings(port=port, timeout=2)
     async with SmtpPool(settings) as pool:
-        with pytest.raises(TransportUnavailable):
+        with pytest.raises(RelayConfigError) as info:
             await pool.send(message(1))
+    # nothing listens there: our configuration, not a temporary failure
+    assert "refused the connection" in str(info.value) and not info.value.temporary
+    assert "check smtp.host and smtp.port" in str(info.value)
 
 
 async def test_closed_pool_refuses(smtp_server: RecordingServer) -> None:

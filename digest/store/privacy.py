@@ -49,9 +49,25 @@ SUBSCRIBER_STATUS = {
 _HARD_BOUNCE = re.compile(r"\s*(?:5\d\d[ -])?5\.1\.\d{1,3}\b")
 
 
+# Any enhanced status code at the start of a reply: when there is one, it decides.
+_ENHANCED = re.compile(r"\s*(?:\d\d\d[ -])?[245]\.\d{1,3}\.\d{1,3}\b")
+# What servers without enhanced codes (RFC 2034) say for an address that does not exist.
+_UNKNOWN_USER = re.compile(
+    r"\b(user unknown|unknown user|no such (user|mailbox|recipient)|"
+    r"(mailbox|user|recipient|address) (does not|doesn't) exist|"
+    r"unknown (recipient|mailbox))\b",
+    re.IGNORECASE,
+)
+
+
 def is_hard_bounce(code: int | None, reply: str) -> bool:
-    """A permanent refusal of the address itself (5xx with 5.1.x), not of the sender."""
-    return code is not None and 500 <= code <= 599 and bool(_HARD_BOUNCE.match(reply))
+    """A permanent refusal of the address itself, not of the sender: 5xx with 5.1.x, or
+    a 550 without an enhanced code that says the user is unknown."""
+    if code is None or not 500 <= code <= 599:
+        return False
+    if _HARD_BOUNCE.match(reply):
+        return True
+    return code == 550 and not _ENHANCED.match(reply) and bool(_UNKNOWN_USER.search(reply))
 
 
 @dataclass(frozen=True)

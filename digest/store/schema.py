@@ -163,10 +163,14 @@ deliveries = Table(
     Column("bounce_status", String(20)),  # enhanced status code, e.g. 5.1.1
     Column("bounce_diagnostic", Text),
     Column("bounced_at", UTCDateTime()),
+    # When a deferred row may be claimed again (NULL: now), and when it was first claimed.
+    Column("next_attempt_at", UTCDateTime()),
+    Column("first_attempt_at", UTCDateTime()),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_issue_state", "issue_id", "state"),
     Index("ix_deliveries_message_id", "message_id"),
     Index("ix_deliveries_subscriber_bounce", "subscriber_id", "bounce"),
+    Index("ix_deliveries_state_next_attempt", "state", "next_attempt_at"),
 )
 
 #: ``suppressions.scope`` of a suppression that holds for every newsletter.

@@ -30,6 +30,7 @@ from digest.store.privacy import (
     leave_active,
     suppress_in,
 )
+from digest.store.retries import RetryStore, due_now
 from digest.store.signups import SignupStore
 from digest.store.sql import insert_ignoring_duplicates
 
@@ -96,9 +97,11 @@ class DeliveryRow:
     smtp_code: int | None
     smtp_reply: str | None
     attempts: int
+    next_attempt_at: datetime | None = None  # deferred until then (None: due now)
+    first_attempt_at: datetime | None = None
 
 
-class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore):
+class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
     ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);
@@ -666,6 +669,8 @@ class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore):
                 r.smtp_code,
                 r.smtp_reply,
                 r.attempts,
+                r.next_attempt_at,
+                r.first_attempt_at,
             )
             for r in rows
         ]
@@ -673,19 +678,24 @@ class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore):
     def claim_delivery(
         self, delivery_id: int, message_id: str, now: datetime | None = None
     ) -> bool:
-        """Mark a pending row as being sent; False if another sender got there first."""
+        """Mark a pending row as being sent; False if another sender got there first,
+        or if the row is deferred to a later time."""
+        now = now or _now()
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(t.deliveries)
                 .where(
                     t.deliveries.c.id == delivery_id,
                     t.deliveries.c.state == DeliveryState.PENDING,
+                    due_now(now),
                 )
                 .values(
                     state=DeliveryState.SENDING,
                     message_id=message_id,
                     attempts=t.deliveries.c.attempts + 1,
-                    updated_at=now or _now(),
+                    updated_at=now,
+                    next_attempt_at=None,
+                    first_attempt_at=func.coalesce(t.deliveries.c.first_attempt_at, now),
                 )
             )
         return bool(done.rowcount)

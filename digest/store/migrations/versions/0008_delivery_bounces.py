@@ -1,7 +1,7 @@
 """Bounces and complaints that arrive after the SMTP transaction, on the delivery row.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 
 A delivery the relay accepted can still bounce later (a DSN to the return path) or be
 reported as spam (an ARF report). ``bounce`` holds the worst such outcome of the row
@@ -18,7 +18,7 @@ from alembic import op
 from digest.store.schema import UTCDateTime
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
