@@ -153,6 +153,9 @@ async def _assert_readable_on_a_phone(page) -> None:  # type: ignore[no-untyped-
     """Fits 375 px, styled by the site's own stylesheet, and no axe-core violations."""
     from axe_playwright_python.async_playwright import Axe
 
+    # After a form's POST the awaited text can be in the DOM before the stylesheet has
+    # loaded; measure the page as the reader sees it, once everything is in.
+    await page.wait_for_load_state("load")
     assert await page.evaluate("document.documentElement.scrollWidth") <= 375
     styled = await page.evaluate("getComputedStyle(document.querySelector('main')).maxWidth")
     assert styled == "576px"  # 36rem from static/site.css: the stylesheet was applied
