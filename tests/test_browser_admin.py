@@ -2,9 +2,9 @@
 
 Log in, leave one article out, pin another, rewrite a teaser, preview as a segment on a
 375 px phone frame (no horizontal scrolling), send a test and read it from a real SMTP
-server, approve, let the send run and find the edits in what readers received. axe-core
-checks every page of the area. Screenshots of both preview frames go to
-tests/screenshots/ (git-ignored).
+server, approve, let the send run and find the edits in what readers received and on the
+archive page. axe-core checks every page of the area and the archive. Screenshots of
+both preview frames go to tests/screenshots/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ async def test_edit_preview_test_approve_and_send(
 
     from digest.web.app import create_app
 
-    newsletter = replace(demo_settings.newsletter(NL), review="required")
+    newsletter = replace(demo_settings.newsletter(NL), review="required", archive=True)
     await jobs.collect(demo_settings, store, NL, now=NOW)
     add_editor(store, "erika", "erika@example.org", PASSWORD)
     for n, lists in enumerate((["allgemein"], ["bayern"], ["allgemein"])):
@@ -170,8 +170,16 @@ async def test_edit_preview_test_approve_and_send(
             await page.wait_for_selector("text=Die Ausgabe ist freigegeben")
             await assert_accessible(page)
             async with asyncio.timeout(20):
-                while len(smtp.messages) < 1 + 3:
+                while len(smtp.messages) < 1 + 3 or not store.sent_issues(NL):
                     await asyncio.sleep(0.1)
+
+            # The public archive shows the issue as sent: with the editors' changes.
+            await page.goto(f"{base}/archive/{NL}/{WEEK}")
+            archived = await page.inner_text("main")
+            assert "Liebe Leserinnen und Leser!" in archived
+            assert "Von der Redaktion neu geschrieben." in archived
+            assert left_out.title not in archived and pinned.title in archived
+            await assert_accessible(page)
             assert not [t for t in console if "Content Security Policy" in t], console
         finally:
             server.should_exit = True
