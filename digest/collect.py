@@ -51,19 +51,19 @@ class CollectReport:
 
 async def _fetch_one(
     settings: Settings,
-    store: Store,
+    state: FetchState | None,
     newsletter: NewsletterSettings,
     source: SourceSettings,
     client: httpx.AsyncClient,
     guest: Guest,
     now: datetime,
 ) -> FetchResult | SourceError:
-    etag, last_modified = store.source_state(newsletter.id, source.name)
+    """One source fetched; its failure returned, not raised, so the others go on."""
     try:
         return await fetch_any(
             source,
             newsletter,
-            FetchState(etag, last_modified),
+            state,
             client=client,
             base_dir=settings.base_dir,
             guest=guest,
@@ -90,7 +90,15 @@ async def collect_newsletter(
     try:
         outcomes = await asyncio.gather(
             *(
-                _fetch_one(settings, store, newsletter, source, client, guest, now)
+                _fetch_one(
+                    settings,
+                    FetchState(*store.source_state(newsletter.id, source.name)),
+                    newsletter,
+                    source,
+                    client,
+                    guest,
+                    now,
+                )
                 for source in newsletter.sources
             )
         )
@@ -153,20 +161,8 @@ async def try_sources(
             )
     guest = Guest(settings.user_agent, settings.host_delay)
 
-    async def one(source: SourceSettings, client: httpx.AsyncClient) -> FetchResult | SourceError:
-        try:
-            return await fetch_any(
-                source,
-                newsletter,
-                None,
-                client=client,
-                base_dir=settings.base_dir,
-                guest=guest,
-                now=now,
-            )
-        except SourceError as exc:
-            return exc
-
     async with new_http_client(settings.user_agent) as client:
-        outcomes = await asyncio.gather(*(one(source, client) for source in sources))
+        outcomes = await asyncio.gather(
+            *(_fetch_one(settings, None, newsletter, s, client, guest, now) for s in sources)
+        )
     return list(zip(sources, outcomes, strict=True))
