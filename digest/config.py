@@ -38,6 +38,7 @@ __all__ = [
     "SourceSettings",
     "SegmentSettings",
     "UnsubscribeMailboxSettings",
+    "DkimSettings",
     "load_settings",
     "parse_settings",
     "all_setting_names",
@@ -708,6 +709,24 @@ UNSUBSCRIBE_MAILBOX = [
     ),
 ]
 
+DKIM = [
+    S(
+        "key_file",
+        str,
+        "",
+        "PEM file of the private key (RSA 2048 bits or Ed25519; relative to the config "
+        "file) that signs every newsletter message (DKIM, relaxed/relaxed); empty: no "
+        "signature. `digest dkim keygen` makes one.",
+    ),
+    S(
+        "selector",
+        str,
+        "digest",
+        "DKIM selector: the key is published at `<selector>._domainkey.<domain>`.",
+    ),
+    S("domain", str, "", "DKIM signing domain (d=); empty: the domain of the sender address."),
+]
+
 #: Every table of the file: its dotted path, its settings, and whether it is an array.
 SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "": (TOP, False),
@@ -719,6 +738,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.sources": (SOURCE, True),
     "newsletters.segments": (SEGMENT, True),
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
+    "dkim": (DKIM, False),
 }
 
 #: Environment variables that override one key each.
@@ -834,6 +854,15 @@ class SmtpSettings:
     messages_per_connection: int
     validate_certs: bool
     smtputf8: bool = False
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """The key that signs outgoing newsletters (DKIM); no key file, no signature."""
+
+    key_file: str = ""
+    selector: str = "digest"
+    domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -989,6 +1018,7 @@ class Settings:
     unsubscribe_mailbox: UnsubscribeMailboxSettings = field(
         default_factory=UnsubscribeMailboxSettings
     )
+    dkim: DkimSettings = field(default_factory=DkimSettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1240,6 +1270,7 @@ def parse_settings(
         base_dir=base_dir,
         path=path,
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
+        dkim=DkimSettings(**reader.table(data.get("dkim", {}), "dkim", "dkim")),
     )
 
 

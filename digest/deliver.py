@@ -21,12 +21,15 @@ from email.utils import make_msgid
 
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
+from digest.dkim import DkimSigner, signer_for
 from digest.errors import DigestError, SendError
 from digest.mail import MessageError, build_message
-from digest.models import DeliveryState, Issue, Message, Recipient, Variant
+from digest.models import DeliveryState, Issue, Message, Recipient, Rule, Variant
+from digest.prepared import PreparedVariant
 from digest.render import personalize, render_variant
 from digest.segments import cut_for, recipients_for, segment_lists
 from digest.store import DeliveryRow, IssueRecord, Store
+from digest.store.ledger import ClaimedRow, Outcome, PlannedRow
 from digest.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.transport import Transport
 
@@ -122,6 +125,8 @@ class Personalizer:
         self.issue = issue
         self.now = now
         self._variants: dict[str, Variant] = {}
+        self._by_rules: dict[tuple[Rule, ...], Variant | None] = {}
+        self._prepared: dict[str, PreparedVariant] = {}
 
     @property
     def variants(self) -> int:
@@ -129,6 +134,15 @@ class Personalizer:
 
     def variant_for(self, recipient: Recipient) -> Variant | None:
         """The rendered variant this recipient shares with others, or None if empty."""
+        # The cut depends on the recipient's rules only: readers with the same rules
+        # share it, so it is cut once for them all.
+        if recipient.rules in self._by_rules:
+            return self._by_rules[recipient.rules]
+        found = self._variant_for(recipient)
+        self._by_rules[recipient.rules] = found
+        return found
+
+    def _variant_for(self, recipient: Recipient) -> Variant | None:
         cut = cut_for(self.issue, recipient)
         if cut.is_empty:
             return None
@@ -137,6 +151,47 @@ class Personalizer:
             cut = replace(cut, subject=render_subject(self.newsletter, cut))
             self._variants[key] = render_variant(self.settings, self.newsletter, cut)
         return self._variants[key]
+
+    def prepared(self, variant: Variant, signer: DkimSigner | None) -> PreparedVariant:
+        """The variant's bytes prepared for many recipients (see digest.prepared)."""
+        found = self._prepared.get(variant.content_key)
+        if found is None:
+            found = PreparedVariant(
+                self.settings,
+                self.newsletter,
+                variant,
+                now=self.now,
+                issue_key=self.issue.key,
+                signer=signer,
+            )
+            self._prepared[variant.content_key] = found
+        return found
+
+    def fast_message_for(
+        self,
+        recipient: Recipient,
+        variant: Variant,
+        message_id: str,
+        *,
+        envelope_from: str,
+        signer: DkimSigner | None,
+    ) -> Message:
+        """The message of :meth:`message_for`, from the variant's prepared bytes, signed."""
+        subscriber = recipient.subscriber
+        sid, nid = subscriber.id or 0, self.newsletter.id
+        return self.prepared(variant, signer).message(
+            to_addr=subscriber.email,
+            to_name=subscriber.name,
+            message_id=message_id,
+            envelope_from=envelope_from,
+            fields={
+                "name": subscriber.name,
+                "email": subscriber.email,
+                "unsubscribe_url": unsubscribe_url(self.settings, nid, sid),
+                "preferences_url": preferences_url(self.settings, nid, sid),
+            },
+            unsubscribe_mailto=unsubscribe_mailto(self.settings, nid, sid),
+        )
 
     def message_for(
         self, recipient: Recipient, variant: Variant, message_id: str | None = None
@@ -251,6 +306,40 @@ def new_message_id(newsletter: NewsletterSettings, issue_key: str) -> str:
     return make_msgid(idstring=f"{newsletter.id}.{issue_key}", domain=newsletter.sender_domain)
 
 
+#: Ledger rows claimed in one transaction.
+CLAIM_CHUNK = 250
+#: Subscribers planned into the ledger in one transaction.
+PLAN_CHUNK = 1000
+#: Outcomes are recorded at the latest this many seconds after the server's answer ...
+FLUSH_SECONDS = 0.2
+#: ... or as soon as this many are waiting. With the messages in flight this bounds the
+#: messages that a killed run sent but did not record (each is repeated once by the
+#: next run, with its first Message-ID).
+FLUSH_ROWS = 200
+
+
+def envelope_sender(prepared_sender: str, row: ClaimedRow) -> str:
+    """The return path (MAIL FROM) of one delivery: the one place that decides it."""
+    return prepared_sender
+
+
+class _Outcomes:
+    """Outcomes waiting to be recorded, written in one transaction per batch."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.waiting: list[Outcome] = []
+
+    def add(self, outcome: Outcome) -> None:
+        self.waiting.append(outcome)
+        if len(self.waiting) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        self.store.record_outcomes(waiting)
+
+
 async def send_issue(
     settings: Settings,
     store: Store,
@@ -262,65 +351,145 @@ async def send_issue(
     now: datetime | None = None,
     progress: Progress | None = None,
 ) -> DeliveryReport:
-    """Send ``issue`` to every recipient not yet sent; record each outcome as it happens.
+    """Send ``issue`` to every recipient not yet sent; record each outcome.
 
-    Raises nothing for a recipient the server refuses (it is counted and recorded); stops
-    early, leaving the rest pending, when the transport becomes unavailable.
+    Recipients and ledger rows are read from the store in chunks, never all at once: a
+    new issue's ledger is planned chunk by chunk while the first chunks are sent. Rows
+    are claimed (``sending``, with their Message-ID) a chunk at a time before their
+    messages go out, and outcomes are recorded in batches within ``FLUSH_SECONDS``.
+    Raises nothing for a recipient the server refuses (it is counted and recorded);
+    stops early, leaving the rest pending, when the transport becomes unavailable. A
+    cancelled run lets the messages in flight finish, records them and gives the rows
+    it claimed but did not send back.
     """
     now = now or datetime.now(UTC)
     report = DeliveryReport(newsletter.id, issue.key)
-    recipients = current_recipients(store, newsletter)
-    report.recipients = len(recipients)
-    if record.status == "composed":
-        # The issue goes out: its audience is fixed now. Whoever subscribes later gets
-        # the next issue, also when this one is resumed after an interruption.
-        report.planned = store.plan_deliveries(
-            record.id, [(sid, r.subscriber.email, r.segments) for sid, r in recipients.items()]
-        )
-        store.set_issue_status(record.id, "sending")
-    plan = audience(store, newsletter, issue, recipients, record, ledger_open=False)
-    for name, value in vars(plan.counts).items():
-        setattr(report, name, value)
-    for row in plan.unsubscribed_since:
-        store.record_delivery(row.id, DeliveryState.SKIPPED, code=None, reply="unsubscribed")
-    for skipped, _recipient in plan.nothing_for_them:
-        assert skipped is not None
-        store.record_delivery(
-            skipped.id, DeliveryState.SKIPPED, code=None, reply="nothing for their interests"
-        )
+    lists = segment_lists(newsletter)
+    suppressed = store.suppressed_hashes(newsletter.id)
+    before = store.delivery_counts(record.id)
+    report.already_sent = before.get(DeliveryState.SENT, 0)
+    report.refused_before = before.get(DeliveryState.FAILED, 0)
+    report.skipped_before = before.get(DeliveryState.SKIPPED, 0)
+    signer = signer_for(settings, newsletter.sender_domain)
     personalizer = Personalizer(settings, newsletter, issue, now)
-    # Everything is rendered before the first message goes out: a template error stops
-    # the run before anyone got anything, and no MJML compiles between two sends.
-    queue: asyncio.Queue[tuple[DeliveryRow, Recipient, Variant]] = asyncio.Queue()
-    for pending, recipient in plan.to_send:
-        variant = personalizer.variant_for(recipient)
-        assert pending is not None and variant is not None  # planned, and not empty
-        queue.put_nowait((pending, recipient, variant))
-    report.variants = personalizer.variants
-    total = queue.qsize()
-    done = 0
+    # The audience of an issue is fixed when its ledger is planned: until then (status
+    # 'composed') every current recipient is planned, chunk by chunk, as sending goes.
+    planner = (
+        store.iter_active_subscribers(
+            lists, newsletter=newsletter.id, chunk=PLAN_CHUNK, suppressed=suppressed
+        )
+        if record.status == "composed"
+        else None
+    )
+    planned_recipients = 0
+    outcomes = _Outcomes(store)
+    queue: asyncio.Queue[tuple[ClaimedRow, Recipient, Variant]] = asyncio.Queue(
+        maxsize=2 * CLAIM_CHUNK
+    )
+    claimed_ids: set[int] = set()  # claimed by this run and not yet settled
     stop = asyncio.Event()
+    producing = True
     # A row still 'sending' belongs to another run while its claim is younger than this;
     # older, the run that claimed it has stopped without recording an answer.
     lease = timedelta(seconds=2 * settings.smtp.timeout + 30)
     policy_in_a_row = 0
+    done = 0
 
-    async def deliver_one(row: DeliveryRow, recipient: Recipient, variant: Variant) -> None:
+    def settle(row: ClaimedRow, state: str, code: int | None, reply: str) -> None:
+        claimed_ids.discard(row.id)
+        outcomes.add(Outcome(row.id, state, code, reply))
+
+    def plan_next() -> bool:
+        """Plan one more chunk of subscribers into the ledger; False when all are."""
+        nonlocal planner, planned_recipients
+        if planner is None:
+            return False
+        chunk = next(planner, None)
+        if chunk is None:
+            planner = None
+            store.set_issue_status(record.id, "sending")
+            return False
+        rows = []
+        for recipient in recipients_for(newsletter, chunk):
+            sid = recipient.subscriber.id
+            assert sid is not None
+            planned_recipients += 1
+            empty = personalizer.variant_for(recipient) is None
+            rows.append(
+                PlannedRow(
+                    sid,
+                    recipient.subscriber.email,
+                    recipient.segments,
+                    "nothing for their interests" if empty else None,
+                )
+            )
+        report.planned += store.plan_rows(record.id, rows, now)
+        return True
+
+    async def produce() -> None:
+        nonlocal producing
+        after = 0
+        try:
+            while not stop.is_set():
+                claimed = store.claim_deliveries(
+                    record.id,
+                    after_id=after,
+                    limit=CLAIM_CHUNK,
+                    stale_before=datetime.now(UTC) - lease,
+                    new_message_id=lambda: new_message_id(newsletter, issue.key),
+                )
+                if len(claimed) < CLAIM_CHUNK and planner is not None:
+                    plan_next()  # the ledger runs short: plan the next chunk
+                    if not claimed:
+                        continue
+                if not claimed:
+                    return
+                after = claimed[-1].id
+                claimed_ids.update(row.id for row in claimed)
+                current = store.subscribers_by_id(
+                    [row.subscriber_id for row in claimed],
+                    lists,
+                    newsletter=newsletter.id,
+                    suppressed=suppressed,
+                )
+                recipients = {
+                    r.subscriber.id: r for r in recipients_for(newsletter, current.values())
+                }
+                for row in claimed:
+                    recipient = recipients.get(row.subscriber_id)
+                    if recipient is None:
+                        report.unsubscribed_since += 1
+                        settle(row, DeliveryState.SKIPPED, None, "unsubscribed")
+                        continue
+                    variant = personalizer.variant_for(recipient)
+                    if variant is None:
+                        settle(row, DeliveryState.SKIPPED, None, "nothing for their interests")
+                        continue
+                    report.resumed += row.resumed
+                    while queue.full():
+                        if stop.is_set():
+                            return
+                        await asyncio.sleep(0.01)
+                    queue.put_nowait((row, recipient, variant))
+        finally:
+            producing = False
+
+    async def deliver_one(row: ClaimedRow, recipient: Recipient, variant: Variant) -> None:
+        nonlocal policy_in_a_row
         # A row tried before keeps its Message-ID: should the server have taken the
         # message although the answer never came back, the repeat carries the same id,
         # which lets receiving systems drop it as a duplicate.
-        message_id = row.message_id or new_message_id(newsletter, issue.key)
-        if row.state == DeliveryState.SENDING:
-            if not store.reclaim_stale_delivery(row.id, datetime.now(UTC) - lease):
-                report.in_flight += 1
-                return
-            report.resumed += 1
-        elif not store.claim_delivery(row.id, message_id):
-            return  # another run claimed it first
+        assert row.message_id is not None
         try:
-            message = personalizer.message_for(recipient, variant, message_id)
+            message = personalizer.fast_message_for(
+                recipient,
+                variant,
+                row.message_id,
+                envelope_from=envelope_sender(personalizer.prepared(variant, signer).sender, row),
+                signer=signer,
+            )
         except MessageError as exc:
-            store.record_delivery(row.id, DeliveryState.FAILED, code=None, reply=str(exc))
+            settle(row, DeliveryState.FAILED, None, str(exc))
             report.failed += 1
             report.failures.append(f"{row.email}: {exc}")
             return
@@ -330,22 +499,19 @@ async def send_issue(
             # The server went away, stopped answering, refuses us as the sender or lacks
             # an extension the setting promised (SMTPUTF8): the row goes back to
             # pending, the next run tries again, and nothing more is sent in this run.
-            store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
+            settle(row, DeliveryState.PENDING, exc.code, str(exc))
             report.deferred += 1
             report.stopped = str(exc)
             stop.set()
             return
-        nonlocal policy_in_a_row
         policy_in_a_row = policy_in_a_row + 1 if result.policy else 0
         if result.ok:
-            store.record_delivery(row.id, DeliveryState.SENT, code=result.code, reply=result.reply)
+            settle(row, DeliveryState.SENT, result.code, result.reply)
             report.sent += 1
         elif result.policy:
             # Refused by policy: nothing against the address, so it stays pending for
             # the next run. Several in a row say the relay refuses us (relaying denied).
-            store.record_delivery(
-                row.id, DeliveryState.PENDING, code=result.code, reply=result.reply
-            )
+            settle(row, DeliveryState.PENDING, result.code, result.reply)
             report.deferred += 1
             if policy_in_a_row >= POLICY_REFUSALS_TO_STOP:
                 report.stopped = (
@@ -355,24 +521,31 @@ async def send_issue(
                 )
                 stop.set()
         elif result.temporary:
-            store.record_delivery(
-                row.id, DeliveryState.PENDING, code=result.code, reply=result.reply
-            )
+            settle(row, DeliveryState.PENDING, result.code, result.reply)
             report.deferred += 1
         else:
-            store.record_delivery(
-                row.id, DeliveryState.FAILED, code=result.code, reply=result.reply
-            )
+            settle(row, DeliveryState.FAILED, result.code, result.reply)
             report.failed += 1
             report.failures.append(f"{row.email}: {result.code} {result.reply}")
 
+    workers_left = max(1, settings.smtp.pool_size)
+
     async def worker() -> None:
+        try:
+            await work()
+        finally:
+            nonlocal workers_left
+            workers_left -= 1
+
+    async def work() -> None:
         nonlocal done
         while not stop.is_set():
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            if queue.empty() and not producing:
                 return
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=0.05)
+            except TimeoutError:
+                continue
             task = asyncio.ensure_future(deliver_one(*item))
             try:
                 # A cancelled run lets the message in flight finish and be recorded,
@@ -383,18 +556,48 @@ async def send_issue(
                 raise
             done += 1
             if progress:
-                progress(done, total)
+                progress(done, done + queue.qsize())
 
-    workers = settings.smtp.pool_size
+    async def flush_now_and_then() -> None:
+        while workers_left:
+            await asyncio.sleep(FLUSH_SECONDS)
+            outcomes.flush()
+
     try:
         # A TaskGroup, unlike gather, waits for every worker when the run is cancelled,
         # so each message in flight is recorded before the cancellation goes on.
         async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, min(workers, total or 1))):
+            group.create_task(produce())
+            for _ in range(workers_left):
                 group.create_task(worker())
+            group.create_task(flush_now_and_then())
     except* DigestError as failed:  # e.g. the store went away: report the first, plainly
         raise failed.exceptions[0] from None
+    finally:
+        outcomes.flush()
+        if claimed_ids:  # claimed but never tried: back to pending, as they were
+            store.release_deliveries(sorted(claimed_ids))
+    if record.status == "composed":
+        report.recipients = planned_recipients
+    else:
+        report.subscribed_after = sum(
+            len(chunk)
+            for chunk in store.iter_active_subscribers(
+                lists, newsletter=newsletter.id, not_in_issue=record.id, suppressed=suppressed
+            )
+        )
+        report.recipients = sum(
+            len(chunk)
+            for chunk in store.iter_active_subscribers(
+                lists, newsletter=newsletter.id, suppressed=suppressed
+            )
+        )
     counts = store.delivery_counts(record.id)
+    report.skipped = (
+        counts.get(DeliveryState.SKIPPED, 0) - report.skipped_before - report.unsubscribed_since
+    )
+    report.in_flight = counts.get(DeliveryState.SENDING, 0)
+    report.variants = personalizer.variants
     if not counts.get(DeliveryState.PENDING) and not counts.get(DeliveryState.SENDING):
         store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
     log.info(report.summary())

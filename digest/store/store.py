@@ -21,9 +21,9 @@ from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.redact import MASK, redact_url
 from digest.store import schema as t
 from digest.store.importing import ImportCounts, import_rows
+from digest.store.ledger import LedgerStore
 from digest.store.privacy import (
     PrivacyStore,
-    hashes_in_scopes,
     is_hard_bounce,
     leave_active,
     suppress_in,
@@ -96,7 +96,7 @@ class DeliveryRow:
     attempts: int
 
 
-class Store(SignupStore, PrivacyStore):
+class Store(SignupStore, PrivacyStore, LedgerStore):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
     ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);
@@ -425,36 +425,10 @@ class Store(SignupStore, PrivacyStore):
         Addresses on the suppression list for every newsletter are left out; with
         ``newsletter``, also those who unsubscribed from or are suppressed for it.
         """
+        query = self._recipient_query(lists, newsletter).order_by(t.subscribers.c.id)
+        suppressed = self.suppressed_hashes(newsletter)
         with self.engine.connect() as conn:
-            query = select(t.subscribers).where(t.subscribers.c.status == "active")
-            if lists is not None:
-                query = query.where(
-                    t.subscribers.c.id.in_(
-                        select(t.memberships.c.subscriber_id).where(
-                            t.memberships.c.list_name.in_(list(lists))
-                        )
-                    )
-                )
-            if newsletter is not None:
-                query = query.where(
-                    t.subscribers.c.id.not_in(
-                        select(t.unsubscriptions.c.subscriber_id).where(
-                            t.unsubscriptions.c.newsletter == newsletter
-                        )
-                    )
-                )
-            rows = conn.execute(query.order_by(t.subscribers.c.id)).all()
-            scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
-            suppressed = hashes_in_scopes(conn, scopes)
-            if suppressed:
-                hashed = self.address_hash  # raises without a key: never mail blindly
-                rows = [r for r in rows if hashed(r.email_key or r.email) not in suppressed]
-            member_of: dict[int, set[str]] = {}
-            for sid, name in conn.execute(
-                select(t.memberships.c.subscriber_id, t.memberships.c.list_name)
-            ):
-                member_of.setdefault(sid, set()).add(name)
-        return [_subscriber_from_row(r, member_of.get(r.id, set())) for r in rows]
+            return self._subscribers(conn, query, suppressed)
 
     def subscriber_rows(
         self, *, list_name: str | None = None, status: str | None = None
@@ -613,46 +587,6 @@ class Store(SignupStore, PrivacyStore):
             )
             for r in rows
         ]
-
-    def claim_delivery(
-        self, delivery_id: int, message_id: str, now: datetime | None = None
-    ) -> bool:
-        """Mark a pending row as being sent; False if another sender got there first."""
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(t.deliveries)
-                .where(
-                    t.deliveries.c.id == delivery_id,
-                    t.deliveries.c.state == DeliveryState.PENDING,
-                )
-                .values(
-                    state=DeliveryState.SENDING,
-                    message_id=message_id,
-                    attempts=t.deliveries.c.attempts + 1,
-                    updated_at=now or _now(),
-                )
-            )
-        return bool(done.rowcount)
-
-    def reclaim_stale_delivery(
-        self, delivery_id: int, older_than: datetime, now: datetime | None = None
-    ) -> bool:
-        """Take over a row left in 'sending' since before ``older_than`` by a stopped run.
-
-        False while another run may still be sending it (its claim is recent) or when
-        another run took it over first.
-        """
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(t.deliveries)
-                .where(
-                    t.deliveries.c.id == delivery_id,
-                    t.deliveries.c.state == DeliveryState.SENDING,
-                    t.deliveries.c.updated_at < older_than,
-                )
-                .values(attempts=t.deliveries.c.attempts + 1, updated_at=now or _now())
-            )
-        return bool(done.rowcount)
 
     def record_delivery(
         self,
