@@ -95,7 +95,8 @@ class DkimSigner:
         name not in it is signed as absent. ``body_hash`` is the SHA-256 of the body in
         relaxed form.
         """
-        names = ":".join(SIGNED_HEADERS)
+        # Folded between names (RFC 6376 allows FWS around the colons), lines <= 78.
+        names = ":".join(SIGNED_HEADERS[:7]) + ":\r\n " + ":".join(SIGNED_HEADERS[7:])
         head = (
             f"DKIM-Signature: v=1; a={self.algorithm}; c=relaxed/relaxed;\r\n"
             f" d={self.domain}; s={self.selector}; t={now};\r\n"
@@ -163,6 +164,12 @@ def private_pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
+    )
+
+
+def public_pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 

@@ -66,13 +66,13 @@ def _qp(text: str) -> bytes:
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
     if not encoded or encoded.endswith(b"\r\n"):
         return encoded
-    head, _, last = encoded.rpartition(b"\r\n")
+    head, newline, last = encoded.rpartition(b"\r\n")
     if len(last) >= _QP_LINE:  # no room for the "=": break the line earlier
         cut = _QP_LINE - 1
         while b"=" in last[cut - 2 : cut]:  # never inside an =XX escape
             cut -= 1
         last = last[:cut] + _SOFT_BREAK + last[cut:]
-    return (head + b"\r\n" if head else b"") + last + _SOFT_BREAK
+    return head + newline + last + _SOFT_BREAK
 
 
 class PreparedVariant:
