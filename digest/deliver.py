@@ -13,11 +13,14 @@ personal fields are filled in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
+from functools import partial
+from typing import TypeVar
 
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
@@ -302,20 +305,35 @@ def current_recipients(store: Store, newsletter: NewsletterSettings) -> dict[int
     }
 
 
-def new_message_id(newsletter: NewsletterSettings, issue_key: str) -> str:
-    return make_msgid(idstring=f"{newsletter.id}.{issue_key}", domain=newsletter.sender_domain)
-
-
 #: Ledger rows claimed in one transaction.
 CLAIM_CHUNK = 250
 #: Subscribers planned into the ledger in one transaction.
 PLAN_CHUNK = 1000
 #: Outcomes are recorded at the latest this many seconds after the server's answer ...
 FLUSH_SECONDS = 0.2
-#: ... or as soon as this many are waiting. With the messages in flight this bounds the
-#: messages that a killed run sent but did not record (each is repeated once by the
-#: next run, with its first Message-ID).
+#: ... or as soon as this many are waiting.
 FLUSH_ROWS = 200
+#: Sending pauses while this many outcomes are not yet recorded. With the messages in
+#: flight this bounds the messages a killed run sent but did not record (the next run
+#: repeats each once, with its first Message-ID).
+MAX_UNRECORDED = 2 * FLUSH_ROWS
+
+
+T = TypeVar("T")
+
+
+async def _in_thread(call: Callable[[], T]) -> T:
+    """``call()`` in a worker thread, so the event loop keeps sending meanwhile.
+
+    Cancelled, it still waits for the call to end (a transaction is never left to
+    finish behind the caller's back) and then raises.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
 
 
 def envelope_sender(prepared_sender: str, row: ClaimedRow) -> str:
@@ -329,15 +347,35 @@ class _Outcomes:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.waiting: list[Outcome] = []
+        self.writing = 0  # outcomes in the transaction being written
+        self.due = asyncio.Event()
+
+    @property
+    def unrecorded(self) -> int:
+        return len(self.waiting) + self.writing
 
     def add(self, outcome: Outcome) -> None:
         self.waiting.append(outcome)
         if len(self.waiting) >= FLUSH_ROWS:
-            self.flush()
+            self.due.set()
+
+    async def room(self) -> None:
+        """Wait while too many outcomes are unrecorded."""
+        while self.unrecorded >= MAX_UNRECORDED:
+            self.due.set()
+            await asyncio.sleep(0.002)
+
+    async def write(self) -> None:
+        batch, self.waiting = self.waiting, []
+        self.writing = len(batch)
+        try:
+            await _in_thread(lambda: self.store.record_outcomes(batch))
+        finally:
+            self.writing = 0
 
     def flush(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        self.store.record_outcomes(waiting)
+        batch, self.waiting = self.waiting, []
+        self.store.record_outcomes(batch)
 
 
 async def send_issue(
@@ -394,6 +432,7 @@ async def send_issue(
     lease = timedelta(seconds=2 * settings.smtp.timeout + 30)
     policy_in_a_row = 0
     done = 0
+    id_prefix, id_domain = f"{newsletter.id}.{issue.key}", newsletter.sender_domain
 
     def settle(row: ClaimedRow, state: str, code: int | None, reply: str) -> None:
         claimed_ids.discard(row.id)
@@ -426,31 +465,39 @@ async def send_issue(
         report.planned += store.plan_rows(record.id, rows, now)
         return True
 
+    def claim(after: int) -> list[ClaimedRow]:
+        claimed = store.claim_deliveries(
+            record.id,
+            after_id=after,
+            limit=CLAIM_CHUNK,
+            stale_before=datetime.now(UTC) - lease,
+            new_message_id=lambda: make_msgid(idstring=id_prefix, domain=id_domain),
+        )
+        # Noted in the thread itself: a cancelled run gives back all it claimed.
+        claimed_ids.update(row.id for row in claimed)
+        return claimed
+
     async def produce() -> None:
         nonlocal producing
         after = 0
         try:
             while not stop.is_set():
-                claimed = store.claim_deliveries(
-                    record.id,
-                    after_id=after,
-                    limit=CLAIM_CHUNK,
-                    stale_before=datetime.now(UTC) - lease,
-                    new_message_id=lambda: new_message_id(newsletter, issue.key),
-                )
+                claimed = await _in_thread(partial(claim, after))
                 if len(claimed) < CLAIM_CHUNK and planner is not None:
-                    plan_next()  # the ledger runs short: plan the next chunk
+                    await _in_thread(plan_next)  # the ledger runs short: plan more
                     if not claimed:
                         continue
                 if not claimed:
                     return
                 after = claimed[-1].id
-                claimed_ids.update(row.id for row in claimed)
-                current = store.subscribers_by_id(
-                    [row.subscriber_id for row in claimed],
-                    lists,
-                    newsletter=newsletter.id,
-                    suppressed=suppressed,
+                current = await _in_thread(
+                    partial(
+                        store.subscribers_by_id,
+                        [row.subscriber_id for row in claimed],
+                        lists,
+                        newsletter=newsletter.id,
+                        suppressed=suppressed,
+                    )
                 )
                 recipients = {
                     r.subscriber.id: r for r in recipients_for(newsletter, current.values())
@@ -542,6 +589,7 @@ async def send_issue(
         while not stop.is_set():
             if queue.empty() and not producing:
                 return
+            await outcomes.room()
             try:
                 item = await asyncio.wait_for(queue.get(), timeout=0.05)
             except TimeoutError:
@@ -560,8 +608,10 @@ async def send_issue(
 
     async def flush_now_and_then() -> None:
         while workers_left:
-            await asyncio.sleep(FLUSH_SECONDS)
-            outcomes.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(outcomes.due.wait(), FLUSH_SECONDS)
+            outcomes.due.clear()
+            await outcomes.write()
 
     try:
         # A TaskGroup, unlike gather, waits for every worker when the run is cancelled,

@@ -170,11 +170,10 @@ class PreparedVariant:
         values.setdefault("greeting", greeting_for(values.get("name", ""), self.locale))
         to_header, recipient = self._to(to_name, to_addr)
         msgid = _message_id(message_id, self.domain)
-        id_header = (
-            f"Message-ID: {msgid}\r\n".encode("ascii")
-            if len(msgid) + 12 <= MAX_HEADER_LINE
-            else _fold("Message-ID", msgid)
-        )
+        # One word that cannot be folded (a longer one than 998 characters is refused).
+        id_header = f"Message-ID: {msgid}\r\n".encode("ascii")
+        if len(id_header) > 1000:
+            raise MessageError(f"Message-ID: {msgid[:80]!r}... is too long")
         unsubscribe = _fold(
             "List-Unsubscribe",
             _url_list(

@@ -24,7 +24,7 @@ from sqlalchemy import update
 
 from digest import jobs
 from digest.config import load_settings
-from digest.deliver import FLUSH_ROWS
+from digest.deliver import MAX_UNRECORDED
 from digest.models import DeliveryState, Subscriber
 from digest.store import schema
 from digest.transport import LocalSmtpServer
@@ -128,5 +128,5 @@ async def test_killed_at_random_points_nobody_is_lost_and_repeats_keep_their_id(
     # A repeat carries the Message-ID of the first attempt.
     assert all(len(ids) == 1 for ids in ids_of.values()), seed
     repeats = sum(n - 1 for n in times.values())
-    assert repeats <= kills * (FLUSH_ROWS + POOL_SIZE), (seed, kills, repeats)
+    assert repeats <= kills * (MAX_UNRECORDED + POOL_SIZE), (seed, kills, repeats)
     print(f"seed {seed}: {kills} kills, {repeats} repeats")
