@@ -11,7 +11,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
@@ -21,11 +21,9 @@ from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.redact import MASK, redact_url
 from digest.store import schema as t
 from digest.store.importing import ImportCounts, import_rows
-from digest.store.ledger import LedgerStore
+from digest.store.ledger import LedgerStore, Outcome
 from digest.store.privacy import (
     PrivacyStore,
-    is_hard_bounce,
-    leave_active,
     suppress_in,
 )
 from digest.store.signups import SignupStore
@@ -597,29 +595,8 @@ class Store(SignupStore, PrivacyStore, LedgerStore):
         reply: str,
         now: datetime | None = None,
     ) -> None:
-        """Record the outcome of one delivery as soon as the server has answered.
-
-        A refusal of the address itself (5xx with enhanced code 5.1.x) puts the address
-        on the suppression list for every newsletter (reason 'hard_bounce'), in the same
-        transaction. A policy refusal (5.7.x) is the sender's problem and suppresses
-        nothing.
-        """
-        now = now or _now()
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(t.deliveries)
-                .where(t.deliveries.c.id == delivery_id)
-                .values(state=state, smtp_code=code, smtp_reply=reply[:2000], updated_at=now)
-            )
-            if state == DeliveryState.FAILED and is_hard_bounce(code, reply):
-                key = conn.execute(
-                    select(t.subscribers.c.email_key)
-                    .join(t.deliveries, t.deliveries.c.subscriber_id == t.subscribers.c.id)
-                    .where(t.deliveries.c.id == delivery_id)
-                ).scalar()
-                if key is not None:
-                    suppress_in(conn, self.address_hash(key), "hard_bounce", None, now)
-                    leave_active(conn, key, "hard_bounce", now)
+        """Record the outcome of one delivery (see :meth:`record_outcomes`)."""
+        self.record_outcomes([Outcome(delivery_id, state, code, reply)], now)
 
     def delivery_counts(self, issue_id: int) -> dict[str, int]:
         with self.engine.connect() as conn:
