@@ -265,12 +265,12 @@ def sample_message(store_url: str, key_file: str | None) -> tuple[str, str, byte
     newsletter = settings.newsletters[0]
     prepared = prepare_issue(store, newsletter, WEEK, NOW, save=False)
     assert prepared is not None
-    first = store.active_subscribers(segment_lists(newsletter))[:1]
+    first = store.active_subscribers(segment_lists(newsletter))[:100]
     store.close()
-    recipient = recipients_for(newsletter, first)[0]
     personalizer = Personalizer(settings, newsletter, prepared.issue, NOW)
-    variant = personalizer.variant_for(recipient)
-    assert variant is not None
+    recipient, variant = next(
+        (r, v) for r in recipients_for(newsletter, first) if (v := personalizer.variant_for(r))
+    )
     if hasattr(personalizer, "fast_message_for"):
         from digest.dkim import signer_for
 

@@ -74,22 +74,23 @@ class LedgerStore:
     # --- who the issue goes to -----------------------------------------------------------
 
     def _recipient_query(self, lists: Iterable[str] | None, newsletter: str | None) -> Select:
-        query = select(t.subscribers).where(t.subscribers.c.status == "active")
+        # EXISTS, not IN (subquery): SQLite materialises an IN list of every member of
+        # the lists for each query, where EXISTS looks each subscriber up by key.
+        s = t.subscribers.c
+        query = select(t.subscribers).where(s.status == "active")
         if lists is not None:
+            m = t.memberships.c
             query = query.where(
-                t.subscribers.c.id.in_(
-                    select(t.memberships.c.subscriber_id).where(
-                        t.memberships.c.list_name.in_(list(lists))
-                    )
-                )
+                select(m.subscriber_id)
+                .where(m.subscriber_id == s.id, m.list_name.in_(list(lists)))
+                .exists()
             )
         if newsletter is not None:
+            u = t.unsubscriptions.c
             query = query.where(
-                t.subscribers.c.id.not_in(
-                    select(t.unsubscriptions.c.subscriber_id).where(
-                        t.unsubscriptions.c.newsletter == newsletter
-                    )
-                )
+                ~select(u.subscriber_id)
+                .where(u.subscriber_id == s.id, u.newsletter == newsletter)
+                .exists()
             )
         return query
 
@@ -137,12 +138,11 @@ class LedgerStore:
             suppressed = self.suppressed_hashes(newsletter)
         query = self._recipient_query(lists, newsletter)
         if not_in_issue is not None:
+            d = t.deliveries.c
             query = query.where(
-                t.subscribers.c.id.not_in(
-                    select(t.deliveries.c.subscriber_id).where(
-                        t.deliveries.c.issue_id == not_in_issue
-                    )
-                )
+                ~select(d.id)
+                .where(d.issue_id == not_in_issue, d.subscriber_id == t.subscribers.c.id)
+                .exists()
             )
         after = 0
         while True:
@@ -236,21 +236,27 @@ class LedgerStore:
         """
         c = t.deliveries.c
         now = now or _now()
-        due = or_(
+        wanted = [
             c.state == DeliveryState.PENDING,
             and_(c.state == DeliveryState.SENDING, c.updated_at < stale_before),
-        )
-        candidates = (
-            select(c.id, c.state, c.message_id)
-            .where(c.issue_id == issue_id, c.id > after_id, due)
-            .order_by(c.id)
-            .limit(limit)
-        )
+        ]
+        due = or_(*wanted)
+        # Two queries, each in the order of the (issue_id, state) index, rather than
+        # one with OR: that one collects and sorts every due row after ``after_id``.
         with self.engine.begin() as conn:
             postgres = conn.dialect.name == "postgresql"
-            if postgres:
-                candidates = candidates.with_for_update(skip_locked=True)
-            found = conn.execute(candidates).all()
+            found: list[Any] = []
+            for state in wanted:
+                candidates = (
+                    select(c.id, c.state)
+                    .where(c.issue_id == issue_id, c.id > after_id, state)
+                    .order_by(c.id)
+                    .limit(limit)
+                )
+                if postgres:
+                    candidates = candidates.with_for_update(skip_locked=True)
+                found += conn.execute(candidates).all()
+            found = sorted(found, key=lambda r: r.id)[:limit]
             if not found:
                 return []
             ids = [r.id for r in found]
