@@ -30,6 +30,8 @@ COMMANDS = [
     ["subscribers", "export"],
     ["subscribers", "erase"],
     ["subscribers"],
+    ["dkim"],
+    ["dkim", "keygen"],
     ["demo"],
     [],
 ]
