@@ -53,12 +53,15 @@ class TokenError(DigestError):
         super().__init__(f"{purpose} token: {problem}")
 
 
+@functools.lru_cache(maxsize=16)
 def _serializer(secret: str, purpose: str) -> URLSafeSerializer:
     if not purpose:
         raise ValueError("a token needs a purpose")
     return URLSafeSerializer(secret, salt=f"digest.{purpose}")
 
 
+# A message carries the unsubscribe token twice (the link and the mailto): made once.
+@functools.lru_cache(maxsize=8)
 def make_token(secret: str, purpose: str, subscriber_id: int, newsletter_id: str) -> str:
     """A URL-safe token naming one subscriber of one newsletter, for one purpose."""
     token = _serializer(secret, purpose).dumps([subscriber_id, newsletter_id])
