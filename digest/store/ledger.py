@@ -209,10 +209,15 @@ class LedgerStore:
             insert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
             added = 0
             for start in range(0, len(rows), 500):
+                # RETURNING tells what was added on every driver; rowcount does not for
+                # INSERT ... ON CONFLICT on psycopg.
                 done = conn.execute(
-                    insert(t.deliveries).values(rows[start : start + 500]).on_conflict_do_nothing()
+                    insert(t.deliveries)
+                    .values(rows[start : start + 500])
+                    .on_conflict_do_nothing()
+                    .returning(t.deliveries.c.id)
                 )
-                added += max(done.rowcount, 0)
+                added += len(done.all())
         return added
 
     def claim_deliveries(
