@@ -364,11 +364,13 @@ async def run() -> None:
 @click.option(
     "--rate-limit",
     default=None,
-    help="Requests per client address to the token links; more get 429. [default: 60/minute]",
+    help="Requests per client address to the token links; more get 429. "
+    "[default: web.rate_limit of the config]",
 )
 @common
 def serve(host: str, port: int, rate_limit: str | None) -> None:
-    """Serve the reader pages: sign-up, confirmation, preferences and one-click unsubscribe.
+    """Serve the reader pages: sign-up, confirmation, preferences and one-click unsubscribe,
+    and the public archive of the newsletters with `archive = true`.
 
     It also sends the queued confirmation mail, retrying while the relay is down.
 
@@ -379,13 +381,12 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
     import uvicorn
 
     from digest import jobs
+    from digest.config import rate_limit_item
     from digest.web import create_app, install_token_redaction, uvicorn_log_config
-    from digest.web.app import DEFAULT_RATE_LIMIT
-    from digest.web.security import rate_limit_item
 
     settings = state().settings()
     try:
-        limit = rate_limit_item(rate_limit or DEFAULT_RATE_LIMIT)
+        limit = rate_limit_item(rate_limit or settings.web.rate_limit)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
     store = jobs.open_store(settings)
@@ -675,6 +676,51 @@ def process_unsubscribes(dry_run: bool) -> None:
                 f"message {result.key} from {result.sender or '(no sender)'}: left alone: "
                 f"{result.outcome.value}"
             )
+    click.echo(report.summary())
+
+
+@cli.group(epilog=_example("digest bounces process --dry-run"))
+def bounces() -> None:
+    """Bounces and complaint reports that arrive after sending (see [bounces])."""
+
+
+@bounces.command("process", epilog=_example("digest bounces process --dry-run"))
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would be done; change neither store nor mailbox."
+)
+@common
+def process_bounces(dry_run: bool) -> None:
+    """Record the bounces (DSNs) and complaint reports (ARF) in the unread mail of [bounces].
+
+    Each report is recorded on the delivery it concerns, found by its signed return path
+    or the returned message's Message-ID. A hard bounce (5.x.x) or a complaint puts the
+    address on the suppression list; soft bounces (4.x.x) do past `soft_limit` within
+    `soft_days`; a policy refusal (5.7.x) and a delay warning are only recorded.
+    Processed messages are marked seen, then moved or deleted as `processed` says;
+    everything else stays unread. Running it again changes nothing more.
+    """
+    from digest import jobs
+    from digest.bounces import open_bounce_mailbox
+    from digest.bounces import process_bounces as process
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        with open_bounce_mailbox(settings) as mailbox:
+            report = process(settings, store, mailbox, dry_run=dry_run)
+    finally:
+        store.close()
+    would = "would be " if dry_run else ""
+    for result in report.results:
+        if result.outcome.processed:
+            status = f" {result.status}" if result.status else ""
+            suppressed = f", address {would}suppressed" if result.suppressed else ""
+            click.echo(
+                f"message {result.key}: {would}processed: {result.outcome.value}{status}, "
+                f"delivery {result.delivery_id}{suppressed}"
+            )
+        else:
+            click.echo(f"message {result.key}: left alone: {result.outcome.value}")
     click.echo(report.summary())
 
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
+from limits import RateLimitItem, parse
 
 from digest.errors import ConfigError
 from digest.redact import MASK, redact_url, url_password
@@ -39,7 +40,11 @@ __all__ = [
     "SegmentSettings",
     "UnsubscribeMailboxSettings",
     "DkimSettings",
+    "MailboxSettings",
+    "BounceSettings",
+    "WebSettings",
     "load_settings",
+    "rate_limit_item",
     "parse_settings",
     "all_setting_names",
     "parse_locale",
@@ -331,6 +336,28 @@ def _optional_mailbox_problem(value: str) -> str | None:
     return _mailbox_problem(value) if value else None
 
 
+def rate_limit_item(limit: str) -> RateLimitItem:
+    """``"30/minute"`` (or ``"5 per 10 seconds"``) as a rate; ValueError if it is not one."""
+    try:
+        item = parse(limit)
+    except ValueError as exc:
+        raise ValueError(f"rate limit {limit!r}: {exc}") from None
+    if item.amount < 1:
+        raise ValueError(f"rate limit {limit!r}: allow at least one request")
+    return item
+
+
+def _rate_limit_problem(value: str) -> str | None:
+    try:
+        rate_limit_item(value)
+    except ValueError:
+        return (
+            f"is not a rate limit: {_shown(value)} (write e.g. '10/hour', '60/minute' "
+            "or '5 per 10 seconds'; at least one request)"
+        )
+    return None
+
+
 def _string_list(value: Any) -> str | None:
     if not all(isinstance(v, str) for v in value):
         return "must be a list of strings"
@@ -557,6 +584,15 @@ NEWSLETTER = [
         _string_list,
     ),
     S(
+        "archive",
+        bool,
+        False,
+        "Publish the issues sent so far at /archive/<id>/ (list, each issue without "
+        "personal data, Atom feed) and put a 'View in browser' link at the top of every "
+        "digest. Off by default: the issues become public, and the link only works where "
+        "`digest serve` answers at `public_url`.",
+    ),
+    S(
         "signup",
         bool,
         True,
@@ -659,53 +695,146 @@ SEGMENT = [
     ),
 ]
 
-UNSUBSCRIBE_MAILBOX = [
+
+def _mailbox_settings(receives: str, password_variable: str) -> list[Setting]:
+    """The keys of a mailbox digest reads: a local Maildir or an IMAP folder."""
+    return [
+        S(
+            "maildir",
+            str,
+            "",
+            f"Local Maildir that receives {receives} (relative to the config file); set "
+            "this or `imap_host`, not both. Empty: none.",
+        ),
+        S(
+            "imap_host",
+            str,
+            "",
+            "IMAP server (implicit TLS, certificate verified) of the mailbox that receives "
+            f"{receives}; empty: none.",
+        ),
+        S("imap_port", int, 993, "IMAP port (implicit TLS).", _port),
+        S("imap_username", str, "", "IMAP login; required with `imap_host`."),
+        S(
+            "imap_password",
+            str,
+            "",
+            f"IMAP password; prefer {password_variable}.",
+            secret=True,
+        ),
+        S("imap_folder", str, "INBOX", "IMAP folder to read."),
+        S(
+            "processed",
+            str,
+            "move",
+            "What happens to a processed message: 'move' (mark seen and move "
+            "to `processed_folder`), 'seen' (mark seen, leave in place) or 'delete' (expunges "
+            "the folder). In a Maildir, 'move' and 'seen' both file it in cur/ with the S "
+            "(seen) flag. Other messages stay unread where they are.",
+            _one_of("move", "seen", "delete"),
+        ),
+        S(
+            "processed_folder",
+            str,
+            "digest-processed",
+            "IMAP folder for processed messages with `processed = 'move'`; created if missing.",
+        ),
+        S(
+            "interval_minutes",
+            int,
+            15,
+            "`digest run` processes the mailbox this often (and once at start).",
+            _positive,
+        ),
+    ]
+
+
+UNSUBSCRIBE_MAILBOX = _mailbox_settings(
+    "the mail to the List-Unsubscribe mailto address", "DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD"
+)
+
+# A host name of two or more labels, in ASCII (an internationalised one in its xn-- form).
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_TOP_LABEL = r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"(?=.{{4,200}}$)(?:{_LABEL}\.)+{_TOP_LABEL}")
+# Lower case only: some MTAs lower-case the local part a bounce comes back to.
+_PREFIX = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
+
+
+def _bounce_domain_problem(value: str) -> str | None:
+    if value and not _DOMAIN.fullmatch(value):
+        return (
+            f"{_shown(value)} is not a domain name in lower-case ASCII "
+            "(such as 'bounces.example.org'; an umlaut domain in its xn-- form)"
+        )
+    return None
+
+
+def _bounce_prefix_problem(value: str) -> str | None:
+    if len(value) > 20 or not _PREFIX.fullmatch(value):
+        return (
+            f"{_shown(value)} must be 1 to 20 lower-case letters, digits, '_' or inner dots "
+            "(a '-' follows it in the address)"
+        )
+    return None
+
+
+BOUNCES = [
     S(
-        "maildir",
+        "domain",
         str,
         "",
-        "Local Maildir that receives the mail to the List-Unsubscribe mailto address "
-        "(relative to the config file); set this or `imap_host`, not both. Empty: none.",
+        "Domain of the VERP return path: each message goes out with the envelope sender "
+        "`<prefix>-<delivery>-<signature>@<domain>`, so every bounce names the delivery it "
+        "concerns and a forged one is recognised. Its MX must deliver to the mailbox below. "
+        "Empty: the envelope sender stays the newsletter's sender address.",
+        _bounce_domain_problem,
     ),
     S(
-        "imap_host",
+        "prefix",
         str,
-        "",
-        "IMAP server (implicit TLS, certificate verified) of the mailbox that receives "
-        "the mail to the List-Unsubscribe mailto address; empty: none.",
-    ),
-    S("imap_port", int, 993, "IMAP port (implicit TLS).", _port),
-    S("imap_username", str, "", "IMAP login; required with `imap_host`."),
-    S(
-        "imap_password",
-        str,
-        "",
-        "IMAP password; prefer DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD.",
-        secret=True,
-    ),
-    S("imap_folder", str, "INBOX", "IMAP folder to read."),
-    S(
-        "processed",
-        str,
-        "move",
-        "What happens to a message whose token was applied: 'move' (mark seen and move "
-        "to `processed_folder`), 'seen' (mark seen, leave in place) or 'delete' (expunges "
-        "the folder). In a Maildir, 'move' and 'seen' both file it in cur/ with the S "
-        "(seen) flag. Other messages stay unread where they are.",
-        _one_of("move", "seen", "delete"),
+        "bounce",
+        "Start of the return path's local part, before the delivery number.",
+        _bounce_prefix_problem,
     ),
     S(
-        "processed_folder",
-        str,
-        "digest-processed",
-        "IMAP folder for processed messages with `processed = 'move'`; created if missing.",
-    ),
-    S(
-        "interval_minutes",
+        "soft_limit",
         int,
-        15,
-        "`digest run` processes the mailbox this often (and once at start).",
+        3,
+        "Soft bounces (4.x.x: mailbox full, server busy) of one address, each on another "
+        "delivery, within `soft_days` that put it on the suppression list.",
         _positive,
+    ),
+    S(
+        "soft_days",
+        int,
+        30,
+        "The window, in days, in which `soft_limit` soft bounces are counted.",
+        _positive,
+    ),
+] + _mailbox_settings(
+    "the bounces (DSNs) and complaint reports (ARF) sent to the return path",
+    "DIGEST_BOUNCES_IMAP_PASSWORD",
+)
+
+WEB = [
+    S(
+        "rate_limit",
+        str,
+        "60/minute",
+        "Requests per client address to all the routes that take a token (confirmation, "
+        "preferences, unsubscribe) together; more get 429. One-click POSTs from a large "
+        "mail provider arrive from few addresses, so keep it generous. `digest serve "
+        "--rate-limit` overrides it.",
+        _rate_limit_problem,
+    ),
+    S(
+        "signup_rate_limit",
+        str,
+        "10/hour",
+        "Sign-ups (POSTs to /subscribe/<id>) per client address; more get 429. An IPv6 "
+        "client counts by its /64.",
+        _rate_limit_problem,
     ),
 ]
 
@@ -739,6 +868,8 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.segments": (SEGMENT, True),
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
     "dkim": (DKIM, False),
+    "bounces": (BOUNCES, False),
+    "web": (WEB, False),
 }
 
 #: Environment variables that override one key each.
@@ -752,6 +883,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "DIGEST_SECRET_KEY": ("", "secret_key", str),
     "DIGEST_PUBLIC_URL": ("", "public_url", str),
     "DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD": ("unsubscribe_mailbox", "imap_password", str),
+    "DIGEST_BOUNCES_IMAP_PASSWORD": ("bounces", "imap_password", str),
 }
 
 GERMAN_LAENDER = (
@@ -810,6 +942,7 @@ def secret_values(settings: Settings) -> set[str]:
     collect("store", settings.store)
     collect("smtp", settings.smtp)
     collect("unsubscribe_mailbox", settings.unsubscribe_mailbox)
+    collect("bounces", settings.bounces)
     for newsletter in settings.newsletters:
         collect("newsletters", newsletter)
         for source in newsletter.sources:
@@ -866,8 +999,8 @@ class DkimSettings:
 
 
 @dataclass(frozen=True)
-class UnsubscribeMailboxSettings:
-    """The mailbox behind the List-Unsubscribe mailto address: a Maildir or IMAP."""
+class MailboxSettings:
+    """A mailbox digest reads: a Maildir or an IMAP folder."""
 
     maildir: str = ""
     imap_host: str = ""
@@ -882,6 +1015,34 @@ class UnsubscribeMailboxSettings:
     @property
     def configured(self) -> bool:
         return bool(self.maildir or self.imap_host)
+
+
+@dataclass(frozen=True)
+class UnsubscribeMailboxSettings(MailboxSettings):
+    """The mailbox behind the List-Unsubscribe mailto address."""
+
+
+@dataclass(frozen=True)
+class BounceSettings(MailboxSettings):
+    """The VERP return path and the mailbox its bounces and complaint reports reach."""
+
+    domain: str = ""
+    prefix: str = "bounce"
+    soft_limit: int = 3
+    soft_days: int = 30
+
+    @property
+    def verp(self) -> bool:
+        """Whether each message goes out with its own signed return path."""
+        return bool(self.domain)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """What `digest serve` needs beyond the newsletters: the rate limits per client."""
+
+    rate_limit: str = "60/minute"
+    signup_rate_limit: str = "10/hour"
 
 
 @dataclass(frozen=True)
@@ -942,6 +1103,7 @@ class NewsletterSettings:
     utm: Mapping[str, str] = field(default_factory=dict)
     category_map: Mapping[str, str] = field(default_factory=dict)
     regions: tuple[str, ...] = GERMAN_LAENDER
+    archive: bool = False
     signup: bool = True
     signup_list: str = ""
     confirm_days: int = 7
@@ -1019,6 +1181,8 @@ class Settings:
         default_factory=UnsubscribeMailboxSettings
     )
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    bounces: BounceSettings = field(default_factory=BounceSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
@@ -1248,13 +1412,10 @@ def parse_settings(
     mailbox = reader.table(
         data.get("unsubscribe_mailbox", {}), "unsubscribe_mailbox", "unsubscribe_mailbox"
     )
-    if mailbox["maildir"] and mailbox["imap_host"]:
-        raise reader.error(
-            "unsubscribe_mailbox",
-            "set either maildir (a local Maildir) or imap_host (an IMAP server), not both",
-        )
-    if mailbox["imap_host"] and not mailbox["imap_username"]:
-        raise reader.error("unsubscribe_mailbox.imap_username", "is required with imap_host")
+    _check_mailbox(reader, mailbox, "unsubscribe_mailbox")
+    bounces = reader.table(data.get("bounces", {}), "bounces", "bounces")
+    _check_mailbox(reader, bounces, "bounces")
+    web = reader.table(data.get("web", {}), "web", "web")
     base_dir = path.parent if path else Path(".")
     return Settings(
         public_url=top["public_url"].rstrip("/"),
@@ -1271,7 +1432,19 @@ def parse_settings(
         path=path,
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
         dkim=DkimSettings(**reader.table(data.get("dkim", {}), "dkim", "dkim")),
+        bounces=BounceSettings(**bounces),
+        web=WebSettings(**web),
     )
+
+
+def _check_mailbox(reader: _Reader, values: Mapping[str, Any], section: str) -> None:
+    if values["maildir"] and values["imap_host"]:
+        raise reader.error(
+            section,
+            "set either maildir (a local Maildir) or imap_host (an IMAP server), not both",
+        )
+    if values["imap_host"] and not values["imap_username"]:
+        raise reader.error(f"{section}.imap_username", "is required with imap_host")
 
 
 def load_settings(

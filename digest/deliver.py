@@ -22,6 +22,7 @@ from email.utils import make_msgid
 from functools import partial
 from typing import TypeVar
 
+from digest.bounces import return_path
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
 from digest.dkim import DkimSigner, signer_for
@@ -121,12 +122,20 @@ class Personalizer:
     """Cuts, renders (once per distinct content) and builds each recipient's message."""
 
     def __init__(
-        self, settings: Settings, newsletter: NewsletterSettings, issue: Issue, now: datetime
+        self,
+        settings: Settings,
+        newsletter: NewsletterSettings,
+        issue: Issue,
+        now: datetime,
+        *,
+        archive: bool = False,
     ) -> None:
         self.settings = settings
         self.newsletter = newsletter
         self.issue = issue
         self.now = now
+        # Variants for the public archive page (see render_variant), never sent.
+        self.archive = archive
         self._variants: dict[str, Variant] = {}
         self._by_rules: dict[tuple[Rule, ...], Variant | None] = {}
         self._prepared: dict[str, PreparedVariant] = {}
@@ -152,7 +161,9 @@ class Personalizer:
         key = content_key(cut)
         if key not in self._variants:
             cut = replace(cut, subject=render_subject(self.newsletter, cut))
-            self._variants[key] = render_variant(self.settings, self.newsletter, cut)
+            self._variants[key] = render_variant(
+                self.settings, self.newsletter, cut, archive=self.archive
+            )
         return self._variants[key]
 
     def prepared(self, variant: Variant, signer: DkimSigner | None) -> PreparedVariant:
@@ -336,9 +347,9 @@ async def _in_thread(call: Callable[[], T]) -> T:
         raise
 
 
-def envelope_sender(prepared_sender: str, row: ClaimedRow) -> str:
+def envelope_sender(settings: Settings, newsletter: NewsletterSettings, row: ClaimedRow) -> str:
     """The return path (MAIL FROM) of one delivery: the one place that decides it."""
-    return prepared_sender
+    return return_path(settings, newsletter, row.id)
 
 
 class _Outcomes:
@@ -532,7 +543,7 @@ async def send_issue(
                 recipient,
                 variant,
                 row.message_id,
-                envelope_from=envelope_sender(personalizer.prepared(variant, signer).sender, row),
+                envelope_from=envelope_sender(settings, newsletter, row),
                 signer=signer,
             )
         except MessageError as exc:

@@ -37,6 +37,7 @@ __all__ = [
     "DryRunReport",
     "run_newsletter",
     "process_unsubscribe_mailbox",
+    "process_bounce_mailbox",
 ]
 
 log = logging.getLogger("digest.jobs")
@@ -226,6 +227,23 @@ async def process_unsubscribe_mailbox(config_path: str) -> None:
 
     # imap-tools and the store block: keep the scheduler's event loop free meanwhile.
     log.info("unsubscribe mailbox: %s", await asyncio.to_thread(process))
+
+
+async def process_bounce_mailbox(config_path: str) -> None:
+    """The scheduled job: record the bounces and complaints in the bounce mailbox."""
+    from digest.bounces import open_bounce_mailbox, process_bounces
+
+    settings = load_settings(Path(config_path))
+
+    def process() -> str:
+        store = open_store(settings)
+        try:
+            with open_bounce_mailbox(settings) as mailbox:
+                return process_bounces(settings, store, mailbox).summary()
+        finally:
+            store.close()
+
+    log.info("bounce mailbox: %s", await asyncio.to_thread(process))
 
 
 def preview(

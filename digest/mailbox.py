@@ -13,7 +13,8 @@ already unsubscribed and files the message then.
 
 Two mailboxes share that logic: a local Maildir (:class:`MaildirMailbox`) and IMAP
 (:class:`ImapMailbox`, a thin layer over imap-tools). No token ever reaches a log line
-or the report.
+or the report. The bounce mailbox (:mod:`digest.bounces`) is read through the same two
+classes, whole messages instead of headers (:meth:`MaildirMailbox.unread_messages`).
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ import imaplib
 import mailbox as stdlib_mailbox
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import ssl
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
 from email.utils import parseaddr
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from digest.config import Settings, UnsubscribeMailboxSettings
+from digest.config import MailboxSettings, Settings
 from digest.errors import ConfigError, DigestError
 from digest.redact import MASK
 from digest.store import Store
@@ -48,19 +51,24 @@ __all__ = [
     "ImapMailbox",
     "Outcome",
     "Result",
+    "open_configured",
     "open_mailbox",
     "process_mailbox",
+    "process_unread",
     "token_in_subject",
 ]
 
 
-class MailboxError(DigestError):
-    """The unsubscribe mailbox could not be opened, read or changed."""
+UNSUBSCRIBE_MAILBOX = "unsubscribe mailbox"
 
-    def __init__(self, where: str, problem: str) -> None:
+
+class MailboxError(DigestError):
+    """A mailbox (``name``: which one) could not be opened, read or changed."""
+
+    def __init__(self, where: str, problem: str, name: str = UNSUBSCRIBE_MAILBOX) -> None:
         self.where = where
         self.problem = problem
-        super().__init__(f"unsubscribe mailbox {where}: {problem}")
+        super().__init__(f"{name} {where}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,35 @@ class Mailbox(Protocol):
 
     def unread(self) -> Iterable[Envelope]: ...
 
+    def unread_messages(self) -> Iterable[tuple[str, Message]]: ...
+
     def mark_processed(self, keys: Sequence[str]) -> None: ...
+
+
+R = TypeVar("R")
+
+
+def process_unread(
+    mailbox: Mailbox,
+    items: Iterable[R],
+    handle: Callable[[R], tuple[str, bool]],
+    *,
+    dry_run: bool,
+) -> None:
+    """Call ``handle`` on each unread item; mark those it reports processed (``key, done``).
+
+    Also after a failure: what was applied is filed, the rest stays unread. A dry run
+    marks nothing.
+    """
+    done: list[str] = []
+    try:
+        for item in items:
+            key, processed = handle(item)
+            if processed:
+                done.append(key)
+    finally:
+        if done and not dry_run:
+            mailbox.mark_processed(done)
 
 
 class Outcome(Enum):
@@ -151,6 +187,9 @@ def token_in_subject(subject: str) -> str | None:
     return match["token"] if match else None
 
 
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
 def _decoded(subject: str | bytes) -> str:
     """A raw Subject header value with its RFC 2047 encoded words decoded."""
     # Raw 8-bit bytes (undeclared UTF-8, or garbage) arrive as bytes or, from the
@@ -158,6 +197,10 @@ def _decoded(subject: str | bytes) -> str:
     if isinstance(subject, str):
         subject = subject.encode("utf-8", "surrogateescape")
     subject = subject.decode("utf-8", "replace")
+    # Unfold first (RFC 5322 2.2.3): a mail client splits a long subject into several
+    # encoded words on folded lines, often inside the token, and the whitespace between
+    # two encoded words is then dropped in decoding (RFC 2047 6.2), not kept.
+    subject = _FOLD.sub("", subject)
     return str(email.policy.default.header_factory("subject", subject))
 
 
@@ -171,17 +214,13 @@ def process_mailbox(
     written: the store and the mailbox are only read.
     """
     report = MailboxReport(dry_run=dry_run)
-    done: list[str] = []
-    try:
-        for envelope in mailbox.unread():
-            result = _process_one(settings, store, envelope, dry_run=dry_run)
-            report.results.append(result)
-            if result.outcome.processed:
-                done.append(result.key)
-    finally:
-        # Also after a failure: what was applied is filed, the rest stays unread.
-        if done and not dry_run:
-            mailbox.mark_processed(done)
+
+    def handle(envelope: Envelope) -> tuple[str, bool]:
+        result = _process_one(settings, store, envelope, dry_run=dry_run)
+        report.results.append(result)
+        return result.key, result.outcome.processed
+
+    process_unread(mailbox, mailbox.unread(), handle, dry_run=dry_run)
     return report
 
 
@@ -223,18 +262,21 @@ class MaildirMailbox:
     never rewritten. With ``processed = 'delete'`` it is removed instead.
     """
 
-    def __init__(self, path: Path, processed: str = "move") -> None:
+    def __init__(
+        self, path: Path, processed: str = "move", name: str = UNSUBSCRIBE_MAILBOX
+    ) -> None:
         self.path = path
         self.processed = processed
+        where = f"maildir {str(path)!r}"
         try:
             self._box = stdlib_mailbox.Maildir(path, factory=None, create=False)
             self._box.keys()  # a missing new/ or cur/ shows here
         except (stdlib_mailbox.NoSuchMailboxError, FileNotFoundError, NotADirectoryError):
             raise MailboxError(
-                f"maildir {str(path)!r}", "no such Maildir (a folder with cur/, new/, tmp/)"
+                where, "no such Maildir (a folder with cur/, new/, tmp/)", name
             ) from None
         except OSError as exc:
-            raise MailboxError(f"maildir {str(path)!r}", exc.strerror or str(exc)) from None
+            raise MailboxError(where, exc.strerror or str(exc), name) from None
 
     def __enter__(self) -> MaildirMailbox:
         return self
@@ -252,16 +294,26 @@ class MaildirMailbox:
         info = subpath.rpartition(self._box.colon)[2] if self._box.colon in subpath else ""
         return info[2:] if info.startswith("2,") else ""
 
-    def unread(self) -> Iterator[Envelope]:
-        parser = BytesHeaderParser(policy=email.policy.compat32)
+    def _unread_keys(self) -> Iterator[str]:
         for key in sorted(self._box.keys()):
             flags = self._flags(self._subpath(key))
-            if "S" in flags or "T" in flags:  # seen, or trashed
-                continue
+            if "S" not in flags and "T" not in flags:  # neither seen nor trashed
+                yield key
+
+    def unread(self) -> Iterator[Envelope]:
+        parser = BytesHeaderParser(policy=email.policy.compat32)
+        for key in self._unread_keys():
             with self._box.get_file(key) as fh:
                 headers = parser.parse(fh)  # type: ignore[arg-type]
             subject = headers.get("Subject", "")
             yield Envelope(key, str(subject), parseaddr(str(headers.get("From", "")))[1])
+
+    def unread_messages(self) -> Iterator[tuple[str, Message]]:
+        """Each unread message whole, parsed as imap-tools parses it (compat32)."""
+        parser = BytesParser(policy=email.policy.compat32)
+        for key in self._unread_keys():
+            with self._box.get_file(key) as fh:
+                yield key, parser.parse(fh)  # type: ignore[arg-type]
 
     def mark_processed(self, keys: Sequence[str]) -> None:
         for key in keys:
@@ -284,19 +336,34 @@ class ImapMailbox:
     moved or deleted. Every failure is a :class:`MailboxError` naming host and user.
     """
 
-    def __init__(self, settings: UnsubscribeMailboxSettings, timeout: float = 60) -> None:
+    def __init__(
+        self, settings: MailboxSettings, timeout: float = 60, name: str = UNSUBSCRIBE_MAILBOX
+    ) -> None:
         from imap_tools import MailBox
 
         self.settings = settings
+        self.name = name
         self.where = f"{settings.imap_username}@{settings.imap_host}:{settings.imap_port}"
         with self._errors("cannot connect"):
-            self._box = MailBox(settings.imap_host, settings.imap_port, timeout=timeout)
+            # imaplib's own default context checks no certificate at all.
+            self._box = MailBox(
+                settings.imap_host,
+                settings.imap_port,
+                timeout=timeout,
+                ssl_context=ssl.create_default_context(),
+            )
         user, password = settings.imap_username, settings.imap_password
-        with self._errors("login refused"):
-            if user.isascii() and password.isascii():
-                self._box.login(user, password, initial_folder=settings.imap_folder)
-            else:
-                self._box.login_utf8(user, password, initial_folder=settings.imap_folder)
+        try:
+            with self._errors("login refused"):
+                if user.isascii() and password.isascii():
+                    self._box.login(user, password, initial_folder=settings.imap_folder)
+                else:
+                    self._box.login_utf8(user, password, initial_folder=settings.imap_folder)
+        except MailboxError:
+            # No __exit__ will run for a mailbox that never opened: close the connection.
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                self._box.client.shutdown()
+            raise
 
     def __enter__(self) -> ImapMailbox:
         return self
@@ -311,7 +378,7 @@ class ImapMailbox:
             self._box.logout()
 
     def _errors(self, doing: str) -> _ImapErrors:
-        return _ImapErrors(self.where, doing, self.settings.imap_password)
+        return _ImapErrors(self.where, doing, self.settings.imap_password, self.name)
 
     def unread(self) -> list[Envelope]:
         from imap_tools import AND
@@ -323,6 +390,14 @@ class ImapMailbox:
                     AND(seen=False), headers_only=True, mark_seen=False, bulk=100
                 )
             ]
+
+    def unread_messages(self) -> Iterator[tuple[str, Message]]:
+        """Each unread message whole; fetched with BODY.PEEK, so it stays unread."""
+        from imap_tools import AND
+
+        with self._errors(f"cannot read folder {self.settings.imap_folder!r}"):
+            for m in self._box.fetch(AND(seen=False), mark_seen=False, bulk=20):
+                yield m.uid or "", m.obj
 
     def mark_processed(self, keys: Sequence[str]) -> None:
         from imap_tools.errors import MailboxFlagError
@@ -345,8 +420,8 @@ class ImapMailbox:
 class _ImapErrors:
     """Turns imap-tools, imaplib and socket errors into one :class:`MailboxError`."""
 
-    def __init__(self, where: str, doing: str, password: str) -> None:
-        self.where, self.doing, self.password = where, doing, password
+    def __init__(self, where: str, doing: str, password: str, name: str) -> None:
+        self.where, self.doing, self.password, self.name = where, doing, password, name
 
     def __enter__(self) -> None:
         return None
@@ -361,18 +436,31 @@ class _ImapErrors:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         if self.password:
             detail = detail.replace(self.password, MASK)
-        raise MailboxError(f"IMAP {self.where}", f"{self.doing}: {detail}") from None
+        raise MailboxError(f"IMAP {self.where}", f"{self.doing}: {detail}", self.name) from None
 
 
 def open_mailbox(settings: Settings) -> MaildirMailbox | ImapMailbox:
     """The configured unsubscribe mailbox, open; a ConfigError if there is none."""
-    config = settings.unsubscribe_mailbox
-    if config.maildir:
-        return MaildirMailbox(settings.resolve(config.maildir), config.processed)
-    if config.imap_host:
-        return ImapMailbox(config)
-    raise ConfigError(
+    return open_configured(
+        settings,
+        settings.unsubscribe_mailbox,
         "unsubscribe_mailbox",
-        "not configured: set maildir or imap_host (see README.md, Unsubscribing by mail)",
+        UNSUBSCRIBE_MAILBOX,
+        "Unsubscribing by mail",
+    )
+
+
+def open_configured(
+    settings: Settings, config: MailboxSettings, section: str, name: str, readme: str
+) -> MaildirMailbox | ImapMailbox:
+    """The mailbox ``config`` (the table ``section``) describes, open; a ConfigError if
+    it describes none (pointing to the README section ``readme``)."""
+    if config.maildir:
+        return MaildirMailbox(settings.resolve(config.maildir), config.processed, name)
+    if config.imap_host:
+        return ImapMailbox(config, name=name)
+    raise ConfigError(
+        section,
+        f"not configured: set maildir or imap_host (see README.md, {readme})",
         path=str(settings.path) if settings.path else None,
     )

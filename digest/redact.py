@@ -94,7 +94,8 @@ def install_log_redaction(redactor: Redactor) -> None:
     """Mask secrets in every log record from now on, whichever handler writes it.
 
     A record factory sees each record once, before any handler: its message is formatted
-    and masked, and its traceback is formatted and masked into ``exc_text`` (which every
+    and masked (uvicorn's access records keep their arguments, each masked, as its
+    formatter needs them), and its traceback is formatted and masked into ``exc_text`` (which every
     :class:`logging.Formatter` prints) with ``exc_info`` dropped, so no handler can format
     the raw exception again.
     """
@@ -104,11 +105,17 @@ def install_log_redaction(redactor: Redactor) -> None:
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = current(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: keep what is there, masked
-            message = f"{record.msg} {record.args}"
-        record.msg, record.args = redactor(message), None
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            # uvicorn's access formatter unpacks these (address, method, path, version,
+            # status) by position: keep the shape, mask each string.
+            record.msg = redactor(str(record.msg))
+            record.args = tuple(redactor(a) if isinstance(a, str) else a for a in record.args)
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string: keep what is there, masked
+                message = f"{record.msg} {record.args}"
+            record.msg, record.args = redactor(message), None
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redactor.format_exception(record.exc_info[1]).rstrip("\n")
             record.exc_info = None

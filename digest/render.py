@@ -200,7 +200,7 @@ def _compile(source: str) -> str:
 
 
 def _context(
-    settings: Settings, newsletter: NewsletterSettings, issue: Issue, marker: str
+    settings: Settings, newsletter: NewsletterSettings, issue: Issue, marker: str, archive: bool
 ) -> dict[str, Any]:
     zone, locale = newsletter.zone, newsletter.locale
     titles = [article.title for article in issue.articles[:3]]
@@ -223,6 +223,8 @@ def _context(
         "preview_padding": _PREVIEW_PADDING,
         "public_url": public_url,
         "archive_url": f"{public_url}/archive/{newsletter.id}/{issue.key}",
+        "signup_url": f"{public_url}/subscribe/{newsletter.id}",
+        "archive": archive,
         "personal": {field: placeholder(field, marker) for field in PERSONAL_FIELDS},
         **formatters,
     }
@@ -240,12 +242,19 @@ def render_mail_templates(
     return html, text
 
 
-def render_variant(settings: Settings, newsletter: NewsletterSettings, issue: Issue) -> Variant:
-    """Render an issue (already cut for its readers) once, with personal placeholders."""
+def render_variant(
+    settings: Settings, newsletter: NewsletterSettings, issue: Issue, *, archive: bool = False
+) -> Variant:
+    """Render an issue (already cut for its readers) once, with personal placeholders.
+
+    With ``archive`` it is the copy for the public archive page: the same templates,
+    which then leave out every personal line and link (no greeting by name, no address,
+    no unsubscribe or preference link) and the "View in browser" link.
+    """
     search_path = template_path(settings, newsletter)
     env = _environment(search_path, newsletter.locale)
     marker = secrets.token_hex(8)
-    context = _context(settings, newsletter, issue, marker)
+    context = _context(settings, newsletter, issue, marker, archive)
     html = _compile(_render(env, HTML_TEMPLATE, context, search_path))
     text = _render(env, TEXT_TEMPLATE, context, search_path)
     return Variant(

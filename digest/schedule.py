@@ -64,6 +64,8 @@ logger = logging.getLogger("digest.schedule")
 DEFAULT_JOB = "digest.jobs:run_newsletter"
 MAILBOX_JOB = "digest.jobs:process_unsubscribe_mailbox"
 MAILBOX_JOB_ID = "unsubscribe-mailbox"
+BOUNCE_JOB = "digest.jobs:process_bounce_mailbox"
+BOUNCE_JOB_ID = "bounce-mailbox"
 JOB_ID_PREFIX = "newsletter:"
 JOB_TABLE = "apscheduler_jobs"
 
@@ -153,6 +155,7 @@ def build_scheduler(
     job: str = DEFAULT_JOB,
     config_path: str,
     mailbox_job: str = MAILBOX_JOB,
+    bounce_job: str = BOUNCE_JOB,
 ) -> AsyncIOScheduler:
     """A scheduler (not yet started) with one persistent job per configured newsletter.
 
@@ -172,11 +175,13 @@ def build_scheduler(
     as ``job(config_path, newsletter_id)``; only the reference is stored.
 
     With an ``[unsubscribe_mailbox]`` configured, ``mailbox_job(config_path)`` runs at
-    start and every ``interval_minutes``. That job lives in memory only: a poll missed
-    while the scheduler was down has nothing to catch up on.
+    start and every ``interval_minutes``; so does ``bounce_job(config_path)`` with a
+    mailbox in ``[bounces]``. Those jobs live in memory only: a poll missed while the
+    scheduler was down has nothing to catch up on.
     """
     ref_to_obj(job)  # fail before touching the store if the job function cannot be found
     ref_to_obj(mailbox_job)
+    ref_to_obj(bounce_job)
     now = datetime.now(UTC)
     triggers = {}
     for newsletter in settings.newsletters:
@@ -209,14 +214,20 @@ def build_scheduler(
     except BaseException:
         jobstore.shutdown()
         raise
-    if settings.unsubscribe_mailbox.configured:
-        minutes = settings.unsubscribe_mailbox.interval_minutes
+    mailboxes = [
+        (settings.unsubscribe_mailbox, mailbox_job, MAILBOX_JOB_ID, "unsubscribe mailbox"),
+        (settings.bounces, bounce_job, BOUNCE_JOB_ID, "bounce mailbox"),
+    ]
+    for config, ref, mailbox_id, name in mailboxes:
+        if not config.configured:
+            continue
+        minutes = config.interval_minutes
         scheduler.add_job(
-            mailbox_job,
+            ref,
             IntervalTrigger(minutes=minutes, timezone=UTC),
             args=(config_path,),
-            id=MAILBOX_JOB_ID,
-            name="unsubscribe mailbox",
+            id=mailbox_id,
+            name=name,
             jobstore="memory",
             next_run_time=now,
             misfire_grace_time=minutes * 60,
@@ -350,13 +361,19 @@ async def run_scheduler(
     stop: asyncio.Event | None = None,
     job: str = DEFAULT_JOB,
     mailbox_job: str = MAILBOX_JOB,
+    bounce_job: str = BOUNCE_JOB,
 ) -> None:
     """Run every newsletter on its schedule until ``stop`` is set (or forever).
 
     On stop no new run starts; a running one finishes before the scheduler shuts down.
     """
     scheduler = build_scheduler(
-        settings, store_url=store_url, job=job, config_path=config_path, mailbox_job=mailbox_job
+        settings,
+        store_url=store_url,
+        job=job,
+        config_path=config_path,
+        mailbox_job=mailbox_job,
+        bounce_job=bounce_job,
     )
     running = _RunningJobs()
     scheduler.add_listener(
@@ -382,6 +399,11 @@ def _log_next_runs(scheduler: AsyncIOScheduler, settings: Settings) -> None:
         logger.info(
             "unsubscribe mailbox: processed now and every %s minutes",
             settings.unsubscribe_mailbox.interval_minutes,
+        )
+    if settings.bounces.configured:
+        logger.info(
+            "bounce mailbox: processed now and every %s minutes",
+            settings.bounces.interval_minutes,
         )
     for newsletter in settings.newsletters:
         job = scheduler.get_job(job_id(newsletter.id))

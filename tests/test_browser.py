@@ -1,24 +1,38 @@
 """What a person sees, in headless Chromium (Debian's /usr/bin/chromium via Playwright).
 
-The digest on a phone and on a desktop, and the unsubscribe page clicked through
+The digest on a phone and on a desktop, the unsubscribe page, and a reader's whole
+life on the list (sign-up to unsubscribe, with digests in between), clicked through
 against the app served by uvicorn on a local port.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+import email
+import email.policy
+import html
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from digest import jobs
 from digest.config import Settings
-from digest.models import Subscriber
+from digest.models import Article, Subscriber
 from digest.store import Store
 from digest.tokens import unsubscribe_url
 
+ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--no-sandbox",
@@ -147,86 +161,245 @@ async def _assert_readable_on_a_phone(page) -> None:  # type: ignore[no-untyped-
 
 
 async def test_sign_up_confirm_change_preferences_and_unsubscribe(
-    browser: object, demo_settings: Settings, store: Store
+    browser: object, demo_settings: Settings, store: Store, store_url: str, tmp_path: Path
 ) -> None:
-    """The whole double opt-in as a reader clicks it, the mail read from a real SMTP server."""
-    import email
-    import email.policy
-    import re
-    import socket
-    from dataclasses import replace
+    """A reader's whole life on the list, clicked in Chromium, every mail from real SMTP.
 
-    import uvicorn
-
+    Sign up, confirm from the confirmation mail, receive a digest, change the choice
+    through that digest's footer link, receive the next digest cut to it, unsubscribe
+    through the link in that mail. The store and `digest subscribers export` follow each
+    step.
+    """
+    from digest.transport import SmtpPool
     from digest.web.app import create_app
+    from tests.conftest import TEST_SECRET_KEY
     from tests.smtp_server import RecordingServer
+
+    address = "browser@example.org"
+    newsletter = demo_settings.newsletter("wochenueberblick")
+    now = datetime.now(UTC)
+    first_week, next_week = _iso_week(now - timedelta(days=14)), _iso_week(now - timedelta(days=7))
+    store.upsert_articles(
+        newsletter.id,
+        [
+            _article(week, category, title)
+            for week in (first_week, next_week)
+            for category, title in (("politik", "Landtag"), ("verwaltung", "Onlinezugang"))
+        ],
+    )
+
+    async def export() -> dict[str, Any]:
+        """What `digest subscribers export ADDRESS` prints, run as the operator runs it."""
+        code, out, err = await _digest_cli(
+            "subscribers", "export", address, cwd=tmp_path,
+            DIGEST_STORE_URL=store_url, DIGEST_SECRET_KEY=TEST_SECRET_KEY,
+        )  # fmt: skip
+        assert code == 0, err
+        document: dict[str, Any] = json.loads(out)
+        return document
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with RecordingServer() as smtp:
+    async with RecordingServer() as smtp, _served(port) as serve:
         settings = replace(
-            demo_settings, public_url=f"http://127.0.0.1:{port}", smtp=smtp.settings()
+            demo_settings,
+            public_url=f"http://127.0.0.1:{port}",
+            secret_key=TEST_SECRET_KEY,
+            smtp=smtp.settings(),
         )
-        app = create_app(settings, store, send_mail=True, mail_interval=0.1)
+        await serve(create_app(settings, store, send_mail=True, mail_interval=0.1))
+        page = await _offline_page(browser, 375)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+
+        async def send(week: str) -> EmailMessage:
+            """The week's issue sent as `digest send` sends it; the one message it sent."""
+            before = len(smtp.messages)
+            transport = SmtpPool(settings.smtp)
+            try:
+                report = await jobs.send(settings, store, newsletter, week, transport)
+            finally:
+                await transport.close()
+            assert report is not None and report.sent == 1, report
+            [(_sender, recipients, data)] = smtp.messages[before:]
+            assert recipients == [address]
+            return _parsed(data)
+
+        # Sign up: nothing is active yet, the proof waits in the sign-up row.
+        await page.goto(f"{settings.public_url}/subscribe/wochenueberblick")
+        await _assert_readable_on_a_phone(page)
+        await page.get_by_label("E-Mail-Adresse").fill(address)
+        await page.get_by_label("Name (freiwillig)").fill("Bruno Browser")
+        await page.get_by_label("Ja, ich möchte").check()
+        await page.get_by_role("button", name="Anmelden").click()
+        await page.wait_for_selector("text=Bestätigungslink")
+        await _assert_readable_on_a_phone(page)
+        assert store.active_subscribers(newsletter="wochenueberblick") == []
+
+        # Confirm through the link in the confirmation mail (a GET alone does nothing).
+        confirmation = _parsed((await _received(smtp, 1))[0][2])
+        [link] = _links(confirmation, f"{settings.public_url}/confirm/")
+        await page.goto(link)
+        await _assert_readable_on_a_phone(page)
+        assert store.active_subscribers(newsletter="wochenueberblick") == []
+        await page.get_by_role("button", name="Anmeldung bestätigen").click()
+        await page.wait_for_selector("text=ist bestätigt")
+        await _assert_readable_on_a_phone(page)
+        [reader] = store.active_subscribers(newsletter="wochenueberblick")
+        assert reader.name == "Bruno Browser" and reader.lists == {"allgemein"}
+        held = await export()
+        assert held["subscriber"]["status"] == "active"
+        assert held["subscriber"]["categories"] == []  # all ticked: everything
+        assert [m["list"] for m in held["memberships"]] == ["allgemein"]
+        [consent] = held["consents"]
+        assert consent["source"] == "signup" and consent["newsletter"] == "wochenueberblick"
+        assert consent["statement"] == newsletter.consent_statement
+        assert consent["ip"] == consent["confirm_ip"] == "127.0.0.1"
+        assert "HeadlessChrome" in consent["user_agent"]
+        assert consent["page_url"].endswith("/subscribe/wochenueberblick")
+        assert consent["signed_up_at"] <= consent["confirmed_at"]
+        assert held["deliveries"] == [] and held["unsubscribed"] == []
+
+        # The first digest has both categories.
+        first = await send(first_week)
+        first_text = _text(first)
+        assert f"Landtag {first_week}" in first_text and f"Onlinezugang {first_week}" in first_text
+        held = await export()
+        [delivery] = held["deliveries"]
+        assert (delivery["issue"], delivery["state"]) == (first_week, "sent")
+        assert delivery["smtp_code"] == 250 and delivery["message_id"] == first["Message-ID"]
+
+        # Its footer's "Einstellungen ändern" opens the preference centre: drop Politik.
+        [link] = _links(first, f"{settings.public_url}/preferences/")
+        await page.goto(link)
+        await page.wait_for_selector("text=Ihre Newsletter-Einstellungen")
+        await _assert_readable_on_a_phone(page)
+        await page.get_by_label("Politik", exact=True).uncheck()
+        await page.get_by_role("button", name="Einstellungen speichern").click()
+        await page.wait_for_selector("text=Ihre Einstellungen sind gespeichert")
+        await _assert_readable_on_a_phone(page)
+        [reader] = store.active_subscribers(newsletter="wochenueberblick")
+        assert "politik" not in reader.categories and "verwaltung" in reader.categories
+        held = await export()
+        assert "politik" not in held["subscriber"]["categories"]
+        assert "verwaltung" in held["subscriber"]["categories"]
+        assert held["subscriber"]["status"] == "active" and len(held["consents"]) == 1
+
+        # The next digest is cut to the new choice.
+        following = await send(next_week)
+        following_text = _text(following)
+        assert f"Onlinezugang {next_week}" in following_text
+        assert "Landtag" not in following_text
+        assert "Landtag" not in following.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        held = await export()
+        assert [(d["issue"], d["state"]) for d in held["deliveries"]] == [
+            (first_week, "sent"),
+            (next_week, "sent"),
+        ]
+
+        # Unsubscribe through that mail's own link: the page asks, the button does it.
+        [link] = _links(following, f"{settings.public_url}/unsubscribe/")
+        await page.goto(link)
+        await _assert_readable_on_a_phone(page)
+        assert len(store.active_subscribers(newsletter="wochenueberblick")) == 1  # GET asks
+        await page.get_by_role("button", name="Abmelden").click()
+        await page.wait_for_selector("text=erhalten diesen Newsletter nicht mehr")
+        await _assert_readable_on_a_phone(page)
+        assert store.active_subscribers(newsletter="wochenueberblick") == []
+        assert store.is_suppressed(address, "wochenueberblick")
+        assert address not in await page.content()
+        held = await export()
+        assert [u["newsletter"] for u in held["unsubscribed"]] == ["wochenueberblick"]
+        assert [s["reason"] for s in held["suppressions"]] == ["unsubscribed"]
+        assert len(held["consents"]) == 1 and len(held["deliveries"]) == 2  # proof kept
+
+        assert not [text for text in console if "Content Security Policy" in text], console
+        assert len(smtp.messages) == 3  # the confirmation and two digests, nothing else
+
+
+def _iso_week(when: datetime) -> str:
+    year, week, _ = when.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _article(week: str, category: str, title: str) -> Article:
+    """An article on the Wednesday of ``week``, its title ending in the week."""
+    year, number = (int(part) for part in week.split("-W"))
+    published = datetime.combine(date.fromisocalendar(year, number, 3), time(12), tzinfo=UTC)
+    return Article(
+        uid=f"{category}-{week}",
+        source="Test",
+        title=f"{title} {week}",
+        link=f"https://kommune-digital.example/{category}/{week}",
+        published=published,
+        category=category,
+        summary=f"<p>Was in {title} in der Woche {week} geschah.</p>",
+    )
+
+
+@asynccontextmanager
+async def _served(port: int) -> AsyncIterator[Callable[[Any], Awaitable[None]]]:
+    """``await serve(app)`` runs the app under uvicorn on ``port`` until the block ends."""
+    import uvicorn
+
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def serve(app: Any) -> None:
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         )
-        serving = asyncio.create_task(server.serve())
-        try:
-            async with asyncio.timeout(10):
-                while not server.started:
-                    await asyncio.sleep(0.02)
-            page = await _offline_page(browser, 375)
-            console: list[str] = []
-            page.on("console", lambda message: console.append(message.text))
+        servers.append((server, asyncio.create_task(server.serve())))
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
 
-            await page.goto(f"{settings.public_url}/subscribe/wochenueberblick")
-            await _assert_readable_on_a_phone(page)
-            await page.get_by_label("E-Mail-Adresse").fill("browser@example.org")
-            await page.get_by_label("Name (freiwillig)").fill("Bruno Browser")
-            await page.get_by_label("Ja, ich möchte").check()
-            await page.get_by_role("button", name="Anmelden").click()
-            await page.wait_for_selector("text=Bestätigungslink")
-            await _assert_readable_on_a_phone(page)
-            assert store.active_subscribers(newsletter="wochenueberblick") == []
-
-            async with asyncio.timeout(10):
-                while not smtp.messages:
-                    await asyncio.sleep(0.05)
-            [(_sender, recipients, data)] = smtp.messages
-            assert recipients == ["browser@example.org"]
-            mail = email.message_from_bytes(data, policy=email.policy.strict)
-            text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-            link = re.search(rf"{re.escape(settings.public_url)}/confirm/\S+", text)
-            assert link
-
-            await page.goto(link[0])
-            await _assert_readable_on_a_phone(page)
-            assert store.active_subscribers(newsletter="wochenueberblick") == []  # GET only
-            await page.get_by_role("button", name="Anmeldung bestätigen").click()
-            await page.wait_for_selector("text=ist bestätigt")
-            await _assert_readable_on_a_phone(page)
-            [reader] = store.active_subscribers(newsletter="wochenueberblick")
-            assert reader.name == "Bruno Browser"
-
-            await page.get_by_role("link", name="Einstellungen ändern").click()
-            await page.wait_for_selector("text=Ihre Newsletter-Einstellungen")
-            await _assert_readable_on_a_phone(page)
-            await page.get_by_label("Politik", exact=True).uncheck()
-            await page.get_by_role("button", name="Einstellungen speichern").click()
-            await page.wait_for_selector("text=Ihre Einstellungen sind gespeichert")
-            await _assert_readable_on_a_phone(page)
-            [reader] = store.active_subscribers(newsletter="wochenueberblick")
-            assert "politik" not in reader.categories and "verwaltung" in reader.categories
-
-            await page.get_by_role("button", name="Von diesem Newsletter abmelden").click()
-            await page.wait_for_selector("text=erhalten diesen Newsletter nicht mehr")
-            await _assert_readable_on_a_phone(page)
-            assert store.active_subscribers(newsletter="wochenueberblick") == []
-            assert "browser@example.org" not in await page.content()
-            assert not [text for text in console if "Content Security Policy" in text], console
-            assert len(smtp.messages) == 1
-        finally:
+    try:
+        yield serve
+    finally:
+        for server, serving in servers:
             server.should_exit = True
             await serving
+
+
+async def _received(smtp: Any, count: int) -> list[tuple[str, list[str], bytes]]:
+    """The server's messages once it has ``count`` of them."""
+    async with asyncio.timeout(10):
+        while len(smtp.messages) < count:
+            await asyncio.sleep(0.05)
+    messages: list[tuple[str, list[str], bytes]] = smtp.messages
+    return messages
+
+
+def _parsed(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.strict)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def _text(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    text: str = body.get_content()
+    return text
+
+
+def _links(message: EmailMessage, prefix: str) -> list[str]:
+    """The distinct links of the message's HTML part that start with ``prefix``."""
+    body = message.get_body(("html",))
+    assert body is not None
+    hrefs = re.findall(r'href="([^"]*)"', body.get_content())
+    return sorted({html.unescape(href) for href in hrefs if html.unescape(href).startswith(prefix)})
+
+
+async def _digest_cli(*args: str, cwd: Path, **env: str) -> tuple[int, str, str]:
+    """``digest ARGS`` with the shipped config.toml, as a process of its own."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "digest.cli", "--config", str(ROOT / "config.toml"), *args,
+        cwd=cwd, env={**environment, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

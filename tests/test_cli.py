@@ -6,12 +6,17 @@ import asyncio
 import email
 import json
 import os
+import re
 import shutil
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from email import policy
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.smtp_server import RecordingServer
@@ -26,6 +31,8 @@ COMMANDS = [
     ["subscribers", "import"],
     ["unsubscribes"],
     ["unsubscribes", "process"],
+    ["bounces"],
+    ["bounces", "process"],
     ["subscribers", "list"],
     ["subscribers", "export"],
     ["subscribers", "erase"],
@@ -580,3 +587,189 @@ async def test_erase_asks_and_suppresses_an_unknown_address(site: Path) -> None:
         "subscribers", "import", "one.csv", "--list", "l", "--consent", "Demo", cwd=site
     )
     assert code == 0 and "0 imported, 0 updated, 0 unchanged, 1 suppressed" in out
+
+
+async def test_bounces_process_records_on_the_delivery_that_export_shows(site: Path) -> None:
+    import mailbox
+
+    from tests.test_bounces import FIXTURES
+
+    config = site / "config.toml"
+    config.write_text(
+        config.read_text()
+        + '\n[bounces]\ndomain = "bounces.kommune-digital.example"\nmaildir = "rueck"\n'
+    )
+    mailbox.Maildir(site / "rueck", create=True).close()
+    await digest("collect", cwd=site)
+    code, _, err = await digest(
+        "subscribers", "import", "subscribers/allgemein.csv", "--list", "allgemein",
+        "--consent", "Demo", cwd=site,
+    )  # fmt: skip
+    assert code == 0, err
+    async with RecordingServer() as server:
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", "2025-W05", cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )  # fmt: skip
+        assert code == 0, err
+    mail_from, (recipient,), data = server.messages[0]
+    assert mail_from.startswith("bounce-") and mail_from.endswith(
+        "@bounces.kommune-digital.example"
+    )
+    headers = data.replace(b"\r\n", b"\n").decode("ascii").partition("\n\n")[0]
+    text = (FIXTURES / "postfix-hard-5.1.1.eml").read_text(encoding="utf-8")
+    text = text.replace("{{RETURN_PATH}}", mail_from).replace("{{RECIPIENT}}", recipient)
+    box = mailbox.Maildir(site / "rueck", create=False)
+    key = box.add(text.replace("{{ORIGINAL_HEADERS}}", headers).encode())
+    box.close()
+
+    code, out, err = await digest("bounces", "process", "--dry-run", cwd=site)
+    assert (code, err) == (0, ""), err
+    assert f"message {key}: would be processed: hard bounce 5.1.1, delivery " in out
+    assert "address would be suppressed" in out
+    assert [p.name for p in (site / "rueck" / "new").iterdir()] == [key]
+
+    code, out, err = await digest("bounces", "process", cwd=site)
+    assert (code, err) == (0, ""), err
+    assert out.endswith("1 processed (1 hard), 1 addresses suppressed, 0 left alone\n")
+    assert [p.name for p in (site / "rueck" / "cur").iterdir()] == [f"{key}:2,S"]
+
+    code, out, err = await digest("subscribers", "export", recipient, cwd=site)
+    assert code == 0, err
+    document = json.loads(out)
+    [delivery] = document["deliveries"]
+    assert (delivery["state"], delivery["bounce"], delivery["bounce_status"]) == (
+        "sent",
+        "hard",
+        "5.1.1",
+    )
+    assert delivery["bounce_diagnostic"].startswith("550 5.1.1 Requested action not taken")
+    assert document["subscriber"]["status"] == "bounced"
+    assert document["suppressions"][0]["reason"] == "hard_bounce"
+
+    code, out, _ = await digest("bounces", "process", cwd=site)
+    assert (
+        code == 0
+        and out == "0 unread messages: 0 processed, 0 addresses suppressed, 0 left alone\n"
+    )
+
+
+@asynccontextmanager
+async def _serving(site: Path, **env: str) -> AsyncIterator[httpx.AsyncClient]:
+    """``digest serve`` as a process on a free port; a client for it, its public_url."""
+    import signal
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "digest.cli", "serve", "--port", str(port),
+        cwd=site, env=_env(DIGEST_PUBLIC_URL=base, **env),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        assert process.returncode is None, "digest serve ended"
+                        await asyncio.sleep(0.1)
+            yield client
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    # uvicorn ends by raising the signal it handled again, after a clean shutdown.
+    assert process.returncode in (0, -signal.SIGTERM), err.decode()
+    assert "Traceback" not in err.decode() and "Logging error" not in err.decode()
+
+
+async def _sign_up(client: httpx.AsyncClient, address: str) -> httpx.Response:
+    """The sign-up form of the demo newsletter, filled in and sent as a browser does."""
+    form = await client.get("/subscribe/wochenueberblick")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf, form.text
+    return await client.post(
+        "/subscribe/wochenueberblick",
+        data={
+            "csrf": csrf[1],
+            "email": address,
+            "name": "Anna Beispiel",
+            "categories": ["politik", "verwaltung"],
+            "regions": ["Bayern", "Berlin"],
+            "consent": "yes",
+            "website": "",
+        },
+    )
+
+
+async def test_serve_limits_sign_ups_as_the_web_settings_say(site: Path) -> None:
+    config = site / "config.toml"
+    config.write_text(config.read_text() + '\n[web]\nsignup_rate_limit = "2/hour"\n')
+    async with _serving(site) as client:
+        answers = [await _sign_up(client, f"r{i}@example.org") for i in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429], answers[0].text
+
+
+async def test_run_sends_the_confirmation_mail_queued_while_the_relay_was_down(
+    site: Path,
+) -> None:
+    """A sign-up taken by `digest serve` while the relay is down is mailed by `digest run`."""
+    import signal
+
+    from sqlalchemy import update
+
+    from digest.store import Store
+    from digest.store import schema as t
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    async with _serving(site, DIGEST_SMTP_PORT=str(closed_port)) as client:
+        assert (await _sign_up(client, "geduld@example.org")).status_code == 200
+        store = Store.open(f"sqlite:///{site / 'digest.db'}")
+        try:
+            async with asyncio.timeout(30):  # the server's own first attempt fails
+                while not (queued := store.queued_mail())[0]["attempts"]:
+                    await asyncio.sleep(0.2)
+        finally:
+            store.close()
+    [row] = queued
+    assert row["sent_at"] is None and row["given_up_at"] is None
+    assert "Connection refused" in row["last_error"] or "connect" in row["last_error"]
+    store = Store.open(f"sqlite:///{site / 'digest.db'}")
+    try:
+        # The retry's backoff (half a minute at first) is over, as if the time had passed.
+        with store.engine.begin() as conn:
+            conn.execute(
+                update(t.mail_queue).values(next_attempt_at=row["created_at"] - timedelta(1))
+            )
+        async with RecordingServer() as relay:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "digest.cli", "run",
+                cwd=site, env=_env(DIGEST_SMTP_PORT=str(relay.port)),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                async with asyncio.timeout(30):
+                    while not relay.messages:
+                        await asyncio.sleep(0.2)
+                # Another round of the queue (every 5 s) sends nothing more.
+                await asyncio.sleep(6)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 0, err.decode()
+        assert b"scheduler stopped" in out
+        [(_sender, recipients, data)] = relay.messages
+        assert recipients == ["geduld@example.org"]
+        mail = email.message_from_bytes(data, policy=policy.strict)
+        assert "/confirm/" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        [row] = store.queued_mail()
+        assert row["sent_at"] is not None and row["attempts"] == 2
+    finally:
+        store.close()

@@ -387,3 +387,23 @@ def test_unsubscribe_mailbox_is_maildir_or_imap_and_hides_its_password() -> None
     assert mailbox.imap_password == SECRET and SECRET not in repr(settings)
     assert SECRET in secret_values(settings)
     assert secret_environment({variable: SECRET}) == {SECRET}
+
+
+def test_web_rate_limits_are_read_and_checked() -> None:
+    settings = parse_settings(demo(), environ={})
+    assert (settings.web.rate_limit, settings.web.signup_rate_limit) == ("60/minute", "10/hour")
+    chosen = {**demo(), "web": {"rate_limit": "5 per 10 seconds", "signup_rate_limit": "3/day"}}
+    settings = parse_settings(chosen, environ={})
+    assert (settings.web.rate_limit, settings.web.signup_rate_limit) == (
+        "5 per 10 seconds",
+        "3/day",
+    )
+    for value in ("0/hour", "many", "3/fortnight", ""):
+        message = _error({**demo(), "web": {"signup_rate_limit": value}})
+        assert message.startswith("web.signup_rate_limit: is not a rate limit"), message
+    assert _error({**demo(), "web": {"rate_limit": 60}}).startswith(
+        "web.rate_limit: must be a string"
+    )
+    assert _error({**demo(), "web": {"signup_limit": "1/hour"}}).startswith(
+        "web.signup_limit: unknown key"
+    )

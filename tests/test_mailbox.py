@@ -1,18 +1,21 @@
 """Unsubscribe requests by mail: a real Maildir on disk, real messages, the real store.
 
 The messages carry the exact subject of the ``List-Unsubscribe`` mailto that digest puts
-in every message. The IMAP adapter is a few lines over imap-tools and is not tested here
-against a server (there is none on the test machines); its shared logic is the same.
+in every message. The IMAP adapter is tested against a real Dovecot (tests/imap_server.py),
+skipped where Debian's dovecot-imapd is not installed.
 """
 
 from __future__ import annotations
 
 import mailbox
+import ssl
+from collections.abc import Iterator
 from dataclasses import replace
 from email import policy
 from email.header import Header
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -31,6 +34,7 @@ from digest.mailbox import (
 from digest.models import Subscriber
 from digest.store import Store
 from digest.tokens import PREFERENCES, make_token, unsubscribe_mailto
+from tests.imap_server import DovecotServer, dovecot_missing
 
 NL = "wochenueberblick"
 
@@ -207,6 +211,23 @@ def test_token_is_found_behind_reply_prefixes(subject: str) -> None:
     assert token_in_subject(subject.replace("TOKEN", "WzEsIngiXQ.abc-_")) == "WzEsIngiXQ.abc-_"
 
 
+def test_a_subject_folded_inside_the_token_is_unfolded(
+    demo_settings: Settings, store: Store, people: dict[str, int], maildir: Path
+) -> None:
+    """As mail clients write a long subject: encoded words on folded lines."""
+    msg = message(Header(f"AW: {mailto_subject(demo_settings, people['anna'])}", "utf-8"))
+    raw = msg.as_bytes()  # folded at 78 characters, unlike deliver()'s writer
+    assert b"?=\n =?utf-8?" in raw
+    box = mailbox.Maildir(maildir, create=False)
+    try:
+        key = box.add(raw)
+    finally:
+        box.close()
+    report = process(demo_settings, store, maildir)
+    assert [(r.key, r.outcome) for r in report.results] == [(key, Outcome.UNSUBSCRIBED)]
+    assert "anna@example.org" not in active(store)
+
+
 @pytest.mark.parametrize(
     "subject",
     ["", "unsubscribe", "bitte unsubscribe TOKEN", "unsubscribe TOKEN danke", "unsubscribe T/K"],
@@ -243,3 +264,172 @@ async def test_the_scheduled_job_processes_the_configured_maildir(
         assert list(files(maildir, "cur")) == [f"{key}:2,S"]
     finally:
         store.close()
+
+
+# --- IMAP: a real Dovecot ------------------------------------------------------------------
+
+
+@pytest.fixture
+def imap(monkeypatch: pytest.MonkeyPatch) -> Iterator[DovecotServer]:
+    """A running Dovecot whose certificate the code under test trusts (SSL_CERT_FILE)."""
+    if reason := dovecot_missing():
+        pytest.skip(reason)
+    with DovecotServer() as server:
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+        yield server
+
+
+def with_imap(settings: Settings, server: DovecotServer, **values: Any) -> Settings:
+    mailbox_settings = UnsubscribeMailboxSettings(
+        imap_host=server.host,
+        imap_port=server.port,
+        imap_username=server.user,
+        imap_password=server.password,
+        **values,
+    )
+    return replace(settings, unsubscribe_mailbox=mailbox_settings)
+
+
+def _client(server: DovecotServer) -> Any:
+    from imap_tools import MailBox
+
+    box = MailBox(server.host, server.port, ssl_context=ssl.create_default_context())
+    return box.login(server.user, server.password)
+
+
+def imap_deliver(server: DovecotServer, *messages: EmailMessage) -> None:
+    """Put the messages into INBOX, unread, as the mail server's delivery does."""
+    with _client(server) as box:
+        for msg in messages:
+            box.append(msg.as_bytes(), "INBOX", flag_set=[])
+
+
+def imap_folders(server: DovecotServer) -> dict[str, list[tuple[str, bool]]]:
+    """Each folder's messages as (subject unfolded, seen), read without marking them seen."""
+    from imap_tools import MailMessageFlags
+
+    folders: dict[str, list[tuple[str, bool]]] = {}
+    with _client(server) as box:
+        for folder in box.folder.list():
+            box.folder.set(folder.name)
+            folders[folder.name] = sorted(
+                (" ".join(m.subject.split()), MailMessageFlags.SEEN in m.flags)
+                for m in box.fetch(headers_only=True, mark_seen=False)
+            )
+    return folders
+
+
+@pytest.mark.parametrize("processed", ["move", "seen", "delete"])
+def test_imap_mailbox_applies_tokens_and_leaves_the_rest_unread(
+    demo_settings: Settings,
+    store: Store,
+    people: dict[str, int],
+    imap: DovecotServer,
+    processed: str,
+) -> None:
+    settings = with_imap(demo_settings, imap, processed=processed)
+    anna = mailto_subject(settings, people["anna"])
+    ben = Header(f"AW: {mailto_subject(settings, people['ben'])}", "utf-8")
+    real = mailto_subject(settings, people["cem"])
+    forged = real[:-3] + ("xyz" if real[-3:] != "xyz" else "abc")
+    imap_deliver(
+        imap,
+        message(anna),
+        message(ben),
+        message(forged),
+        message("Frage zum Newsletter", "emil@example.org"),
+    )
+
+    with open_mailbox(settings) as box:
+        report = process_mailbox(settings, store, box)
+
+    outcomes = sorted(r.outcome.value for r in report.results)
+    assert outcomes == sorted(
+        o.value
+        for o in (
+            Outcome.UNSUBSCRIBED,
+            Outcome.UNSUBSCRIBED,
+            Outcome.INVALID_TOKEN,
+            Outcome.NO_TOKEN,
+        )
+    )
+    assert active(store) == ["cem@example.org", "dora@example.org", "emil@example.org"]
+    left = [(forged, False), ("Frage zum Newsletter", False)]
+    done = sorted([(anna, True), (str(ben), True)])
+    folders = imap_folders(imap)
+    if processed == "move":
+        assert folders == {"INBOX": sorted(left), "digest-processed": done}
+    elif processed == "seen":
+        assert folders == {"INBOX": sorted(left + done)}
+    else:
+        assert folders == {"INBOX": sorted(left)}
+
+    with open_mailbox(settings) as box:  # again: the rest is still unread, and stays
+        again = process_mailbox(settings, store, box)
+    assert not again.processed and len(again.left_alone) == 2
+    assert imap_folders(imap) == folders
+
+
+def test_imap_certificate_and_login_are_checked(
+    demo_settings: Settings, imap: DovecotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = with_imap(demo_settings, imap)
+    wrong = replace(
+        settings,
+        unsubscribe_mailbox=replace(
+            settings.unsubscribe_mailbox, imap_password="falsch-geraten-123"
+        ),
+    )
+    where = f"unsubscribe mailbox IMAP abmelden@127.0.0.1:{imap.port}"
+    with pytest.raises(MailboxError) as refused:
+        open_mailbox(wrong)
+    assert str(refused.value).startswith(f"{where}: login refused: ")
+    assert "AUTHENTICATIONFAILED" in str(refused.value)
+    assert "falsch-geraten-123" not in str(refused.value)
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(Path(__file__)))  # trusts no certificate
+    with pytest.raises(MailboxError) as untrusted:
+        open_mailbox(settings)
+    assert str(untrusted.value).startswith(f"{where}: cannot connect: ")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(untrusted.value)
+
+
+async def test_digest_unsubscribes_process_reads_the_imap_folder(
+    demo_settings: Settings, tmp_path: Path, imap: DovecotServer
+) -> None:
+    """The command an operator runs, as a process, against the configured IMAP folder."""
+    import asyncio
+    import os
+    import sys
+
+    from tests.conftest import ROOT
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        (ROOT / "config.toml").read_text(encoding="utf-8")
+        + f'\n[unsubscribe_mailbox]\nimap_host = "{imap.host}"\nimap_port = {imap.port}\n'
+        f'imap_username = "{imap.user}"\n',
+        encoding="utf-8",
+    )
+    store = Store.open(f"sqlite:///{tmp_path / 'digest.db'}")  # the config's store
+    try:
+        sid = store.save_subscriber(Subscriber("anna@example.org"), ["allgemein"])
+        imap_deliver(imap, message(mailto_subject(demo_settings, sid)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+        env["DIGEST_UNSUBSCRIBE_MAILBOX_IMAP_PASSWORD"] = imap.password
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "digest.cli", "unsubscribes", "process",
+            cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, err.decode()
+        assert f"processed: unsubscribed, subscriber {sid} of {NL}" in out.decode()
+        assert store.unsubscribed(sid, NL)
+        assert imap.password not in out.decode() + err.decode()
+    finally:
+        store.close()
+    assert imap_folders(imap) == {
+        "INBOX": [],
+        "digest-processed": [(mailto_subject(demo_settings, sid), True)],
+    }

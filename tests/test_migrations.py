@@ -187,3 +187,68 @@ def test_0005_goes_down_and_up_again_keeping_subscribers(store_url: str) -> None
         assert store.queued_mail() == []
     finally:
         store.close()
+
+
+def test_0008_adds_bounce_columns_to_existing_deliveries_and_goes_down_again(
+    store_url: str,
+) -> None:
+    _upgrade(store_url, "0005")
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        sid = conn.execute(
+            t.subscribers.insert()
+            .values(
+                email="alt@example.org",
+                email_key="alt@example.org",
+                name="",
+                categories=[],
+                regions=[],
+                status="active",
+                created_at=T0,
+                updated_at=T0,
+            )
+            .returning(t.subscribers.c.id)
+        ).scalar_one()
+        issue = conn.execute(
+            t.issues.insert()
+            .values(
+                newsletter="n",
+                key="2025-W01",
+                window_start=T0,
+                window_end=T0,
+                subject="s",
+                status="sent",
+                created_at=T0,
+            )
+            .returning(t.issues.c.id)
+        ).scalar_one()
+        conn.exec_driver_sql(
+            "INSERT INTO deliveries (issue_id, subscriber_id, email, segments, state, "
+            "message_id, attempts, updated_at) VALUES "
+            f"({issue}, {sid}, 'alt@example.org', '[]', 'sent', '<m@x>', 1, '2025-01-01')"
+        )
+    engine.dispose()
+    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)  # upgrades to the head
+    try:
+        delivery = store.delivery_with_message_id(["<m@x>"])
+        assert delivery is not None
+        recorded = store.record_bounce(
+            delivery, "hard", status="5.1.1", diagnostic="550 5.1.1 unknown", now=T0,
+            soft_limit=3, soft_since=T0,
+        )  # fmt: skip
+        assert recorded is not None and recorded.suppressed == "hard_bounce"
+    finally:
+        store.close()
+    engine = create_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+    engine.dispose()
+    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)
+    try:
+        assert store.delivery_with_message_id(["<m@x>"]) == delivery
+        assert store.is_suppressed("alt@example.org")
+    finally:
+        store.close()

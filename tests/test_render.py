@@ -210,13 +210,42 @@ def test_both_parts_have_unsubscribe_preferences_and_impressum(
     assert f'<a href="{FIELDS["preferences_url"]}"' in html and "Einstellungen ändern" in html
     assert f"Einstellungen ändern: {FIELDS['preferences_url']}\n" in text
     for part in (html, text):
-        # no link to a page the web app does not serve yet
+        # the archive is off by default: no link to it
         assert "/archive/" not in part
         assert "Kommune Digital Verlag GmbH" in part
         assert "Beispielstraße 12, 10115 Berlin" in part
         assert "Verantwortlich: Erika Mustermann (V.i.S.d.P.)" in part
         assert "https://kommune-digital.example/impressum" in part
         assert re.search(r"juergen\.boehm@example\.org,\s+weil Sie den Newsletter", part)
+
+
+def test_with_the_archive_on_both_parts_link_to_the_issue_page_first(issue: Issue) -> None:
+    settings = make_settings(archive=True)
+    url = "https://kommune-digital.example/archive/wochenueberblick/2025-W05"
+    html, text = personalize(render_variant(settings, settings.newsletters[0], issue), FIELDS)
+    assert text.startswith(f"Im Browser ansehen: {url}\n\nKommune Digital")
+    link = f'<a href="{url}" style="color:#1d3557;">Im Browser ansehen</a>'
+    assert html.count(link) == 1
+    # above the newsletter's name, the first text of the body after the preheader
+    assert html.index(link) < html.index(">Kommune Digital – Wochenüberblick</div>")
+
+
+def test_archive_copy_has_no_personal_line_or_link(issue: Issue) -> None:
+    settings = make_settings(archive=True)
+    variant = render_variant(settings, settings.newsletters[0], issue, archive=True)
+    for part in (variant.html, variant.text):
+        for field in PERSONAL_FIELDS:
+            if field != "greeting":
+                assert placeholder(field, variant.marker) not in part, field
+        assert "Im Browser ansehen" not in part and "/archive/" not in part
+        assert "Abmelden" not in part and "Einstellungen ändern" not in part
+        assert "https://kommune-digital.example/subscribe/wochenueberblick" in part
+        assert "Diesen Newsletter abonnieren" in part
+        assert "Kommune Digital Verlag GmbH" in part  # the Impressum stays
+    assert "<mj-preview" not in variant.html and "display:none" not in variant.html
+    no_signup = make_settings(archive=True, signup=False)
+    variant = render_variant(no_signup, no_signup.newsletters[0], issue, archive=True)
+    assert "/subscribe/" not in variant.html and "/subscribe/" not in variant.text
 
 
 def test_text_part_has_the_same_article_links(

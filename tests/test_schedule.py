@@ -15,8 +15,16 @@ import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import inspect, select, text
 
-from digest.config import NewsletterSettings, Settings, UnsubscribeMailboxSettings, parse_settings
+from digest.config import (
+    BounceSettings,
+    NewsletterSettings,
+    Settings,
+    UnsubscribeMailboxSettings,
+    parse_settings,
+)
 from digest.schedule import (
+    BOUNCE_JOB,
+    BOUNCE_JOB_ID,
     JOB_TABLE,
     MAILBOX_JOB,
     MAILBOX_JOB_ID,
@@ -464,3 +472,17 @@ async def test_run_scheduler_processes_the_mailbox_at_start(store_url: str) -> N
     stop.set()
     await task
     assert RUNS == [("mailbox", "c.toml")]
+
+
+async def test_bounce_mailbox_job_runs_at_start_and_every_interval(store_url: str) -> None:
+    settings = replace(make_settings(), bounces=BounceSettings(maildir="rueck", interval_minutes=7))
+    scheduler = build_scheduler(settings, store_url=store_url, job=RECORD, config_path="c.toml")
+    scheduler.start(paused=True)
+    try:
+        job = scheduler.get_job(BOUNCE_JOB_ID)
+        assert job.func_ref == BOUNCE_JOB and job.args == ("c.toml",)
+        assert job.trigger.interval == timedelta(minutes=7)
+        assert job.next_run_time <= datetime.now(UTC) and job.max_instances == 1
+        assert scheduler.get_job(MAILBOX_JOB_ID) is None
+    finally:
+        await shut_down(scheduler)

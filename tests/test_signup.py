@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import MetaData, select
 
-from digest.config import Settings
+from digest.config import Settings, WebSettings
 from digest.models import Subscriber
 from digest.signup import retry_delay, send_due_mail
 from digest.store import Store
@@ -195,7 +195,8 @@ async def test_invalid_input_is_explained_without_storing(
 
 
 async def test_sign_ups_are_rate_limited_per_address(demo_settings: Settings, store: Store) -> None:
-    app = create_app(demo_settings, store, signup_rate_limit="2/minute")
+    settings = replace(demo_settings, web=WebSettings(signup_rate_limit="2/minute"))
+    app = create_app(settings, store)  # the limit of the [web] settings
     async with _client(app, demo_settings, ip="198.51.100.9") as client:
         statuses = [(await sign_up(client, f"r{i}@example.org")).status_code for i in range(3)]
         assert (await client.get(SIGNUP)).status_code == 200  # showing the form is free

@@ -32,12 +32,13 @@ __all__ = [
 ]
 
 #: Why an address is suppressed.
-REASONS = ("unsubscribed", "hard_bounce", "complaint", "erased", "operator")
+REASONS = ("unsubscribed", "hard_bounce", "soft_bounce", "complaint", "erased", "operator")
 
 #: The status a subscriber takes when suppressed for every newsletter, by reason.
 SUBSCRIBER_STATUS = {
     "unsubscribed": "unsubscribed",
     "hard_bounce": "bounced",
+    "soft_bounce": "bounced",
     "complaint": "complained",
     "operator": "suppressed",
     "erased": "erased",
@@ -378,6 +379,10 @@ class PrivacyStore:
                     "smtp_code": d.smtp_code,
                     "smtp_reply": d.smtp_reply,
                     "attempts": d.attempts,
+                    "bounce": d.bounce,
+                    "bounce_status": d.bounce_status,
+                    "bounce_diagnostic": d.bounce_diagnostic,
+                    "bounced_at": _iso(d.bounced_at),
                 }
                 for d in deliveries
             ],
@@ -392,8 +397,9 @@ class PrivacyStore:
         already sent carry it). Memberships, unsubscriptions, consents, sign-ups and queued
         mail are deleted;
         delivery rows keep issue, state and time for the counts but lose the address,
-        SMTP reply and Message-ID. A suppression (reason 'erased') is added in any case,
-        also for an address nobody has. Returns whether a subscriber was erased.
+        SMTP reply, Message-ID and bounce diagnostic. A suppression (reason 'erased') is
+        added in any case, also for an address nobody has. Returns whether a subscriber
+        was erased.
         """
         now = now or _now()
         digest_of = self.address_hash(address)
@@ -418,7 +424,7 @@ class PrivacyStore:
             conn.execute(
                 update(t.deliveries)
                 .where(t.deliveries.c.subscriber_id.in_(ids))
-                .values(email="", smtp_reply=None, message_id=None)
+                .values(email="", smtp_reply=None, message_id=None, bounce_diagnostic=None)
             )
             for tombstone in ids:
                 conn.execute(

@@ -157,8 +157,15 @@ deliveries = Table(
     Column("smtp_reply", Text),
     Column("attempts", Integer, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # What came back after the relay accepted it (migration 0008; digest.bounces).
+    Column("bounce", String(20)),  # delayed, soft, policy, hard or complaint
+    Column("bounce_status", String(20)),  # enhanced status code, e.g. 5.1.1
+    Column("bounce_diagnostic", Text),
+    Column("bounced_at", UTCDateTime()),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_issue_state", "issue_id", "state"),
+    Index("ix_deliveries_message_id", "message_id"),
+    Index("ix_deliveries_subscriber_bounce", "subscriber_id", "bounce"),
 )
 
 #: ``suppressions.scope`` of a suppression that holds for every newsletter.

@@ -20,6 +20,7 @@ from digest.errors import ConfigError, StoreError
 from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.redact import MASK, redact_url
 from digest.store import schema as t
+from digest.store.bounces import BounceStore
 from digest.store.importing import ImportCounts, import_rows
 from digest.store.ledger import LedgerStore, Outcome
 from digest.store.privacy import (
@@ -94,7 +95,7 @@ class DeliveryRow:
     attempts: int
 
 
-class Store(SignupStore, PrivacyStore, LedgerStore):
+class Store(SignupStore, PrivacyStore, BounceStore, LedgerStore):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
     ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);
@@ -352,6 +353,23 @@ class Store(SignupStore, PrivacyStore, LedgerStore):
         issue = self.get_issue(newsletter, key)
         assert issue is not None
         return issue
+
+    def sent_issues(self, newsletter: str) -> list[tuple[IssueRecord, datetime]]:
+        """The newsletter's issues that reached at least one reader, newest window first,
+        each with the time its first message was recorded as sent (from the ledger)."""
+        first_sent = func.min(t.deliveries.c.updated_at).label("first_sent")
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.issues, first_sent)
+                .join(t.deliveries, t.deliveries.c.issue_id == t.issues.c.id)
+                .where(
+                    t.issues.c.newsletter == newsletter,
+                    t.deliveries.c.state == DeliveryState.SENT,
+                )
+                .group_by(*t.issues.c)
+                .order_by(t.issues.c.window_start.desc(), t.issues.c.id.desc())
+            ).all()
+        return [(_issue_from_row(row), row.first_sent) for row in rows]
 
     def set_issue_status(
         self, issue_id: int, status: str, *, sent_at: datetime | None = None

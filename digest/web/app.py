@@ -3,8 +3,9 @@
 For now the RFC 8058 one-click unsubscribe: ``POST /unsubscribe/{token}`` unsubscribes
 (the body, ``List-Unsubscribe=One-Click``, is not needed: the signed token is the
 authority) and answers 200 without a redirect; ``GET`` and ``HEAD`` only show a page with
-a button, so a mail scanner following links unsubscribes nobody. The preference centre
-and the archive belong here too.
+a button, so a mail scanner following links unsubscribes nobody. The reader pages
+(:mod:`digest.web.reader`) and the public archive (:mod:`digest.web.archive`) are mounted
+here too.
 
 Rules every page follows, whichever route it belongs to:
 
@@ -38,22 +39,25 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Scope
 
-from digest.config import Settings
+from digest.config import Settings, WebSettings, rate_limit_item
 from digest.i18n import N_, language, translations
 from digest.store import Store
 from digest.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
+from digest.web.archive import ARCHIVE_PREFIX, archive_routes
 from digest.web.logs import TOKEN_PREFIXES
 from digest.web.reader import reader_routes
 from digest.web.routing import page, page_locale
-from digest.web.security import SecurityHeaders, TokenRateLimit, rate_limit_item
+from digest.web.security import (
+    ARCHIVE_CONTENT_SECURITY_POLICY,
+    SecurityHeaders,
+    TokenRateLimit,
+)
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SIGNUP_RATE_LIMIT", "create_app", "page_locale"]
 
-#: Requests per client address to all token routes together. One-click POSTs from a
-#: large mail provider arrive from few addresses, so this is generous on purpose.
-DEFAULT_RATE_LIMIT = "60/minute"
-#: Sign-ups (POSTs to /subscribe/...) per client address.
-DEFAULT_SIGNUP_RATE_LIMIT = "10/hour"
+#: The defaults of ``web.rate_limit`` and ``web.signup_rate_limit`` (see digest/config.py).
+DEFAULT_RATE_LIMIT = WebSettings.rate_limit
+DEFAULT_SIGNUP_RATE_LIMIT = WebSettings.signup_rate_limit
 
 STATIC_PREFIX = "/static"
 #: ``/unsubscribe/<token>?einstellungen`` leads on to the preference page of that token's
@@ -88,7 +92,11 @@ _INVALID_LINK = (
 class _App(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside Starlette's ServerErrorMiddleware, so its 500 page gets the headers too.
-        return SecurityHeaders(super().build_middleware_stack(), cacheable_prefix=STATIC_PREFIX)
+        return SecurityHeaders(
+            super().build_middleware_stack(),
+            cacheable_prefix=STATIC_PREFIX,
+            policies=((ARCHIVE_PREFIX, ARCHIVE_CONTENT_SECURITY_POLICY),),
+        )
 
 
 def _templates(locale: str) -> Jinja2Templates:
@@ -116,15 +124,19 @@ def create_app(
     settings: Settings,
     store: Store,
     *,
-    rate_limit: str | RateLimitItem = DEFAULT_RATE_LIMIT,
-    signup_rate_limit: str | RateLimitItem = DEFAULT_SIGNUP_RATE_LIMIT,
+    rate_limit: str | RateLimitItem | None = None,
+    signup_rate_limit: str | RateLimitItem | None = None,
     send_mail: bool = False,
     mail_interval: float = 5.0,
 ) -> Starlette:
     """The web app on an open store; ``rate_limit`` is per client address on token routes,
-    ``signup_rate_limit`` per client address on sign-ups. With ``send_mail`` the app's
-    lifespan runs the mail queue (confirmation mail) every ``mail_interval`` seconds while
-    it serves."""
+    ``signup_rate_limit`` per client address on sign-ups (default: the ``[web]``
+    settings). With ``send_mail`` the app's lifespan runs the mail queue (confirmation
+    mail) every ``mail_interval`` seconds while it serves."""
+    rate_limit = settings.web.rate_limit if rate_limit is None else rate_limit
+    signup_rate_limit = (
+        settings.web.signup_rate_limit if signup_rate_limit is None else signup_rate_limit
+    )
     limit = rate_limit_item(rate_limit) if isinstance(rate_limit, str) else rate_limit
     signup_limit = (
         rate_limit_item(signup_rate_limit)
@@ -259,6 +271,7 @@ def create_app(
         lifespan=lifespan,
         routes=[
             *reader_routes(settings, store, render_reader_page, message_page, not_found),
+            *archive_routes(settings, store, render_reader_page, not_found),
             page(
                 "/unsubscribe/{token}",
                 show=ask_to_unsubscribe,

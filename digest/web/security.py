@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.datastructures import MutableHeaders
@@ -15,12 +15,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "TokenRateLimit", "rate_limit_item"]
+from digest.config import rate_limit_item
+
+__all__ = [
+    "ARCHIVE_CONTENT_SECURITY_POLICY",
+    "CONTENT_SECURITY_POLICY",
+    "SecurityHeaders",
+    "TokenRateLimit",
+    "rate_limit_item",
+]
 
 #: Everything a page needs comes from this site's /static; nothing inline, no scripts.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
+)
+
+#: The archive shows a digest as it was mailed: its inline style attributes (never a
+#: <style> element or a script) and the articles' pictures from the web. Browsers that
+#: do not know style-src-attr fall back to style-src and show it unstyled.
+ARCHIVE_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' https: http:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 _HEADERS = {
@@ -35,41 +51,43 @@ class SecurityHeaders:
     """Adds the security headers to every HTTP answer, and ``no-store`` outside static files.
 
     Pure ASGI, so it also wraps answers that no route produced: 404, 405, 429 and the 500
-    page of Starlette's error middleware.
+    page of Starlette's error middleware. ``policies`` gives paths under a prefix another
+    Content-Security-Policy (the first prefix that matches).
     """
 
-    def __init__(self, app: ASGIApp, *, cacheable_prefix: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        cacheable_prefix: str,
+        policies: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.app = app
         self.cacheable_prefix = cacheable_prefix
+        self.policies = policies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         cacheable = scope["path"].startswith(self.cacheable_prefix)
+        policy = next(
+            (policy for prefix, policy in self.policies if scope["path"].startswith(prefix)),
+            CONTENT_SECURITY_POLICY,
+        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in _HEADERS.items():
                     headers[name] = value
+                headers["content-security-policy"] = policy
                 if not cacheable:
                     # Token pages stay out of shared caches and the browser's history cache.
                     headers["cache-control"] = "no-store"
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def rate_limit_item(limit: str) -> RateLimitItem:
-    """``"30/minute"`` (or ``"5 per 10 seconds"``) as a rate; ValueError if it is not one."""
-    try:
-        item = parse(limit)
-    except ValueError as exc:
-        raise ValueError(f"rate limit {limit!r}: {exc}") from None
-    if item.amount < 1:
-        raise ValueError(f"rate limit {limit!r}: allow at least one request")
-    return item
 
 
 def _client_key(scope: Scope) -> str:
