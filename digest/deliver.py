@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
@@ -333,13 +334,18 @@ MAX_UNRECORDED = 2 * FLUSH_ROWS
 T = TypeVar("T")
 
 
+# One thread for the ledger work of every send: one database connection busy at a time
+# and one more malloc arena, rather than one per thread of the default executor.
+_LEDGER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-ledger")
+
+
 async def _in_thread(call: Callable[[], T]) -> T:
-    """``call()`` in a worker thread, so the event loop keeps sending meanwhile.
+    """``call()`` in the ledger thread, so the event loop keeps sending meanwhile.
 
     Cancelled, it still waits for the call to end (a transaction is never left to
     finish behind the caller's back) and then raises.
     """
-    future = asyncio.ensure_future(asyncio.to_thread(call))
+    future = asyncio.get_running_loop().run_in_executor(_LEDGER_THREAD, call)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
