@@ -122,6 +122,23 @@ class RetryStore:
                 ).scalar_one()
             )
 
+    def waiting_deliveries(self, issue_id: int, now: datetime) -> list[tuple[int, int]]:
+        """(delivery id, subscriber id) of the issue's rows deferred past ``now``."""
+        d = t.deliveries.c
+        with self.engine.connect() as conn:
+            return [
+                (int(i), int(s))
+                for i, s in conn.execute(
+                    select(d.id, d.subscriber_id)
+                    .where(
+                        d.issue_id == issue_id,
+                        d.state == DeliveryState.PENDING,
+                        d.next_attempt_at > now,
+                    )
+                    .order_by(d.id)
+                ).all()
+            ]
+
     def requeue_deliveries(
         self, issue_id: int, *, failed: bool = False, now: datetime | None = None
     ) -> int:
