@@ -104,13 +104,14 @@ class DeliveryReport(AudienceCounts):
     policy: int = 0  # refused by policy at RCPT (5.7.x): deferred, never suppressed
     waiting: int = 0  # deferred by an earlier run, not due yet: not tried in this run
     left: int = 0  # rows not finished after this run (due, waiting or being sent)
+    unplanned: bool = False  # stopped before every recipient had a row: more to send
     next_retry: datetime | None = None
     zone: tzinfo = UTC  # in which next_retry is shown
 
     @property
     def finished(self) -> bool:
         """Nothing of the issue is left to send (every row sent, failed or skipped)."""
-        return self.left == 0
+        return self.left == 0 and not self.unplanned
 
     def summary(self) -> str:
         parts = [f"{self.sent} sent"]
@@ -135,6 +136,8 @@ class DeliveryReport(AudienceCounts):
         )
         if self.stopped:
             text += f"; stopped: {self.stopped}"
+        if self.unplanned:
+            text += "; not every recipient planned yet (the next run goes on)"
         if self.left:
             text += f"; {self.left} left"
             if self.next_retry is not None:
@@ -774,6 +777,9 @@ async def send_issue(
     report.in_flight = status.sending
     report.variants = personalizer.variants
     report.left, report.next_retry = status.left, status.next_retry
+    # A run stopped before the whole audience was planned has not finished the issue
+    # even when every planned row is done: the next run plans the rest.
+    report.unplanned = record.status == "composed" and planner is not None
     if report.finished:
         store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
     log.info(report.summary())
