@@ -186,3 +186,45 @@ def test_unsubscribing_from_one_newsletter_keeps_the_others(store: Store) -> Non
     assert store.active_subscribers(newsletter="eins") == []
     assert [s.id for s in store.active_subscribers(newsletter="zwei")] == [sid]
     assert store.unsubscribed(sid, "eins") and not store.unsubscribed(sid, "zwei")
+
+
+def test_claims_take_only_due_rows_and_keep_the_first_attempt(store: Store) -> None:
+    issue = store.create_issue("nl", "2025-W06", T0, T0 + timedelta(1), "S", [])
+    sid = store.save_subscriber(Subscriber("d@example.org"), ["l"])
+    assert store.plan_rows(issue.id, [PlannedRow(sid, "d@example.org", ())]) == 1
+
+    def claim(now: datetime) -> list[ClaimedRow]:
+        return store.claim_deliveries(
+            issue.id, after_id=0, limit=5, stale_before=T0, new_message_id=lambda: "<d@x>", now=now
+        )
+
+    [first] = claim(T0)
+    assert (first.attempts, first.first_attempt_at) == (1, T0)
+    # deferred: pending, not claimed before its time, claimed once it has come
+    later = T0 + timedelta(minutes=5)
+    store.record_outcomes(
+        [Outcome(first.id, DeliveryState.PENDING, 451, "4.7.1 later", next_attempt_at=later)]
+    )
+    [row] = store.deliveries(issue.id)
+    assert (row.state, row.next_attempt_at) == (DeliveryState.PENDING, later)
+    assert claim(later - timedelta(seconds=1)) == []
+    [second] = claim(later)
+    assert (second.attempts, second.first_attempt_at, second.message_id) == (2, T0, "<d@x>")
+    [row] = store.deliveries(issue.id)
+    assert row.next_attempt_at is None
+    # given back untried: the attempt is not counted, the first attempt stays
+    store.release_deliveries([second.id])
+    [row] = store.deliveries(issue.id)
+    assert (row.state, row.attempts, row.first_attempt_at) == ("pending", 1, T0)
+
+
+def test_a_row_given_back_after_its_first_claim_has_no_first_attempt(store: Store) -> None:
+    issue = store.create_issue("nl", "2025-W07", T0, T0 + timedelta(1), "S", [])
+    sid = store.save_subscriber(Subscriber("e@example.org"), ["l"])
+    store.plan_rows(issue.id, [PlannedRow(sid, "e@example.org", ())])
+    [claimed] = store.claim_deliveries(
+        issue.id, after_id=0, limit=5, stale_before=T0, new_message_id=lambda: "<e@x>", now=T0
+    )
+    store.release_deliveries([claimed.id])
+    [row] = store.deliveries(issue.id)
+    assert (row.state, row.attempts, row.first_attempt_at) == ("pending", 0, None)
