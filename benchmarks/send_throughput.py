@@ -1,99 +1,397 @@
-"""Send the demo issue to N synthetic subscribers over real SMTP and print the figures.
+"""Messages per second over real SMTP to a sink in another process, and what it costs.
 
-The SMTP sink runs in a separate process (aiosmtpd, discards each message), so the
-sender has a core of its own, as against a real relay.
+Against Postfix's C ``smtp-sink`` on a free loopback port (from PATH or /usr/sbin; else
+the postfix Debian package is fetched with ``apt-get download`` and unpacked into
+.venv/postfix, nothing installed; else an aiosmtpd sink in another process, and the
+output says so):
 
-    .venv/bin/python benchmarks/send_throughput.py --subscribers 2000
+(a) the client ceiling: one prepared message's bytes sent again and again with bare
+    aiosmtplib over the same number of connections as (b);
+(b) the full ``digest send`` path for N recipients over several segments, DKIM-signed,
+    with the ledger on SQLite, and again on PostgreSQL when DIGEST_TEST_POSTGRES_URL is
+    set: messages/s, b/a, peak RSS of the sending process, time to the first message;
+``--million``: the same path for 1,000,000 recipients, stopped after ``--seconds``:
+    peak RSS and time to the first message (planning and streaming the ledger).
+
+    .venv/bin/python benchmarks/send_throughput.py --subscribers 20000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from sqlalchemy import create_engine, text
 
 from digest import jobs
 from digest.config import load_settings
-from digest.models import Subscriber
 from digest.transport import LocalSmtpServer, SmtpPool
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
+WEEK = "2025-W05"
+LISTS = ["allgemein", "bayern", "it-leitungen"]
+REGIONS = ["Bayern", "Hessen", "Sachsen", "Hamburg"]
 
 
-class _Sink:
+# --- the sink ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _smtp_sink() -> tuple[list[str], dict[str, str]] | None:
+    """The smtp-sink command and its environment, or None."""
+    found = shutil.which("smtp-sink") or (
+        "/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None
+    )
+    if found:
+        return [found], {}
+    unpacked = ROOT / ".venv" / "postfix"
+    binary = unpacked / "usr/sbin/smtp-sink"
+    if not binary.exists() and shutil.which("apt-get") and shutil.which("dpkg"):
+        with tempfile.TemporaryDirectory() as tmp:
+            fetched = subprocess.run(
+                ["apt-get", "download", "postfix"], cwd=tmp, capture_output=True, timeout=120
+            )
+            debs = list(Path(tmp).glob("postfix_*.deb"))
+            if fetched.returncode == 0 and debs:
+                subprocess.run(["dpkg", "-x", str(debs[0]), str(unpacked)], check=True)
+    if binary.exists():
+        return [str(binary)], {"LD_LIBRARY_PATH": str(unpacked / "usr/lib/postfix")}
+    return None
+
+
+class _Discard:
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         return "250 2.0.0 Ok: discarded"
 
 
-def _serve(port_queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _aiosmtpd_sink(port: int) -> None:
     async def main() -> None:
-        async with LocalSmtpServer(_Sink()) as server:
-            port_queue.put(server.port)
+        async with LocalSmtpServer(_Discard(), port=port):
             await asyncio.Event().wait()
 
     asyncio.run(main())
 
 
-async def run(subscribers: int, pool_size: int, store_url: str | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        url = store_url or f"sqlite:///{tmp}/bench.db"
-        settings = load_settings(ROOT / "config.toml", environ={"DIGEST_STORE_URL": url})
-        newsletter = settings.newsletters[0]
-        store = jobs.open_store(settings)
-        categories = [c.key for c in newsletter.categories]
-        regions = ["Bayern", "Hessen", "Sachsen", "Hamburg"]
-        started = time.perf_counter()
-        lists = ["allgemein", "bayern", "it-leitungen"]
-        for n in range(subscribers):
-            store.save_subscriber(
-                Subscriber(
-                    f"leser{n}@example.org",
-                    f"Leserin {n}",
-                    categories=frozenset(categories[: 1 + n % len(categories)]),
-                    regions=frozenset(regions[: n % 3]),
-                ),
-                [lists[n % len(lists)]],
-            )
-        seeded = time.perf_counter() - started
-        await jobs.collect(settings, store, newsletter.id, now=NOW)
+class Sink:
+    """A discarding SMTP server in another process."""
 
-        queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-        sink = multiprocessing.Process(target=_serve, args=(queue,), daemon=True)
-        sink.start()
-        port = queue.get(timeout=30)
-        smtp = replace(settings.smtp, port=port, pool_size=pool_size)
-        settings = replace(settings, smtp=smtp)
-        pool = SmtpPool(smtp)
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.kind = "aiosmtpd (smtp-sink not available)"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._child: multiprocessing.Process | None = None
+        sink = _smtp_sink()
+        if sink is not None:
+            command, env = sink
+            user = ["-u", "nobody"] if os.geteuid() == 0 else []
+            self._process = subprocess.Popen(
+                [*command, *user, f"127.0.0.1:{self.port}", "1024"],
+                env={**os.environ, **env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.kind = f"Postfix smtp-sink ({command[0]})"
+        else:
+            self._child = multiprocessing.Process(
+                target=_aiosmtpd_sink, args=(self.port,), daemon=True
+            )
+            self._child.start()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait()
+        if self._child is not None:
+            self._child.terminate()
+
+
+# --- the world ---------------------------------------------------------------------------
+
+
+def _settings(store_url: str, port: int, pool_size: int, key_file: str | None) -> Any:
+    settings = load_settings(ROOT / "config.toml", environ={"DIGEST_STORE_URL": store_url})
+    settings = replace(settings, smtp=replace(settings.smtp, port=port, pool_size=pool_size))
+    if key_file and hasattr(settings, "dkim"):
+        settings = replace(settings, dkim=replace(settings.dkim, key_file=key_file))
+    return settings
+
+
+def seed(store_url: str, subscribers: int) -> float:
+    """N subscribers over the demo lists with varied interests; the seconds it took."""
+    from digest.store import schema as t
+
+    settings = _settings(store_url, 25, 1, None)
+    store = jobs.open_store(settings)
+    started = time.perf_counter()
+    newsletter = settings.newsletters[0]
+    categories = [c.key for c in newsletter.categories]
+    now = datetime.now(UTC)
+    chunk = 5000
+    with store.engine.begin() as conn:
+        for start in range(0, subscribers, chunk):
+            rows = [
+                {
+                    "email": f"leser{n}@example.org",
+                    "email_key": f"leser{n}@example.org",
+                    "name": f"Leserin {n}",
+                    "locale": None,
+                    "categories": categories[: 1 + n % len(categories)],
+                    "regions": REGIONS[: n % 3],
+                    "status": "active",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for n in range(start, min(start + chunk, subscribers))
+            ]
+            conn.execute(t.subscribers.insert(), rows)
+        ids = conn.execute(text("SELECT id FROM subscribers ORDER BY id")).scalars().all()
+        for start in range(0, len(ids), chunk):
+            conn.execute(
+                t.memberships.insert(),
+                [
+                    {"subscriber_id": sid, "list_name": LISTS[sid % len(LISTS)], "created_at": now}
+                    for sid in ids[start : start + chunk]
+                ],
+            )
+    asyncio.run(jobs.collect(settings, store, newsletter.id, now=NOW))
+    store.close()
+    return time.perf_counter() - started
+
+
+class _TimedPool(SmtpPool):
+    """An SmtpPool that notes when the server accepted the first message."""
+
+    first: float | None = None
+
+    async def send(self, message: Any) -> Any:
+        result = await super().send(message)
+        if self.first is None:
+            self.first = time.perf_counter()
+        return result
+
+
+def _send_child(store_url: str, port: int, pool_size: int, key_file: str | None,
+                seconds: float | None, out: Any) -> None:  # fmt: skip
+    """Run in a fresh process: ``digest send``'s path, figures to ``out``."""
+
+    async def main() -> dict[str, float]:
+        settings = _settings(store_url, port, pool_size, key_file)
+        store = jobs.open_store(settings)
+        pool = _TimedPool(settings.smtp)
         started = time.perf_counter()
+        sent = 0
         try:
-            report = await jobs.send(settings, store, newsletter, "2025-W05", pool, now=NOW)
+            send = jobs.send(settings, store, settings.newsletters[0], WEEK, pool, now=NOW)
+            if seconds is None:
+                report = await send
+                assert report is not None and not report.stopped, report
+                sent = report.sent
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(send, seconds)
+                record = store.get_issue(settings.newsletters[0].id, WEEK)
+                assert record is not None
+                sent = store.delivery_counts(record.id).get("sent", 0)
         finally:
             await pool.close()
-            sink.terminate()
+            store.close()
         elapsed = time.perf_counter() - started
-        store.close()
-    assert report is not None
-    print(f"store:        {url.split('://')[0]}")
-    print(f"subscribers:  {subscribers} (seeded in {seeded:.1f} s)")
-    print(f"pool size:    {pool_size}")
-    print(f"sent:         {report.sent}, skipped {report.skipped}, variants {report.variants}")
-    print(f"send time:    {elapsed:.2f} s")
-    print(f"throughput:   {report.sent / elapsed:.0f} messages/s")
+        return {
+            "sent": sent,
+            "seconds": elapsed,
+            "first": (pool.first - started) if pool.first else float("nan"),
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+
+    out.put(asyncio.run(main()))
+
+
+def measure_send(store_url: str, port: int, pool_size: int, key_file: str | None,
+                 seconds: float | None = None) -> dict[str, float]:  # fmt: skip
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    child = context.Process(
+        target=_send_child, args=(store_url, port, pool_size, key_file, seconds, out)
+    )
+    child.start()
+    figures: dict[str, float] = out.get(timeout=3600)
+    child.join()
+    return figures
+
+
+# --- (a) the client ceiling --------------------------------------------------------------
+
+
+def sample_message(store_url: str, key_file: str | None) -> tuple[str, str, bytes]:
+    """One recipient's message as the send path makes it (signed when it signs)."""
+    from digest.deliver import Personalizer
+    from digest.issues import prepare_issue
+    from digest.segments import recipients_for, segment_lists
+
+    settings = _settings(store_url, 25, 1, key_file)
+    store = jobs.open_store(settings)
+    newsletter = settings.newsletters[0]
+    prepared = prepare_issue(store, newsletter, WEEK, NOW, save=False)
+    assert prepared is not None
+    first = store.active_subscribers(segment_lists(newsletter))[:100]
+    store.close()
+    personalizer = Personalizer(settings, newsletter, prepared.issue, NOW)
+    recipient, variant = next(
+        (r, v) for r in recipients_for(newsletter, first) if (v := personalizer.variant_for(r))
+    )
+    if hasattr(personalizer, "fast_message_for"):
+        from digest.dkim import signer_for
+
+        message = personalizer.fast_message_for(
+            recipient, variant, "<bench@example.org>",
+            envelope_from=parseaddr(newsletter.sender)[1],
+            signer=signer_for(settings, newsletter.sender_domain),
+        )  # fmt: skip
+    else:
+        message = personalizer.message_for(recipient, variant, "<bench@example.org>")
+    return message.sender, message.recipient, message.data
+
+
+async def client_ceiling(port: int, connections: int, total: int, sample: tuple[str, str, bytes]
+                         ) -> float:  # fmt: skip
+    sender, recipient, data = sample
+    left = total
+
+    async def one() -> None:
+        nonlocal left
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
+        await smtp.connect()
+        while left > 0:
+            left -= 1
+            await smtp.sendmail(sender, [recipient], data)
+        await smtp.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return total / (time.perf_counter() - started)
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def _postgres_url(base: str) -> tuple[str, Any]:
+    schema = f"digest_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in base else "?"
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return f"{base}{separator}options=-csearch_path%3D{schema}", drop
+
+
+def _key(tmp: Path, algorithm: str) -> str | None:
+    try:
+        from digest.dkim import generate_key, private_pem
+    except ImportError:
+        return None  # code without DKIM: unsigned
+    path = tmp / f"{algorithm}.key"
+    path.write_bytes(private_pem(generate_key(algorithm)))
+    return str(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=2000)
-    parser.add_argument("--pool-size", type=int, default=4)
-    parser.add_argument("--store-url", help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--subscribers", type=int, default=20000)
+    parser.add_argument("--pool-size", type=int, default=2)
+    parser.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
+    parser.add_argument("--million", action="store_true", help="also 1,000,000 recipients")
+    parser.add_argument(
+        "--seconds", type=float, default=20, help="how long the --million run sends"
+    )
+    parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    asyncio.run(run(args.subscribers, args.pool_size, args.store_url))
+    sink = Sink()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            tmp = Path(folder)
+            key_file = _key(tmp, args.algorithm)
+            signed = f"DKIM {args.algorithm}" if key_file else "unsigned (no DKIM in this code)"
+            print(f"sink:         {sink.kind} on 127.0.0.1:{sink.port}")
+            print(f"connections:  {args.pool_size}; signing: {signed}; cores: {os.cpu_count()}")
+            url = f"sqlite:///{tmp}/bench.db"
+            seeded = seed(url, args.subscribers)
+            print(f"seeded:       {args.subscribers} subscribers in {seeded:.1f} s")
+            sample = sample_message(url, key_file)
+            total = max(2000, min(args.subscribers, 20000))
+            ceiling = asyncio.run(client_ceiling(sink.port, args.pool_size, total, sample))
+            print(f"(a) ceiling:  {ceiling:.0f} messages/s (bare aiosmtplib, same bytes, "
+                  f"{len(sample[2]) / 1024:.0f} KB)")  # fmt: skip
+            stores = [("sqlite", url)]
+            drops = []
+            base = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+            if base and not args.no_postgres:
+                pg_url, drop = _postgres_url(base)
+                drops.append(drop)
+                seed(pg_url, args.subscribers)
+                stores.append(("postgresql", pg_url))
+            rates = {}
+            for name, store_url in stores:
+                f = measure_send(store_url, sink.port, args.pool_size, key_file)
+                rates[name] = f["sent"] / f["seconds"]
+                print(
+                    f"(b) {name + ':':11} {rates[name]:.0f} messages/s ({f['sent']:.0f} in "
+                    f"{f['seconds']:.1f} s), b/a {rates[name] / ceiling:.2f}, peak RSS "
+                    f"{f['rss_mb']:.0f} MB, first message after {f['first']:.2f} s"
+                )
+            if "postgresql" in rates:
+                print(f"PostgreSQL/SQLite: {rates['postgresql'] / rates['sqlite']:.2f}")
+            if args.million:
+                million = f"sqlite:///{tmp}/million.db"
+                seeded = seed(million, 1_000_000)
+                print(f"seeded:       1000000 subscribers in {seeded:.1f} s")
+                f = measure_send(million, sink.port, args.pool_size, key_file, args.seconds)
+                print(
+                    f"1,000,000:    first message after {f['first']:.2f} s, peak RSS "
+                    f"{f['rss_mb']:.0f} MB, {f['sent']:.0f} sent in {f['seconds']:.0f} s "
+                    f"({f['sent'] / f['seconds']:.0f}/s)"
+                )
+            for drop in drops:
+                drop()
+    finally:
+        sink.stop()
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

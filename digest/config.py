@@ -41,6 +41,7 @@ __all__ = [
     "SelectorSettings",
     "SegmentSettings",
     "UnsubscribeMailboxSettings",
+    "DkimSettings",
     "MailboxSettings",
     "BounceSettings",
     "WebSettings",
@@ -1094,6 +1095,23 @@ RETRY = [
         _positive,
     ),
 ]
+DKIM = [
+    S(
+        "key_file",
+        str,
+        "",
+        "PEM file of the private key (RSA 2048 bits or Ed25519; relative to the config "
+        "file) that signs every newsletter message (DKIM, relaxed/relaxed); empty: no "
+        "signature. `digest dkim keygen` makes one.",
+    ),
+    S(
+        "selector",
+        str,
+        "digest",
+        "DKIM selector: the key is published at `<selector>._domainkey.<domain>`.",
+    ),
+    S("domain", str, "", "DKIM signing domain (d=); empty: the domain of the sender address."),
+]
 
 #: Every table of the file: its dotted path, its settings, and whether it is an array.
 SECTIONS: dict[str, tuple[list[Setting], bool]] = {
@@ -1108,6 +1126,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "newsletters.sources.selectors": (SELECTORS, False),
     "newsletters.segments": (SEGMENT, True),
     "unsubscribe_mailbox": (UNSUBSCRIBE_MAILBOX, False),
+    "dkim": (DKIM, False),
     "bounces": (BOUNCES, False),
     "web": (WEB, False),
     "admin": (ADMIN, False),
@@ -1244,6 +1263,15 @@ class SmtpSettings:
     per_domain_limit: int = 0
     # With relays, messages go to them by weight instead of to host and port.
     relays: tuple[RelaySettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """The key that signs outgoing newsletters (DKIM); no key file, no signature."""
+
+    key_file: str = ""
+    selector: str = "digest"
+    domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -1471,6 +1499,7 @@ class Settings:
     unsubscribe_mailbox: UnsubscribeMailboxSettings = field(
         default_factory=UnsubscribeMailboxSettings
     )
+    dkim: DkimSettings = field(default_factory=DkimSettings)
     bounces: BounceSettings = field(default_factory=BounceSettings)
     web: WebSettings = field(default_factory=WebSettings)
     user_agent: str = DEFAULT_USER_AGENT
@@ -1742,6 +1771,7 @@ def parse_settings(
         base_dir=base_dir,
         path=path,
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
+        dkim=DkimSettings(**reader.table(data.get("dkim", {}), "dkim", "dkim")),
         bounces=BounceSettings(**bounces),
         web=WebSettings(**web),
         user_agent=top["user_agent"],

@@ -13,23 +13,30 @@ personal fields are filled in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import make_msgid
+from functools import partial
+from typing import TypeVar
 
 from digest.bounces import return_path
 from digest.compose import content_key, render_subject
 from digest.config import NewsletterSettings, Settings
+from digest.dkim import DkimSigner, signer_for
 from digest.errors import DigestError, SenderRefused, SendError
 from digest.mail import MessageError, build_message
-from digest.models import DeliveryState, Issue, Message, Recipient, Variant
+from digest.models import DeliveryState, Issue, Message, Recipient, Rule, Variant
+from digest.prepared import PreparedVariant
 from digest.relays import connection_slots
 from digest.render import personalize, render_variant
 from digest.retry import GiveUp, next_step
 from digest.segments import cut_for, recipients_for, segment_lists
 from digest.store import DeliveryRow, IssueRecord, Store
+from digest.store.ledger import ClaimedRow, Outcome, PlannedRow
 from digest.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.transport import Transport
 
@@ -97,13 +104,14 @@ class DeliveryReport(AudienceCounts):
     policy: int = 0  # refused by policy at RCPT (5.7.x): deferred, never suppressed
     waiting: int = 0  # deferred by an earlier run, not due yet: not tried in this run
     left: int = 0  # rows not finished after this run (due, waiting or being sent)
+    unplanned: bool = False  # stopped before every recipient had a row: more to send
     next_retry: datetime | None = None
     zone: tzinfo = UTC  # in which next_retry is shown
 
     @property
     def finished(self) -> bool:
         """Nothing of the issue is left to send (every row sent, failed or skipped)."""
-        return self.left == 0
+        return self.left == 0 and not self.unplanned
 
     def summary(self) -> str:
         parts = [f"{self.sent} sent"]
@@ -128,6 +136,8 @@ class DeliveryReport(AudienceCounts):
         )
         if self.stopped:
             text += f"; stopped: {self.stopped}"
+        if self.unplanned:
+            text += "; not every recipient planned yet (the next run goes on)"
         if self.left:
             text += f"; {self.left} left"
             if self.next_retry is not None:
@@ -137,26 +147,33 @@ class DeliveryReport(AudienceCounts):
 
 
 def record_deferral(
-    settings: Settings, store: Store, row: DeliveryRow, code: int | None, reply: str
+    settings: Settings,
+    row: ClaimedRow,
+    code: int | None,
+    reply: str,
+    record: Callable[[Outcome], None],
+    now: datetime | None = None,
 ) -> datetime | None:
     """Record a temporary failure of a claimed row: retry later, or fail it for good.
 
-    Returns when the row is due again, or None when it was given up and failed with its
-    last reply (after ``retry.max_attempts`` attempts or ``retry.max_age_hours``).
+    The outcome goes to ``record`` (the run's batched outcomes, written in one
+    transaction with the others): deferred, the row is pending and not due before its
+    retry time; given up, it is failed with its last reply. Until it is written the row
+    stays 'sending', so a run killed before that leaves it to be taken over after the
+    lease, never lost. Returns when the row is due again, or None when it was given up
+    (after ``retry.max_attempts`` attempts or ``retry.max_age_hours``).
     """
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     step = next_step(
         settings.retry,
-        attempts=row.attempts + 1,  # this attempt's claim counted one more
+        attempts=row.attempts,  # the claim counted this attempt
         first_attempt_at=row.first_attempt_at,
         now=now,
     )
     if isinstance(step, GiveUp):
-        store.record_delivery(
-            row.id, DeliveryState.FAILED, code=code, reply=f"{reply} ({step.reason})", now=now
-        )
+        record(Outcome(row.id, DeliveryState.FAILED, code, f"{reply} ({step.reason})"))
         return None
-    store.defer_delivery(row.id, code=code, reply=reply, until=step.at, now=now)
+    record(Outcome(row.id, DeliveryState.PENDING, code, reply, next_attempt_at=step.at))
     return step.at
 
 
@@ -179,6 +196,8 @@ class Personalizer:
         # Variants for the public archive page (see render_variant), never sent.
         self.archive = archive
         self._variants: dict[str, Variant] = {}
+        self._by_rules: dict[tuple[Rule, ...], Variant | None] = {}
+        self._prepared: dict[str, PreparedVariant] = {}
 
     @property
     def variants(self) -> int:
@@ -186,6 +205,15 @@ class Personalizer:
 
     def variant_for(self, recipient: Recipient) -> Variant | None:
         """The rendered variant this recipient shares with others, or None if empty."""
+        # The cut depends on the recipient's rules only: readers with the same rules
+        # share it, so it is cut once for them all.
+        if recipient.rules in self._by_rules:
+            return self._by_rules[recipient.rules]
+        found = self._variant_for(recipient)
+        self._by_rules[recipient.rules] = found
+        return found
+
+    def _variant_for(self, recipient: Recipient) -> Variant | None:
         cut = cut_for(self.issue, recipient)
         if cut.is_empty:
             return None
@@ -196,6 +224,47 @@ class Personalizer:
                 self.settings, self.newsletter, cut, archive=self.archive
             )
         return self._variants[key]
+
+    def prepared(self, variant: Variant, signer: DkimSigner | None) -> PreparedVariant:
+        """The variant's bytes prepared for many recipients (see digest.prepared)."""
+        found = self._prepared.get(variant.content_key)
+        if found is None:
+            found = PreparedVariant(
+                self.settings,
+                self.newsletter,
+                variant,
+                now=self.now,
+                issue_key=self.issue.key,
+                signer=signer,
+            )
+            self._prepared[variant.content_key] = found
+        return found
+
+    def fast_message_for(
+        self,
+        recipient: Recipient,
+        variant: Variant,
+        message_id: str,
+        *,
+        envelope_from: str,
+        signer: DkimSigner | None,
+    ) -> Message:
+        """The message of :meth:`message_for`, from the variant's prepared bytes, signed."""
+        subscriber = recipient.subscriber
+        sid, nid = subscriber.id or 0, self.newsletter.id
+        return self.prepared(variant, signer).message(
+            to_addr=subscriber.email,
+            to_name=subscriber.name,
+            message_id=message_id,
+            envelope_from=envelope_from,
+            fields={
+                "name": subscriber.name,
+                "email": subscriber.email,
+                "unsubscribe_url": unsubscribe_url(self.settings, nid, sid),
+                "preferences_url": preferences_url(self.settings, nid, sid),
+            },
+            unsubscribe_mailto=unsubscribe_mailto(self.settings, nid, sid),
+        )
 
     def message_for(
         self, recipient: Recipient, variant: Variant, message_id: str | None = None
@@ -306,8 +375,82 @@ def current_recipients(store: Store, newsletter: NewsletterSettings) -> dict[int
     }
 
 
-def new_message_id(newsletter: NewsletterSettings, issue_key: str) -> str:
-    return make_msgid(idstring=f"{newsletter.id}.{issue_key}", domain=newsletter.sender_domain)
+#: Ledger rows claimed in one transaction.
+CLAIM_CHUNK = 250
+#: Subscribers planned into the ledger in one transaction.
+PLAN_CHUNK = 1000
+#: Outcomes are recorded at the latest this many seconds after the server's answer ...
+FLUSH_SECONDS = 0.2
+#: ... or as soon as this many are waiting.
+FLUSH_ROWS = 200
+#: Sending pauses while this many outcomes are not yet recorded. With the messages in
+#: flight this bounds the messages a killed run sent but did not record (the next run
+#: repeats each once, with its first Message-ID).
+MAX_UNRECORDED = 2 * FLUSH_ROWS
+
+
+T = TypeVar("T")
+
+
+# One thread for the ledger work of every send: one database connection busy at a time
+# and one more malloc arena, rather than one per thread of the default executor.
+_LEDGER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-ledger")
+
+
+async def _in_thread(call: Callable[[], T]) -> T:
+    """``call()`` in the ledger thread, so the event loop keeps sending meanwhile.
+
+    Cancelled, it still waits for the call to end (a transaction is never left to
+    finish behind the caller's back) and then raises.
+    """
+    future = asyncio.get_running_loop().run_in_executor(_LEDGER_THREAD, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
+
+
+def envelope_sender(settings: Settings, newsletter: NewsletterSettings, row: ClaimedRow) -> str:
+    """The return path (MAIL FROM) of one delivery: the one place that decides it."""
+    return return_path(settings, newsletter, row.id)
+
+
+class _Outcomes:
+    """Outcomes waiting to be recorded, written in one transaction per batch."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.waiting: list[Outcome] = []
+        self.writing = 0  # outcomes in the transaction being written
+        self.due = asyncio.Event()
+
+    @property
+    def unrecorded(self) -> int:
+        return len(self.waiting) + self.writing
+
+    def add(self, outcome: Outcome) -> None:
+        self.waiting.append(outcome)
+        if len(self.waiting) >= FLUSH_ROWS:
+            self.due.set()
+
+    async def room(self) -> None:
+        """Wait while too many outcomes are unrecorded."""
+        while self.unrecorded >= MAX_UNRECORDED:
+            self.due.set()
+            await asyncio.sleep(0.002)
+
+    async def write(self) -> None:
+        batch, self.waiting = self.waiting, []
+        self.writing = len(batch)
+        try:
+            await _in_thread(lambda: self.store.record_outcomes(batch))
+        finally:
+            self.writing = 0
+
+    def flush(self) -> None:
+        batch, self.waiting = self.waiting, []
+        self.store.record_outcomes(batch)
 
 
 async def send_issue(
@@ -322,14 +465,19 @@ async def send_issue(
     progress: Progress | None = None,
     stop_requested: asyncio.Event | None = None,
 ) -> DeliveryReport:
-    """Send ``issue`` to every recipient not yet sent; record each outcome as it happens.
+    """Send ``issue`` to every recipient not yet sent; record each outcome.
 
-    Raises nothing for a recipient the server refuses (it is counted and recorded); stops
-    early, leaving the rest pending, when the transport becomes unavailable. Rows
-    deferred to a later time are left for then. Once ``stop_requested`` is set no new
-    message starts; those in flight finish and are recorded. Raises NotApproved, sending
-    nothing, for an issue of a newsletter with ``review = "required"`` that no editor
-    approved.
+    Recipients and ledger rows are read from the store in chunks, never all at once: a
+    new issue's ledger is planned chunk by chunk while the first chunks are sent. Rows
+    are claimed (``sending``, with their Message-ID) a chunk at a time before their
+    messages go out, and outcomes are recorded in batches within ``FLUSH_SECONDS``.
+    Raises nothing for a recipient the server refuses (it is counted and recorded);
+    stops early, leaving the rest pending, when the transport becomes unavailable. Rows
+    deferred to a later time (see :func:`record_deferral`) are left for then. Once
+    ``stop_requested`` is set no new message starts; those in flight finish and are
+    recorded. A cancelled run does the same and gives the rows it claimed but did not
+    send back. Raises NotApproved, sending nothing, for an issue of a newsletter with
+    ``review = "required"`` that no editor approved.
     """
     from digest.review import require_approval
 
@@ -337,65 +485,173 @@ async def send_issue(
     # Before anything is planned or sent: an issue that awaits review never goes out.
     require_approval(store, newsletter, issue.key)
     report = DeliveryReport(newsletter.id, issue.key, zone=newsletter.zone)
-    recipients = current_recipients(store, newsletter)
-    report.recipients = len(recipients)
-    if record.status == "composed":
-        # The issue goes out: its audience is fixed now. Whoever subscribes later gets
-        # the next issue, also when this one is resumed after an interruption.
-        report.planned = store.plan_deliveries(
-            record.id, [(sid, r.subscriber.email, r.segments) for sid, r in recipients.items()]
+    lists = segment_lists(newsletter)
+    suppressed = store.suppressed_hashes(newsletter.id)
+    # The run takes the rows due when it starts; rows deferred past then wait for a
+    # later run (the retry job), and are counted as waiting.
+    started = datetime.now(UTC)
+    before = store.delivery_status(record.id, started, replies=0)
+    report.already_sent = before.sent
+    report.refused_before = before.failed
+    report.skipped_before = before.skipped
+    report.waiting = before.waiting
+    if before.waiting:
+        # A deferred row whose reader has unsubscribed since is skipped now, as a dry
+        # run counts it, not only once it is due.
+        waiting = store.waiting_deliveries(record.id, started)
+        still = store.subscribers_by_id(
+            [sid for _, sid in waiting], lists, newsletter=newsletter.id, suppressed=suppressed
         )
-        store.set_issue_status(record.id, "sending")
-    plan = audience(store, newsletter, issue, recipients, record, ledger_open=False)
-    for name, value in vars(plan.counts).items():
-        setattr(report, name, value)
-    for row in plan.unsubscribed_since:
-        store.record_delivery(row.id, DeliveryState.SKIPPED, code=None, reply="unsubscribed")
-    for skipped, _recipient in plan.nothing_for_them:
-        assert skipped is not None
-        store.record_delivery(
-            skipped.id, DeliveryState.SKIPPED, code=None, reply="nothing for their interests"
-        )
+        reached = {r.subscriber.id for r in recipients_for(newsletter, still.values())}
+        gone = [
+            Outcome(row_id, DeliveryState.SKIPPED, None, "unsubscribed")
+            for row_id, sid in waiting
+            if sid not in reached
+        ]
+        store.record_outcomes(gone)
+        report.unsubscribed_since += len(gone)
+        report.waiting -= len(gone)
+    signer = signer_for(settings, newsletter.sender_domain)
     personalizer = Personalizer(settings, newsletter, issue, now)
-    # Everything is rendered before the first message goes out: a template error stops
-    # the run before anyone got anything, and no MJML compiles between two sends.
-    queue: asyncio.Queue[tuple[DeliveryRow, Recipient, Variant]] = asyncio.Queue()
-    for pending, recipient in plan.to_send:
-        # --- retries: a row deferred to a later time waits for it
-        assert pending is not None
-        if pending.next_attempt_at is not None and pending.next_attempt_at > datetime.now(UTC):
-            report.waiting += 1
-            continue
-        # --- end retries
-        variant = personalizer.variant_for(recipient)
-        assert pending is not None and variant is not None  # planned, and not empty
-        queue.put_nowait((pending, recipient, variant))
-    report.variants = personalizer.variants
-    total = queue.qsize()
-    done = 0
+    # The audience of an issue is fixed when its ledger is planned: until then (status
+    # 'composed') every current recipient is planned, chunk by chunk, as sending goes.
+    planner = (
+        store.iter_active_subscribers(
+            lists, newsletter=newsletter.id, chunk=PLAN_CHUNK, suppressed=suppressed
+        )
+        if record.status == "composed"
+        else None
+    )
+    planned_recipients = 0
+    outcomes = _Outcomes(store)
+    queue: asyncio.Queue[tuple[ClaimedRow, Recipient, Variant]] = asyncio.Queue(
+        maxsize=2 * CLAIM_CHUNK
+    )
+    claimed_ids: set[int] = set()  # claimed by this run and not yet settled
     stop = asyncio.Event()
+    producing = True
     # A row still 'sending' belongs to another run while its claim is younger than this;
     # older, the run that claimed it has stopped without recording an answer.
     lease = timedelta(seconds=2 * settings.smtp.timeout + 30)
     policy_in_a_row = 0
+    done = 0
+    id_prefix, id_domain = f"{newsletter.id}.{issue.key}", newsletter.sender_domain
 
-    async def deliver_one(row: DeliveryRow, recipient: Recipient, variant: Variant) -> None:
+    def settle(row: ClaimedRow, state: str, code: int | None, reply: str) -> None:
+        record_outcome(Outcome(row.id, state, code, reply))
+
+    def record_outcome(outcome: Outcome) -> None:
+        claimed_ids.discard(outcome.delivery_id)
+        outcomes.add(outcome)
+
+    def defer(row: ClaimedRow, code: int | None, reply: str) -> None:
+        if record_deferral(settings, row, code, reply, record_outcome) is None:
+            report.failed += 1
+            report.gave_up += 1
+            report.failures.append(f"{row.email}: {code} {' '.join(reply.split())} (given up)")
+        else:
+            report.deferred += 1
+
+    def plan_next() -> bool:
+        """Plan one more chunk of subscribers into the ledger; False when all are."""
+        nonlocal planner, planned_recipients
+        if planner is None:
+            return False
+        chunk = next(planner, None)
+        if chunk is None:
+            planner = None
+            store.set_issue_status(record.id, "sending")
+            return False
+        rows = []
+        for recipient in recipients_for(newsletter, chunk):
+            sid = recipient.subscriber.id
+            assert sid is not None
+            planned_recipients += 1
+            empty = personalizer.variant_for(recipient) is None
+            rows.append(
+                PlannedRow(
+                    sid,
+                    recipient.subscriber.email,
+                    recipient.segments,
+                    "nothing for their interests" if empty else None,
+                )
+            )
+        report.planned += store.plan_rows(record.id, rows, now)
+        return True
+
+    def claim(after: int) -> list[ClaimedRow]:
+        claimed = store.claim_deliveries(
+            record.id,
+            after_id=after,
+            limit=CLAIM_CHUNK,
+            stale_before=datetime.now(UTC) - lease,
+            due_by=started,
+            new_message_id=lambda: make_msgid(idstring=id_prefix, domain=id_domain),
+        )
+        # Noted in the thread itself: a cancelled run gives back all it claimed.
+        claimed_ids.update(row.id for row in claimed)
+        return claimed
+
+    async def produce() -> None:
+        nonlocal producing
+        after = 0
+        try:
+            while not stop.is_set():
+                claimed = await _in_thread(partial(claim, after))
+                if len(claimed) < CLAIM_CHUNK and planner is not None:
+                    await _in_thread(plan_next)  # the ledger runs short: plan more
+                    if not claimed:
+                        continue
+                if not claimed:
+                    return
+                after = claimed[-1].id
+                current = await _in_thread(
+                    partial(
+                        store.subscribers_by_id,
+                        [row.subscriber_id for row in claimed],
+                        lists,
+                        newsletter=newsletter.id,
+                        suppressed=suppressed,
+                    )
+                )
+                recipients = {
+                    r.subscriber.id: r for r in recipients_for(newsletter, current.values())
+                }
+                for row in claimed:
+                    recipient = recipients.get(row.subscriber_id)
+                    if recipient is None:
+                        report.unsubscribed_since += 1
+                        settle(row, DeliveryState.SKIPPED, None, "unsubscribed")
+                        continue
+                    variant = personalizer.variant_for(recipient)
+                    if variant is None:
+                        settle(row, DeliveryState.SKIPPED, None, "nothing for their interests")
+                        continue
+                    report.resumed += row.resumed
+                    while queue.full():
+                        if stop.is_set():
+                            return
+                        await asyncio.sleep(0.01)
+                    queue.put_nowait((row, recipient, variant))
+        finally:
+            producing = False
+
+    async def deliver_one(row: ClaimedRow, recipient: Recipient, variant: Variant) -> None:
+        nonlocal policy_in_a_row
         # A row tried before keeps its Message-ID: should the server have taken the
         # message although the answer never came back, the repeat carries the same id,
         # which lets receiving systems drop it as a duplicate.
-        message_id = row.message_id or new_message_id(newsletter, issue.key)
-        if row.state == DeliveryState.SENDING:
-            if not store.reclaim_stale_delivery(row.id, datetime.now(UTC) - lease):
-                report.in_flight += 1
-                return
-            report.resumed += 1
-        elif not store.claim_delivery(row.id, message_id):
-            return  # another run claimed it first
+        assert row.message_id is not None
         try:
-            message = personalizer.message_for(recipient, variant, message_id)
-            message = replace(message, sender=return_path(settings, newsletter, row.id))
+            message = personalizer.fast_message_for(
+                recipient,
+                variant,
+                row.message_id,
+                envelope_from=envelope_sender(settings, newsletter, row),
+                signer=signer,
+            )
         except MessageError as exc:
-            store.record_delivery(row.id, DeliveryState.FAILED, code=None, reply=str(exc))
+            settle(row, DeliveryState.FAILED, None, str(exc))
             report.failed += 1
             report.failures.append(f"{row.email}: {exc}")
             return
@@ -409,15 +665,14 @@ async def send_issue(
             if exc.temporary and not isinstance(exc, SenderRefused):
                 defer(row, exc.code, str(exc))
             else:
-                store.record_delivery(row.id, DeliveryState.PENDING, code=exc.code, reply=str(exc))
+                settle(row, DeliveryState.PENDING, exc.code, str(exc))
                 report.deferred += 1
             report.stopped = str(exc)
             stop.set()
             return
-        nonlocal policy_in_a_row
         policy_in_a_row = policy_in_a_row + 1 if result.policy else 0
         if result.ok:
-            store.record_delivery(row.id, DeliveryState.SENT, code=result.code, reply=result.reply)
+            settle(row, DeliveryState.SENT, result.code, result.reply)
             report.sent += 1
         elif result.policy:
             # Refused by policy: nothing against the address, so it is retried later
@@ -435,27 +690,30 @@ async def send_issue(
         elif result.temporary:
             defer(row, result.code, result.reply)
         else:
-            store.record_delivery(
-                row.id, DeliveryState.FAILED, code=result.code, reply=result.reply
-            )
+            settle(row, DeliveryState.FAILED, result.code, result.reply)
             report.failed += 1
             report.failures.append(f"{row.email}: {result.code} {result.reply}")
 
-    def defer(row: DeliveryRow, code: int | None, reply: str) -> None:
-        if record_deferral(settings, store, row, code, reply) is None:
-            report.failed += 1
-            report.gave_up += 1
-            report.failures.append(f"{row.email}: {code} {' '.join(reply.split())} (given up)")
-        else:
-            report.deferred += 1
+    # As many workers as the relays have connections (see digest.relays).
+    workers_left = max(1, connection_slots(settings.smtp))
 
     async def worker() -> None:
+        try:
+            await work()
+        finally:
+            nonlocal workers_left
+            workers_left -= 1
+
+    async def work() -> None:
         nonlocal done
         while not stop.is_set():
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            if queue.empty() and not producing:
                 return
+            await outcomes.room()
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=0.05)
+            except TimeoutError:
+                continue
             task = asyncio.ensure_future(deliver_one(*item))
             try:
                 # A cancelled run lets the message in flight finish and be recorded,
@@ -466,9 +724,14 @@ async def send_issue(
                 raise
             done += 1
             if progress:
-                progress(done, total)
+                progress(done, done + queue.qsize())
 
-    workers = connection_slots(settings.smtp)
+    async def flush_now_and_then() -> None:
+        while workers_left:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(outcomes.due.wait(), FLUSH_SECONDS)
+            outcomes.due.clear()
+            await outcomes.write()
 
     async def relay_stop() -> None:
         assert stop_requested is not None
@@ -482,16 +745,42 @@ async def send_issue(
         # A TaskGroup, unlike gather, waits for every worker when the run is cancelled,
         # so each message in flight is recorded before the cancellation goes on.
         async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, min(workers, total or 1))):
+            group.create_task(produce())
+            for _ in range(workers_left):
                 group.create_task(worker())
+            group.create_task(flush_now_and_then())
     except* DigestError as failed:  # e.g. the store went away: report the first, plainly
         raise failed.exceptions[0] from None
     finally:
         if watcher is not None:
             watcher.cancel()
+        outcomes.flush()
+        if claimed_ids:  # claimed but never tried: back to pending, as they were
+            store.release_deliveries(sorted(claimed_ids))
+    if record.status == "composed":
+        report.recipients = planned_recipients
+    else:
+        report.subscribed_after = sum(
+            len(chunk)
+            for chunk in store.iter_active_subscribers(
+                lists, newsletter=newsletter.id, not_in_issue=record.id, suppressed=suppressed
+            )
+        )
+        report.recipients = sum(
+            len(chunk)
+            for chunk in store.iter_active_subscribers(
+                lists, newsletter=newsletter.id, suppressed=suppressed
+            )
+        )
     status = store.delivery_status(record.id, datetime.now(UTC), replies=0)
+    report.skipped = status.skipped - report.skipped_before - report.unsubscribed_since
+    report.in_flight = status.sending
+    report.variants = personalizer.variants
     report.left, report.next_retry = status.left, status.next_retry
-    if not status.left:
+    # A run stopped before the whole audience was planned has not finished the issue
+    # even when every planned row is done: the next run plans the rest.
+    report.unplanned = record.status == "composed" and planner is not None
+    if report.finished:
         store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
     log.info(report.summary())
     return report

@@ -128,7 +128,10 @@ async def send_due(
             break
         newsletter = configured[newsletter_id]
         record = store.get_issue(newsletter_id, key)
-        if record is None or not store.due_deliveries(record.id, datetime.now(UTC)):
+        if record is None:
+            continue
+        # A 'composed' issue here has an audience not planned completely: always go on.
+        if record.status != "composed" and not store.due_deliveries(record.id, datetime.now(UTC)):
             continue
         prepared = prepare_issue(store, newsletter, key, now, save=False)
         if prepared is None or prepared.record is None:

@@ -15,6 +15,7 @@ token to :func:`read_token`.
 
 from __future__ import annotations
 
+import functools
 from email.utils import parseaddr
 from urllib.parse import quote
 
@@ -52,12 +53,15 @@ class TokenError(DigestError):
         super().__init__(f"{purpose} token: {problem}")
 
 
+@functools.lru_cache(maxsize=16)
 def _serializer(secret: str, purpose: str) -> URLSafeSerializer:
     if not purpose:
         raise ValueError("a token needs a purpose")
     return URLSafeSerializer(secret, salt=f"digest.{purpose}")
 
 
+# A message carries the unsubscribe token twice (the link and the mailto): made once.
+@functools.lru_cache(maxsize=8)
 def make_token(secret: str, purpose: str, subscriber_id: int, newsletter_id: str) -> str:
     """A URL-safe token naming one subscriber of one newsletter, for one purpose."""
     token = _serializer(secret, purpose).dumps([subscriber_id, newsletter_id])
@@ -126,8 +130,13 @@ def preferences_url(settings: Settings, newsletter_id: str, subscriber_id: int) 
     return f"{settings.public_url.rstrip('/')}/preferences/{token}"
 
 
+@functools.lru_cache(maxsize=32)
+def _address_of(sender: str) -> str:
+    return parseaddr(sender)[1]
+
+
 def unsubscribe_mailto(settings: Settings, newsletter_id: str, subscriber_id: int) -> str:
     """The mailto URL of ``List-Unsubscribe``: the sender, subject ``unsubscribe <token>``."""
-    sender = parseaddr(settings.newsletter(newsletter_id).sender)[1]
+    sender = _address_of(settings.newsletter(newsletter_id).sender)
     token = make_token(settings.secret_key, UNSUBSCRIBE, subscriber_id, newsletter_id)
     return f"mailto:{quote(sender, safe='@+')}?subject={quote(f'unsubscribe {token}')}"

@@ -37,6 +37,8 @@ COMMANDS = [
     ["subscribers", "export"],
     ["subscribers", "erase"],
     ["subscribers"],
+    ["dkim"],
+    ["dkim", "keygen"],
     ["demo"],
     ["status"],
     ["deliveries"],

@@ -34,7 +34,14 @@ def _ledger_row(store: Store, sid: int, email: str, key: str = "2025-W05") -> in
     issue = store.create_issue("eins", key, T0, T0 + timedelta(days=7), "Betreff", [])
     store.plan_deliveries(issue.id, [(sid, email, ["alle"])])
     [row] = store.deliveries(issue.id)
-    assert store.claim_delivery(row.id, f"<{key}@example.org>")
+    [claimed] = store.claim_deliveries(
+        issue.id,
+        after_id=0,
+        limit=1,
+        stale_before=T0,
+        new_message_id=lambda: f"<{key}@example.org>",
+    )
+    assert claimed.id == row.id
     return row.id
 
 

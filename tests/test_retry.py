@@ -21,6 +21,7 @@ from digest.models import DeliveryState
 from digest.retry import JITTER, GiveUp, Retry, backoff, next_step
 from digest.status import format_status, issue_statuses, requeue
 from digest.store import schema as t
+from digest.store.ledger import PlannedRow
 from digest.transport import SmtpPool
 from tests.smtp_server import RecordingServer
 from tests.test_send import NOW, WEEK, World
@@ -244,3 +245,37 @@ async def test_each_class_of_reply_has_its_outcome(world: World) -> None:
     assert world.store.is_suppressed(no_user, world.newsletter.id)
     for other in (policy, full, refused):
         assert not world.store.is_suppressed(other, world.newsletter.id)
+
+
+async def test_a_run_stopped_before_its_audience_was_planned_leaves_the_issue_unfinished(
+    world: World,
+) -> None:
+    stop = asyncio.Event()
+    stop.set()  # SIGTERM before the first ledger row was written
+    async with RecordingServer() as s:
+        settings = replace(world.settings, smtp=s.settings(), retry=POLICY)
+        pool = SmtpPool(settings.smtp)
+        try:
+            stopped = await jobs.send(
+                settings, world.store, world.newsletter, WEEK, pool, now=NOW, stop=stop
+            )
+        finally:
+            await pool.close()
+        assert stopped is not None and stopped.stopped == "interrupted"
+        assert (stopped.sent, stopped.left, stopped.finished) == (0, 0, False)
+        assert "not every recipient planned yet" in stopped.summary()
+        record = world.store.get_issue(world.newsletter.id, WEEK)
+        assert record is not None and record.status == "composed"  # not 'sent'
+        assert world.store.unfinished_issues() == []  # nothing went out yet
+        # a run killed after planning its first chunk: some rows, the issue 'composed'
+        first = sorted(world.store.active_subscribers(), key=lambda r: r.id or 0)[:3]
+        world.store.plan_rows(
+            record.id, [PlannedRow(r.id or 0, r.email, ["allgemein"]) for r in first]
+        )
+        # the retry job takes it up: it plans the rest and sends
+        assert world.store.unfinished_issues() == [(world.newsletter.id, WEEK)]
+        [report] = await _send_due(world, s, POLICY)
+    assert (report.sent, report.finished) == (14, True)
+    record = world.store.get_issue(world.newsletter.id, WEEK)
+    assert record is not None and record.status == "sent"
+    assert world.store.unfinished_issues() == []

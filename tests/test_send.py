@@ -290,7 +290,14 @@ async def test_a_row_left_sending_by_a_killed_run_waits_out_its_lease(
     )
     [row, *_] = world.store.deliveries(record.record.id)
     # a run claimed the row and was killed before the server's answer was recorded
-    assert world.store.claim_delivery(row.id, "<killed.run@kommune-digital.example>")
+    [claimed] = world.store.claim_deliveries(
+        record.record.id,
+        after_id=0,
+        limit=1,
+        stale_before=datetime(2025, 1, 1, tzinfo=UTC),
+        new_message_id=lambda: "<killed.run@kommune-digital.example>",
+    )
+    assert claimed.id == row.id
     first = await world.send(smtp_server)
     assert first.in_flight == 1 and row.email not in _recipients(smtp_server)
     # once the claim is older than the lease, the next run sends it, same Message-ID

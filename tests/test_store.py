@@ -9,6 +9,7 @@ from sqlalchemy import inspect
 
 from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.store import Store
+from digest.store.ledger import ClaimedRow, Outcome, PlannedRow
 
 T0 = datetime(2025, 1, 28, 9, 30, tzinfo=UTC)
 
@@ -112,12 +113,56 @@ def test_delivery_ledger_plans_once_and_claims_once(store: Store) -> None:
     assert store.plan_deliveries(issue.id, [(sid, "a@example.org", ["alle"])]) == 0
     [row] = store.deliveries(issue.id)
     assert row.state == DeliveryState.PENDING and row.segments == ("alle",)
-    assert store.claim_delivery(row.id, "<m@x>") is True
-    assert store.claim_delivery(row.id, "<m@x>") is False
+
+    def claim() -> list[int]:
+        claimed = store.claim_deliveries(
+            issue.id, after_id=0, limit=10, stale_before=T0, new_message_id=lambda: "<m@x>"
+        )
+        return [r.id for r in claimed]
+
+    assert claim() == [row.id]
+    assert claim() == []  # another sender holds it
     store.record_delivery(row.id, DeliveryState.SENT, code=250, reply="OK queued")
     [row] = store.deliveries(issue.id)
     assert (row.state, row.smtp_code, row.attempts, row.message_id) == ("sent", 250, 1, "<m@x>")
     assert store.delivery_counts(issue.id) == {"sent": 1}
+
+
+def test_claims_take_chunks_once_and_a_stale_row_keeps_its_message_id(store: Store) -> None:
+    from itertools import count
+
+    issue = store.create_issue("nl", "2025-W05", T0, T0 + timedelta(1), "S", [])
+    planned = [
+        PlannedRow(store.save_subscriber(Subscriber(f"r{n}@example.org"), ["l"]), f"r{n}@x", ())
+        for n in range(5)
+    ]
+    assert store.plan_rows(issue.id, planned) == 5 and store.plan_rows(issue.id, planned) == 0
+    ids = count()
+
+    def claim(after: int, *, stale_before: datetime = T0) -> list[ClaimedRow]:
+        return store.claim_deliveries(
+            issue.id,
+            after_id=after,
+            limit=2,
+            stale_before=stale_before,
+            new_message_id=lambda: f"<{next(ids)}@x>",
+        )
+
+    first = claim(0)
+    second = claim(first[-1].id)
+    assert len(first) == len(second) == 2 and {r.id for r in first}.isdisjoint(r.id for r in second)
+    assert all(r.message_id and not r.resumed for r in first + second)
+    store.release_deliveries([second[1].id])  # claimed, never tried: back as it was
+    store.record_outcomes([Outcome(first[0].id, DeliveryState.SENT, 250, "ok")])
+    rows = {r.id: r for r in store.deliveries(issue.id)}
+    assert (rows[second[1].id].state, rows[second[1].id].attempts) == ("pending", 0)
+    assert (rows[first[0].id].state, rows[first[0].id].smtp_reply) == ("sent", "ok")
+    # Later, the claims of a run that stopped are stale: taken over with their ids.
+    again = claim(0, stale_before=datetime.now(UTC) + timedelta(minutes=1))
+    assert [(r.id, r.message_id, r.resumed) for r in again] == [
+        (first[1].id, first[1].message_id, True),
+        (second[0].id, second[0].message_id, True),
+    ]
 
 
 def test_values_from_outside_have_no_length_limit(store: Store) -> None:
@@ -141,3 +186,45 @@ def test_unsubscribing_from_one_newsletter_keeps_the_others(store: Store) -> Non
     assert store.active_subscribers(newsletter="eins") == []
     assert [s.id for s in store.active_subscribers(newsletter="zwei")] == [sid]
     assert store.unsubscribed(sid, "eins") and not store.unsubscribed(sid, "zwei")
+
+
+def test_claims_take_only_due_rows_and_keep_the_first_attempt(store: Store) -> None:
+    issue = store.create_issue("nl", "2025-W06", T0, T0 + timedelta(1), "S", [])
+    sid = store.save_subscriber(Subscriber("d@example.org"), ["l"])
+    assert store.plan_rows(issue.id, [PlannedRow(sid, "d@example.org", ())]) == 1
+
+    def claim(now: datetime) -> list[ClaimedRow]:
+        return store.claim_deliveries(
+            issue.id, after_id=0, limit=5, stale_before=T0, new_message_id=lambda: "<d@x>", now=now
+        )
+
+    [first] = claim(T0)
+    assert (first.attempts, first.first_attempt_at) == (1, T0)
+    # deferred: pending, not claimed before its time, claimed once it has come
+    later = T0 + timedelta(minutes=5)
+    store.record_outcomes(
+        [Outcome(first.id, DeliveryState.PENDING, 451, "4.7.1 later", next_attempt_at=later)]
+    )
+    [row] = store.deliveries(issue.id)
+    assert (row.state, row.next_attempt_at) == (DeliveryState.PENDING, later)
+    assert claim(later - timedelta(seconds=1)) == []
+    [second] = claim(later)
+    assert (second.attempts, second.first_attempt_at, second.message_id) == (2, T0, "<d@x>")
+    [row] = store.deliveries(issue.id)
+    assert row.next_attempt_at is None
+    # given back untried: the attempt is not counted, the first attempt stays
+    store.release_deliveries([second.id])
+    [row] = store.deliveries(issue.id)
+    assert (row.state, row.attempts, row.first_attempt_at) == ("pending", 1, T0)
+
+
+def test_a_row_given_back_after_its_first_claim_has_no_first_attempt(store: Store) -> None:
+    issue = store.create_issue("nl", "2025-W07", T0, T0 + timedelta(1), "S", [])
+    sid = store.save_subscriber(Subscriber("e@example.org"), ["l"])
+    store.plan_rows(issue.id, [PlannedRow(sid, "e@example.org", ())])
+    [claimed] = store.claim_deliveries(
+        issue.id, after_id=0, limit=5, stale_before=T0, new_message_id=lambda: "<e@x>", now=T0
+    )
+    store.release_deliveries([claimed.id])
+    [row] = store.deliveries(issue.id)
+    assert (row.state, row.attempts, row.first_attempt_at) == ("pending", 0, None)

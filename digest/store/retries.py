@@ -88,8 +88,16 @@ class RetryStore:
             )
 
     def unfinished_issues(self, newsletters: list[str] | None = None) -> list[tuple[str, str]]:
-        """(newsletter, key) of every issue that went out and has rows left, oldest first."""
-        query = select(t.issues.c.newsletter, t.issues.c.key).where(t.issues.c.status == "sending")
+        """(newsletter, key) of every issue that went out and has rows left, oldest first.
+
+        Also an issue whose first run stopped before its whole audience was planned (still
+        'composed', with ledger rows): the next run plans the rest.
+        """
+        i, d = t.issues.c, t.deliveries.c
+        started = select(d.id).where(d.issue_id == i.id).exists()
+        query = select(i.newsletter, i.key).where(
+            or_(i.status == "sending", and_(i.status == "composed", started))
+        )
         if newsletters is not None:
             query = query.where(t.issues.c.newsletter.in_(newsletters))
         with self.engine.connect() as conn:
@@ -121,6 +129,23 @@ class RetryStore:
                     )
                 ).scalar_one()
             )
+
+    def waiting_deliveries(self, issue_id: int, now: datetime) -> list[tuple[int, int]]:
+        """(delivery id, subscriber id) of the issue's rows deferred past ``now``."""
+        d = t.deliveries.c
+        with self.engine.connect() as conn:
+            return [
+                (int(i), int(s))
+                for i, s in conn.execute(
+                    select(d.id, d.subscriber_id)
+                    .where(
+                        d.issue_id == issue_id,
+                        d.state == DeliveryState.PENDING,
+                        d.next_attempt_at > now,
+                    )
+                    .order_by(d.id)
+                ).all()
+            ]
 
     def requeue_deliveries(
         self, issue_id: int, *, failed: bool = False, now: datetime | None = None

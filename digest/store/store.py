@@ -23,14 +23,12 @@ from digest.store import schema as t
 from digest.store.bounces import BounceStore
 from digest.store.editorial import EditorialStore
 from digest.store.importing import ImportCounts, import_rows
+from digest.store.ledger import LedgerStore, Outcome
 from digest.store.privacy import (
     PrivacyStore,
-    hashes_in_scopes,
-    is_hard_bounce,
-    leave_active,
     suppress_in,
 )
-from digest.store.retries import RetryStore, due_now
+from digest.store.retries import RetryStore
 from digest.store.signups import SignupStore
 from digest.store.sql import insert_ignoring_duplicates
 
@@ -101,7 +99,7 @@ class DeliveryRow:
     first_attempt_at: datetime | None = None
 
 
-class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore):
+class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore, LedgerStore):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
     ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);
@@ -484,36 +482,10 @@ class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore):
         Addresses on the suppression list for every newsletter are left out; with
         ``newsletter``, also those who unsubscribed from or are suppressed for it.
         """
+        query = self._recipient_query(lists, newsletter).order_by(t.subscribers.c.id)
+        suppressed = self.suppressed_hashes(newsletter)
         with self.engine.connect() as conn:
-            query = select(t.subscribers).where(t.subscribers.c.status == "active")
-            if lists is not None:
-                query = query.where(
-                    t.subscribers.c.id.in_(
-                        select(t.memberships.c.subscriber_id).where(
-                            t.memberships.c.list_name.in_(list(lists))
-                        )
-                    )
-                )
-            if newsletter is not None:
-                query = query.where(
-                    t.subscribers.c.id.not_in(
-                        select(t.unsubscriptions.c.subscriber_id).where(
-                            t.unsubscriptions.c.newsletter == newsletter
-                        )
-                    )
-                )
-            rows = conn.execute(query.order_by(t.subscribers.c.id)).all()
-            scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
-            suppressed = hashes_in_scopes(conn, scopes)
-            if suppressed:
-                hashed = self.address_hash  # raises without a key: never mail blindly
-                rows = [r for r in rows if hashed(r.email_key or r.email) not in suppressed]
-            member_of: dict[int, set[str]] = {}
-            for sid, name in conn.execute(
-                select(t.memberships.c.subscriber_id, t.memberships.c.list_name)
-            ):
-                member_of.setdefault(sid, set()).add(name)
-        return [_subscriber_from_row(r, member_of.get(r.id, set())) for r in rows]
+            return self._subscribers(conn, query, suppressed)
 
     def subscriber_rows(
         self, *, list_name: str | None = None, status: str | None = None
@@ -675,51 +647,6 @@ class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore):
             for r in rows
         ]
 
-    def claim_delivery(
-        self, delivery_id: int, message_id: str, now: datetime | None = None
-    ) -> bool:
-        """Mark a pending row as being sent; False if another sender got there first,
-        or if the row is deferred to a later time."""
-        now = now or _now()
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(t.deliveries)
-                .where(
-                    t.deliveries.c.id == delivery_id,
-                    t.deliveries.c.state == DeliveryState.PENDING,
-                    due_now(now),
-                )
-                .values(
-                    state=DeliveryState.SENDING,
-                    message_id=message_id,
-                    attempts=t.deliveries.c.attempts + 1,
-                    updated_at=now,
-                    next_attempt_at=None,
-                    first_attempt_at=func.coalesce(t.deliveries.c.first_attempt_at, now),
-                )
-            )
-        return bool(done.rowcount)
-
-    def reclaim_stale_delivery(
-        self, delivery_id: int, older_than: datetime, now: datetime | None = None
-    ) -> bool:
-        """Take over a row left in 'sending' since before ``older_than`` by a stopped run.
-
-        False while another run may still be sending it (its claim is recent) or when
-        another run took it over first.
-        """
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(t.deliveries)
-                .where(
-                    t.deliveries.c.id == delivery_id,
-                    t.deliveries.c.state == DeliveryState.SENDING,
-                    t.deliveries.c.updated_at < older_than,
-                )
-                .values(attempts=t.deliveries.c.attempts + 1, updated_at=now or _now())
-            )
-        return bool(done.rowcount)
-
     def record_delivery(
         self,
         delivery_id: int,
@@ -729,29 +656,8 @@ class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore):
         reply: str,
         now: datetime | None = None,
     ) -> None:
-        """Record the outcome of one delivery as soon as the server has answered.
-
-        A refusal of the address itself (5xx with enhanced code 5.1.x) puts the address
-        on the suppression list for every newsletter (reason 'hard_bounce'), in the same
-        transaction. A policy refusal (5.7.x) is the sender's problem and suppresses
-        nothing.
-        """
-        now = now or _now()
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(t.deliveries)
-                .where(t.deliveries.c.id == delivery_id)
-                .values(state=state, smtp_code=code, smtp_reply=reply[:2000], updated_at=now)
-            )
-            if state == DeliveryState.FAILED and is_hard_bounce(code, reply):
-                key = conn.execute(
-                    select(t.subscribers.c.email_key)
-                    .join(t.deliveries, t.deliveries.c.subscriber_id == t.subscribers.c.id)
-                    .where(t.deliveries.c.id == delivery_id)
-                ).scalar()
-                if key is not None:
-                    suppress_in(conn, self.address_hash(key), "hard_bounce", None, now)
-                    leave_active(conn, key, "hard_bounce", now)
+        """Record the outcome of one delivery (see :meth:`record_outcomes`)."""
+        self.record_outcomes([Outcome(delivery_id, state, code, reply)], now)
 
     def delivery_counts(self, issue_id: int) -> dict[str, int]:
         with self.engine.connect() as conn:

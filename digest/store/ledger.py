@@ -1,0 +1,396 @@
+"""The delivery ledger in chunks: plan, claim and record many rows per transaction.
+
+A send never holds all of an issue's recipients or ledger rows: subscribers are read in
+chunks by id, planned into the ledger chunk by chunk, and rows are claimed a chunk at a
+time. Claiming is the one place where rows change hands between senders, so any number
+of sender processes (on PostgreSQL also on several machines) can work through one issue
+without coordinating beyond the ledger: each claim takes rows nobody else holds
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer at a time).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Select, and_, bindparam, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from digest.models import DeliveryState, Subscriber
+from digest.store import schema as t
+from digest.store.privacy import hashes_in_scopes, is_hard_bounce, leave_active, suppress_in
+from digest.store.retries import due_now
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["ClaimedRow", "LedgerStore", "Outcome", "PlannedRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRow:
+    """A ledger row to add: pending, or already skipped with a reason."""
+
+    subscriber_id: int
+    email: str
+    segments: Sequence[str]
+    skipped: str | None = None  # the reason, for a row planned as skipped
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """A ledger row this sender now holds (``sending``), with its Message-ID."""
+
+    id: int
+    subscriber_id: int
+    email: str
+    message_id: str | None
+    resumed: bool  # left in 'sending' by a sender that stopped without an answer
+    attempts: int = 1  # this claim's attempt counted
+    first_attempt_at: datetime | None = None  # of the row's first claim (retry age)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one claimed row."""
+
+    delivery_id: int
+    state: str
+    code: int | None
+    reply: str
+    # Pending with this set: deferred, not to be claimed before then (see digest.retry).
+    next_attempt_at: datetime | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LedgerStore:
+    """The ledger operations of :class:`~digest.store.Store` that work in chunks."""
+
+    engine: Engine
+    address_hash: Any
+
+    # --- who the issue goes to -----------------------------------------------------------
+
+    def _recipient_query(self, lists: Iterable[str] | None, newsletter: str | None) -> Select:
+        # EXISTS, not IN (subquery): SQLite materialises an IN list of every member of
+        # the lists for each query, where EXISTS looks each subscriber up by key.
+        s = t.subscribers.c
+        query = select(t.subscribers).where(s.status == "active")
+        if lists is not None:
+            m = t.memberships.c
+            query = query.where(
+                select(m.subscriber_id)
+                .where(m.subscriber_id == s.id, m.list_name.in_(list(lists)))
+                .exists()
+            )
+        if newsletter is not None:
+            u = t.unsubscriptions.c
+            query = query.where(
+                ~select(u.subscriber_id)
+                .where(u.subscriber_id == s.id, u.newsletter == newsletter)
+                .exists()
+            )
+        return query
+
+    def suppressed_hashes(self, newsletter: str | None) -> set[str]:
+        """The suppression list's hashes that hold for ``newsletter`` (or for all)."""
+        scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
+        with self.engine.connect() as conn:
+            return hashes_in_scopes(conn, scopes)
+
+    def _subscribers(
+        self, conn: Connection, query: Select, suppressed: set[str]
+    ) -> list[Subscriber]:
+        from digest.store.store import _subscriber_from_row
+
+        rows = conn.execute(query).all()
+        if suppressed:
+            hashed = self.address_hash  # raises without a key: never mail blindly
+            rows = [r for r in rows if hashed(r.email_key or r.email) not in suppressed]
+        member_of: dict[int, set[str]] = {}
+        ids = [r.id for r in rows]
+        if ids:
+            for sid, name in conn.execute(
+                select(t.memberships.c.subscriber_id, t.memberships.c.list_name).where(
+                    t.memberships.c.subscriber_id.in_(ids)
+                )
+            ):
+                member_of.setdefault(sid, set()).add(name)
+        return [_subscriber_from_row(r, member_of.get(r.id, set())) for r in rows]
+
+    def iter_active_subscribers(
+        self,
+        lists: Iterable[str] | None = None,
+        *,
+        newsletter: str | None = None,
+        chunk: int = 1000,
+        not_in_issue: int | None = None,
+        suppressed: set[str] | None = None,
+    ) -> Iterator[list[Subscriber]]:
+        """Chunks of :meth:`active_subscribers` in id order, one short transaction each.
+
+        With ``not_in_issue`` only those without a row in that issue's ledger.
+        """
+        lists = list(lists) if lists is not None else None
+        if suppressed is None:
+            suppressed = self.suppressed_hashes(newsletter)
+        query = self._recipient_query(lists, newsletter)
+        if not_in_issue is not None:
+            d = t.deliveries.c
+            query = query.where(
+                ~select(d.id)
+                .where(d.issue_id == not_in_issue, d.subscriber_id == t.subscribers.c.id)
+                .exists()
+            )
+        after = 0
+        while True:
+            with self.engine.connect() as conn:
+                raw = conn.execute(
+                    query.where(t.subscribers.c.id > after)
+                    .order_by(t.subscribers.c.id)
+                    .limit(chunk)
+                    .with_only_columns(t.subscribers.c.id)
+                ).scalars()
+                ids = list(raw)
+                if not ids:
+                    return
+                after = ids[-1]
+                found = self._subscribers(
+                    conn,
+                    query.where(t.subscribers.c.id.in_(ids)).order_by(t.subscribers.c.id),
+                    suppressed,
+                )
+            if found:
+                yield found
+
+    def subscribers_by_id(
+        self,
+        ids: Sequence[int],
+        lists: Iterable[str] | None,
+        *,
+        newsletter: str | None,
+        suppressed: set[str],
+    ) -> dict[int, Subscriber]:
+        """Those of ``ids`` who are active subscribers of ``lists`` now, by id."""
+        if not ids:
+            return {}
+        query = self._recipient_query(lists, newsletter).where(t.subscribers.c.id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            return {s.id: s for s in self._subscribers(conn, query, suppressed) if s.id}
+
+    # --- the ledger ----------------------------------------------------------------------
+
+    def plan_rows(
+        self, issue_id: int, planned: Sequence[PlannedRow], now: datetime | None = None
+    ) -> int:
+        """Add ledger rows not yet in the ledger, in one statement; returns rows added.
+
+        Rows already there are left as they are: planning twice never sends twice.
+        """
+        if not planned:
+            return 0
+        now = now or _now()
+        rows = [
+            {
+                "issue_id": issue_id,
+                "subscriber_id": p.subscriber_id,
+                "email": p.email,
+                "segments": json.dumps(list(p.segments)),
+                "state": DeliveryState.SKIPPED if p.skipped else DeliveryState.PENDING,
+                "smtp_reply": p.skipped,
+                "attempts": 0,
+                "updated_at": now,
+            }
+            for p in planned
+        ]
+        with self.engine.begin() as conn:
+            insert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            added = 0
+            for start in range(0, len(rows), 500):
+                # RETURNING tells what was added on every driver; rowcount does not for
+                # INSERT ... ON CONFLICT on psycopg.
+                done = conn.execute(
+                    insert(t.deliveries)
+                    .values(rows[start : start + 500])
+                    .on_conflict_do_nothing()
+                    .returning(t.deliveries.c.id)
+                )
+                added += len(done.all())
+        return added
+
+    def claim_deliveries(
+        self,
+        issue_id: int,
+        *,
+        after_id: int,
+        limit: int,
+        stale_before: datetime,
+        new_message_id: Any,
+        now: datetime | None = None,
+        due_by: datetime | None = None,
+    ) -> list[ClaimedRow]:
+        """Take up to ``limit`` rows after ``after_id`` to send, in one transaction.
+
+        The rows are pending ones that are due (not deferred past ``due_by``, by default
+        ``now``; see :func:`digest.store.retries.due_now`) and those left in 'sending'
+        since before ``stale_before`` by a sender that stopped without recording an
+        answer (they keep their Message-ID, so a repeat can be recognised). Each becomes
+        'sending' with a Message-ID (``new_message_id()`` for a row that has none yet),
+        one more attempt and, at its first claim, ``first_attempt_at``. Rows another
+        sender holds are skipped, never waited for. This is the only function that
+        decides which rows are due.
+        """
+        c = t.deliveries.c
+        now = now or _now()
+        wanted = [
+            and_(c.state == DeliveryState.PENDING, due_now(due_by or now)),
+            and_(c.state == DeliveryState.SENDING, c.updated_at < stale_before),
+        ]
+        due = or_(*wanted)
+        # Two queries, each in the order of the (issue_id, state) index, rather than
+        # one with OR: that one collects and sorts every due row after ``after_id``.
+        with self.engine.begin() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            found: list[Any] = []
+            for state in wanted:
+                candidates = (
+                    select(c.id, c.state)
+                    .where(c.issue_id == issue_id, c.id > after_id, state)
+                    .order_by(c.id)
+                    .limit(limit)
+                )
+                if postgres:
+                    candidates = candidates.with_for_update(skip_locked=True)
+                found += conn.execute(candidates).all()
+            found = sorted(found, key=lambda r: r.id)[:limit]
+            if not found:
+                return []
+            ids = [r.id for r in found]
+            # The state is checked again in the update: on SQLite another sender may
+            # have claimed a row between the select and this statement.
+            taken = conn.execute(
+                update(t.deliveries)
+                .where(c.id.in_(ids), due)
+                .values(
+                    state=DeliveryState.SENDING,
+                    attempts=c.attempts + 1,
+                    updated_at=now,
+                    next_attempt_at=None,
+                    first_attempt_at=func.coalesce(c.first_attempt_at, now),
+                )
+                .returning(
+                    c.id, c.subscriber_id, c.email, c.message_id, c.attempts, c.first_attempt_at
+                )
+            ).all()
+            fresh = [
+                {"b_id": r.id, "message_id": new_message_id()}
+                for r in taken
+                if r.message_id is None
+            ]
+            ids_given = {f["b_id"]: f["message_id"] for f in fresh}
+            if fresh:
+                conn.execute(
+                    update(t.deliveries)
+                    .where(c.id == bindparam("b_id"))
+                    .values(message_id=bindparam("message_id")),
+                    fresh,
+                )
+        was_sending = {r.id for r in found if r.state == DeliveryState.SENDING}
+        return sorted(
+            (
+                ClaimedRow(
+                    r.id,
+                    r.subscriber_id,
+                    r.email,
+                    r.message_id or ids_given[r.id],
+                    r.id in was_sending,
+                    r.attempts,
+                    r.first_attempt_at,
+                )
+                for r in taken
+            ),
+            key=lambda row: row.id,
+        )
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], now: datetime | None = None) -> None:
+        """Record the outcome of many deliveries in one transaction.
+
+        A refusal of the address itself (5xx with enhanced code 5.1.x) puts the address
+        on the suppression list for every newsletter (reason 'hard_bounce'), in the same
+        transaction. A policy refusal (5.7.x) is the sender's problem and suppresses
+        nothing.
+        """
+        if not outcomes:
+            return
+        now = now or _now()
+        c = t.deliveries.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.deliveries)
+                .where(c.id == bindparam("b_id"))
+                .values(
+                    state=bindparam("b_state"),
+                    smtp_code=bindparam("b_code"),
+                    smtp_reply=bindparam("b_reply"),
+                    next_attempt_at=bindparam("b_next", type_=c.next_attempt_at.type),
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "b_id": o.delivery_id,
+                        "b_state": o.state,
+                        "b_code": o.code,
+                        "b_reply": o.reply[:2000],
+                        "b_next": o.next_attempt_at,
+                    }
+                    for o in outcomes
+                ],
+            )
+            for o in outcomes:
+                if o.state == DeliveryState.FAILED and is_hard_bounce(o.code, o.reply):
+                    key = conn.execute(
+                        select(t.subscribers.c.email_key)
+                        .join(t.deliveries, c.subscriber_id == t.subscribers.c.id)
+                        .where(c.id == o.delivery_id)
+                    ).scalar()
+                    if key is not None:
+                        suppress_in(conn, self.address_hash(key), "hard_bounce", None, now)
+                        leave_active(conn, key, "hard_bounce", now)
+
+    def count_sending(self, issue_id: int) -> int:
+        """Rows of the issue in 'sending' now (held by a sender, or left by one)."""
+        c = t.deliveries.c
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        c.issue_id == issue_id, c.state == DeliveryState.SENDING
+                    )
+                ).scalar_one()
+            )
+
+    def release_deliveries(self, delivery_ids: Sequence[int]) -> None:
+        """Give rows claimed but never tried back: pending, the attempt not counted (a
+        row never tried before has no first attempt again)."""
+        c = t.deliveries.c
+        with self.engine.begin() as conn:
+            for start in range(0, len(delivery_ids), 500):
+                conn.execute(
+                    update(t.deliveries)
+                    .where(
+                        c.id.in_(delivery_ids[start : start + 500]),
+                        c.state == DeliveryState.SENDING,
+                    )
+                    .values(
+                        state=DeliveryState.PENDING,
+                        attempts=c.attempts - 1,
+                        first_attempt_at=case((c.attempts <= 1, None), else_=c.first_attempt_at),
+                    )
+                )
