@@ -91,6 +91,11 @@ def return_path(settings: Settings, newsletter: NewsletterSettings, delivery_id:
     """
     if settings.bounces.verp:
         return verp_address(settings.bounces, settings.secret_key, delivery_id)
+    return sender_address(newsletter)
+
+
+def sender_address(newsletter: NewsletterSettings) -> str:
+    """The newsletter's sender address with its domain in ASCII, as the From header has it."""
     local = parseaddr(newsletter.sender)[1].rpartition("@")[0]
     return f"{local}@{newsletter.sender_domain}"
 

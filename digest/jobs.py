@@ -9,8 +9,10 @@ import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from email.utils import make_msgid
 from pathlib import Path
 
+from digest.bounces import sender_address
 from digest.collect import CollectReport, collect_newsletter
 from digest.compose import iso_week_window
 from digest.config import NewsletterSettings, Settings, load_settings
@@ -23,6 +25,7 @@ from digest.deliver import (
     current_recipients,
     send_issue,
 )
+from digest.dkim import signer_for
 from digest.errors import DigestError
 from digest.issues import PreparedIssue, prepare_issue
 from digest.mail import MessageError
@@ -448,8 +451,8 @@ def preview_message(
 ) -> tuple[Issue, Message]:
     """The message a segment or subscriber would get, nothing sent or stored.
 
-    With ``to`` it is addressed there instead, with links that name no subscriber (for a
-    test); ``subject_prefix`` goes before the subject.
+    With ``to`` it is addressed there instead, with links that name no subscriber, and
+    signed as the send signs (a test); ``subject_prefix`` goes before the subject.
     """
     now = now or datetime.now(UTC)
     issue = prepared_or_error(store, newsletter, week, now).issue
@@ -462,10 +465,18 @@ def preview_message(
         variant = replace(
             variant, issue=replace(variant.issue, subject=subject_prefix + variant.issue.subject)
         )
-    if to is not None:
-        stand_in = replace(recipient.subscriber, email=to, id=0)
-        recipient = replace(recipient, subscriber=stand_in)
-    return issue, personalizer.message_for(recipient, variant)
+    if to is None:
+        return issue, personalizer.message_for(recipient, variant)
+    # A test goes out as readers' messages do: from the prepared bytes, DKIM-signed. It
+    # belongs to no delivery, so its return path is the plain sender address.
+    stand_in = replace(recipient.subscriber, email=to, id=0)
+    return issue, personalizer.fast_message_for(
+        replace(recipient, subscriber=stand_in),
+        variant,
+        make_msgid(domain=newsletter.sender_domain),
+        envelope_from=sender_address(newsletter),
+        signer=signer_for(settings, newsletter.sender_domain),
+    )
 
 
 #: Before the subject of every test message.

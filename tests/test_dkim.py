@@ -186,3 +186,25 @@ def test_pieces_encoded_apart_decode_as_the_whole(pieces: list[str]) -> None:
     decoded = binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode("utf-8")
     assert decoded == whole
     assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+
+
+async def test_a_test_send_is_signed_as_readers_messages_are(world: World, tmp_path: Path) -> None:
+    """The editors' test send goes out from the same prepared, signed bytes as the send."""
+    domain = world.newsletter.sender_domain
+    key_file, record = keygen(tmp_path, "ed25519", domain)
+    settings = replace(world.settings, dkim=DkimSettings(str(key_file), "s2025", ""))
+    async with RecordingServer() as server:
+        pool = SmtpPool(server.settings())
+        try:
+            results = await jobs.test_send(
+                settings, world.store, world.newsletter, WEEK, ["probe@example.org"], pool,
+                segment="bayern", now=NOW,
+            )  # fmt: skip
+        finally:
+            await pool.close()
+    assert [r.code for r in results] == [250]
+    [(mail_from, rcpt, data)] = server.messages
+    assert rcpt == ["probe@example.org"] and mail_from.endswith(f"@{domain}")
+    assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record)
+    assert str(_parse(data)["Subject"]).startswith(jobs.TEST_PREFIX)
+    assert world.store.get_issue(world.newsletter.id, WEEK) is None  # nothing recorded
