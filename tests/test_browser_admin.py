@@ -23,7 +23,11 @@ from digest.editors import add_editor
 from digest.models import Subscriber
 from digest.store import Store
 from tests.smtp_server import RecordingServer
-from tests.test_browser import browser, pytestmark  # noqa: F401  (the fixture and the skip)
+from tests.test_browser import (  # noqa: F401  (the fixture and the skip)
+    _offline_page,
+    browser,
+    pytestmark,
+)
 
 NL = "wochenueberblick"
 WEEK = "2025-W05"
@@ -91,15 +95,7 @@ async def test_edit_preview_test_approve_and_send(
                 while not server.started:
                     await asyncio.sleep(0.02)
             base = settings.public_url
-            page = await browser.new_page(viewport={"width": 1280, "height": 1000})  # type: ignore[attr-defined]
-            await page.route(
-                "**/*",
-                lambda route: (
-                    route.continue_()
-                    if route.request.url.startswith(("http://127.0.0.1", "about:", "data:"))
-                    else route.fulfill(status=404)
-                ),
-            )
+            page = await _offline_page(browser, 1280)
             console: list[str] = []
             page.on("console", lambda message: console.append(message.text))
 
