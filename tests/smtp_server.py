@@ -22,6 +22,8 @@ Options:
   aiosmtpd offers AUTH only after STARTTLS).
 - ``smtputf8=True``: offer SMTPUTF8 (RFC 6531) in the EHLO answer and take UTF-8
   addresses; without it aiosmtpd neither offers the extension nor takes them.
+- ``pipelining=True``: offer PIPELINING (RFC 2920) in the EHLO answer. aiosmtpd reads
+  one command after the other from its buffer, so it takes pipelined commands either way.
 
 The handler counts the RSET commands it received in ``resets`` and keeps the MAIL FROM
 parameters of each accepted message in ``mail_options`` (in the order of ``messages``).
@@ -84,7 +86,9 @@ class RecordingHandler:
         delay: float = 0,
         refuse_sender: str | None = None,
         refuse_data: str | None = None,
+        pipelining: bool = False,
     ) -> None:
+        self.pipelining = pipelining
         self.replies = {**(refuse or {}), **(temp_fail or {})}
         self.refuse_sender = refuse_sender
         self.refuse_data = refuse_data
@@ -94,6 +98,19 @@ class RecordingHandler:
         self.delay = delay
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.mail_options: list[list[str]] = []
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
