@@ -48,7 +48,7 @@ import aiosmtplib
 import aiosmtplib.email
 from aiosmtpd.smtp import SMTP as SmtpServerProtocol
 from aiosmtpd.smtp import Envelope, Session
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from digest.config import SmtpSettings
 from digest.errors import SenderRefused, SendError, SendTimeout, TransportUnavailable
@@ -273,16 +273,17 @@ def _content(data: bytes) -> bytes:
     """What follows DATA: CRLF line ends, lines starting with "." stuffed, the end mark.
 
     Bytes that already end every line in CRLF (as every message this program builds)
-    are only searched, not rewritten; others are normalised as aiosmtplib does.
+    are not normalised again, and once every line ends in CRLF a line starting with "."
+    is one after a line feed: a plain replace stuffs it (an HTML part has many, CSS).
     """
     lines = data.count(b"\n")
     if lines != data.count(b"\r\n") or lines != data.count(b"\r"):
         data = normalize_message_line_endings(data)
     elif not data.endswith(b"\r\n"):
         data += b"\r\n"
-    if data.startswith(b".") or b"\n." in data:
-        data = PERIOD_REGEX.sub(b"..", data)
-    return data + b".\r\n"
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\n.", b"\n..") + b".\r\n"
 
 
 def _needs_smtputf8(message: Message) -> bool:

@@ -12,13 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest import tokens
 from digest.config import Settings
 from digest.errors import SenderRefused, SendError, SendTimeout, TransportUnavailable
 from digest.models import Message
 from digest.tokens import TokenError
-from digest.transport import CaptureServer, DryRunTransport, SmtpPool
+from digest.transport import CaptureServer, DryRunTransport, SmtpPool, _content
 from tests.smtp_server import RecordingServer
 
 SENDER = "newsletter@kommune-digital.example"
@@ -79,6 +82,14 @@ async def test_dots_and_line_ends_arrive_as_they_were(smtp_server: RecordingServ
         crlf.data,
         (head + "a\r\nb\r\nc\r\n.d\r\n").encode(),
     ]
+
+
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"a", b" "]), max_size=40))
+def test_data_content_is_what_aiosmtplib_would_send(parts: list[bytes]) -> None:
+    """The fast way to the DATA content gives aiosmtplib's bytes for any input."""
+    data = b"".join(parts)
+    expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    assert _content(data) == expected
 
 
 async def test_pipelined_commands_go_out_together() -> None:
