@@ -7,6 +7,7 @@ text; the README documents each one (a test checks it). Any problem is a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -1136,7 +1137,7 @@ class NewsletterSettings:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    @property
+    @functools.cached_property  # read for every message sent
     def sender_domain(self) -> str:
         """The domain of ``sender`` in ASCII, as it appears in the From header."""
         domain = parseaddr(self.sender)[1].rpartition("@")[2]
