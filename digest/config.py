@@ -8,6 +8,7 @@ text; the README documents each one (a test checks it). Any problem is a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -1455,7 +1456,7 @@ class NewsletterSettings:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    @property
+    @functools.cached_property  # read for every message sent
     def sender_domain(self) -> str:
         """The domain of ``sender`` in ASCII, as it appears in the From header."""
         domain = parseaddr(self.sender)[1].rpartition("@")[2]

@@ -21,6 +21,12 @@ server whose EHLO answer does not offer SMTPUTF8 it is not sent at all but raise
 :class:`~digest.errors.SenderRefused`: the relay lacks what our side needs, and every
 such message would fail the same way (with ``smtp.smtputf8`` set, the setting is wrong).
 A pure-ASCII message goes out as before, without either parameter.
+
+aiosmtplib opens each connection (TLS, STARTTLS, AUTH, EHLO); the transactions on it
+are then written by :class:`_Wire`, which takes the connection over: MAIL, RCPT and
+DATA go out in one write where the server offers PIPELINING (RFC 2920), and the
+message's bytes go out as they are when they already have CRLF line ends (only a line
+starting with "." is stuffed), instead of being rewritten for every message.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import contextlib
 import re
 import socket
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -38,8 +45,10 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import aiosmtplib
+import aiosmtplib.email
 from aiosmtpd.smtp import SMTP as SmtpServerProtocol
 from aiosmtpd.smtp import Envelope, Session
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from digest.config import SmtpSettings
 from digest.errors import (
@@ -194,14 +203,168 @@ def _refused(recipient: str, exc: aiosmtplib.SMTPResponseException) -> SendResul
     )
 
 
+class _Wire(asyncio.Protocol):
+    """An SMTP connection past its greeting and EHLO: commands out, replies back in order.
+
+    Takes the connection over from aiosmtplib (``transport.set_protocol``). Replies are
+    parsed as they arrive and queued, so several commands can be written at once
+    (PIPELINING, RFC 2920) and their replies read one after the other.
+    """
+
+    def __init__(self, transport: asyncio.Transport, timeout: float | None) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._replies: deque[tuple[int, str]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: Exception | None = None
+        transport.set_protocol(self)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._lost is None and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if not self.is_connected:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self.transport.write(data)
+
+    async def reply(self) -> tuple[int, str]:
+        """The next reply: its code and its text (lines joined by newlines)."""
+        if not self._replies:
+            if self._lost is not None:
+                raise self._failure()
+            waiter = self._waiter = self._loop.create_future()
+            timer = (
+                self._loop.call_later(self.timeout, self._time_out, waiter)
+                if self.timeout
+                else None
+            )
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._replies:
+                raise self._failure()
+        return self._replies.popleft()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def _failure(self) -> Exception:
+        if isinstance(self._lost, aiosmtplib.SMTPException):
+            return self._lost
+        lost = aiosmtplib.SMTPServerDisconnected("Connection lost")
+        lost.__cause__ = self._lost if isinstance(self._lost, OSError) else None
+        return lost
+
+    def _time_out(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_exception(
+                aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+            )
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = bytes(buffer[start : end + 1])
+            if len(line) > _MAX_REPLY_LINE or not line[:3].isdigit():
+                self._garbled(line)
+                return
+            if line[3:4] != b"-":  # the last line of a reply
+                lines = bytes(buffer[: end + 1]).split(b"\n")[:-1]
+                text = b"\n".join(part[4:].strip(b" \t\r") for part in lines)
+                self._replies.append((int(line[:3]), text.decode("utf-8", "surrogateescape")))
+                del buffer[: end + 1]
+                start = 0
+            else:
+                start = end + 1
+        if len(buffer) > _MAX_REPLY:
+            self._garbled(bytes(buffer[:80]))
+            return
+        if self._replies:
+            self._wake()
+
+    def _garbled(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").strip()
+        self._lost = aiosmtplib.SMTPResponseException(-1, f"Malformed SMTP reply: {text[:80]}")
+        self.transport.close()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes, and connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is None:
+            self._lost = exc or aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self._wake()
+
+
 @dataclass(eq=False)
 class _Connection:
-    smtp: aiosmtplib.SMTP
+    wire: _Wire
+    pipelining: bool  # RFC 2920
+    size: bool  # RFC 1870
+    smtputf8: bool  # RFC 6531
+    eight_bit: bool  # RFC 6152
     sent: int = 0
 
 
 class _StaleConnection(Exception):
     """A reused connection failed before the server saw any of the message."""
+
+
+#: Limits on what a server may answer: a line, and a reply of many lines.
+_MAX_REPLY_LINE = 8192
+_MAX_REPLY = 4 * _MAX_REPLY_LINE
+# An address that goes on the wire as it is (RFC 5321 dot-atom, RFC 6531 UTF-8 allowed):
+# anything else takes aiosmtplib's way (parsed, checked, quoted).
+_PLAIN_PATH = re.compile(
+    r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*@[\w-]+(?:\.[\w-]+)*", re.ASCII
+)
+_PLAIN_UTF8_PATH = re.compile(
+    r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*@[\w-]+(?:\.[\w-]+)*"
+)
+
+
+def _path(address: str, encoding: str) -> bytes:
+    """``<address>`` for MAIL FROM or RCPT TO; ValueError if it cannot go on the wire."""
+    pattern = _PLAIN_PATH if encoding == "ascii" else _PLAIN_UTF8_PATH
+    if not pattern.fullmatch(address):
+        address = aiosmtplib.email.parse_address(address)
+    path = f"<{address}>".encode(encoding)
+    if _CONTROL.search(path):
+        raise ValueError("Command arg contains a prohibited control character")
+    return path
+
+
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def _content(data: bytes) -> bytes:
+    """What follows DATA: CRLF line ends, lines starting with "." stuffed, the end mark.
+
+    Bytes that already end every line in CRLF (as every message this program builds)
+    are not normalised again, and once every line ends in CRLF a line starting with "."
+    is one after a line feed: a plain replace stuffs it (an HTML part has many, CSS).
+    """
+    lines = data.count(b"\n")
+    if lines != data.count(b"\r\n") or lines != data.count(b"\r"):
+        data = normalize_message_line_endings(data)
+    elif not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\n.", b"\n..") + b".\r\n"
 
 
 def _needs_smtputf8(message: Message) -> bool:
@@ -283,14 +446,14 @@ class SmtpPool:
     def _take_idle(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
-            if connection.smtp.is_connected:
+            if connection.wire.is_connected:
                 return connection
-            connection.smtp.close()
+            connection.wire.close()
         return None
 
     def _release(self, connection: _Connection) -> Awaitable[None] | None:
         """Put a healthy connection back, or return the QUIT to await when it is done."""
-        usable = connection.smtp.is_connected and not self._closed
+        usable = connection.wire.is_connected and not self._closed
         if usable and connection.sent < self.settings.messages_per_connection:
             self._idle.append(connection)
             return None
@@ -312,7 +475,7 @@ class SmtpPool:
         where = f"{s.host}:{s.port}"
         try:
             await smtp.connect()
-            if smtp.is_ehlo_or_helo_needed:  # EHLO now, to know whether SIZE is supported
+            if smtp.is_ehlo_or_helo_needed:  # EHLO now, to know the extensions offered
                 try:
                     await smtp.ehlo()
                 except aiosmtplib.SMTPHeloError:
@@ -323,20 +486,28 @@ class SmtpPool:
             if problem is not None:
                 raise problem from exc
             raise _unavailable(exc, where) from exc
+        transport = smtp.transport
+        if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+            smtp.close()
+            raise TransportUnavailable(f"SMTP server {where} closed the connection")
         self.connections_opened += 1
-        return _Connection(smtp)
+        return _Connection(
+            _Wire(transport, s.timeout),
+            pipelining=smtp.supports_extension("pipelining"),
+            size=smtp.supports_extension("size"),
+            smtputf8=smtp.supports_extension("smtputf8"),
+            eight_bit=smtp.supports_extension("8bitmime"),
+        )
 
     async def _send_on(
         self, connection: _Connection, message: Message, *, reused: bool
     ) -> SendResult:
-        smtp = connection.smtp
+        wire = connection.wire
         where = f"{self.settings.host}:{self.settings.port}"
         utf8 = _needs_smtputf8(message)
-        if utf8 and not smtp.supports_extension("smtputf8"):
+        if utf8 and not connection.smtputf8:
             # Known from the EHLO answer; nothing went on the wire, the connection is fine.
-            quit_ = self._release(connection)
-            if quit_ is not None:
-                await quit_
+            await self._give_back(connection)
             raise SenderRefused(
                 f"SMTP server {where} does not offer the SMTPUTF8 extension (RFC 6531), "
                 f"which the message to {message.recipient} needs"
@@ -346,30 +517,58 @@ class SmtpPool:
                     else ""
                 )
             )
+        encoding = "utf-8" if utf8 else "ascii"
+        try:
+            sender = _path(message.sender, encoding)
+        except ValueError as exc:  # an address that cannot go on the wire
+            await self._give_back(connection)
+            raise SenderRefused(
+                f"cannot send from {message.sender!r} (sending {message.message_id}): {exc}"
+            ) from None
+        try:
+            recipient = _path(message.recipient, encoding)
+        except ValueError as exc:
+            await self._give_back(connection)
+            return SendResult(message.recipient, ok=False, code=None, reply=str(exc))
+        options = b""
+        if connection.size:
+            options += b" SIZE=%d" % len(message.data)
+        if utf8:
+            options += b" SMTPUTF8"
+        if connection.eight_bit and not message.data.isascii():
+            options += b" BODY=8BITMIME"  # RFC 6152; RFC 6531 §3.1 wants it too
+        commands = (
+            ("MAIL FROM", b"MAIL FROM:" + sender + options + b"\r\n", 250),
+            ("RCPT TO", b"RCPT TO:" + recipient + b"\r\n", 250),
+            ("DATA", b"DATA\r\n", 354),
+        )
+        content = _content(message.data)
         in_data = False
         command = "MAIL FROM"
         refusal: SenderRefused | None = None
         try:
-            options: list[str] = []
-            if smtp.supports_extension("size"):
-                options.append(f"SIZE={len(message.data)}")
-            if utf8:
-                options.append("SMTPUTF8")
-            if not message.data.isascii() and smtp.supports_extension("8bitmime"):
-                options.append("BODY=8BITMIME")  # RFC 6152; RFC 6531 §3.1 wants it too
-            encoding = "utf-8" if utf8 else "ascii"
             try:
-                await smtp.mail(message.sender, options=options, encoding=encoding)
-                command = "RCPT TO"
-                await smtp.rcpt(message.recipient, encoding=encoding)
-                command = "DATA"
+                if connection.pipelining:
+                    wire.write(b"".join(line for _, line, _ in commands))
+                for n, (command, line, expected) in enumerate(commands):
+                    if not connection.pipelining:
+                        wire.write(line)
+                    code, text = await wire.reply()
+                    if code == expected or (command == "RCPT TO" and code == 251):
+                        continue
+                    if code != _SERVICE_CLOSING and connection.pipelining:
+                        await self._drain(wire, len(commands) - n - 1)
+                    raise aiosmtplib.SMTPResponseException(code, text)
                 in_data = True
-                response = await smtp.data(message.data)
+                wire.write(content)
+                code, text = await wire.reply()
+                if code != 250:
+                    raise aiosmtplib.SMTPResponseException(code, text)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code == _SERVICE_CLOSING or exc.code < 0:
-                    smtp.close()  # the server is going away, or we lost track of the dialogue
+                    wire.close()  # the server is going away, or we lost track of the dialogue
                     return _refused(message.recipient, exc)
-                await self._reset(smtp)
+                await self._reset(wire)
                 if command != "MAIL FROM" and not _concerns_sender(exc, command):
                     return _refused(message.recipient, exc)
                 # Raised after the connection is back in the pool (below).
@@ -380,15 +579,8 @@ class SmtpPool:
                     code=exc.code,
                     reply=exc.message,
                 )
-            except ValueError as exc:  # an address aiosmtplib will not put on the wire
-                await self._reset(smtp)
-                if command != "MAIL FROM":
-                    return SendResult(message.recipient, ok=False, code=None, reply=str(exc))
-                refusal = SenderRefused(
-                    f"cannot send from {message.sender!r} (sending {message.message_id}): {exc}"
-                )
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-            smtp.close()
+            wire.close()
             stale = reused and not in_data and not isinstance(exc, aiosmtplib.SMTPTimeoutError)
             if stale:
                 raise _StaleConnection from exc
@@ -400,36 +592,53 @@ class SmtpPool:
                 f"lost the connection to SMTP server {where} sending {message.message_id}: {exc}"
             ) from exc
         except aiosmtplib.SMTPException as exc:
-            smtp.close()
+            wire.close()
             raise SendError(f"cannot send {message.message_id}: {exc}") from exc
         except BaseException:
-            smtp.close()  # cancelled mid-dialogue: the connection is in an unknown state
+            wire.close()  # cancelled mid-dialogue: the connection is in an unknown state
             raise
         finally:
             if in_data:
                 connection.sent += 1
-            quit_ = self._release(connection)
-            if quit_ is not None:
-                await quit_
+            await self._give_back(connection)
         if refusal is not None:
             raise refusal
-        return SendResult(message.recipient, ok=True, code=response.code, reply=response.message)
+        return SendResult(message.recipient, ok=True, code=code, reply=text)
 
-    async def _reset(self, smtp: aiosmtplib.SMTP) -> None:
+    async def _give_back(self, connection: _Connection) -> None:
+        quit_ = self._release(connection)
+        if quit_ is not None:
+            await quit_
+
+    async def _drain(self, wire: _Wire, replies: int) -> None:
+        """Read the replies to the rest of a refused pipelined group.
+
+        Should a server accept DATA all the same (with no recipient), the message is
+        ended at once, empty, and refused there.
+        """
+        for n in range(replies):
+            code, _ = await wire.reply()
+            if n == replies - 1 and code == 354:
+                wire.write(b".\r\n")
+                await wire.reply()
+
+    async def _reset(self, wire: _Wire) -> None:
         """End a refused transaction so the connection can carry the next message."""
-        if not smtp.is_connected:
+        if not wire.is_connected:
             return
         try:
-            await smtp.rset()
+            wire.write(b"RSET\r\n")
+            await wire.reply()
         except (aiosmtplib.SMTPException, OSError):
-            smtp.close()
+            wire.close()
 
     async def _quit(self, connection: _Connection) -> None:
-        smtp = connection.smtp
-        if smtp.is_connected:
+        wire = connection.wire
+        if wire.is_connected:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await smtp.quit()
-        smtp.close()
+                wire.write(b"QUIT\r\n")
+                await wire.reply()
+        wire.close()
 
 
 @dataclass

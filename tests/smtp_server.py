@@ -22,6 +22,8 @@ Options:
   aiosmtpd offers AUTH only after STARTTLS).
 - ``smtputf8=True``: offer SMTPUTF8 (RFC 6531) in the EHLO answer and take UTF-8
   addresses; without it aiosmtpd neither offers the extension nor takes them.
+- ``pipelining=True``: offer PIPELINING (RFC 2920) in the EHLO answer. aiosmtpd reads
+  one command after the other from its buffer, so it takes pipelined commands either way.
 
 The handler counts the RSET commands it received in ``resets``, keeps the MAIL FROM
 parameters of each accepted message in ``mail_options`` (in the order of ``messages``)
@@ -88,7 +90,9 @@ class RecordingHandler:
         delay: float = 0,
         refuse_sender: str | None = None,
         refuse_data: str | None = None,
+        pipelining: bool = False,
     ) -> None:
+        self.pipelining = pipelining
         self.replies = {**(refuse or {}), **(temp_fail or {})}
         self.refuse_sender = refuse_sender
         self.refuse_data = refuse_data
@@ -102,6 +106,19 @@ class RecordingHandler:
         self.in_data: Counter[str] = Counter()  # messages in DATA now, by recipient domain
         self.peak_in_data: Counter[str] = Counter()  # the most at once, by domain
         self.received_at: list[float] = []  # loop time of each accepted message
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

@@ -6,12 +6,15 @@ import asyncio
 import email
 import email.policy
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest import tokens
 from digest.config import Settings
@@ -24,10 +27,27 @@ from digest.errors import (
 )
 from digest.models import Message
 from digest.tokens import TokenError
-from digest.transport import CaptureServer, DryRunTransport, SmtpPool
+from digest.transport import CaptureServer, DryRunTransport, SmtpPool, _content
 from tests.smtp_server import RecordingServer
 
 SENDER = "newsletter@kommune-digital.example"
+
+
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
+def pipelining(request: pytest.FixtureRequest) -> bool:
+    """Whether the server offers PIPELINING (RFC 2920): every SMTP test runs both ways."""
+    return bool(request.param)
+
+
+@pytest.fixture
+async def smtp_server(
+    request: pytest.FixtureRequest, pipelining: bool
+) -> AsyncIterator[RecordingServer]:
+    """The ``smtp_server`` of tests/fixtures_smtp.py, with and without PIPELINING."""
+    marker = request.node.get_closest_marker("smtp_server")
+    options = {"pipelining": pipelining, **(marker.kwargs if marker else {})}
+    async with RecordingServer(**options) as server:
+        yield server
 
 
 def message(n: int, recipient: str | None = None) -> Message:
@@ -52,6 +72,70 @@ async def test_exact_bytes_arrive(smtp_server: RecordingServer) -> None:
     async with SmtpPool(smtp_server.settings()) as pool:
         await pool.send(message(1))
     assert smtp_server.messages == [(SENDER, ["leser1@example.org"], message(1).data)]
+
+
+async def test_dots_and_line_ends_arrive_as_they_were(smtp_server: RecordingServer) -> None:
+    """Lines starting with "." are stuffed on the wire and unstuffed by the server."""
+    head = f"From: {SENDER}\r\nTo: leser1@example.org\r\nSubject: Punkte\r\n\r\n"
+    body = ".\r\n..\r\n.Punkt\r\nText\r\n.\r\n"
+    crlf = Message(SENDER, "leser1@example.org", "<1@x>", (head + body).encode())
+    # Bare line feeds, a lone CR and no line end at the end: sent with CRLF throughout.
+    mixed = Message(SENDER, "leser2@example.org", "<2@x>", (head + "a\nb\rc\n.d").encode())
+    async with SmtpPool(smtp_server.settings(pool_size=1)) as pool:
+        assert (await pool.send(crlf)).ok
+        assert (await pool.send(mixed)).ok
+    assert [data for _, _, data in smtp_server.messages] == [
+        crlf.data,
+        (head + "a\r\nb\r\nc\r\n.d\r\n").encode(),
+    ]
+
+
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"a", b" "]), max_size=40))
+def test_data_content_is_what_aiosmtplib_would_send(parts: list[bytes]) -> None:
+    """The fast way to the DATA content gives aiosmtplib's bytes for any input."""
+    data = b"".join(parts)
+    expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    assert _content(data) == expected
+
+
+async def test_pipelined_commands_go_out_together() -> None:
+    """To a server that offers PIPELINING, MAIL, RCPT and DATA are written at once.
+
+    This server answers none of them until it has all three: a client that waits for
+    each reply before the next command runs into its timeout.
+    """
+    received: list[bytes] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 localhost ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-localhost\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        group = b""
+        while not group.endswith(b"DATA\r\n"):
+            line = await reader.readline()
+            if not line:  # the client gave up waiting
+                writer.close()
+                return
+            group += line
+        received.append(group)
+        writer.write(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")
+        received.append(await reader.readuntil(b"\r\n.\r\n"))
+        writer.write(b"250 2.0.0 Ok: queued\r\n")
+        await reader.readline()  # QUIT
+        writer.write(b"221 2.0.0 Bye\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, RecordingServer() as unused:
+        settings = unused.settings(port=port, timeout=2, pool_size=1)
+        async with SmtpPool(settings) as pool:
+            result = await pool.send(message(1))
+    assert (result.ok, result.code, result.reply) == (True, 250, "2.0.0 Ok: queued")
+    assert received == [
+        f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<leser1@example.org>\r\nDATA\r\n".encode(),
+        message(1).data.replace(b"\r\n.Punkt", b"\r\n..Punkt") + b".\r\n",
+    ]
 
 
 async def test_connection_is_renewed_after_messages_per_connection(
@@ -110,8 +194,8 @@ async def test_recipient_refusals_stay_results(smtp_server: RecordingServer) -> 
         "553 Sender address rejected",
     ],
 )
-async def test_refused_mail_from_raises_sender_refused(reply: str) -> None:
-    async with RecordingServer(refuse_sender=reply) as server:
+async def test_refused_mail_from_raises_sender_refused(reply: str, pipelining: bool) -> None:
+    async with RecordingServer(refuse_sender=reply, pipelining=pipelining) as server:
         async with SmtpPool(server.settings(pool_size=1)) as pool:
             with pytest.raises(SenderRefused) as info:
                 await pool.send(message(1))
@@ -131,8 +215,12 @@ async def test_refused_mail_from_raises_sender_refused(reply: str) -> None:
 @pytest.mark.parametrize(
     "reply", ["530 5.7.0 Authentication required", "530 Must issue a STARTTLS command first"]
 )
-async def test_authentication_required_at_rcpt_raises_sender_refused(reply: str) -> None:
-    async with RecordingServer(refuse={"leser1@example.org": reply}) as server:
+async def test_authentication_required_at_rcpt_raises_sender_refused(
+    reply: str, pipelining: bool
+) -> None:
+    async with RecordingServer(
+        refuse={"leser1@example.org": reply}, pipelining=pipelining
+    ) as server:
         async with SmtpPool(server.settings(pool_size=1)) as pool:
             with pytest.raises(SenderRefused) as info:
                 await pool.send(message(1))
@@ -147,8 +235,10 @@ async def test_authentication_required_at_rcpt_raises_sender_refused(reply: str)
     "reply",
     ["554 5.7.1 Relay access denied", "550 5.7.1 Recipient address rejected: Access denied"],
 )
-async def test_policy_refusal_at_rcpt_is_a_policy_result(reply: str) -> None:
-    async with RecordingServer(refuse={"leser1@example.org": reply}) as server:
+async def test_policy_refusal_at_rcpt_is_a_policy_result(reply: str, pipelining: bool) -> None:
+    async with RecordingServer(
+        refuse={"leser1@example.org": reply}, pipelining=pipelining
+    ) as server:
         async with SmtpPool(server.settings(pool_size=1)) as pool:
             refused = await pool.send(message(1))
             assert (refused.ok, refused.code, refused.policy) == (False, int(reply[:3]), True)
