@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import make_msgid
@@ -377,35 +378,39 @@ async def process_unsubscribe_mailbox(config_path: str) -> None:
     """The scheduled job: apply the unsubscribe requests in the configured mailbox."""
     from digest.mailbox import open_mailbox, process_mailbox
 
-    settings = load_settings(Path(config_path))
+    def process(settings: Settings, store: Store) -> str:
+        with open_mailbox(settings) as mailbox:
+            return process_mailbox(settings, store, mailbox).summary()
 
-    def process() -> str:
-        store = open_store(settings)
-        try:
-            with open_mailbox(settings) as mailbox:
-                return process_mailbox(settings, store, mailbox).summary()
-        finally:
-            store.close()
-
-    # imap-tools and the store block: keep the scheduler's event loop free meanwhile.
-    log.info("unsubscribe mailbox: %s", await asyncio.to_thread(process))
+    await _mailbox_job(config_path, "unsubscribe mailbox", process)
 
 
 async def process_bounce_mailbox(config_path: str) -> None:
     """The scheduled job: record the bounces and complaints in the bounce mailbox."""
     from digest.bounces import open_bounce_mailbox, process_bounces
 
+    def process(settings: Settings, store: Store) -> str:
+        with open_bounce_mailbox(settings) as mailbox:
+            return process_bounces(settings, store, mailbox).summary()
+
+    await _mailbox_job(config_path, "bounce mailbox", process)
+
+
+async def _mailbox_job(
+    config_path: str, name: str, process: Callable[[Settings, Store], str]
+) -> None:
+    """Run ``process`` on a store of its own and log its summary under ``name``."""
     settings = load_settings(Path(config_path))
 
-    def process() -> str:
+    def run() -> str:
         store = open_store(settings)
         try:
-            with open_bounce_mailbox(settings) as mailbox:
-                return process_bounces(settings, store, mailbox).summary()
+            return process(settings, store)
         finally:
             store.close()
 
-    log.info("bounce mailbox: %s", await asyncio.to_thread(process))
+    # imap-tools and the store block: keep the scheduler's event loop free meanwhile.
+    log.info("%s: %s", name, await asyncio.to_thread(run))
 
 
 def preview_recipient(
