@@ -199,7 +199,14 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
         try:
             with _progress() as progress, _stop_on_signals() as stop:
                 result = await jobs.send(
-                    settings, store, chosen, week, transport, progress=progress, stop=stop
+                    settings,
+                    store,
+                    chosen,
+                    week,
+                    transport,
+                    progress=progress,
+                    stop=stop,
+                    processes=settings.smtp.processes,
                 )
         finally:
             await transport.close()

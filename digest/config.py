@@ -532,6 +532,15 @@ SMTP = [
         "mail providers refuse senders with many connections at once); 0 for no limit.",
         _not_negative,
     ),
+    S(
+        "processes",
+        int,
+        0,
+        "Sender processes for a large issue (2,000 messages or more): 0 for one per CPU "
+        "core, 1 to send from one process. They share the connections and limits above "
+        "and take rows from the ledger, so each message still goes out once.",
+        _not_negative,
+    ),
 ]
 NEWSLETTER = [
     S(
@@ -1262,6 +1271,7 @@ class SmtpSettings:
     max_per_second: float = 0
     max_per_hour: float = 0
     per_domain_limit: int = 0
+    processes: int = 0
     # With relays, messages go to them by weight instead of to host and port.
     relays: tuple[RelaySettings, ...] = ()
 

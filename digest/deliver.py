@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -29,12 +29,13 @@ from digest.config import NewsletterSettings, Settings
 from digest.dkim import DkimSigner, signer_for
 from digest.errors import DigestError, SenderRefused, SendError
 from digest.mail import MessageError, build_message
-from digest.models import DeliveryState, Issue, Message, Recipient, Rule, Variant
+from digest.models import DeliveryState, Issue, Message, Recipient, Rule, Subscriber, Variant
 from digest.prepared import PreparedVariant
-from digest.relays import connection_slots
+from digest.relays import connection_slots, open_transport
 from digest.render import personalize, render_variant
 from digest.retry import GiveUp, next_step
 from digest.segments import cut_for, recipients_for, segment_lists
+from digest.senders import SPREAD_AFTER, Crew, Link, merge, sender_processes, share_of
 from digest.store import DeliveryRow, IssueRecord, Store
 from digest.store.ledger import ClaimedRow, Outcome, PlannedRow
 from digest.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
@@ -453,6 +454,46 @@ class _Outcomes:
         self.store.record_outcomes(batch)
 
 
+class _Planning:
+    """The ledger of a new issue, planned a chunk of subscribers at a time.
+
+    Only the process that runs the send plans; its helpers learn from ``link.planned``
+    that every recipient has a row.
+    """
+
+    def __init__(
+        self,
+        chunks: Iterator[list[Subscriber]] | None,
+        plan: Callable[[list[Subscriber]], None],
+        planned: Callable[[], None],
+    ) -> None:
+        self._chunks = chunks
+        self._plan = plan
+        self._planned = planned
+        self.link: Link | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._chunks is None
+
+    def finished(self) -> None:
+        self._chunks = None
+        if self.link is not None:
+            self.link.planned.set()
+
+    def next(self) -> bool:
+        """Plan one more chunk; False when every recipient is planned."""
+        if self._chunks is None:
+            return False
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            self._planned()
+            self.finished()
+            return False
+        self._plan(chunk)
+        return True
+
+
 async def send_issue(
     settings: Settings,
     store: Store,
@@ -464,6 +505,8 @@ async def send_issue(
     now: datetime | None = None,
     progress: Progress | None = None,
     stop_requested: asyncio.Event | None = None,
+    processes: int = 1,
+    spread_after: int = SPREAD_AFTER,
 ) -> DeliveryReport:
     """Send ``issue`` to every recipient not yet sent; record each outcome.
 
@@ -478,6 +521,12 @@ async def send_issue(
     recorded. A cancelled run does the same and gives the rows it claimed but did not
     send back. Raises NotApproved, sending nothing, for an issue of a newsletter with
     ``review = "required"`` that no editor approved.
+
+    With ``processes`` other than 1 (0: one per core; see
+    :func:`~digest.senders.sender_processes`) and at least ``spread_after`` messages to
+    send, helper processes send alongside this one (see :mod:`digest.senders`); every
+    process then opens its own share of ``settings.smtp``'s connections and limits, and
+    ``transport`` is not used.
     """
     from digest.review import require_approval
 
@@ -511,57 +560,11 @@ async def send_issue(
         store.record_outcomes(gone)
         report.unsubscribed_since += len(gone)
         report.waiting -= len(gone)
-    signer = signer_for(settings, newsletter.sender_domain)
     personalizer = Personalizer(settings, newsletter, issue, now)
-    # The audience of an issue is fixed when its ledger is planned: until then (status
-    # 'composed') every current recipient is planned, chunk by chunk, as sending goes.
-    planner = (
-        store.iter_active_subscribers(
-            lists, newsletter=newsletter.id, chunk=PLAN_CHUNK, suppressed=suppressed
-        )
-        if record.status == "composed"
-        else None
-    )
     planned_recipients = 0
-    outcomes = _Outcomes(store)
-    queue: asyncio.Queue[tuple[ClaimedRow, Recipient, Variant]] = asyncio.Queue(
-        maxsize=2 * CLAIM_CHUNK
-    )
-    claimed_ids: set[int] = set()  # claimed by this run and not yet settled
-    stop = asyncio.Event()
-    producing = True
-    # A row still 'sending' belongs to another run while its claim is younger than this;
-    # older, the run that claimed it has stopped without recording an answer.
-    lease = timedelta(seconds=2 * settings.smtp.timeout + 30)
-    policy_in_a_row = 0
-    done = 0
-    id_prefix, id_domain = f"{newsletter.id}.{issue.key}", newsletter.sender_domain
 
-    def settle(row: ClaimedRow, state: str, code: int | None, reply: str) -> None:
-        record_outcome(Outcome(row.id, state, code, reply))
-
-    def record_outcome(outcome: Outcome) -> None:
-        claimed_ids.discard(outcome.delivery_id)
-        outcomes.add(outcome)
-
-    def defer(row: ClaimedRow, code: int | None, reply: str) -> None:
-        if record_deferral(settings, row, code, reply, record_outcome) is None:
-            report.failed += 1
-            report.gave_up += 1
-            report.failures.append(f"{row.email}: {code} {' '.join(reply.split())} (given up)")
-        else:
-            report.deferred += 1
-
-    def plan_next() -> bool:
-        """Plan one more chunk of subscribers into the ledger; False when all are."""
-        nonlocal planner, planned_recipients
-        if planner is None:
-            return False
-        chunk = next(planner, None)
-        if chunk is None:
-            planner = None
-            store.set_issue_status(record.id, "sending")
-            return False
+    def plan(chunk: list[Subscriber]) -> None:
+        nonlocal planned_recipients
         rows = []
         for recipient in recipients_for(newsletter, chunk):
             sid = recipient.subscriber.id
@@ -577,7 +580,163 @@ async def send_issue(
                 )
             )
         report.planned += store.plan_rows(record.id, rows, now)
-        return True
+
+    # The audience of an issue is fixed when its ledger is planned: until then (status
+    # 'composed') every current recipient is planned, chunk by chunk, as sending goes.
+    planning = _Planning(
+        store.iter_active_subscribers(
+            lists, newsletter=newsletter.id, chunk=PLAN_CHUNK, suppressed=suppressed
+        )
+        if record.status == "composed"
+        else None,
+        plan,
+        lambda: store.set_issue_status(record.id, "sending"),
+    )
+    crew: Crew | None = None
+    count = sender_processes(settings.smtp, processes) if processes != 1 else 1
+    if count > 1:
+        to_do = before.due + before.sending
+        if record.status == "composed":
+            to_do += store.count_active_subscribers()
+        if to_do >= spread_after:
+            crew = Crew(
+                settings,
+                store.engine.url.render_as_string(hide_password=False),
+                newsletter.id,
+                record,
+                issue,
+                now=now,
+                started=started,
+                count=count,
+            )
+            planning.link = crew.link
+            if planning.done:
+                crew.link.planned.set()
+            transport = open_transport(share_of(settings.smtp, 0, count))
+    ended = False
+    try:
+        if crew is not None:
+            crew.start()
+        await send_rows(
+            settings,
+            store,
+            newsletter,
+            record,
+            report,
+            personalizer,
+            transport,
+            started=started,
+            planning=planning,
+            link=crew.link if crew is not None else None,
+            progress=progress,
+            stop_requested=stop_requested,
+            connections=connection_slots(share_of(settings.smtp, 0, crew.count)) if crew else None,
+        )
+        ended = True
+    finally:
+        if crew is not None:
+            if not ended:
+                crew.link.stop.set()
+            try:
+                results = await crew.finish(timeout=settings.smtp.timeout + 10)
+            finally:
+                await transport.close()
+            merge(report, results, lambda problem: log.error("%s", problem))
+    if record.status == "composed":
+        report.recipients = planned_recipients
+    else:
+        report.subscribed_after = sum(
+            len(chunk)
+            for chunk in store.iter_active_subscribers(
+                lists, newsletter=newsletter.id, not_in_issue=record.id, suppressed=suppressed
+            )
+        )
+        report.recipients = sum(
+            len(chunk)
+            for chunk in store.iter_active_subscribers(
+                lists, newsletter=newsletter.id, suppressed=suppressed
+            )
+        )
+    status = store.delivery_status(record.id, datetime.now(UTC), replies=0)
+    report.skipped = status.skipped - report.skipped_before - report.unsubscribed_since
+    report.in_flight = status.sending
+    report.variants = personalizer.variants
+    report.left, report.next_retry = status.left, status.next_retry
+    # A run stopped before the whole audience was planned has not finished the issue
+    # even when every planned row is done: the next run plans the rest.
+    report.unplanned = record.status == "composed" and not planning.done
+    if report.finished:
+        store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
+    log.info(report.summary())
+    return report
+
+
+async def send_rows(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    record: IssueRecord,
+    report: DeliveryReport,
+    personalizer: Personalizer,
+    transport: Transport,
+    *,
+    started: datetime,
+    planning: _Planning | None = None,
+    link: Link | None = None,
+    progress: Progress | None = None,
+    stop_requested: asyncio.Event | None = None,
+    connections: int | None = None,
+) -> None:
+    """Claim, send and record rows of ``record``'s ledger until none is left to take.
+
+    The loop of one sender process: the one that runs the send (which also plans a
+    new issue's ledger, ``planning``) and each of its helpers (``link``) alike. Counts
+    go to ``report``. ``connections``: how many messages ``transport`` may have in
+    flight (default: all of ``settings.smtp``'s).
+    """
+    lists = segment_lists(newsletter)
+    suppressed = store.suppressed_hashes(newsletter.id)
+    signer = signer_for(settings, newsletter.sender_domain)
+    outcomes = _Outcomes(store)
+    queue: asyncio.Queue[tuple[ClaimedRow, Recipient, Variant]] = asyncio.Queue(
+        maxsize=2 * CLAIM_CHUNK
+    )
+    claimed_ids: set[int] = set()  # claimed by this run and not yet settled
+    stop = asyncio.Event()
+    producing = True
+    # A row still 'sending' belongs to another run while its claim is younger than this;
+    # older, the run that claimed it has stopped without recording an answer.
+    lease = timedelta(seconds=2 * settings.smtp.timeout + 30)
+    policy_in_a_row = 0
+    done = 0
+    id_prefix, id_domain = f"{newsletter.id}.{record.key}", newsletter.sender_domain
+
+    def halt() -> None:
+        """No new message starts, here nor in the other processes of this send."""
+        stop.set()
+        if link is not None:
+            link.stop.set()
+
+    def more_coming() -> bool:
+        """Rows may still be added to the ledger (its planning is not finished)."""
+        if planning is not None:
+            return not planning.done
+        return link is not None and not link.planned.is_set()
+
+    def settle(row: ClaimedRow, state: str, code: int | None, reply: str) -> None:
+        record_outcome(Outcome(row.id, state, code, reply))
+
+    def record_outcome(outcome: Outcome) -> None:
+        claimed_ids.discard(outcome.delivery_id)
+        outcomes.add(outcome)
+
+    def defer(row: ClaimedRow, code: int | None, reply: str) -> None:
+        if record_deferral(settings, row, code, reply, record_outcome) is None:
+            report.failed += 1
+            report.gave_up += 1
+            report.failures.append(f"{row.email}: {code} {' '.join(reply.split())} (given up)")
+        else:
+            report.deferred += 1
 
     def claim(after: int) -> list[ClaimedRow]:
         claimed = store.claim_deliveries(
@@ -598,8 +757,11 @@ async def send_issue(
         try:
             while not stop.is_set():
                 claimed = await _in_thread(partial(claim, after))
-                if len(claimed) < CLAIM_CHUNK and planner is not None:
-                    await _in_thread(plan_next)  # the ledger runs short: plan more
+                if len(claimed) < CLAIM_CHUNK and more_coming():
+                    if planning is not None:
+                        await _in_thread(planning.next)  # the ledger runs short: plan more
+                    elif not claimed:
+                        await asyncio.sleep(0.05)  # another process plans more
                     if not claimed:
                         continue
                 if not claimed:
@@ -668,7 +830,7 @@ async def send_issue(
                 settle(row, DeliveryState.PENDING, exc.code, str(exc))
                 report.deferred += 1
             report.stopped = str(exc)
-            stop.set()
+            halt()
             return
         policy_in_a_row = policy_in_a_row + 1 if result.policy else 0
         if result.ok:
@@ -686,7 +848,7 @@ async def send_issue(
                     f"{result.code} {' '.join(result.reply.split())}; check the relay's "
                     "settings (relaying, authentication)"
                 )
-                stop.set()
+                halt()
         elif result.temporary:
             defer(row, result.code, result.reply)
         else:
@@ -695,7 +857,7 @@ async def send_issue(
             report.failures.append(f"{row.email}: {result.code} {result.reply}")
 
     # As many workers as the relays have connections (see digest.relays).
-    workers_left = max(1, connection_slots(settings.smtp))
+    workers_left = max(1, connections or connection_slots(settings.smtp))
 
     async def worker() -> None:
         try:
@@ -724,7 +886,10 @@ async def send_issue(
                 raise
             done += 1
             if progress:
-                progress(done, done + queue.qsize())
+                total = link.add_done() if link is not None else done
+                progress(total, total + queue.qsize())
+            elif link is not None:
+                link.add_done()
 
     async def flush_now_and_then() -> None:
         while workers_left:
@@ -733,14 +898,21 @@ async def send_issue(
             outcomes.due.clear()
             await outcomes.write()
 
-    async def relay_stop() -> None:
-        assert stop_requested is not None
-        await stop_requested.wait()
-        if not stop.is_set():
-            report.stopped = report.stopped or "interrupted"
-        stop.set()
+    async def watch_stops() -> None:
+        while not stop.is_set():
+            if stop_requested is not None and stop_requested.is_set():
+                report.stopped = report.stopped or "interrupted"
+                halt()
+            elif link is not None and link.stop.is_set():
+                stop.set()  # another process of this send stopped: so does this one
+            else:
+                await asyncio.sleep(0.05)
 
-    watcher = asyncio.ensure_future(relay_stop()) if stop_requested is not None else None
+    watcher = (
+        asyncio.ensure_future(watch_stops())
+        if stop_requested is not None or link is not None
+        else None
+    )
     try:
         # A TaskGroup, unlike gather, waits for every worker when the run is cancelled,
         # so each message in flight is recorded before the cancellation goes on.
@@ -750,6 +922,7 @@ async def send_issue(
                 group.create_task(worker())
             group.create_task(flush_now_and_then())
     except* DigestError as failed:  # e.g. the store went away: report the first, plainly
+        halt()
         raise failed.exceptions[0] from None
     finally:
         if watcher is not None:
@@ -757,30 +930,3 @@ async def send_issue(
         outcomes.flush()
         if claimed_ids:  # claimed but never tried: back to pending, as they were
             store.release_deliveries(sorted(claimed_ids))
-    if record.status == "composed":
-        report.recipients = planned_recipients
-    else:
-        report.subscribed_after = sum(
-            len(chunk)
-            for chunk in store.iter_active_subscribers(
-                lists, newsletter=newsletter.id, not_in_issue=record.id, suppressed=suppressed
-            )
-        )
-        report.recipients = sum(
-            len(chunk)
-            for chunk in store.iter_active_subscribers(
-                lists, newsletter=newsletter.id, suppressed=suppressed
-            )
-        )
-    status = store.delivery_status(record.id, datetime.now(UTC), replies=0)
-    report.skipped = status.skipped - report.skipped_before - report.unsubscribed_since
-    report.in_flight = status.sending
-    report.variants = personalizer.variants
-    report.left, report.next_retry = status.left, status.next_retry
-    # A run stopped before the whole audience was planned has not finished the issue
-    # even when every planned row is done: the next run plans the rest.
-    report.unplanned = record.status == "composed" and planner is not None
-    if report.finished:
-        store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
-    log.info(report.summary())
-    return report

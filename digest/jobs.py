@@ -89,10 +89,13 @@ async def send(
     now: datetime | None = None,
     progress: Progress | None = None,
     stop: asyncio.Event | None = None,
+    processes: int = 1,
 ) -> DeliveryReport | None:
     """Compose ``week`` (default: the previous week) and send it; None if it is empty.
 
     Once ``stop`` is set no new message starts; those in flight finish and are recorded.
+    ``processes``: see :func:`~digest.deliver.send_issue` (``transport`` must then be the
+    one ``settings.smtp`` opens).
     """
     now = now or datetime.now(UTC)
     prepared = prepare_issue(store, newsletter, week, now)
@@ -108,6 +111,7 @@ async def send(
         now=now,
         progress=progress,
         stop_requested=stop,
+        processes=processes,
     )
 
 
@@ -118,6 +122,7 @@ async def send_due(
     *,
     now: datetime | None = None,
     stop: asyncio.Event | None = None,
+    processes: int = 1,
 ) -> list[DeliveryReport]:
     """Send the due deliveries of every unfinished issue of the configured newsletters.
 
@@ -150,6 +155,7 @@ async def send_due(
                 transport,
                 now=now,
                 stop_requested=stop,
+                processes=processes,
             )
         )
         if reports[-1].stopped:
@@ -164,7 +170,7 @@ async def retry_due_deliveries(config_path: str) -> None:
     try:
         transport = open_transport(settings.smtp)
         try:
-            reports = await send_due(settings, store, transport)
+            reports = await send_due(settings, store, transport, processes=settings.smtp.processes)
         finally:
             await transport.close()
         for report in reports:
@@ -289,11 +295,28 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
         try:
             for week in approved_waiting(store, newsletter):
                 _log_result(
-                    newsletter_id, await send(settings, store, newsletter, week, transport, now=now)
+                    newsletter_id,
+                    await send(
+                        settings,
+                        store,
+                        newsletter,
+                        week,
+                        transport,
+                        now=now,
+                        processes=settings.smtp.processes,
+                    ),
                 )
             result = None
             if is_approved(store, newsletter, iso_week_window(None, newsletter.zone, now)[0]):
-                result = await send(settings, store, newsletter, None, transport, now=now)
+                result = await send(
+                    settings,
+                    store,
+                    newsletter,
+                    None,
+                    transport,
+                    now=now,
+                    processes=settings.smtp.processes,
+                )
             else:
                 prepared = prepare_issue(store, newsletter, None, now)
                 if prepared is not None:

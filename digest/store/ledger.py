@@ -170,6 +170,12 @@ class LedgerStore:
             if found:
                 yield found
 
+    def count_active_subscribers(self) -> int:
+        """Active subscribers of every list: a quick upper bound of an audience."""
+        s = t.subscribers.c
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(s.status == "active")).scalar_one())
+
     def subscribers_by_id(
         self,
         ids: Sequence[int],
@@ -212,18 +218,14 @@ class LedgerStore:
         ]
         with self.engine.begin() as conn:
             insert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            added = 0
-            for start in range(0, len(rows), 500):
-                # RETURNING tells what was added on every driver; rowcount does not for
-                # INSERT ... ON CONFLICT on psycopg.
-                done = conn.execute(
-                    insert(t.deliveries)
-                    .values(rows[start : start + 500])
-                    .on_conflict_do_nothing()
-                    .returning(t.deliveries.c.id)
-                )
-                added += len(done.all())
-        return added
+            # One statement compiled once (and cached), its rows sent in batches by
+            # SQLAlchemy's "insertmanyvalues"; RETURNING tells what was added on every
+            # driver, where rowcount does not for INSERT ... ON CONFLICT on psycopg.
+            done = conn.execute(
+                insert(t.deliveries).on_conflict_do_nothing().returning(t.deliveries.c.id),
+                rows,
+            )
+            return len(done.all())
 
     def claim_deliveries(
         self,
@@ -254,6 +256,45 @@ class LedgerStore:
             and_(c.state == DeliveryState.SENDING, c.updated_at < stale_before),
         ]
         due = or_(*wanted)
+        # Another sender (SQLite has no SKIP LOCKED) may take every row found between
+        # the select and the update: then look further, so that an empty answer always
+        # means that no row after ``after_id`` is left to take.
+        while True:
+            found, taken, ids_given = self._claim_once(
+                issue_id, after_id, limit, wanted, due, now, new_message_id
+            )
+            if taken or not found:
+                break
+            after_id = found[-1].id
+        was_sending = {r.id for r in found if r.state == DeliveryState.SENDING}
+        return sorted(
+            (
+                ClaimedRow(
+                    r.id,
+                    r.subscriber_id,
+                    r.email,
+                    r.message_id or ids_given[r.id],
+                    r.id in was_sending,
+                    r.attempts,
+                    r.first_attempt_at,
+                )
+                for r in taken
+            ),
+            key=lambda row: row.id,
+        )
+
+    def _claim_once(
+        self,
+        issue_id: int,
+        after_id: int,
+        limit: int,
+        wanted: list[Any],
+        due: Any,
+        now: datetime,
+        new_message_id: Any,
+    ) -> tuple[list[Any], list[Any], dict[int, str]]:
+        """One claiming transaction: (rows found, rows taken, Message-IDs given)."""
+        c = t.deliveries.c
         # Two queries, each in the order of the (issue_id, state) index, rather than
         # one with OR: that one collects and sorts every due row after ``after_id``.
         with self.engine.begin() as conn:
@@ -271,7 +312,7 @@ class LedgerStore:
                 found += conn.execute(candidates).all()
             found = sorted(found, key=lambda r: r.id)[:limit]
             if not found:
-                return []
+                return [], [], {}
             ids = [r.id for r in found]
             # The state is checked again in the update: on SQLite another sender may
             # have claimed a row between the select and this statement.
@@ -302,22 +343,7 @@ class LedgerStore:
                     .values(message_id=bindparam("message_id")),
                     fresh,
                 )
-        was_sending = {r.id for r in found if r.state == DeliveryState.SENDING}
-        return sorted(
-            (
-                ClaimedRow(
-                    r.id,
-                    r.subscriber_id,
-                    r.email,
-                    r.message_id or ids_given[r.id],
-                    r.id in was_sending,
-                    r.attempts,
-                    r.first_attempt_at,
-                )
-                for r in taken
-            ),
-            key=lambda row: row.id,
-        )
+        return found, list(taken), ids_given
 
     def record_outcomes(self, outcomes: Sequence[Outcome], now: datetime | None = None) -> None:
         """Record the outcome of many deliveries in one transaction.
