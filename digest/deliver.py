@@ -108,6 +108,7 @@ class DeliveryReport(AudienceCounts):
     unplanned: bool = False  # stopped before every recipient had a row: more to send
     next_retry: datetime | None = None
     zone: tzinfo = UTC  # in which next_retry is shown
+    sent_by: list[int] = field(default_factory=list)  # per sender process, when several
 
     @property
     def finished(self) -> bool:
@@ -135,6 +136,11 @@ class DeliveryReport(AudienceCounts):
             f"{self.newsletter} {self.issue_key}: {', '.join(parts)}; "
             f"{self.recipients} recipients, {self.variants} distinct variants"
         )
+        if len(self.sent_by) > 1:
+            text += (
+                f"; {len(self.sent_by)} sender processes "
+                f"({' + '.join(str(n) for n in self.sent_by)} sent)"
+            )
         if self.stopped:
             text += f"; stopped: {self.stopped}"
         if self.unplanned:
@@ -641,6 +647,7 @@ async def send_issue(
                 results = await crew.finish(timeout=settings.smtp.timeout + 10)
             finally:
                 await transport.close()
+            report.sent_by = [report.sent]
             merge(report, results, lambda problem: log.error("%s", problem))
     if record.status == "composed":
         report.recipients = planned_recipients

@@ -316,6 +316,7 @@ def merge(report: Any, results: list[HelperResult], note: Callable[[str], None])
         assert result.counts is not None
         for name in MERGED:
             setattr(report, name, getattr(report, name) + result.counts[name])
+        report.sent_by.append(result.counts["sent"])
         report.failures.extend(result.counts["failures"])
         if result.counts["stopped"] and report.stopped in (None, "interrupted"):
             report.stopped = result.counts["stopped"]

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from digest import jobs
@@ -59,12 +60,17 @@ async def _send(site: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 async def test_killed_at_random_points_nobody_is_lost_and_repeats_keep_their_id(
-    tmp_path: Path, store_url: str
+    tmp_path: Path, store_url: str, processes: int
 ) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    shutil.copy(ROOT / "config.toml", site / "config.toml")
+    config = (ROOT / "config.toml").read_text()
+    # With two, helpers send alongside and die with the process that is killed.
+    (site / "config.toml").write_text(
+        config.replace("[smtp]\n", f"[smtp]\nprocesses = {processes}\n", 1)
+    )
     shutil.copytree(ROOT / "examples", site / "examples")
     handler = _Counting()
     chance = random.Random()
@@ -128,5 +134,6 @@ async def test_killed_at_random_points_nobody_is_lost_and_repeats_keep_their_id(
     # A repeat carries the Message-ID of the first attempt.
     assert all(len(ids) == 1 for ids in ids_of.values()), seed
     repeats = sum(n - 1 for n in times.values())
-    assert repeats <= kills * (MAX_UNRECORDED + POOL_SIZE), (seed, kills, repeats)
+    # Each process holds at most MAX_UNRECORDED outcomes, plus the messages in flight.
+    assert repeats <= kills * (processes * MAX_UNRECORDED + POOL_SIZE), (seed, kills, repeats)
     print(f"seed {seed}: {kills} kills, {repeats} repeats")
