@@ -411,6 +411,12 @@ async def _in_thread(call: Callable[[], T]) -> T:
         raise
 
 
+def claim_lease(settings: Settings) -> timedelta:
+    """How long a row left in 'sending' belongs to the run that claimed it; after that a
+    run takes it over (the run that claimed it stopped without recording an answer)."""
+    return timedelta(seconds=2 * settings.smtp.timeout + 30)
+
+
 def envelope_sender(settings: Settings, newsletter: NewsletterSettings, row: ClaimedRow) -> str:
     """The return path (MAIL FROM) of one delivery: the one place that decides it."""
     return return_path(settings, newsletter, row.id)
