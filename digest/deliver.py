@@ -54,7 +54,7 @@ POLICY_REFUSALS_TO_STOP = 3
 class AudienceCounts:
     """Who of an issue's audience gets no message in this run, and why.
 
-    A send and a dry run count these the same way (see :func:`audience`).
+    A send and a dry run (:func:`digest.dryrun.dry_run`) count these the same way.
     """
 
     already_sent: int = 0  # sent in an earlier run
@@ -306,7 +306,7 @@ class Audience:
     The audience of an issue is fixed when it goes out (its ledger is planned): a
     reader who subscribes later gets the next issue, one who unsubscribes in between
     gets nothing more. ``to_send`` pairs each recipient with their ledger row, or with
-    None while the ledger is not planned yet (a dry run of a new issue).
+    None while the ledger is not planned yet (the coming issue in the admin overview).
     """
 
     to_send: list[tuple[DeliveryRow | None, Recipient]]
@@ -328,7 +328,9 @@ def audience(
     """Hold ``record``'s ledger against ``recipients``; writes nothing.
 
     With ``ledger_open`` (the issue has not gone out) recipients not in the ledger are
-    to be sent; otherwise they subscribed after the issue went out.
+    to be sent; otherwise they subscribed after the issue went out. Everything is held
+    in memory at once and deferred rows count as to send: for the admin overview's
+    coming issue; :func:`digest.dryrun.dry_run` reads in chunks and counts as the send.
     """
     rows = store.deliveries(record.id) if record is not None else []
     result = Audience([], [], [], [], AudienceCounts())
