@@ -192,8 +192,11 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
                 else f"{newsletter}: no articles in {week or 'the previous week'}; "
                 "nothing would be sent"
             )
-            for failure in report.failures[:20] if report else []:
+            shown = report.failures[:20] if report else []
+            for failure in shown:
                 echo_err(f"would fail: {failure}")
+            if report and report.would_fail > len(shown):
+                echo_err(f"would fail: {report.would_fail - len(shown)} more")
             return
         transport = open_transport(settings.smtp)
         try:

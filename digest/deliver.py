@@ -55,7 +55,7 @@ POLICY_REFUSALS_TO_STOP = 3
 class AudienceCounts:
     """Who of an issue's audience gets no message in this run, and why.
 
-    A send and a dry run count these the same way (see :func:`audience`).
+    A send and a dry run (:func:`digest.dryrun.dry_run`) count these the same way.
     """
 
     already_sent: int = 0  # sent in an earlier run
@@ -313,7 +313,7 @@ class Audience:
     The audience of an issue is fixed when it goes out (its ledger is planned): a
     reader who subscribes later gets the next issue, one who unsubscribes in between
     gets nothing more. ``to_send`` pairs each recipient with their ledger row, or with
-    None while the ledger is not planned yet (a dry run of a new issue).
+    None while the ledger is not planned yet (the coming issue in the admin overview).
     """
 
     to_send: list[tuple[DeliveryRow | None, Recipient]]
@@ -335,7 +335,9 @@ def audience(
     """Hold ``record``'s ledger against ``recipients``; writes nothing.
 
     With ``ledger_open`` (the issue has not gone out) recipients not in the ledger are
-    to be sent; otherwise they subscribed after the issue went out.
+    to be sent; otherwise they subscribed after the issue went out. Everything is held
+    in memory at once and deferred rows count as to send: for the admin overview's
+    coming issue; :func:`digest.dryrun.dry_run` reads in chunks and counts as the send.
     """
     rows = store.deliveries(record.id) if record is not None else []
     result = Audience([], [], [], [], AudienceCounts())
@@ -416,6 +418,12 @@ async def _in_thread(call: Callable[[], T]) -> T:
     except asyncio.CancelledError:
         await asyncio.wait([future])
         raise
+
+
+def claim_lease(settings: Settings) -> timedelta:
+    """How long a row left in 'sending' belongs to the run that claimed it; after that a
+    run takes it over (the run that claimed it stopped without recording an answer)."""
+    return timedelta(seconds=2 * settings.smtp.timeout + 30)
 
 
 def envelope_sender(settings: Settings, newsletter: NewsletterSettings, row: ClaimedRow) -> str:

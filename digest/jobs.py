@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import make_msgid
 from pathlib import Path
@@ -17,19 +17,11 @@ from digest.bounces import sender_address
 from digest.collect import CollectReport, collect_newsletter
 from digest.compose import iso_week_window
 from digest.config import NewsletterSettings, Settings, load_settings
-from digest.deliver import (
-    AudienceCounts,
-    DeliveryReport,
-    Personalizer,
-    Progress,
-    audience,
-    current_recipients,
-    send_issue,
-)
+from digest.deliver import DeliveryReport, Personalizer, Progress, send_issue
 from digest.dkim import signer_for
+from digest.dryrun import DryRunReport, dry_run
 from digest.errors import DigestError
 from digest.issues import PreparedIssue, prepare_issue
-from digest.mail import MessageError
 from digest.models import Issue, Message, Recipient
 from digest.relays import open_transport
 from digest.review import is_approved, request_review
@@ -180,83 +172,6 @@ async def retry_due_deliveries(config_path: str) -> None:
                 log.info("retrying deferred deliveries: %s", report.summary())
     finally:
         store.close()
-
-
-@dataclass
-class DryRunReport(AudienceCounts):
-    """What a send would do now: who gets a message, who not and why, and their size.
-
-    Counted by the same :func:`~digest.deliver.audience` as the send itself.
-    """
-
-    issue_key: str
-    subject: str
-    articles: int
-    would_send: int
-    variants: int
-    largest_message: int
-    largest_html: int
-    failures: list[str] = field(default_factory=list)  # messages that cannot be built
-
-    def summary(self) -> str:
-        parts = [f"would send {self.would_send} messages"]
-        if self.failures:
-            parts.append(f"{len(self.failures)} would fail (the message cannot be built)")
-        parts += self.audience_parts()
-        return (
-            f"dry run {self.issue_key}: {self.articles} articles, {', '.join(parts)}; "
-            f"{self.variants} distinct variants; largest message "
-            f"{self.largest_message / 1024:.1f} KB, largest HTML part "
-            f"{self.largest_html / 1024:.1f} KB; subject: {self.subject}"
-        )
-
-
-def dry_run(
-    settings: Settings,
-    store: Store,
-    newsletter: NewsletterSettings,
-    week: str | None,
-    *,
-    now: datetime | None = None,
-) -> DryRunReport | None:
-    """Build every message a send would send now, without sending or writing anything."""
-    now = now or datetime.now(UTC)
-    prepared = prepare_issue(store, newsletter, week, now, save=False)
-    if prepared is None:
-        return None
-    record = prepared.record
-    plan = audience(
-        store,
-        newsletter,
-        prepared.issue,
-        current_recipients(store, newsletter),
-        record,
-        ledger_open=record is None or record.status == "composed",
-    )
-    personalizer = Personalizer(settings, newsletter, prepared.issue, now)
-    failures: list[str] = []
-    largest = largest_html = 0
-    for _row, recipient in plan.to_send:
-        variant = personalizer.variant_for(recipient)
-        assert variant is not None
-        try:
-            message = personalizer.message_for(recipient, variant)
-        except MessageError as exc:
-            failures.append(f"{recipient.subscriber.email}: {exc}")
-            continue
-        largest = max(largest, len(message.data))
-        largest_html = max(largest_html, len(variant.html.encode()))
-    return DryRunReport(
-        **vars(plan.counts),
-        issue_key=prepared.issue.key,
-        subject=prepared.issue.subject,
-        articles=len(prepared.issue.articles),
-        would_send=len(plan.to_send) - len(failures),
-        variants=personalizer.variants,
-        largest_message=largest,
-        largest_html=largest_html,
-        failures=failures,
-    )
 
 
 def prepared_or_error(

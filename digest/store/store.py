@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +97,7 @@ class DeliveryRow:
     attempts: int
     next_attempt_at: datetime | None = None  # deferred until then (None: due now)
     first_attempt_at: datetime | None = None
+    updated_at: datetime | None = None  # of a row in 'sending': when it was claimed
 
 
 class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore, LedgerStore):
@@ -629,23 +630,28 @@ class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore, 
             query = query.where(t.deliveries.c.state.in_(list(states)))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(t.deliveries.c.id)).all()
-        return [
-            DeliveryRow(
-                r.id,
-                r.issue_id,
-                r.subscriber_id,
-                r.email,
-                tuple(json.loads(r.segments)),
-                r.state,
-                r.message_id,
-                r.smtp_code,
-                r.smtp_reply,
-                r.attempts,
-                r.next_attempt_at,
-                r.first_attempt_at,
-            )
-            for r in rows
-        ]
+        return [_delivery_from_row(r) for r in rows]
+
+    def iter_deliveries(self, issue_id: int, *, chunk: int = 1000) -> Iterator[list[DeliveryRow]]:
+        """The issue's ledger rows in id order, ``chunk`` rows per short query.
+
+        Each chunk starts after the last id read (not at an offset), so a chunk at the end
+        of a large ledger costs what the first one does.
+        """
+        d = t.deliveries.c
+        after = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(t.deliveries)
+                    .where(d.issue_id == issue_id, d.id > after)
+                    .order_by(d.id)
+                    .limit(chunk)
+                ).all()
+            if not rows:
+                return
+            after = rows[-1].id
+            yield [_delivery_from_row(r) for r in rows]
 
     def record_delivery(
         self,
@@ -751,6 +757,24 @@ def _article_from_row(row: Any) -> Article:
         image=Image(row.image_url, row.image_alt or "") if row.image_url else None,
         label=row.label,
         updated=row.updated,
+    )
+
+
+def _delivery_from_row(row: Any) -> DeliveryRow:
+    return DeliveryRow(
+        row.id,
+        row.issue_id,
+        row.subscriber_id,
+        row.email,
+        tuple(json.loads(row.segments)),
+        row.state,
+        row.message_id,
+        row.smtp_code,
+        row.smtp_reply,
+        row.attempts,
+        row.next_attempt_at,
+        row.first_attempt_at,
+        row.updated_at,
     )
 
 
