@@ -721,7 +721,7 @@ async def send_rows(
     producing = True
     # A row still 'sending' belongs to another run while its claim is younger than this;
     # older, the run that claimed it has stopped without recording an answer.
-    lease = timedelta(seconds=2 * settings.smtp.timeout + 30)
+    lease = claim_lease(settings)
     policy_in_a_row = 0
     done = 0
     id_prefix, id_domain = f"{newsletter.id}.{record.key}", newsletter.sender_domain
