@@ -19,7 +19,14 @@ import functools
 from email.utils import parseaddr
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import (
+    BadSignature,
+    SignatureExpired,
+    Signer,
+    URLSafeSerializer,
+    URLSafeTimedSerializer,
+)
+from itsdangerous.encoding import base64_encode
 
 from digest.config import Settings
 from digest.errors import DigestError
@@ -60,13 +67,23 @@ def _serializer(secret: str, purpose: str) -> URLSafeSerializer:
     return URLSafeSerializer(secret, salt=f"digest.{purpose}")
 
 
+@functools.lru_cache(maxsize=16)
+def _signer(secret: str, purpose: str) -> Signer:
+    return _serializer(secret, purpose).make_signer()
+
+
 # A message carries the unsubscribe token twice (the link and the mailto): made once.
 @functools.lru_cache(maxsize=8)
 def make_token(secret: str, purpose: str, subscriber_id: int, newsletter_id: str) -> str:
-    """A URL-safe token naming one subscriber of one newsletter, for one purpose."""
-    token = _serializer(secret, purpose).dumps([subscriber_id, newsletter_id])
-    assert isinstance(token, str)
-    return token
+    """A URL-safe token naming one subscriber of one newsletter, for one purpose.
+
+    What ``URLSafeSerializer.dumps`` makes, less its try at zlib-compressing the payload:
+    a payload this short (an id and a newsletter's name) does not get shorter, and the
+    try took half the time of each token, two per message. ``loads`` reads either form.
+    """
+    serializer = _serializer(secret, purpose)
+    payload = serializer.serializer.dumps([subscriber_id, newsletter_id]).encode("utf-8")
+    return _signer(secret, purpose).sign(base64_encode(payload)).decode("ascii")
 
 
 def read_token(secret: str, purpose: str, token: str) -> tuple[int, str]:
