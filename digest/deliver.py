@@ -426,6 +426,21 @@ def claim_lease(settings: Settings) -> timedelta:
     return timedelta(seconds=2 * settings.smtp.timeout + 30)
 
 
+async def _next_item(queue: asyncio.Queue[T], seconds: float) -> T | None:
+    """The queue's next item, or None when none comes within ``seconds``.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it returns the item instead of raising
+    when the caller is cancelled just as the item arrives (CPython issue 86296), and a
+    worker that missed its cancellation sends on, or waits forever for room among the
+    unrecorded outcomes once the task that writes them has been cancelled.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await queue.get()
+    except TimeoutError:
+        return None
+
+
 def envelope_sender(settings: Settings, newsletter: NewsletterSettings, row: ClaimedRow) -> str:
     """The return path (MAIL FROM) of one delivery: the one place that decides it."""
     return return_path(settings, newsletter, row.id)
@@ -713,12 +728,14 @@ async def send_rows(
     suppressed = store.suppressed_hashes(newsletter.id)
     signer = signer_for(settings, newsletter.sender_domain)
     outcomes = _Outcomes(store)
+    # Rows claimed and checked, waiting to be built: two claims' worth, so that the next
+    # claim is read while the last one is built.
     queue: asyncio.Queue[tuple[ClaimedRow, Recipient, Variant]] = asyncio.Queue(
         maxsize=2 * CLAIM_CHUNK
     )
     claimed_ids: set[int] = set()  # claimed by this run and not yet settled
     stop = asyncio.Event()
-    producing = True
+    producing = building = True
     # A row still 'sending' belongs to another run while its claim is younger than this;
     # older, the run that claimed it has stopped without recording an answer.
     lease = claim_lease(settings)
@@ -813,25 +830,57 @@ async def send_rows(
         finally:
             producing = False
 
-    async def deliver_one(row: ClaimedRow, recipient: Recipient, variant: Variant) -> None:
-        nonlocal policy_in_a_row
-        # A row tried before keeps its Message-ID: should the server have taken the
-        # message although the answer never came back, the repeat carries the same id,
-        # which lets receiving systems drop it as a duplicate.
-        assert row.message_id is not None
+    # As many workers as the relays have connections (see digest.relays).
+    workers_left = max(1, connections or connection_slots(settings.smtp))
+    # Messages built (and signed) ahead of their turn: a few per connection, so that
+    # the next message is ready when a connection comes free.
+    ready: asyncio.Queue[tuple[ClaimedRow, Message]] = asyncio.Queue(maxsize=4 * workers_left)
+
+    async def build() -> None:
+        """Build each row's message while the connections wait for the server.
+
+        Signing is most of a message's cost; done here, between the replies, the
+        process keeps a core busy with one connection or two, where building in the
+        worker left it idle for every round trip.
+        """
+        nonlocal building
         try:
-            message = personalizer.fast_message_for(
-                recipient,
-                variant,
-                row.message_id,
-                envelope_from=envelope_sender(settings, newsletter, row),
-                signer=signer,
-            )
-        except MessageError as exc:
-            settle(row, DeliveryState.FAILED, None, str(exc))
-            report.failed += 1
-            report.failures.append(f"{row.email}: {exc}")
-            return
+            while not stop.is_set():
+                if queue.empty() and not producing:
+                    return
+                item = await _next_item(queue, 0.05)
+                if item is None:
+                    continue
+                row, recipient, variant = item
+                # A row tried before keeps its Message-ID: should the server have taken
+                # the message although the answer never came back, the repeat carries
+                # the same id, which lets receiving systems drop it as a duplicate.
+                assert row.message_id is not None
+                try:
+                    message = personalizer.fast_message_for(
+                        recipient,
+                        variant,
+                        row.message_id,
+                        envelope_from=envelope_sender(settings, newsletter, row),
+                        signer=signer,
+                    )
+                except MessageError as exc:
+                    settle(row, DeliveryState.FAILED, None, str(exc))
+                    report.failed += 1
+                    report.failures.append(f"{row.email}: {exc}")
+                    continue
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.05):  # not wait_for: see _next_item
+                            await ready.put((row, message))
+                        break
+                # Let the replies that came meanwhile be read before the next build.
+                await asyncio.sleep(0)
+        finally:
+            building = False
+
+    async def deliver_one(row: ClaimedRow, message: Message) -> None:
+        nonlocal policy_in_a_row
         try:
             result = await transport.send(message)
         except SendError as exc:
@@ -871,9 +920,6 @@ async def send_rows(
             report.failed += 1
             report.failures.append(f"{row.email}: {result.code} {result.reply}")
 
-    # As many workers as the relays have connections (see digest.relays).
-    workers_left = max(1, connections or connection_slots(settings.smtp))
-
     async def worker() -> None:
         try:
             await work()
@@ -884,12 +930,11 @@ async def send_rows(
     async def work() -> None:
         nonlocal done
         while not stop.is_set():
-            if queue.empty() and not producing:
+            if ready.empty() and not building:
                 return
             await outcomes.room()
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=0.05)
-            except TimeoutError:
+            item = await _next_item(ready, 0.05)
+            if item is None:
                 continue
             task = asyncio.ensure_future(deliver_one(*item))
             try:
@@ -902,14 +947,15 @@ async def send_rows(
             done += 1
             if progress:
                 total = link.add_done() if link is not None else done
-                progress(total, total + queue.qsize())
+                progress(total, total + queue.qsize() + ready.qsize())
             elif link is not None:
                 link.add_done()
 
     async def flush_now_and_then() -> None:
         while workers_left:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(outcomes.due.wait(), FLUSH_SECONDS)
+                async with asyncio.timeout(FLUSH_SECONDS):  # not wait_for: see _next_item
+                    await outcomes.due.wait()
             outcomes.due.clear()
             await outcomes.write()
 
@@ -933,6 +979,7 @@ async def send_rows(
         # so each message in flight is recorded before the cancellation goes on.
         async with asyncio.TaskGroup() as group:
             group.create_task(produce())
+            group.create_task(build())
             for _ in range(workers_left):
                 group.create_task(worker())
             group.create_task(flush_now_and_then())
