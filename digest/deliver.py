@@ -411,6 +411,21 @@ async def _in_thread(call: Callable[[], T]) -> T:
         raise
 
 
+async def _next_item(queue: asyncio.Queue[T], seconds: float) -> T | None:
+    """The queue's next item, or None when none comes within ``seconds``.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it returns the item instead of raising
+    when the caller is cancelled just as the item arrives (CPython issue 86296), and a
+    worker that missed its cancellation sends on, or waits forever for room among the
+    unrecorded outcomes once the task that writes them has been cancelled.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await queue.get()
+    except TimeoutError:
+        return None
+
+
 def envelope_sender(settings: Settings, newsletter: NewsletterSettings, row: ClaimedRow) -> str:
     """The return path (MAIL FROM) of one delivery: the one place that decides it."""
     return return_path(settings, newsletter, row.id)
@@ -710,9 +725,8 @@ async def send_issue(
             if queue.empty() and not producing:
                 return
             await outcomes.room()
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=0.05)
-            except TimeoutError:
+            item = await _next_item(queue, 0.05)
+            if item is None:
                 continue
             task = asyncio.ensure_future(deliver_one(*item))
             try:
@@ -729,7 +743,8 @@ async def send_issue(
     async def flush_now_and_then() -> None:
         while workers_left:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(outcomes.due.wait(), FLUSH_SECONDS)
+                async with asyncio.timeout(FLUSH_SECONDS):  # not wait_for: see _next_item
+                    await outcomes.due.wait()
             outcomes.due.clear()
             await outcomes.write()
 
