@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -192,6 +193,42 @@ def seed(store_url: str, subscribers: int) -> float:
     return time.perf_counter() - started
 
 
+def _peak_rss_mb(pid: str = "self") -> float:
+    """A process's own peak resident set in MB (0 when it is gone).
+
+    Not ``ru_maxrss`` where /proc exists: a "spawn" child begins there with its parent's
+    peak (the kernel carries the replaced address space's high-water mark across exec), so
+    the sending child would report this driver's own peak, e.g. seeding 1,000,000
+    subscribers. VmHWM belongs to the child's address space alone.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        if pid != "self":
+            return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _HelperPeak(threading.Thread):
+    """The largest peak RSS among this process's children (the sender's helpers),
+    read from /proc every 0.2 s while they live (VmHWM only grows)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            for task in Path("/proc/self/task").glob("*/children"):
+                with contextlib.suppress(OSError):
+                    for pid in task.read_text().split():
+                        self.peak = max(self.peak, _peak_rss_mb(pid))
+
+
 def _send_child(store_url: str, port: int, pool_size: int, key_file: str | None,
                 seconds: float | None, processes: int, out: Any) -> None:  # fmt: skip
     """Run in a fresh process: ``digest send``'s path, figures to ``out``."""
@@ -208,6 +245,8 @@ def _send_child(store_url: str, port: int, pool_size: int, key_file: str | None,
             if not first:
                 first.append(time.perf_counter())
 
+        helpers = _HelperPeak()
+        helpers.start()
         started = time.perf_counter()
         cpu_before = sum(
             r.ru_utime + r.ru_stime
@@ -236,6 +275,8 @@ def _send_child(store_url: str, port: int, pool_size: int, key_file: str | None,
             await pool.close()
             store.close()
         elapsed = time.perf_counter() - started
+        helpers.done.set()
+        helpers.join()
         # Helpers are waited for inside the send, so their CPU time is in RUSAGE_CHILDREN.
         cpu = sum(
             r.ru_utime + r.ru_stime
@@ -249,9 +290,8 @@ def _send_child(store_url: str, port: int, pool_size: int, key_file: str | None,
             "sent": sent,
             "seconds": elapsed,
             "first": (first[0] - started) if first else float("nan"),
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            # The largest of the helpers (and the multiprocessing resource tracker).
-            "helper_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "rss_mb": _peak_rss_mb(),
+            "helper_rss_mb": helpers.peak,
         }
 
     out.put(asyncio.run(main()))

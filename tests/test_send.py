@@ -156,6 +156,34 @@ async def test_resume_after_the_send_is_killed_midway(world: World, smtp_server)
     assert len(smtp_server.messages) == 14
 
 
+async def test_a_run_cancelled_as_a_worker_takes_its_next_row_stops(
+    world: World, smtp_server
+) -> None:
+    # Cancelled from the progress callback, the run's tasks are cancelled while the one
+    # worker waits for a row the queue already holds: the moment in which
+    # asyncio.wait_for (Python 3.11) handed the row over and dropped the cancellation.
+    settings = replace(world.settings, smtp=replace(smtp_server.settings(), pool_size=1))
+    pool = SmtpPool(settings.smtp)
+
+    def progress(done: int, total: int) -> None:
+        if done == 3:
+            task.cancel()
+
+    task = asyncio.create_task(
+        jobs.send(settings, world.store, world.newsletter, WEEK, pool, now=NOW, progress=progress)
+    )
+    try:
+        await asyncio.wait([task], timeout=60)  # a run that never ends fails, not hangs
+    finally:
+        await pool.close()
+    assert task.cancelled()
+    delivered = len(smtp_server.messages)
+    assert 3 <= delivered < 14  # the message in flight finishes; no new one starts
+    counts = world.counts()
+    assert counts[DeliveryState.SENT] == delivered
+    assert counts.get(DeliveryState.SENDING, 0) == 0
+
+
 @pytest.mark.smtp_server(disconnect_after=3)
 async def test_server_going_away_stops_the_run_and_the_next_run_finishes(
     world: World, smtp_server
