@@ -132,6 +132,15 @@ class Sink:
                     raise
                 time.sleep(0.05)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the sink has used so far (user and system; 0 where /proc is missing)."""
+        pid = self._process.pid if self._process is not None else self._child and self._child.pid
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
@@ -422,9 +431,16 @@ def main() -> None:
             print(f"seeded:       {args.subscribers} subscribers in {seeded:.1f} s")
             sample = sample_message(url, key_file)
             total = max(2000, min(args.subscribers, 20000))
-            ceiling = asyncio.run(client_ceiling(sink.port, args.pool_size, total, sample))
+            # The best of three: the ceiling is what the client reaches at its best (a
+            # single try swung by half with whatever else the machine did that second).
+            tries = [
+                asyncio.run(client_ceiling(sink.port, args.pool_size, total, sample))
+                for _ in range(3)
+            ]
+            ceiling = max(tries)
             print(f"(a) ceiling:  {ceiling:.0f} messages/s (bare aiosmtplib, same bytes, "
-                  f"{len(sample[2]) / 1024:.0f} KB)")  # fmt: skip
+                  f"{len(sample[2]) / 1024:.0f} KB; best of "
+                  f"{', '.join(f'{t:.0f}' for t in tries)})")  # fmt: skip
             stores = [("sqlite", url)]
             drops = []
             base = os.environ.get("DIGEST_TEST_POSTGRES_URL")
@@ -435,14 +451,17 @@ def main() -> None:
                 stores.append(("postgresql", pg_url))
             rates = {}
             for name, store_url in stores:
+                sink_cpu = sink.cpu_seconds()
                 f = measure_send(store_url, sink.port, args.pool_size, key_file, args.processes)
+                sink_cpu = sink.cpu_seconds() - sink_cpu
                 rates[name] = f["sent"] / f["seconds"]
                 print(
                     f"(b) {name + ':':11} {rates[name]:.0f} messages/s ({f['sent']:.0f} in "
                     f"{f['seconds']:.1f} s), b/a {rates[name] / ceiling:.2f}, peak RSS "
                     f"{f['rss_mb']:.0f} MB (largest helper {f['helper_rss_mb']:.0f} MB), "
                     f"first message after {f['first']:.2f} s, CPU {f['cpu_ms']:.2f} ms "
-                    "per message (all sender processes)"
+                    f"per message (all sender processes; the sink "
+                    f"{1000 * sink_cpu / max(1, f['sent']):.2f} ms)"
                 )
             if "postgresql" in rates:
                 print(f"PostgreSQL/SQLite: {rates['postgresql'] / rates['sqlite']:.2f}")

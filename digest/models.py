@@ -184,6 +184,9 @@ class Message:
     recipient: str
     message_id: str
     data: bytes = field(repr=False)
+    # ``data`` as it follows DATA on the wire, when its maker knows it: every line end
+    # CRLF and lines starting with "." stuffed (RFC 5321 4.5.2), without the final ".".
+    wire: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class DeliveryState:

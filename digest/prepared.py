@@ -56,6 +56,20 @@ _QP_LINE = 76
 _SOFT_BREAK = b"=\r\n"
 
 
+def _stuffed(piece: bytes) -> bytes:
+    """A piece that starts and ends a line, as it goes after DATA: "." doubled at the
+    start of each line (RFC 5321 4.5.2)."""
+    if piece.startswith(b"."):
+        piece = b"." + piece
+    return b"\n..".join(piece.split(b"\n.")) if b"\n." in piece else piece
+
+
+def _crlf_only(piece: bytes) -> bool:
+    """Every line end is CRLF: no bare CR, no bare LF."""
+    lf = piece.count(b"\n")
+    return lf == piece.count(b"\r") == piece.count(b"\r\n")
+
+
 def _qp(text: str) -> bytes:
     """``text`` in quoted-printable with CRLF line ends, ending in a line break.
 
@@ -150,6 +164,11 @@ class PreparedVariant:
         first = merged[0]
         assert isinstance(first, bytes)
         self._body_hash_start = hashlib.sha256(relaxed_body(first))
+        # Every piece starts and ends a line, so each can be dot-stuffed on its own:
+        # the constant ones once here, the personal fields per message. Bytes made
+        # here always end lines in CRLF; checked once, so the transport need not.
+        self._wire_pieces = [_stuffed(p) if isinstance(p, bytes) else None for p in merged]
+        self._wire_ready = all(_crlf_only(p) for p in merged if isinstance(p, bytes))
 
     def message(
         self,
@@ -182,9 +201,10 @@ class PreparedVariant:
             ),
         )
         body: list[bytes] = []
+        wire: list[bytes] = []
         digest = self._body_hash_start.copy() if self.signer else None
-        for n, (piece, canonical) in enumerate(
-            zip(self._pieces, self._canonical_pieces, strict=True)
+        for n, (piece, canonical, stuffed) in enumerate(
+            zip(self._pieces, self._canonical_pieces, self._wire_pieces, strict=True)
         ):
             if isinstance(piece, tuple):
                 html, name = piece
@@ -194,7 +214,10 @@ class PreparedVariant:
                     raise MessageError(f"no value for personal field {name!r}") from None
                 piece = _qp(str(escape(value)) if html else value)
                 canonical = relaxed_body(piece)
+                stuffed = _stuffed(piece)
             body.append(piece)
+            assert stuffed is not None
+            wire.append(stuffed)
             if digest is not None and n:  # the first piece is in the hash already
                 assert canonical is not None
                 digest.update(canonical)
@@ -213,8 +236,18 @@ class PreparedVariant:
             canonical_headers[b"message-id"] = relaxed_header(id_header)
             canonical_headers[b"list-unsubscribe"] = relaxed_header(unsubscribe)
             head.insert(0, self.signer.header(canonical_headers, digest.digest(), self.timestamp))
-        data = b"".join(head) + b"\r\n" + b"".join(body)
-        return Message(sender=envelope_from, recipient=recipient, message_id=msgid, data=data)
+        head_bytes = b"".join(head) + b"\r\n"
+        data = head_bytes + b"".join(body)
+        # Header lines never start with "." (a name, or white space when folded).
+        ready = self._wire_ready and _crlf_only(head_bytes)
+        on_wire = head_bytes + b"".join(wire) if ready and wire != body else None
+        return Message(
+            sender=envelope_from,
+            recipient=recipient,
+            message_id=msgid,
+            data=data,
+            wire=(on_wire or data) if ready else None,
+        )
 
     def _to(self, name: str, addr: str) -> tuple[bytes, str]:
         """The To header and the address as it goes on the envelope."""

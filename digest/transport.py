@@ -542,7 +542,7 @@ class SmtpPool:
             ("RCPT TO", b"RCPT TO:" + recipient + b"\r\n", 250),
             ("DATA", b"DATA\r\n", 354),
         )
-        content = _content(message.data)
+        content = message.wire + b".\r\n" if message.wire is not None else _content(message.data)
         in_data = False
         command = "MAIL FROM"
         refusal: SenderRefused | None = None

@@ -29,10 +29,10 @@ from digest.config import DkimSettings, NewsletterSettings, Settings, StoreSetti
 from digest.deliver import Personalizer
 from digest.demo import import_demo_lists
 from digest.issues import prepare_issue
-from digest.prepared import _qp
+from digest.prepared import _qp, _stuffed
 from digest.segments import recipients_for, segment_lists
 from digest.store import Store
-from digest.transport import SmtpPool
+from digest.transport import SmtpPool, _content
 from tests.smtp_server import RecordingServer
 
 WEEK = "2025-W05"
@@ -208,3 +208,35 @@ async def test_a_test_send_is_signed_as_readers_messages_are(world: World, tmp_p
     assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record)
     assert str(_parse(data)["Subject"]).startswith(jobs.TEST_PREFIX)
     assert world.store.get_issue(world.newsletter.id, WEEK) is None  # nothing recorded
+
+
+_LINES = st.lists(
+    st.text(alphabet=st.sampled_from(".ab= \t\u00e4"), max_size=90), min_size=1, max_size=8
+)
+
+
+@given(_LINES)
+@example([".", "..", "a.b", ".a"])
+def test_a_piece_is_stuffed_as_the_transport_stuffs_a_whole_message(lines: list[str]) -> None:
+    piece = "".join(f"{line}\r\n" for line in lines).encode("utf-8")
+    assert _stuffed(piece) + b".\r\n" == _content(piece)
+
+
+async def test_the_prepared_wire_bytes_are_what_the_transport_would_make(world: World) -> None:
+    """Personal fields with dots and line breaks where stuffing matters: the bytes the
+    prepared message hands the transport equal the transport's own stuffing of it."""
+    prepared = prepare_issue(world.store, world.newsletter, WEEK, NOW, save=False)
+    assert prepared is not None
+    personalizer = Personalizer(world.settings, world.newsletter, prepared.issue, NOW)
+    recipient = recipients_for(
+        world.newsletter, world.store.active_subscribers(segment_lists(world.newsletter))
+    )[0]
+    variant = personalizer.variant_for(recipient)
+    assert variant is not None
+    for name in [".Punkt", "a\n.b", "x" * 75 + ".", "\r.\r\n..", "Ä" * 40 + "\n.", ""]:
+        reader = replace(recipient, subscriber=replace(recipient.subscriber, name=name))
+        message = personalizer.fast_message_for(
+            reader, variant, "<m@example.org>", envelope_from="news@example.org", signer=None
+        )
+        assert message.wire is not None
+        assert message.wire + b".\r\n" == _content(message.data)
