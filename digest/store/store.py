@@ -9,8 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
@@ -144,6 +142,12 @@ class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore, 
 
     def migrate(self) -> None:
         """Apply every migration not yet applied (idempotent)."""
+        # Imported here: alembic (with mako and pygments) is a third of a second of
+        # start-up that a process opening the store without migrating (a sender
+        # helper) does not need.
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
