@@ -385,7 +385,7 @@ def current_recipients(store: Store, newsletter: NewsletterSettings) -> dict[int
 
 
 #: Ledger rows claimed in one transaction.
-CLAIM_CHUNK = 250
+CLAIM_CHUNK = 500
 #: Subscribers planned into the ledger in one transaction.
 PLAN_CHUNK = 1000
 #: Outcomes are recorded at the latest this many seconds after the server's answer ...

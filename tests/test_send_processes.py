@@ -88,7 +88,7 @@ async def test_two_processes_send_each_reader_exactly_once(world: World, smtp_se
     assert set(received.values()) == {1}
     assert len(received) == READERS == report.sent == report.recipients
     assert world.counts() == {DeliveryState.SENT: READERS}
-    # Both processes sent a good part of the issue (rows change hands 250 at a time).
+    # Both processes sent a good part of the issue (rows change hands 500 at a time).
     assert len(report.sent_by) == 2 and min(report.sent_by) >= 250, report.sent_by
     assert sum(report.sent_by) == READERS
     assert "2 sender processes" in report.summary()
