@@ -323,6 +323,20 @@ class Audience:
     counts: AudienceCounts
 
 
+def count_finished(row: DeliveryRow, counts: AudienceCounts) -> bool:
+    """Count ``row`` if no run sends it again (sent, refused or skipped in an earlier
+    run); False for a row still to be sent."""
+    if row.state == DeliveryState.SENT:
+        counts.already_sent += 1
+    elif row.state == DeliveryState.FAILED:
+        counts.refused_before += 1
+    elif row.state == DeliveryState.SKIPPED:
+        counts.skipped_before += 1
+    else:
+        return False
+    return True
+
+
 def audience(
     store: Store,
     newsletter: NewsletterSettings,
@@ -350,13 +364,9 @@ def audience(
             result.to_send.append((row, recipient))
 
     for row in rows:
-        if row.state == DeliveryState.SENT:
-            counts.already_sent += 1
-        elif row.state == DeliveryState.FAILED:
-            counts.refused_before += 1
-        elif row.state == DeliveryState.SKIPPED:
-            counts.skipped_before += 1
-        elif (recipient := recipients.get(row.subscriber_id)) is None:
+        if count_finished(row, counts):
+            continue
+        if (recipient := recipients.get(row.subscriber_id)) is None:
             result.unsubscribed_since.append(row)
         else:
             place(row, recipient)

@@ -15,7 +15,7 @@ from email.utils import make_msgid
 
 from digest.bounces import return_path
 from digest.config import NewsletterSettings, Settings
-from digest.deliver import AudienceCounts, Personalizer, claim_lease
+from digest.deliver import AudienceCounts, Personalizer, claim_lease, count_finished
 from digest.dkim import signer_for
 from digest.issues import prepare_issue
 from digest.mail import MessageError
@@ -151,13 +151,9 @@ def _count_closed(
     run that stopped) are returned."""
     left = []
     for row in rows:
-        if row.state == DeliveryState.SENT:
-            report.already_sent += 1
-        elif row.state == DeliveryState.FAILED:
-            report.refused_before += 1
-        elif row.state == DeliveryState.SKIPPED:
-            report.skipped_before += 1
-        elif row.state == DeliveryState.SENDING and (
+        if count_finished(row, report):
+            continue
+        if row.state == DeliveryState.SENDING and (
             row.updated_at is None or row.updated_at >= stale_before
         ):
             report.in_flight += 1
