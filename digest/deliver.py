@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
-from email.utils import make_msgid
 from functools import partial
 from typing import TypeVar
 
@@ -37,7 +36,7 @@ from digest.retry import GiveUp, next_step
 from digest.segments import cut_for, recipients_for, segment_lists
 from digest.senders import SPREAD_AFTER, Crew, Link, merge, sender_processes, share_of
 from digest.store import DeliveryRow, IssueRecord, Store
-from digest.store.ledger import ClaimedRow, Outcome, PlannedRow
+from digest.store.ledger import ClaimedRow, MessageIdPattern, Outcome, PlannedRow
 from digest.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.transport import Transport
 
@@ -787,7 +786,7 @@ async def send_rows(
             limit=CLAIM_CHUNK,
             stale_before=datetime.now(UTC) - lease,
             due_by=started,
-            new_message_id=lambda: make_msgid(idstring=id_prefix, domain=id_domain),
+            new_message_id=MessageIdPattern(id_prefix, id_domain),
         )
         # Noted in the thread itself: a cancelled run gives back all it claimed.
         claimed_ids.update(row.id for row in claimed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -9,7 +10,7 @@ from sqlalchemy import inspect
 
 from digest.models import Article, DeliveryState, Image, Subscriber
 from digest.store import Store
-from digest.store.ledger import ClaimedRow, Outcome, PlannedRow
+from digest.store.ledger import ClaimedRow, MessageIdPattern, Outcome, PlannedRow
 
 T0 = datetime(2025, 1, 28, 9, 30, tzinfo=UTC)
 
@@ -228,3 +229,37 @@ def test_a_row_given_back_after_its_first_claim_has_no_first_attempt(store: Stor
     store.release_deliveries([claimed.id])
     [row] = store.deliveries(issue.id)
     assert (row.state, row.attempts, row.first_attempt_at) == ("pending", 0, None)
+
+
+def test_a_message_id_pattern_is_filled_in_by_the_claim_and_kept_on_a_repeat(
+    store: Store,
+) -> None:
+    issue = store.create_issue("nl", "2025-W05", T0, T0 + timedelta(1), "S", [])
+    planned = [
+        PlannedRow(store.save_subscriber(Subscriber(f"p{n}@example.org"), ["l"]), f"p{n}@x", ())
+        for n in range(3)
+    ]
+    store.plan_rows(issue.id, planned)
+    pattern = MessageIdPattern("nl.2025-W05", "example.org")
+    first = store.claim_deliveries(
+        issue.id, after_id=0, limit=10, stale_before=T0, new_message_id=pattern
+    )
+    assert len(first) == 3
+    for row in first:
+        assert re.fullmatch(
+            rf"<nl\.2025-W05\.{row.id}\.[0-9a-f]{{8}}@example\.org>", row.message_id or ""
+        )
+    assert len({row.message_id for row in first}) == 3
+    stored = {r.id: r.message_id for r in store.deliveries(issue.id)}
+    assert stored == {r.id: r.message_id for r in first}
+    # Left in 'sending' by a run that stopped: taken over later with the same ids.
+    again = store.claim_deliveries(
+        issue.id,
+        after_id=0,
+        limit=10,
+        stale_before=datetime.now(UTC) + timedelta(minutes=1),
+        new_message_id=pattern,
+    )
+    assert [(r.id, r.message_id, r.resumed) for r in again] == [
+        (r.id, r.message_id, True) for r in first
+    ]

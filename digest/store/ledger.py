@@ -11,12 +11,26 @@ without coordinating beyond the ledger: each claim takes rows nobody else holds
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -28,7 +42,7 @@ from digest.store.retries import due_now
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["ClaimedRow", "LedgerStore", "Outcome", "PlannedRow"]
+__all__ = ["ClaimedRow", "LedgerStore", "MessageIdPattern", "Outcome", "PlannedRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +78,18 @@ class Outcome:
     reply: str
     # Pending with this set: deferred, not to be claimed before then (see digest.retry).
     next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIdPattern:
+    """Message-IDs made by the claiming statement itself: ``<prefix.ROW.NONCE@domain>``.
+
+    The row id makes it unique in the store, a random part per claim across stores;
+    no Python call and no second statement per row.
+    """
+
+    prefix: str
+    domain: str
 
 
 def _now() -> datetime:
@@ -247,7 +273,8 @@ class LedgerStore:
         ``now``; see :func:`digest.store.retries.due_now`) and those left in 'sending'
         since before ``stale_before`` by a sender that stopped without recording an
         answer (they keep their Message-ID, so a repeat can be recognised). Each becomes
-        'sending' with a Message-ID (``new_message_id()`` for a row that has none yet),
+        'sending' with a Message-ID (for a row that has none yet ``new_message_id()``, or
+        made by the statement from a :class:`MessageIdPattern`),
         one more attempt and, at its first claim, ``first_attempt_at``. Rows another
         sender holds are skipped, never waited for. This is the only function that
         decides which rows are due.
@@ -317,18 +344,25 @@ class LedgerStore:
             if not found:
                 return [], [], {}
             ids = [r.id for r in found]
+            values: dict[str, Any] = {
+                "state": DeliveryState.SENDING,
+                "attempts": c.attempts + 1,
+                "updated_at": now,
+                "next_attempt_at": None,
+                "first_attempt_at": func.coalesce(c.first_attempt_at, now),
+            }
+            if isinstance(new_message_id, MessageIdPattern):
+                tail = f".{secrets.token_hex(4)}@{new_message_id.domain}>"
+                values["message_id"] = func.coalesce(
+                    c.message_id,
+                    literal(f"<{new_message_id.prefix}.") + cast(c.id, String) + literal(tail),
+                )
             # The state is checked again in the update: on SQLite another sender may
             # have claimed a row between the select and this statement.
             taken = conn.execute(
                 update(t.deliveries)
                 .where(c.id.in_(ids), due)
-                .values(
-                    state=DeliveryState.SENDING,
-                    attempts=c.attempts + 1,
-                    updated_at=now,
-                    next_attempt_at=None,
-                    first_attempt_at=func.coalesce(c.first_attempt_at, now),
-                )
+                .values(**values)
                 .returning(
                     c.id, c.subscriber_id, c.email, c.message_id, c.attempts, c.first_attempt_at
                 )
@@ -336,7 +370,7 @@ class LedgerStore:
             fresh = [
                 {"b_id": r.id, "message_id": new_message_id()}
                 for r in taken
-                if r.message_id is None
+                if r.message_id is None and not isinstance(new_message_id, MessageIdPattern)
             ]
             ids_given = {f["b_id"]: f["message_id"] for f in fresh}
             if fresh:
