@@ -495,8 +495,8 @@ class _Outcomes:
 class _Planning:
     """The ledger of a new issue, planned a chunk of subscribers at a time.
 
-    Only the process that runs the send plans; its helpers learn from ``link.planned``
-    that every recipient has a row.
+    Only the process that runs the send plans; ``planned`` is called once every
+    recipient has a row (it tells the helpers too).
     """
 
     def __init__(
@@ -508,16 +508,10 @@ class _Planning:
         self._chunks = chunks
         self._plan = plan
         self._planned = planned
-        self.link: Link | None = None
 
     @property
     def done(self) -> bool:
         return self._chunks is None
-
-    def finished(self) -> None:
-        self._chunks = None
-        if self.link is not None:
-            self.link.planned.set()
 
     def next(self) -> bool:
         """Plan one more chunk; False when every recipient is planned."""
@@ -525,8 +519,8 @@ class _Planning:
             return False
         chunk = next(self._chunks, None)
         if chunk is None:
+            self._chunks = None
             self._planned()
-            self.finished()
             return False
         self._plan(chunk)
         return True
@@ -619,6 +613,13 @@ async def send_issue(
             )
         report.planned += store.plan_rows(record.id, rows, now)
 
+    crew: Crew | None = None
+
+    def planned() -> None:
+        store.set_issue_status(record.id, "sending")
+        if crew is not None:
+            crew.link.planned.set()
+
     # The audience of an issue is fixed when its ledger is planned: until then (status
     # 'composed') every current recipient is planned, chunk by chunk, as sending goes.
     planning = _Planning(
@@ -628,9 +629,8 @@ async def send_issue(
         if record.status == "composed"
         else None,
         plan,
-        lambda: store.set_issue_status(record.id, "sending"),
+        planned,
     )
-    crew: Crew | None = None
     count = sender_processes(settings.smtp, processes) if processes != 1 else 1
     if count > 1:
         to_do = before.due + before.sending
@@ -647,7 +647,6 @@ async def send_issue(
                 started=started,
                 count=count,
             )
-            planning.link = crew.link
             if planning.done:
                 crew.link.planned.set()
             transport = open_transport(share_of(settings.smtp, 0, count))
@@ -669,6 +668,7 @@ async def send_issue(
             progress=progress,
             stop_requested=stop_requested,
             connections=connection_slots(share_of(settings.smtp, 0, crew.count)) if crew else None,
+            suppressed=suppressed,
         )
         ended = True
     finally:
@@ -725,16 +725,19 @@ async def send_rows(
     progress: Progress | None = None,
     stop_requested: asyncio.Event | None = None,
     connections: int | None = None,
+    suppressed: set[str] | None = None,
 ) -> None:
     """Claim, send and record rows of ``record``'s ledger until none is left to take.
 
     The loop of one sender process: the one that runs the send (which also plans a
     new issue's ledger, ``planning``) and each of its helpers (``link``) alike. Counts
     go to ``report``. ``connections``: how many messages ``transport`` may have in
-    flight (default: all of ``settings.smtp``'s).
+    flight (default: all of ``settings.smtp``'s); ``suppressed``: the suppression list's
+    hashes for the newsletter, when the caller has read them already.
     """
     lists = segment_lists(newsletter)
-    suppressed = store.suppressed_hashes(newsletter.id)
+    if suppressed is None:
+        suppressed = store.suppressed_hashes(newsletter.id)
     signer = signer_for(settings, newsletter.sender_domain)
     outcomes = _Outcomes(store)
     # Rows claimed and checked, waiting to be built: two claims' worth, so that the next

@@ -40,11 +40,15 @@ class World:
     store: Store
     newsletter: NewsletterSettings
 
-    async def send(self, server: RecordingServer, **smtp: object) -> DeliveryReport:
+    async def send(
+        self, server: RecordingServer, processes: int = 1, **smtp: object
+    ) -> DeliveryReport:
         settings = replace(self.settings, smtp=replace(server.settings(), **smtp))
         pool = SmtpPool(settings.smtp)
         try:
-            report = await jobs.send(settings, self.store, self.newsletter, WEEK, pool, now=NOW)
+            report = await jobs.send(
+                settings, self.store, self.newsletter, WEEK, pool, now=NOW, processes=processes
+            )
         finally:
             await pool.close()
         assert report is not None

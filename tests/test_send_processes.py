@@ -15,53 +15,23 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from digest import jobs
 from digest.config import RelaySettings, Settings, SmtpSettings, StoreSettings, load_settings
-from digest.deliver import DeliveryReport
 from digest.models import DeliveryState, Subscriber
 from digest.senders import sender_processes, share_of
 from digest.store import Store
-from digest.transport import LocalSmtpServer, SmtpPool
+from digest.transport import LocalSmtpServer
 from tests.smtp_server import RecordingServer
+from tests.test_send import NOW, WEEK, World
 
 ROOT = Path(__file__).resolve().parent.parent
-WEEK = "2025-W05"
-NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
 #: Enough readers for two processes (a send of fewer stays in one, see SPREAD_AFTER).
 READERS = 2100
-
-
-@dataclass
-class World:
-    settings: Settings
-    store: Store
-
-    @property
-    def newsletter(self):  # type: ignore[no-untyped-def]
-        return self.settings.newsletters[0]
-
-    async def send(self, server: RecordingServer, processes: int, **smtp: object) -> DeliveryReport:
-        settings = replace(self.settings, smtp=replace(server.settings(), **smtp))
-        pool = SmtpPool(settings.smtp)
-        try:
-            report = await jobs.send(
-                settings, self.store, self.newsletter, WEEK, pool, now=NOW, processes=processes
-            )
-        finally:
-            await pool.close()
-        assert report is not None
-        return report
-
-    def counts(self) -> dict[str, int]:
-        record = self.store.get_issue(self.newsletter.id, WEEK)
-        assert record is not None
-        return self.store.delivery_counts(record.id)
 
 
 @pytest.fixture
@@ -74,7 +44,7 @@ async def world(demo_settings: Settings, store_url: str) -> AsyncIterator[World]
     )
     [collected] = await jobs.collect(settings, store, settings.newsletters[0].id, now=NOW)
     assert not collected.failed
-    yield World(settings, store)
+    yield World(settings, store, settings.newsletters[0])
     store.close()
 
 
@@ -118,7 +88,9 @@ async def test_a_small_issue_stays_in_one_process(demo_settings: Settings, store
 
         import_demo_lists(settings, store, settings.newsletters[0])
         await jobs.collect(settings, store, settings.newsletters[0].id, now=NOW)
-        report = await World(settings, store).send(smtp_server, processes=2)
+        report = await World(settings, store, settings.newsletters[0]).send(
+            smtp_server, processes=2
+        )
     finally:
         store.close()
     assert report.sent == 14 and report.sent_by == []
