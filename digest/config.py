@@ -409,6 +409,9 @@ def _string_table(value: Any) -> str | None:
     return None
 
 
+#: A source as a whole may take this many times its `timeout`.
+SOURCE_TIME_FACTOR = 3
+
 S = Setting
 TOP = [
     S(
@@ -773,7 +776,16 @@ SOURCE = [
         _REQUIRED,
         "Category of items whose own categories map to none of the newsletter's.",
     ),
-    S("timeout", (int, float), 20, "Seconds before a fetch is given up.", bounds=(1, 300)),
+    S(
+        "timeout",
+        (int, float),
+        20,
+        "Seconds before a fetch is given up. The source as a whole (robots.txt, its listing "
+        f"pages, the article pages of `fetch_articles`) ends {SOURCE_TIME_FACTOR} times this "
+        "after it began: article pages not read by then leave their teasers empty, and a "
+        "warning says how many.",
+        bounds=(1, 300),
+    ),
     S(
         "max_bytes",
         int,
@@ -1414,6 +1426,11 @@ class SourceSettings:
     selectors: SelectorSettings | None = None
 
     __repr__ = _repr_without_passwords
+
+    @property
+    def time_limit(self) -> float:
+        """Seconds the whole source may take: every page and article page it reads."""
+        return self.timeout * SOURCE_TIME_FACTOR
 
 
 @dataclass(frozen=True)
