@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -26,6 +27,7 @@ from email_validator import EmailNotValidError, validate_email
 from limits import RateLimitItem, parse
 
 from digest.errors import ConfigError
+from digest.limits import MAX_SUMMARY
 from digest.redact import MASK, redact_url, url_password
 
 __all__ = [
@@ -73,6 +75,8 @@ class Setting:
     check: Callable[[Any], str | None] | None = None
     #: Its value never appears in a message, a log line or a repr().
     secret: bool = False
+    #: The lowest and highest value of a number, both allowed; every number has them.
+    bounds: tuple[float, float] | None = None
 
     @property
     def required(self) -> bool:
@@ -166,16 +170,16 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be greater than 0, not {value!r}"
+def _bounds_text(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]!r} to {bounds[1]!r}"
 
 
-def _not_negative(value: Any) -> str | None:
-    return f"must not be negative, not {value!r}" if value < 0 else None
-
-
-def _port(value: Any) -> str | None:
-    return None if 0 <= value <= 65535 else f"must be a port number (0-65535), not {value!r}"
+def _out_of_bounds(value: float, bounds: tuple[float, float]) -> str | None:
+    """Why a number is outside ``bounds`` (NaN and infinity always are); None if inside."""
+    low, high = bounds
+    if math.isfinite(value) and low <= value <= high:
+        return None
+    return f"must be from {_bounds_text(bounds)}, not {value!r}"
 
 
 #: The secret_key shipped in the demo config.toml: fine on a loopback address only.
@@ -405,6 +409,9 @@ def _string_table(value: Any) -> str | None:
     return None
 
 
+#: A source as a whole may take this many times its `timeout`.
+SOURCE_TIME_FACTOR = 3
+
 S = Setting
 TOP = [
     S(
@@ -460,7 +467,7 @@ TOP = [
         1.0,
         "Seconds between two requests to the same host in one collect run; requests to one "
         "host are never made at the same time.",
-        _not_negative,
+        bounds=(0, 60),
     ),
 ]
 STORE = [
@@ -475,7 +482,13 @@ STORE = [
 ]
 SMTP = [
     S("host", str, "127.0.0.1", "SMTP relay host."),
-    S("port", int, 8025, "SMTP relay port (25, 587 for STARTTLS, 465 for implicit TLS).", _port),
+    S(
+        "port",
+        int,
+        8025,
+        "SMTP relay port (25, 587 for STARTTLS, 465 for implicit TLS).",
+        bounds=(1, 65535),
+    ),
     S(
         "security",
         str,
@@ -485,20 +498,20 @@ SMTP = [
     ),
     S("username", str, "", "Login for SMTP AUTH; empty for none."),
     S("password", str, "", "Password for SMTP AUTH; prefer DIGEST_SMTP_PASSWORD.", secret=True),
-    S("timeout", (int, float), 30, "Seconds to wait for any SMTP reply.", _positive),
+    S("timeout", (int, float), 30, "Seconds to wait for any SMTP reply.", bounds=(1, 900)),
     S(
         "pool_size",
         int,
         2,
         "Number of SMTP connections used at once and reused between messages.",
-        _positive,
+        bounds=(1, 100),
     ),
     S(
         "messages_per_connection",
         int,
         100,
         "Reconnect after this many messages on one connection.",
-        _positive,
+        bounds=(1, 100_000),
     ),
     S("validate_certs", bool, True, "Verify the server's TLS certificate."),
     S(
@@ -514,7 +527,7 @@ SMTP = [
         (int, float),
         0,
         "Send at most this many messages a second, over all connections; 0 for no limit.",
-        _not_negative,
+        bounds=(0, 10_000),
     ),
     S(
         "max_per_hour",
@@ -522,7 +535,7 @@ SMTP = [
         0,
         "Send at most this many messages an hour (the relay's quota); 0 for no limit. "
         "The hour's allowance may go out at the pace of `max_per_second`.",
-        _not_negative,
+        bounds=(0, 10_000_000),
     ),
     S(
         "per_domain_limit",
@@ -530,7 +543,7 @@ SMTP = [
         0,
         "At most this many messages in flight at once to one recipient domain (large "
         "mail providers refuse senders with many connections at once); 0 for no limit.",
-        _not_negative,
+        bounds=(0, 1_000),
     ),
     S(
         "processes",
@@ -539,7 +552,7 @@ SMTP = [
         "Sender processes for a large issue (2,000 messages or more): 0 for one per CPU "
         "core, 1 to send from one process. They share the connections and limits above "
         "and take rows from the ledger, so each message still goes out once.",
-        _not_negative,
+        bounds=(0, 64),
     ),
 ]
 NEWSLETTER = [
@@ -603,21 +616,21 @@ NEWSLETTER = [
         6 * 3600,
         "Seconds after a missed due time within which "
         "the run still happens once when the scheduler comes back.",
-        _positive,
+        bounds=(1, 7 * 24 * 3600),
     ),
     S(
         "max_per_category",
         int,
         6,
         "At most this many articles per category, newest first.",
-        _positive,
+        bounds=(1, 100),
     ),
     S(
         "teaser_length",
         int,
         300,
         "Longest teaser in characters; longer ones are cut at a word boundary and end in '…'.",
-        _positive,
+        bounds=(20, MAX_SUMMARY),
     ),
     S(
         "preheader",
@@ -691,7 +704,7 @@ NEWSLETTER = [
         int,
         7,
         "Days a confirmation link stays valid; unconfirmed sign-ups are deleted after that.",
-        _positive,
+        bounds=(1, 365),
     ),
     S(
         "confirm_interval_minutes",
@@ -699,7 +712,7 @@ NEWSLETTER = [
         10,
         "At most one confirmation mail per address and newsletter in this many minutes; "
         "the page answers the same either way.",
-        _positive,
+        bounds=(1, 24 * 60),
     ),
     S(
         "consent_text",
@@ -763,8 +776,23 @@ SOURCE = [
         _REQUIRED,
         "Category of items whose own categories map to none of the newsletter's.",
     ),
-    S("timeout", (int, float), 20, "Seconds before a fetch is given up.", _positive),
-    S("max_bytes", int, 5_000_000, "Largest response accepted, in bytes.", _positive),
+    S(
+        "timeout",
+        (int, float),
+        20,
+        "Seconds before a fetch is given up. The source as a whole (robots.txt, its listing "
+        f"pages, the article pages of `fetch_articles`) ends {SOURCE_TIME_FACTOR} times this "
+        "after it began: article pages not read by then leave their teasers empty, and a "
+        "warning says how many.",
+        bounds=(1, 300),
+    ),
+    S(
+        "max_bytes",
+        int,
+        5_000_000,
+        "Largest response accepted, in bytes.",
+        bounds=(1_000, 100_000_000),
+    ),
     S(
         "allow_private",
         bool,
@@ -796,7 +824,7 @@ SOURCE = [
         int,
         3,
         "Most listing pages of an html source read per run, following its `next` link.",
-        _positive,
+        bounds=(1, 20),
     ),
     S(
         "max_age_days",
@@ -804,7 +832,7 @@ SOURCE = [
         14,
         "An html source follows its `next` link only while the page's items are newer "
         "than this many days.",
-        _positive,
+        bounds=(1, 365),
     ),
     S(
         "fetch_articles",
@@ -890,7 +918,7 @@ ADMIN = [
         int,
         480,
         "An editor's login to /admin ends this many minutes after it began.",
-        _positive,
+        bounds=(1, 7 * 24 * 60),
     ),
     S(
         "login_attempts",
@@ -898,7 +926,7 @@ ADMIN = [
         5,
         "Failed logins allowed per account in 15 minutes (and four times as many per "
         "client address) before further attempts are refused for a while.",
-        _positive,
+        bounds=(1, 100),
     ),
 ]
 
@@ -920,7 +948,7 @@ def _mailbox_settings(receives: str, password_variable: str) -> list[Setting]:
             "IMAP server (implicit TLS, certificate verified) of the mailbox that receives "
             f"{receives}; empty: none.",
         ),
-        S("imap_port", int, 993, "IMAP port (implicit TLS).", _port),
+        S("imap_port", int, 993, "IMAP port (implicit TLS).", bounds=(1, 65535)),
         S("imap_username", str, "", "IMAP login; required with `imap_host`."),
         S(
             "imap_password",
@@ -951,7 +979,7 @@ def _mailbox_settings(receives: str, password_variable: str) -> list[Setting]:
             int,
             15,
             "`digest run` processes the mailbox this often (and once at start).",
-            _positive,
+            bounds=(1, 24 * 60),
         ),
     ]
 
@@ -1010,14 +1038,14 @@ BOUNCES = [
         3,
         "Soft bounces (4.x.x: mailbox full, server busy) of one address, each on another "
         "delivery, within `soft_days` that put it on the suppression list.",
-        _positive,
+        bounds=(1, 100),
     ),
     S(
         "soft_days",
         int,
         30,
         "The window, in days, in which `soft_limit` soft bounces are counted.",
-        _positive,
+        bounds=(1, 365),
     ),
 ] + _mailbox_settings(
     "the bounces (DSNs) and complaint reports (ARF) sent to the return path",
@@ -1047,20 +1075,20 @@ WEB = [
 
 RELAY = [
     S("host", str, _REQUIRED, "Host of this relay."),
-    S("port", int, 25, "Port of this relay.", _port),
+    S("port", int, 25, "Port of this relay.", bounds=(1, 65535)),
     S(
         "weight",
         int,
         1,
         "Share of the messages this relay gets, relative to the other relays' weights.",
-        _positive,
+        bounds=(1, 1_000),
     ),
     S(
         "pool_size",
         int,
         0,
         "Connections to this relay at once; 0 for `smtp.pool_size`.",
-        _not_negative,
+        bounds=(0, 100),
     ),
 ]
 RETRY = [
@@ -1071,14 +1099,14 @@ RETRY = [
         "Minutes before the first retry of a recipient whose server deferred the message "
         "(4xx) or whose connection dropped; each further retry waits twice as long, with "
         "up to a quarter added at random so retries spread out.",
-        _positive,
+        bounds=(0.1, 24 * 60),
     ),
     S(
         "max_minutes",
         (int, float),
         240,
         "Longest wait between two retries of one recipient, in minutes.",
-        _positive,
+        bounds=(1, 7 * 24 * 60),
     ),
     S(
         "max_attempts",
@@ -1086,7 +1114,7 @@ RETRY = [
         12,
         "Attempts per recipient (the first one included) before the delivery is failed "
         "with the server's last reply.",
-        _positive,
+        bounds=(1, 100),
     ),
     S(
         "max_age_hours",
@@ -1094,7 +1122,7 @@ RETRY = [
         72,
         "Hours after its first attempt that a deferred delivery is given up and failed "
         "with the server's last reply (RFC 5321 suggests 4–5 days).",
-        _positive,
+        bounds=(1, 30 * 24),
     ),
     S(
         "check_minutes",
@@ -1102,7 +1130,7 @@ RETRY = [
         1,
         "`digest run` looks this often for deferred deliveries of any unfinished issue that "
         "are due, and sends them.",
-        _positive,
+        bounds=(0.1, 24 * 60),
     ),
 ]
 DKIM = [
@@ -1399,6 +1427,11 @@ class SourceSettings:
 
     __repr__ = _repr_without_passwords
 
+    @property
+    def time_limit(self) -> float:
+        """Seconds the whole source may take: every page and article page it reads."""
+        return self.timeout * SOURCE_TIME_FACTOR
+
 
 @dataclass(frozen=True)
 class SegmentSettings:
@@ -1595,6 +1628,8 @@ class _Reader:
                 raise self.error(
                     dotted, f"must be {_type_name(expected)}, not {type(value).__name__}{shown}"
                 )
+            if setting.bounds and (problem := _out_of_bounds(value, setting.bounds)):
+                raise self.error(dotted, problem)
             if setting.check and (problem := setting.check(value)):
                 if setting.secret and value:  # a check that quotes the value is a bug
                     problem = problem.replace(value, MASK)
@@ -1845,7 +1880,10 @@ def reference_markdown() -> str:
             if isinstance(s.default, bool):
                 default = f"`{str(s.default).lower()}`"
             meaning = s.help.replace("|", "\\|")
-            lines.append(f"| `{name}` | {_type_name(s.type)} | {default} | {meaning} |")
+            kind = _type_name(s.type)
+            if s.bounds:
+                kind += f", {_bounds_text(s.bounds)}"
+            lines.append(f"| `{name}` | {kind} | {default} | {meaning} |")
     return "\n".join(lines).strip() + "\n"
 
 

@@ -32,10 +32,12 @@ __all__ = [
     "signer_for",
 ]
 
-#: The headers signed, in order; From and the List-Unsubscribe pair are signed once more
-#: than they occur ("oversigned"), so nobody can add a second one without breaking it.
-SIGNED_HEADERS = (
+#: The headers a message has (or may have) that a reader sees or a client acts on.
+#: Each is signed once more than it occurs ("oversigned"), so nobody can add a second
+#: one (a second From, Reply-To or Content-Type) without breaking the signature.
+_PRESENT = (
     "from",
+    "reply-to",
     "to",
     "subject",
     "date",
@@ -43,10 +45,42 @@ SIGNED_HEADERS = (
     "list-id",
     "list-unsubscribe",
     "list-unsubscribe-post",
-    "from",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
+    "mime-version",
+    "content-type",
 )
+#: Headers a message never has that a reader sees or a client acts on: signed as
+#: absent, so adding one (a Sender, a List-Post to reply to) breaks the signature.
+_ABSENT = (
+    "sender",
+    "cc",
+    "in-reply-to",
+    "references",
+    "list-post",
+    "list-help",
+    "list-subscribe",
+    "list-owner",
+    "list-archive",
+)
+#: The h= tag's names, in order.
+SIGNED_HEADERS = _PRESENT + _ABSENT + _PRESENT
+
+
+def _folded_names(names: Sequence[str], first: int, width: int = 78) -> str:
+    """``names`` joined by colons, folded after a colon so no line passes ``width``."""
+    lines = [""]
+    room = width - first
+    for name in names:
+        piece = name if not lines[-1] else f":{name}"
+        if lines[-1] and len(lines[-1]) + len(piece) + 1 > room:  # +1: the ";" or ":"
+            lines[-1] += ":"
+            lines.append(name)
+            room = width - 1  # a continuation line starts with a space
+        else:
+            lines[-1] += piece
+    return "\r\n ".join(lines)
+
+
+_H_TAG = _folded_names(SIGNED_HEADERS, len(" h="))
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 _TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
@@ -95,12 +129,11 @@ class DkimSigner:
         name not in it is signed as absent. ``body_hash`` is the SHA-256 of the body in
         relaxed form.
         """
-        # Folded between names (RFC 6376 allows FWS around the colons), lines <= 78.
-        names = ":".join(SIGNED_HEADERS[:7]) + ":\r\n " + ":".join(SIGNED_HEADERS[7:])
+        # h= is folded between names (RFC 6376 allows FWS around the colons).
         head = (
             f"DKIM-Signature: v=1; a={self.algorithm}; c=relaxed/relaxed;\r\n"
             f" d={self.domain}; s={self.selector}; t={now};\r\n"
-            f" h={names};\r\n"
+            f" h={_H_TAG};\r\n"
             f" bh={base64.b64encode(body_hash).decode('ascii')};\r\n b="
         ).encode("ascii")
         seen: set[bytes] = set()
@@ -109,6 +142,7 @@ class DkimSigner:
             encoded = name.encode("ascii")
             if encoded in seen:
                 continue  # the oversigned instance: there is none, so nothing is hashed
+            # (an absent header is likewise signed as absent: nothing is hashed for it)
             seen.add(encoded)
             field = canonical_headers.get(encoded)
             if field is not None:

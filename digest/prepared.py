@@ -125,11 +125,10 @@ class PreparedVariant:
         self._before_to = before_to
         self._before_id = before_id
         self._before_unsubscribe = before_unsubscribe
-        self._after_unsubscribe = before_type + _fold(
-            "Content-Type", f'multipart/alternative; boundary="{boundary}"'
-        )
+        content_type = _fold("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+        self._after_unsubscribe = before_type + content_type
         self._canonical: dict[bytes, bytes] = {}
-        for block in (before_to, before_id, before_unsubscribe, before_type):
+        for block in (before_to, before_id, before_unsubscribe, before_type, content_type):
             for name, field in split_headers(block):
                 self._canonical[name] = relaxed_header(field)
         # The body: constant bytes and ("html"|"text", field) slots, alternating.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -12,6 +13,8 @@ from digest.config import (
     DEMO_SECRET_KEY,
     README_END,
     README_START,
+    SECTIONS,
+    Setting,
     all_setting_names,
     load_settings,
     parse_locale,
@@ -407,3 +410,136 @@ def test_web_rate_limits_are_read_and_checked() -> None:
     assert _error({**demo(), "web": {"signup_limit": "1/hour"}}).startswith(
         "web.signup_limit: unknown key"
     )
+
+
+# --- every number has a range ----------------------------------------------------------------
+
+
+def _config_file(tmp_path: Path, header: str, line: str) -> Path:
+    """The shipped config.toml with ``line`` put into the table ``header`` (added if absent)."""
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    key = line.partition("=")[0].strip()
+    if f"\n{header}\n" not in text:
+        text += f"\n{header}\n{line}\n"
+    else:
+        start = text.index(f"\n{header}\n") + len(header) + 2
+        end = text.find("\n[", start) % (len(text) + 1)
+        table, count = re.subn(rf"(?m)^{key} = .*$", line, text[start:end])
+        text = text[:start] + (table if count else f"{line}\n{table}") + text[end:]
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("header", "line", "problem"),
+    [
+        ("[admin]", "session_minutes = 1000000000000", "admin.session_minutes: must be from 1 to "),
+        ("[smtp]", "timeout = 1e308", "smtp.timeout: must be from 1 to 900, not 1e+308"),
+        ("[smtp]", "port = 0", "smtp.port: must be from 1 to 65535, not 0"),
+        (
+            "[[newsletters]]",
+            "confirm_days = 1000000000000",
+            "newsletters[0].confirm_days: must be from 1 to 365, not 1000000000000",
+        ),
+        (
+            "[[newsletters]]",
+            "confirm_days = 1e12",
+            "newsletters[0].confirm_days: must be an integer",
+        ),
+        ("[smtp]", "timeout = nan", "smtp.timeout: must be from 1 to 900, not nan"),
+        ("[smtp]", "max_per_hour = inf", "smtp.max_per_hour: must be from 0 to 10000000, not inf"),
+        ("", "host_delay = -inf", "host_delay: must be from 0 to 60, not -inf"),
+        ("[retry]", "max_age_hours = -1", "retry.max_age_hours: must be from 1 to 720, not -1"),
+    ],
+)
+def test_absurd_numbers_are_refused_at_load_naming_file_key_and_range(
+    tmp_path: Path, header: str, line: str, problem: str
+) -> None:
+    if header:
+        path = _config_file(tmp_path, header, line)
+    else:  # a top-level key goes before the first table
+        path = tmp_path / "config.toml"
+        path.write_text(f"{line}\n" + (ROOT / "config.toml").read_text(encoding="utf-8"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert str(info.value).startswith(f"{path}: {problem}")
+    assert "\n" not in str(info.value)
+
+
+def test_the_cli_refuses_an_absurd_number_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from digest.cli import main
+
+    path = _config_file(tmp_path, "[admin]", "session_minutes = 1000000000000")
+    with pytest.raises(SystemExit) as exited:
+        main(["schedules", "--config", str(path)])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: admin.session_minutes: must be from 1 to 10080, not 1000000000000\n"
+    )
+
+
+def test_an_environment_override_out_of_range_is_named() -> None:
+    message = _error(demo(), {"DIGEST_SMTP_PORT": "70000"})
+    assert message == "smtp.port: must be from 1 to 65535, not 70000 (set by DIGEST_SMTP_PORT)"
+
+
+def _numeric_settings() -> list[tuple[str, Setting]]:
+    return [
+        (section, setting)
+        for section, (settings, _) in SECTIONS.items()
+        for setting in settings
+        if setting.type in (int, float, (int, float))
+    ]
+
+
+def _place(data: dict, section: str, key: str, value: object) -> str:
+    """Set ``section.key`` in the parsed config; the dotted name an error gives it."""
+    table, where = data, ""
+    for part in section.split(".") if section else []:
+        full = ".".join(p.split("[")[0] for p in [*where.split("."), part] if p)
+        if SECTIONS[full][1]:
+            if not table.get(part):
+                table[part] = [{"host": "relay.example.org"}]  # the only array not in the demo
+            table = table[part][0]
+            where = f"{where}.{part}[0]" if where else f"{part}[0]"
+        else:
+            table = table.setdefault(part, {})
+            where = f"{where}.{part}" if where else part
+    table[key] = value
+    return f"{where}.{key}" if where else key
+
+
+def test_every_number_declares_its_range() -> None:
+    numbers = _numeric_settings()
+    assert len(numbers) >= 30
+    assert [f"{section}.{s.name}" for section, s in numbers if s.bounds is None] == []
+
+
+@pytest.mark.parametrize(
+    ("section", "setting"),
+    _numeric_settings(),
+    ids=[f"{section}.{s.name}".lstrip(".") for section, s in _numeric_settings()],
+)
+def test_every_number_refuses_values_outside_its_range(section: str, setting: Setting) -> None:
+    assert setting.bounds is not None
+    low, high = setting.bounds
+    values: list[float] = [high + 1, low - 1, high * 1000 + 1]
+    whole = setting.type is int
+    if not whole:
+        values += [math.nan, math.inf, -math.inf, low - 0.01]
+    for value in values:
+        if whole:
+            value = int(value)
+        data = demo()
+        key = _place(data, section, setting.name, value)
+        message = _error(data)
+        assert message.startswith(f"{key}: must be from {low!r} to {high!r}, not "), message
+    data = demo()
+    _place(data, section, setting.name, int(high) if whole else high)
+    parse_settings(data, environ={})  # the bounds themselves are allowed
+    data = demo()
+    _place(data, section, setting.name, low)
+    parse_settings(data, environ={})

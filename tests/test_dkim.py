@@ -138,6 +138,49 @@ async def test_every_message_is_signed_and_verifies(
     assert other_body != sample and not dkim.verify(other_body, dnsfunc=dns)
 
 
+def _header_block_changed(data: bytes, pattern: bytes, replacement: bytes) -> bytes:
+    head, _, body = data.partition(b"\r\n\r\n")
+    changed, count = re.subn(pattern, replacement, head, count=1)
+    assert count == 1, pattern
+    return changed + b"\r\n\r\n" + body
+
+
+async def test_what_a_reader_sees_or_a_client_acts_on_is_signed(
+    world: World, tmp_path: Path
+) -> None:
+    domain = world.newsletter.sender_domain
+    key_file, record = keygen(tmp_path, "rsa", domain)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return record
+
+    settings = replace(world.settings, dkim=DkimSettings(str(key_file), "s2025", ""))
+    sample = (await world.send(settings))[0]
+    assert dkim.verify(sample, dnsfunc=dns)
+    assert _parse(sample)["Reply-To"] is not None  # the demo newsletter has one
+    evil = b"<evil@example.net>"
+    changes = {
+        "another Reply-To": (rb"(?m)^Reply-To: .*$", b"Reply-To: " + evil),
+        "a second Reply-To": (rb"(?m)^To: ", b"Reply-To: " + evil + b"\r\nTo: "),
+        "another top-level Content-Type": (
+            rb"(?m)^Content-Type: multipart/alternative;",
+            b"Content-Type: multipart/mixed;",
+        ),
+        "a second Content-Type": (rb"(?m)^To: ", b"Content-Type: text/plain\r\nTo: "),
+        "another MIME-Version": (rb"(?m)^MIME-Version: 1\.0", b"MIME-Version: 1.1"),
+        "a Sender": (rb"(?m)^To: ", b"Sender: " + evil + b"\r\nTo: "),
+        "a List-Post": (rb"(?m)^To: ", b"List-Post: <mailto:" + evil[1:-1] + b">\r\nTo: "),
+        "an In-Reply-To": (rb"(?m)^To: ", b"In-Reply-To: <x@example.net>\r\nTo: "),
+        "a second List-Id": (rb"(?m)^To: ", b"List-Id: <other.example.net>\r\nTo: "),
+    }
+    for what, (pattern, replacement) in changes.items():
+        changed = _header_block_changed(sample, pattern, replacement)
+        assert not dkim.verify(changed, dnsfunc=dns), f"{what} still verifies"
+    # A header nobody reads may still be added on the way (a relay's Received).
+    received = b"Received: from relay by mx; Mon, 3 Feb 2025 07:00:01 +0100\r\n" + sample
+    assert dkim.verify(received, dnsfunc=dns)
+
+
 async def test_a_key_that_is_no_key_names_the_setting(world: World, tmp_path: Path) -> None:
     from digest.errors import ConfigError
 

@@ -153,8 +153,61 @@ def test_address_problem(address: str, problem: str | None) -> None:
     assert address_problem(ipaddress.ip_address(address)) == problem
 
 
+# The forbidden addresses in every IPv6 form that carries an IPv4 address: a NAT64
+# gateway, a 6to4 or Teredo relay or a dual-stack host delivers the request to it.
+CARRIED = {
+    "169.254.169.254": [
+        "::ffff:a9fe:a9fe",  # IPv4-mapped
+        "::a9fe:a9fe",  # IPv4-compatible (deprecated)
+        "2002:a9fe:a9fe::1",  # 6to4
+        "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo (client address inverted)
+        "64:ff9b::a9fe:a9fe",  # NAT64, well-known prefix
+        "64:ff9b:1::a9fe:a9fe",  # NAT64, local-use prefix with a /96
+        "64:ff9b:1:a9fe:a9:fe00::",  # NAT64, local-use prefix as a /48
+    ],
+    "168.63.129.16": ["::ffff:a83f:8110", "64:ff9b::a83f:8110", "2002:a83f:8110::"],
+    "100.100.100.200": ["64:ff9b::6464:64c8", "::6464:64c8"],
+}
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("fec0::1", "is a site-local address"),  # deprecated, but routed inside sites
+        ("feff::1", "is a site-local address"),
+        ("64:ff9b::7f00:1", "is a loopback address"),
+        ("64:ff9b::a00:1", "is a private address"),
+        ("64:ff9b::808:808", None),  # a public host behind a NAT64 gateway
+        ("2002:a00:1::", "is a private address"),
+        ("2002:808:808::", None),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "is a loopback address"),  # Teredo
+        ("::7f00:1", "is a reserved address"),  # IPv4-compatible
+        ("::808:808", "is a reserved address"),
+        ("64:ff9b:1::808:808", "is a reserved address"),
+        *[(form, "is the cloud metadata address") for forms in CARRIED.values() for form in forms],
+    ],
+)
+def test_address_problem_of_ipv6_forms(address: str, problem: str | None) -> None:
+    assert address_problem(ipaddress.ip_address(address)) == problem
+
+
+@pytest.mark.parametrize("form", [form for forms in CARRIED.values() for form in forms])
+def test_metadata_in_any_form_is_refused_with_allow_private(form: str) -> None:
+    problem = address_problem(ipaddress.ip_address(form), allow_private=True)
+    assert problem == "is the cloud metadata address"
+
+
+async def test_metadata_behind_nat64_is_refused_before_connecting() -> None:
+    url = "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/"
+    with pytest.raises(SourceError) as caught:
+        await fetch(url, allow_private=True, timeout=2)
+    assert caught.value.reason == (
+        f"refused to fetch {url}: 64:ff9b::a9fe:a9fe is the cloud metadata address"
+    )
+
+
 def test_allow_private_allows_all_but_metadata() -> None:
-    for address in ("127.0.0.1", "10.0.0.1", "fe80::1", "::ffff:192.168.1.1"):
+    for address in ("127.0.0.1", "10.0.0.1", "fe80::1", "::ffff:192.168.1.1", "fec0::1"):
         assert address_problem(ipaddress.ip_address(address), allow_private=True) is None
     metadata = ipaddress.ip_address("169.254.169.254")
     assert address_problem(metadata, allow_private=True) == "is the cloud metadata address"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -463,6 +464,66 @@ async def test_fetch_articles_fills_missing_teasers_for_feeds_and_pages(
         await collect(listing_source(f"{server.url}/land/", selectors, fetch_articles=True))
     ).articles
     assert article.summary == without.summary
+
+
+def slow_route(body: bytes, seconds: float):
+    answer = html_route(body)
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(seconds)
+        answer(handler)
+
+    return route
+
+
+async def test_slow_article_pages_end_at_the_sources_time_limit(server: FeedServer) -> None:
+    # Each article page answers well within `timeout`, but twelve of them take longer
+    # than the source may take as a whole (3 x timeout): the rest are left out.
+    count = 12
+    for n in range(1, count + 1):
+        description = f'<meta name="description" content="Teaser {n}.">'.encode()
+        server.routes[f"/artikel/{n}"] = slow_route(description, 0.5)
+    server.routes["/land/"] = html_route(
+        page(*(news(title=f"Meldung {n}", href=f"/artikel/{n}", teaser="") for n in range(1, 13)))
+    )
+    selectors = dataclasses.replace(SELECTORS, teaser="")
+    source = listing_source(f"{server.url}/land/", selectors, fetch_articles=True, timeout=1)
+    assert source.time_limit == 3
+
+    result = await collect(source)
+
+    assert [a.title for a in result.articles] == [f"Meldung {n}" for n in range(1, 13)]
+    [note] = [w for w in result.warnings if "ran out" in w]
+    match = re.fullmatch(
+        r"the source's time \(3 s\) ran out with (\d+) article pages? not read; "
+        r"their teasers stay empty",
+        note,
+    )
+    assert match, note
+    left = int(match[1])
+    assert 0 < left < count
+    summaries = [a.summary for a in result.articles]
+    assert summaries[-left:] == [""] * left
+    read = count - left
+    assert summaries[:read] == [f"Teaser {n}." for n in range(1, read + 1)]
+    # Nothing is asked for after the time ran out (the page it cut off was asked for).
+    asked = [path for path in paths(server) if path.startswith("/artikel/")]
+    assert asked == [f"/artikel/{n}" for n in range(1, len(asked) + 1)]
+    assert len(asked) <= read + 1
+
+
+async def test_next_pages_end_at_the_sources_time_limit(server: FeedServer) -> None:
+    # Each next page answers within `timeout`; seven of them take longer than 3 x timeout.
+    server.routes["/land/"] = html_route(page(news(), next_href="/land/2"))
+    for n in range(2, 9):
+        body = page(news(href=f"/meldungen/{n}"), next_href=f"/land/{n + 1}")
+        server.routes[f"/land/{n}"] = slow_route(body, 0.8)
+    source = listing_source(f"{server.url}/land/", max_pages=8, timeout=1)
+    result = await collect(source)
+    links = [a.link for a in result.articles]
+    assert links[0].endswith("/meldungen/1") and 2 <= len(links) < 8
+    [note] = [w for w in result.warnings if "ran out" in w]
+    assert note == f"page {len(links) + 1} not read: the source's time (3 s) ran out"
 
 
 # --- configuration ------------------------------------------------------------------------------

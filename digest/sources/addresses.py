@@ -49,22 +49,35 @@ METADATA_ADDRESSES = frozenset(
 _ALLOW_PRIVATE: ContextVar[bool] = ContextVar("digest_allow_private", default=False)
 
 
+#: Where an IPv6 address carries an IPv4 address that a gateway or tunnel reaches for it.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use prefix
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291, deprecated
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+#: The prefix lengths RFC 6052 allows within the local-use prefix; each puts the IPv4
+#: address in another place, and the operator may use any of them.
+_NAT64_LOCAL_LENGTHS = (48, 56, 64, 96)
+
+
 def address_problem(address: IPAddress, *, allow_private: bool = False) -> str | None:
     """Why ``address`` may not be fetched from, as "is a … address"; None if it may.
 
-    With ``allow_private`` only the metadata addresses are refused.
+    With ``allow_private`` only the metadata addresses are refused. An IPv6 address that
+    carries an IPv4 address (IPv4-mapped, IPv4-compatible, 6to4, Teredo, NAT64) is refused
+    when the IPv4 address is: a translator or tunnel would deliver the request there.
     """
-    embedded = _embedded_ipv4(address)
-    if embedded is not None:
-        return address_problem(embedded, allow_private=allow_private)
-    if address in METADATA_ADDRESSES:
+    embedded, translated = _embedded_ipv4(address)
+    if address in METADATA_ADDRESSES or any(a in METADATA_ADDRESSES for a in embedded):
         return "is the cloud metadata address"
+    if translated:  # as public as the address it carries
+        return address_problem(embedded[0], allow_private=allow_private)
     if allow_private:
         return None
     for kind, test in (
         ("an unspecified", address.is_unspecified),
         ("a loopback", address.is_loopback),
         ("a link-local", address.is_link_local),
+        ("a site-local", getattr(address, "is_site_local", False)),
         ("a multicast", address.is_multicast),
         ("a reserved", address.is_reserved),
         ("a private", address.is_private),
@@ -75,17 +88,38 @@ def address_problem(address: IPAddress, *, allow_private: bool = False) -> str |
     return None
 
 
-def _embedded_ipv4(address: IPAddress) -> IPAddress | None:
-    """The IPv4 address inside an IPv4-mapped, 6to4 or Teredo IPv6 address."""
+def _embedded_ipv4(address: IPAddress) -> tuple[list[ipaddress.IPv4Address], bool]:
+    """The IPv4 addresses an IPv6 address may carry, and whether it only translates one.
+
+    IPv4-mapped, 6to4, Teredo and well-known NAT64 addresses stand for the IPv4 address
+    they carry; IPv4-compatible and local-use NAT64 ones are not public themselves, so
+    only the metadata addresses among those they may carry matter.
+    """
     if isinstance(address, ipaddress.IPv4Address):
-        return None
+        return [], False
     if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        return [address.ipv4_mapped], True
     if address.sixtofour is not None:
-        return address.sixtofour
+        return [address.sixtofour], True
     if address.teredo is not None:
-        return address.teredo[1]
-    return None
+        return [address.teredo[1]], True
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64:
+        return [low32], True
+    if address in _NAT64_LOCAL:
+        return [_rfc6052_ipv4(address, length) for length in _NAT64_LOCAL_LENGTHS], False
+    if address in _IPV4_COMPATIBLE and low32 not in _THIS_NETWORK:  # not :: or ::1
+        return [low32], False
+    return [], False
+
+
+def _rfc6052_ipv4(address: ipaddress.IPv6Address, prefix_length: int) -> ipaddress.IPv4Address:
+    """The IPv4 address behind a NAT64 prefix of ``prefix_length`` bits (RFC 6052 2.2)."""
+    bits = int(address)
+    # Bits 64-71 (the "u" octet) are always zero and never hold address bits.
+    without_u = ((bits >> 64) << 56) | (bits & ((1 << 56) - 1))
+    start = prefix_length if prefix_length <= 64 else prefix_length - 8
+    return ipaddress.IPv4Address((without_u >> (120 - start - 32)) & 0xFFFFFFFF)
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:

@@ -8,6 +8,7 @@ page's markup never reaches an email; compose cuts it as it cuts every teaser.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import json
@@ -101,12 +102,14 @@ async def add_teasers(
     base_dir: Path,
     guest: Guest,
     now: datetime,
+    deadline: float | None = None,
 ) -> tuple[tuple[Article, ...], tuple[str, ...]]:
     """``articles``, those without a teaser given one from their page; and notes on failures.
 
     Only articles newer than ``source.max_age_days`` are looked at, at most
     :data:`MAX_ARTICLE_PAGES` of them; a page that cannot be fetched leaves its article as
-    it was and is counted in the notes.
+    it was and is counted in the notes. Pages not read by ``deadline`` (in the event
+    loop's clock) are left as they are too, and a note says how many.
     """
     cutoff = now - timedelta(days=source.max_age_days)
     wanted = [
@@ -116,17 +119,26 @@ async def add_teasers(
     ][:MAX_ARTICLE_PAGES]
     result = list(articles)
     problems: list[str] = []
-    for index in wanted:
+    notes: list[str] = []
+    for done, index in enumerate(wanted):
         article = articles[index]
         page_source = dataclasses.replace(source, url=article.link)
         try:
-            await guest.check(article.link, page_source, client=client, base_dir=base_dir)
-            download = await fetch_bytes(
-                page_source, None, client=client, base_dir=base_dir, pacer=guest.pacer
+            async with asyncio.timeout_at(deadline):
+                await guest.check(article.link, page_source, client=client, base_dir=base_dir)
+                download = await fetch_bytes(
+                    page_source, None, client=client, base_dir=base_dir, pacer=guest.pacer
+                )
+                teaser = await run_in_worker(
+                    _teaser_in_worker, (download.data, download.content_type), source.timeout
+                )
+        except TimeoutError:
+            left = len(wanted) - done
+            notes.append(
+                f"the source's time ({source.time_limit:g} s) ran out with {left} article "
+                f"{'page' if left == 1 else 'pages'} not read; their teasers stay empty"
             )
-            teaser = await run_in_worker(
-                _teaser_in_worker, (download.data, download.content_type), source.timeout
-            )
+            break
         except SourceError as exc:
             problems.append(exc.reason)
             continue
@@ -137,8 +149,8 @@ async def add_teasers(
             result[index] = dataclasses.replace(article, summary=html.escape(teaser))
         else:
             problems.append(f"{article.link} has no description or main text")
-    if not problems:
-        return tuple(result), ()
-    n = len(problems)
-    note = f"{n} article {'page' if n == 1 else 'pages'} gave no teaser (first: {problems[0]})"
-    return tuple(result), (note,)
+    if problems:
+        n = len(problems)
+        pages = "page" if n == 1 else "pages"
+        notes.insert(0, f"{n} article {pages} gave no teaser (first: {problems[0]})")
+    return tuple(result), tuple(notes)

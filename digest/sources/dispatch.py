@@ -1,7 +1,13 @@
-"""Fetch one source of any kind: a feed or a listing page, with article teasers if asked."""
+"""Fetch one source of any kind: a feed or a listing page, with article teasers if asked.
+
+Each fetch is bounded by the source's ``timeout``; the source as a whole by its
+``time_limit`` (a few times that), so twenty article pages cannot make it take twenty
+timeouts. Whatever is not read by then is left out with a warning.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import datetime
 from pathlib import Path
@@ -29,9 +35,17 @@ async def fetch_any(
     now: datetime,
 ) -> FetchResult:
     """The Articles of ``source`` by its ``kind``; a failure is a SourceError."""
+    deadline = asyncio.get_running_loop().time() + source.time_limit
     if source.kind == "html":
         result = await fetch_listing(
-            source, newsletter, state, client=client, base_dir=base_dir, guest=guest, now=now
+            source,
+            newsletter,
+            state,
+            client=client,
+            base_dir=base_dir,
+            guest=guest,
+            now=now,
+            deadline=deadline,
         )
     else:
         result = await fetch_source(
@@ -40,6 +54,12 @@ async def fetch_any(
     if not source.fetch_articles or not result.articles:
         return result
     articles, notes = await add_teasers(
-        result.articles, source, client=client, base_dir=base_dir, guest=guest, now=now
+        result.articles,
+        source,
+        client=client,
+        base_dir=base_dir,
+        guest=guest,
+        now=now,
+        deadline=deadline,
     )
     return dataclasses.replace(result, articles=articles, warnings=result.warnings + notes)

@@ -252,12 +252,14 @@ async def fetch_listing(
     base_dir: Path,
     guest: Guest,
     now: datetime,
+    deadline: float | None = None,
 ) -> FetchResult:
     """Fetch a listing page and its next pages (up to ``source.max_pages``) into Articles.
 
     Next pages are followed while the page's oldest item is newer than
-    ``source.max_age_days``; a next page that fails ends the walk with a warning. The
-    conditional GET applies to the first page, which decides whether anything changed.
+    ``source.max_age_days``; a next page that fails, or is not read by ``deadline`` (in
+    the event loop's clock), ends the walk with a warning. The conditional GET applies
+    to the first page, which decides whether anything changed.
     """
     cutoff = now - timedelta(days=source.max_age_days)
     url: str | None = source.url
@@ -269,14 +271,21 @@ async def fetch_listing(
     while url is not None and pages < source.max_pages:
         seen.add(url)
         try:
-            page, download_state, not_modified = await _fetch_page(
-                dataclasses.replace(source, url=url),
-                newsletter,
-                state if pages == 0 else None,
-                client=client,
-                base_dir=base_dir,
-                guest=guest,
-            )
+            async with asyncio.timeout_at(deadline):
+                page, download_state, not_modified = await _fetch_page(
+                    dataclasses.replace(source, url=url),
+                    newsletter,
+                    state if pages == 0 else None,
+                    client=client,
+                    base_dir=base_dir,
+                    guest=guest,
+                )
+        except TimeoutError:
+            ran_out = f"the source's time ({source.time_limit:g} s) ran out"
+            if pages == 0:
+                raise SourceError(source.name, ran_out) from None
+            warnings.append(f"page {pages + 1} not read: {ran_out}")
+            break
         except SourceError as exc:
             if pages == 0:
                 raise
