@@ -9,9 +9,17 @@ With ``[bounces] domain`` set, each message goes out with its own return path (V
 id under ``secret_key``, in lower-case base32 (some MTAs lower-case the local part), so
 only digest can make an address that names a delivery: a forged bounce suppresses nobody.
 
+A report without such a return path (no ``[bounces] domain``, a complaint loop that
+strips it) is matched by the Message-ID of the returned message, and only when the
+recipient it names (a DSN's ``Original-Recipient`` or ``Final-Recipient``; an ARF's
+``Original-Rcpt-To`` or the returned message's To) is that delivery's address too. A
+Message-ID is no secret from its reader, so it alone must not let anyone act on
+another's delivery: each carries 122 random bits or more of its own (see
+:class:`~digest.store.ledger.MessageIdPattern`), and the address must agree besides.
+
 :func:`process_bounces` reads the unread messages of the bounce mailbox (a Maildir or
 IMAP, through :mod:`digest.mailbox`), finds the delivery each concerns (by its return
-path, else by the Message-ID of the returned message), and records the outcome on that
+path, else by Message-ID and recipient as above), and records the outcome on that
 delivery row (:meth:`~digest.store.Store.record_bounce`): a hard bounce (5.x.x) or a
 complaint puts the address on the suppression list at once; soft bounces (4.x.x) do so
 past ``soft_limit`` within ``soft_days``; a policy refusal (5.7.x: our sending, not the
@@ -20,7 +28,8 @@ RFC 3464 DSNs are read with flufl.bounce.
 
 Idempotent like the unsubscribe mailbox: a processed message is marked (no longer
 unread), recording the same bounce twice changes nothing, and anything not understood
-(no report, no known delivery, a forged return path) stays unread for a person.
+(no report, no known delivery, a forged return path, a recipient that is not the
+delivery's) stays unread for a person.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from email.parser import HeaderParser
 from email.utils import getaddresses, parseaddr
 from enum import Enum
 
+from digest.addresses import email_key
 from digest.config import BounceSettings, NewsletterSettings, Settings
 from digest.mailbox import (
     ImapMailbox,
@@ -153,8 +163,31 @@ class Report:
     kind: str | None
     status: str | None = None
     diagnostic: str | None = None
-    recipients: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()  # the addresses it says the returned message went to
     message_ids: tuple[str, ...] = ()
+    returned_to: tuple[str, ...] = ()  # the To of the returned message, if it has one
+
+    def agrees_with(self, address: str) -> bool:
+        """Whether every address the report names is ``address``, and it names one.
+
+        Compared by :func:`~digest.addresses.email_key`. A value that is no address
+        (``<redacted>``) says nothing either way.
+        """
+        named = _readable(self.recipients)
+        if not address or not named:
+            return False
+        wanted = email_key(address)
+        return all(a == wanted for a in named + _readable(self.returned_to))
+
+
+def _readable(values: tuple[str, ...]) -> list[str]:
+    """The :func:`email_key` of each value that is an address."""
+    keys = []
+    for _, addr in getaddresses(list(values)):
+        local, _, domain = addr.rpartition("@")
+        if local and domain:
+            keys.append(email_key(addr))
+    return keys
 
 
 def _kind_of_status(status: str | None, failed: bool) -> str:
@@ -205,22 +238,31 @@ def _field_blocks(part: Message) -> list[Message]:
 _QUOTED_MESSAGE_ID = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 
 
+def _returned_headers(msg: Message) -> Iterator[Message]:
+    """The headers of the message a report returns (in full or its headers only)."""
+    for part in msg.walk():
+        if part is msg:
+            continue
+        if part.get_content_type() == "text/rfc822-headers":
+            yield HeaderParser().parsestr(_part_text(part))
+        elif part.get("Message-ID") and part.get("From"):  # a returned message/rfc822
+            yield part
+
+
+def _returned_to(msg: Message) -> tuple[str, ...]:
+    """The To headers of the message a report returns."""
+    return tuple(str(v) for headers in _returned_headers(msg) for v in headers.get_all("To", []))
+
+
 def _returned_message_ids(msg: Message) -> tuple[str, ...]:
     """Message-IDs of the message a report returns (in full, its headers, or quoted)."""
     found: list[str] = []
     for part in msg.walk():
         if part.get_content_type() == "text/plain":
             found += _QUOTED_MESSAGE_ID.findall(_part_text(part))
-        if part is msg:
-            continue
-        headers: Message | None = None
-        if part.get_content_type() == "text/rfc822-headers":
-            headers = HeaderParser().parsestr(_part_text(part))
-        elif part.get("Message-ID") and part.get("From"):  # a returned message/rfc822
-            headers = part
-        if headers is not None:
-            for value in headers.get_all("Message-ID", []):
-                found += re.findall(r"<[^<>\s]+>", str(value))
+    for headers in _returned_headers(msg):
+        for value in headers.get_all("Message-ID", []):
+            found += re.findall(r"<[^<>\s]+>", str(value))
     return tuple(dict.fromkeys(found))
 
 
@@ -234,6 +276,8 @@ def _dsn(msg: Message) -> Report | None:
     recipients: list[str] = []
     for block in _field_blocks(parts[0])[1:] or _field_blocks(parts[0]):
         action = str(block.get("Action", "")).strip().lower()
+        # Original-Recipient, where the relay kept it, is the address we sent to;
+        # Final-Recipient may be where a forward took the message.
         recipient = _field_value(
             str(block.get("Original-Recipient") or block.get("Final-Recipient") or "")
         )
@@ -256,7 +300,12 @@ def _dsn(msg: Message) -> Report | None:
     if best is None:
         return None
     return Report(
-        best.kind, best.status, best.diagnostic, tuple(recipients), _returned_message_ids(msg)
+        best.kind,
+        best.status,
+        best.diagnostic,
+        tuple(recipients),
+        _returned_message_ids(msg),
+        _returned_to(msg),
     )
 
 
@@ -269,12 +318,16 @@ def _arf(msg: Message) -> Report | None:
         for name, value in block.items():
             fields[name] = value
     feedback = str(fields.get("Feedback-Type", "")).strip().lower()
-    recipients = tuple(
-        addr for _, addr in getaddresses([str(v) for v in fields.get_all("Original-Rcpt-To", [])])
-    )
+    # The original To is the recipient an ARF always carries; Original-Rcpt-To is
+    # optional. Where a provider redacts the address (Microsoft's JMRP) neither is read.
+    returned_to = _returned_to(msg)
+    named = [str(v) for v in fields.get_all("Original-Rcpt-To", [])] + list(returned_to)
+    recipients = tuple(dict.fromkeys(addr for _, addr in getaddresses(named) if addr))
     kind = None if feedback == "not-spam" else "complaint"
     detail = f"{feedback or 'unknown'} report from {fields.get('User-Agent', 'an unnamed agent')}"
-    return Report(kind, None, _one_line(detail), recipients, _returned_message_ids(msg))
+    return Report(
+        kind, None, _one_line(detail), recipients, _returned_message_ids(msg), returned_to
+    )
 
 
 def _without_tracebacks(record: logging.LogRecord) -> bool:
@@ -317,7 +370,9 @@ def _heuristic(msg: Message) -> Report | None:
     # What flufl.bounce calls temporary failures are delay warnings: the relay goes on
     # trying. A permanent one with a 4.x.x code is a relay that gave up on a soft bounce.
     kind = _kind_of_status(status, failed=True) if failed else "delayed"
-    return Report(kind, status, diagnostic, recipients, _returned_message_ids(msg))
+    return Report(
+        kind, status, diagnostic, recipients, _returned_message_ids(msg), _returned_to(msg)
+    )
 
 
 def read_report(msg: Message) -> Report | None:
@@ -338,6 +393,7 @@ class BounceOutcome(Enum):
     DELIVERY_GONE = "its delivery is no longer in the store"
     FORGED = "return path with a wrong signature"
     UNKNOWN_DELIVERY = "report of no known delivery"
+    RECIPIENT_MISMATCH = "Message-ID of a delivery, but not its recipient (maybe forged)"
     NOT_A_REPORT = "neither a bounce nor a complaint report"
 
     @property
@@ -345,7 +401,12 @@ class BounceOutcome(Enum):
         return self not in _LEFT_ALONE
 
 
-_LEFT_ALONE = {BounceOutcome.FORGED, BounceOutcome.UNKNOWN_DELIVERY, BounceOutcome.NOT_A_REPORT}
+_LEFT_ALONE = {
+    BounceOutcome.FORGED,
+    BounceOutcome.UNKNOWN_DELIVERY,
+    BounceOutcome.RECIPIENT_MISMATCH,
+    BounceOutcome.NOT_A_REPORT,
+}
 _BY_KIND = {
     "hard": BounceOutcome.HARD,
     "soft": BounceOutcome.SOFT,
@@ -453,9 +514,14 @@ def _process_one(
         except ForgedReturnPath:
             return BounceResult(key, BounceOutcome.FORGED)
     if delivery_id is None:
-        delivery_id = store.delivery_with_message_id(found.message_ids)
-        if delivery_id is None:
+        # No signed return path: the Message-ID is known to its reader, so the
+        # recipient the report names must be the delivery's address as well.
+        candidates = store.deliveries_with_message_ids(found.message_ids)
+        if not candidates:
             return BounceResult(key, BounceOutcome.UNKNOWN_DELIVERY)
+        delivery_id = next((d for d, address in candidates if found.agrees_with(address)), None)
+        if delivery_id is None:
+            return BounceResult(key, BounceOutcome.RECIPIENT_MISMATCH)
     if found.kind is None:
         return BounceResult(key, BounceOutcome.NO_FAILURE, delivery_id)
     recorded = store.record_bounce(

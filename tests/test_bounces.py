@@ -209,7 +209,7 @@ async def test_real_reports_are_recorded_and_suppress_as_they_should(sent: Sent)
         "postfix-expired-4.2.2.eml": (people[7], "4.2.2", "soft", BounceOutcome.SOFT),
         "ionos-delay-warning.eml": (people[13], "4.3.0", "delayed", BounceOutcome.DELAYED),
     }
-    complaints = {"yahoo-arf-abuse.eml": people[8], "microsoft-jmrp-abuse.eml": people[9]}
+    complaints = {"yahoo-arf-abuse.eml": people[8]}
     keys = {}
     for fixture, (person, _) in hard.items():
         keys[fixture] = sent.deliver(sent.fill(fixture, person))
@@ -231,7 +231,10 @@ async def test_real_reports_are_recorded_and_suppress_as_they_should(sent: Sent)
             ORIGINAL_HEADERS="Message-ID: <not-ours@example.net>\nFrom: x@example.net",
         )
     )
-    left = {out_of_office, forged, unknown}
+    # Microsoft redacts the recipient and this report carries no return path of ours:
+    # nothing in it but the Message-ID says whose complaint it is.
+    redacted = sent.deliver(sent.fill("microsoft-jmrp-abuse.eml", people[9]))
+    left = {out_of_office, forged, unknown, redacted}
     new_before = {p.name: p.read_bytes() for p in (sent.maildir / "new").iterdir()}
 
     report = sent.process()
@@ -265,13 +268,14 @@ async def test_real_reports_are_recorded_and_suppress_as_they_should(sent: Sent)
     assert outcomes[out_of_office].outcome == BounceOutcome.NOT_A_REPORT
     assert outcomes[forged].outcome == BounceOutcome.FORGED
     assert outcomes[unknown].outcome == BounceOutcome.UNKNOWN_DELIVERY
-    for person in people[10:13]:
+    assert outcomes[redacted].outcome == BounceOutcome.RECIPIENT_MISMATCH
+    for person in people[9:13]:
         assert sent.row(person).bounce is None and not sent.store.is_suppressed(person)
     diagnostic = sent.row(people[0]).bounce_diagnostic
     assert diagnostic == "550 5.1.1 Requested action not taken: mailbox unavailable"
     assert report.summary() == (
-        "14 unread messages: 11 processed (5 hard, 1 soft, 1 policy, 2 delayed, "
-        "2 complaint), 7 addresses suppressed, 3 left alone"
+        "14 unread messages: 10 processed (5 hard, 1 soft, 1 policy, 2 delayed, "
+        "1 complaint), 6 addresses suppressed, 4 left alone"
     )
     # The others stay byte for byte in new/ (unread); the processed are in cur/, seen.
     assert {p.name: p.read_bytes() for p in (sent.maildir / "new").iterdir()} == {
@@ -356,16 +360,225 @@ async def test_soft_bounces_suppress_past_the_limit_within_the_window(sent: Sent
     assert store.suppressions_of(person)[0]["reason"] == "soft_bounce"
 
 
-async def test_without_verp_the_returned_message_id_finds_the_delivery(
+# --- reports without a signed return path --------------------------------------------------
+
+SENDER = "newsletter@kommune-digital.example"
+POSTMASTER = f"postmaster@{DOMAIN}"
+
+
+def neighbours(sent: Sent) -> tuple[str, str]:
+    """Two readers whose ledger rows follow each other: the second knows the first's copy."""
+    by_row = sorted(sent.rows, key=lambda person: sent.rows[person].id)
+    return by_row[0], by_row[1]
+
+
+def with_message_id(text: str, message_id: str) -> str:
+    """``text`` (a message or its headers) with its Message-ID header replaced."""
+    changed, count = re.subn(
+        r"^Message-ID:.*$", f"Message-ID: {message_id}", text, flags=re.IGNORECASE | re.M
+    )
+    assert count == 1
+    return changed
+
+
+def without_lines(data: bytes, *names: str) -> bytes:
+    pattern = rb"^(?:" + b"|".join(re.escape(n.encode()) for n in names) + rb"):.*\n"
+    changed, count = re.subn(pattern, b"", data, flags=re.IGNORECASE | re.M)
+    assert count
+    return changed
+
+
+async def test_message_ids_of_one_send_share_no_part_a_reader_could_derive(sent: Sent) -> None:
+    shape = re.compile(
+        r"<wochenueberblick\.2025-W05\.(?P<row>[0-9]+)\.(?P<random>[0-9a-f]+)"
+        r"@kommune-digital\.example>"
+    )
+    randoms = []
+    for person, row in sent.rows.items():
+        match = shape.fullmatch(row.message_id or "")
+        assert match, row.message_id
+        assert int(match["row"]) == row.id
+        assert len(match["random"]) * 4 >= 120  # 32 hex digits: 122 or 128 random bits
+        randoms.append(match["random"])
+        received = email.message_from_bytes(sent.received[person][1], policy=policy.strict)
+        assert received["Message-ID"] == row.message_id
+    # Not one part shared between two readers, neighbours included.
+    assert len(set(randoms)) == len(randoms) == len(sent.rows) > 10
+    first, second = neighbours(sent)
+    assert (
+        shape.fullmatch(sent.rows[first].message_id or "")["random"]
+        != (  # type: ignore[index]
+            shape.fullmatch(sent.rows[second].message_id or "")["random"]  # type: ignore[index]
+        )
+    )
+
+
+async def test_a_dsn_to_postmaster_about_a_neighbours_message_suppresses_nobody(
+    sent: Sent,
+) -> None:
+    """Even with the neighbour's real Message-ID, a bounce naming another recipient or
+    none, and no signed return path, is left unread."""
+    victim, reader = neighbours(sent)
+    victim_id = str(sent.rows[victim].message_id)
+    victim_copy = sent.received[victim][1].replace(b"\r\n", b"\n").decode("ascii")
+    own_headers = sent.received[reader][1].replace(b"\r\n", b"\n").decode("ascii")
+    own_headers = own_headers.partition("\n\n")[0]
+    forged = [
+        # The victim's message returned, the reader's address as the recipient.
+        sent.fill(
+            "postfix-hard-5.1.1.eml",
+            victim,
+            RETURN_PATH=POSTMASTER,
+            RECIPIENT=reader,
+        ),
+        # No recipient field at all.
+        without_lines(
+            sent.fill("gmail-hard-5.1.1.eml", victim, RETURN_PATH=POSTMASTER),
+            "Final-Recipient",
+            "Original-Recipient",
+        ),
+        # The victim named as recipient, but the returned message is the reader's own
+        # copy with the victim's Message-ID put in.
+        sent.fill(
+            "postfix-delayed-4.4.1.eml",
+            victim,
+            RETURN_PATH=POSTMASTER,
+            ORIGINAL_HEADERS=with_message_id(own_headers, victim_id),
+        ),
+        # A bounce that is no DSN (read by flufl.bounce), naming the reader.
+        sent.fill(
+            "exim-text-permanent.eml",
+            victim,
+            RETURN_PATH=POSTMASTER,
+            RECIPIENT=reader,
+            ORIGINAL=victim_copy,
+        ),
+    ]
+    for data in forged:
+        assert victim_id.encode() in data
+        sent.deliver(data)
+    before = sent.snapshot()
+
+    report = sent.process()
+
+    assert not sent.store.is_suppressed(victim) and sent.status(victim) == "active"
+    assert sent.snapshot() == before  # nothing recorded, every message still unread
+    assert not report.processed and "0 addresses suppressed, 4 left alone" in report.summary()
+    assert [r.outcome for r in report.results] == [BounceOutcome.RECIPIENT_MISMATCH] * 4
+
+
+async def test_a_complaint_about_a_neighbours_message_suppresses_nobody(sent: Sent) -> None:
+    victim, reader = neighbours(sent)
+    victim_id = str(sent.rows[victim].message_id)
+    own_copy = sent.received[reader][1].replace(b"\r\n", b"\n").decode("ascii")
+    forged = [
+        # The victim's message, the reader's address as Original-Rcpt-To.
+        sent.fill("yahoo-arf-abuse.eml", victim, RETURN_PATH=SENDER, RECIPIENT=reader),
+        # No Original-Rcpt-To; the reader's own copy with the victim's Message-ID.
+        without_lines(
+            sent.fill(
+                "yahoo-arf-abuse.eml",
+                victim,
+                RETURN_PATH=SENDER,
+                ORIGINAL=with_message_id(own_copy, victim_id),
+            ),
+            "Original-Rcpt-To",
+        ),
+        # Every address redacted: nothing but the Message-ID names the victim.
+        sent.fill("microsoft-jmrp-abuse.eml", victim),
+    ]
+    for data in forged:
+        assert victim_id.encode() in data
+        sent.deliver(data)
+    before = sent.snapshot()
+
+    report = sent.process()
+
+    assert not sent.store.is_suppressed(victim) and sent.status(victim) == "active"
+    assert sent.row(victim).bounce is None
+    assert sent.snapshot() == before
+    assert [r.outcome for r in report.results] == [BounceOutcome.RECIPIENT_MISMATCH] * 3
+
+
+async def test_without_a_return_path_a_report_acts_when_message_id_and_recipient_agree(
     sent: Sent,
 ) -> None:
     sent.settings = replace(sent.settings, bounces=replace(sent.settings.bounces, domain=""))
-    person = sorted(sent.received)[0]
-    sent.deliver(
-        sent.fill("gmail-hard-5.1.1.eml", person, RETURN_PATH="news@kommune-digital.example")
+    people = sorted(sent.received)
+    expected = {
+        "postfix-hard-5.1.1.eml": BounceOutcome.HARD,
+        "gmail-hard-5.1.1.eml": BounceOutcome.HARD,
+        "microsoft-hard-5.1.10.eml": BounceOutcome.HARD,
+        "exim-text-permanent.eml": BounceOutcome.HARD,
+        "qmail-permanent.eml": BounceOutcome.HARD,
+        "postfix-policy-5.7.26.eml": BounceOutcome.POLICY,
+        "postfix-delayed-4.4.1.eml": BounceOutcome.DELAYED,
+        "postfix-expired-4.2.2.eml": BounceOutcome.SOFT,
+        "ionos-delay-warning.eml": BounceOutcome.DELAYED,
+        "yahoo-arf-abuse.eml": BounceOutcome.COMPLAINT,
+    }
+    keys = {}
+    for (fixture, _), person in zip(expected.items(), people, strict=False):
+        data = sent.fill(fixture, person, RETURN_PATH=SENDER)
+        if fixture == "postfix-hard-5.1.1.eml":  # the relay's spelling of the address
+            data = data.replace(f"rfc822;{person}".encode(), f"rfc822;{person.upper()}".encode())
+        keys[sent.deliver(data)] = (fixture, person)
+
+    report = sent.process()
+
+    for result in report.results:
+        fixture, person = keys[result.key]
+        assert (result.outcome, result.delivery_id) == (
+            expected[fixture],
+            sent.rows[person].id,
+        ), fixture
+    assert len(report.processed) == len(expected)
+    assert sent.store.is_suppressed(people[0]) and sent.status(people[9]) == "complained"
+
+
+@pytest.mark.parametrize(
+    "old_id",
+    [
+        # Made by the claiming statement with one random part per claim of 500 rows.
+        "<wochenueberblick.2025-W05.{row}.9f3c21ab@kommune-digital.example>",
+        # Made by email.utils.make_msgid, one call per row.
+        "<173856240012.48213.1180442931250862012.wochenueberblick.2025-W05"
+        "@kommune-digital.example>",
+    ],
+)
+async def test_a_report_about_an_older_message_id_still_finds_its_delivery(
+    sent: Sent, old_id: str
+) -> None:
+    sent.settings = replace(sent.settings, bounces=replace(sent.settings.bounces, domain=""))
+    victim, reader = neighbours(sent)
+    message_id = old_id.format(row=sent.rows[victim].id)
+    with sent.store.engine.begin() as conn:
+        conn.execute(
+            t.deliveries.update()
+            .where(t.deliveries.c.id == sent.rows[victim].id)
+            .values(message_id=message_id)
+        )
+    victim_headers = sent.received[victim][1].replace(b"\r\n", b"\n").decode("ascii")
+    returned = with_message_id(victim_headers.partition("\n\n")[0], message_id)
+    genuine = sent.fill(
+        "postfix-hard-5.1.1.eml", victim, RETURN_PATH=SENDER, ORIGINAL_HEADERS=returned
     )
-    [result] = sent.process().results
-    assert (result.outcome, result.delivery_id) == (BounceOutcome.HARD, sent.rows[person].id)
+    forged = sent.fill(
+        "postfix-hard-5.1.1.eml",
+        victim,
+        RETURN_PATH=SENDER,
+        RECIPIENT=reader,
+        ORIGINAL_HEADERS=returned,
+    )
+    forged_key = sent.deliver(forged)
+    genuine_key = sent.deliver(genuine)
+
+    report = sent.process()
+
+    outcomes = {r.key: (r.outcome, r.delivery_id) for r in report.results}
+    assert outcomes[genuine_key] == (BounceOutcome.HARD, sent.rows[victim].id)
+    assert sent.store.is_suppressed(victim) and not sent.store.is_suppressed(reader)
+    assert outcomes[forged_key] == (BounceOutcome.RECIPIENT_MISMATCH, None)
 
 
 async def test_erasure_removes_the_bounce_diagnostic(sent: Sent) -> None:

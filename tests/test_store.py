@@ -247,7 +247,7 @@ def test_a_message_id_pattern_is_filled_in_by_the_claim_and_kept_on_a_repeat(
     assert len(first) == 3
     for row in first:
         assert re.fullmatch(
-            rf"<nl\.2025-W05\.{row.id}\.[0-9a-f]{{8}}@example\.org>", row.message_id or ""
+            rf"<nl\.2025-W05\.{row.id}\.[0-9a-f]{{32}}@example\.org>", row.message_id or ""
         )
     assert len({row.message_id for row in first}) == 3
     stored = {r.id: r.message_id for r in store.deliveries(issue.id)}

@@ -46,18 +46,21 @@ class BounceStore:
 
         def address_hash(self, address: str) -> str: ...  # PrivacyStore's
 
-    def delivery_with_message_id(self, message_ids: Sequence[str]) -> int | None:
-        """The id of the delivery that was sent with one of ``message_ids``, if any."""
+    def deliveries_with_message_ids(self, message_ids: Sequence[str]) -> list[tuple[int, str]]:
+        """(id, address) of each delivery sent with one of ``message_ids``, by id.
+
+        A Message-ID is seen by its reader: the caller must check the address too
+        before it acts on a report that names a delivery by Message-ID alone.
+        """
         if not message_ids:
-            return None
+            return []
         with self.engine.connect() as conn:
             found = conn.execute(
-                select(t.deliveries.c.id)
-                .where(t.deliveries.c.message_id.in_(list(message_ids)))
+                select(t.deliveries.c.id, t.deliveries.c.email)
+                .where(t.deliveries.c.message_id.in_(list(dict.fromkeys(message_ids))))
                 .order_by(t.deliveries.c.id)
-                .limit(1)
-            ).scalar()
-        return int(found) if found is not None else None
+            ).all()
+        return [(int(row.id), str(row.email or "")) for row in found]
 
     def record_bounce(
         self,

@@ -11,7 +11,6 @@ without coordinating beyond the ledger: each claim takes rows nobody else holds
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,14 +81,28 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class MessageIdPattern:
-    """Message-IDs made by the claiming statement itself: ``<prefix.ROW.NONCE@domain>``.
+    """Message-IDs made by the claiming statement itself: ``<prefix.ROW.RANDOM@domain>``.
 
-    The row id makes it unique in the store, a random part per claim across stores;
-    no Python call and no second statement per row.
+    The row id makes it unique in the store. RANDOM is 32 hex digits the database draws
+    for each row from its own CSPRNG (see :func:`_random_hex`): a reader's copy shows
+    their Message-ID, and a bounce that quotes one may be taken as about that delivery,
+    so no Message-ID may tell anything about another's. No Python call and no second
+    statement per row.
     """
 
     prefix: str
     domain: str
+
+
+def _random_hex(postgres: bool) -> Any:
+    """SQL for 32 random hex digits, new for each row the statement touches.
+
+    SQLite's randomblob() and PostgreSQL's gen_random_uuid() (122 random bits; built in
+    since PostgreSQL 13) both draw from the database's cryptographic generator.
+    """
+    if postgres:
+        return func.replace(cast(func.gen_random_uuid(), String), "-", "")
+    return func.lower(func.hex(func.randomblob(16)))
 
 
 def _now() -> datetime:
@@ -352,10 +365,13 @@ class LedgerStore:
                 "first_attempt_at": func.coalesce(c.first_attempt_at, now),
             }
             if isinstance(new_message_id, MessageIdPattern):
-                tail = f".{secrets.token_hex(4)}@{new_message_id.domain}>"
                 values["message_id"] = func.coalesce(
                     c.message_id,
-                    literal(f"<{new_message_id.prefix}.") + cast(c.id, String) + literal(tail),
+                    literal(f"<{new_message_id.prefix}.")
+                    + cast(c.id, String)
+                    + literal(".")
+                    + _random_hex(postgres)
+                    + literal(f"@{new_message_id.domain}>"),
                 )
             # The state is checked again in the update: on SQLite another sender may
             # have claimed a row between the select and this statement.
