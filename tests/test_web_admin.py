@@ -164,6 +164,29 @@ async def test_failed_logins_are_throttled_per_account(
     assert SESSION_COOKIE not in blocked.headers.get("set-cookie", "")
 
 
+async def test_a_week_that_does_not_exist_is_a_404_page(
+    demo_settings: Settings, collected: Store
+) -> None:
+    # No week in the calendar, a window past the last date, keys written otherwise.
+    weeks = ("2025-W99", "9999-W52", "2025-W00", "0001-W01", "0002-W01", "2025-w05")
+    async with client(demo_settings, collected) as http:
+        await log_in(http)
+        token = csrf_of(await http.get(ISSUE), -1)
+        for week in weeks:
+            issue = f"/admin/{NL}/{week}"
+            for path in (issue, f"{issue}/approve", f"{issue}/preview", f"{issue}/test",
+                         f"/admin/frame/{NL}/{week}", f"/archive/{NL}/{week}"):  # fmt: skip
+                shown = await http.get(path)
+                assert shown.status_code == 404, path
+                assert "nicht gefunden" in shown.text, path
+            for path in (issue, f"{issue}/approve", f"{issue}/test"):
+                posted = await http.post(path, data={"csrf": token, "action": "intro"})
+                assert posted.status_code == 404, path
+        # The connection is fine afterwards.
+        assert (await http.get(ISSUE)).status_code == 200
+    assert collected.approval(NL, "9999-W52") is None
+
+
 # --- edits ---------------------------------------------------------------------------------
 
 

@@ -43,7 +43,14 @@ from digest.config import NewsletterSettings, Settings
 from digest.deliver import audience, current_recipients
 from digest.editing import MAX_INTRO, MAX_TEASER, apply_edit, coming_week, issue_draft
 from digest.editors import check_login
-from digest.errors import AddressError, ConfigError, DigestError, EditorialError, IssueReadOnly
+from digest.errors import (
+    AddressError,
+    ComposeError,
+    ConfigError,
+    DigestError,
+    EditorialError,
+    IssueReadOnly,
+)
 from digest.i18n import N_, translations
 from digest.issues import prepare_issue
 from digest.schedule import next_runs_of
@@ -183,7 +190,7 @@ def admin_routes(
         except ConfigError:
             return None
         week = request.path_params.get("week")
-        if week is not None and not _WEEK.fullmatch(week):
+        if week is not None and not _real_week(week, newsletter):
             return None
         return newsletter
 
@@ -663,6 +670,22 @@ def admin_routes(
             name="admin_test",
         ),
     ]
+
+
+def _real_week(week: str, newsletter: NewsletterSettings) -> bool:
+    """True for a week the calendar has, written as its issue key (``2025-W05``).
+
+    A week that does not exist (``2025-W99``), one whose window a date cannot hold
+    (``9999-W52`` ends in the year 10000) and one whose key is written otherwise (the
+    year 0002 has the key ``2-W01``) are pages that do not exist, not errors.
+    """
+    if not _WEEK.fullmatch(week):
+        return False
+    try:
+        key, _start, _end = iso_week_window(week, newsletter.zone, datetime.now(UTC))
+    except (ComposeError, ValueError, OverflowError):
+        return False
+    return key == week
 
 
 def _escape(text: str) -> str:
