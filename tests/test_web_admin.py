@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -185,6 +186,42 @@ async def test_a_week_that_does_not_exist_is_a_404_page(
         # The connection is fine afterwards.
         assert (await http.get(ISSUE)).status_code == 200
     assert collected.approval(NL, "9999-W52") is None
+
+
+async def test_a_burst_of_logins_checks_no_more_passwords_than_the_limit(
+    demo_settings: Settings, collected: Store
+) -> None:
+    settings = replace(demo_settings, admin=replace(demo_settings.admin, login_attempts=5))
+    async with client(settings, collected) as http:
+        token = csrf_of(await http.get("/admin/login"))
+        # The right password last among 40 sent at once: its turn comes after the limit.
+        passwords = [f"wrong {n}" for n in range(39)] + [PASSWORD]
+        answers = await asyncio.gather(
+            *(
+                http.post("/admin/login", data={"csrf": token, "name": "erika", "password": p})
+                for p in passwords
+            )
+        )
+        late = await log_in(http)
+    statuses = [answer.status_code for answer in answers]
+    checked = [status for status in statuses if status != 429]
+    assert len(checked) <= 5, statuses
+    assert statuses.count(429) >= 35 and 303 not in statuses, statuses
+    assert not any(SESSION_COOKIE in a.headers.get("set-cookie", "") for a in answers)
+    assert late.status_code == 429 and SESSION_COOKIE not in late.headers.get("set-cookie", "")
+
+
+async def test_a_successful_login_clears_the_count_of_its_name(
+    demo_settings: Settings, collected: Store
+) -> None:
+    settings = replace(demo_settings, admin=replace(demo_settings.admin, login_attempts=3))
+    async with client(settings, collected) as http:
+        answers = [(await log_in(http, password=f"wrong {n}")).status_code for n in range(2)]
+        answers.append((await log_in(http)).status_code)
+        http.cookies.clear()
+        answers += [(await log_in(http, password=f"wrong {n}")).status_code for n in range(2)]
+        answers.append((await log_in(http)).status_code)
+    assert answers == [401, 401, 303, 401, 401, 303]
 
 
 # --- edits ---------------------------------------------------------------------------------

@@ -5,9 +5,11 @@ redirects to the login form, a POST is refused with 403. The session is a random
 in a cookie (HttpOnly, SameSite=Lax, Secure when ``public_url`` is https, limited to
 ``/admin``); the store keeps only its SHA-256 and when it expires
 (``admin.session_minutes``). Every form carries a CSRF token bound to its path and to
-the session. Failed logins are counted per account and per client address; past
-``admin.login_attempts`` in 15 minutes further attempts are refused for a while, and
-every failed attempt is answered a second later.
+the session. A login attempt is counted per account and per client address before its
+password is checked (a successful login clears its account's count); past
+``admin.login_attempts`` in 15 minutes further attempts are refused unchecked for a
+while, every failed attempt is answered a second later, and no more passwords are
+checked at once than there are cores.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import email
 import hashlib
 import math
+import os
 import re
 import secrets
 import time
@@ -26,7 +29,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.background import BackgroundTask
@@ -120,6 +123,8 @@ def admin_routes(
     limiter = MovingWindowRateLimiter(MemoryStorage())
     per_account = RateLimitItemPerMinute(settings.admin.login_attempts, 15)
     per_address = RateLimitItemPerMinute(settings.admin.login_attempts * ADDRESS_FACTOR, 15)
+    # argon2 is made to be slow: a burst of logins waits here rather than taking every core.
+    verifying = asyncio.Semaphore(_cores())
 
     def now() -> datetime:
         return datetime.now(UTC)
@@ -217,6 +222,22 @@ def admin_routes(
         context.setdefault("login_name", "")
         return admin_page(request, "admin/login.html", status, **context)
 
+    def too_many_logins(
+        request: Request, name: str, target: str, item: RateLimitItem, *keys: str
+    ) -> Response:
+        reset = limiter.get_window_stats(item, *keys).reset_time
+        response = login_form(
+            request,
+            429,
+            login_name=name,
+            next=target,
+            error=catalogue.gettext(
+                "Too many failed logins. Please wait a few minutes and try again."
+            ),
+        )
+        response.headers["retry-after"] = str(max(1, math.ceil(reset - time.time())))
+        return response
+
     def show_login(request: Request) -> Response:
         return login_form(request)
 
@@ -232,24 +253,14 @@ def admin_routes(
         address = _client_key(request.scope)
         keys = (("account", name.casefold()), ("address", address))
         items = (per_account, per_address)
+        # Every attempt is counted before its password is checked, in the same step as
+        # the test: logins sent at once cannot all pass the test before one is counted.
         for item, (kind, key) in zip(items, keys, strict=True):
-            if not limiter.test(item, kind, key):
-                reset = limiter.get_window_stats(item, kind, key).reset_time
-                response = login_form(
-                    request,
-                    429,
-                    login_name=name,
-                    next=target,
-                    error=catalogue.gettext(
-                        "Too many failed logins. Please wait a few minutes and try again."
-                    ),
-                )
-                response.headers["retry-after"] = str(max(1, math.ceil(reset - time.time())))
-                return response
-        editor = await run_in_threadpool(check_login, store, name, password)
+            if not limiter.hit(item, kind, key):
+                return too_many_logins(request, name, target, item, kind, key)
+        async with verifying:
+            editor = await run_in_threadpool(check_login, store, name, password)
         if editor is None:
-            for item, (kind, key) in zip(items, keys, strict=True):
-                limiter.hit(item, kind, key)
             await asyncio.sleep(login_delay)
             return login_form(
                 request,
@@ -258,6 +269,8 @@ def admin_routes(
                 next=target,
                 error=catalogue.gettext("Name or password is not correct."),
             )
+        # Only failures count against a name: its editor may log in again and again.
+        limiter.clear(per_account, *keys[0])
         token = secrets.token_urlsafe(32)
         started = now()
         minutes = settings.admin.session_minutes
@@ -670,6 +683,14 @@ def admin_routes(
             name="admin_test",
         ),
     ]
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
 
 
 def _real_week(week: str, newsletter: NewsletterSettings) -> bool:
