@@ -54,8 +54,10 @@ PREVIEW_FRAME_CONTENT_SECURITY_POLICY = (
 
 _HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
-    # A token in the address bar must not travel on in a Referer header.
-    "referrer-policy": "no-referrer",
+    # A token in the address bar must not travel on to another site in a Referer header.
+    # Not no-referrer: under it a browser posts our own forms with "Origin: null", which
+    # is what a sandboxed frame or another site's page sends (see forms.py).
+    "referrer-policy": "same-origin",
     "x-content-type-options": "nosniff",
 }
 
