@@ -334,6 +334,39 @@ async def test_preview_shows_frames_text_headers_size_and_links(
     assert as_reader.status_code == 200 and "Leser 1" in as_reader.text
 
 
+async def test_a_preview_as_a_reader_holds_no_link_that_opens_their_data(
+    demo_settings: Settings, collected: Store
+) -> None:
+    reader = collected.subscriber_by_email("leser1@example.org")
+    assert reader is not None
+    query = "subscriber=leser1@example.org"
+    async with client(demo_settings, collected) as http:
+        await log_in(http)
+        shown = [
+            await http.get(f"{ISSUE}/preview?{query}"),
+            await http.get(f"/admin/frame/{NL}/{WEEK}?{query}"),
+        ]
+        assert [page.status_code for page in shown] == [200, 200]
+        assert "Leser 1" in shown[0].text  # the preview is the reader's
+        paths = {
+            match[1]
+            for page in shown
+            for match in re.finditer(r"https?://[^/\s]+(/(?:preferences|unsubscribe)/[^\s\"<&?]+)",
+                                     page.text)
+        }  # fmt: skip
+        assert {p.split("/")[1] for p in paths} == {"preferences", "unsubscribe"}, paths
+        # Every such link works for no one: no page of this reader's, no withdrawal.
+        for path in paths:
+            if path.startswith("/preferences/"):
+                opened = await http.get(path)
+                assert opened.status_code == 400, path
+                export = await http.post(path, data={"action": "export"})
+                assert export.status_code == 400 and "leser1" not in export.text, path
+            else:
+                await http.post(path)
+    assert "leser1@example.org" in {s.email for s in collected.active_subscribers(newsletter=NL)}
+
+
 async def test_test_send_goes_through_smtp_and_is_not_a_delivery(
     demo_settings: Settings, collected: Store
 ) -> None:
