@@ -224,6 +224,25 @@ async def test_a_successful_login_clears_the_count_of_its_name(
     assert answers == [401, 401, 303, 401, 401, 303]
 
 
+async def test_nul_characters_in_forms_and_queries_are_no_error(
+    demo_settings: Settings, collected: Store
+) -> None:
+    """PostgreSQL stores and compares no NUL character: one must not become a 500."""
+    async with client(demo_settings, collected) as http:
+        token = csrf_of(await http.get("/admin/login"))
+        login = await http.post(
+            "/admin/login", data={"csrf": token, "name": "eri\x00ka", "password": "x\x00"}
+        )
+        await log_in(http)
+        search = await http.get(f"{ISSUE}/preview?q=leser%00&subscriber=%00")
+        frame = await http.get(f"/admin/frame/{NL}/{WEEK}?subscriber=leser1%00@example.org")
+        intro = await edit(http, action="intro", text="Hallo\x00 Welt")
+    assert login.status_code == 401
+    assert search.status_code in (200, 400) and frame.status_code == 200
+    assert intro.status_code == 303
+    assert collected.issue_edits(NL, WEEK).intro == "Hallo Welt"
+
+
 # --- edits ---------------------------------------------------------------------------------
 
 

@@ -243,8 +243,8 @@ def admin_routes(
 
     async def login(request: Request) -> Response:
         form = await request.form()
-        name = str(form.get("name") or "").strip()[:100]
-        password = str(form.get("password") or "")
+        name = _field(form.get("name")).strip()[:100]
+        password = _field(form.get("password"))
         target = safe_next(form.get("next"))
         if not genuine(request, form):
             return login_form(
@@ -430,8 +430,8 @@ def admin_routes(
                 issue_page, request, newsletter, week, 400, catalogue.gettext(_EXPIRED_FORM)
             )
         editor: Editor = request.state.session[0]
-        uid = form.get("uid")
-        text = form.get("text")
+        uid = _field(form.get("uid")) if "uid" in form else None
+        text = _field(form.get("text")) if "text" in form else None
 
         def change() -> Response:
             try:
@@ -439,9 +439,9 @@ def admin_routes(
                     store,
                     newsletter,
                     week,
-                    action=str(form.get("action") or ""),
-                    uid=uid if isinstance(uid, str) else None,
-                    text=text if isinstance(text, str) else None,
+                    action=_field(form.get("action")),
+                    uid=uid,
+                    text=text,
                     editor=editor.name,
                     now=now(),
                 )
@@ -499,8 +499,8 @@ def admin_routes(
     # --- preview and test ------------------------------------------------------------------
 
     def chosen(request: Request, newsletter: NewsletterSettings) -> dict[str, str]:
-        subscriber = request.query_params.get("subscriber", "").strip()[:320]
-        segment = request.query_params.get("segment", "")
+        subscriber = _field(request.query_params.get("subscriber")).strip()[:320]
+        segment = _field(request.query_params.get("segment"))
         if subscriber:
             return {"subscriber": subscriber}
         names = [s.name for s in newsletter.segments]
@@ -512,7 +512,7 @@ def admin_routes(
             return not_found(request)
         week = request.path_params["week"]
         who = chosen(request, newsletter)
-        search = request.query_params.get("q", "").strip()[:100]
+        search = _field(request.query_params.get("q")).strip()[:100]
         matches = store.search_subscribers(search) if search else []
         context: dict[str, Any] = {
             "title": catalogue.gettext("Preview of %(week)s") % {"week": week},
@@ -605,9 +605,9 @@ def admin_routes(
         if newsletter is None:
             return not_found(request)
         form = await request.form()
-        raw = str(form.get("addresses") or "")[:2000]
-        segment = str(form.get("segment") or "")
-        subscriber = str(form.get("subscriber") or "").strip()[:320]
+        raw = _field(form.get("addresses"))[:2000]
+        segment = _field(form.get("segment"))
+        subscriber = _field(form.get("subscriber")).strip()[:320]
         values: dict[str, Any] = {"addresses": raw, "segment": segment, "subscriber": subscriber}
         if not genuine(request, form):
             return test_form(request, 400, error=catalogue.gettext(_EXPIRED_FORM), **values)
@@ -683,6 +683,12 @@ def admin_routes(
             name="admin_test",
         ),
     ]
+
+
+def _field(value: object) -> str:
+    """A form or query value as text, without NUL characters (which PostgreSQL cannot
+    store or compare: one in a name or a search would be an error, not an answer)."""
+    return value.replace("\x00", "") if isinstance(value, str) else ""
 
 
 def _cores() -> int:
