@@ -394,8 +394,9 @@ def preview_message(
 ) -> tuple[Issue, Message]:
     """The message a segment or subscriber would get, nothing sent or stored.
 
-    With ``to`` it is addressed there instead, with links that name no subscriber, and
-    signed as the send signs (a test); ``subject_prefix`` goes before the subject.
+    Its unsubscribe and preference links name no subscriber, so they work for no one.
+    With ``to`` it is addressed there instead and signed as the send signs (a test);
+    ``subject_prefix`` goes before the subject.
     """
     now = now or datetime.now(UTC)
     issue = prepared_or_error(store, newsletter, week, now).issue
@@ -408,13 +409,15 @@ def preview_message(
         variant = replace(
             variant, issue=replace(variant.issue, subject=subject_prefix + variant.issue.subject)
         )
+    # Its links name no subscriber (id 0), whoever it shows: a preview as a reader must
+    # not hand whoever sees it the links that open that reader's data.
+    stand_in = replace(recipient.subscriber, id=0)
     if to is None:
-        return issue, personalizer.message_for(recipient, variant)
+        return issue, personalizer.message_for(replace(recipient, subscriber=stand_in), variant)
     # A test goes out as readers' messages do: from the prepared bytes, DKIM-signed. It
     # belongs to no delivery, so its return path is the plain sender address.
-    stand_in = replace(recipient.subscriber, email=to, id=0)
     return issue, personalizer.fast_message_for(
-        replace(recipient, subscriber=stand_in),
+        replace(recipient, subscriber=replace(stand_in, email=to)),
         variant,
         make_msgid(domain=newsletter.sender_domain),
         envelope_from=sender_address(newsletter),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -164,6 +165,84 @@ async def test_failed_logins_are_throttled_per_account(
     assert SESSION_COOKIE not in blocked.headers.get("set-cookie", "")
 
 
+async def test_a_week_that_does_not_exist_is_a_404_page(
+    demo_settings: Settings, collected: Store
+) -> None:
+    # No week in the calendar, a window past the last date, keys written otherwise.
+    weeks = ("2025-W99", "9999-W52", "2025-W00", "0001-W01", "0002-W01", "2025-w05")
+    async with client(demo_settings, collected) as http:
+        await log_in(http)
+        token = csrf_of(await http.get(ISSUE), -1)
+        for week in weeks:
+            issue = f"/admin/{NL}/{week}"
+            for path in (issue, f"{issue}/approve", f"{issue}/preview", f"{issue}/test",
+                         f"/admin/frame/{NL}/{week}", f"/archive/{NL}/{week}"):  # fmt: skip
+                shown = await http.get(path)
+                assert shown.status_code == 404, path
+                assert "nicht gefunden" in shown.text, path
+            for path in (issue, f"{issue}/approve", f"{issue}/test"):
+                posted = await http.post(path, data={"csrf": token, "action": "intro"})
+                assert posted.status_code == 404, path
+        # The connection is fine afterwards.
+        assert (await http.get(ISSUE)).status_code == 200
+    assert collected.approval(NL, "9999-W52") is None
+
+
+async def test_a_burst_of_logins_checks_no_more_passwords_than_the_limit(
+    demo_settings: Settings, collected: Store
+) -> None:
+    settings = replace(demo_settings, admin=replace(demo_settings.admin, login_attempts=5))
+    async with client(settings, collected) as http:
+        token = csrf_of(await http.get("/admin/login"))
+        # The right password last among 40 sent at once: its turn comes after the limit.
+        passwords = [f"wrong {n}" for n in range(39)] + [PASSWORD]
+        answers = await asyncio.gather(
+            *(
+                http.post("/admin/login", data={"csrf": token, "name": "erika", "password": p})
+                for p in passwords
+            )
+        )
+        late = await log_in(http)
+    statuses = [answer.status_code for answer in answers]
+    checked = [status for status in statuses if status != 429]
+    assert len(checked) <= 5, statuses
+    assert statuses.count(429) >= 35 and 303 not in statuses, statuses
+    assert not any(SESSION_COOKIE in a.headers.get("set-cookie", "") for a in answers)
+    assert late.status_code == 429 and SESSION_COOKIE not in late.headers.get("set-cookie", "")
+
+
+async def test_a_successful_login_clears_the_count_of_its_name(
+    demo_settings: Settings, collected: Store
+) -> None:
+    settings = replace(demo_settings, admin=replace(demo_settings.admin, login_attempts=3))
+    async with client(settings, collected) as http:
+        answers = [(await log_in(http, password=f"wrong {n}")).status_code for n in range(2)]
+        answers.append((await log_in(http)).status_code)
+        http.cookies.clear()
+        answers += [(await log_in(http, password=f"wrong {n}")).status_code for n in range(2)]
+        answers.append((await log_in(http)).status_code)
+    assert answers == [401, 401, 303, 401, 401, 303]
+
+
+async def test_nul_characters_in_forms_and_queries_are_no_error(
+    demo_settings: Settings, collected: Store
+) -> None:
+    """PostgreSQL stores and compares no NUL character: one must not become a 500."""
+    async with client(demo_settings, collected) as http:
+        token = csrf_of(await http.get("/admin/login"))
+        login = await http.post(
+            "/admin/login", data={"csrf": token, "name": "eri\x00ka", "password": "x\x00"}
+        )
+        await log_in(http)
+        search = await http.get(f"{ISSUE}/preview?q=leser%00&subscriber=%00")
+        frame = await http.get(f"/admin/frame/{NL}/{WEEK}?subscriber=leser1%00@example.org")
+        intro = await edit(http, action="intro", text="Hallo\x00 Welt")
+    assert login.status_code == 401
+    assert search.status_code in (200, 400) and frame.status_code == 200
+    assert intro.status_code == 303
+    assert collected.issue_edits(NL, WEEK).intro == "Hallo Welt"
+
+
 # --- edits ---------------------------------------------------------------------------------
 
 
@@ -272,6 +351,39 @@ async def test_preview_shows_frames_text_headers_size_and_links(
     assert "frame-ancestors 'self'" in csp and "sandbox" in csp and "script" not in csp
     assert "leser1@example.org" in found.text
     assert as_reader.status_code == 200 and "Leser 1" in as_reader.text
+
+
+async def test_a_preview_as_a_reader_holds_no_link_that_opens_their_data(
+    demo_settings: Settings, collected: Store
+) -> None:
+    reader = collected.subscriber_by_email("leser1@example.org")
+    assert reader is not None
+    query = "subscriber=leser1@example.org"
+    async with client(demo_settings, collected) as http:
+        await log_in(http)
+        shown = [
+            await http.get(f"{ISSUE}/preview?{query}"),
+            await http.get(f"/admin/frame/{NL}/{WEEK}?{query}"),
+        ]
+        assert [page.status_code for page in shown] == [200, 200]
+        assert "Leser 1" in shown[0].text  # the preview is the reader's
+        paths = {
+            match[1]
+            for page in shown
+            for match in re.finditer(r"https?://[^/\s]+(/(?:preferences|unsubscribe)/[^\s\"<&?]+)",
+                                     page.text)
+        }  # fmt: skip
+        assert {p.split("/")[1] for p in paths} == {"preferences", "unsubscribe"}, paths
+        # Every such link works for no one: no page of this reader's, no withdrawal.
+        for path in paths:
+            if path.startswith("/preferences/"):
+                opened = await http.get(path)
+                assert opened.status_code == 400, path
+                export = await http.post(path, data={"action": "export"})
+                assert export.status_code == 400 and "leser1" not in export.text, path
+            else:
+                await http.post(path)
+    assert "leser1@example.org" in {s.email for s in collected.active_subscribers(newsletter=NL)}
 
 
 async def test_test_send_goes_through_smtp_and_is_not_a_delivery(

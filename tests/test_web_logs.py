@@ -32,6 +32,95 @@ def test_redact_tokens_keeps_everything_but_the_token() -> None:
     assert redact_tokens("/healthz /static/site.css") == "/healthz /static/site.css"
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/%75nsubscribe/{t}",
+        "/%55NSUBSCRIBE/{t}",
+        "/unsubscribe%2F{t}",
+        "/unsubscribe%2f{t}",
+        "/unsubscribe//{t}",
+        "//preferences///{t}/x",
+        "/unsubscribe%252F{t}",
+        "/x/..%2Fconfirm/{t}",
+        "/confirm/./{t}",
+        "/unsubscribe/%0A{t}%22",
+    ],
+)
+def test_redact_tokens_looks_at_the_path_as_a_route_would(path: str) -> None:
+    token = "WzEsIndvY2hlbnVlYmVyYmxpY2siXQ.secret"
+    line = f'127.0.0.1:5 - "GET {path.format(t=token)}?a=1 HTTP/1.1" 404'
+    redacted = redact_tokens(line)
+    assert token not in redacted and "secret" not in redacted, redacted
+    assert "[token]" in redacted and redacted.endswith('?a=1 HTTP/1.1" 404'), redacted
+    assert "\n" not in redacted
+
+
+async def _raw_request(port: int, method: str, target: str) -> int:
+    """The status of one request whose target goes on the wire exactly as written."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+        "Connection: close\r\n\r\n".encode("ascii")
+    )
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return int(status.split()[1])
+
+
+async def test_a_token_path_written_otherwise_is_a_404_and_logs_no_token(
+    demo_settings: Settings, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server decodes /%75nsubscribe/<token> to the unsubscribe route: it must neither
+    unsubscribe nor leave the token in the access log."""
+    sid = store.save_subscriber(Subscriber("odd@example.org"), ["allgemein"])
+    token = unsubscribe_url(demo_settings, NL, sid).rsplit("/", 1)[1]
+    preferences = make_token(demo_settings.secret_key, "preferences", sid, NL)
+    targets = [
+        f"/%75nsubscribe/{token}",
+        f"/unsubscribe%2F{token}",
+        f"/unsubscribe%2f{token}",
+        f"/unsubscribe//{token}",
+        f"//unsubscribe/{token}",
+        f"/unsubscribe/./{token}",
+        f"/%70references/{preferences}",
+    ]
+    config = uvicorn.Config(
+        create_app(demo_settings, store),
+        host="127.0.0.1",
+        port=0,
+        log_config=uvicorn_log_config(),
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        statuses = {
+            (method, target): await _raw_request(port, method, target)
+            for target in targets
+            for method in ("GET", "POST")
+        }
+        canonical = await _raw_request(port, "GET", f"/unsubscribe/{token}")
+    finally:
+        server.should_exit = True
+        await serving
+        logging.getLogger("uvicorn.access").handlers.clear()
+        logging.getLogger("uvicorn").handlers.clear()
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
+    assert set(statuses.values()) == {404}, statuses
+    assert canonical == 200
+    assert [s.email for s in store.active_subscribers(newsletter=NL)] == ["odd@example.org"]
+    assert log.count("/[token]") >= len(statuses), log
+    assert token not in log and preferences not in log, log
+    assert token[-12:] not in log and preferences[-12:] not in log, log
+
+
 async def test_digest_serve_logs_no_token(tmp_path: Path) -> None:
     shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}

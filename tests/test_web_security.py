@@ -139,7 +139,7 @@ async def test_security_headers_on_every_answer(demo_settings: Settings, store: 
     }
     for what, answer in answers.items():
         assert answer.headers["content-security-policy"] == CSP, what
-        assert answer.headers["referrer-policy"] == "no-referrer", what
+        assert answer.headers["referrer-policy"] == "same-origin", what
         assert answer.headers["x-content-type-options"] == "nosniff", what
         assert "server" not in answer.headers, what
         if what != "static":
@@ -238,3 +238,46 @@ def test_serve_help_names_where_the_rate_limit_comes_from() -> None:
 
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0 and "[default: web.rate_limit of the config]" in result.output
+
+
+async def test_origin_null_is_another_site_on_every_form(
+    demo_settings: Settings, store: Store
+) -> None:
+    """A sandboxed frame or a page of another site under ``no-referrer`` sends ``Origin:
+    null``; our own pages send their origin. So ``null`` is refused like a foreign one,
+    even with a CSRF token, which anyone can fetch from the form without logging in."""
+    from digest.editors import add_editor
+    from digest.web.admin import SESSION_COOKIE
+
+    add_editor(store, "erika", "erika@example.org", "correct horse battery")
+    sid = store.save_subscriber(Subscriber("null@example.org"), ["allgemein"])
+    pending = store.add_signup(
+        NewSignup(NL, "pending@example.org", "", frozenset(), frozenset(), "Ja.", "1"),
+        interval=timedelta(minutes=10),
+    )
+    assert pending is not None
+    forms = {
+        "/admin/login": {"name": "erika", "password": "correct horse battery"},
+        f"/subscribe/{NL}": {
+            "email": "opfer@example.org",
+            "categories": "politik",
+            "regions": "Bayern",
+            "consent": "yes",
+        },
+        f"/confirm/{make_confirm_token(demo_settings.secret_key, pending, NL)}": {},
+        f"/preferences/{make_token(demo_settings.secret_key, 'preferences', sid, NL)}": {
+            "action": "unsubscribe_all"
+        },
+    }
+    before = _snapshot(store)
+    async with _client(create_app(demo_settings, store, login_delay=0), demo_settings) as client:
+        for path, data in forms.items():
+            page = await client.get(path)
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token, path
+            answer = await client.post(
+                path, data={"csrf": token[1], **data}, headers={"origin": "null"}
+            )
+            assert answer.status_code in (200, 400), path
+            assert SESSION_COOKIE not in answer.headers.get("set-cookie", ""), path
+            assert _snapshot(store) == before, path

@@ -5,9 +5,11 @@ redirects to the login form, a POST is refused with 403. The session is a random
 in a cookie (HttpOnly, SameSite=Lax, Secure when ``public_url`` is https, limited to
 ``/admin``); the store keeps only its SHA-256 and when it expires
 (``admin.session_minutes``). Every form carries a CSRF token bound to its path and to
-the session. Failed logins are counted per account and per client address; past
-``admin.login_attempts`` in 15 minutes further attempts are refused for a while, and
-every failed attempt is answered a second later.
+the session. A login attempt is counted per account and per client address before its
+password is checked (a successful login clears its account's count); past
+``admin.login_attempts`` in 15 minutes further attempts are refused unchecked for a
+while, every failed attempt is answered a second later, and no more passwords are
+checked at once than there are cores.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import email
 import hashlib
 import math
+import os
 import re
 import secrets
 import time
@@ -26,7 +29,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.background import BackgroundTask
@@ -43,7 +46,14 @@ from digest.config import NewsletterSettings, Settings
 from digest.deliver import audience, current_recipients
 from digest.editing import MAX_INTRO, MAX_TEASER, apply_edit, coming_week, issue_draft
 from digest.editors import check_login
-from digest.errors import AddressError, ConfigError, DigestError, EditorialError, IssueReadOnly
+from digest.errors import (
+    AddressError,
+    ComposeError,
+    ConfigError,
+    DigestError,
+    EditorialError,
+    IssueReadOnly,
+)
 from digest.i18n import N_, translations
 from digest.issues import prepare_issue
 from digest.schedule import next_runs_of
@@ -113,6 +123,8 @@ def admin_routes(
     limiter = MovingWindowRateLimiter(MemoryStorage())
     per_account = RateLimitItemPerMinute(settings.admin.login_attempts, 15)
     per_address = RateLimitItemPerMinute(settings.admin.login_attempts * ADDRESS_FACTOR, 15)
+    # argon2 is made to be slow: a burst of logins waits here rather than taking every core.
+    verifying = asyncio.Semaphore(_cores())
 
     def now() -> datetime:
         return datetime.now(UTC)
@@ -183,7 +195,7 @@ def admin_routes(
         except ConfigError:
             return None
         week = request.path_params.get("week")
-        if week is not None and not _WEEK.fullmatch(week):
+        if week is not None and not _real_week(week, newsletter):
             return None
         return newsletter
 
@@ -210,13 +222,29 @@ def admin_routes(
         context.setdefault("login_name", "")
         return admin_page(request, "admin/login.html", status, **context)
 
+    def too_many_logins(
+        request: Request, name: str, target: str, item: RateLimitItem, *keys: str
+    ) -> Response:
+        reset = limiter.get_window_stats(item, *keys).reset_time
+        response = login_form(
+            request,
+            429,
+            login_name=name,
+            next=target,
+            error=catalogue.gettext(
+                "Too many failed logins. Please wait a few minutes and try again."
+            ),
+        )
+        response.headers["retry-after"] = str(max(1, math.ceil(reset - time.time())))
+        return response
+
     def show_login(request: Request) -> Response:
         return login_form(request)
 
     async def login(request: Request) -> Response:
         form = await request.form()
-        name = str(form.get("name") or "").strip()[:100]
-        password = str(form.get("password") or "")
+        name = _field(form.get("name")).strip()[:100]
+        password = _field(form.get("password"))
         target = safe_next(form.get("next"))
         if not genuine(request, form):
             return login_form(
@@ -225,24 +253,14 @@ def admin_routes(
         address = _client_key(request.scope)
         keys = (("account", name.casefold()), ("address", address))
         items = (per_account, per_address)
+        # Every attempt is counted before its password is checked, in the same step as
+        # the test: logins sent at once cannot all pass the test before one is counted.
         for item, (kind, key) in zip(items, keys, strict=True):
-            if not limiter.test(item, kind, key):
-                reset = limiter.get_window_stats(item, kind, key).reset_time
-                response = login_form(
-                    request,
-                    429,
-                    login_name=name,
-                    next=target,
-                    error=catalogue.gettext(
-                        "Too many failed logins. Please wait a few minutes and try again."
-                    ),
-                )
-                response.headers["retry-after"] = str(max(1, math.ceil(reset - time.time())))
-                return response
-        editor = await run_in_threadpool(check_login, store, name, password)
+            if not limiter.hit(item, kind, key):
+                return too_many_logins(request, name, target, item, kind, key)
+        async with verifying:
+            editor = await run_in_threadpool(check_login, store, name, password)
         if editor is None:
-            for item, (kind, key) in zip(items, keys, strict=True):
-                limiter.hit(item, kind, key)
             await asyncio.sleep(login_delay)
             return login_form(
                 request,
@@ -251,6 +269,8 @@ def admin_routes(
                 next=target,
                 error=catalogue.gettext("Name or password is not correct."),
             )
+        # Only failures count against a name: its editor may log in again and again.
+        limiter.clear(per_account, *keys[0])
         token = secrets.token_urlsafe(32)
         started = now()
         minutes = settings.admin.session_minutes
@@ -410,8 +430,8 @@ def admin_routes(
                 issue_page, request, newsletter, week, 400, catalogue.gettext(_EXPIRED_FORM)
             )
         editor: Editor = request.state.session[0]
-        uid = form.get("uid")
-        text = form.get("text")
+        uid = _field(form.get("uid")) if "uid" in form else None
+        text = _field(form.get("text")) if "text" in form else None
 
         def change() -> Response:
             try:
@@ -419,9 +439,9 @@ def admin_routes(
                     store,
                     newsletter,
                     week,
-                    action=str(form.get("action") or ""),
-                    uid=uid if isinstance(uid, str) else None,
-                    text=text if isinstance(text, str) else None,
+                    action=_field(form.get("action")),
+                    uid=uid,
+                    text=text,
                     editor=editor.name,
                     now=now(),
                 )
@@ -479,8 +499,8 @@ def admin_routes(
     # --- preview and test ------------------------------------------------------------------
 
     def chosen(request: Request, newsletter: NewsletterSettings) -> dict[str, str]:
-        subscriber = request.query_params.get("subscriber", "").strip()[:320]
-        segment = request.query_params.get("segment", "")
+        subscriber = _field(request.query_params.get("subscriber")).strip()[:320]
+        segment = _field(request.query_params.get("segment"))
         if subscriber:
             return {"subscriber": subscriber}
         names = [s.name for s in newsletter.segments]
@@ -492,7 +512,7 @@ def admin_routes(
             return not_found(request)
         week = request.path_params["week"]
         who = chosen(request, newsletter)
-        search = request.query_params.get("q", "").strip()[:100]
+        search = _field(request.query_params.get("q")).strip()[:100]
         matches = store.search_subscribers(search) if search else []
         context: dict[str, Any] = {
             "title": catalogue.gettext("Preview of %(week)s") % {"week": week},
@@ -585,9 +605,9 @@ def admin_routes(
         if newsletter is None:
             return not_found(request)
         form = await request.form()
-        raw = str(form.get("addresses") or "")[:2000]
-        segment = str(form.get("segment") or "")
-        subscriber = str(form.get("subscriber") or "").strip()[:320]
+        raw = _field(form.get("addresses"))[:2000]
+        segment = _field(form.get("segment"))
+        subscriber = _field(form.get("subscriber")).strip()[:320]
         values: dict[str, Any] = {"addresses": raw, "segment": segment, "subscriber": subscriber}
         if not genuine(request, form):
             return test_form(request, 400, error=catalogue.gettext(_EXPIRED_FORM), **values)
@@ -663,6 +683,36 @@ def admin_routes(
             name="admin_test",
         ),
     ]
+
+
+def _field(value: object) -> str:
+    """A form or query value as text, without NUL characters (which PostgreSQL cannot
+    store or compare: one in a name or a search would be an error, not an answer)."""
+    return value.replace("\x00", "") if isinstance(value, str) else ""
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
+def _real_week(week: str, newsletter: NewsletterSettings) -> bool:
+    """True for a week the calendar has, written as its issue key (``2025-W05``).
+
+    A week that does not exist (``2025-W99``), one whose window a date cannot hold
+    (``9999-W52`` ends in the year 10000) and one whose key is written otherwise (the
+    year 0002 has the key ``2-W01``) are pages that do not exist, not errors.
+    """
+    if not _WEEK.fullmatch(week):
+        return False
+    try:
+        key, _start, _end = iso_week_window(week, newsletter.zone, datetime.now(UTC))
+    except (ComposeError, ValueError, OverflowError):
+        return False
+    return key == week
 
 
 def _escape(text: str) -> str:

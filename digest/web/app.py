@@ -13,7 +13,9 @@ Rules every page follows, whichever route it belongs to:
 - every answer carries the security headers (:mod:`digest.web.security`), and pages need
   nothing inline: markup in ``templates/``, styles in ``static/``;
 - routes that take a token live under one of :data:`~digest.web.logs.TOKEN_PREFIXES`, so
-  they are rate limited per address and their tokens never reach a log;
+  they are rate limited per address, answer only the path their links use (anything
+  percent-encoded, a doubled slash, a dot segment is a 404) and their tokens never
+  reach a log;
 - a page about a token says nothing about the subscriber it names: not the address, and
   not whether that subscriber, or that newsletter, exists;
 - pages speak the locale of the newsletter the token names, else the configured default
@@ -53,6 +55,7 @@ from digest.web.security import (
     ADMIN_CONTENT_SECURITY_POLICY,
     ARCHIVE_CONTENT_SECURITY_POLICY,
     PREVIEW_FRAME_CONTENT_SECURITY_POLICY,
+    CanonicalTokenPaths,
     SecurityHeaders,
     TokenRateLimit,
 )
@@ -293,6 +296,8 @@ def create_app(
             Mount(STATIC_PREFIX, StaticFiles(packages=[("digest.web", "static")]), name="static"),
         ],
         middleware=[
+            # First: such a path reaches neither the rate limit nor a route.
+            Middleware(CanonicalTokenPaths, prefixes=TOKEN_PREFIXES, not_found=not_found),
             Middleware(
                 TokenRateLimit,
                 limit=limit,

@@ -3,9 +3,9 @@
 Every form carries a token signed with ``secret_key`` over the path it posts to, with
 its time; a POST must bring it back unchanged for the same path within
 :data:`FORM_MAX_AGE`. Where the browser sends ``Origin`` (or ``Referer``), it must be
-the site's own. Another site can make a browser post a form, but it can neither read
-nor forge the token. The one-click unsubscribe POST is exempt by design (RFC 8058: a
-mail client posts it without a form).
+the site's own; ``Origin: null`` counts as another site. Another site can make a browser
+post a form, but it can neither read nor forge the token. The one-click unsubscribe POST
+is exempt by design (RFC 8058: a mail client posts it without a form).
 """
 
 from __future__ import annotations
@@ -43,13 +43,16 @@ def _same_origin(request: Request, public_url: str) -> bool:
     ours = urlsplit(public_url)
     for header in ("origin", "referer"):
         value = request.headers.get(header)
-        # Under this site's Referrer-Policy (no-referrer) browsers send "Origin: null"
-        # with a POST of our own forms: that says nothing, the token decides.
-        if value is None or value == "null":
+        if value is None:
             continue
+        # "null" comes from a sandboxed frame, a data: or file: page, or a page of another
+        # site under Referrer-Policy no-referrer: never from our own forms, whose pages
+        # send their origin (Referrer-Policy same-origin, see security.py).
+        if value == "null":
+            return False
         theirs = urlsplit(value)
         return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
-    return True  # neither sent (privacy settings, Referrer-Policy): the token decides
+    return True  # neither sent (privacy settings, an old browser): the token decides
 
 
 def form_is_genuine(

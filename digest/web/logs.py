@@ -17,10 +17,12 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
 __all__ = [
     "TOKEN_PREFIXES",
     "TokenRedactingFilter",
+    "normalised_path",
     "redact_tokens",
     "install_token_redaction",
     "uvicorn_log_config",
@@ -32,14 +34,56 @@ TOKEN_PREFIXES = ("unsubscribe", "preferences", "confirm")
 PLACEHOLDER = "[token]"
 
 _TOKEN_SEGMENT = re.compile(
-    "(/(?:" + "|".join(TOKEN_PREFIXES) + r")/)[^/?#\s\"']+",
+    "(/(?:" + "|".join(TOKEN_PREFIXES) + r")/)[^/]+",
     re.IGNORECASE,  # no route answers /Unsubscribe/..., but its token is still a token
 )
+#: A path in a log line (with the scheme and host before it, if any), up to its query.
+_PATH_IN_TEXT = re.compile(
+    r"(?P<origin>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s\"'<>?#]*)?(?P<path>/[^\s\"'<>?#]*)"
+)
+#: Characters a redacted path keeps as they are; anything else is percent-encoded, so a
+#: decoded line break or quote cannot end up in a log line.
+_SAFE_IN_PATH = "/[]:@!$&'()*+,;=-._~"
+#: Percent-encoding is undone at most this often: routing decodes once, and a path
+#: encoded over and over must not make a log line slow.
+_DECODINGS = 4
+
+
+def normalised_path(path: str) -> str:
+    """``path`` as a route would see it at most: percent-decoded (also when encoded more
+    than once), without empty and ``.`` segments, ``..`` applied."""
+    for _ in range(_DECODINGS):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    trailing = "/" if segments and path.endswith("/") else ""
+    return "/" + "/".join(segments) + trailing
+
+
+def _redact_path(match: re.Match[str]) -> str:
+    path = normalised_path(match["path"])
+    redacted = _TOKEN_SEGMENT.sub(rf"\g<1>{PLACEHOLDER}", path)
+    if redacted == path:
+        return match[0]  # nothing to hide: the line says what it said
+    return (match["origin"] or "") + quote(redacted, safe=_SAFE_IN_PATH)
 
 
 def redact_tokens(text: str) -> str:
-    """The text with the token segment of every reader link replaced by ``[token]``."""
-    return _TOKEN_SEGMENT.sub(rf"\g<1>{PLACEHOLDER}", text)
+    """The text with the token segment of every reader link replaced by ``[token]``.
+
+    Each path is looked at as the app routes it (:func:`normalised_path`), so that
+    ``/%75nsubscribe/…``, ``/unsubscribe%2F…`` or ``/unsubscribe//…`` hide their token
+    too; a path with a token is logged in that normalised form.
+    """
+    return _PATH_IN_TEXT.sub(_redact_path, text)
 
 
 def _redacted(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Headers on every answer, and a per-address rate limit on the routes that take a token."""
+"""Headers on every answer; on the routes that take a token, a per-address rate limit and
+no path but the one their links use."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import rate_limit_item
+from digest.web.logs import normalised_path
 
 __all__ = [
     "ADMIN_CONTENT_SECURITY_POLICY",
     "ARCHIVE_CONTENT_SECURITY_POLICY",
     "CONTENT_SECURITY_POLICY",
+    "CanonicalTokenPaths",
     "PREVIEW_FRAME_CONTENT_SECURITY_POLICY",
     "SecurityHeaders",
     "TokenRateLimit",
@@ -54,8 +57,10 @@ PREVIEW_FRAME_CONTENT_SECURITY_POLICY = (
 
 _HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
-    # A token in the address bar must not travel on in a Referer header.
-    "referrer-policy": "no-referrer",
+    # A token in the address bar must not travel on to another site in a Referer header.
+    # Not no-referrer: under it a browser posts our own forms with "Origin: null", which
+    # is what a sandboxed frame or another site's page sends (see forms.py).
+    "referrer-policy": "same-origin",
     "x-content-type-options": "nosniff",
 }
 
@@ -171,4 +176,44 @@ class TokenRateLimit:
                 response = self.refuse(Request(scope, receive), retry_after)
                 await response(scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class CanonicalTokenPaths:
+    """A token route asked for by a path written otherwise than its links write it is
+    answered by ``not_found`` (404) before anything else runs.
+
+    Links say ``/unsubscribe/<token>``; a server decodes ``/%75nsubscribe/<token>`` or
+    ``/unsubscribe%2F<token>`` to the same route, and ``/unsubscribe//<token>`` reaches
+    no route but still carries the token. No mail client writes these: they come from
+    a tool rewriting the link or from someone probing, and they get the page of a path
+    that does not exist. The path as sent (``raw_path``) must be its own normalised
+    form (:func:`~digest.web.logs.normalised_path`): nothing percent-encoded, no doubled
+    slash, no ``.`` or ``..`` segment.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        prefixes: tuple[str, ...],
+        not_found: Callable[[Request], Response],
+    ) -> None:
+        self.app = app
+        self.prefixes = frozenset(prefix.casefold() for prefix in prefixes)
+        self.not_found = not_found
+
+    def written_otherwise(self, scope: Scope) -> bool:
+        """True for a path to a token route that is not written as its links write it."""
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        sent = raw.decode("latin-1").removeprefix(scope.get("root_path", ""))
+        normalised = normalised_path(sent)
+        first = normalised.split("/", 2)[1].casefold()
+        return first in self.prefixes and sent != normalised
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.written_otherwise(scope):
+            response = self.not_found(Request(scope, receive))
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
