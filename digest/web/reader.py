@@ -274,8 +274,8 @@ def reader_routes(
         )
         if done is None or done[0].subscriber_id is None:
             return invalid_link(request, newsletter.locale)
-        confirmed, now = done
-        if not now:
+        confirmed, first = done
+        if not first:
             # One token, one confirmation: a replay must not undo a later withdrawal.
             return message(request, 200, newsletter.locale, *_ALREADY_CONFIRMED)
         assert confirmed.subscriber_id is not None
