@@ -733,9 +733,10 @@ def export(email: str | None, list_name: str | None, output: Path | None) -> Non
     """Export everything held about EMAIL as JSON, or a list as CSV.
 
     For EMAIL (DSGVO Art. 15 and 20): attributes, memberships and unsubscriptions,
-    consent proofs, sign-ups, every delivery (issue, time, state, SMTP reply) and the suppression
-    entries of the address. With --list: the list's active subscribers, in columns the
-    import reads back.
+    consent proofs, sign-ups (also those waiting for their confirmation) and the mail
+    queued for them, every delivery (issue, time, state, SMTP reply) and the suppression
+    entries of the address, also when no subscriber has it. With --list: the list's
+    active subscribers, in columns the import reads back.
     """
     import json
 
@@ -753,7 +754,7 @@ def export(email: str | None, list_name: str | None, output: Path | None) -> Non
             assert email is not None
             document = store.personal_data(email)
             if document is None:
-                raise DigestError(f"no subscriber has the address {email}")
+                raise DigestError(f"nothing is held about the address {email}")
             text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     finally:
         store.close()
@@ -775,7 +776,8 @@ def erase(email: str, yes: bool) -> None:
     """Delete the personal data of EMAIL and never mail the address again (DSGVO Art. 17).
 
     The subscriber's address, name, interests, memberships and consent proofs are
-    deleted; delivery rows keep only issue, state and time. A keyed hash of the address
+    deleted, and so are sign-ups waiting for their confirmation and their queued mail;
+    delivery rows keep only issue, state and time. A keyed hash of the address
     stays on the suppression list, so a later import does not add it again. An address
     nobody has is suppressed all the same, and the exit code is 1.
     """
@@ -790,7 +792,9 @@ def erase(email: str, yes: bool) -> None:
     finally:
         store.close()
     if not erased:
-        raise DigestError(f"no subscriber has the address {email}; it is suppressed all the same")
+        raise DigestError(
+            f"no subscriber or sign-up has the address {email}; it is suppressed all the same"
+        )
     click.echo(f"erased {email}; the address stays on the suppression list")
 
 

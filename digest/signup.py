@@ -67,7 +67,10 @@ def confirmation_message(
     request_id: str,
     now: datetime,
 ) -> Message:
-    """The confirmation request of one sign-up, HTML and text, without advertising."""
+    """The confirmation request of one sign-up, HTML and text, without advertising.
+
+    It carries nothing the sign-up form received but the address.
+    """
     subject = confirm_subject(newsletter)
     html, text = render_mail_templates(
         settings,
@@ -76,7 +79,10 @@ def confirmation_message(
         {
             "newsletter": newsletter,
             "subject": subject,
-            "greeting": greeting_for(signup.name, signup.locale or newsletter.locale),
+            # Nothing a stranger typed goes into this mail, only the address: a name
+            # field would let anyone mail any sentence from our domain to any address.
+            # The name is kept for the mail after the confirmation.
+            "greeting": greeting_for("", signup.locale or newsletter.locale),
             "confirm_url": confirm_url(settings, newsletter.id, signup.id),
             "confirm_days": newsletter.confirm_days,
             "lang": language(newsletter.locale),
@@ -86,7 +92,7 @@ def confirmation_message(
         newsletter=newsletter,
         settings=settings,
         to_addr=signup.email,
-        to_name=signup.name,
+        to_name="",
         subject=subject,
         html=html,
         text=text,

@@ -406,3 +406,33 @@ async def _digest_cli(*args: str, cwd: Path, **env: str) -> tuple[int, str, str]
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def test_a_complained_reader_s_preferences_say_why_and_where_to_sign_up(
+    browser: object, demo_settings: Settings, store: Store
+) -> None:
+    """The blocked newsletter is shown, cannot be ticked, and the page stays accessible."""
+    from digest.tokens import preferences_url
+    from digest.web.app import create_app
+    from tests.conftest import TEST_SECRET_KEY
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = replace(
+        demo_settings, public_url=f"http://127.0.0.1:{port}", secret_key=TEST_SECRET_KEY
+    )
+    sid = store.save_subscriber(Subscriber("beschwerde@example.org", "B"), ["allgemein"])
+    store.suppress("beschwerde@example.org", "complaint")
+    async with _served(port) as serve:
+        await serve(create_app(settings, store))
+        page = await _offline_page(browser, 375)
+        await page.goto(preferences_url(settings, "wochenueberblick", sid))
+        box = page.locator('input[name="newsletters"][value="wochenueberblick"]')
+        assert await box.is_disabled()
+        await page.get_by_role("button", name="Einstellungen speichern").click()
+        await page.wait_for_selector("text=gespeichert")
+        await _assert_readable_on_a_phone(page)
+        await page.get_by_role("link", name="melden Sie sich bitte neu an").click()
+        assert page.url == f"{settings.public_url}/subscribe/wochenueberblick"
+    assert store.is_suppressed("beschwerde@example.org", "wochenueberblick")

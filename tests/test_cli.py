@@ -571,7 +571,16 @@ async def test_import_dry_run_then_list_export_and_erase(site: Path) -> None:
     code, out, _ = await digest("subscribers", "erase", address, "--yes", cwd=site)
     assert code == 0 and address in out
     code, out, err = await digest("subscribers", "export", address, cwd=site)
-    assert (code, out, err.strip()) == (1, "", f"error: no subscriber has the address {address}")
+    assert code == 0, err
+    erased = json.loads(out)  # what is still held: the keyed hash on the suppression list
+    assert erased["subscriber"] is None and erased["signups"] == []
+    assert [s["reason"] for s in erased["suppressions"]] == ["erased"]
+    code, out, err = await digest("subscribers", "export", "nie@example.org", cwd=site)
+    assert (code, out, err.strip()) == (
+        1,
+        "",
+        "error: nothing is held about the address nie@example.org",
+    )
     code, out, err = await digest(*args, *consent, cwd=site)
     assert "0 imported, 0 updated, 3 unchanged, 1 suppressed" in out
     assert "the address is suppressed" in err
@@ -591,7 +600,8 @@ async def test_erase_asks_and_suppresses_an_unknown_address(site: Path) -> None:
     code, out, err = await digest("subscribers", "erase", "X@example.org", "--yes", cwd=site)
     assert (code, out) == (1, "")
     assert err.strip().splitlines() == [
-        "error: no subscriber has the address X@example.org; it is suppressed all the same"
+        "error: no subscriber or sign-up has the address X@example.org; "
+        "it is suppressed all the same"
     ]
     (site / "one.csv").write_text("email,name\nx@EXAMPLE.org,X\n", encoding="utf-8")
     code, out, err = await digest(

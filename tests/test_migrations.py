@@ -251,3 +251,51 @@ def test_0008_adds_bounce_columns_to_existing_deliveries_and_goes_down_again(
         assert store.is_suppressed("alt@example.org")
     finally:
         store.close()
+
+
+def test_0009_keys_confirmations_per_address_and_goes_down_again(store_url: str) -> None:
+    from sqlalchemy import inspect
+
+    from digest.store.signups import NewSignup
+
+    _upgrade(store_url, "0008")
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        sid = conn.execute(
+            t.subscribers.insert()
+            .values(
+                email="p@example.org", email_key="p@example.org", name="", categories=[],
+                regions=[], status="active", created_at=T0, updated_at=T0,
+            )
+            .returning(t.subscribers.c.id)
+        ).scalar_one()  # fmt: skip
+        for source, page in [("preferences", "/preferences/WzEsIm4iXQ.secret"),
+                             ("signup", "https://example.org/subscribe/n")]:  # fmt: skip
+            conn.execute(
+                t.consents.insert().values(
+                    subscriber_id=sid, source=source, statement="Ja", created_at=T0,
+                    page_url=page,
+                )
+            )  # fmt: skip
+    engine.dispose()
+    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)  # upgrades to the head
+    try:
+        pages = [c["page_url"] for c in store.personal_data("p@example.org")["consents"]]  # type: ignore[index]
+        assert pages == ["/preferences/", "https://example.org/subscribe/n"]
+        signup = NewSignup("n", "Neu@example.org", "", frozenset(), frozenset(), "Ja.", "1")
+        assert store.add_signup(signup, interval=timedelta(minutes=10), now=T0) is not None
+        again = NewSignup("n", "neu@EXAMPLE.org", "", frozenset(), frozenset(), "Ja.", "1")
+        assert store.add_signup(again, interval=timedelta(minutes=10), now=T0) is None
+        with store.engine.connect() as conn:
+            [row] = conn.execute(select(t.confirm_limits)).all()
+        assert row.address_hash == address_hash("neu@example.org", TEST_SECRET_KEY)
+    finally:
+        store.close()
+    engine = create_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0008")
+    assert "confirm_limits" not in inspect(engine).get_table_names()
+    engine.dispose()

@@ -176,3 +176,111 @@ async def test_the_unsubscribe_page_leads_to_the_preferences(
         onward = await client.get(url + "?einstellungen")
     assert onward.status_code == 303
     assert onward.headers["location"] == preferences_url(settings, NL, sid)
+
+
+@pytest.mark.parametrize("reason", ["complaint", "hard_bounce"])
+async def test_saving_never_lifts_a_complaint_or_a_hard_bounce(
+    settings: Settings, store: Store, reason: str
+) -> None:
+    sid = _subscriber(store)
+    store.suppress("leser@example.org", reason)
+    [status_before] = [s for _sub, s in store.subscriber_rows()]
+    url = preferences_url(settings, NL, sid)
+    async with _client(create_app(settings, store), settings) as client:
+        page = await client.get(url)
+        answer = await post(client, url, action="save", name="Lea", newsletters=[NL, OTHER])
+    assert status_before in ("complained", "bounced")
+    assert answer.status_code == 200
+    assert store.is_suppressed("leser@example.org", NL)
+    assert store.is_suppressed("leser@example.org", OTHER)
+    found = store.subscriber_by_id(sid)
+    assert found is not None and found[1] == status_before
+    assert store.active_subscribers(newsletter=NL) == []
+    document = store.personal_data("leser@example.org")
+    assert document is not None and document["consents"] == []
+    for shown in (page, answer):
+        assert f'value="{NL}" disabled' in shown.text
+        assert "nicht hier auswählen" in shown.text
+        assert f'href="../subscribe/{NL}"' in shown.text
+
+
+async def test_a_complaint_for_one_newsletter_blocks_only_that_one(
+    settings: Settings, store: Store
+) -> None:
+    sid = _subscriber(store)
+    store.suppress("leser@example.org", "complaint", NL)
+    url = preferences_url(settings, NL, sid)
+    async with _client(create_app(settings, store), settings) as client:
+        await post(client, url, action="save", newsletters=[NL, OTHER])
+    assert store.is_suppressed("leser@example.org", NL)
+    assert store.active_subscribers(newsletter=NL) == []
+    others = store.active_subscribers(["zweiter"], newsletter=OTHER)
+    assert [s.email for s in others] == ["leser@example.org"]
+
+
+@pytest.fixture
+def closed(settings: Settings) -> Settings:
+    """The second newsletter takes no sign-ups."""
+    first, second = settings.newsletters
+    return replace(settings, newsletters=(first, replace(second, signup=False)))
+
+
+async def test_a_closed_newsletter_is_neither_shown_nor_joined(
+    closed: Settings, store: Store
+) -> None:
+    sid = _subscriber(store)
+    url = preferences_url(closed, NL, sid)
+    async with _client(create_app(closed, store), closed) as client:
+        page = await client.get(url)
+        answer = await post(client, url, action="save", newsletters=[NL, OTHER])
+    for shown in (page, answer):
+        assert OTHER not in shown.text and "Zweiter" not in shown.text
+    assert store.active_subscribers(["zweiter"], newsletter=OTHER) == []
+    found = store.subscriber_by_id(sid)
+    assert found is not None and "zweiter" not in found[0].lists
+    document = store.personal_data("leser@example.org")
+    assert document is not None and document["consents"] == []
+
+
+async def test_a_reader_of_a_closed_newsletter_sees_it_and_may_leave_it(
+    closed: Settings, store: Store
+) -> None:
+    sid = _subscriber(store)
+    store.join_list(sid, "zweiter")
+    url = preferences_url(closed, NL, sid)
+    async with _client(create_app(closed, store), closed) as client:
+        page = await client.get(url)
+        assert f'value="{OTHER}" checked' in page.text
+        await post(client, url, action="save", newsletters=[NL])
+        left = await client.get(url)
+    assert store.active_subscribers(["zweiter"], newsletter=OTHER) == []
+    assert OTHER not in left.text  # gone, and closed: not offered again
+
+
+async def test_rejoining_one_after_unsubscribing_from_all_brings_back_only_that_one(
+    settings: Settings, store: Store
+) -> None:
+    sid = _subscriber(store)
+    store.join_list(sid, "zweiter")
+    url = preferences_url(settings, NL, sid)
+    async with _client(create_app(settings, store), settings) as client:
+        await post(client, url, action="unsubscribe_all")
+        assert store.active_subscribers(newsletter=NL) == []
+        await post(client, url, action="save", newsletters=[OTHER])
+    others = store.active_subscribers(["zweiter"], newsletter=OTHER)
+    assert [s.email for s in others] == ["leser@example.org"]
+    assert store.active_subscribers(newsletter=NL) == []
+
+
+async def test_the_consent_proof_holds_the_route_not_the_link(
+    settings: Settings, store: Store
+) -> None:
+    sid = _subscriber(store)
+    url = preferences_url(settings, NL, sid)
+    token = url.rsplit("/", 1)[1]
+    async with _client(create_app(settings, store), settings) as client:
+        await post(client, url, action="save", newsletters=[NL, OTHER])
+        exported = await post(client, url, action="export")
+    [consent] = exported.json()["consents"]
+    assert consent["source"] == "preferences" and consent["page_url"] == "/preferences/"
+    assert token not in exported.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,13 +11,17 @@ import pytest
 from sqlalchemy import select
 
 from digest.addresses import address_hash
+from digest.config import Settings
 from digest.errors import StoreError
 from digest.models import DeliveryState, Subscriber
 from digest.store import Store
 from digest.store import schema as t
 from digest.store.privacy import KEY_CHECK_SCOPE, Consent, is_hard_bounce
 from digest.subscribers import export_csv, import_csv
-from tests.conftest import TEST_SECRET_KEY
+from digest.web.app import create_app
+from tests.conftest import ROOT, TEST_SECRET_KEY
+from tests.test_cli import digest
+from tests.test_signup import _client, sign_up
 
 T0 = datetime(2025, 1, 28, 9, 30, tzinfo=UTC)
 CATEGORIES = {"politik", "verwaltung"}
@@ -292,7 +298,10 @@ def test_erase_deletes_personal_data_keeps_counts_and_suppresses(
     issue_id = issue.id
 
     assert store.erase("erika@example.org") is True
-    assert store.personal_data("erika@example.org") is None
+    left = store.personal_data("erika@example.org")  # the keyed hash on the list, no more
+    assert left is not None and left["subscriber"] is None
+    assert [s["reason"] for s in left["suppressions"]] == ["erased"]
+    assert left["consents"] == left["deliveries"] == left["signups"] == left["mail"] == []
     assert store.delivery_counts(issue_id) == {"sent": 1}
     [kept] = store.deliveries(issue_id)
     assert (kept.email, kept.smtp_reply, kept.message_id) == ("", None, None)
@@ -331,3 +340,42 @@ def test_erasure_removes_pending_sign_ups_and_their_queued_mail(store: Store) ->
     assert store.signup(gone) is None and store.signup(stays) is not None
     assert [row["signup_id"] for row in store.queued_mail()] == [stays]
     assert store.is_suppressed("weg@example.org")
+
+
+async def test_export_and_erase_of_an_address_with_only_a_pending_sign_up(
+    demo_settings: Settings, store: Store, store_url: str, tmp_path: Path
+) -> None:
+    """Name, IP, user agent and page of a sign-up are held before any confirmation."""
+    async with _client(create_app(demo_settings, store), demo_settings, ip="192.0.2.44") as c:
+        await sign_up(c, "Wartend@example.org", name="Wanda Wartend")
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    env = {"DIGEST_STORE_URL": store_url, "DIGEST_SECRET_KEY": TEST_SECRET_KEY}
+
+    code, out, err = await digest(
+        "subscribers", "export", "wartend@EXAMPLE.org", cwd=tmp_path, **env
+    )
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["subscriber"] is None
+    [signup] = document["signups"]
+    assert (signup["email"], signup["name"], signup["ip"]) == (
+        "Wartend@example.org",
+        "Wanda Wartend",
+        "192.0.2.44",
+    )
+    assert signup["user_agent"] == "Testbrowser/1.0" and signup["page_url"]
+    assert signup["confirmed_at"] is None
+    [mail] = document["mail"]
+    assert mail["kind"] == "confirm" and mail["sent_at"] is None
+
+    code, out, err = await digest(
+        "subscribers", "erase", "WARTEND@example.org", "--yes", cwd=tmp_path, **env
+    )
+    assert code == 0, err
+    assert "erased WARTEND@example.org" in out
+    assert store.queued_mail() == []
+    with store.engine.connect() as conn:
+        for table in (t.signups, t.confirm_limits):
+            assert conn.execute(select(table)).all() == []
+    left = store.personal_data("wartend@example.org")
+    assert left is not None and left["signups"] == [] and left["mail"] == []

@@ -26,6 +26,7 @@ from digest.tokens import (
     read_confirm_token,
 )
 from digest.web.app import create_app
+from digest.web.forms import csrf_token
 from tests.smtp_server import RecordingServer
 
 NL = "wochenueberblick"
@@ -161,7 +162,6 @@ async def test_one_confirmation_per_address_and_interval(
 async def test_a_form_without_a_genuine_token_is_shown_again_and_does_nothing(
     demo_settings: Settings, store: Store, token: str
 ) -> None:
-    from digest.web.forms import csrf_token
 
     values = {
         "missing": None,
@@ -220,9 +220,11 @@ async def test_confirm_get_changes_nothing_and_post_subscribes_once(
         assert 'method="post"' in shown.text and "Anmeldung bestätigen" in shown.text
         assert snapshot(store) == before
         done = await confirm(client, url)
-        again = await confirm(client, url)
+        after = snapshot(store)
+        again = await client.post(url, data={"csrf": csrf_token(demo_settings.secret_key, url)})
+        assert snapshot(store) == after
     assert done.status_code == again.status_code == 200
-    assert done.content == again.content and "ist bestätigt" in done.text
+    assert "ist bestätigt" in done.text and "Bereits bestätigt" in again.text
     [active] = store.active_subscribers(newsletter=NL)
     assert active.email == "bestaetigt@example.org" and active.name == "Anna Beispiel"
     assert "allgemein" in active.lists
@@ -249,6 +251,36 @@ async def test_confirming_lifts_a_suppression(demo_settings: Settings, store: St
         assert (await confirm(client, url)).status_code == 200
     assert not store.is_suppressed("zurueck@example.org", NL)
     assert [s.email for s in store.active_subscribers(newsletter=NL)] == ["zurueck@example.org"]
+
+
+async def test_a_replayed_confirmation_does_not_undo_unsubscribing_from_all(
+    demo_settings: Settings, store: Store
+) -> None:
+    app = create_app(demo_settings, store)
+    async with _client(app, demo_settings) as client:
+        await sign_up(client, "widerruf@example.org")
+        [signup_id] = signup_ids(store)
+        url = f"/confirm/{make_confirm_token(demo_settings.secret_key, signup_id, NL)}"
+        done = await confirm(client, url)
+        preferences = re.search(r'href="(http://[^"]+/preferences/[^"]+)"', done.text)
+        assert preferences, done.text
+        shown = await client.get(preferences[1])
+        gone = await client.post(
+            preferences[1], data={"csrf": csrf_of(shown), "action": "unsubscribe_all"}
+        )
+        assert gone.status_code == 200
+        withdrawn = snapshot(store)
+        shown_again = await client.get(url)
+        # the form as it was shown before the first confirmation
+        replayed = await client.post(url, data={"csrf": csrf_token(demo_settings.secret_key, url)})
+    assert shown_again.status_code == replayed.status_code == 200
+    assert "Bereits bestätigt" in shown_again.text and "Bereits bestätigt" in replayed.text
+    assert 'method="post"' not in shown_again.text
+    assert snapshot(store) == withdrawn
+    assert store.is_suppressed("widerruf@example.org", NL)
+    assert store.active_subscribers(newsletter=NL) == []
+    document = store.personal_data("widerruf@example.org")
+    assert document is not None and len(document["consents"]) == 1
 
 
 async def test_bad_confirm_tokens_are_refused(
@@ -360,3 +392,110 @@ async def test_the_embeddable_form_leads_to_a_filled_in_page(
     assert 'value="yes" required checked' not in answer.text  # consent is given here
     assert CSRF.search(answer.text)
     assert store.queued_mail() == []
+
+
+PHISHING = "Ihr Konto wird gesperrt! Sofort bestaetigen: https://evil.example/login"
+
+
+async def test_the_confirmation_mail_carries_nothing_typed_but_the_address(
+    demo_settings: Settings, store: Store
+) -> None:
+    async with RecordingServer() as server:
+        settings = replace(demo_settings, smtp=server.settings())
+        async with _client(create_app(settings, store), settings) as client:
+            await sign_up(client, "opfer@example.org", name=PHISHING)
+            assert await send_due_mail(store, settings) == 1
+            [(_sender, recipients, data)] = server.messages
+            message = email.message_from_bytes(data, policy=email.policy.strict)
+            parts = [message.get_body((kind,)).get_content() for kind in ("plain", "html")]  # type: ignore[union-attr]
+            link = re.search(r"http://127\.0\.0\.1:8000(/confirm/\S+)", parts[0])
+            assert link
+            assert (await confirm(client, link[1])).status_code == 200
+    assert recipients == ["opfer@example.org"]
+    assert message["To"] == "opfer@example.org"
+    for part in [*parts, str(message["Subject"])]:
+        assert "gesperrt" not in part and "evil.example" not in part
+    assert "Guten Tag," in parts[0]
+    # the name is kept for the mail after the confirmation
+    [active] = store.active_subscribers(newsletter=NL)
+    assert active.name == PHISHING
+
+
+async def test_the_consent_proof_names_the_form_not_what_the_request_brought(
+    demo_settings: Settings, store: Store
+) -> None:
+    app = create_app(demo_settings, store)
+    async with _client(app, demo_settings) as client:
+        form = await client.get(SIGNUP)
+        await client.post(
+            f"{SIGNUP}?ref=Wz_token_of_someone",
+            data={
+                "csrf": csrf_of(form),
+                "email": "quelle@example.org",
+                "categories": ["politik"],
+                "regions": ["Bayern"],
+                "consent": "yes",
+            },
+            headers={"referer": "http://127.0.0.1:8000/preferences/WzEsIndvY2hlbiJd.secret"},
+        )
+    document = store.personal_data("quelle@example.org")
+    assert document is not None
+    [signup] = document["signups"]
+    assert signup["page_url"] == f"http://127.0.0.1:8000{SIGNUP}"
+
+
+async def _race(app: Any, settings: Settings, count: int) -> list[httpx.Response]:
+    async with _client(app, settings) as client:
+        token = csrf_of(await client.get(SIGNUP))
+
+    async def one(i: int) -> httpx.Response:
+        spelling = ["rennen@example.org", "Rennen@Example.ORG", "RENNEN@example.org"][i % 3]
+        async with _client(app, settings, ip=f"198.51.100.{i + 1}") as client:
+            return await client.post(
+                SIGNUP,
+                data={
+                    "csrf": token,
+                    "email": spelling,
+                    "categories": ["politik"],
+                    "regions": ["Bayern"],
+                    "consent": "yes",
+                },
+            )
+
+    return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def test_concurrent_sign_ups_for_one_address_send_one_confirmation(
+    demo_settings: Settings, store: Store
+) -> None:
+    async with RecordingServer() as server:
+        settings = replace(demo_settings, smtp=server.settings())
+        app = create_app(settings, store)
+        answers = await _race(app, settings, 25)
+        assert await send_due_mail(store, settings) == 1
+    assert {a.status_code for a in answers} == {200}
+    assert [m[1][0].lower() for m in server.messages] == ["rennen@example.org"]
+    assert len(store.queued_mail()) == 1
+
+
+def test_concurrent_sign_ups_in_threads_store_one(store: Store) -> None:
+    import threading
+
+    count = 20
+    start = threading.Barrier(count)
+    results: list[int | None] = []
+
+    def one(i: int) -> None:
+        spelling = ["faden@example.org", "Faden@EXAMPLE.org"][i % 2]
+        signup = NewSignup(NL, spelling, "", frozenset(), frozenset(), "Ja.", "1")
+        start.wait()
+        results.append(store.add_signup(signup, interval=timedelta(minutes=10)))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == count
+    assert len([r for r in results if r is not None]) == 1
+    assert len(store.queued_mail()) == 1

@@ -226,7 +226,6 @@ class PrivacyStore:
         else, is a StoreError and lifts nothing. Returns whether anything was lifted.
         """
         digest_of = self.address_hash(address)
-        scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
         with self.engine.begin() as conn:
             consent = conn.execute(
                 select(t.consents.c.confirmed_at, t.subscribers.c.email_key, t.subscribers.c.id)
@@ -242,25 +241,8 @@ class PrivacyStore:
                     f"consent {consent_id} is not a confirmed consent of this address; "
                     "a suppression is lifted only by a confirmed double opt-in"
                 )
-            lifted = conn.execute(
-                delete(t.suppressions).where(
-                    t.suppressions.c.address_hash == digest_of,
-                    t.suppressions.c.scope.in_(scopes),
-                )
-            ).rowcount
-            if newsletter:
-                conn.execute(
-                    delete(t.unsubscriptions).where(
-                        t.unsubscriptions.c.subscriber_id == consent.id,
-                        t.unsubscriptions.c.newsletter == newsletter,
-                    )
-                )
-            conn.execute(
-                update(t.subscribers)
-                .where(t.subscribers.c.id == consent.id, t.subscribers.c.status != "merged")
-                .values(status="active", updated_at=_now())
-            )
-        return bool(lifted)
+            lifted = lift_in(conn, digest_of, consent.id, newsletter)
+        return lifted
 
     # --- consent -------------------------------------------------------------------------
 
@@ -291,91 +273,41 @@ class PrivacyStore:
     def personal_data(self, address: str) -> dict[str, Any] | None:
         """Everything held about ``address`` as one JSON-ready document (Art. 15, 20).
 
-        None when no subscriber has the address; suppression entries alone (after an
-        erasure) are in :meth:`suppressions_of`.
+        The subscriber (None when there is none), their memberships, consents and
+        deliveries; sign-ups, confirmed or waiting for their confirmation, and the mail
+        queued for them; the suppression entries. None only when nothing at all is held.
         """
+        key = email_key(address)
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(t.subscribers).where(t.subscribers.c.email_key == email_key(address))
+                select(t.subscribers).where(t.subscribers.c.email_key == key)
             ).first()
-            if row is None:
-                return None
-            ids = [row.id] + list(
-                conn.execute(
-                    select(t.subscribers.c.id).where(t.subscribers.c.merged_into == row.id)
-                ).scalars()
-            )
-            memberships = conn.execute(
-                select(t.memberships)
-                .where(t.memberships.c.subscriber_id == row.id)
-                .order_by(t.memberships.c.list_name)
-            ).all()
-            unsubscribed = conn.execute(
-                select(t.unsubscriptions)
-                .where(t.unsubscriptions.c.subscriber_id == row.id)
-                .order_by(t.unsubscriptions.c.newsletter)
-            ).all()
-            consents = conn.execute(
-                select(t.consents)
-                .where(t.consents.c.subscriber_id.in_(ids))
-                .order_by(t.consents.c.created_at, t.consents.c.id)
-            ).all()
-            deliveries = conn.execute(
-                select(t.deliveries, t.issues.c.newsletter, t.issues.c.key)
-                .join(t.issues, t.issues.c.id == t.deliveries.c.issue_id)
-                .where(t.deliveries.c.subscriber_id.in_(ids))
-                .order_by(t.deliveries.c.updated_at, t.deliveries.c.id)
-            ).all()
+            subscriber = _subscriber_data(conn, row) if row is not None else _NO_SUBSCRIBER
             signups = conn.execute(
                 select(t.signups)
-                .where(t.signups.c.email_key == row.email_key)
+                .where(t.signups.c.email_key == key)
                 .order_by(t.signups.c.created_at, t.signups.c.id)
             ).all()
-            merged = conn.execute(
-                select(t.subscribers.c.email).where(t.subscribers.c.merged_into == row.id)
-            ).scalars()
-            other_spellings = sorted(merged)
+            queued = conn.execute(
+                select(t.mail_queue)
+                .where(t.mail_queue.c.recipient_key == key)
+                .order_by(t.mail_queue.c.created_at, t.mail_queue.c.id)
+            ).all()
+        suppressions = self.suppressions_of(address)
+        if row is None and not signups and not queued and not suppressions:
+            return None
         return {
-            "subscriber": {
-                "id": row.id,
-                "email": row.email,
-                "other_spellings": other_spellings,
-                "name": row.name,
-                "locale": row.locale,
-                "categories": sorted(row.categories or ()),
-                "regions": sorted(row.regions or ()),
-                "status": row.status,
-                "created_at": _iso(row.created_at),
-                "updated_at": _iso(row.updated_at),
-            },
-            "memberships": [
-                {"list": m.list_name, "since": _iso(m.created_at)} for m in memberships
-            ],
-            "unsubscribed": [
-                {"newsletter": u.newsletter, "at": _iso(u.created_at)} for u in unsubscribed
-            ],
-            "consents": [
-                {
-                    "source": c.source,
-                    "newsletter": c.newsletter,
-                    "list": c.list_name,
-                    "statement": c.statement,
-                    "text_version": c.text_version,
-                    "signed_up_at": _iso(c.created_at),
-                    "ip": c.ip,
-                    "user_agent": c.user_agent,
-                    "page_url": c.page_url,
-                    "confirmed_at": _iso(c.confirmed_at),
-                    "confirm_ip": c.confirm_ip,
-                }
-                for c in consents
-            ],
+            **subscriber,
             # Sign-ups kept until their links expire (confirmed ones are in "consents").
             "signups": [
                 {
                     "newsletter": u.newsletter,
                     "email": u.email,
                     "name": u.name,
+                    "categories": sorted(u.categories or ()),
+                    "regions": sorted(u.regions or ()),
+                    "statement": u.statement,
+                    "text_version": u.text_version,
                     "signed_up_at": _iso(u.created_at),
                     "ip": u.ip,
                     "user_agent": u.user_agent,
@@ -384,25 +316,19 @@ class PrivacyStore:
                 }
                 for u in signups
             ],
-            "deliveries": [
+            "mail": [
                 {
-                    "newsletter": d.newsletter,
-                    "issue": d.key,
-                    "at": _iso(d.updated_at),
-                    "state": d.state,
-                    "email": d.email,
-                    "message_id": d.message_id,
-                    "smtp_code": d.smtp_code,
-                    "smtp_reply": d.smtp_reply,
-                    "attempts": d.attempts,
-                    "bounce": d.bounce,
-                    "bounce_status": d.bounce_status,
-                    "bounce_diagnostic": d.bounce_diagnostic,
-                    "bounced_at": _iso(d.bounced_at),
+                    "kind": m.kind,
+                    "newsletter": m.newsletter,
+                    "queued_at": _iso(m.created_at),
+                    "attempts": m.attempts,
+                    "sent_at": _iso(m.sent_at),
+                    "given_up_at": _iso(m.given_up_at),
+                    "last_error": m.last_error,
                 }
-                for d in deliveries
+                for m in queued
             ],
-            "suppressions": self.suppressions_of(address),
+            "suppressions": suppressions,
         }
 
     def erase(self, address: str, now: datetime | None = None) -> bool:
@@ -414,8 +340,9 @@ class PrivacyStore:
         mail are deleted;
         delivery rows keep issue, state and time for the counts but lose the address,
         SMTP reply, Message-ID and bounce diagnostic. A suppression (reason 'erased') is
-        added in any case, also for an address nobody has. Returns whether a subscriber
-        was erased.
+        added in any case, also for an address nobody has. Returns whether anything
+        about the address was held and erased: a subscriber, or only a sign-up waiting
+        for its confirmation (with its queued mail).
         """
         now = now or _now()
         digest_of = self.address_hash(address)
@@ -423,13 +350,18 @@ class PrivacyStore:
             suppress_in(conn, digest_of, "erased", None, now)
             # Pending sign-ups and queued mail hold the address too.
             key = email_key(address)
-            conn.execute(delete(t.mail_queue).where(t.mail_queue.c.recipient_key == key))
-            conn.execute(delete(t.signups).where(t.signups.c.email_key == key))
+            held = conn.execute(
+                delete(t.mail_queue).where(t.mail_queue.c.recipient_key == key)
+            ).rowcount
+            held += conn.execute(delete(t.signups).where(t.signups.c.email_key == key)).rowcount
+            conn.execute(
+                delete(t.confirm_limits).where(t.confirm_limits.c.address_hash == digest_of)
+            )
             sid = conn.execute(
-                select(t.subscribers.c.id).where(t.subscribers.c.email_key == email_key(address))
+                select(t.subscribers.c.id).where(t.subscribers.c.email_key == key)
             ).scalar()
             if sid is None:
-                return False
+                return bool(held)
             ids = [sid] + list(
                 conn.execute(
                     select(t.subscribers.c.id).where(t.subscribers.c.merged_into == sid)
@@ -461,6 +393,103 @@ class PrivacyStore:
         return True
 
 
+#: The subscriber's part of an export of an address no subscriber has.
+_NO_SUBSCRIBER: dict[str, Any] = {
+    "subscriber": None,
+    "memberships": [],
+    "unsubscribed": [],
+    "consents": [],
+    "deliveries": [],
+}
+
+
+def _subscriber_data(conn: Connection, row: Any) -> dict[str, Any]:
+    """The subscriber's part of :meth:`PrivacyStore.personal_data`."""
+    ids = [row.id] + list(
+        conn.execute(
+            select(t.subscribers.c.id).where(t.subscribers.c.merged_into == row.id)
+        ).scalars()
+    )
+    memberships = conn.execute(
+        select(t.memberships)
+        .where(t.memberships.c.subscriber_id == row.id)
+        .order_by(t.memberships.c.list_name)
+    ).all()
+    unsubscribed = conn.execute(
+        select(t.unsubscriptions)
+        .where(t.unsubscriptions.c.subscriber_id == row.id)
+        .order_by(t.unsubscriptions.c.newsletter)
+    ).all()
+    consents = conn.execute(
+        select(t.consents)
+        .where(t.consents.c.subscriber_id.in_(ids))
+        .order_by(t.consents.c.created_at, t.consents.c.id)
+    ).all()
+    deliveries = conn.execute(
+        select(t.deliveries, t.issues.c.newsletter, t.issues.c.key)
+        .join(t.issues, t.issues.c.id == t.deliveries.c.issue_id)
+        .where(t.deliveries.c.subscriber_id.in_(ids))
+        .order_by(t.deliveries.c.updated_at, t.deliveries.c.id)
+    ).all()
+    other_spellings = sorted(
+        conn.execute(
+            select(t.subscribers.c.email).where(t.subscribers.c.merged_into == row.id)
+        ).scalars()
+    )
+    return {
+        "subscriber": {
+            "id": row.id,
+            "email": row.email,
+            "other_spellings": other_spellings,
+            "name": row.name,
+            "locale": row.locale,
+            "categories": sorted(row.categories or ()),
+            "regions": sorted(row.regions or ()),
+            "status": row.status,
+            "created_at": _iso(row.created_at),
+            "updated_at": _iso(row.updated_at),
+        },
+        "memberships": [{"list": m.list_name, "since": _iso(m.created_at)} for m in memberships],
+        "unsubscribed": [
+            {"newsletter": u.newsletter, "at": _iso(u.created_at)} for u in unsubscribed
+        ],
+        "consents": [
+            {
+                "source": c.source,
+                "newsletter": c.newsletter,
+                "list": c.list_name,
+                "statement": c.statement,
+                "text_version": c.text_version,
+                "signed_up_at": _iso(c.created_at),
+                "ip": c.ip,
+                "user_agent": c.user_agent,
+                "page_url": c.page_url,
+                "confirmed_at": _iso(c.confirmed_at),
+                "confirm_ip": c.confirm_ip,
+            }
+            for c in consents
+        ],
+        "deliveries": [
+            {
+                "newsletter": d.newsletter,
+                "issue": d.key,
+                "at": _iso(d.updated_at),
+                "state": d.state,
+                "email": d.email,
+                "message_id": d.message_id,
+                "smtp_code": d.smtp_code,
+                "smtp_reply": d.smtp_reply,
+                "attempts": d.attempts,
+                "bounce": d.bounce,
+                "bounce_status": d.bounce_status,
+                "bounce_diagnostic": d.bounce_diagnostic,
+                "bounced_at": _iso(d.bounced_at),
+            }
+            for d in deliveries
+        ],
+    }
+
+
 def suppress_in(
     conn: Connection, digest_of: str, reason: str, newsletter: str | None, now: datetime
 ) -> bool:
@@ -473,6 +502,31 @@ def suppress_in(
         [{"address_hash": digest_of, "scope": scope, "reason": reason, "created_at": now}],
     )
     return bool(added)
+
+
+def lift_in(conn: Connection, digest_of: str, subscriber_id: int, newsletter: str | None) -> bool:
+    """Lift a suppression in ``conn``, for the caller that holds a confirmed consent
+    (see :meth:`PrivacyStore.lift`); returns whether a suppression was lifted."""
+    scopes = [t.ALL_NEWSLETTERS] + ([newsletter] if newsletter else [])
+    lifted = conn.execute(
+        delete(t.suppressions).where(
+            t.suppressions.c.address_hash == digest_of,
+            t.suppressions.c.scope.in_(scopes),
+        )
+    ).rowcount
+    if newsletter:
+        conn.execute(
+            delete(t.unsubscriptions).where(
+                t.unsubscriptions.c.subscriber_id == subscriber_id,
+                t.unsubscriptions.c.newsletter == newsletter,
+            )
+        )
+    conn.execute(
+        update(t.subscribers)
+        .where(t.subscribers.c.id == subscriber_id, t.subscribers.c.status != "merged")
+        .values(status="active", updated_at=_now())
+    )
+    return bool(lifted)
 
 
 def leave_active(conn: Connection, key: str, reason: str, now: datetime) -> None:

@@ -254,6 +254,18 @@ mail_queue = Table(
     Index("ix_mail_queue_recipient", "recipient_key", "created_at"),
 )
 
+#: When a confirmation mail was last queued per newsletter and address: the key that
+#: makes "one confirmation per address and interval" hold when sign-ups race (an
+#: upsert on it is atomic where a look at ``mail_queue`` followed by an insert is not).
+#: Keyed by the suppression list's hash, so it holds no address.
+confirm_limits = Table(
+    "confirm_limits",
+    metadata,
+    Column("newsletter", String(100), primary_key=True),
+    Column("address_hash", String(64), primary_key=True),
+    Column("queued_at", UTCDateTime(), nullable=False),
+)
+
 #: People who edit and approve issues in the web app (``/admin``); argon2 hashes only.
 editors = Table(
     "editors",

@@ -2,8 +2,9 @@
 
 Mixed into :class:`~digest.store.Store`. A sign-up is not a subscriber: until the
 reader confirms it, the address is only in ``signups`` and gets nothing but the
-confirmation mail. Confirming creates (or updates) the subscriber, joins the list and
-copies the proof into ``consents``; :meth:`PrivacyStore.lift` then lifts a suppression.
+confirmation mail. Confirming creates (or updates) the subscriber, joins the list,
+copies the proof into ``consents`` and lifts a suppression of the address, all in one
+transaction, once per sign-up.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 from digest.addresses import email_key
 from digest.models import Subscriber
 from digest.store import schema as t
-from digest.store.sql import insert_ignoring_duplicates
+from digest.store.privacy import lift_in
+from digest.store.sql import insert_ignoring_duplicates, upsert_where
 
 __all__ = ["CONFIRM", "NewSignup", "QueuedMail", "Signup", "SignupStore"]
 
@@ -85,6 +87,7 @@ class SignupStore:
     """Sign-ups, their confirmation, the mail queue and the preference centre's writes."""
 
     engine: Engine
+    address_hash: Callable[[str], str]  # PrivacyStore's
 
     # --- sign-ups ------------------------------------------------------------------------
 
@@ -94,20 +97,25 @@ class SignupStore:
         """Store a sign-up and queue its confirmation mail, in one transaction.
 
         None (and nothing stored) when a confirmation of this newsletter was queued for
-        the address less than ``interval`` ago: at most one mail per address and interval.
+        the address (in any spelling) less than ``interval`` ago: at most one mail per
+        address and interval, also when sign-ups for it arrive at the same moment.
         """
         now = now or _now()
         key = email_key(signup.email)
+        limits = t.confirm_limits
         with self.engine.begin() as conn:
-            recent = conn.execute(
-                select(t.mail_queue.c.id).where(
-                    t.mail_queue.c.recipient_key == key,
-                    t.mail_queue.c.newsletter == signup.newsletter,
-                    t.mail_queue.c.kind == CONFIRM,
-                    t.mail_queue.c.created_at > now - interval,
-                )
-            ).first()
-            if recent is not None:
+            # The write comes first: it takes the row (and on SQLite the write lock) before
+            # anything is read, so of concurrent sign-ups exactly one gets the slot.
+            if not upsert_where(
+                conn,
+                limits,
+                {
+                    "newsletter": signup.newsletter,
+                    "address_hash": self.address_hash(signup.email),
+                    "queued_at": now,
+                },
+                limits.c.queued_at <= now - interval,
+            ):
                 return None
             signup_id = conn.execute(
                 t.signups.insert()
@@ -145,21 +153,7 @@ class SignupStore:
     def signup(self, signup_id: int) -> Signup | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.signups).where(t.signups.c.id == signup_id)).first()
-        if row is None:
-            return None
-        return Signup(
-            id=row.id,
-            newsletter=row.newsletter,
-            email=row.email,
-            name=row.name,
-            categories=frozenset(row.categories or ()),
-            regions=frozenset(row.regions or ()),
-            locale=row.locale,
-            created_at=row.created_at,
-            confirmed_at=row.confirmed_at,
-            subscriber_id=row.subscriber_id,
-            consent_id=row.consent_id,
-        )
+        return None if row is None else _signup(row)
 
     def confirm_signup(
         self,
@@ -169,12 +163,14 @@ class SignupStore:
         interests: Interests,
         ip: str | None,
         now: datetime | None = None,
-    ) -> Signup | None:
-        """Confirm a sign-up once: subscriber, membership and proof of consent.
+    ) -> tuple[Signup, bool] | None:
+        """Confirm a sign-up once: subscriber, membership, proof of consent, and the
+        suppression of the address for its newsletter (and every newsletter) lifted.
 
-        Idempotent: a sign-up confirmed before is returned as it is, nothing changes.
-        None for a sign-up that does not exist (any more). The caller lifts a
-        suppression with the returned ``consent_id`` (:meth:`PrivacyStore.lift`).
+        Returns the sign-up and whether this call confirmed it; None for a sign-up that
+        does not exist (any more). A token is good for one confirmation: a sign-up
+        confirmed before changes nothing, so replaying its link cannot undo a later
+        withdrawal (the lift happens in the same transaction as the confirmation).
         """
         now = now or _now()
         with self.engine.begin() as conn:
@@ -186,8 +182,10 @@ class SignupStore:
                 .values(confirmed_at=now)
             ).rowcount
             row = conn.execute(select(t.signups).where(t.signups.c.id == signup_id)).first()
-            if row is None or not claimed:
-                return self.signup(signup_id) if row is not None else None
+            if row is None:
+                return None
+            if not claimed:
+                return _signup(row), False
             sid = _subscriber_for(conn, row, interests, now)
             insert_ignoring_duplicates(
                 conn,
@@ -217,12 +215,20 @@ class SignupStore:
                 .where(t.signups.c.id == signup_id)
                 .values(subscriber_id=sid, consent_id=consent_id)
             )
-        return self.signup(signup_id)
+            lift_in(conn, self.address_hash(row.email), sid, row.newsletter)
+            row = conn.execute(select(t.signups).where(t.signups.c.id == signup_id)).one()
+        return _signup(row), True
 
     def purge_signups(self, newsletter: str, older_than: datetime) -> int:
         """Delete the sign-ups of ``newsletter`` made before ``older_than`` (their links
         have expired); a confirmed one's proof stays in ``consents``."""
         with self.engine.begin() as conn:
+            conn.execute(
+                delete(t.confirm_limits).where(
+                    t.confirm_limits.c.newsletter == newsletter,
+                    t.confirm_limits.c.queued_at < older_than,
+                )
+            )
             return int(
                 conn.execute(
                     delete(t.signups).where(
@@ -357,6 +363,22 @@ class SignupStore:
                     updated_at=now or _now(),
                 )
             )
+
+
+def _signup(row: Any) -> Signup:
+    return Signup(
+        id=row.id,
+        newsletter=row.newsletter,
+        email=row.email,
+        name=row.name,
+        categories=frozenset(row.categories or ()),
+        regions=frozenset(row.regions or ()),
+        locale=row.locale,
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
+        subscriber_id=row.subscriber_id,
+        consent_id=row.consent_id,
+    )
 
 
 def _subscriber_for(conn: Connection, signup: Any, interests: Interests, now: datetime) -> int:

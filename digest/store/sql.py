@@ -8,7 +8,7 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["insert_ignoring_duplicates"]
+__all__ = ["insert_ignoring_duplicates", "upsert_where"]
 
 
 def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -22,3 +22,21 @@ def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[s
     # One statement a row: RETURNING tells what was added on every driver (rowcount
     # does not, for INSERT … ON CONFLICT on psycopg).
     return sum(len(conn.execute(statement, row).all()) for row in rows)
+
+
+def upsert_where(conn: Connection, table: Table, row: dict[str, Any], where: Any) -> bool:
+    """Insert ``row``, or on a key conflict overwrite the stored row if ``where`` holds.
+
+    One statement, so it is atomic on both databases: of two concurrent calls for one
+    key, the second sees the first's row (PostgreSQL waits for its commit; SQLite
+    writes one transaction at a time). Returns whether a row was written.
+    """
+    insert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    keys = [c.name for c in table.primary_key.columns]
+    statement = insert(table).values(**row)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={k: statement.excluded[k] for k in row if k not in keys},
+        where=where,
+    ).returning(*table.primary_key.columns)
+    return conn.execute(statement).first() is not None

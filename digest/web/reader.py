@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,30 @@ __all__ = ["reader_routes"]
 
 Render = Callable[..., Response]
 MAX_NAME = 100
+#: The suppressions a reader may lift on their preference page: their own withdrawal.
+#: A complaint, a hard or soft bounce or the operator's decision is lifted only by a new
+#: sign-up with its own double opt-in.
+LIFTED_BY_THE_READER = frozenset({"unsubscribed"})
+#: Statuses such a suppression for every newsletter leaves behind.
+BLOCKED_STATUSES = frozenset({"bounced", "complained", "suppressed"})
+#: What the consent proof of a choice on the preference page names as its page: the
+#: route, never the link itself (its token opens the reader's data).
+PREFERENCES_PAGE = "/preferences/"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One newsletter on a reader's preference page."""
+
+    newsletter: NewsletterSettings
+    receives: bool
+    #: Suppressed for a reason only a new sign-up lifts: shown, but cannot be chosen.
+    blocked: bool
+
+    @property
+    def joinable(self) -> bool:
+        return not self.receives and not self.blocked and self.newsletter.signup
+
 
 # Message ids, translated when a page is shown.
 _INVALID_LINK = (
@@ -44,6 +69,13 @@ _INVALID_LINK = (
     N_(
         "This link is invalid, incomplete or has expired. Please use the complete link "
         "from the email or sign up again."
+    ),
+)
+_ALREADY_CONFIRMED = (
+    N_("Already confirmed"),
+    N_(
+        "This sign-up has already been confirmed, and its link changes nothing any more. "
+        "To change your subscription, use the link at the end of each newsletter."
     ),
 )
 _ERASED = (
@@ -171,7 +203,9 @@ def reader_routes(
             locale=newsletter.locale,
             ip=_client_ip(request),
             user_agent=(request.headers.get("user-agent") or "")[:1000] or None,
-            page_url=(request.headers.get("referer") or str(request.url))[:2000],
+            # The form's own address: consent is given on this page (also after the
+            # embeddable snippet), and a Referer or query string may carry anything.
+            page_url=settings.public_url + request.url.path,
         )
         interval = timedelta(minutes=newsletter.confirm_interval_minutes)
         # Stored (mail queued) or not, because one was sent lately: the same answer.
@@ -201,7 +235,13 @@ def reader_routes(
         found = confirm_token(request)
         if found is None:
             return invalid_link(request)
-        return form_page(request, "confirm.html", locale=found[1].locale, newsletter=found[1])
+        signup_id, newsletter = found
+        pending = store.signup(signup_id)
+        if pending is None or pending.newsletter != newsletter.id:
+            return invalid_link(request, newsletter.locale)
+        if pending.confirmed_at is not None:
+            return message(request, 200, newsletter.locale, *_ALREADY_CONFIRMED)
+        return form_page(request, "confirm.html", locale=newsletter.locale, newsletter=newsletter)
 
     async def confirm(request: Request) -> Response:
         found = confirm_token(request)
@@ -232,17 +272,19 @@ def reader_routes(
                 ip=_client_ip(request),
             )
         )
-        if done is None or done.subscriber_id is None:
+        if done is None or done[0].subscriber_id is None:
             return invalid_link(request, newsletter.locale)
-        if done.consent_id is not None:
-            # Idempotent: a replay lifts nothing more.
-            await run_in_threadpool(store.lift, done.email, done.consent_id, newsletter.id)
+        confirmed, first = done
+        if not first:
+            # One token, one confirmation: a replay must not undo a later withdrawal.
+            return message(request, 200, newsletter.locale, *_ALREADY_CONFIRMED)
+        assert confirmed.subscriber_id is not None
         return render(
             request,
             "confirmed.html",
             locale=newsletter.locale,
             newsletter=newsletter,
-            preferences_url=preferences_url(settings, newsletter.id, done.subscriber_id),
+            preferences_url=preferences_url(settings, newsletter.id, confirmed.subscriber_id),
         )
 
     # --- preference centre -----------------------------------------------------------------
@@ -280,6 +322,25 @@ def reader_routes(
             and not store.is_suppressed(subscriber.email, newsletter.id)
         )
 
+    def choices(subscriber: Subscriber, status: str) -> list[Choice]:
+        """The newsletters the page offers: those open to sign-ups and those the reader
+        receives; a closed newsletter the reader does not get is never named."""
+        suppressions = store.suppressions_of(subscriber.email)
+        offered = []
+        for newsletter in settings.newsletters:
+            gets = receives(subscriber, status, newsletter)
+            if not gets and not newsletter.signup:
+                continue
+            blocked = not gets and (
+                status in BLOCKED_STATUSES
+                or any(
+                    s["scope"] in ("all", newsletter.id) and s["reason"] not in LIFTED_BY_THE_READER
+                    for s in suppressions
+                )
+            )
+            offered.append(Choice(newsletter, gets, blocked))
+        return offered
+
     def preferences_page(
         request: Request,
         subscriber: Subscriber,
@@ -301,7 +362,7 @@ def reader_routes(
             subscriber=subscriber,
             categories=chosen_categories,
             regions=chosen_regions,
-            newsletters=[(n, receives(subscriber, status, n)) for n in settings.newsletters],
+            choices=choices(subscriber, status),
             saved=saved,
         )
 
@@ -351,17 +412,37 @@ def reader_routes(
         name = " ".join(str(form.get("name") or "").split())[:MAX_NAME]
         store.set_interests(subscriber.id, name=name, categories=categories, regions=regions)
         wanted = {v for v in form.getlist("newsletters") if isinstance(v, str)}
-        status = store.subscriber_by_id(subscriber.id)
-        assert status is not None
-        for other in settings.newsletters:
-            has = receives(subscriber, status[1], other)
-            if other.id in wanted and not has:
-                subscribe_from_preferences(request, subscriber, other)
-            elif other.id not in wanted and has:
-                store.unsubscribe(subscriber.id, other.id)
+        found = store.subscriber_by_id(subscriber.id)
+        assert found is not None
+        offered = choices(*found)
+        for choice in offered:
+            if choice.receives and choice.newsletter.id not in wanted:
+                store.unsubscribe(subscriber.id, choice.newsletter.id)
+        joining = [c.newsletter for c in offered if c.joinable and c.newsletter.id in wanted]
+        if joining:
+            keep_withdrawn(subscriber, {n.id for n in joining})
+        for other in joining:
+            subscribe_from_preferences(request, subscriber, other)
         updated = store.subscriber_by_id(subscriber.id)
         assert updated is not None
         return preferences_page(request, *updated, newsletter, saved=True)
+
+    def keep_withdrawn(subscriber: Subscriber, joining: set[str]) -> None:
+        """Before joining lifts an "unsubscribe from all": every other newsletter the
+        reader would get again without it is withdrawn from on its own, so that only
+        what was chosen comes back."""
+        assert subscriber.id is not None
+        if not store.is_suppressed(subscriber.email):
+            return
+        scoped = {s["scope"] for s in store.suppressions_of(subscriber.email)}
+        for other in settings.newsletters:
+            if (
+                other.id not in joining
+                and other.id not in scoped
+                and subscriber.lists & segment_lists(other)
+                and not store.unsubscribed(subscriber.id, other.id)
+            ):
+                store.unsubscribe(subscriber.id, other.id)
 
     def subscribe_from_preferences(
         request: Request, subscriber: Subscriber, newsletter: NewsletterSettings
@@ -381,7 +462,7 @@ def reader_routes(
                 created_at=now,
                 ip=_client_ip(request),
                 user_agent=(request.headers.get("user-agent") or "")[:1000] or None,
-                page_url=str(request.url.path),
+                page_url=PREFERENCES_PAGE,
                 confirmed_at=now,
                 confirm_ip=_client_ip(request),
             ),
