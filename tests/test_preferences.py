@@ -14,7 +14,7 @@ from digest.models import Subscriber
 from digest.store import Store
 from digest.tokens import make_token, preferences_url, unsubscribe_url
 from digest.web.app import create_app
-from tests.test_signup import CSRF, _client, csrf_of, snapshot
+from tests.test_signup import CSRF, _client, csrf_of, sign_up, snapshot
 
 NL = "wochenueberblick"
 OTHER = "zweiter"
@@ -284,3 +284,23 @@ async def test_the_consent_proof_holds_the_route_not_the_link(
     [consent] = exported.json()["consents"]
     assert consent["source"] == "preferences" and consent["page_url"] == "/preferences/"
     assert token not in exported.text
+
+
+async def test_nul_characters_in_a_reader_s_form_are_no_error(
+    settings: Settings, store: Store
+) -> None:
+    """PostgreSQL cannot store a NUL character: one in a typed name is dropped, not a 500."""
+    sid = _subscriber(store)
+    url = preferences_url(settings, NL, sid)
+    async with _client(create_app(settings, store), settings) as client:
+        saved = await post(
+            client, url, action="save", name="Lea\x00 Neu", categories=["politik\x00"]
+        )
+        signed_up = await sign_up(client, "neu@example.org", name="Nina\x00 Neu")
+    assert saved.status_code == 200 and "gespeichert" in saved.text
+    found = store.subscriber_by_id(sid)
+    assert found is not None and found[0].name == "Lea Neu"
+    assert found[0].categories == {"politik"}
+    assert signed_up.status_code == 200
+    document = store.personal_data("neu@example.org")
+    assert document is not None and "\x00" not in json.dumps(document)

@@ -60,7 +60,7 @@ from digest.schedule import next_runs_of
 from digest.store import Store
 from digest.store.editorial import Editor
 from digest.transport import SmtpPool
-from digest.web.forms import CSRF_FIELD, csrf_token, form_is_genuine
+from digest.web.forms import CSRF_FIELD, csrf_token, field_text, form_is_genuine
 from digest.web.routing import SHOWING, Handler, _call, page
 from digest.web.security import _client_key
 
@@ -243,8 +243,8 @@ def admin_routes(
 
     async def login(request: Request) -> Response:
         form = await request.form()
-        name = _field(form.get("name")).strip()[:100]
-        password = _field(form.get("password"))
+        name = field_text(form.get("name")).strip()[:100]
+        password = field_text(form.get("password"))
         target = safe_next(form.get("next"))
         if not genuine(request, form):
             return login_form(
@@ -430,8 +430,8 @@ def admin_routes(
                 issue_page, request, newsletter, week, 400, catalogue.gettext(_EXPIRED_FORM)
             )
         editor: Editor = request.state.session[0]
-        uid = _field(form.get("uid")) if "uid" in form else None
-        text = _field(form.get("text")) if "text" in form else None
+        uid = field_text(form.get("uid")) if "uid" in form else None
+        text = field_text(form.get("text")) if "text" in form else None
 
         def change() -> Response:
             try:
@@ -439,7 +439,7 @@ def admin_routes(
                     store,
                     newsletter,
                     week,
-                    action=_field(form.get("action")),
+                    action=field_text(form.get("action")),
                     uid=uid,
                     text=text,
                     editor=editor.name,
@@ -499,8 +499,8 @@ def admin_routes(
     # --- preview and test ------------------------------------------------------------------
 
     def chosen(request: Request, newsletter: NewsletterSettings) -> dict[str, str]:
-        subscriber = _field(request.query_params.get("subscriber")).strip()[:320]
-        segment = _field(request.query_params.get("segment"))
+        subscriber = field_text(request.query_params.get("subscriber")).strip()[:320]
+        segment = field_text(request.query_params.get("segment"))
         if subscriber:
             return {"subscriber": subscriber}
         names = [s.name for s in newsletter.segments]
@@ -512,7 +512,7 @@ def admin_routes(
             return not_found(request)
         week = request.path_params["week"]
         who = chosen(request, newsletter)
-        search = _field(request.query_params.get("q")).strip()[:100]
+        search = field_text(request.query_params.get("q")).strip()[:100]
         matches = store.search_subscribers(search) if search else []
         context: dict[str, Any] = {
             "title": catalogue.gettext("Preview of %(week)s") % {"week": week},
@@ -605,9 +605,9 @@ def admin_routes(
         if newsletter is None:
             return not_found(request)
         form = await request.form()
-        raw = _field(form.get("addresses"))[:2000]
-        segment = _field(form.get("segment"))
-        subscriber = _field(form.get("subscriber")).strip()[:320]
+        raw = field_text(form.get("addresses"))[:2000]
+        segment = field_text(form.get("segment"))
+        subscriber = field_text(form.get("subscriber")).strip()[:320]
         values: dict[str, Any] = {"addresses": raw, "segment": segment, "subscriber": subscriber}
         if not genuine(request, form):
             return test_form(request, 400, error=catalogue.gettext(_EXPIRED_FORM), **values)
@@ -683,12 +683,6 @@ def admin_routes(
             name="admin_test",
         ),
     ]
-
-
-def _field(value: object) -> str:
-    """A form or query value as text, without NUL characters (which PostgreSQL cannot
-    store or compare: one in a name or a search would be an error, not an answer)."""
-    return value.replace("\x00", "") if isinstance(value, str) else ""
 
 
 def _cores() -> int:

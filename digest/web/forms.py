@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 
-__all__ = ["CSRF_FIELD", "FORM_MAX_AGE", "HONEYPOT_FIELD", "csrf_token", "form_is_genuine"]
+__all__ = [
+    "CSRF_FIELD",
+    "FORM_MAX_AGE",
+    "HONEYPOT_FIELD",
+    "csrf_token",
+    "field_text",
+    "form_is_genuine",
+]
 
 CSRF_FIELD = "csrf"
 #: A visually hidden field people leave empty and form-filling robots do not.
@@ -67,3 +74,9 @@ def form_is_genuine(
         return False
     expected = f"{request.url.path}\n{bound}" if bound else request.url.path
     return bool(path == expected)
+
+
+def field_text(value: object) -> str:
+    """A form or query value as text, without NUL characters (which PostgreSQL cannot
+    store or compare: one in a name or a search would be an error, not an answer)."""
+    return value.replace("\x00", "") if isinstance(value, str) else ""

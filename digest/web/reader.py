@@ -31,7 +31,7 @@ from digest.store import Store
 from digest.store.privacy import Consent
 from digest.store.signups import NewSignup
 from digest.tokens import PREFERENCES, TokenError, preferences_url, read_confirm_token, read_token
-from digest.web.forms import CSRF_FIELD, HONEYPOT_FIELD, csrf_token, form_is_genuine
+from digest.web.forms import CSRF_FIELD, HONEYPOT_FIELD, csrf_token, field_text, form_is_genuine
 from digest.web.routing import page, page_locale
 
 __all__ = ["reader_routes"]
@@ -159,11 +159,11 @@ def reader_routes(
             return not_found(request)
         form = await request.form()
         values: dict[str, Any] = {
-            "email": str(form.get("email") or "").strip()[:320],
-            "name": " ".join(str(form.get("name") or "").split())[:MAX_NAME],
-            "categories": {v for v in form.getlist("categories") if isinstance(v, str)}
+            "email": field_text(form.get("email")).strip()[:320],
+            "name": " ".join(field_text(form.get("name")).split())[:MAX_NAME],
+            "categories": {field_text(v) for v in form.getlist("categories") if isinstance(v, str)}
             & {c.key for c in newsletter.categories},
-            "regions": {v for v in form.getlist("regions") if isinstance(v, str)}
+            "regions": {field_text(v) for v in form.getlist("regions") if isinstance(v, str)}
             & set(newsletter.regions),
             "consent": form.get("consent") == "yes",
         }
@@ -399,8 +399,10 @@ def reader_routes(
         request: Request, form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
     ) -> Response:
         assert subscriber.id is not None
-        chosen_categories = {v for v in form.getlist("categories") if isinstance(v, str)}
-        chosen_regions = {v for v in form.getlist("regions") if isinstance(v, str)}
+        chosen_categories = {
+            field_text(v) for v in form.getlist("categories") if isinstance(v, str)
+        }
+        chosen_regions = {field_text(v) for v in form.getlist("regions") if isinstance(v, str)}
         own = {c.key for c in newsletter.categories}
         interests = merged_interests(
             settings,
@@ -409,9 +411,9 @@ def reader_routes(
             chosen_regions & set(newsletter.regions) or set(newsletter.regions),
         )
         categories, regions = interests(subscriber.categories, subscriber.regions)
-        name = " ".join(str(form.get("name") or "").split())[:MAX_NAME]
+        name = " ".join(field_text(form.get("name")).split())[:MAX_NAME]
         store.set_interests(subscriber.id, name=name, categories=categories, regions=regions)
-        wanted = {v for v in form.getlist("newsletters") if isinstance(v, str)}
+        wanted = {field_text(v) for v in form.getlist("newsletters") if isinstance(v, str)}
         found = store.subscriber_by_id(subscriber.id)
         assert found is not None
         offered = choices(*found)
