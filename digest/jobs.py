@@ -416,8 +416,10 @@ def preview_message(
         return issue, personalizer.message_for(replace(recipient, subscriber=stand_in), variant)
     # A test goes out as readers' messages do: from the prepared bytes, DKIM-signed. It
     # belongs to no delivery, so its return path is the plain sender address.
+    # Nor does a test mail carry the name the reader typed (whoever signed up typed it):
+    # it greets as a reader without a name is greeted.
     return issue, personalizer.fast_message_for(
-        replace(recipient, subscriber=replace(stand_in, email=to)),
+        replace(recipient, subscriber=replace(stand_in, email=to, name="")),
         variant,
         make_msgid(domain=newsletter.sender_domain),
         envelope_from=sender_address(newsletter),

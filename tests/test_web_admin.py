@@ -417,6 +417,33 @@ async def test_test_send_goes_through_smtp_and_is_not_a_delivery(
     assert collected.get_issue(NL, WEEK) is None  # nothing recorded, not even the issue
 
 
+async def test_a_test_send_as_a_reader_carries_no_text_the_reader_typed(
+    demo_settings: Settings, collected: Store
+) -> None:
+    """A name is typed by whoever signed up: a test mail shows the reader's cut, not it."""
+    phishing = "Konto gesperrt! Sofort bestaetigen: https://evil.example/login"
+    collected.save_subscriber(Subscriber("typed@example.org", phishing), ["allgemein"])
+    async with RecordingServer() as smtp:
+        settings = replace(demo_settings, smtp=smtp.settings())
+        async with client(settings, collected) as http:
+            await log_in(http)
+            form = await http.get(f"{ISSUE}/test")
+            done = await http.post(
+                f"{ISSUE}/test",
+                data={
+                    "csrf": csrf_of(form, 1),
+                    "addresses": "probe@example.org",
+                    "subscriber": "typed@example.org",
+                },
+            )
+    assert done.status_code == 200 and "250" in done.text
+    [(_sender, _rcpt, data)] = smtp.messages
+    mail = email.message_from_bytes(data, policy=email.policy.strict)
+    parts = [p.get_content() for p in mail.walk() if p.get_content_maintype() == "text"]
+    assert parts and not any("evil.example" in part or "Konto gesperrt" in part for part in parts)
+    assert "evil.example" not in str(mail["to"])
+
+
 # --- review --------------------------------------------------------------------------------
 
 
