@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -72,3 +73,12 @@ def demo_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     from dataclasses import replace
 
     return replace(settings, outbox=tmp_path / "outbox")
+
+
+@pytest.fixture(autouse=True)
+def _log_record_factory_restored() -> Iterator[None]:
+    """A test that runs the CLI in-process installs its log redaction (a record factory
+    for the whole process); later tests must see plain records again."""
+    factory = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(factory)
