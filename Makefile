@@ -43,7 +43,7 @@ bench: $(STAMP)
 bench-million: $(STAMP)
 	$(BIN)/python benchmarks/send_throughput.py --subscribers 20000 --million
 
-# Regenerate the configuration reference in README.md from digest/config.py.
+# Regenerate the configuration reference in README.md from digest/config/.
 readme: $(STAMP)
 	$(BIN)/python -m digest.config --update-readme
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from digest.audience.subscribers import import_csv
 from digest.store import Store
-from digest.subscribers import import_csv
 
 CATEGORIES = ["politik", "verwaltung", "smart-city", "sicherheit", "infrastruktur"]
 REGIONS = ["Bayern", "Hessen", "Sachsen", "Hamburg"]

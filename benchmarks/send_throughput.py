@@ -41,11 +41,11 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import create_engine, text
 
-from digest import jobs
 from digest.config import load_settings
-from digest.relays import open_transport
-from digest.senders import sender_processes
-from digest.transport import LocalSmtpServer
+from digest.delivery.relays import open_transport
+from digest.delivery.senders import sender_processes
+from digest.delivery.transport import LocalSmtpServer
+from digest.ops import jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
@@ -324,9 +324,9 @@ def measure_send(store_url: str, port: int, pool_size: int, key_file: str | None
 
 def sample_message(store_url: str, key_file: str | None) -> tuple[str, str, bytes]:
     """One recipient's message as the send path makes it (signed when it signs)."""
-    from digest.deliver import Personalizer
-    from digest.issues import prepare_issue
-    from digest.segments import recipients_for, segment_lists
+    from digest.audience.segments import recipients_for, segment_lists
+    from digest.delivery.deliver import Personalizer
+    from digest.issue.prepare import prepare_issue
 
     settings = _settings(store_url, 25, 1, key_file)
     store = jobs.open_store(settings)
@@ -340,7 +340,7 @@ def sample_message(store_url: str, key_file: str | None) -> tuple[str, str, byte
         (r, v) for r in recipients_for(newsletter, first) if (v := personalizer.variant_for(r))
     )
     if hasattr(personalizer, "fast_message_for"):
-        from digest.dkim import signer_for
+        from digest.message.dkim import signer_for
 
         message = personalizer.fast_message_for(
             recipient, variant, "<bench@example.org>",
@@ -391,7 +391,7 @@ def _postgres_url(base: str) -> tuple[str, Any]:
 
 def _key(tmp: Path, algorithm: str) -> str | None:
     try:
-        from digest.dkim import generate_key, private_pem
+        from digest.message.dkim import generate_key, private_pem
     except ImportError:
         return None  # code without DKIM: unsigned
     path = tmp / f"{algorithm}.key"

@@ -16,16 +16,16 @@ import feedparser
 import httpx
 import pytest
 
-from digest import jobs
-from digest.archive import EVERY_CATEGORY, sanitised_body
+from digest.audience.segments import cut_for
+from digest.audience.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.config import NewsletterSettings, Settings, StoreSettings
-from digest.demo import import_demo_lists
-from digest.issues import prepare_issue
-from digest.models import Subscriber
-from digest.segments import cut_for
+from digest.core.models import Subscriber
+from digest.delivery.transport import SmtpPool
+from digest.issue.prepare import prepare_issue
+from digest.message.archive import EVERY_CATEGORY, sanitised_body
+from digest.ops import jobs
+from digest.ops.demo import import_demo_lists
 from digest.store import Store
-from digest.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
-from digest.transport import SmtpPool
 from digest.web.app import create_app
 from digest.web.security import ARCHIVE_CONTENT_SECURITY_POLICY
 from tests.smtp_server import RecordingServer

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from digest import jobs
-from digest.bounces import (
+from digest.config import BounceSettings, ConfigError, Settings, StoreSettings, parse_settings
+from digest.delivery.transport import SmtpPool
+from digest.mailboxes.bounces import (
     BounceOutcome,
     BounceReport,
     ForgedReturnPath,
@@ -35,12 +36,11 @@ from digest.bounces import (
     return_path,
     verp_address,
 )
-from digest.config import BounceSettings, ConfigError, Settings, StoreSettings, parse_settings
-from digest.demo import import_demo_lists
-from digest.mailbox import MaildirMailbox
+from digest.mailboxes.mailbox import MaildirMailbox
+from digest.ops import jobs
+from digest.ops.demo import import_demo_lists
 from digest.store import DeliveryRow, Store
 from digest.store import schema as t
-from digest.transport import SmtpPool
 from tests.smtp_server import RecordingServer
 
 FIXTURES = Path(__file__).parent / "bounces"

@@ -26,11 +26,11 @@ from typing import Any
 
 import pytest
 
-from digest import jobs
+from digest.audience.tokens import unsubscribe_url
 from digest.config import Settings
-from digest.models import Article, Subscriber
+from digest.core.models import Article, Subscriber
+from digest.ops import jobs
 from digest.store import Store
-from digest.tokens import unsubscribe_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -173,7 +173,7 @@ async def test_sign_up_confirm_change_preferences_and_unsubscribe(
     through the link in that mail. The store and `digest subscribers export` follow each
     step.
     """
-    from digest.transport import SmtpPool
+    from digest.delivery.transport import SmtpPool
     from digest.web.app import create_app
     from tests.conftest import TEST_SECRET_KEY
     from tests.smtp_server import RecordingServer
@@ -412,7 +412,7 @@ async def test_a_complained_reader_s_preferences_say_why_and_where_to_sign_up(
     browser: object, demo_settings: Settings, store: Store
 ) -> None:
     """The blocked newsletter is shown, cannot be ticked, and the page stays accessible."""
-    from digest.tokens import preferences_url
+    from digest.audience.tokens import preferences_url
     from digest.web.app import create_app
     from tests.conftest import TEST_SECRET_KEY
 

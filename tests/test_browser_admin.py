@@ -17,10 +17,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from digest import jobs
 from digest.config import Settings
-from digest.editors import add_editor
-from digest.models import Subscriber
+from digest.core.models import Subscriber
+from digest.issue.editors import add_editor
+from digest.ops import jobs
 from digest.store import Store
 from tests.smtp_server import RecordingServer
 from tests.test_browser import (  # noqa: F401  (the fixture and the skip)

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from digest import jobs
 from digest.config import Settings
-from digest.demo import import_demo_lists
-from digest.transport import SmtpPool
+from digest.delivery.transport import SmtpPool
+from digest.ops import jobs
+from digest.ops.demo import import_demo_lists
 from tests.smtp_server import RecordingServer
 from tests.test_browser import CHROMIUM, _offline_page, browser  # noqa: F401
 

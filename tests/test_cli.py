@@ -469,7 +469,7 @@ async def test_unsubscribes_process_applies_tokens_from_a_maildir(site: Path) ->
     import mailbox
 
     from digest.config import load_settings
-    from digest.models import Subscriber
+    from digest.core.models import Subscriber
     from digest.store import Store
     from tests.test_mailbox import deliver, mailto_subject, message
 

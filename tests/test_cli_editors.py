@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from digest.config import load_settings
-from digest.jobs import open_store
+from digest.ops.jobs import open_store
 from tests.test_cli import _env, site  # noqa: F401  (the fixture)
 
 

@@ -9,7 +9,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from digest.compose import (
+from digest.config import NewsletterSettings, parse_settings
+from digest.core.errors import ComposeError
+from digest.core.i18n import format_day, format_long_day, format_window
+from digest.core.models import Article, Issue
+from digest.issue.compose import (
     compose_issue,
     content_key,
     cut_issue,
@@ -17,10 +21,6 @@ from digest.compose import (
     link_with_utm,
     teaser_for,
 )
-from digest.config import NewsletterSettings, parse_settings
-from digest.errors import ComposeError
-from digest.i18n import format_day, format_long_day, format_window
-from digest.models import Article, Issue
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2025, 2, 3, 7, 0, tzinfo=BERLIN)  # Monday of KW 6/2025, the usual run
@@ -398,7 +398,7 @@ def test_window_label_ends_on_the_last_included_day() -> None:
 
 
 def test_inline_tags_add_no_space_but_blocks_do() -> None:
-    from digest.compose import plain_text
+    from digest.issue.compose import plain_text
 
     assert (
         plain_text("die <strong>elektronische Akte</strong>, ein <a href='x'>Portal</a>.")

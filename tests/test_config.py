@@ -23,7 +23,7 @@ from digest.config import (
     secret_environment,
     secret_values,
 )
-from digest.errors import ConfigError
+from digest.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

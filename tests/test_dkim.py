@@ -23,16 +23,16 @@ from click.testing import CliRunner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from digest import jobs
+from digest.audience.segments import recipients_for, segment_lists
 from digest.cli import cli
 from digest.config import DkimSettings, NewsletterSettings, Settings, StoreSettings
-from digest.deliver import Personalizer
-from digest.demo import import_demo_lists
-from digest.issues import prepare_issue
-from digest.prepared import _qp, _stuffed
-from digest.segments import recipients_for, segment_lists
+from digest.delivery.deliver import Personalizer
+from digest.delivery.transport import SmtpPool, _content
+from digest.issue.prepare import prepare_issue
+from digest.message.prepared import _qp, _stuffed
+from digest.ops import jobs
+from digest.ops.demo import import_demo_lists
 from digest.store import Store
-from digest.transport import SmtpPool, _content
 from tests.smtp_server import RecordingServer
 
 WEEK = "2025-W05"
@@ -182,7 +182,7 @@ async def test_what_a_reader_sees_or_a_client_acts_on_is_signed(
 
 
 async def test_a_key_that_is_no_key_names_the_setting(world: World, tmp_path: Path) -> None:
-    from digest.errors import ConfigError
+    from digest.core.errors import ConfigError
 
     bad = tmp_path / "bad.key"
     bad.write_text("not a key")

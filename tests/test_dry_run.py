@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from digest import jobs
-from digest.deliver import AudienceCounts, DeliveryReport
-from digest.dryrun import DryRunReport
-from digest.models import DeliveryState, Subscriber
-from digest.segments import segment_lists
+from digest.audience.segments import segment_lists
+from digest.core.models import DeliveryState, Subscriber
+from digest.delivery.deliver import AudienceCounts, DeliveryReport
+from digest.delivery.dryrun import DryRunReport
+from digest.ops import jobs
 from tests import test_send
 from tests.smtp_server import RecordingServer
 from tests.test_send import NOW, WEEK, World

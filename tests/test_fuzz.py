@@ -2,7 +2,7 @@
 
 Hypothesis draws titles, teasers, authors, labels and reader names from the whole of
 Unicode (surrogates aside: no UTF-8 document can carry them), short and at every length
-up to and past the caps in :mod:`digest.limits`, and pushes them through the real feed
+up to and past the caps in :mod:`digest.core.limits`, and pushes them through the real feed
 parser and the real message builder. Every message must parse with
 ``email.policy.strict`` without defects, carry exactly the expected headers (no field can
 add or drop one), keep every header line within RFC 5322's 998 characters, and keep each
@@ -26,11 +26,11 @@ from xml.sax.saxutils import escape
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from digest import limits
-from digest.compose import MAX_SUBJECT_LENGTH, iso_week_window
 from digest.config import Settings
-from digest.mail import MAX_NAME_LENGTH
-from digest.models import Image
+from digest.core import limits
+from digest.core.models import Image
+from digest.issue.compose import MAX_SUBJECT_LENGTH, iso_week_window
+from digest.message.mail import MAX_NAME_LENGTH
 from digest.sources import parse_feed
 from tests.test_output_safety import NOW, WEEK, Delivered, deliver, hostile_article, reader
 

@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from digest import jobs
-from digest.compose import format_issue
+from digest.audience.segments import recipients_for, segment_lists
 from digest.config import Settings
-from digest.deliver import Personalizer
-from digest.demo import import_demo_lists
-from digest.issues import prepare_issue
-from digest.models import Issue, Message
-from digest.segments import recipients_for, segment_lists
+from digest.core.models import Issue, Message
+from digest.delivery.deliver import Personalizer
+from digest.issue.compose import format_issue
+from digest.issue.prepare import prepare_issue
+from digest.ops import jobs
+from digest.ops.demo import import_demo_lists
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "message.eml"

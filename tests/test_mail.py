@@ -13,12 +13,12 @@ from email.utils import unquote
 
 import pytest
 
-from digest import tokens
-from digest.compose import MAX_SUBJECT_LENGTH
+from digest.audience import tokens
 from digest.config import Settings
-from digest.mail import MAX_NAME_LENGTH, MessageError, build_message
-from digest.models import Message
-from digest.transport import SmtpPool
+from digest.core.models import Message
+from digest.delivery.transport import SmtpPool
+from digest.issue.compose import MAX_SUBJECT_LENGTH
+from digest.message.mail import MAX_NAME_LENGTH, MessageError, build_message
 from tests.smtp_server import RecordingServer
 
 SUBJECT = (

@@ -20,9 +20,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from digest.audience.tokens import PREFERENCES, make_token, unsubscribe_mailto
 from digest.config import Settings, UnsubscribeMailboxSettings
-from digest.errors import ConfigError
-from digest.mailbox import (
+from digest.core.errors import ConfigError
+from digest.core.models import Subscriber
+from digest.mailboxes.mailbox import (
     MailboxError,
     MailboxReport,
     MaildirMailbox,
@@ -31,9 +33,7 @@ from digest.mailbox import (
     process_mailbox,
     token_in_subject,
 )
-from digest.models import Subscriber
 from digest.store import Store
-from digest.tokens import PREFERENCES, make_token, unsubscribe_mailto
 from tests.imap_server import DovecotServer, dovecot_missing
 
 NL = "wochenueberblick"
@@ -249,7 +249,7 @@ def test_a_missing_maildir_is_one_clear_error(demo_settings: Settings, tmp_path:
 async def test_the_scheduled_job_processes_the_configured_maildir(
     demo_settings: Settings, tmp_path: Path, maildir: Path
 ) -> None:
-    from digest import jobs
+    from digest.ops import jobs
     from tests.conftest import ROOT
 
     config = tmp_path / "config.toml"

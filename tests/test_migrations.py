@@ -11,9 +11,9 @@ from alembic.config import Config
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
 
-from digest.addresses import address_hash, email_key
-from digest.errors import StoreError
-from digest.models import DeliveryState, Subscriber
+from digest.core.addresses import address_hash, email_key
+from digest.core.errors import StoreError
+from digest.core.models import DeliveryState, Subscriber
 from digest.store import Store
 from digest.store import schema as t
 from digest.store.privacy import KEY_CHECK_SCOPE

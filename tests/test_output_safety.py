@@ -33,11 +33,11 @@ from pathlib import Path
 
 import pytest
 
-from digest.compose import compose_issue, iso_week_window
 from digest.config import NewsletterSettings, Settings
-from digest.deliver import Personalizer
-from digest.errors import SourceError
-from digest.models import Article, Image, Issue, Message, Recipient, Rule, Subscriber
+from digest.core.errors import SourceError
+from digest.core.models import Article, Image, Issue, Message, Recipient, Rule, Subscriber
+from digest.delivery.deliver import Personalizer
+from digest.issue.compose import compose_issue, iso_week_window
 from digest.sources import parse_feed
 from tests.test_sources_feed import with_required_fields
 

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from digest.audience.tokens import make_token, preferences_url, unsubscribe_url
 from digest.config import SegmentSettings, Settings
-from digest.models import Subscriber
+from digest.core.models import Subscriber
 from digest.store import Store
-from digest.tokens import make_token, preferences_url, unsubscribe_url
 from digest.web.app import create_app
 from tests.test_signup import CSRF, _client, csrf_of, sign_up, snapshot
 

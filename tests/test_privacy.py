@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from digest.addresses import address_hash
+from digest.audience.subscribers import export_csv, import_csv
 from digest.config import Settings
-from digest.errors import StoreError
-from digest.models import DeliveryState, Subscriber
+from digest.core.addresses import address_hash
+from digest.core.errors import StoreError
+from digest.core.models import DeliveryState, Subscriber
 from digest.store import Store
 from digest.store import schema as t
 from digest.store.privacy import KEY_CHECK_SCOPE, Consent, is_hard_bounce
-from digest.subscribers import export_csv, import_csv
 from digest.web.app import create_app
 from tests.conftest import ROOT, TEST_SECRET_KEY
 from tests.test_cli import digest

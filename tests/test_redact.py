@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from digest.errors import ConfigError, StoreError
-from digest.redact import MASK, Redactor, install_log_redaction, redact_url, url_password
+from digest.core.errors import ConfigError, StoreError
+from digest.core.redact import MASK, Redactor, install_log_redaction, redact_url, url_password
 from digest.store import Store, resolve_store_url
 
 SECRET = "p@ss/w:rd Ü-42"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from digest.config import RelaySettings, parse_settings
-from digest.errors import ConfigError, RelayConfigError, TransportUnavailable
-from digest.relays import RelayGroup, open_transport
-from digest.throttle import ThrottledTransport
-from digest.transport import SmtpPool
+from digest.core.errors import ConfigError, RelayConfigError, TransportUnavailable
+from digest.delivery.relays import RelayGroup, open_transport
+from digest.delivery.throttle import ThrottledTransport
+from digest.delivery.transport import SmtpPool
 from tests.smtp_server import RecordingServer
 from tests.test_transport import message
 

@@ -17,18 +17,18 @@ from typing import Any
 
 import pytest
 
-from digest import render
-from digest.compose import (
+from digest.config import NewsletterSettings, Settings, parse_settings
+from digest.core.errors import RenderError
+from digest.core.models import Article, Image, Issue
+from digest.issue.compose import (
     MAX_SUBJECT_LENGTH,
     compose_issue,
     cut_issue,
     format_issue,
     iso_week_window,
 )
-from digest.config import NewsletterSettings, Settings, parse_settings
-from digest.errors import RenderError
-from digest.models import Article, Image, Issue
-from digest.render import PERSONAL_FIELDS, personalize, placeholder, render_variant
+from digest.message import render
+from digest.message.render import PERSONAL_FIELDS, personalize, placeholder, render_variant
 from tests.test_compose import BERLIN, NOW, make_article, newsletter_table
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -13,16 +13,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from digest import jobs
 from digest.config import RetrySettings
-from digest.deliver import DeliveryReport
-from digest.errors import DigestError
-from digest.models import DeliveryState
-from digest.retry import JITTER, GiveUp, Retry, backoff, next_step
-from digest.status import format_status, issue_statuses, requeue
+from digest.core.errors import DigestError
+from digest.core.models import DeliveryState
+from digest.delivery.deliver import DeliveryReport
+from digest.delivery.retry import JITTER, GiveUp, Retry, backoff, next_step
+from digest.delivery.status import format_status, issue_statuses, requeue
+from digest.delivery.transport import SmtpPool
+from digest.ops import jobs
 from digest.store import schema as t
 from digest.store.ledger import PlannedRow
-from digest.transport import SmtpPool
 from tests.smtp_server import RecordingServer
 from tests.test_send import NOW, WEEK, World
 from tests.test_send import world as world  # noqa: F401  (the fixture)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from digest import jobs
-from digest.compose import iso_week_window
 from digest.config import load_settings
-from digest.editors import add_editor
-from digest.models import Article, Subscriber
+from digest.core.models import Article, Subscriber
+from digest.issue.compose import iso_week_window
+from digest.issue.editors import add_editor
+from digest.ops import jobs
 from tests.smtp_server import RecordingServer
 
 ROOT = Path(__file__).resolve().parent.parent

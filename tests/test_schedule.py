@@ -22,7 +22,7 @@ from digest.config import (
     UnsubscribeMailboxSettings,
     parse_settings,
 )
-from digest.schedule import (
+from digest.ops.schedule import (
     BOUNCE_JOB,
     BOUNCE_JOB_ID,
     JOB_TABLE,
@@ -71,7 +71,7 @@ def _clear_runs() -> Iterator[None]:
 
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="digest.schedule")
+    caplog.set_level(logging.INFO, logger="digest.ops.schedule")
     return caplog
 
 
@@ -153,7 +153,9 @@ async def persist_due_time(settings: Settings, store_url: str, due: datetime) ->
 
 def messages(logs: pytest.LogCaptureFixture, start: str) -> list[logging.LogRecord]:
     return [
-        r for r in logs.records if r.name == "digest.schedule" and r.getMessage().startswith(start)
+        r
+        for r in logs.records
+        if r.name == "digest.ops.schedule" and r.getMessage().startswith(start)
     ]
 
 

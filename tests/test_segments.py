@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from digest.audience.segments import cut_for, recipients_for, segment_recipient
 from digest.config import SegmentSettings
-from digest.models import Article, Issue, IssueItem, Section, Subscriber
-from digest.segments import cut_for, recipients_for, segment_recipient
+from digest.core.models import Article, Issue, IssueItem, Section, Subscriber
 
 T = datetime(2025, 1, 28, tzinfo=UTC)
 

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from digest import jobs
+from digest.audience.segments import segment_lists
 from digest.config import NewsletterSettings, Settings, StoreSettings
-from digest.deliver import AudienceCounts, DeliveryReport
-from digest.demo import import_demo_lists
-from digest.issues import prepare_issue
-from digest.models import DeliveryState, Subscriber
-from digest.segments import segment_lists
+from digest.core.models import DeliveryState, Subscriber
+from digest.delivery.deliver import AudienceCounts, DeliveryReport
+from digest.delivery.transport import SmtpPool
+from digest.issue.prepare import prepare_issue
+from digest.ops import jobs
+from digest.ops.demo import import_demo_lists
 from digest.store import Store
-from digest.transport import SmtpPool
 from tests.smtp_server import RecordingServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -347,7 +347,7 @@ async def test_a_row_left_sending_by_a_killed_run_waits_out_its_lease(
 
 
 async def test_a_week_not_over_is_not_sent(world: World, smtp_server) -> None:
-    from digest.errors import ComposeError
+    from digest.core.errors import ComposeError
 
     pool = SmtpPool(smtp_server.settings())
     try:

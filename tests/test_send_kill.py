@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from digest import jobs
 from digest.config import load_settings
-from digest.deliver import MAX_UNRECORDED
-from digest.models import DeliveryState, Subscriber
+from digest.core.models import DeliveryState, Subscriber
+from digest.delivery.deliver import MAX_UNRECORDED
+from digest.delivery.transport import LocalSmtpServer
+from digest.ops import jobs
 from digest.store import schema
-from digest.transport import LocalSmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from digest import jobs
 from digest.config import RelaySettings, Settings, SmtpSettings, StoreSettings, load_settings
-from digest.models import DeliveryState, Subscriber
-from digest.senders import sender_processes, share_of
+from digest.core.models import DeliveryState, Subscriber
+from digest.delivery.senders import sender_processes, share_of
+from digest.delivery.transport import LocalSmtpServer
+from digest.ops import jobs
 from digest.store import Store
-from digest.transport import LocalSmtpServer
 from tests.smtp_server import RecordingServer
 from tests.test_send import NOW, WEEK, World
 
@@ -84,7 +84,7 @@ async def test_a_small_issue_stays_in_one_process(demo_settings: Settings, store
     settings = replace(demo_settings, store=StoreSettings(store_url))
     store = jobs.open_store(settings)
     try:
-        from digest.demo import import_demo_lists
+        from digest.ops.demo import import_demo_lists
 
         import_demo_lists(settings, store, settings.newsletters[0])
         await jobs.collect(settings, store, settings.newsletters[0].id, now=NOW)

@@ -15,16 +15,16 @@ import httpx
 import pytest
 from sqlalchemy import MetaData, select
 
-from digest.config import Settings, WebSettings
-from digest.models import Subscriber
-from digest.signup import retry_delay, send_due_mail
-from digest.store import Store
-from digest.store.signups import NewSignup
-from digest.tokens import (
+from digest.audience.signup import retry_delay, send_due_mail
+from digest.audience.tokens import (
     make_confirm_token,
     make_token,
     read_confirm_token,
 )
+from digest.config import Settings, WebSettings
+from digest.core.models import Subscriber
+from digest.store import Store
+from digest.store.signups import NewSignup
 from digest.web.app import create_app
 from digest.web.forms import csrf_token
 from tests.smtp_server import RecordingServer

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from digest.errors import SourceError
+from digest.core.errors import SourceError
 from digest.sources import addresses
 from digest.sources import fetch as fetch_module
 from digest.sources.addresses import address_problem

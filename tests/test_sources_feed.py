@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from digest.config import CategorySettings, Impressum, NewsletterSettings, SourceSettings
-from digest.errors import SourceError
-from digest.models import Article, Image
+from digest.core.errors import SourceError
+from digest.core.models import Article, Image
 from digest.sources import (
     USER_AGENT,
     FetchResult,

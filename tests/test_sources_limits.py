@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from digest import limits
-from digest.collect import collect_newsletter
 from digest.config import Settings, SourceSettings
-from digest.errors import SourceError
-from digest.models import Article
+from digest.core import limits
+from digest.core.errors import SourceError
+from digest.core.models import Article
 from digest.sources import fetch_source, new_http_client, parse_feed_with_warnings
 from digest.sources.bounds import bound_markup, html_depth_exceeds, shorten
+from digest.sources.collect import collect_newsletter
 from digest.store import Store
 from tests.test_sources_feed import NEWSLETTER, source
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from digest.config import SelectorSettings, Settings, SourceSettings, parse_settings
-from digest.errors import ConfigError, SourceError
+from digest.core.errors import ConfigError, SourceError
 from digest.sources import FetchResult, FetchState, Guest, fetch_any, new_http_client
 from digest.sources.article import teaser_from_page
 from digest.sources.dates import find_date

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import inspect
 
-from digest.models import Article, DeliveryState, Image, Subscriber
+from digest.core.models import Article, DeliveryState, Image, Subscriber
 from digest.store import Store
 from digest.store.ledger import ClaimedRow, MessageIdPattern, Outcome, PlannedRow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from digest.audience.subscribers import import_csv
 from digest.store import Store
-from digest.subscribers import import_csv
 
 CATEGORIES = {"politik", "verwaltung", "smart-city"}
 REGIONS = ["Bayern", "Hessen"]
@@ -157,7 +157,7 @@ def test_non_ascii_local_part_needs_smtputf8(store: Store, tmp_path: Path) -> No
 def test_a_file_that_is_not_utf8_names_the_line(store: Store, tmp_path: Path) -> None:
     import pytest
 
-    from digest.errors import DigestError
+    from digest.core.errors import DigestError
 
     path = tmp_path / "latin1.csv"
     path.write_bytes("email,name\na@example.org,A\nb@example.org,Jürgen\n".encode("latin-1"))

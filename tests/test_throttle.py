@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from digest.throttle import ThrottledTransport, throttled
-from digest.transport import SmtpPool
+from digest.delivery.throttle import ThrottledTransport, throttled
+from digest.delivery.transport import SmtpPool
 from tests.smtp_server import RecordingServer
 from tests.test_transport import message
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from digest.tokens import PREFERENCES, UNSUBSCRIBE, TokenError, make_token, read_token
+from digest.audience.tokens import PREFERENCES, UNSUBSCRIBE, TokenError, make_token, read_token
 
 SECRET = "test-secret-key-0123456789"
 

@@ -16,18 +16,18 @@ from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest import tokens
+from digest.audience import tokens
+from digest.audience.tokens import TokenError
 from digest.config import Settings
-from digest.errors import (
+from digest.core.errors import (
     RelayConfigError,
     SenderRefused,
     SendError,
     SendTimeout,
     TransportUnavailable,
 )
-from digest.models import Message
-from digest.tokens import TokenError
-from digest.transport import CaptureServer, DryRunTransport, SmtpPool, _content
+from digest.core.models import Message
+from digest.delivery.transport import CaptureServer, DryRunTransport, SmtpPool, _content
 from tests.smtp_server import RecordingServer
 
 SENDER = "newsletter@kommune-digital.example"

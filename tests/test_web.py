@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 
+from digest.audience.tokens import UNSUBSCRIBE, make_token, unsubscribe_url
 from digest.config import Settings
-from digest.models import Subscriber
+from digest.core.models import Subscriber
 from digest.store import Store
-from digest.tokens import UNSUBSCRIBE, make_token, unsubscribe_url
 from digest.web.app import create_app
 
 NL = "wochenueberblick"

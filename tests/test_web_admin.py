@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from digest import jobs
 from digest.config import Settings
-from digest.editors import add_editor
-from digest.errors import NotApproved
-from digest.models import Subscriber
+from digest.core.errors import NotApproved
+from digest.core.models import Subscriber
+from digest.issue.editors import add_editor
+from digest.ops import jobs
 from digest.store import Store
 from digest.web.admin import SESSION_COOKIE, _session_hash
 from digest.web.app import create_app

@@ -14,10 +14,10 @@ import httpx
 import pytest
 import uvicorn
 
+from digest.audience.tokens import make_token, unsubscribe_url
 from digest.config import Settings
-from digest.models import Subscriber
+from digest.core.models import Subscriber
 from digest.store import Store
-from digest.tokens import make_token, unsubscribe_url
 from digest.web import create_app, redact_tokens, uvicorn_log_config
 
 ROOT = Path(__file__).resolve().parent.parent

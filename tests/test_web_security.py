@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import MetaData, select, text
 from starlette.routing import Mount, Route
 
+from digest.audience.tokens import CONFIRM, make_confirm_token, make_token, unsubscribe_url
 from digest.config import Settings
-from digest.models import Subscriber
+from digest.core.models import Subscriber
 from digest.store import Store
 from digest.store.signups import NewSignup
-from digest.tokens import CONFIRM, make_confirm_token, make_token, unsubscribe_url
 from digest.web.app import create_app
 from digest.web.security import WITHDRAWAL_FACTOR
 
@@ -246,7 +246,7 @@ async def test_origin_null_is_another_site_on_every_form(
     """A sandboxed frame or a page of another site under ``no-referrer`` sends ``Origin:
     null``; our own pages send their origin. So ``null`` is refused like a foreign one,
     even with a CSRF token, which anyone can fetch from the form without logging in."""
-    from digest.editors import add_editor
+    from digest.issue.editors import add_editor
     from digest.web.admin import SESSION_COOKIE
 
     add_editor(store, "erika", "erika@example.org", "correct horse battery")

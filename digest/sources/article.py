@@ -21,9 +21,9 @@ import httpx
 from selectolax.lexbor import LexborHTMLParser
 
 from digest.config import SourceSettings
-from digest.errors import SourceError
-from digest.limits import MAX_SUMMARY
-from digest.models import Article
+from digest.core.errors import SourceError
+from digest.core.limits import MAX_SUMMARY
+from digest.core.models import Article
 from digest.sources.bounds import shorten
 from digest.sources.fetch import fetch_bytes
 from digest.sources.listing import decode_html

@@ -1,4 +1,4 @@
-"""Cut over-long feed values to the limits in :mod:`digest.limits`, and measure HTML depth.
+"""Cut over-long feed values to the limits in :mod:`digest.core.limits`, and measure HTML depth.
 
 Everything here is linear in the length of its input, so it can run before the parts
 that are not (nh3 sanitizing is quadratic in the nesting depth of the markup).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from digest.limits import ELLIPSIS
+from digest.core.limits import ELLIPSIS
 
 __all__ = ["shorten", "bound_markup", "html_depth_exceeds"]
 

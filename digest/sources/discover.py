@@ -25,8 +25,8 @@ from digest.config import (
     SelectorSettings,
     SourceSettings,
 )
-from digest.errors import SourceError
-from digest.models import Article
+from digest.core.errors import SourceError
+from digest.core.models import Article
 from digest.sources.dates import find_date
 from digest.sources.feed import _web_url
 from digest.sources.fetch import fetch_bytes

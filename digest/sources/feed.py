@@ -4,10 +4,10 @@ JSON Feed documents are read by :mod:`digest.sources.jsonfeed`; the cleaning and
 mapping of items is shared by every format and lives here.
 
 Items that cannot become an Article (no link, no title, no date, a link that is not
-http(s) or longer than :data:`~digest.limits.MAX_URL`) are skipped and counted in the
-warnings; values longer than their limit in :mod:`digest.limits` are shortened and counted
+http(s) or longer than :data:`~digest.core.limits.MAX_URL`) are skipped and counted in the
+warnings; values longer than their limit in :mod:`digest.core.limits` are shortened and counted
 too. A document that is no feed at all, or whose HTML nests deeper than
-:data:`~digest.limits.MAX_HTML_DEPTH`, is a :class:`~digest.errors.SourceError`.
+:data:`~digest.core.limits.MAX_HTML_DEPTH`, is a :class:`~digest.core.errors.SourceError`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import nh3
 from feedparser.namespaces import mediarss
 
 from digest.config import NewsletterSettings, SourceSettings
-from digest.errors import SourceError
-from digest.limits import (
+from digest.core.errors import SourceError
+from digest.core.limits import (
     ELLIPSIS,
     MAX_AUTHOR,
     MAX_CONTENT,
@@ -47,7 +47,7 @@ from digest.limits import (
     MAX_UID,
     MAX_URL,
 )
-from digest.models import Article, Image
+from digest.core.models import Article, Image
 from digest.sources.bounds import bound_markup, html_depth_exceeds, shorten
 from digest.sources.fetch import FetchResult, FetchState, HostPacer, fetch_bytes
 from digest.sources.jsonfeed import JsonFeedItem, is_json_feed, read_json_feed

@@ -1,6 +1,6 @@
 """Fetch the bytes of a source: over HTTP(S) with a size cap and a conditional GET, or from disk.
 
-Every failure is a :class:`~digest.errors.SourceError` whose reason is one short sentence.
+Every failure is a :class:`~digest.core.errors.SourceError` whose reason is one short sentence.
 HTTP(S) fetches reach public addresses only, unless the source has ``allow_private``
 (see :mod:`digest.sources.addresses`). Local paths are no network fetch: the operator
 names them in the configuration, and nothing a feed says can make digest read a file.
@@ -19,8 +19,8 @@ from urllib.request import url2pathname
 import httpx
 
 from digest.config import DEFAULT_USER_AGENT, SourceSettings
-from digest.errors import SourceError, SourceStatusError
-from digest.models import Article
+from digest.core.errors import SourceError, SourceStatusError
+from digest.core.models import Article
 from digest.sources.addresses import allowing_private, guarded_transport, refusal
 
 __all__ = [

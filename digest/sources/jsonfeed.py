@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from digest.errors import SourceError
-from digest.models import Image
+from digest.core.errors import SourceError
+from digest.core.models import Image
 
 __all__ = ["JsonFeedItem", "is_json_feed", "read_json_feed"]
 
@@ -53,7 +53,7 @@ def read_json_feed(
 ) -> tuple[list[JsonFeedItem], str | None, list[str]]:
     """The items, home page URL and non-fatal notes of a JSON Feed document.
 
-    A document that is not a JSON Feed is a :class:`~digest.errors.SourceError`; items
+    A document that is not a JSON Feed is a :class:`~digest.core.errors.SourceError`; items
     that are not JSON objects are skipped and counted in the notes.
     """
     try:

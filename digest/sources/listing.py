@@ -24,8 +24,8 @@ import httpx
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from digest.config import NewsletterSettings, SelectorSettings, SourceSettings
-from digest.errors import SourceError
-from digest.models import Article, Image
+from digest.core.errors import SourceError
+from digest.core.models import Article, Image
 from digest.sources.dates import find_date
 from digest.sources.feed import _Item, _Mapper, _web_url
 from digest.sources.fetch import FetchResult, FetchState, fetch_bytes

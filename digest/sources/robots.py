@@ -16,7 +16,7 @@ import httpx
 from protego import Protego
 
 from digest.config import SourceSettings
-from digest.errors import SourceError, SourceStatusError
+from digest.core.errors import SourceError, SourceStatusError
 from digest.sources.fetch import USER_AGENT, HostPacer, fetch_bytes
 
 __all__ = ["Guest", "ROBOTS_MAX_BYTES", "MAX_CRAWL_DELAY"]

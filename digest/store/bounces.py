@@ -2,7 +2,7 @@
 
 Mixed into :class:`~digest.store.Store`. A bounce is kept on the delivery row it
 concerns (the worst one the row had) and, as its kind demands, puts the address on the
-suppression list in the same transaction. See :mod:`digest.bounces` for where they come
+suppression list in the same transaction. See :mod:`digest.mailboxes.bounces` for where they come
 from.
 """
 

@@ -3,7 +3,7 @@
 Mixed into :class:`~digest.store.Store`. Edits are keyed by (newsletter, week, article
 uid): the coming issue has no row in ``issues`` until it is composed for sending. Every
 change checks, in its own transaction, that the issue has not started going out: a
-sent issue is read-only (:class:`~digest.errors.IssueReadOnly`).
+sent issue is read-only (:class:`~digest.core.errors.IssueReadOnly`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from digest.errors import EditorialError, IssueReadOnly
-from digest.models import IssueEdits
+from digest.core.errors import EditorialError, IssueReadOnly
+from digest.core.models import IssueEdits
 from digest.store import schema as t
 
 __all__ = ["Approval", "EditorialStore", "Editor", "HistoryEntry"]

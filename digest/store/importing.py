@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
-from digest.addresses import email_key
-from digest.models import Subscriber
+from digest.core.addresses import email_key
+from digest.core.models import Subscriber
 from digest.store import schema as t
 
 __all__ = ["ImportCounts", "import_rows"]

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from digest.models import DeliveryState, Subscriber
+from digest.core.models import DeliveryState, Subscriber
 from digest.store import schema as t
 from digest.store.privacy import hashes_in_scopes, is_hard_bounce, leave_active, suppress_in
 from digest.store.retries import due_now
@@ -75,7 +75,7 @@ class Outcome:
     state: str
     code: int | None
     reply: str
-    # Pending with this set: deferred, not to be claimed before then (see digest.retry).
+    # Pending with this set: deferred, not to be claimed before then (see digest.delivery.retry).
     next_attempt_at: datetime | None = None
 
 

@@ -1,7 +1,7 @@
 """The suppression list, proof of consent and the reader's rights (DSGVO Art. 15, 17, 20).
 
 Mixed into :class:`~digest.store.Store`. The suppression list holds a keyed hash of each
-address (:func:`digest.addresses.address_hash` under ``secret_key``), never the address,
+address (:func:`digest.core.addresses.address_hash` under ``secret_key``), never the address,
 so that it can outlive an erasure. Changing ``secret_key`` therefore makes every
 suppression unrecognisable: the key that signs links also guards this list.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, update
 
-from digest.addresses import address_hash, email_key
-from digest.errors import StoreError
+from digest.core.addresses import address_hash, email_key
+from digest.core.errors import StoreError
 from digest.store import schema as t
 from digest.store.sql import insert_ignoring_duplicates
 

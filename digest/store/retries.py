@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
 
-from digest.models import DeliveryState
+from digest.core.models import DeliveryState
 from digest.store import schema as t
 
 __all__ = ["DeliveryStatus", "RetryStore", "due_now"]

@@ -105,7 +105,7 @@ subscribers = Table(
     "subscribers",
     metadata,
     Column("id", Integer, primary_key=True),
-    # As given, for display and the To header; unique by ``email_key`` (digest.addresses).
+    # As given, for display and the To header; unique by ``email_key`` (digest.core.addresses).
     Column("email", String(320), nullable=False, unique=True),
     Column("email_key", String(320)),  # None only on tombstones of merged duplicates
     Column("merged_into", Integer),  # a tombstone's survivor (migration 0003)
@@ -158,7 +158,7 @@ deliveries = Table(
     Column("smtp_reply", Text),
     Column("attempts", Integer, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
-    # What came back after the relay accepted it (migration 0008; digest.bounces).
+    # What came back after the relay accepted it (migration 0008; digest.mailboxes.bounces).
     Column("bounce", String(20)),  # delayed, soft, policy, hard or complaint
     Column("bounce_status", String(20)),  # enhanced status code, e.g. 5.1.1
     Column("bounce_diagnostic", Text),
@@ -179,7 +179,7 @@ ALL_NEWSLETTERS = "*"
 suppressions = Table(
     "suppressions",
     metadata,
-    # HMAC-SHA256 of the address's key (digest.addresses.address_hash); never the address.
+    # HMAC-SHA256 of the address's key (digest.core.addresses.address_hash); never the address.
     Column("address_hash", String(64), primary_key=True),
     Column("scope", String(100), primary_key=True),  # a newsletter id, or ALL_NEWSLETTERS
     Column("reason", String(20), nullable=False),

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 
-from digest.addresses import email_key
-from digest.models import Subscriber
+from digest.core.addresses import email_key
+from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.privacy import lift_in
 from digest.store.sql import insert_ignoring_duplicates, upsert_where

@@ -13,10 +13,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, or_, sele
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
-from digest.addresses import email_key
-from digest.errors import ConfigError, StoreError
-from digest.models import Article, DeliveryState, Image, Subscriber
-from digest.redact import MASK, redact_url
+from digest.core.addresses import email_key
+from digest.core.errors import ConfigError, StoreError
+from digest.core.models import Article, DeliveryState, Image, Subscriber
+from digest.core.redact import MASK, redact_url
 from digest.store import schema as t
 from digest.store.bounces import BounceStore
 from digest.store.editorial import EditorialStore

@@ -39,14 +39,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from digest import jobs
-from digest.addresses import checked_address
-from digest.compose import iso_week_window, teaser_for
 from digest.config import NewsletterSettings, Settings
-from digest.deliver import audience, current_recipients
-from digest.editing import MAX_INTRO, MAX_TEASER, apply_edit, coming_week, issue_draft
-from digest.editors import check_login
-from digest.errors import (
+from digest.core.addresses import checked_address
+from digest.core.errors import (
     AddressError,
     ComposeError,
     ConfigError,
@@ -54,12 +49,17 @@ from digest.errors import (
     EditorialError,
     IssueReadOnly,
 )
-from digest.i18n import N_, translations
-from digest.issues import prepare_issue
-from digest.schedule import next_runs_of
+from digest.core.i18n import N_, translations
+from digest.delivery.deliver import audience, current_recipients
+from digest.delivery.transport import SmtpPool
+from digest.issue.compose import iso_week_window, teaser_for
+from digest.issue.editing import MAX_INTRO, MAX_TEASER, apply_edit, coming_week, issue_draft
+from digest.issue.editors import check_login
+from digest.issue.prepare import prepare_issue
+from digest.ops import jobs
+from digest.ops.schedule import next_runs_of
 from digest.store import Store
 from digest.store.editorial import Editor
-from digest.transport import SmtpPool
 from digest.web.forms import CSRF_FIELD, csrf_token, field_text, form_is_genuine
 from digest.web.routing import SHOWING, Handler, _call, page
 from digest.web.security import _client_key

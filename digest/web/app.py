@@ -41,10 +41,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Scope
 
+from digest.audience.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
 from digest.config import Settings, WebSettings, rate_limit_item
-from digest.i18n import N_, language, translations
+from digest.core.i18n import N_, language, translations
 from digest.store import Store
-from digest.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
 from digest.web.admin import FRAME_PREFIX, admin_routes
 from digest.web.admin import PREFIX as ADMIN_PREFIX
 from digest.web.archive import ARCHIVE_PREFIX, archive_routes
@@ -268,7 +268,7 @@ def create_app(
         if not send_mail:
             yield
             return
-        from digest.signup import run_mail_queue
+        from digest.audience.signup import run_mail_queue
 
         stop = asyncio.Event()
         task = asyncio.create_task(

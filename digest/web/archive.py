@@ -15,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from digest.archive import (
+from digest.config import Settings
+from digest.core.i18n import format_long_day
+from digest.message.archive import (
     archive_feed,
     archive_page,
     archived_issues,
@@ -23,8 +25,6 @@ from digest.archive import (
     archived_newsletters,
     feed_url,
 )
-from digest.config import Settings
-from digest.i18n import format_long_day
 from digest.store import Store
 from digest.web.routing import page
 

@@ -20,17 +20,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from digest.addresses import checked_address
+from digest.audience.segments import segment_lists
+from digest.audience.signup import merged_interests
+from digest.audience.tokens import (
+    PREFERENCES,
+    TokenError,
+    preferences_url,
+    read_confirm_token,
+    read_token,
+)
 from digest.config import NewsletterSettings, Settings
-from digest.errors import AddressError, ConfigError
-from digest.i18n import N_, translations
-from digest.models import Subscriber
-from digest.segments import segment_lists
-from digest.signup import merged_interests
+from digest.core.addresses import checked_address
+from digest.core.errors import AddressError, ConfigError
+from digest.core.i18n import N_, translations
+from digest.core.models import Subscriber
 from digest.store import Store
 from digest.store.privacy import Consent
 from digest.store.signups import NewSignup
-from digest.tokens import PREFERENCES, TokenError, preferences_url, read_confirm_token, read_token
 from digest.web.forms import CSRF_FIELD, HONEYPOT_FIELD, csrf_token, field_text, form_is_genuine
 from digest.web.routing import page, page_locale
 

@@ -1,0 +1,297 @@
+"""Render an issue: Jinja2 → MJML (mjml-python) → HTML, and the text part from the same data.
+
+MJML is compiled once per variant (one distinct content set), never per recipient.
+Personal fields are written into both parts as placeholders such as
+``%%DIGEST-3f9c…:unsubscribe_url%%`` (see :data:`PERSONAL_FIELDS`); :func:`personalize`
+fills them in for one recipient with plain string substitution. The markers contain
+nothing that HTML escaping or MJML changes, so they come out of the compiler as they went
+in. Their middle part is random per rendering, so text from a feed cannot name one and
+have a reader's signed unsubscribe link filled into a link of its own.
+
+Templates are looked up first in the newsletter's ``templates`` folder (if set), then
+in the bundled ``templates/`` folder at the top of the project. That folder sits next
+to the ``digest`` package, so it is found in a source checkout and in an editable
+install (``pip install -e .``), not in a wheel.
+
+Templates hold no reader-visible text of their own: they call ``_()`` (Jinja2's i18n
+extension, new style), and the newsletter's locale picks the catalogue
+(:func:`digest.core.i18n.translations`). One environment per search path and locale.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+)
+from markupsafe import Markup, escape
+from mjml import mjml2html
+
+from digest.config import NewsletterSettings, Settings
+from digest.core.errors import RenderError
+from digest.core.i18n import format_day, format_long_day, language, translations
+from digest.core.models import Issue, Variant
+from digest.issue.compose import content_key, shorten
+
+__all__ = [
+    "render_mail_templates",
+    "HTML_TEMPLATE",
+    "TEXT_TEMPLATE",
+    "PERSONAL_FIELDS",
+    "BUNDLED_TEMPLATES",
+    "placeholder",
+    "greeting_for",
+    "template_path",
+    "render_variant",
+    "personalize",
+]
+
+HTML_TEMPLATE = "digest.mjml.j2"
+TEXT_TEMPLATE = "digest.txt.j2"
+
+#: Bundled templates: the top-level ``templates/`` folder next to the package. Found
+#: from this module's own file, which also works when ``digest`` is imported as a
+#: namespace package (``digest.__file__`` is then None).
+BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+#: Fields filled in per recipient. ``greeting`` defaults to one made from ``name``.
+PERSONAL_FIELDS = ("greeting", "name", "email", "unsubscribe_url", "preferences_url")
+
+
+#: Longest preheader in characters: clients show the first 100 or so after the subject.
+MAX_PREHEADER_LENGTH = 200
+
+# Invisible characters after the preheader, so clients do not pad the preview line
+# with the first words of the body.
+_PREVIEW_PADDING = Markup("&#847;&zwnj;&nbsp;" * 24)
+
+
+def placeholder(field: str, marker: str) -> str:
+    """What a template prints for a personal field, e.g. ``%%DIGEST-<marker>:email%%``."""
+    return f"%%DIGEST-{marker}:{field}%%"
+
+
+def greeting_for(name: str, locale: str = "de_DE") -> str:
+    """The salutation line: with the name when there is one, else without."""
+    catalogue = translations(locale)
+    name = " ".join(name.split())
+    if name:
+        # TRANSLATORS: the first line of a digest; the reader's name as they gave it.
+        return catalogue.gettext("Hello %(name)s,") % {"name": name}
+    # TRANSLATORS: the first line of a digest to a reader without a name.
+    return catalogue.gettext("Hello,")
+
+
+def template_path(settings: Settings, newsletter: NewsletterSettings) -> tuple[Path, ...]:
+    """The folders searched for templates, the newsletter's overrides first."""
+    folders = [settings.resolve(newsletter.templates)] if newsletter.templates else []
+    return (*folders, BUNDLED_TEMPLATES)
+
+
+def _is_web_url(value: str) -> bool:
+    return value.lower().startswith(("https://", "http://"))
+
+
+def _http_url(value: str) -> str:
+    # Feed links end up in href and src: only web addresses get through.
+    return value if _is_web_url(value) else "#"
+
+
+# What XML 1.0 (and so the MJML parser) refuses even as a character reference.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _printable(value: Any) -> Any:
+    """Every value a template prints, without the characters no document may contain.
+
+    Sources drop control characters already; this keeps a value that came another way
+    (the store, a template override) from making the whole issue fail to compile.
+    """
+    if isinstance(value, Markup):
+        return Markup(_NOT_XML.sub("", value))
+    if isinstance(value, str):
+        return _NOT_XML.sub("", value)
+    return value
+
+
+def _autoescape(name: str | None) -> bool:
+    return not (name or "").endswith(".txt.j2")
+
+
+@functools.lru_cache(maxsize=32)
+def _environment(search_path: tuple[Path, ...], locale: str) -> Environment:
+    env = Environment(
+        extensions=["jinja2.ext.i18n"],
+        loader=FileSystemLoader(search_path),
+        autoescape=_autoescape,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=_printable,
+    )
+    env.filters["http_url"] = _http_url
+    env.tests["web_url"] = _is_web_url
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def _template_location(exc: BaseException, search_path: tuple[Path, ...]) -> tuple[str, int]:
+    """The template and line where a runtime error happened, from the traceback.
+
+    Jinja2 rewrites tracebacks so template code shows up as frames of the template file.
+    """
+    found: tuple[str, int] | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__jinja_exception__") is exc:
+            filename = Path(tb.tb_frame.f_code.co_filename)
+            found = (_template_name(filename, search_path), tb.tb_lineno)
+        tb = tb.tb_next
+    return found or ("", 0)
+
+
+def _template_name(filename: Path, search_path: tuple[Path, ...]) -> str:
+    for folder in search_path:
+        if filename.is_relative_to(folder):
+            return filename.relative_to(folder).as_posix()
+    return filename.name
+
+
+def _render(
+    env: Environment, name: str, context: Mapping[str, Any], search_path: tuple[Path, ...]
+) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except TemplateNotFound as exc:
+        folders = ", ".join(str(p) for p in search_path)
+        missing = exc.name if isinstance(exc.name, str) else name
+        raise RenderError(missing, f"not found in {folders}") from None
+    except TemplateSyntaxError as exc:
+        raise RenderError(exc.name or name, exc.message or "syntax error", exc.lineno) from None
+    except Exception as exc:
+        where, line = _template_location(exc, search_path)
+        problem = exc.message if isinstance(exc, TemplateError) else None
+        problem = problem or f"{type(exc).__name__}: {exc}"
+        raise RenderError(where or name, problem, line or None) from exc
+
+
+def _compile(source: str) -> str:
+    try:
+        html = mjml2html(source)
+    except ValueError as exc:
+        raise RenderError(HTML_TEMPLATE, f"MJML does not compile: {exc}") from None
+    leftover = re.search(r"<(mj-[a-z-]+)", html)
+    if leftover:
+        raise RenderError(HTML_TEMPLATE, f"unknown MJML element <{leftover[1]}>")
+    return html
+
+
+def _context(
+    settings: Settings, newsletter: NewsletterSettings, issue: Issue, marker: str, archive: bool
+) -> dict[str, Any]:
+    zone, locale = newsletter.zone, newsletter.locale
+    titles = [article.title for article in issue.articles[:3]]
+    public_url = settings.public_url.rstrip("/")
+
+    def day(value: datetime) -> str:
+        return format_day(value, locale, zone)
+
+    def long_day(value: datetime) -> str:
+        return format_long_day(value, locale, zone)
+
+    formatters: dict[str, Callable[[datetime], str]] = {"day": day, "long_day": long_day}
+    return {
+        "newsletter": newsletter,
+        "issue": issue,
+        "lang": language(locale),
+        "preheader": shorten(
+            " ".join((newsletter.preheader or " · ".join(titles)).split()), MAX_PREHEADER_LENGTH
+        ),
+        "preview_padding": _PREVIEW_PADDING,
+        "public_url": public_url,
+        "archive_url": f"{public_url}/archive/{newsletter.id}/{issue.key}",
+        "signup_url": f"{public_url}/subscribe/{newsletter.id}",
+        "archive": archive,
+        "personal": {field: placeholder(field, marker) for field in PERSONAL_FIELDS},
+        **formatters,
+    }
+
+
+def render_mail_templates(
+    settings: Settings, newsletter: NewsletterSettings, name: str, context: Mapping[str, Any]
+) -> tuple[str, str]:
+    """The HTML and text of a mail other than an issue: ``<name>.html.j2`` and
+    ``<name>.txt.j2`` from the same folders as the issue's templates."""
+    search_path = template_path(settings, newsletter)
+    env = _environment(search_path, newsletter.locale)
+    html = _render(env, f"{name}.html.j2", context, search_path)
+    text = _render(env, f"{name}.txt.j2", context, search_path)
+    return html, text
+
+
+def render_variant(
+    settings: Settings, newsletter: NewsletterSettings, issue: Issue, *, archive: bool = False
+) -> Variant:
+    """Render an issue (already cut for its readers) once, with personal placeholders.
+
+    With ``archive`` it is the copy for the public archive page: the same templates,
+    which then leave out every personal line and link (no greeting by name, no address,
+    no unsubscribe or preference link) and the "View in browser" link.
+    """
+    search_path = template_path(settings, newsletter)
+    env = _environment(search_path, newsletter.locale)
+    marker = secrets.token_hex(8)
+    context = _context(settings, newsletter, issue, marker, archive)
+    html = _compile(_render(env, HTML_TEMPLATE, context, search_path))
+    text = _render(env, TEXT_TEMPLATE, context, search_path)
+    return Variant(
+        issue_key=issue.key,
+        content_key=content_key(issue),
+        issue=issue,
+        html=html,
+        text=text,
+        marker=marker,
+    )
+
+
+def _fill(template: str, part: str, marker: str, values: Mapping[str, str], html: bool) -> str:
+    def value(match: re.Match[str]) -> str:
+        field = match[1]
+        if field not in values:
+            given = ", ".join(sorted(values)) or "none"
+            raise RenderError(part, f"no value for personal field {field!r} (given: {given})")
+        return str(escape(values[field])) if html else values[field]
+
+    # One pass: a value that itself looks like a placeholder is not expanded again.
+    return re.sub(rf"%%DIGEST-{marker}:([a-z_]+)%%", value, template)
+
+
+def personalize(
+    variant: Variant, fields: Mapping[str, str], *, locale: str = "de_DE"
+) -> tuple[str, str]:
+    """The (html, text) of a variant for one recipient.
+
+    ``fields`` holds the values of :data:`PERSONAL_FIELDS`; ``greeting`` may be left out
+    and is then made from ``name`` in ``locale``. Values are HTML-escaped in the HTML
+    part only. A placeholder without a value raises :class:`RenderError`.
+    """
+    values = dict(fields)
+    if "greeting" not in values:
+        values["greeting"] = greeting_for(values.get("name", ""), locale)
+    return (
+        _fill(variant.html, HTML_TEMPLATE, variant.marker, values, html=True),
+        _fill(variant.text, TEXT_TEMPLATE, variant.marker, values, html=False),
+    )

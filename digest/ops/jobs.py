@@ -1,0 +1,496 @@
+"""The library functions the CLI and the scheduler call: one per command.
+
+Each opens what it needs (store, transport), does one job and returns a report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import make_msgid
+from pathlib import Path
+
+from digest.audience.segments import recipients_for
+from digest.config import NewsletterSettings, Settings, load_settings
+from digest.core.errors import DigestError
+from digest.core.models import Issue, Message, Recipient
+from digest.delivery.deliver import DeliveryReport, Personalizer, Progress, send_issue
+from digest.delivery.dryrun import DryRunReport, dry_run
+from digest.delivery.relays import open_transport
+from digest.delivery.transport import SendResult, SmtpPool, Transport
+from digest.issue.compose import iso_week_window
+from digest.issue.prepare import PreparedIssue, prepare_issue
+from digest.issue.review import is_approved, request_review
+from digest.mailboxes.bounces import sender_address
+from digest.message.dkim import signer_for
+from digest.sources.collect import CollectReport, collect_newsletter
+from digest.store import Store, resolve_store_url
+
+__all__ = [
+    "open_store",
+    "collect",
+    "send",
+    "dry_run",
+    "DryRunReport",
+    "run_newsletter",
+    "approve",
+    "approved_waiting",
+    "preview_message",
+    "test_send",
+    "send_due",
+    "retry_due_deliveries",
+    "process_unsubscribe_mailbox",
+    "process_bounce_mailbox",
+]
+
+log = logging.getLogger("digest.ops.jobs")
+
+
+def open_store(settings: Settings) -> Store:
+    """The store named by the settings, migrated to the newest schema.
+
+    ``secret_key`` keys the suppression list's address hashes.
+    """
+    return Store.open(
+        resolve_store_url(settings.store.url, settings.base_dir), secret_key=settings.secret_key
+    )
+
+
+async def collect(
+    settings: Settings,
+    store: Store,
+    newsletter_id: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[CollectReport]:
+    """Collect every newsletter's sources (or one newsletter's)."""
+    chosen = [settings.newsletter(newsletter_id)] if newsletter_id else list(settings.newsletters)
+    return [await collect_newsletter(settings, store, n, now=now) for n in chosen]
+
+
+async def send(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    transport: Transport,
+    *,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+    processes: int = 1,
+) -> DeliveryReport | None:
+    """Compose ``week`` (default: the previous week) and send it; None if it is empty.
+
+    Once ``stop`` is set no new message starts; those in flight finish and are recorded.
+    ``processes``: see :func:`~digest.delivery.deliver.send_issue` (``transport`` must then be the
+    one ``settings.smtp`` opens).
+    """
+    now = now or datetime.now(UTC)
+    prepared = prepare_issue(store, newsletter, week, now)
+    if prepared is None or prepared.record is None:
+        return None
+    return await send_issue(
+        settings,
+        store,
+        newsletter,
+        prepared.record,
+        prepared.issue,
+        transport,
+        now=now,
+        progress=progress,
+        stop_requested=stop,
+        processes=processes,
+    )
+
+
+async def send_due(
+    settings: Settings,
+    store: Store,
+    transport: Transport,
+    *,
+    now: datetime | None = None,
+    stop: asyncio.Event | None = None,
+    processes: int = 1,
+) -> list[DeliveryReport]:
+    """Send the due deliveries of every unfinished issue of the configured newsletters.
+
+    An issue is unfinished while rows of it are pending or being sent; only those whose
+    retry time has come (or that were never tried) are sent. Oldest issue first.
+    """
+    now = now or datetime.now(UTC)
+    configured = {n.id: n for n in settings.newsletters}
+    reports = []
+    for newsletter_id, key in store.unfinished_issues(list(configured)):
+        if stop is not None and stop.is_set():
+            break
+        newsletter = configured[newsletter_id]
+        record = store.get_issue(newsletter_id, key)
+        if record is None:
+            continue
+        # A 'composed' issue here has an audience not planned completely: always go on.
+        if record.status != "composed" and not store.due_deliveries(record.id, datetime.now(UTC)):
+            continue
+        prepared = prepare_issue(store, newsletter, key, now, save=False)
+        if prepared is None or prepared.record is None:
+            continue
+        reports.append(
+            await send_issue(
+                settings,
+                store,
+                newsletter,
+                prepared.record,
+                prepared.issue,
+                transport,
+                now=now,
+                stop_requested=stop,
+                processes=processes,
+            )
+        )
+        if reports[-1].stopped:
+            break  # the relay is unavailable or refuses us: the next check tries again
+    return reports
+
+
+async def retry_due_deliveries(config_path: str) -> None:
+    """The scheduled job: send the due deferred deliveries of every unfinished issue."""
+    settings = load_settings(Path(config_path))
+    store = open_store(settings)
+    try:
+        transport = open_transport(settings.smtp)
+        try:
+            reports = await send_due(settings, store, transport, processes=settings.smtp.processes)
+        finally:
+            await transport.close()
+        for report in reports:
+            if report.stopped:
+                log.error("retrying deferred deliveries: %s", report.summary())
+            else:
+                log.info("retrying deferred deliveries: %s", report.summary())
+    finally:
+        store.close()
+
+
+def prepared_or_error(
+    store: Store, newsletter: NewsletterSettings, week: str | None, now: datetime
+) -> PreparedIssue:
+    prepared = prepare_issue(store, newsletter, week, now, save=False)
+    if prepared is None:
+        raise DigestError(
+            f"newsletter {newsletter.id!r} has no articles for "
+            f"{week or 'the previous week'}; run `digest collect` first"
+        )
+    return prepared
+
+
+async def run_newsletter(config_path: str, newsletter_id: str) -> None:
+    """The scheduled job: collect, compose the previous week and send it.
+
+    With ``review = "required"`` an issue not yet approved is composed and the editors
+    are asked (once) to review it instead; approved issues of earlier weeks that wait for
+    this run (``approved_send = "next_run"``) go out first.
+    """
+    settings = load_settings(Path(config_path))
+    newsletter = settings.newsletter(newsletter_id)
+    store = open_store(settings)
+    try:
+        now = datetime.now(UTC)
+        for report in await collect(settings, store, newsletter_id, now=now):
+            for source in report.sources:
+                if source.error:
+                    log.warning(
+                        "%s: source %r skipped: %s", newsletter_id, source.name, source.error
+                    )
+                for warning in source.warnings:
+                    log.warning("%s: source %r: %s", newsletter_id, source.name, warning)
+        transport = open_transport(settings.smtp)
+        try:
+            for week in approved_waiting(store, newsletter):
+                _log_result(
+                    newsletter_id,
+                    await send(
+                        settings,
+                        store,
+                        newsletter,
+                        week,
+                        transport,
+                        now=now,
+                        processes=settings.smtp.processes,
+                    ),
+                )
+            result = None
+            if is_approved(store, newsletter, iso_week_window(None, newsletter.zone, now)[0]):
+                result = await send(
+                    settings,
+                    store,
+                    newsletter,
+                    None,
+                    transport,
+                    now=now,
+                    processes=settings.smtp.processes,
+                )
+            else:
+                prepared = prepare_issue(store, newsletter, None, now)
+                if prepared is not None:
+                    asked = await request_review(
+                        settings,
+                        store,
+                        newsletter,
+                        prepared.issue.key,
+                        prepared.issue.subject,
+                        transport,
+                        now=now,
+                    )
+                    log.info(
+                        "%s %s: composed; awaits an editor's approval%s",
+                        newsletter_id,
+                        prepared.issue.key,
+                        f" ({asked} editors asked)" if asked else "",
+                    )
+                    return
+        finally:
+            await transport.close()
+        _log_result(newsletter_id, result)
+    finally:
+        store.close()
+
+
+def _log_result(newsletter_id: str, result: DeliveryReport | None) -> None:
+    if result is None:
+        log.info("%s: no new articles in the previous week; nothing sent", newsletter_id)
+    elif result.stopped:
+        log.error("%s; the next run (or `digest send`) sends the rest", result.summary())
+    else:
+        log.info("%s", result.summary())
+
+
+def approved_waiting(store: Store, newsletter: NewsletterSettings) -> list[str]:
+    """Weeks of approved issues of a reviewed newsletter that have not gone out in full."""
+    if newsletter.review != "required":
+        return []
+    return sorted(
+        row.key
+        for row, _counts in store.issues_of(newsletter.id, limit=20)
+        if row.status in ("composed", "sending") and is_approved(store, newsletter, row.key)
+    )
+
+
+async def approve(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    editor: str,
+    *,
+    now: datetime | None = None,
+    transport: Transport | None = None,
+) -> tuple[str, bool, DeliveryReport | None]:
+    """Approve the issue of ``week`` (default: the coming one) as ``editor``.
+
+    Returns the week, whether this was the first approval, and the report of the send
+    it started (with ``approved_send = "immediately"`` and a week that has ended), else
+    None. An issue that has gone out cannot be approved (IssueReadOnly).
+    """
+    from digest.issue.compose import iso_week_window
+    from digest.issue.editing import coming_week
+
+    now = now or datetime.now(UTC)
+    key, _start, end = iso_week_window(week or coming_week(newsletter, now), newsletter.zone, now)
+    first = store.approve(newsletter.id, key, editor=editor, now=now)
+    if newsletter.approved_send != "immediately" or end > now:
+        return key, first, None
+    own = transport is None
+    pool = transport or SmtpPool(settings.smtp)
+    try:
+        report = await send(settings, store, newsletter, key, pool, now=now)
+    finally:
+        if own:
+            await pool.close()
+    return key, first, report
+
+
+async def process_unsubscribe_mailbox(config_path: str) -> None:
+    """The scheduled job: apply the unsubscribe requests in the configured mailbox."""
+    from digest.mailboxes.mailbox import open_mailbox, process_mailbox
+
+    def process(settings: Settings, store: Store) -> str:
+        with open_mailbox(settings) as mailbox:
+            return process_mailbox(settings, store, mailbox).summary()
+
+    await _mailbox_job(config_path, "unsubscribe mailbox", process)
+
+
+async def process_bounce_mailbox(config_path: str) -> None:
+    """The scheduled job: record the bounces and complaints in the bounce mailbox."""
+    from digest.mailboxes.bounces import open_bounce_mailbox, process_bounces
+
+    def process(settings: Settings, store: Store) -> str:
+        with open_bounce_mailbox(settings) as mailbox:
+            return process_bounces(settings, store, mailbox).summary()
+
+    await _mailbox_job(config_path, "bounce mailbox", process)
+
+
+async def _mailbox_job(
+    config_path: str, name: str, process: Callable[[Settings, Store], str]
+) -> None:
+    """Run ``process`` on a store of its own and log its summary under ``name``."""
+    settings = load_settings(Path(config_path))
+
+    def run() -> str:
+        store = open_store(settings)
+        try:
+            return process(settings, store)
+        finally:
+            store.close()
+
+    # imap-tools and the store block: keep the scheduler's event loop free meanwhile.
+    log.info("%s: %s", name, await asyncio.to_thread(run))
+
+
+def preview_recipient(
+    store: Store,
+    newsletter: NewsletterSettings,
+    *,
+    segment: str | None = None,
+    subscriber: str | None = None,
+) -> Recipient:
+    """Who a preview or a test is for: a subscriber by address, else a segment."""
+    from digest.audience.segments import segment_recipient
+
+    if subscriber:
+        found = store.subscriber_by_email(subscriber.strip())
+        if found is None:
+            raise DigestError(f"no subscriber {subscriber!r} in the store")
+        matches = recipients_for(newsletter, [found])
+        if not matches:
+            raise DigestError(
+                f"{subscriber} is in no segment of {newsletter.id!r} "
+                f"(lists: {', '.join(sorted(found.lists)) or 'none'})"
+            )
+        return matches[0]
+    chosen = newsletter.segment(segment) if segment else None
+    if chosen is None:
+        if not newsletter.segments:
+            raise DigestError(f"newsletter {newsletter.id!r} has no segments")
+        chosen = newsletter.segments[0]
+    return segment_recipient(chosen)
+
+
+def preview_message(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    *,
+    segment: str | None = None,
+    subscriber: str | None = None,
+    now: datetime | None = None,
+    to: str | None = None,
+    subject_prefix: str = "",
+) -> tuple[Issue, Message]:
+    """The message a segment or subscriber would get, nothing sent or stored.
+
+    Its unsubscribe and preference links name no subscriber, so they work for no one.
+    With ``to`` it is addressed there instead and signed as the send signs (a test);
+    ``subject_prefix`` goes before the subject.
+    """
+    now = now or datetime.now(UTC)
+    issue = prepared_or_error(store, newsletter, week, now).issue
+    recipient = preview_recipient(store, newsletter, segment=segment, subscriber=subscriber)
+    personalizer = Personalizer(settings, newsletter, issue, now)
+    variant = personalizer.variant_for(recipient)
+    if variant is None:
+        raise DigestError(f"nothing in {issue.key} for that recipient's interests")
+    if subject_prefix:
+        variant = replace(
+            variant, issue=replace(variant.issue, subject=subject_prefix + variant.issue.subject)
+        )
+    # Its links name no subscriber (id 0), whoever it shows: a preview as a reader must
+    # not hand whoever sees it the links that open that reader's data.
+    stand_in = replace(recipient.subscriber, id=0)
+    if to is None:
+        return issue, personalizer.message_for(replace(recipient, subscriber=stand_in), variant)
+    # A test goes out as readers' messages do: from the prepared bytes, DKIM-signed. It
+    # belongs to no delivery, so its return path is the plain sender address.
+    # Nor does a test mail carry the name the reader typed (whoever signed up typed it):
+    # it greets as a reader without a name is greeted.
+    return issue, personalizer.fast_message_for(
+        replace(recipient, subscriber=replace(stand_in, email=to, name="")),
+        variant,
+        make_msgid(domain=newsletter.sender_domain),
+        envelope_from=sender_address(newsletter),
+        signer=signer_for(settings, newsletter.sender_domain),
+    )
+
+
+#: Before the subject of every test message.
+TEST_PREFIX = "[TEST] "
+
+
+async def test_send(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    addresses: list[str],
+    transport: Transport,
+    *,
+    segment: str | None = None,
+    subscriber: str | None = None,
+    now: datetime | None = None,
+) -> list[SendResult]:
+    """Send the issue as a segment or subscriber gets it to ``addresses``, marked [TEST].
+
+    Nothing is recorded: the ledger of the issue does not change. One result per address,
+    with the server's answer.
+    """
+    results = []
+    for address in addresses:
+        _issue, message = preview_message(
+            settings,
+            store,
+            newsletter,
+            week,
+            segment=segment,
+            subscriber=subscriber,
+            now=now,
+            to=address,
+            subject_prefix=TEST_PREFIX,
+        )
+        results.append(await transport.send(message))
+    return results
+
+
+def preview(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    week: str | None,
+    *,
+    segment: str | None = None,
+    subscriber: str | None = None,
+    fmt: str = "html",
+    now: datetime | None = None,
+) -> bytes:
+    """One issue as a segment or a subscriber would get it: HTML, text, .eml or a dump."""
+    from digest.issue.compose import format_issue
+
+    now = now or datetime.now(UTC)
+    if fmt == "issue":
+        return format_issue(prepared_or_error(store, newsletter, week, now).issue).encode()
+    _issue, message = preview_message(
+        settings, store, newsletter, week, segment=segment, subscriber=subscriber, now=now
+    )
+    if fmt == "eml":
+        return message.data
+    import email
+    from email import policy
+
+    parsed = email.message_from_bytes(message.data, policy=policy.default)
+    part = parsed.get_body(preferencelist=("html",) if fmt == "html" else ("plain",))
+    assert part is not None
+    return part.get_content().encode()

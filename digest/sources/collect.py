@@ -1,0 +1,168 @@
+"""Run a newsletter's sources, deduplicate and save what they carry.
+
+A source that fails is reported (in the returned report, for the caller to show) naming
+it and why; the others are still collected, and the failure is remembered in the store
+beside the source's fetch state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+from digest.config import NewsletterSettings, Settings, SourceSettings
+from digest.core.errors import ConfigError, SourceError
+from digest.sources import FetchResult, FetchState, Guest, fetch_any, new_http_client
+from digest.store import Store
+
+__all__ = ["SourceReport", "CollectReport", "collect_newsletter", "try_sources"]
+
+log = logging.getLogger("digest.sources.collect")
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """The outcome of one source: articles seen, or the reason it failed."""
+
+    name: str
+    articles: int = 0
+    not_modified: bool = False
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class CollectReport:
+    """What one collect run did for one newsletter."""
+
+    newsletter: str
+    sources: list[SourceReport] = field(default_factory=list)
+    new: int = 0
+    updated: int = 0
+
+    @property
+    def failed(self) -> list[SourceReport]:
+        return [s for s in self.sources if s.error]
+
+
+async def _fetch_one(
+    settings: Settings,
+    state: FetchState | None,
+    newsletter: NewsletterSettings,
+    source: SourceSettings,
+    client: httpx.AsyncClient,
+    guest: Guest,
+    now: datetime,
+) -> FetchResult | SourceError:
+    """One source fetched; its failure returned, not raised, so the others go on."""
+    try:
+        return await fetch_any(
+            source,
+            newsletter,
+            state,
+            client=client,
+            base_dir=settings.base_dir,
+            guest=guest,
+            now=now,
+        )
+    except SourceError as exc:
+        return exc
+
+
+async def collect_newsletter(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    *,
+    client: httpx.AsyncClient | None = None,
+    now: datetime | None = None,
+) -> CollectReport:
+    """Fetch every source of ``newsletter`` concurrently and save the articles."""
+    now = now or datetime.now(UTC)
+    report = CollectReport(newsletter.id)
+    own_client = client is None
+    client = client or new_http_client(settings.user_agent)
+    guest = Guest(settings.user_agent, settings.host_delay)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                _fetch_one(
+                    settings,
+                    FetchState(*store.source_state(newsletter.id, source.name)),
+                    newsletter,
+                    source,
+                    client,
+                    guest,
+                    now,
+                )
+                for source in newsletter.sources
+            )
+        )
+    finally:
+        if own_client:
+            await client.aclose()
+    for source, outcome in zip(newsletter.sources, outcomes, strict=True):
+        if isinstance(outcome, SourceError):
+            log.info("source %r skipped: %s", source.name, outcome.reason)
+            store.save_source_state(
+                newsletter.id,
+                source.name,
+                etag=None,
+                last_modified=None,
+                error=outcome.reason,
+                now=now,
+            )
+            report.sources.append(SourceReport(source.name, error=outcome.reason))
+            continue
+        for warning in outcome.warnings:
+            log.info("source %r: %s", source.name, warning)
+        new, updated = store.upsert_articles(newsletter.id, outcome.articles, now=now)
+        report.new += new
+        report.updated += updated
+        store.save_source_state(
+            newsletter.id,
+            source.name,
+            etag=outcome.state.etag,
+            last_modified=outcome.state.last_modified,
+            error=None,
+            now=now,
+        )
+        report.sources.append(
+            SourceReport(
+                source.name, len(outcome.articles), outcome.not_modified, None, outcome.warnings
+            )
+        )
+    return report
+
+
+async def try_sources(
+    settings: Settings,
+    newsletter: NewsletterSettings,
+    source_name: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[tuple[SourceSettings, FetchResult | SourceError]]:
+    """Fetch the sources of ``newsletter`` (or the one named) as collect does; store nothing.
+
+    No fetch state is sent, so every source answers in full.
+    """
+    now = now or datetime.now(UTC)
+    sources = list(newsletter.sources)
+    if source_name is not None:
+        sources = [s for s in sources if s.name == source_name]
+        if not sources:
+            known = ", ".join(repr(s.name) for s in newsletter.sources) or "none"
+            raise ConfigError(
+                f"{newsletter.id}.sources", f"no source {source_name!r} (known: {known})"
+            )
+    guest = Guest(settings.user_agent, settings.host_delay)
+
+    async with new_http_client(settings.user_agent) as client:
+        outcomes = await asyncio.gather(
+            *(_fetch_one(settings, None, newsletter, s, client, guest, now) for s in sources)
+        )
+    return list(zip(sources, outcomes, strict=True))
