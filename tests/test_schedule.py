@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from digest.config import (
 from digest.ops.schedule import (
     BOUNCE_JOB,
     BOUNCE_JOB_ID,
+    DEFAULT_JOB,
     JOB_TABLE,
     MAILBOX_JOB,
     MAILBOX_JOB_ID,
@@ -266,6 +268,31 @@ async def test_unchanged_schedule_keeps_due_time_and_takes_new_settings(store_ur
     assert job.next_run_time == overdue
     assert job.misfire_grace_time == 600
     assert job.args == ("/srv/digest/config.toml", NEWSLETTER)
+
+
+async def test_a_job_stored_under_a_function_path_that_moved_keeps_its_due_time(
+    store_url: str,
+) -> None:
+    """Jobs stored before a module moved name a path that no longer imports: the job is
+    given the current function and keeps its due time, not dropped by APScheduler."""
+    settings = make_settings()
+    overdue = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)
+    await persist_due_time(settings, store_url, overdue)
+    engine = Store.open(store_url, migrate=False).engine
+    with engine.begin() as conn:
+        row = conn.execute(text(f"SELECT job_state FROM {JOB_TABLE}")).one()
+        state = pickle.loads(row.job_state)
+        state["func"] = "digest.jobs:run_newsletter"  # where it was before the layout
+        conn.execute(
+            text(f"UPDATE {JOB_TABLE} SET job_state = :s WHERE id = :id"),
+            {"s": pickle.dumps(state, pickle.HIGHEST_PROTOCOL), "id": JOB_ID},
+        )
+    engine.dispose()
+
+    job = await stored_job(settings, store_url, job=DEFAULT_JOB)
+
+    assert job.next_run_time == overdue
+    assert job.func_ref == DEFAULT_JOB == "digest.ops.jobs:run_newsletter"
 
 
 async def test_changed_schedule_is_rescheduled_from_now(
