@@ -27,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from limits import RateLimitItem
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,17 +36,26 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Scope
 
 from digest.audience.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
 from digest.config import Settings, WebSettings, rate_limit_item
-from digest.core.i18n import N_, language, translations
+from digest.core.i18n import N_
 from digest.store import Store
 from digest.web.admin import FRAME_PREFIX, admin_routes
 from digest.web.admin import PREFIX as ADMIN_PREFIX
 from digest.web.archive import ARCHIVE_PREFIX, archive_routes
 from digest.web.logs import TOKEN_PREFIXES
+from digest.web.pages import (
+    STATIC_PREFIX,
+    error_page,
+    install,
+    message_page,
+    not_found,
+    render,
+    settings_of,
+    store_of,
+)
 from digest.web.reader import reader_routes
 from digest.web.routing import page, page_locale
 from digest.web.security import (
@@ -66,27 +73,10 @@ __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SIGNUP_RATE_LIMIT", "create_app", "pag
 DEFAULT_RATE_LIMIT = WebSettings.rate_limit
 DEFAULT_SIGNUP_RATE_LIMIT = WebSettings.signup_rate_limit
 
-STATIC_PREFIX = "/static"
 #: ``/unsubscribe/<token>?einstellungen`` leads on to the preference page of that token's
 #: subscriber. A relative link, so that the page itself stays the same for every token.
 PREFERENCES_QUERY = "einstellungen"
 
-# Message ids, translated when a page is shown.
-_ERRORS = {
-    404: (N_("Page not found"), N_("This page does not exist. Please check the address.")),
-    405: (N_("Not possible"), N_("This request is not possible on this page.")),
-    429: (
-        N_("Too many requests"),
-        N_(
-            "Too many requests came from your connection in a short time. "
-            "Please try again in a few minutes."
-        ),
-    ),
-    500: (
-        N_("An error occurred"),
-        N_("Sorry, your request could not be processed. Please try again later."),
-    ),
-}
 _INVALID_LINK = (
     N_("Invalid link"),
     N_(
@@ -110,25 +100,86 @@ class _App(Starlette):
         )
 
 
-def _templates(locale: str) -> Jinja2Templates:
-    env = Environment(
-        extensions=["jinja2.ext.i18n"],
-        loader=PackageLoader("digest.web", "templates"),
-        autoescape=select_autoescape(default=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
+def _unsubscribe_token(request: Request) -> tuple[int, str] | None:
+    try:
+        token = request.path_params["token"]
+        return read_token(settings_of(request).secret_key, UNSUBSCRIBE, token)
+    except TokenError:
+        return None
+
+
+def _invalid_link(request: Request) -> Response:
+    return message_page(request, 400, settings_of(request).locale, *_INVALID_LINK)
+
+
+# Neither page names the newsletter or the address: the answer for a subscriber or a
+# newsletter that does not exist (any more) must be the same, byte for byte. Only the
+# language follows the newsletter, and only its configured locale: a newsletter
+# removed from the config gets the default, like one that never existed.
+def ask_to_unsubscribe(request: Request) -> Response:
+    """``GET /unsubscribe/{token}``: a page with a button (or on to the preferences)."""
+    found = _unsubscribe_token(request)
+    if found is None:
+        return _invalid_link(request)
+    settings = settings_of(request)
+    if PREFERENCES_QUERY in request.query_params:
+        subscriber_id, newsletter_id = found
+        return RedirectResponse(preferences_url(settings, newsletter_id, subscriber_id), 303)
+    return render(
+        request,
+        "unsubscribe.html",
+        locale=page_locale(settings, found[1]),
+        preferences=f"?{PREFERENCES_QUERY}",
     )
-    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
-    env.globals["lang"] = language(locale)
-    return Jinja2Templates(env=env, context_processors=[_static_url])
 
 
-def _static_url(request: Request) -> dict[str, Any]:
-    # A path, not request.url_for's absolute URL: behind a proxy the Host may be an inner one.
-    def static_url(path: str) -> str:
-        return f"{request.scope.get('root_path', '')}{STATIC_PREFIX}/{path}"
+def unsubscribe(request: Request) -> Response:
+    """``POST /unsubscribe/{token}``: unsubscribe (RFC 8058 one-click), 200, no redirect."""
+    found = _unsubscribe_token(request)
+    if found is None:
+        return _invalid_link(request)
+    subscriber_id, newsletter_id = found
+    # Recorded for a newsletter no longer configured too: should it come back, the
+    # withdrawal still holds. An unknown subscriber id records nothing.
+    store_of(request).unsubscribe(subscriber_id, newsletter_id)
+    return render(
+        request,
+        "unsubscribed.html",
+        locale=page_locale(settings_of(request), newsletter_id),
+        preferences=f"?{PREFERENCES_QUERY}",
+    )
 
-    return {"static_url": static_url}
+
+def health(_request: Request) -> Response:
+    """``GET /healthz``."""
+    return PlainTextResponse("ok")
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_page(request, exc.status_code, dict(exc.headers or {}))
+
+
+def _server_error(request: Request, _exc: Exception) -> Response:
+    return error_page(request, 500)
+
+
+def _genuine_withdrawal(scope: Scope) -> bool:
+    """A POST to an unsubscribe link whose token is validly signed."""
+    prefix = "/unsubscribe/"
+    path: str = scope["path"]
+    if scope["method"] != "POST" or not path.startswith(prefix):
+        return False
+    settings: Settings = scope["app"].state.settings
+    try:
+        read_token(settings.secret_key, UNSUBSCRIBE, path.removeprefix(prefix))
+    except TokenError:
+        return False
+    return True
+
+
+def _too_many_requests(request: Request, retry_after: int) -> Response:
+    return error_page(request, 429, {"Retry-After": str(retry_after)})
 
 
 def create_app(
@@ -156,112 +207,6 @@ def create_app(
         if isinstance(signup_rate_limit, str)
         else signup_rate_limit
     )
-    # One environment per locale, each with its catalogue: no state shared between requests.
-    environments: dict[str, Jinja2Templates] = {}
-
-    def render(
-        request: Request, name: str, status: int = 200, *, locale: str, **context: Any
-    ) -> Response:
-        templates = environments.get(locale)
-        if templates is None:
-            templates = environments[locale] = _templates(locale)
-        return templates.TemplateResponse(request, name, context, status_code=status)
-
-    def message_page(request: Request, status: int, locale: str, title: str, text: str) -> Response:
-        catalogue = translations(locale)
-        return render(
-            request,
-            "message.html",
-            status,
-            locale=locale,
-            title=catalogue.gettext(title),
-            text=catalogue.gettext(text),
-        )
-
-    def error_page(
-        request: Request, status: int, headers: dict[str, str] | None = None
-    ) -> Response:
-        title, text = _ERRORS.get(status, _ERRORS[500])
-        response = message_page(request, status, settings.locale, title, text)
-        response.headers.update(headers or {})
-        return response
-
-    def unsubscribe_token(request: Request) -> tuple[int, str] | None:
-        try:
-            return read_token(settings.secret_key, UNSUBSCRIBE, request.path_params["token"])
-        except TokenError:
-            return None
-
-    def invalid_link(request: Request) -> Response:
-        return message_page(request, 400, settings.locale, *_INVALID_LINK)
-
-    # Neither page names the newsletter or the address: the answer for a subscriber or a
-    # newsletter that does not exist (any more) must be the same, byte for byte. Only the
-    # language follows the newsletter, and only its configured locale: a newsletter
-    # removed from the config gets the default, like one that never existed.
-    def ask_to_unsubscribe(request: Request) -> Response:
-        found = unsubscribe_token(request)
-        if found is None:
-            return invalid_link(request)
-        if PREFERENCES_QUERY in request.query_params:
-            subscriber_id, newsletter_id = found
-            return RedirectResponse(preferences_url(settings, newsletter_id, subscriber_id), 303)
-        return render(
-            request,
-            "unsubscribe.html",
-            locale=page_locale(settings, found[1]),
-            preferences=f"?{PREFERENCES_QUERY}",
-        )
-
-    def unsubscribe(request: Request) -> Response:
-        found = unsubscribe_token(request)
-        if found is None:
-            return invalid_link(request)
-        subscriber_id, newsletter_id = found
-        # Recorded for a newsletter no longer configured too: should it come back, the
-        # withdrawal still holds. An unknown subscriber id records nothing.
-        store.unsubscribe(subscriber_id, newsletter_id)
-        return render(
-            request,
-            "unsubscribed.html",
-            locale=page_locale(settings, newsletter_id),
-            preferences=f"?{PREFERENCES_QUERY}",
-        )
-
-    def health(_request: Request) -> Response:
-        return PlainTextResponse("ok")
-
-    def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return error_page(request, exc.status_code, dict(exc.headers or {}))
-
-    def server_error(request: Request, _exc: Exception) -> Response:
-        return error_page(request, 500)
-
-    def genuine_withdrawal(scope: Scope) -> bool:
-        """A POST to an unsubscribe link whose token is validly signed."""
-        prefix = "/unsubscribe/"
-        path: str = scope["path"]
-        if scope["method"] != "POST" or not path.startswith(prefix):
-            return False
-        try:
-            read_token(settings.secret_key, UNSUBSCRIBE, path.removeprefix(prefix))
-        except TokenError:
-            return False
-        return True
-
-    def too_many_requests(request: Request, retry_after: int) -> Response:
-        return error_page(request, 429, {"Retry-After": str(retry_after)})
-
-    def not_found(request: Request) -> Response:
-        return error_page(request, 404)
-
-    def render_reader_page(
-        request: Request, name: str, status: int = 200, **context: Any
-    ) -> Response:
-        # The reader pages pass the locale of the newsletter they are about, if known.
-        context.setdefault("locale", settings.locale)
-        return render(request, name, status, **context)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -280,11 +225,11 @@ def create_app(
             stop.set()
             await task
 
-    return _App(
+    app = _App(
         lifespan=lifespan,
         routes=[
-            *reader_routes(settings, store, render_reader_page, message_page, not_found),
-            *archive_routes(settings, store, render_reader_page, not_found),
+            *reader_routes(settings, store, render, message_page, not_found),
+            *archive_routes(settings, store, render, not_found),
             *admin_routes(settings, store, render, message_page, login_delay=login_delay),
             page(
                 "/unsubscribe/{token}",
@@ -302,16 +247,18 @@ def create_app(
                 TokenRateLimit,
                 limit=limit,
                 prefixes=TOKEN_PREFIXES,
-                refuse=too_many_requests,
-                genuine_withdrawal=genuine_withdrawal,
+                refuse=_too_many_requests,
+                genuine_withdrawal=_genuine_withdrawal,
             ),
             Middleware(
                 TokenRateLimit,
                 limit=signup_limit,
                 prefixes=("subscribe",),
-                refuse=too_many_requests,
+                refuse=_too_many_requests,
                 methods=("POST",),
             ),
         ],
-        exception_handlers={HTTPException: http_error, 500: server_error},
+        exception_handlers={HTTPException: _http_error, 500: _server_error},
     )
+    install(app, settings, store)
+    return app
