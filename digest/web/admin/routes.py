@@ -1,6 +1,7 @@
 """The route table of the editors' area: which endpoint answers which path and method.
 
-Every route but the login form's is :func:`~digest.web.admin.session.guarded`.
+Every route is :func:`~digest.web.admin.session.guarded` but the login form and ``GET
+/admin/logout``, which only redirects.
 """
 
 from __future__ import annotations
