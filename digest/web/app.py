@@ -230,7 +230,7 @@ def create_app(
         routes=[
             *reader_routes(settings, store, render, message_page, not_found),
             *archive_routes(settings, store, render, not_found),
-            *admin_routes(settings, store, render, message_page, login_delay=login_delay),
+            *admin_routes(login_delay=login_delay),
             page(
                 "/unsubscribe/{token}",
                 show=ask_to_unsubscribe,
