@@ -228,8 +228,8 @@ def create_app(
     app = _App(
         lifespan=lifespan,
         routes=[
-            *reader_routes(settings, store, render, message_page, not_found),
-            *archive_routes(settings, store, render, not_found),
+            *reader_routes(),
+            *archive_routes(),
             *admin_routes(login_delay=login_delay),
             page(
                 "/unsubscribe/{token}",

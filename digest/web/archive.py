@@ -8,14 +8,12 @@ same 404 page.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from digest.config import Settings
 from digest.core.i18n import format_long_day
 from digest.message.archive import (
     archive_feed,
@@ -25,77 +23,78 @@ from digest.message.archive import (
     archived_newsletters,
     feed_url,
 )
-from digest.store import Store
+from digest.web.pages import not_found, render, settings_of, store_of
 from digest.web.routing import page
 
-__all__ = ["ARCHIVE_PREFIX", "archive_routes"]
-
-Render = Callable[..., Response]
+__all__ = ["ARCHIVE_PREFIX", "archive_routes", "feed", "index", "issue", "newsletter_issues"]
 
 ARCHIVE_PREFIX = "/archive/"
 ATOM = "application/atom+xml; charset=utf-8"
 
 
-def archive_routes(
-    settings: Settings, store: Store, render: Render, not_found: Render
-) -> list[Route]:
-    """The routes under /archive/.
-
-    ``render(request, template, status, locale=..., **context)`` shows a page,
-    ``not_found(request)`` the app's 404 page.
-    """
-
-    def index(request: Request) -> Response:
-        newsletters = archived_newsletters(settings)
-        return render(
-            request, "archive_index.html", locale=settings.locale, newsletters=newsletters
-        )
-
-    def newsletter_issues(request: Request) -> Response:
-        newsletter = archived_newsletter(settings, request.path_params["newsletter"])
-        if newsletter is None:
-            return not_found(request)
-        issues = archived_issues(settings, store, newsletter)
-        return render(
-            request,
-            "archive_newsletter.html",
-            locale=newsletter.locale,
-            newsletter=newsletter,
-            issues=issues,
-            feed_url=feed_url(settings, newsletter),
-            sent_on=lambda when: format_long_day(when, newsletter.locale, newsletter.zone),
-        )
-
-    def feed(request: Request) -> Response:
-        newsletter = archived_newsletter(settings, request.path_params["newsletter"])
-        if newsletter is None:
-            return not_found(request)
-        issues = archived_issues(settings, store, newsletter)
-        body = archive_feed(settings, newsletter, issues, datetime.now(UTC))
-        return Response(body, media_type=ATOM)
-
-    def issue(request: Request) -> Response:
-        newsletter = archived_newsletter(settings, request.path_params["newsletter"])
-        if newsletter is None:
-            return not_found(request)
-        shown = archive_page(
-            settings, store, newsletter, request.path_params["week"], datetime.now(UTC)
-        )
-        if shown is None:
-            return not_found(request)
-        return render(
-            request,
-            "archive_issue.html",
-            locale=newsletter.locale,
-            newsletter=newsletter,
-            shown=shown,
-            feed_url=feed_url(settings, newsletter),
-            sent_on=format_long_day(shown.archived.sent_at, newsletter.locale, newsletter.zone),
-        )
-
+def archive_routes() -> list[Route]:
+    """The routes under /archive/."""
     return [
         page(ARCHIVE_PREFIX, show=index, name="archive"),
         page("/archive/{newsletter}/", show=newsletter_issues, name="archive_newsletter"),
         page("/archive/{newsletter}/feed.atom", show=feed, name="archive_feed"),
         page("/archive/{newsletter}/{week}", show=issue, name="archive_issue"),
     ]
+
+
+def index(request: Request) -> Response:
+    """``GET /archive/``: the newsletters with an archive."""
+    settings = settings_of(request)
+    newsletters = archived_newsletters(settings)
+    return render(request, "archive_index.html", locale=settings.locale, newsletters=newsletters)
+
+
+def newsletter_issues(request: Request) -> Response:
+    """``GET /archive/{newsletter}/``: the newsletter's sent issues."""
+    settings = settings_of(request)
+    newsletter = archived_newsletter(settings, request.path_params["newsletter"])
+    if newsletter is None:
+        return not_found(request)
+    issues = archived_issues(settings, store_of(request), newsletter)
+    return render(
+        request,
+        "archive_newsletter.html",
+        locale=newsletter.locale,
+        newsletter=newsletter,
+        issues=issues,
+        feed_url=feed_url(settings, newsletter),
+        sent_on=lambda when: format_long_day(when, newsletter.locale, newsletter.zone),
+    )
+
+
+def feed(request: Request) -> Response:
+    """``GET /archive/{newsletter}/feed.atom``: the newsletter's sent issues as Atom."""
+    settings = settings_of(request)
+    newsletter = archived_newsletter(settings, request.path_params["newsletter"])
+    if newsletter is None:
+        return not_found(request)
+    issues = archived_issues(settings, store_of(request), newsletter)
+    body = archive_feed(settings, newsletter, issues, datetime.now(UTC))
+    return Response(body, media_type=ATOM)
+
+
+def issue(request: Request) -> Response:
+    """``GET /archive/{newsletter}/{week}``: an issue as it was sent."""
+    settings = settings_of(request)
+    newsletter = archived_newsletter(settings, request.path_params["newsletter"])
+    if newsletter is None:
+        return not_found(request)
+    shown = archive_page(
+        settings, store_of(request), newsletter, request.path_params["week"], datetime.now(UTC)
+    )
+    if shown is None:
+        return not_found(request)
+    return render(
+        request,
+        "archive_issue.html",
+        locale=newsletter.locale,
+        newsletter=newsletter,
+        shown=shown,
+        feed_url=feed_url(settings, newsletter),
+        sent_on=format_long_day(shown.archived.sent_at, newsletter.locale, newsletter.zone),
+    )
