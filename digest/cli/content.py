@@ -1,0 +1,255 @@
+"""Commands on what goes into an issue: collect, sources, preview, approve."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from digest.cli.base import CannotWrite, cli, common, echo_err, example, run_async, state
+from digest.core.errors import SourceError
+
+
+@cli.command(epilog=example("digest collect wochenueberblick"))
+@click.argument("newsletter", required=False)
+@common
+@run_async
+async def collect(newsletter: str | None) -> None:
+    """Fetch the sources of every newsletter (or of NEWSLETTER) and store new articles.
+
+    A source that fails is reported and skipped; the others are still collected, and
+    the exit code is 1.
+    """
+    from digest.ops import jobs
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        reports = await jobs.collect(settings, store, newsletter)
+    finally:
+        store.close()
+    failed = 0
+    for report in reports:
+        for source in report.sources:
+            if source.error:
+                failed += 1
+                echo_err(
+                    f"warning: {report.newsletter}: source {source.name!r} skipped: {source.error}"
+                )
+                continue
+            for warning in source.warnings:
+                echo_err(f"warning: {report.newsletter}: source {source.name!r}: {warning}")
+            if source.not_modified:
+                click.echo(f"{report.newsletter}: {source.name}: not modified")
+            else:
+                click.echo(f"{report.newsletter}: {source.name}: {source.articles} articles")
+        click.echo(f"{report.newsletter}: {report.new} new, {report.updated} updated")
+    if failed:
+        raise SystemExit(1)
+
+
+@cli.group(epilog=example('digest sources test wochenueberblick "Land und Kommune (Seite)"'))
+def sources() -> None:
+    """Try sources and find new ones: test, discover."""
+
+
+#: How much of each teaser `sources test` shows.
+_TEASER_START = 70
+
+
+@sources.command(
+    "test", epilog=example('digest sources test wochenueberblick "Land und Kommune (Seite)"')
+)
+@click.argument("newsletter")
+@click.argument("source", required=False)
+@common
+@run_async
+async def sources_test(newsletter: str, source: str | None) -> None:
+    """Collect the sources of NEWSLETTER (or only SOURCE) without storing anything.
+
+    Prints what each source yields: date, category, region, title and the start of the
+    teaser, and every warning, so selectors can be tuned. The exit code is 1 if a
+    source failed.
+    """
+    from digest.issue.compose import teaser_for
+    from digest.sources.collect import try_sources
+
+    settings = state().settings()
+    chosen = settings.newsletter(newsletter)
+    failed = 0
+    for source_settings, outcome in await try_sources(settings, chosen, source):
+        click.echo(f"== {source_settings.name} ({source_settings.kind}: {source_settings.url})")
+        if isinstance(outcome, SourceError):
+            failed += 1
+            echo_err(f"warning: source {source_settings.name!r} failed: {outcome.reason}")
+            continue
+        for warning in outcome.warnings:
+            echo_err(f"warning: source {source_settings.name!r}: {warning}")
+        click.echo(f"{len(outcome.articles)} articles")
+        for article in outcome.articles:
+            when = article.published.astimezone(chosen.zone).strftime("%Y-%m-%d %H:%M")
+            teaser = teaser_for(article.summary or article.content, _TEASER_START)
+            click.echo(f"- {when}  {article.category}  {article.region or '-'}  {article.title}")
+            click.echo(f"    {teaser or '(no teaser)'}")
+            click.echo(f"    {article.link}")
+    if failed:
+        raise SystemExit(1)
+
+
+@sources.command(
+    "discover", epilog=example("digest sources discover https://www.example.org/aktuelles/")
+)
+@click.argument("url")
+@click.option(
+    "--allow-private",
+    is_flag=True,
+    help="Allow a loopback or private address (an intranet page).",
+)
+@common
+@run_async
+async def sources_discover(url: str, allow_private: bool) -> None:
+    """Fetch the page at URL and print a [[newsletters.sources]] block for it.
+
+    The feeds the page advertises come first; without any, a kind = "html" block whose
+    selectors fit the page's repeated items, with a preview of the first items. No
+    configuration file is needed; with one, its user_agent is used.
+    """
+    from zoneinfo import ZoneInfo
+
+    from digest.config import DEFAULT_USER_AGENT
+    from digest.sources import Guest, new_http_client
+    from digest.sources.discover import discover, source_block
+
+    settings = state().settings() if state().config.exists() else None
+    user_agent = settings.user_agent if settings else DEFAULT_USER_AGENT
+    zone = ZoneInfo(settings.timezone if settings else "Europe/Berlin")
+    async with new_http_client(user_agent) as client:
+        found = await discover(
+            url, client=client, guest=Guest(user_agent), allow_private=allow_private
+        )
+    name = found.title or url
+    if found.feeds:
+        click.echo(f"# {len(found.feeds)} feed(s) advertised by {found.url}")
+        for feed in found.feeds:
+            click.echo(f"\n# {feed.type}")
+            click.echo(source_block(feed.title or name, feed.url), nl=False)
+        return
+    for warning in found.warnings:
+        echo_err(f"warning: {warning}")
+    if found.selectors is None:
+        raise SystemExit(1)
+    click.echo(f"# no feed advertised by {found.url}; proposed selectors for its items")
+    click.echo(source_block(name, found.url, selectors=found.selectors))
+    click.echo(f"# preview: {len(found.preview)} items")
+    for article in found.preview[:5]:
+        when = article.published.astimezone(zone).strftime("%Y-%m-%d")
+        click.echo(f"#   {when}  {article.title}")
+        click.echo(f"#     {article.link}")
+    if not found.preview:
+        raise SystemExit(1)
+
+
+@cli.command(
+    epilog=example(
+        "digest preview wochenueberblick --week 2025-W05 --segment bayern -o bayern.html"
+    )
+)
+@click.argument("newsletter")
+@click.option("--week", metavar="YYYY-Www", help="ISO week (default: the previous week).")
+@click.option("--segment", help="Preview as this segment gets it.")
+@click.option("--subscriber", metavar="EMAIL", help="Preview as this subscriber gets it.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "text", "eml", "issue"]),
+    default="html",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
+@common
+def preview(
+    newsletter: str,
+    week: str | None,
+    segment: str | None,
+    subscriber: str | None,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Show NEWSLETTER's issue as a segment or a subscriber would get it.
+
+    Nothing is sent and nothing is written to the store.
+    """
+    from digest.ops import jobs
+
+    if segment and subscriber:
+        raise click.UsageError("use --segment or --subscriber, not both")
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        data = jobs.preview(
+            settings,
+            store,
+            settings.newsletter(newsletter),
+            week,
+            segment=segment,
+            subscriber=subscriber,
+            fmt=fmt,
+        )
+    finally:
+        store.close()
+    if output:
+        try:
+            output.write_bytes(data)
+        except OSError as exc:
+            raise CannotWrite(f"cannot write {output}: {exc.strerror or exc}") from exc
+        click.echo(f"wrote {output} ({len(data) / 1024:.1f} KB)")
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@cli.command(epilog=example("digest approve wochenueberblick --week 2025-W05 --editor erika"))
+@click.argument("newsletter")
+@click.option(
+    "--week", metavar="YYYY-Www", help="ISO week of the issue (default: the coming issue)."
+)
+@click.option(
+    "--editor",
+    default=None,
+    help="Name recorded with the approval (default: the login name of this shell).",
+)
+@common
+@run_async
+async def approve(newsletter: str, week: str | None, editor: str | None) -> None:
+    """Approve NEWSLETTER's issue of a week for sending (newsletters with review = "required").
+
+    With approved_send = "immediately" an issue whose week has ended is sent at once;
+    otherwise it goes out at the next scheduled run. An issue that has gone out cannot be
+    approved.
+    """
+    import getpass
+
+    from digest.ops import jobs
+
+    settings = state().settings()
+    chosen = settings.newsletter(newsletter)
+    store = jobs.open_store(settings)
+    try:
+        key, first, report = await jobs.approve(
+            settings, store, chosen, week, editor or getpass.getuser()
+        )
+    finally:
+        store.close()
+    click.echo(f"{newsletter} {key}: {'approved' if first else 'was approved before'}")
+    if report is not None:
+        click.echo(report.summary())
+        if report.stopped:
+            echo_err(f"error: sending stopped: {report.stopped}. Run `digest send` again.")
+            raise SystemExit(1)
+    elif chosen.review == "required":
+        click.echo("it goes out at the next scheduled run")

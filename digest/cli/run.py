@@ -1,0 +1,139 @@
+"""Commands that keep digest running: run (the scheduler), serve, schedules, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import UTC, datetime
+
+import click
+
+from digest.cli.base import cli, common, example, run_async, state
+
+
+@cli.command(epilog=example("digest run --config /etc/digest/config.toml"))
+@common
+@run_async
+async def run() -> None:
+    """Run the scheduler: collect, compose and send each newsletter when it is due.
+
+    Jobs are kept in the database, so a run missed while the scheduler was down happens
+    once when it comes back (within the newsletter's misfire_grace_time). Deferred
+    deliveries of every unfinished issue are sent when their retry is due.
+    """
+    from digest.ops.jobs import open_store
+    from digest.ops.schedule import run_scheduler
+
+    st = state()
+    settings = st.settings()
+    logging.getLogger("digest").setLevel(logging.INFO)
+    store = open_store(settings)  # applies migrations before the job store attaches
+    url = store.engine.url.render_as_string(hide_password=False)
+    store.close()
+    # SIGTERM (a service manager stopping us) and Ctrl-C end the scheduler cleanly: no
+    # new run starts, a send in progress finishes and records every delivery.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # Confirmation mail queued by the web app goes out from here too (a lease per row
+    # keeps two senders from sending one twice).
+    from digest.audience.signup import run_mail_queue
+
+    queue_store = open_store(settings)
+    queue = asyncio.create_task(run_mail_queue(queue_store, settings, stop=stop))
+    try:
+        await run_scheduler(
+            settings, store_url=url, config_path=str(st.config.resolve()), stop=stop
+        )
+    finally:
+        stop.set()
+        await queue
+        queue_store.close()
+    click.echo("scheduler stopped")
+
+
+@cli.command(epilog=example("digest serve --port 8000"))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=int, help="Port to listen on (0: any free)."
+)
+@click.option(
+    "--rate-limit",
+    default=None,
+    help="Requests per client address to the token links; more get 429. "
+    "[default: web.rate_limit of the config]",
+)
+@common
+def serve(host: str, port: int, rate_limit: str | None) -> None:
+    """Serve the reader pages (sign-up, confirmation, preferences, one-click unsubscribe),
+    the public archive of the newsletters with `archive = true` and the editors' area
+    under /admin.
+
+    It also sends the queued confirmation mail, retrying while the relay is down.
+
+    Put it behind a TLS-terminating reverse proxy at `public_url`, on the same machine:
+    the client address (for the rate limit) is then read from X-Forwarded-For, which is
+    trusted from 127.0.0.1 only. Tokens in links never reach the log.
+    """
+    import uvicorn
+
+    from digest.config import rate_limit_item
+    from digest.ops import jobs
+    from digest.web import create_app, install_token_redaction, uvicorn_log_config
+
+    settings = state().settings()
+    try:
+        limit = rate_limit_item(rate_limit or settings.web.rate_limit)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
+    store = jobs.open_store(settings)
+    install_token_redaction()  # digest's own log lines, through the root handlers
+    try:
+        uvicorn.run(
+            create_app(settings, store, rate_limit=limit, send_mail=True),
+            host=host,
+            port=port,
+            log_config=uvicorn_log_config(),
+            server_header=False,
+        )
+    finally:
+        store.close()
+
+
+@cli.command(epilog=example("digest schedules --config config.toml"))
+@common
+def schedules() -> None:
+    """List each newsletter's schedule and its next run in local time."""
+    from digest.ops.schedule import next_runs
+
+    settings = state().settings()
+    for newsletter, when in next_runs(settings, datetime.now(UTC)):
+        click.echo(
+            f"{newsletter.id}: '{newsletter.schedule}' ({newsletter.timezone}), "
+            f"next run {when:%a %Y-%m-%d %H:%M %Z}"
+        )
+
+
+@cli.command(epilog=example("digest demo --config config.toml"))
+@click.option(
+    "--week",
+    default="2025-W05",
+    show_default=True,
+    metavar="YYYY-Www",
+    help="Week of the bundled demo articles to send.",
+)
+@common
+@run_async
+async def demo(week: str) -> None:
+    """One full cycle on the bundled demo: collect, compose, send to a local capture.
+
+    Imports the lists in subscribers/, collects the feeds in examples/, and sends the
+    issue over SMTP to a capture server started in-process, which writes each message
+    as an .eml file into the outbox folder.
+    """
+    from digest.ops.demo import run_demo
+
+    settings = state().settings()
+    await run_demo(settings, week, echo=click.echo)

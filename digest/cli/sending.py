@@ -1,0 +1,200 @@
+"""Commands that send an issue and follow its deliveries: send, status, deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+
+import click
+
+from digest.cli.base import cli, common, echo_err, example, run_async, state
+
+
+@cli.command(epilog=example("digest send wochenueberblick --week 2025-W05 --dry-run"))
+@click.argument("newsletter")
+@click.option(
+    "--week",
+    metavar="YYYY-Www",
+    help="ISO week to send (default: the previous week in the newsletter's time zone).",
+)
+@click.option("--dry-run", is_flag=True, help="Build every message, send and record nothing.")
+@common
+@run_async
+async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
+    """Compose NEWSLETTER's issue of a week and send it to its segments.
+
+    Running it again sends nothing twice; after an interruption it sends only to
+    those not yet sent. An issue's readers are fixed when it first goes out: who
+    subscribes later gets the next issue, who unsubscribes meanwhile gets nothing
+    more. --dry-run counts both, and everything else, as the send would.
+
+    Exit code 0 when nothing of the issue is left to send; 75 when rows are left,
+    deferred for a retry (the summary says when the next one is due), being sent by
+    another run, or not reached because SIGTERM or Ctrl-C stopped the run (the
+    messages in flight are finished and recorded first); 1 when sending stopped on an
+    error.
+    """
+    from digest.delivery.relays import open_transport
+    from digest.ops import jobs
+
+    settings = state().settings()
+    chosen = settings.newsletter(newsletter)
+    store = jobs.open_store(settings)
+    try:
+        if dry_run:
+            report = jobs.dry_run(settings, store, chosen, week)
+            click.echo(
+                report.summary()
+                if report
+                else f"{newsletter}: no articles in {week or 'the previous week'}; "
+                "nothing would be sent"
+            )
+            shown = report.failures[:20] if report else []
+            for failure in shown:
+                echo_err(f"would fail: {failure}")
+            if report and report.would_fail > len(shown):
+                echo_err(f"would fail: {report.would_fail - len(shown)} more")
+            return
+        transport = open_transport(settings.smtp)
+        try:
+            with _progress() as progress, _stop_on_signals() as stop:
+                result = await jobs.send(
+                    settings,
+                    store,
+                    chosen,
+                    week,
+                    transport,
+                    progress=progress,
+                    stop=stop,
+                    processes=settings.smtp.processes,
+                )
+        finally:
+            await transport.close()
+    finally:
+        store.close()
+    if result is None:
+        click.echo(f"{newsletter}: no new articles in {week or 'the previous week'}; nothing sent")
+        return
+    click.echo(result.summary())
+    for failure in result.failures[:20]:
+        echo_err(f"refused: {failure}")
+    if result.stopped and result.stopped != "interrupted":
+        echo_err(
+            f"error: sending stopped: {result.stopped}. Run the same command again "
+            "to send to the rest."
+        )
+        raise SystemExit(1)
+    if not result.finished:
+        raise SystemExit(EXIT_LEFT)
+
+
+#: Exit code of `digest send` when the run went well but rows of the issue are left:
+#: deferred for a retry, being sent by another run, or not reached before an
+#: interruption (EX_TEMPFAIL in sysexits.h).
+EXIT_LEFT = 75
+
+
+class _stop_on_signals:
+    """SIGTERM and Ctrl-C set the event: no new message starts, those in flight finish."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> asyncio.Event:
+        self._loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        for signum in self.SIGNALS:
+            self._loop.add_signal_handler(signum, event.set)
+        return event
+
+    def __exit__(self, *exc: object) -> None:
+        for signum in self.SIGNALS:
+            self._loop.remove_signal_handler(signum)
+
+
+class _progress:
+    """A rich progress bar on a terminal; nothing otherwise."""
+
+    def __enter__(self) -> Callable[[int, int], None] | None:
+        if not sys.stderr.isatty():
+            self._bar = None
+            return None
+        from rich.progress import Progress
+
+        self._bar = Progress(transient=True)
+        self._bar.start()
+        task = self._bar.add_task("sending", total=None)
+
+        def update(done: int, total: int) -> None:
+            assert self._bar is not None
+            self._bar.update(task, completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@cli.command(epilog=example("digest status wochenueberblick --week 2025-W05"))
+@click.argument("newsletter", required=False)
+@click.option("--week", metavar="YYYY-Www", help="ISO week of the issue to show.")
+@common
+def status(newsletter: str | None, week: str | None) -> None:
+    """Show where the deliveries of unfinished issues stand (or of one week's issue).
+
+    Per issue: counts per state, the rate and the time left for what is due now, when
+    the next deferred delivery is retried, and the servers' last replies by code.
+    Without unfinished issues, each newsletter's newest issue is shown.
+    """
+    from digest.delivery.status import format_status, issue_statuses
+    from digest.ops import jobs
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        found = issue_statuses(settings, store, newsletter, week)
+    finally:
+        store.close()
+    if not found:
+        click.echo("no issue has gone out yet")
+    for item in found:
+        click.echo(format_status(item))
+
+
+@cli.group(epilog=example("digest deliveries retry wochenueberblick --week 2025-W05"))
+def deliveries() -> None:
+    """Act on the delivery ledger of an issue."""
+
+
+@deliveries.command(
+    "retry", epilog=example("digest deliveries retry wochenueberblick --week 2025-W05 --failed")
+)
+@click.argument("newsletter")
+@click.option("--week", metavar="YYYY-Www", required=True, help="ISO week of the issue.")
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Also re-queue the refused deliveries, with their attempts counted afresh "
+    "(suppressed addresses stay skipped).",
+)
+@common
+def deliveries_retry(newsletter: str, week: str, failed: bool) -> None:
+    """Make NEWSLETTER's deferred deliveries of a week due now (and refused ones too).
+
+    The next `digest send` of that week, or `digest run`, sends them.
+    """
+    from digest.delivery.status import requeue
+    from digest.ops import jobs
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        count = requeue(settings, store, newsletter, week, failed=failed)
+    finally:
+        store.close()
+    click.echo(
+        f"{newsletter} {week}: {count} deliveries re-queued; `digest send {newsletter} "
+        f"--week {week}` (or `digest run`) sends them"
+    )

@@ -1,0 +1,199 @@
+"""``digest subscribers``: import, list, export and erase subscribers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from digest.cli.base import CannotWrite, cli, common, echo_err, example, state
+from digest.core.errors import DigestError
+
+
+@cli.group(epilog=example("digest subscribers list --list allgemein --status active"))
+def subscribers() -> None:
+    """Manage subscribers: import, list, export, erase."""
+
+
+@subscribers.command(
+    "import",
+    epilog=example(
+        "digest subscribers import subscribers/allgemein.csv --list allgemein "
+        '--consent "Messe 2024, Formular mit Double-Opt-in" --dry-run'
+    ),
+)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--list", "list_name", required=True, help="List the subscribers join.")
+@click.option(
+    "--consent",
+    required=True,
+    metavar="TEXT",
+    help="How these readers consented; kept as proof with each new membership.",
+)
+@click.option("--dry-run", is_flag=True, help="Check and count every row, write nothing.")
+@common
+def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
+    """Import subscribers from a CSV file into a list.
+
+    Columns: email, name, categories, regions, locale (categories and regions separated
+    by "|"; empty means everything). Each bad row is reported with the line it starts on
+    and skipped; every good row is imported, and the exit code is then 1 so that a
+    script notices. Addresses are unique in any spelling: a row whose address differs
+    from a stored one only in case updates that subscriber. An address on the
+    suppression list (unsubscribed, bounced, complained, erased) is counted as
+    suppressed and neither added nor reactivated.
+    """
+    from digest.audience.subscribers import import_csv
+    from digest.ops import jobs
+
+    settings = state().settings()
+    categories = {c.key for n in settings.newsletters for c in n.categories}
+    regions = {r for n in settings.newsletters for r in n.regions}
+    store = jobs.open_store(settings)
+    try:
+        report = import_csv(
+            store,
+            file,
+            list_name,
+            categories=categories,
+            regions=regions,
+            smtputf8=settings.smtp.smtputf8,
+            consent=consent,
+            dry_run=dry_run,
+        )
+    finally:
+        store.close()
+    for error in report.errors:
+        echo_err(f"warning: {file}: {error}; row skipped")
+    for line in report.suppressed[:20]:
+        echo_err(f"note: {file}: line {line}: the address is suppressed; row not imported")
+    skipped = f"{len(report.errors)} skipped"
+    if report.errors:
+        lines = ", ".join(str(e.line) for e in report.errors[:20])
+        more = ", …" if len(report.errors) > 20 else ""
+        skipped += f" (lines {lines}{more})"
+    click.echo(
+        f"{file}: {report.imported} imported, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.suppressed)} suppressed, {skipped} "
+        f"in list {list_name!r}" + ("; dry run, nothing written" if dry_run else "")
+    )
+    if report.errors:
+        raise SystemExit(1)
+
+
+@subscribers.command(
+    "list", epilog=example("digest subscribers list --list allgemein --status bounced")
+)
+@click.option("--list", "list_name", help="Only the subscribers of this list.")
+@click.option(
+    "--status",
+    help="Only subscribers with this status (active, unsubscribed, bounced, complained, "
+    "suppressed, erased).",
+)
+@common
+def list_(list_name: str | None, status: str | None) -> None:
+    """Show how many subscribers have each status, then one row per subscriber.
+
+    Rows are tab-separated: email, name, status, lists.
+    """
+    from digest.ops import jobs
+
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        counts = store.status_counts(list_name=list_name)
+        rows = store.subscriber_rows(list_name=list_name, status=status)
+    finally:
+        store.close()
+    total = sum(counts.values())
+    parts = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+    where = f" in list {list_name!r}" if list_name else ""
+    click.echo(f"{total} subscribers{where}" + (f": {parts}" if parts else ""))
+    for subscriber, row_status in rows:
+        lists = ",".join(sorted(subscriber.lists))
+        click.echo(f"{subscriber.email}\t{subscriber.name}\t{row_status}\t{lists}")
+
+
+@subscribers.command(
+    "export",
+    epilog=example(
+        "digest subscribers export anna@example.org > anna.json\n"
+        "    digest subscribers export --list allgemein -o allgemein.csv"
+    ),
+)
+@click.argument("email", required=False)
+@click.option("--list", "list_name", help="Write this list as CSV (the import's columns).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
+@common
+def export(email: str | None, list_name: str | None, output: Path | None) -> None:
+    """Export everything held about EMAIL as JSON, or a list as CSV.
+
+    For EMAIL (DSGVO Art. 15 and 20): attributes, memberships and unsubscriptions,
+    consent proofs, sign-ups (also those waiting for their confirmation) and the mail
+    queued for them, every delivery (issue, time, state, SMTP reply) and the suppression
+    entries of the address, also when no subscriber has it. With --list: the list's
+    active subscribers, in columns the import reads back.
+    """
+    import json
+
+    from digest.audience.subscribers import export_csv
+    from digest.ops import jobs
+
+    if (email is None) == (list_name is None):
+        raise click.UsageError("give either EMAIL or --list NAME")
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        if list_name is not None:
+            text = export_csv(store, list_name)
+        else:
+            assert email is not None
+            document = store.personal_data(email)
+            if document is None:
+                raise DigestError(f"nothing is held about the address {email}")
+            text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    finally:
+        store.close()
+    if output:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CannotWrite(f"cannot write {output}: {exc.strerror or exc}") from exc
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@subscribers.command("erase", epilog=example("digest subscribers erase anna@example.org --yes"))
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@common
+def erase(email: str, yes: bool) -> None:
+    """Delete the personal data of EMAIL and never mail the address again (DSGVO Art. 17).
+
+    The subscriber's address, name, interests, memberships and consent proofs are
+    deleted, and so are sign-ups waiting for their confirmation and their queued mail;
+    delivery rows keep only issue, state and time. A keyed hash of the address
+    stays on the suppression list, so a later import does not add it again. An address
+    nobody has is suppressed all the same, and the exit code is 1.
+    """
+    from digest.ops import jobs
+
+    if not yes:
+        click.confirm(f"Erase every personal data of {email}? This cannot be undone", abort=True)
+    settings = state().settings()
+    store = jobs.open_store(settings)
+    try:
+        erased = store.erase(email)
+    finally:
+        store.close()
+    if not erased:
+        raise DigestError(
+            f"no subscriber or sign-up has the address {email}; it is suppressed all the same"
+        )
+    click.echo(f"erased {email}; the address stays on the suppression list")
