@@ -270,8 +270,9 @@ def helper_main(job: HelperJob, link: Link) -> None:
 
 
 async def _help(job: HelperJob, link: Link) -> dict[str, Any]:
-    from digest.deliver import DeliveryReport, Personalizer, send_rows
+    from digest.deliver import DeliveryReport, Personalizer
     from digest.relays import connection_slots, open_transport
+    from digest.sending import send_rows
     from digest.store import Store
 
     settings = job.settings
@@ -303,6 +304,7 @@ async def _help(job: HelperJob, link: Link) -> dict[str, Any]:
     counts: dict[str, Any] = {name: getattr(report, name) for name in MERGED}
     counts["failures"] = report.failures[:100]
     counts["stopped"] = report.stopped
+    counts["not_reached"] = report.not_reached
     return counts
 
 
@@ -318,5 +320,6 @@ def merge(report: Any, results: list[HelperResult], note: Callable[[str], None])
             setattr(report, name, getattr(report, name) + result.counts[name])
         report.sent_by.append(result.counts["sent"])
         report.failures.extend(result.counts["failures"])
+        report.not_reached = report.not_reached or result.counts["not_reached"]
         if result.counts["stopped"] and report.stopped in (None, "interrupted"):
             report.stopped = result.counts["stopped"]
