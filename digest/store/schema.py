@@ -186,6 +186,9 @@ senders = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("heartbeat_at", UTCDateTime(), nullable=False),
+    # Never an id again once deleted (SQLite would reuse the highest): a new sender must
+    # not inherit the rows of a gone one that had its id.
+    sqlite_autoincrement=True,
 )
 
 #: ``suppressions.scope`` of a suppression that holds for every newsletter.

@@ -32,6 +32,8 @@ def upgrade() -> None:
         sa.Column("pid", sa.Integer, nullable=False),
         sa.Column("started_at", UTCDateTime(), nullable=False),
         sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
+        # A deleted sender's id is never given again (SQLite reuses the highest).
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("deliveries") as batch:
         batch.add_column(sa.Column("claimed_by", sa.Integer, nullable=True))
