@@ -658,5 +658,5 @@ async def send_issue(
     report.unplanned = record.status == "composed" and not planning.done
     if report.finished:
         store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
-    log.info(report.summary())
+    log.debug(report.summary())  # the caller says it (the CLI, the job's log)
     return report

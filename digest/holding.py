@@ -17,6 +17,7 @@ Two bounds of the crash and ownership rules (see :mod:`digest.store.senders`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -102,7 +103,9 @@ class Hold:
         window = min(HOLD_SECONDS, now - self._started)
         if window < 0.5:  # no pace measured yet: a few claims' worth, to measure it
             return min(self.most, max(self.least, CLAIM_CHUNK // 8))
-        recent = sum(1 for t in self._done if t >= now - window)
+        while self._done and self._done[0] < now - HOLD_SECONDS:
+            self._done.popleft()
+        recent = len(self._done)  # finished within the window (never longer than HOLD)
         reached = math.ceil(2 * recent / window * HOLD_SECONDS)
         return max(self.least, min(self.most, reached))
 
@@ -116,7 +119,8 @@ class Outcomes:
         self.claimer = claimer
         self.waiting: list[Outcome] = []
         self.writing = 0  # outcomes in the transaction being written
-        self.due = asyncio.Event()
+        self.due = asyncio.Event()  # an outcome is waiting
+        self.full = asyncio.Event()  # FLUSH_ROWS are waiting
 
     @property
     def unrecorded(self) -> int:
@@ -125,6 +129,8 @@ class Outcomes:
     def add(self, outcome: Outcome) -> None:
         self.waiting.append(outcome)
         self.due.set()
+        if len(self.waiting) >= FLUSH_ROWS:
+            self.full.set()
 
     async def room(self) -> None:
         """Wait while too many outcomes are unrecorded."""
@@ -153,11 +159,11 @@ class Outcomes:
                     await self.due.wait()
             except TimeoutError:
                 continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self.full.wait()
             self.due.clear()
-            waited = 0.0
-            while len(self.waiting) < FLUSH_ROWS and waited < FLUSH_SECONDS:
-                await asyncio.sleep(0.002)
-                waited += 0.002
+            self.full.clear()
             await self.write()
 
     def flush(self) -> None:

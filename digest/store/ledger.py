@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Update,
     and_,
     bindparam,
     case,
@@ -99,6 +101,38 @@ class MessageIdPattern:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@cache
+def _outcome_update(*, held: bool) -> Update:
+    """The statement that records one outcome (run for many); built once, as a send
+    runs it many times a second. ``held``: only while the row is held by b_claimer."""
+    c = t.deliveries.c
+    answered = bindparam("b_answered", type_=Integer())
+    now = bindparam("b_now", type_=c.updated_at.type)
+    ours = c.id == bindparam("b_id")
+    if held:
+        ours = and_(
+            ours,
+            c.claimed_by == bindparam("b_claimer", type_=Integer()),
+            c.state == DeliveryState.SENDING,
+        )
+    return (
+        update(t.deliveries)
+        .where(ours)
+        .values(
+            state=bindparam("b_state"),
+            smtp_code=bindparam("b_code"),
+            smtp_reply=bindparam("b_reply"),
+            next_attempt_at=bindparam("b_next", type_=c.next_attempt_at.type),
+            updated_at=now,
+            attempts=c.attempts + answered,
+            first_attempt_at=case(
+                (answered > 0, func.coalesce(c.first_attempt_at, now)),
+                else_=c.first_attempt_at,
+            ),
+        )
+    )
 
 
 class LedgerStore:
@@ -412,26 +446,9 @@ class LedgerStore:
             return
         now = now or _now()
         c = t.deliveries.c
-        answered = bindparam("b_answered", type_=Integer())
-        ours = c.id == bindparam("b_id")
-        if claimer is not None:
-            ours = and_(ours, c.claimed_by == claimer, c.state == DeliveryState.SENDING)
         with self.engine.begin() as conn:
             conn.execute(
-                update(t.deliveries)
-                .where(ours)
-                .values(
-                    state=bindparam("b_state"),
-                    smtp_code=bindparam("b_code"),
-                    smtp_reply=bindparam("b_reply"),
-                    next_attempt_at=bindparam("b_next", type_=c.next_attempt_at.type),
-                    updated_at=now,
-                    attempts=c.attempts + answered,
-                    first_attempt_at=case(
-                        (answered > 0, func.coalesce(c.first_attempt_at, now)),
-                        else_=c.first_attempt_at,
-                    ),
-                ),
+                _outcome_update(held=claimer is not None),
                 [
                     {
                         "b_id": o.delivery_id,
@@ -440,6 +457,8 @@ class LedgerStore:
                         "b_reply": o.reply[:2000],
                         "b_next": o.next_attempt_at,
                         "b_answered": int(o.answered),
+                        "b_now": now,
+                        "b_claimer": claimer,
                     }
                     for o in outcomes
                 ],

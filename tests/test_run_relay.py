@@ -1,0 +1,93 @@
+"""`digest run` while the relay is down, and the send's words for what it could not do.
+
+Real `digest` processes, a real SMTP server (aiosmtpd) on a port that is closed for a
+while, a real SQLite store. A relay nobody can reach is the run's problem: no reader's
+attempts or age change, and `digest run` keeps trying the relay with its own backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.smtp_server import RecordingServer
+from tests.test_cli import ROOT, _env, _import_demo_lists, digest
+
+WEEK = "2025-W05"
+BUSY = {
+    "m.oezdemir@example.net": "450 4.2.1 Mailbox busy, try later",
+    "anna.schulze@example.com": "450 4.2.1 Mailbox busy, try later",
+}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A copy of the shipped config, demo feeds and lists in a folder of its own."""
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(ROOT / "subscribers", tmp_path / "subscribers")
+    return tmp_path
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _rows(site: Path) -> dict[str, tuple[str, int]]:
+    engine = create_engine(f"sqlite:///{site / 'digest.db'}")
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(text("select email, state, attempts from deliveries")).all()
+    finally:
+        engine.dispose()
+    return {email: (state, attempts) for email, state, attempts in found}
+
+
+async def test_a_relay_down_for_several_retry_passes_ages_no_reader(site: Path) -> None:
+    # A retry pass every 3 s; a reader is given up after 3 attempts.
+    with (site / "config.toml").open("a") as config:
+        config.write("\n[retry]\ncheck_minutes = 0.05\nmax_attempts = 3\n")
+    await _import_demo_lists(site)
+    port = _closed_port()
+    async with RecordingServer(temp_fail=BUSY) as server:
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", WEEK, cwd=site,
+            DIGEST_SMTP_PORT=str(server.port),
+        )  # fmt: skip
+        assert code == 75 and "12 sent" in out and "2 deferred" in out, out + err
+    code, out, _ = await digest("deliveries", "retry", "wochenueberblick", "--week", WEEK, cwd=site)
+    assert code == 0 and "2 deliveries re-queued" in out
+    assert {r: _rows(site)[r] for r in BUSY} == {r: ("pending", 1) for r in BUSY}
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "digest.cli", "run", cwd=site,
+        env=_env(DIGEST_SMTP_PORT=str(port)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(14)  # retry passes at 3, 6, 9 and 12 s find no relay
+        assert {r: _rows(site)[r] for r in BUSY} == {r: ("pending", 1) for r in BUSY}
+        relay = RecordingServer(temp_fail=BUSY)
+        relay.port = port  # the relay comes back where it was
+        async with relay:
+            async with asyncio.timeout(60):
+                while len(relay.handler.rcpt_seen) < len(BUSY):
+                    await asyncio.sleep(0.2)
+            await asyncio.sleep(1)  # the outcome is recorded
+    finally:
+        run.send_signal(signal.SIGTERM)
+        _, err_bytes = await asyncio.wait_for(run.communicate(), timeout=30)
+    log = err_bytes.decode()
+    assert run.returncode == 0, log
+    # The relay answered once more about each reader: one more attempt, nobody given up.
+    assert {r: _rows(site)[r] for r in BUSY} == {r: ("pending", 2) for r in BUSY}, log
+    assert log.count("relay not reached") == 1, log
+    assert log.count("relay reached again") == 1, log
