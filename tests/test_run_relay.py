@@ -91,3 +91,59 @@ async def test_a_relay_down_for_several_retry_passes_ages_no_reader(site: Path) 
     assert {r: _rows(site)[r] for r in BUSY} == {r: ("pending", 2) for r in BUSY}, log
     assert log.count("relay not reached") == 1, log
     assert log.count("relay reached again") == 1, log
+
+
+async def _status(site: Path) -> str:
+    code, out, err = await digest("status", cwd=site)
+    assert code == 0, err
+    return out
+
+
+async def test_a_send_that_never_reached_the_relay_says_so_and_ages_nobody(site: Path) -> None:
+    await _import_demo_lists(site)
+    port = _closed_port()
+    code, out, err = await digest(
+        "send", "wochenueberblick", "--week", WEEK, cwd=site, DIGEST_SMTP_PORT=str(port)
+    )
+    assert code == 1 and "error: sending stopped:" in err
+    assert "0 sent" in out and "relay not reached" in out, out
+    assert "14 readers still due" in out and "deferred" not in out, out
+    # The status says it in the same words: due now, nobody deferred.
+    status = await _status(site)
+    assert "14 due now, 0 deferred" in status, status
+    assert set(_rows(site).values()) == {("pending", 0)}
+    # Once the relay is there, every reader is due at once.
+    relay = RecordingServer()
+    relay.port = port
+    async with relay:
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", WEEK, cwd=site, DIGEST_SMTP_PORT=str(port)
+        )
+        assert code == 0 and "14 sent" in out, out + err
+        assert len(relay.messages) == 14
+
+
+async def test_a_wrong_login_holds_nobody_back_once_it_is_fixed(site: Path) -> None:
+    config = site / "config.toml"
+    config.write_text(
+        config.read_text()
+        .replace('security = "none"', 'security = "starttls"')
+        .replace('username = ""', 'username = "digest"')
+        .replace("validate_certs = true", "validate_certs = false")
+    )
+    await _import_demo_lists(site)
+    async with RecordingServer(tls="starttls", auth={"digest": "the-right-one"}) as server:
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", WEEK, cwd=site,
+            DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_PASSWORD="a-wrong-one",
+        )  # fmt: skip
+        assert code == 1 and "535" in err, err
+        assert "relay not reached" in out and "14 readers still due" in out, out
+        assert "deferred" not in out, out
+        assert "14 due now, 0 deferred" in await _status(site)
+        assert set(_rows(site).values()) == {("pending", 0)}
+        code, out, err = await digest(
+            "send", "wochenueberblick", "--week", WEEK, cwd=site,
+            DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_PASSWORD="the-right-one",
+        )  # fmt: skip
+        assert code == 0 and "14 sent" in out, out + err
