@@ -50,25 +50,30 @@ MAX_HOLD = 3 * CLAIM_CHUNK
 #: Outcomes are recorded at the latest this many seconds after the server's answer ...
 FLUSH_SECONDS = 0.02
 #: ... or as soon as this many are waiting.
-FLUSH_ROWS = 32
+FLUSH_ROWS = 16
 #: Sending pauses while this many outcomes are not yet recorded. With the messages in
 #: flight this bounds the messages a killed sender sent but did not record.
 MAX_UNRECORDED = 2 * FLUSH_ROWS
 
 T = TypeVar("T")
 
-# One thread for the ledger work of every send: one database connection busy at a time
-# and one more malloc arena, rather than one per thread of the default executor.
+# One thread for the ledger work of every send (claims, planning, reading subscribers):
+# one database connection busy at a time and one more malloc arena, rather than one per
+# thread of the default executor. Outcomes have a thread of their own, so that no claim
+# or planned chunk delays them (each moment an outcome waits is a repeat after a kill).
 _LEDGER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-ledger")
+_OUTCOME_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-outcomes")
 
 
-async def in_ledger_thread(call: Callable[[], T]) -> T:
-    """``call()`` in the ledger thread, so the event loop keeps sending meanwhile.
+async def in_ledger_thread(
+    call: Callable[[], T], *, thread: ThreadPoolExecutor = _LEDGER_THREAD
+) -> T:
+    """``call()`` in the ledger thread (or ``thread``), so the event loop keeps sending.
 
     Cancelled, it still waits for the call to end (a transaction is never left to
     finish behind the caller's back) and then raises.
     """
-    future = asyncio.get_running_loop().run_in_executor(_LEDGER_THREAD, call)
+    future = asyncio.get_running_loop().run_in_executor(thread, call)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -143,7 +148,10 @@ class Outcomes:
             return
         self.writing = len(batch)
         try:
-            await in_ledger_thread(lambda: self.store.record_outcomes(batch, claimer=self.claimer))
+            await in_ledger_thread(
+                lambda: self.store.record_outcomes(batch, claimer=self.claimer),
+                thread=_OUTCOME_THREAD,
+            )
         finally:
             self.writing = 0
 

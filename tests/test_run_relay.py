@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests import test_send_owners as owners
 from tests.smtp_server import RecordingServer
 from tests.test_cli import ROOT, _env, _import_demo_lists, digest
 
@@ -147,3 +148,26 @@ async def test_a_wrong_login_holds_nobody_back_once_it_is_fixed(site: Path) -> N
             DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_PASSWORD="the-right-one",
         )  # fmt: skip
         assert code == 0 and "14 sent" in out, out + err
+
+
+async def test_a_stopped_send_shows_the_states_as_they_are(tmp_path: Path, store_url: str) -> None:
+    # 2,000 readers: two chunks of planning; only the read after them tells it was all.
+    site = owners._site(tmp_path, "timeout = 30\nprocesses = 1\n")
+    async with RecordingServer(delay=0.02) as server:
+        env = owners._env(store_url, server)
+        await owners._readers(site, env, 2000)
+        send = await owners._send(site, env)
+        await owners._until_received(server, 20, send)
+        send.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(send.communicate(), timeout=60)
+    summary = out.decode()
+    assert send.returncode == 75, summary + err.decode()
+    assert "stopped: interrupted" in summary
+    # Said only when it is so: fewer rows in the ledger than readers.
+    planned = sum(owners._states(site, env).values())
+    assert ("not every recipient planned yet" in summary) == (planned < 2000), (planned, summary)
+    code, status, _ = await digest("status", cwd=site, **{
+        k: v for k, v in env.items() if k.startswith("DIGEST_")
+    })  # fmt: skip
+    state = "sending" if planned == 2000 else "sending, not every recipient planned yet"
+    assert code == 0 and status.startswith(f"wochenueberblick 2025-W05 ({state}): "), status
