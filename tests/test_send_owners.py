@@ -15,6 +15,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from digest import jobs
 from digest.config import load_settings
 from digest.models import DeliveryState, Subscriber
@@ -143,3 +145,48 @@ async def test_a_run_right_after_a_kill_takes_over_the_killed_runs_rows(
         received = _received(server)
     assert set(received) == {f"leser{n}@example.org" for n in range(300)}
     assert _states(site, env) == {DeliveryState.SENT: 300}
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False  # reaped
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+async def test_a_stopped_or_killed_send_leaves_no_semaphore_and_no_zombie(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc")
+    site = _site(tmp_path, "timeout = 30\nprocesses = 2\n")
+    async with RecordingServer(delay=0.005) as server:
+        env = _env(f"sqlite:///{tmp_path / 'digest.db'}", server)
+        await _readers(site, env, 2100)
+        send = await _send(site, env)
+        await _until_received(server, 300, send)  # both processes send by now
+        trackers = [pid for pid, cmd in _children(send.pid) if "resource_tracker" in cmd]
+        send.send_signal(how)
+        _, err = await asyncio.wait_for(send.communicate(), timeout=60)
+    assert "leaked semaphore" not in err.decode(), err.decode()
+    assert "Traceback" not in err.decode(), err.decode()
+    if how == signal.SIGTERM:
+        assert send.returncode == 75
+        assert trackers and not any(_is_zombie(pid) for pid in trackers)
