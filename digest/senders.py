@@ -216,7 +216,7 @@ class Crew:
 
         Helpers end by themselves when no row is left or the shared stop is set; one
         that has not ended ``timeout`` seconds after the stop is killed (its rows in
-        'sending' are taken over by the next run after their lease).
+        'sending' are taken over by the next run, as its process is gone).
         """
         results: dict[int, HelperResult] = {}
         stopped_at: float | None = None

@@ -116,7 +116,7 @@ class RetryStore:
 
     def due_deliveries(self, issue_id: int, now: datetime) -> int:
         """How many rows of the issue a run may act on now: pending rows that are due,
-        and rows being sent (taken over once their lease has run out)."""
+        and rows being sent (taken over once their sender is gone)."""
         d = t.deliveries.c
         with self.engine.connect() as conn:
             return int(
