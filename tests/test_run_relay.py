@@ -29,9 +29,13 @@ BUSY = {
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Path:
-    """A copy of the shipped config, demo feeds and lists in a folder of its own."""
-    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+def site(tmp_path: Path, store_url: str) -> Path:
+    """A copy of the shipped config (its store at ``store_url``), demo feeds and lists."""
+    config = (ROOT / "config.toml").read_text()
+    assert 'url = "sqlite:///digest.db"' in config
+    (tmp_path / "config.toml").write_text(
+        config.replace('url = "sqlite:///digest.db"', f'url = "{store_url}"', 1)
+    )
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     shutil.copytree(ROOT / "subscribers", tmp_path / "subscribers")
     return tmp_path
@@ -43,8 +47,8 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _rows(site: Path) -> dict[str, tuple[str, int]]:
-    engine = create_engine(f"sqlite:///{site / 'digest.db'}")
+def _rows(store_url: str) -> dict[str, tuple[str, int]]:
+    engine = create_engine(store_url)
     try:
         with engine.connect() as conn:
             found = conn.execute(text("select email, state, attempts from deliveries")).all()
@@ -53,7 +57,9 @@ def _rows(site: Path) -> dict[str, tuple[str, int]]:
     return {email: (state, attempts) for email, state, attempts in found}
 
 
-async def test_a_relay_down_for_several_retry_passes_ages_no_reader(site: Path) -> None:
+async def test_a_relay_down_for_several_retry_passes_ages_no_reader(
+    site: Path, store_url: str
+) -> None:
     # A retry pass every 3 s; a reader is given up after 3 attempts.
     with (site / "config.toml").open("a") as config:
         config.write("\n[retry]\ncheck_minutes = 0.05\nmax_attempts = 3\n")
@@ -67,7 +73,7 @@ async def test_a_relay_down_for_several_retry_passes_ages_no_reader(site: Path) 
         assert code == 75 and "12 sent" in out and "2 deferred" in out, out + err
     code, out, _ = await digest("deliveries", "retry", "wochenueberblick", "--week", WEEK, cwd=site)
     assert code == 0 and "2 deliveries re-queued" in out
-    assert {r: _rows(site)[r] for r in BUSY} == {r: ("pending", 1) for r in BUSY}
+    assert {r: _rows(store_url)[r] for r in BUSY} == {r: ("pending", 1) for r in BUSY}
     run = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "digest.cli", "run", cwd=site,
         env=_env(DIGEST_SMTP_PORT=str(port)),
@@ -75,7 +81,7 @@ async def test_a_relay_down_for_several_retry_passes_ages_no_reader(site: Path) 
     )  # fmt: skip
     try:
         await asyncio.sleep(14)  # retry passes at 3, 6, 9 and 12 s find no relay
-        assert {r: _rows(site)[r] for r in BUSY} == {r: ("pending", 1) for r in BUSY}
+        assert {r: _rows(store_url)[r] for r in BUSY} == {r: ("pending", 1) for r in BUSY}
         relay = RecordingServer(temp_fail=BUSY)
         relay.port = port  # the relay comes back where it was
         async with relay:
@@ -89,7 +95,7 @@ async def test_a_relay_down_for_several_retry_passes_ages_no_reader(site: Path) 
     log = err_bytes.decode()
     assert run.returncode == 0, log
     # The relay answered once more about each reader: one more attempt, nobody given up.
-    assert {r: _rows(site)[r] for r in BUSY} == {r: ("pending", 2) for r in BUSY}, log
+    assert {r: _rows(store_url)[r] for r in BUSY} == {r: ("pending", 2) for r in BUSY}, log
     assert log.count("relay not reached") == 1, log
     assert log.count("relay reached again") == 1, log
 
@@ -100,7 +106,9 @@ async def _status(site: Path) -> str:
     return out
 
 
-async def test_a_send_that_never_reached_the_relay_says_so_and_ages_nobody(site: Path) -> None:
+async def test_a_send_that_never_reached_the_relay_says_so_and_ages_nobody(
+    site: Path, store_url: str
+) -> None:
     await _import_demo_lists(site)
     port = _closed_port()
     code, out, err = await digest(
@@ -112,7 +120,7 @@ async def test_a_send_that_never_reached_the_relay_says_so_and_ages_nobody(site:
     # The status says it in the same words: due now, nobody deferred.
     status = await _status(site)
     assert "14 due now, 0 deferred" in status, status
-    assert set(_rows(site).values()) == {("pending", 0)}
+    assert set(_rows(store_url).values()) == {("pending", 0)}
     # Once the relay is there, every reader is due at once.
     relay = RecordingServer()
     relay.port = port
@@ -124,7 +132,7 @@ async def test_a_send_that_never_reached_the_relay_says_so_and_ages_nobody(site:
         assert len(relay.messages) == 14
 
 
-async def test_a_wrong_login_holds_nobody_back_once_it_is_fixed(site: Path) -> None:
+async def test_a_wrong_login_holds_nobody_back_once_it_is_fixed(site: Path, store_url: str) -> None:
     config = site / "config.toml"
     config.write_text(
         config.read_text()
@@ -142,7 +150,7 @@ async def test_a_wrong_login_holds_nobody_back_once_it_is_fixed(site: Path) -> N
         assert "relay not reached" in out and "14 readers still due" in out, out
         assert "deferred" not in out, out
         assert "14 due now, 0 deferred" in await _status(site)
-        assert set(_rows(site).values()) == {("pending", 0)}
+        assert set(_rows(store_url).values()) == {("pending", 0)}
         code, out, err = await digest(
             "send", "wochenueberblick", "--week", WEEK, cwd=site,
             DIGEST_SMTP_PORT=str(server.port), DIGEST_SMTP_PASSWORD="the-right-one",

@@ -111,6 +111,8 @@ async def test_a_second_run_never_takes_rows_a_slow_live_run_holds(
         # is older than 32 s when the second run claims.
         await _until_received(server, 680, first)
         assert first.returncode is None
+        # A slow sender holds no more rows than it sends in 5 s: 100 at 20 a second.
+        assert _states(site, env).get(DeliveryState.SENDING, 0) <= 100
         second = await _send(site, env)
         _, second_err = await asyncio.wait_for(second.communicate(), timeout=90)
         _, first_err = await asyncio.wait_for(first.communicate(), timeout=90)
