@@ -282,7 +282,7 @@ async def test_a_job_stored_under_a_function_path_that_moved_keeps_its_due_time(
     with engine.begin() as conn:
         row = conn.execute(text(f"SELECT job_state FROM {JOB_TABLE}")).one()
         state = pickle.loads(row.job_state)
-        state["func"] = "digest.jobs:run_newsletter"  # where it was before the layout
+        state["func"] = "digest.ops.jobs:run_newsletter"  # where it was before the layout
         conn.execute(
             text(f"UPDATE {JOB_TABLE} SET job_state = :s WHERE id = :id"),
             {"s": pickle.dumps(state, pickle.HIGHEST_PROTOCOL), "id": JOB_ID},

@@ -3,7 +3,11 @@
 The crash rule of the ledger: killing the sending process at any point and running it
 again loses no recipient; a repeat happens only for a message the server accepted in
 the moments before the kill (sent, its outcome not yet recorded), it carries its first
-Message-ID, and repeats are bounded by the messages a run holds unrecorded.
+Message-ID, and repeats are bounded by the messages a run holds unrecorded. The next
+run, started at once, takes over the rows a killed run held: its process is gone.
+
+DIGEST_TEST_KILL_READERS and DIGEST_TEST_KILLS make it larger (the figures README gives
+were measured with 5,000 readers and 20 kills).
 """
 
 from __future__ import annotations
@@ -21,19 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
 from digest.config import load_settings
 from digest.core.models import DeliveryState, Subscriber
 from digest.delivery.deliver import MAX_UNRECORDED
 from digest.delivery.transport import LocalSmtpServer
 from digest.ops import jobs
-from digest.store import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
-RECIPIENTS = 2000
-KILLS = 8
+RECIPIENTS = int(os.environ.get("DIGEST_TEST_KILL_READERS", "2000"))
+KILLS = int(os.environ.get("DIGEST_TEST_KILLS", "8"))
 POOL_SIZE = 2
 _MESSAGE_ID = re.compile(rb"(?mi)^Message-ID: (<[^>]+>)")
 
@@ -110,15 +112,11 @@ async def test_killed_at_random_points_nobody_is_lost_and_repeats_keep_their_id(
                 process.send_signal(signal.SIGKILL)
                 await process.wait()
                 kills += 1
-                # The rows it held wait out their lease; let it pass.
-                with store.engine.begin() as conn:
-                    conn.execute(
-                        update(schema.deliveries)
-                        .where(schema.deliveries.c.state == DeliveryState.SENDING)
-                        .values(updated_at=datetime(2025, 1, 1, tzinfo=UTC))
-                    )
+                # The next run starts at once: the rows the killed one held are free,
+                # as its process is gone.
             process = await _send(site, env)
             _, err = await asyncio.wait_for(process.communicate(), timeout=300)
+            # Finished: nothing was left held by a killed run.
             assert process.returncode == 0, err.decode()
             record = store.get_issue(newsletter.id, "2025-W05")
             assert record is not None
@@ -136,4 +134,4 @@ async def test_killed_at_random_points_nobody_is_lost_and_repeats_keep_their_id(
     repeats = sum(n - 1 for n in times.values())
     # Each process holds at most MAX_UNRECORDED outcomes, plus the messages in flight.
     assert repeats <= kills * (processes * MAX_UNRECORDED + POOL_SIZE), (seed, kills, repeats)
-    print(f"seed {seed}: {kills} kills, {repeats} repeats")
+    print(f"seed {seed}: {kills} kills, {repeats} repeats, {RECIPIENTS} readers")

@@ -200,23 +200,33 @@ def test_claims_take_only_due_rows_and_keep_the_first_attempt(store: Store) -> N
         )
 
     [first] = claim(T0)
-    assert (first.attempts, first.first_attempt_at) == (1, T0)
+    # a claim is no attempt yet: only a server's answer about the message counts
+    assert (first.attempts, first.first_attempt_at) == (0, None)
     # deferred: pending, not claimed before its time, claimed once it has come
     later = T0 + timedelta(minutes=5)
     store.record_outcomes(
-        [Outcome(first.id, DeliveryState.PENDING, 451, "4.7.1 later", next_attempt_at=later)]
+        [Outcome(first.id, DeliveryState.PENDING, 451, "4.7.1 later", next_attempt_at=later)],
+        now=T0,
     )
     [row] = store.deliveries(issue.id)
     assert (row.state, row.next_attempt_at) == (DeliveryState.PENDING, later)
+    assert (row.attempts, row.first_attempt_at) == (1, T0)
     assert claim(later - timedelta(seconds=1)) == []
     [second] = claim(later)
-    assert (second.attempts, second.first_attempt_at, second.message_id) == (2, T0, "<d@x>")
+    assert (second.attempts, second.first_attempt_at, second.message_id) == (1, T0, "<d@x>")
     [row] = store.deliveries(issue.id)
     assert row.next_attempt_at is None
-    # given back untried: the attempt is not counted, the first attempt stays
+    # given back unanswered: no attempt counted, the first attempt stays
     store.release_deliveries([second.id])
     [row] = store.deliveries(issue.id)
     assert (row.state, row.attempts, row.first_attempt_at) == ("pending", 1, T0)
+    # an outcome no server answered about (the message could not be built) counts none
+    [third] = claim(later)
+    store.record_outcomes(
+        [Outcome(third.id, DeliveryState.PENDING, None, "not answered", answered=False)]
+    )
+    [row] = store.deliveries(issue.id)
+    assert (row.attempts, row.first_attempt_at) == (1, T0)
 
 
 def test_a_row_given_back_after_its_first_claim_has_no_first_attempt(store: Store) -> None:

@@ -13,34 +13,40 @@ personal fields are filled in.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, tzinfo
-from functools import partial
+from datetime import UTC, datetime, tzinfo
 from typing import TypeVar
 
 from digest.audience.segments import cut_for, recipients_for, segment_lists
 from digest.audience.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.config import NewsletterSettings, Settings
-from digest.core.errors import DigestError, SenderRefused, SendError
 from digest.core.models import DeliveryState, Issue, Message, Recipient, Rule, Subscriber, Variant
+from digest.delivery.holding import CLAIM_CHUNK, MAX_UNRECORDED, in_ledger_thread
 from digest.delivery.relays import connection_slots, open_transport
 from digest.delivery.retry import GiveUp, next_step
-from digest.delivery.senders import SPREAD_AFTER, Crew, Link, merge, sender_processes, share_of
+from digest.delivery.senders import SPREAD_AFTER, Crew, merge, sender_processes, share_of
 from digest.delivery.transport import Transport
 from digest.issue.compose import content_key, render_subject
 from digest.mailboxes.bounces import return_path
-from digest.message.dkim import DkimSigner, signer_for
-from digest.message.mail import MessageError, build_message
+from digest.message.dkim import DkimSigner
+from digest.message.mail import build_message
 from digest.message.prepared import PreparedVariant
 from digest.message.render import personalize, render_variant
 from digest.store import DeliveryRow, IssueRecord, Store
-from digest.store.ledger import ClaimedRow, MessageIdPattern, Outcome, PlannedRow
+from digest.store.ledger import ClaimedRow, Outcome, PlannedRow
 
-__all__ = ["Audience", "AudienceCounts", "DeliveryReport", "Personalizer", "audience", "send_issue"]
+__all__ = [
+    "CLAIM_CHUNK",
+    "MAX_UNRECORDED",
+    "Audience",
+    "AudienceCounts",
+    "DeliveryReport",
+    "Personalizer",
+    "audience",
+    "send_issue",
+]
 
 log = logging.getLogger("digest.delivery.deliver")
 
@@ -105,6 +111,8 @@ class DeliveryReport(AudienceCounts):
     waiting: int = 0  # deferred by an earlier run, not due yet: not tried in this run
     left: int = 0  # rows not finished after this run (due, waiting or being sent)
     unplanned: bool = False  # stopped before every recipient had a row: more to send
+    not_reached: bool = False  # stopped as no server could be reached (rows stay due)
+    due: int = 0  # rows left that any run may send now (not deferred, not being sent)
     next_retry: datetime | None = None
     zone: tzinfo = UTC  # in which next_retry is shown
     sent_by: list[int] = field(default_factory=list)  # per sender process, when several
@@ -140,11 +148,13 @@ class DeliveryReport(AudienceCounts):
                 f"; {len(self.sent_by)} sender processes "
                 f"({' + '.join(str(n) for n in self.sent_by)} sent)"
             )
-        if self.stopped:
+        if self.not_reached:
+            text += f"; relay not reached ({self.stopped}); {self.due} readers still due"
+        elif self.stopped:
             text += f"; stopped: {self.stopped}"
         if self.unplanned:
             text += "; not every recipient planned yet (the next run goes on)"
-        if self.left:
+        if self.left and not (self.not_reached and self.left == self.due):
             text += f"; {self.left} left"
             if self.next_retry is not None:
                 when = self.next_retry.astimezone(self.zone)
@@ -165,15 +175,15 @@ def record_deferral(
     The outcome goes to ``record`` (the run's batched outcomes, written in one
     transaction with the others): deferred, the row is pending and not due before its
     retry time; given up, it is failed with its last reply. Until it is written the row
-    stays 'sending', so a run killed before that leaves it to be taken over after the
-    lease, never lost. Returns when the row is due again, or None when it was given up
+    stays 'sending', so a run killed before that leaves it to be taken over once its
+    sender is gone, never lost. Returns when the row is due again, or None when it was given up
     (after ``retry.max_attempts`` attempts or ``retry.max_age_hours``).
     """
     now = now or datetime.now(UTC)
     step = next_step(
         settings.retry,
-        attempts=row.attempts,  # the claim counted this attempt
-        first_attempt_at=row.first_attempt_at,
+        attempts=row.attempts + 1,  # this one: a server answered about the message
+        first_attempt_at=row.first_attempt_at or now,
         now=now,
     )
     if isinstance(step, GiveUp):
@@ -393,46 +403,11 @@ def current_recipients(store: Store, newsletter: NewsletterSettings) -> dict[int
     }
 
 
-#: Ledger rows claimed in one transaction.
-CLAIM_CHUNK = 500
 #: Subscribers planned into the ledger in one transaction.
 PLAN_CHUNK = 1000
-#: Outcomes are recorded at the latest this many seconds after the server's answer ...
-FLUSH_SECONDS = 0.2
-#: ... or as soon as this many are waiting.
-FLUSH_ROWS = 200
-#: Sending pauses while this many outcomes are not yet recorded. With the messages in
-#: flight this bounds the messages a killed run sent but did not record (the next run
-#: repeats each once, with its first Message-ID).
-MAX_UNRECORDED = 2 * FLUSH_ROWS
-
 
 T = TypeVar("T")
-
-
-# One thread for the ledger work of every send: one database connection busy at a time
-# and one more malloc arena, rather than one per thread of the default executor.
-_LEDGER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-ledger")
-
-
-async def _in_thread(call: Callable[[], T]) -> T:
-    """``call()`` in the ledger thread, so the event loop keeps sending meanwhile.
-
-    Cancelled, it still waits for the call to end (a transaction is never left to
-    finish behind the caller's back) and then raises.
-    """
-    future = asyncio.get_running_loop().run_in_executor(_LEDGER_THREAD, call)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        raise
-
-
-def claim_lease(settings: Settings) -> timedelta:
-    """How long a row left in 'sending' belongs to the run that claimed it; after that a
-    run takes it over (the run that claimed it stopped without recording an answer)."""
-    return timedelta(seconds=2 * settings.smtp.timeout + 30)
+_in_thread = in_ledger_thread
 
 
 async def _next_item(queue: asyncio.Queue[T], seconds: float) -> T | None:
@@ -455,43 +430,6 @@ def envelope_sender(settings: Settings, newsletter: NewsletterSettings, row: Cla
     return return_path(settings, newsletter, row.id)
 
 
-class _Outcomes:
-    """Outcomes waiting to be recorded, written in one transaction per batch."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.waiting: list[Outcome] = []
-        self.writing = 0  # outcomes in the transaction being written
-        self.due = asyncio.Event()
-
-    @property
-    def unrecorded(self) -> int:
-        return len(self.waiting) + self.writing
-
-    def add(self, outcome: Outcome) -> None:
-        self.waiting.append(outcome)
-        if len(self.waiting) >= FLUSH_ROWS:
-            self.due.set()
-
-    async def room(self) -> None:
-        """Wait while too many outcomes are unrecorded."""
-        while self.unrecorded >= MAX_UNRECORDED:
-            self.due.set()
-            await asyncio.sleep(0.002)
-
-    async def write(self) -> None:
-        batch, self.waiting = self.waiting, []
-        self.writing = len(batch)
-        try:
-            await _in_thread(lambda: self.store.record_outcomes(batch))
-        finally:
-            self.writing = 0
-
-    def flush(self) -> None:
-        batch, self.waiting = self.waiting, []
-        self.store.record_outcomes(batch)
-
-
 class _Planning:
     """The ledger of a new issue, planned a chunk of subscribers at a time.
 
@@ -508,6 +446,7 @@ class _Planning:
         self._chunks = chunks
         self._plan = plan
         self._planned = planned
+        self._read: list[Subscriber] | None = None  # read by settle(), not planned yet
 
     @property
     def done(self) -> bool:
@@ -517,13 +456,23 @@ class _Planning:
         """Plan one more chunk; False when every recipient is planned."""
         if self._chunks is None:
             return False
-        chunk = next(self._chunks, None)
+        chunk, self._read = self._read or next(self._chunks, None), None
         if chunk is None:
             self._chunks = None
             self._planned()
             return False
         self._plan(chunk)
         return True
+
+    def settle(self) -> None:
+        """After a stop: note whether every recipient is planned (the chunk planned last
+        may have been the last one, which only the next read tells); plans nothing."""
+        if self._chunks is None or self._read is not None:
+            return
+        self._read = next(self._chunks, None)
+        if self._read is None:
+            self._chunks = None
+            self._planned()
 
 
 async def send_issue(
@@ -560,6 +509,7 @@ async def send_issue(
     process then opens its own share of ``settings.smtp``'s connections and limits, and
     ``transport`` is not used.
     """
+    from digest.delivery.sending import send_rows
     from digest.issue.review import require_approval
 
     now = now or datetime.now(UTC)
@@ -681,6 +631,7 @@ async def send_issue(
                 await transport.close()
             report.sent_by = [report.sent]
             merge(report, results, lambda problem: log.error("%s", problem))
+    await _in_thread(planning.settle)
     if record.status == "composed":
         report.recipients = planned_recipients
     else:
@@ -701,306 +652,11 @@ async def send_issue(
     report.in_flight = status.sending
     report.variants = personalizer.variants
     report.left, report.next_retry = status.left, status.next_retry
+    report.due = status.due
     # A run stopped before the whole audience was planned has not finished the issue
     # even when every planned row is done: the next run plans the rest.
     report.unplanned = record.status == "composed" and not planning.done
     if report.finished:
         store.set_issue_status(record.id, "sent", sent_at=record.sent_at or now)
-    log.info(report.summary())
+    log.debug(report.summary())  # the caller says it (the CLI, the job's log)
     return report
-
-
-async def send_rows(
-    settings: Settings,
-    store: Store,
-    newsletter: NewsletterSettings,
-    record: IssueRecord,
-    report: DeliveryReport,
-    personalizer: Personalizer,
-    transport: Transport,
-    *,
-    started: datetime,
-    planning: _Planning | None = None,
-    link: Link | None = None,
-    progress: Progress | None = None,
-    stop_requested: asyncio.Event | None = None,
-    connections: int | None = None,
-    suppressed: set[str] | None = None,
-) -> None:
-    """Claim, send and record rows of ``record``'s ledger until none is left to take.
-
-    The loop of one sender process: the one that runs the send (which also plans a
-    new issue's ledger, ``planning``) and each of its helpers (``link``) alike. Counts
-    go to ``report``. ``connections``: how many messages ``transport`` may have in
-    flight (default: all of ``settings.smtp``'s); ``suppressed``: the suppression list's
-    hashes for the newsletter, when the caller has read them already.
-    """
-    lists = segment_lists(newsletter)
-    if suppressed is None:
-        suppressed = store.suppressed_hashes(newsletter.id)
-    signer = signer_for(settings, newsletter.sender_domain)
-    outcomes = _Outcomes(store)
-    # Rows claimed and checked, waiting to be built: two claims' worth, so that the next
-    # claim is read while the last one is built.
-    queue: asyncio.Queue[tuple[ClaimedRow, Recipient, Variant]] = asyncio.Queue(
-        maxsize=2 * CLAIM_CHUNK
-    )
-    claimed_ids: set[int] = set()  # claimed by this run and not yet settled
-    stop = asyncio.Event()
-    producing = building = True
-    # A row still 'sending' belongs to another run while its claim is younger than this;
-    # older, the run that claimed it has stopped without recording an answer.
-    lease = claim_lease(settings)
-    policy_in_a_row = 0
-    done = 0
-    id_prefix, id_domain = f"{newsletter.id}.{record.key}", newsletter.sender_domain
-
-    def halt() -> None:
-        """No new message starts, here nor in the other processes of this send."""
-        stop.set()
-        if link is not None:
-            link.stop.set()
-
-    def more_coming() -> bool:
-        """Rows may still be added to the ledger (its planning is not finished)."""
-        if planning is not None:
-            return not planning.done
-        return link is not None and not link.planned.is_set()
-
-    def settle(row: ClaimedRow, state: str, code: int | None, reply: str) -> None:
-        record_outcome(Outcome(row.id, state, code, reply))
-
-    def record_outcome(outcome: Outcome) -> None:
-        claimed_ids.discard(outcome.delivery_id)
-        outcomes.add(outcome)
-
-    def defer(row: ClaimedRow, code: int | None, reply: str) -> None:
-        if record_deferral(settings, row, code, reply, record_outcome) is None:
-            report.failed += 1
-            report.gave_up += 1
-            report.failures.append(f"{row.email}: {code} {' '.join(reply.split())} (given up)")
-        else:
-            report.deferred += 1
-
-    def claim(after: int) -> list[ClaimedRow]:
-        claimed = store.claim_deliveries(
-            record.id,
-            after_id=after,
-            limit=CLAIM_CHUNK,
-            stale_before=datetime.now(UTC) - lease,
-            due_by=started,
-            new_message_id=MessageIdPattern(id_prefix, id_domain),
-        )
-        # Noted in the thread itself: a cancelled run gives back all it claimed.
-        claimed_ids.update(row.id for row in claimed)
-        return claimed
-
-    async def produce() -> None:
-        nonlocal producing
-        after = 0
-        try:
-            while not stop.is_set():
-                claimed = await _in_thread(partial(claim, after))
-                if len(claimed) < CLAIM_CHUNK and more_coming():
-                    if planning is not None:
-                        await _in_thread(planning.next)  # the ledger runs short: plan more
-                    elif not claimed:
-                        await asyncio.sleep(0.05)  # another process plans more
-                    if not claimed:
-                        continue
-                if not claimed:
-                    return
-                after = claimed[-1].id
-                current = await _in_thread(
-                    partial(
-                        store.subscribers_by_id,
-                        [row.subscriber_id for row in claimed],
-                        lists,
-                        newsletter=newsletter.id,
-                        suppressed=suppressed,
-                    )
-                )
-                recipients = {
-                    r.subscriber.id: r for r in recipients_for(newsletter, current.values())
-                }
-                for row in claimed:
-                    recipient = recipients.get(row.subscriber_id)
-                    if recipient is None:
-                        report.unsubscribed_since += 1
-                        settle(row, DeliveryState.SKIPPED, None, "unsubscribed")
-                        continue
-                    variant = personalizer.variant_for(recipient)
-                    if variant is None:
-                        settle(row, DeliveryState.SKIPPED, None, "nothing for their interests")
-                        continue
-                    report.resumed += row.resumed
-                    while queue.full():
-                        if stop.is_set():
-                            return
-                        await asyncio.sleep(0.01)
-                    queue.put_nowait((row, recipient, variant))
-        finally:
-            producing = False
-
-    # As many workers as the relays have connections (see digest.delivery.relays).
-    workers_left = max(1, connections or connection_slots(settings.smtp))
-    # Messages built (and signed) ahead of their turn: a few per connection, so that
-    # the next message is ready when a connection comes free.
-    ready: asyncio.Queue[tuple[ClaimedRow, Message]] = asyncio.Queue(maxsize=4 * workers_left)
-
-    async def build() -> None:
-        """Build each row's message while the connections wait for the server.
-
-        Signing is most of a message's cost; done here, between the replies, the
-        process keeps a core busy with one connection or two, where building in the
-        worker left it idle for every round trip.
-        """
-        nonlocal building
-        try:
-            while not stop.is_set():
-                if queue.empty() and not producing:
-                    return
-                item = await _next_item(queue, 0.05)
-                if item is None:
-                    continue
-                row, recipient, variant = item
-                # A row tried before keeps its Message-ID: should the server have taken
-                # the message although the answer never came back, the repeat carries
-                # the same id, which lets receiving systems drop it as a duplicate.
-                assert row.message_id is not None
-                try:
-                    message = personalizer.fast_message_for(
-                        recipient,
-                        variant,
-                        row.message_id,
-                        envelope_from=envelope_sender(settings, newsletter, row),
-                        signer=signer,
-                    )
-                except MessageError as exc:
-                    settle(row, DeliveryState.FAILED, None, str(exc))
-                    report.failed += 1
-                    report.failures.append(f"{row.email}: {exc}")
-                    continue
-                while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(0.05):  # not wait_for: see _next_item
-                            await ready.put((row, message))
-                        break
-                # Let the replies that came meanwhile be read before the next build.
-                await asyncio.sleep(0)
-        finally:
-            building = False
-
-    async def deliver_one(row: ClaimedRow, message: Message) -> None:
-        nonlocal policy_in_a_row
-        try:
-            result = await transport.send(message)
-        except SendError as exc:
-            # The server went away, stopped answering, refuses us as the sender or lacks
-            # an extension the setting promised (SMTPUTF8): nothing more is sent in this
-            # run. A lost connection or timeout defers the row with backoff; a problem
-            # of our own configuration leaves it due at once, for the run after the fix.
-            if exc.temporary and not isinstance(exc, SenderRefused):
-                defer(row, exc.code, str(exc))
-            else:
-                settle(row, DeliveryState.PENDING, exc.code, str(exc))
-                report.deferred += 1
-            report.stopped = str(exc)
-            halt()
-            return
-        policy_in_a_row = policy_in_a_row + 1 if result.policy else 0
-        if result.ok:
-            settle(row, DeliveryState.SENT, result.code, result.reply)
-            report.sent += 1
-        elif result.policy:
-            # Refused by policy: nothing against the address, so it is retried later
-            # (and failed, unsuppressed, once retries run out). Several in a row say the
-            # relay refuses us (relaying denied).
-            report.policy += 1
-            defer(row, result.code, result.reply)
-            if policy_in_a_row >= POLICY_REFUSALS_TO_STOP:
-                report.stopped = (
-                    f"{policy_in_a_row} recipients in a row refused by policy, last "
-                    f"{result.code} {' '.join(result.reply.split())}; check the relay's "
-                    "settings (relaying, authentication)"
-                )
-                halt()
-        elif result.temporary:
-            defer(row, result.code, result.reply)
-        else:
-            settle(row, DeliveryState.FAILED, result.code, result.reply)
-            report.failed += 1
-            report.failures.append(f"{row.email}: {result.code} {result.reply}")
-
-    async def worker() -> None:
-        try:
-            await work()
-        finally:
-            nonlocal workers_left
-            workers_left -= 1
-
-    async def work() -> None:
-        nonlocal done
-        while not stop.is_set():
-            if ready.empty() and not building:
-                return
-            await outcomes.room()
-            item = await _next_item(ready, 0.05)
-            if item is None:
-                continue
-            task = asyncio.ensure_future(deliver_one(*item))
-            try:
-                # A cancelled run lets the message in flight finish and be recorded,
-                # so cancelling never leaves a delivered message unrecorded.
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                await asyncio.wait([task], timeout=settings.smtp.timeout + 5)
-                raise
-            done += 1
-            if progress:
-                total = link.add_done() if link is not None else done
-                progress(total, total + queue.qsize() + ready.qsize())
-            elif link is not None:
-                link.add_done()
-
-    async def flush_now_and_then() -> None:
-        while workers_left:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FLUSH_SECONDS):  # not wait_for: see _next_item
-                    await outcomes.due.wait()
-            outcomes.due.clear()
-            await outcomes.write()
-
-    async def watch_stops() -> None:
-        while not stop.is_set():
-            if stop_requested is not None and stop_requested.is_set():
-                report.stopped = report.stopped or "interrupted"
-                halt()
-            elif link is not None and link.stop.is_set():
-                stop.set()  # another process of this send stopped: so does this one
-            else:
-                await asyncio.sleep(0.05)
-
-    watcher = (
-        asyncio.ensure_future(watch_stops())
-        if stop_requested is not None or link is not None
-        else None
-    )
-    try:
-        # A TaskGroup, unlike gather, waits for every worker when the run is cancelled,
-        # so each message in flight is recorded before the cancellation goes on.
-        async with asyncio.TaskGroup() as group:
-            group.create_task(produce())
-            group.create_task(build())
-            for _ in range(workers_left):
-                group.create_task(worker())
-            group.create_task(flush_now_and_then())
-    except* DigestError as failed:  # e.g. the store went away: report the first, plainly
-        halt()
-        raise failed.exceptions[0] from None
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-        outcomes.flush()
-        if claimed_ids:  # claimed but never tried: back to pending, as they were
-            store.release_deliveries(sorted(claimed_ids))

@@ -16,12 +16,13 @@ from email.utils import make_msgid
 from digest.audience.segments import recipients_for, segment_lists
 from digest.config import NewsletterSettings, Settings
 from digest.core.models import DeliveryState, Recipient
-from digest.delivery.deliver import AudienceCounts, Personalizer, claim_lease, count_finished
+from digest.delivery.deliver import AudienceCounts, Personalizer, count_finished
 from digest.issue.prepare import prepare_issue
 from digest.mailboxes.bounces import return_path
 from digest.message.dkim import signer_for
 from digest.message.mail import MessageError
 from digest.store import DeliveryRow, Store
+from digest.store.senders import stale_before
 
 __all__ = ["DRY_RUN_CHUNK", "DryRunReport", "dry_run"]
 
@@ -106,10 +107,10 @@ def dry_run(
     # Due as the send decides it: by the clock when the run starts, whatever date the
     # messages carry (``now``).
     started = datetime.now(UTC)
-    stale_before = started - claim_lease(settings)
     if record is not None:
+        live = store.live_senders(started)
         for rows in store.iter_deliveries(record.id, chunk=chunk):
-            open_rows = _count_closed(rows, report, stale_before)
+            open_rows = _count_closed(rows, report, live, stale_before(started))
             current = store.subscribers_by_id(
                 [row.subscriber_id for row in open_rows],
                 lists,
@@ -145,16 +146,18 @@ def dry_run(
 
 
 def _count_closed(
-    rows: Iterable[DeliveryRow], report: DryRunReport, stale_before: datetime
+    rows: Iterable[DeliveryRow], report: DryRunReport, live: set[int], stale: datetime
 ) -> list[DeliveryRow]:
     """Count the rows no run sends now; the others (pending, or left in 'sending' by a
-    run that stopped) are returned."""
+    sender that is gone, see digest.store.senders) are returned."""
     left = []
     for row in rows:
         if count_finished(row, report):
             continue
         if row.state == DeliveryState.SENDING and (
-            row.updated_at is None or row.updated_at >= stale_before
+            row.claimed_by in live
+            if row.claimed_by is not None
+            else row.updated_at is None or row.updated_at >= stale
         ):
             report.in_flight += 1
         else:

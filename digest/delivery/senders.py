@@ -112,6 +112,7 @@ class Link:
     planned: Any  # multiprocessing Event: every recipient has a ledger row
     done: Any  # multiprocessing Value: messages finished by all processes
     results: Any  # multiprocessing Queue: each helper's report, or its error
+    attached: Any = None  # RawArray: helper i sets [i - 1] once it has the objects above
 
     def add_done(self, n: int = 1) -> int:
         with self.done.get_lock():
@@ -175,7 +176,10 @@ class Crew:
             planned=self._context.Event(),
             done=self._context.Value("q", 0),
             results=self._context.Queue(),
+            attached=self._context.RawArray("b", max(1, count - 1)),
         )
+        self._names = _semaphore_names(self.link)
+        self._forgetting: asyncio.Task[None] | None = None
         self.count = count
         self._jobs = [
             HelperJob(settings, store_url, newsletter_id, record, issue, now, started, i, count)
@@ -193,13 +197,26 @@ class Crew:
             )
             process.start()
             self._processes.append(process)
+        self._forgetting = asyncio.ensure_future(self._forget_names())
+
+    async def _forget_names(self) -> None:
+        """Unlink the semaphores' names once every helper has opened them.
+
+        A helper opens each semaphore by its name when it starts; after that no name is
+        needed, and one left registered is what the resource tracker reports as leaked
+        (and removes) when this process is killed outright.
+        """
+        while not all(self.link.attached) and any(p.is_alive() for p in self._processes):
+            await asyncio.sleep(0.05)
+        if all(self.link.attached):
+            _unlink_names(self._names)
 
     async def finish(self, *, timeout: float) -> list[HelperResult]:
         """Every helper's result once it has ended; one that died says so.
 
         Helpers end by themselves when no row is left or the shared stop is set; one
         that has not ended ``timeout`` seconds after the stop is killed (its rows in
-        'sending' are taken over by the next run after their lease).
+        'sending' are taken over by the next run, as its process is gone).
         """
         results: dict[int, HelperResult] = {}
         stopped_at: float | None = None
@@ -231,8 +248,67 @@ class Crew:
                             process.kill()
         for process in self._processes:
             await asyncio.to_thread(process.join, 5)
+        if self._forgetting is not None:
+            self._forgetting.cancel()
         self.link.results.close()
+        self.link.results.join_thread()
+        if not any(process.is_alive() for process in self._processes):
+            _stop_resource_tracker()
         return [results[i] for i in sorted(results)]
+
+
+def _semaphore_names(link: Link) -> list[str]:
+    """The names of the POSIX semaphores behind ``link``'s objects (14 of them).
+
+    Read from multiprocessing's private attributes: the standard library offers no
+    other way to release a semaphore's name early. Nothing is found where they differ.
+    """
+    found: list[str] = []
+    with contextlib.suppress(AttributeError):
+        locks: list[Any] = []
+        for event in (link.stop, link.planned):
+            cond = event._cond
+            locks += [event._flag, cond._lock, cond._sleeping_count, cond._woken_count,
+                      cond._wait_semaphore]  # fmt: skip
+        locks += [link.done.get_lock(), link.results._rlock, link.results._wlock,
+                  link.results._sem]  # fmt: skip
+        found = [lock._semlock.name for lock in locks if lock._semlock.name]
+    return found
+
+
+def _unlink_names(names: list[str]) -> None:
+    """Remove the semaphores' names now (they stay usable where opened), so that none is
+    left for the resource tracker to clean up after a kill, and none leaks."""
+    from multiprocessing import resource_tracker, synchronize, util
+
+    gone = set(names)
+    cleanup = getattr(synchronize.SemLock, "_cleanup", None)
+    # Each name's finalizer would unlink it again at exit: cancel it.
+    for finalizer in list(getattr(util, "_finalizer_registry", {}).values()):
+        args = getattr(finalizer, "_args", None)
+        if args and args[0] in gone and getattr(finalizer, "_callback", None) is cleanup:
+            finalizer.cancel()
+    for name in names:
+        with contextlib.suppress(OSError):
+            synchronize.sem_unlink(name)  # type: ignore[attr-defined]
+        resource_tracker.unregister(name, "semaphore")
+
+
+def _stop_resource_tracker() -> None:
+    """End multiprocessing's resource tracker and reap it, once no helper is left.
+
+    It is a child of this process and ends when the last process holding its pipe does;
+    reaped here, it leaves no zombie behind where the process that adopts orphans does
+    not reap them (a container's init). A later crew starts a new one.
+    """
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    stop = getattr(tracker, "_stop", None)
+    # Started by this process (not inherited from a parent that is itself a helper).
+    if stop is not None and getattr(tracker, "_pid", None) is not None:
+        with contextlib.suppress(OSError, ChildProcessError):
+            stop()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -256,6 +332,8 @@ async def _watch_parent(parent: int) -> None:
 def helper_main(job: HelperJob, link: Link) -> None:
     """A helper's whole life: claim, send and record rows until none is left."""
     _die_with_parent(job.parent)
+    if link.attached is not None:
+        link.attached[job.index - 1] = 1  # the semaphores are open: their names can go
     # A terminal's Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -270,8 +348,9 @@ def helper_main(job: HelperJob, link: Link) -> None:
 
 
 async def _help(job: HelperJob, link: Link) -> dict[str, Any]:
-    from digest.delivery.deliver import DeliveryReport, Personalizer, send_rows
+    from digest.delivery.deliver import DeliveryReport, Personalizer
     from digest.delivery.relays import connection_slots, open_transport
+    from digest.delivery.sending import send_rows
     from digest.store import Store
 
     settings = job.settings
@@ -303,6 +382,7 @@ async def _help(job: HelperJob, link: Link) -> dict[str, Any]:
     counts: dict[str, Any] = {name: getattr(report, name) for name in MERGED}
     counts["failures"] = report.failures[:100]
     counts["stopped"] = report.stopped
+    counts["not_reached"] = report.not_reached
     return counts
 
 
@@ -318,5 +398,6 @@ def merge(report: Any, results: list[HelperResult], note: Callable[[str], None])
             setattr(report, name, getattr(report, name) + result.counts[name])
         report.sent_by.append(result.counts["sent"])
         report.failures.extend(result.counts["failures"])
+        report.not_reached = report.not_reached or result.counts["not_reached"]
         if result.counts["stopped"] and report.stopped in (None, "interrupted"):
             report.stopped = result.counts["stopped"]

@@ -73,20 +73,29 @@ def _about(span: timedelta) -> str:
     return f"about {seconds / 3600:.1f} h"
 
 
+def _issue_state(record: IssueRecord, d: DeliveryStatus) -> str:
+    """The issue's state as its ledger shows it: an issue whose first run stopped while
+    planning is 'composed' in the store, but partly planned and maybe partly sent."""
+    planned = d.sent + d.failed + d.skipped + d.left
+    if record.status == "composed" and planned:
+        return "sending, not every recipient planned yet"
+    return record.status
+
+
 def format_status(status: IssueStatus, now: datetime | None = None) -> str:
     """Several lines: counts per state, rate and ETA, next retry, replies by code."""
     now = now or datetime.now(UTC)
     d, newsletter, record = status.deliveries, status.newsletter, status.record
     lines = [
-        f"{newsletter.id} {record.key} ({record.status}): {d.sent} sent, {d.failed} failed, "
-        f"{d.skipped} skipped, {d.due} to send now, {d.waiting} deferred, "
-        f"{d.sending} being sent"
+        f"{newsletter.id} {record.key} ({_issue_state(record, d)}): {d.sent} sent, "
+        f"{d.failed} failed, {d.skipped} skipped, {d.due} due now, {d.waiting} deferred "
+        f"(retried automatically), {d.sending} being sent"
     ]
     rate = d.rate_per_minute
     if rate is not None:
         pace = f"  rate: {rate:.1f} messages/min"
         if d.due + d.sending:
-            pace += f"; ETA for the {d.due + d.sending} to send now: "
+            pace += f"; ETA for the {d.due + d.sending} due now and being sent: "
             pace += _about(timedelta(minutes=(d.due + d.sending) / rate))
         lines.append(pace)
     if d.next_retry is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -155,8 +156,64 @@ async def send_due(
     return reports
 
 
+#: The longest wait between two tries of a relay that could not be reached.
+RELAY_RETRY_MAX_SECONDS = 300.0
+
+
+class RelayWatch:
+    """Whether the retry passes of this process reach the relay, and when to try again.
+
+    A relay that cannot be reached (or our configuration keeps us from a session) is the
+    run's problem, not the readers': no reader's row is touched, and the retry job tries
+    the relay again after a wait that doubles from one check interval up to
+    :data:`RELAY_RETRY_MAX_SECONDS`. It is logged when the problem starts or changes
+    and when the relay is reached again, not at every pass.
+    """
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self.wait = 0.0
+        self.next_try = 0.0  # time.monotonic() before which no pass sends
+        self.down_since = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_try
+
+    def unreached(self, problem: str, first_wait: float) -> None:
+        now = time.monotonic()
+        self.wait = min(RELAY_RETRY_MAX_SECONDS, max(first_wait, 2 * self.wait))
+        self.next_try = now + self.wait
+        if problem != self.problem:
+            log.error(
+                "relay not reached: %s; the readers stay due, untouched; trying the relay "
+                "again with a growing wait (at most %.0f s)",
+                problem,
+                RELAY_RETRY_MAX_SECONDS,
+            )
+            self.down_since = self.down_since if self.problem else now
+        self.problem = problem
+
+    def reached(self) -> None:
+        if self.problem is not None:
+            log.info(
+                "relay reached again after %.0f s; sending the due readers",
+                time.monotonic() - self.down_since,
+            )
+        self.problem, self.wait, self.next_try = None, 0.0, 0.0
+
+
+#: The relay as the retry passes of this process (`digest run`) found it.
+RELAY = RelayWatch()
+
+
 async def retry_due_deliveries(config_path: str) -> None:
-    """The scheduled job: send the due deferred deliveries of every unfinished issue."""
+    """The scheduled job: send the due deferred deliveries of every unfinished issue.
+
+    While the relay cannot be reached it is tried with its own backoff (see
+    :class:`RelayWatch`); no reader's attempts or age change meanwhile.
+    """
+    if not RELAY.due():
+        return
     settings = load_settings(Path(config_path))
     store = open_store(settings)
     try:
@@ -165,6 +222,12 @@ async def retry_due_deliveries(config_path: str) -> None:
             reports = await send_due(settings, store, transport, processes=settings.smtp.processes)
         finally:
             await transport.close()
+        unreached = next((r for r in reports if r.not_reached), None)
+        if unreached is not None:
+            RELAY.unreached(unreached.stopped or "", settings.retry.check_minutes * 60)
+            return
+        if reports:
+            RELAY.reached()
         for report in reports:
             if report.stopped:
                 log.error("retrying deferred deliveries: %s", report.summary())

@@ -14,12 +14,15 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
     Select,
     String,
+    Update,
     and_,
     bindparam,
     case,
@@ -37,6 +40,7 @@ from digest.core.models import DeliveryState, Subscriber
 from digest.store import schema as t
 from digest.store.privacy import hashes_in_scopes, is_hard_bounce, leave_active, suppress_in
 from digest.store.retries import due_now
+from digest.store.senders import held_by_gone_sender
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -63,8 +67,8 @@ class ClaimedRow:
     email: str
     message_id: str | None
     resumed: bool  # left in 'sending' by a sender that stopped without an answer
-    attempts: int = 1  # this claim's attempt counted
-    first_attempt_at: datetime | None = None  # of the row's first claim (retry age)
+    attempts: int = 0  # attempts a server answered about before this one
+    first_attempt_at: datetime | None = None  # when a server first answered (retry age)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,9 @@ class Outcome:
     reply: str
     # Pending with this set: deferred, not to be claimed before then (see digest.delivery.retry).
     next_attempt_at: datetime | None = None
+    # A server answered about the message (a reply to its MAIL, RCPT or DATA, or a drop
+    # in the middle of its transaction): the attempt counts towards the retry limits.
+    answered: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,38 @@ def _random_hex(postgres: bool) -> Any:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@cache
+def _outcome_update(*, held: bool) -> Update:
+    """The statement that records one outcome (run for many); built once, as a send
+    runs it many times a second. ``held``: only while the row is held by b_claimer."""
+    c = t.deliveries.c
+    answered = bindparam("b_answered", type_=Integer())
+    now = bindparam("b_now", type_=c.updated_at.type)
+    ours = c.id == bindparam("b_id")
+    if held:
+        ours = and_(
+            ours,
+            c.claimed_by == bindparam("b_claimer", type_=Integer()),
+            c.state == DeliveryState.SENDING,
+        )
+    return (
+        update(t.deliveries)
+        .where(ours)
+        .values(
+            state=bindparam("b_state"),
+            smtp_code=bindparam("b_code"),
+            smtp_reply=bindparam("b_reply"),
+            next_attempt_at=bindparam("b_next", type_=c.next_attempt_at.type),
+            updated_at=now,
+            attempts=c.attempts + answered,
+            first_attempt_at=case(
+                (answered > 0, func.coalesce(c.first_attempt_at, now)),
+                else_=c.first_attempt_at,
+            ),
+        )
+    )
 
 
 class LedgerStore:
@@ -279,24 +318,26 @@ class LedgerStore:
         new_message_id: Any,
         now: datetime | None = None,
         due_by: datetime | None = None,
+        claimer: int | None = None,
     ) -> list[ClaimedRow]:
         """Take up to ``limit`` rows after ``after_id`` to send, in one transaction.
 
         The rows are pending ones that are due (not deferred past ``due_by``, by default
         ``now``; see :func:`digest.store.retries.due_now`) and those left in 'sending'
-        since before ``stale_before`` by a sender that stopped without recording an
-        answer (they keep their Message-ID, so a repeat can be recognised). Each becomes
-        'sending' with a Message-ID (for a row that has none yet ``new_message_id()``, or
-        made by the statement from a :class:`MessageIdPattern`),
-        one more attempt and, at its first claim, ``first_attempt_at``. Rows another
-        sender holds are skipped, never waited for. This is the only function that
-        decides which rows are due.
+        by a sender that is gone: its heartbeat older than ``stale_before`` (see
+        :mod:`digest.store.senders`). Those keep their Message-ID, so a repeat can be
+        recognised. Each becomes 'sending', held by ``claimer`` (a registered sender),
+        with a Message-ID (for a row that has none yet ``new_message_id()``, or made by
+        the statement from a :class:`MessageIdPattern`); the attempt counts once a
+        server answers (:meth:`record_outcomes`). Rows another sender holds are
+        skipped, never waited for. This is the only function that decides which rows
+        are due.
         """
         c = t.deliveries.c
         now = now or _now()
         wanted = [
             and_(c.state == DeliveryState.PENDING, due_now(due_by or now)),
-            and_(c.state == DeliveryState.SENDING, c.updated_at < stale_before),
+            and_(c.state == DeliveryState.SENDING, held_by_gone_sender(stale_before)),
         ]
         due = or_(*wanted)
         # Another sender (SQLite has no SKIP LOCKED) may take every row found between
@@ -304,7 +345,7 @@ class LedgerStore:
         # means that no row after ``after_id`` is left to take.
         while True:
             found, taken, ids_given = self._claim_once(
-                issue_id, after_id, limit, wanted, due, now, new_message_id
+                issue_id, after_id, limit, wanted, due, now, new_message_id, claimer
             )
             if taken or not found:
                 break
@@ -335,6 +376,7 @@ class LedgerStore:
         due: Any,
         now: datetime,
         new_message_id: Any,
+        claimer: int | None,
     ) -> tuple[list[Any], list[Any], dict[int, str]]:
         """One claiming transaction: (rows found, rows taken, Message-IDs given)."""
         c = t.deliveries.c
@@ -359,10 +401,9 @@ class LedgerStore:
             ids = [r.id for r in found]
             values: dict[str, Any] = {
                 "state": DeliveryState.SENDING,
-                "attempts": c.attempts + 1,
+                "claimed_by": claimer,
                 "updated_at": now,
                 "next_attempt_at": None,
-                "first_attempt_at": func.coalesce(c.first_attempt_at, now),
             }
             if isinstance(new_message_id, MessageIdPattern):
                 values["message_id"] = func.coalesce(
@@ -398,8 +439,19 @@ class LedgerStore:
                 )
         return found, list(taken), ids_given
 
-    def record_outcomes(self, outcomes: Sequence[Outcome], now: datetime | None = None) -> None:
+    def record_outcomes(
+        self,
+        outcomes: Sequence[Outcome],
+        now: datetime | None = None,
+        *,
+        claimer: int | None = None,
+    ) -> None:
         """Record the outcome of many deliveries in one transaction.
+
+        With ``claimer`` only rows that sender still holds are written: a row taken
+        over meanwhile (its sender was taken for gone) belongs to the new holder. An
+        outcome a server answered about counts an attempt, and the first such one
+        sets ``first_attempt_at``, from which the row's age for retries counts.
 
         A refusal of the address itself (5xx with enhanced code 5.1.x) puts the address
         on the suppression list for every newsletter (reason 'hard_bounce'), in the same
@@ -412,15 +464,7 @@ class LedgerStore:
         c = t.deliveries.c
         with self.engine.begin() as conn:
             conn.execute(
-                update(t.deliveries)
-                .where(c.id == bindparam("b_id"))
-                .values(
-                    state=bindparam("b_state"),
-                    smtp_code=bindparam("b_code"),
-                    smtp_reply=bindparam("b_reply"),
-                    next_attempt_at=bindparam("b_next", type_=c.next_attempt_at.type),
-                    updated_at=now,
-                ),
+                _outcome_update(held=claimer is not None),
                 [
                     {
                         "b_id": o.delivery_id,
@@ -428,6 +472,9 @@ class LedgerStore:
                         "b_code": o.code,
                         "b_reply": o.reply[:2000],
                         "b_next": o.next_attempt_at,
+                        "b_answered": int(o.answered),
+                        "b_now": now,
+                        "b_claimer": claimer,
                     }
                     for o in outcomes
                 ],
@@ -455,21 +502,22 @@ class LedgerStore:
                 ).scalar_one()
             )
 
-    def release_deliveries(self, delivery_ids: Sequence[int]) -> None:
-        """Give rows claimed but never tried back: pending, the attempt not counted (a
-        row never tried before has no first attempt again)."""
+    def release_deliveries(
+        self, delivery_ids: Sequence[int], *, claimer: int | None = None
+    ) -> None:
+        """Give rows claimed but not answered about back: pending and due, as they were
+        (no attempt counted). With ``claimer`` only the rows that sender still holds."""
         c = t.deliveries.c
         with self.engine.begin() as conn:
             for start in range(0, len(delivery_ids), 500):
+                ours = and_(
+                    c.id.in_(delivery_ids[start : start + 500]),
+                    c.state == DeliveryState.SENDING,
+                )
+                if claimer is not None:
+                    ours = and_(ours, c.claimed_by == claimer)
                 conn.execute(
                     update(t.deliveries)
-                    .where(
-                        c.id.in_(delivery_ids[start : start + 500]),
-                        c.state == DeliveryState.SENDING,
-                    )
-                    .values(
-                        state=DeliveryState.PENDING,
-                        attempts=c.attempts - 1,
-                        first_attempt_at=case((c.attempts <= 1, None), else_=c.first_attempt_at),
-                    )
+                    .where(ours)
+                    .values(state=DeliveryState.PENDING, claimed_by=None)
                 )

@@ -52,11 +52,12 @@ class DeliveryStatus:
 
     @property
     def rate_per_minute(self) -> float | None:
-        """Messages accepted per minute between the first attempt and the last success."""
+        """Messages accepted per minute between the first answer and the last success
+        (a second at least: a small issue is answered in one batch)."""
         if not self.sent or self.first_attempt is None or self.last_sent is None:
             return None
-        minutes = (self.last_sent - self.first_attempt).total_seconds() / 60
-        return self.sent / minutes if minutes > 0 else None
+        seconds = (self.last_sent - self.first_attempt).total_seconds()
+        return self.sent * 60 / max(1.0, seconds)
 
 
 class RetryStore:
@@ -115,7 +116,7 @@ class RetryStore:
 
     def due_deliveries(self, issue_id: int, now: datetime) -> int:
         """How many rows of the issue a run may act on now: pending rows that are due,
-        and rows being sent (taken over once their lease has run out)."""
+        and rows being sent (taken over once their sender is gone)."""
         d = t.deliveries.c
         with self.engine.connect() as conn:
             return int(

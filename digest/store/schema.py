@@ -166,11 +166,29 @@ deliveries = Table(
     # When a deferred row may be claimed again (NULL: now), and when it was first claimed.
     Column("next_attempt_at", UTCDateTime()),
     Column("first_attempt_at", UTCDateTime()),
+    # The sender (``senders.id``) holding a row in 'sending' (migration 0009). No foreign
+    # key: a sender's row is deleted once it is stale, and a name that is gone means
+    # the same as a stale one (see digest.store.senders).
+    Column("claimed_by", Integer),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     Index("ix_deliveries_issue_state", "issue_id", "state"),
     Index("ix_deliveries_message_id", "message_id"),
     Index("ix_deliveries_subscriber_bounce", "subscriber_id", "bounce"),
     Index("ix_deliveries_state_next_attempt", "state", "next_attempt_at"),
+)
+
+senders = Table(
+    "senders",
+    metadata,
+    # Each process that claims ledger rows, while it runs (see digest.store.senders).
+    Column("id", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    # Never an id again once deleted (SQLite would reuse the highest): a new sender must
+    # not inherit the rows of a gone one that had its id.
+    sqlite_autoincrement=True,
 )
 
 #: ``suppressions.scope`` of a suppression that holds for every newsletter.

@@ -27,6 +27,7 @@ from digest.store.privacy import (
     suppress_in,
 )
 from digest.store.retries import RetryStore
+from digest.store.senders import SenderStore
 from digest.store.signups import SignupStore
 from digest.store.sql import insert_ignoring_duplicates
 
@@ -96,9 +97,12 @@ class DeliveryRow:
     next_attempt_at: datetime | None = None  # deferred until then (None: due now)
     first_attempt_at: datetime | None = None
     updated_at: datetime | None = None  # of a row in 'sending': when it was claimed
+    claimed_by: int | None = None  # of a row in 'sending': the sender holding it
 
 
-class Store(SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore, LedgerStore):
+class Store(
+    SignupStore, PrivacyStore, BounceStore, EditorialStore, RetryStore, LedgerStore, SenderStore
+):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
     ``secret_key`` keys the hashes of the suppression list (see digest.store.privacy);
@@ -779,6 +783,7 @@ def _delivery_from_row(row: Any) -> DeliveryRow:
         row.next_attempt_at,
         row.first_attempt_at,
         row.updated_at,
+        row.claimed_by,
     )
 
 

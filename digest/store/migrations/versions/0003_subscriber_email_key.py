@@ -79,7 +79,7 @@ STATE_RANK = {"sent": 5, "sending": 4, "failed": 3, "pending": 2, "skipped": 1}
 
 
 def email_key(address: str) -> str:
-    """digest.addresses.email_key as of this revision (a change to it needs a migration)."""
+    """digest.core.addresses.email_key as of this revision (a change to it needs a migration)."""
     text = address.strip()
     if text.isascii() and "xn--" not in text.lower():
         return text.lower()  # what validation would give, without its cost

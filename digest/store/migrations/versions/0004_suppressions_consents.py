@@ -24,7 +24,7 @@ import hmac
 
 import sqlalchemy as sa
 from alembic import context, op
-from digest.errors import StoreError
+from digest.core.errors import StoreError
 
 from digest.store.schema import UTCDateTime
 
@@ -45,7 +45,7 @@ unsubscriptions = sa.table(
 
 
 def _hash(key: str, email_key: str) -> str:
-    """digest.addresses.address_hash as of this revision, over a stored email_key."""
+    """digest.core.addresses.address_hash as of this revision, over a stored email_key."""
     return hmac.new(key.encode(), email_key.encode(), hashlib.sha256).hexdigest()
 
 
