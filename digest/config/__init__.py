@@ -26,6 +26,7 @@ from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 from limits import RateLimitItem, parse
 
+from digest.config.cron import cron_problem
 from digest.core.errors import ConfigError
 from digest.core.limits import MAX_SUMMARY
 from digest.core.redact import MASK, redact_url, url_password
@@ -139,26 +140,6 @@ def _locale_problem(value: str) -> str | None:
 def _shown(value: str, limit: int = 80) -> str:
     """``value`` quoted for a message, shortened if long."""
     return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
-
-
-def _cron_problem(value: str) -> str | None:
-    from digest.ops.schedule import crontab_trigger
-
-    try:
-        crontab_trigger(value, ZoneInfo("UTC"))
-    except ValueError as exc:
-        return f"bad cron expression {value!r}: {exc}"
-    # With both day of month and weekday restricted (neither starts with '*'), crontab
-    # runs when either matches and APScheduler only when both do. Such an expression is
-    # refused rather than run on other days than a reader of crontab(5) expects.
-    day, weekday = value.split()[2::2]
-    if not day.startswith("*") and not weekday.startswith("*"):
-        return (
-            f"{value!r} restricts both day of month ({day!r}) and weekday ({weekday!r}): "
-            "crontab runs when either matches, the scheduler only when both do; "
-            "restrict one and leave the other '*'"
-        )
-    return None
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -594,7 +575,7 @@ NEWSLETTER = [
         "Cron expression (minute hour day month weekday; "
         "0 and 7 are Sunday) of the weekly run, in `timezone`. Day of month and weekday "
         "cannot both be restricted (crontab would run when either matches).",
-        _cron_problem,
+        cron_problem,
     ),
     S(
         "timezone",

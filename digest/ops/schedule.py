@@ -43,6 +43,7 @@ from apscheduler.util import ref_to_obj
 from sqlalchemy import inspect, select
 
 from digest.config import NewsletterSettings, Settings
+from digest.config.cron import crontab_trigger
 from digest.core.errors import ConfigError
 from digest.store import Store
 
@@ -74,8 +75,6 @@ RETRY_JOB_ID = "delivery-retries"
 JOB_ID_PREFIX = "newsletter:"
 JOB_TABLE = "apscheduler_jobs"
 
-_CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
 
 def job_id(newsletter_id: str) -> str:
     """The scheduler's job id of a newsletter."""
@@ -85,51 +84,6 @@ def job_id(newsletter_id: str) -> str:
 def trigger_for(newsletter: NewsletterSettings) -> CronTrigger:
     """The cron trigger of a newsletter's ``schedule``, in its own time zone."""
     return crontab_trigger(newsletter.schedule, ZoneInfo(newsletter.timezone))
-
-
-def crontab_trigger(expression: str, zone: ZoneInfo) -> CronTrigger:
-    """A trigger for a five-field crontab expression, weekdays counted as crontab does."""
-    fields = expression.split()
-    if len(fields) == 5:
-        fields[4] = _weekday_names(fields[4])
-    return CronTrigger.from_crontab(" ".join(fields), timezone=zone)
-
-
-def _weekday_names(field: str) -> str:
-    """Crontab weekday numbers (0 and 7 are Sunday) spelled as day names.
-
-    APScheduler 3 counts 0 as Monday, so the numbers must not reach it; names mean the same
-    to both. Tokens of names (``mon``, ``mon-fri``) are passed on unchanged.
-    """
-    if not any(ch.isdigit() for ch in field):
-        return field
-    names: list[str] = []
-    for token in field.split(","):
-        body, slash, step_text = token.partition("/")
-        if slash and not step_text.isdigit():
-            raise ValueError(f"bad step in weekday field {field!r}")
-        step = int(step_text) if slash else 1
-        if body == "*":
-            first, last = 0, 6
-        elif body.isdigit():
-            first = int(body)
-            last = 7 if slash else first
-        elif body.count("-") == 1 and all(p.isdigit() for p in body.split("-")):
-            first, last = (int(p) for p in body.split("-"))
-        elif not any(ch.isdigit() for ch in body):
-            names.append(token)
-            continue
-        else:
-            raise ValueError(f"weekday field {field!r}: use either numbers or day names")
-        if not 0 <= first <= last <= 7 or step < 1:
-            raise ValueError(
-                f"weekday field {field!r}: numbers must be 0-7 (0 and 7 are "
-                "Sunday), ranges ascending, steps at least 1"
-            )
-        for day in range(first, last + 1, step):
-            if (name := _CRONTAB_WEEKDAYS[day % 7]) not in names:
-                names.append(name)
-    return ",".join(names)
 
 
 def _first_fire_time(
