@@ -106,143 +106,12 @@ def parse_settings(
     data: Mapping[str, Any], *, path: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Validate a parsed TOML document plus environment overrides into :class:`Settings`."""
-    environ = os.environ if environ is None else environ
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    from_environment: dict[str, str] = {}
-    for var, (section, key, kind) in ENV_OVERRIDES.items():
-        if var not in environ:
-            continue
-        raw = environ[var]
-        value: Any = raw
-        if kind is int:
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(var, f"must be an integer, not {quoted(raw)}") from None
-        target = data.setdefault(section, {}) if section else data
-        target[key] = value
-        from_environment[f"{section}.{key}" if section else key] = var
+    data, from_environment = _with_environment(data, os.environ if environ is None else environ)
     reader = _Reader(str(path) if path else None, from_environment)
-
-    top = reader.table(data, "", "")
-    if top["secret_key"] == DEMO_SECRET_KEY and not is_loopback_url(top["public_url"]):
-        raise reader.error(
-            "secret_key",
-            f"is the demo value from config.toml, which must not sign links served at "
-            f"{top['public_url']}; set DIGEST_SECRET_KEY to a long random string",
-        )
+    top = _read_top(reader, data)
     store = reader.table(data.get("store", {}), "store", "store")
-    smtp = reader.table(data.get("smtp", {}), "smtp", "smtp")
-    smtp["relays"] = tuple(
-        RelaySettings(**reader.table(raw, "smtp.relays", f"smtp.relays[{n}]"))
-        for n, raw in enumerate(
-            reader.array(data.get("smtp", {}).get("relays", []), "smtp.relays", "smtp.relays")
-        )
-    )
-    newsletters = []
-    seen_ids: set[str] = set()
-    for n, raw_nl in enumerate(
-        reader.array(data.get("newsletters", []), "newsletters", "newsletters")
-    ):
-        where = f"newsletters[{n}]"
-        values = reader.table(raw_nl, "newsletters", where, inherited=top)
-        if values["id"] in seen_ids:
-            raise reader.error(f"{where}.id", f"duplicate newsletter id {values['id']!r}")
-        seen_ids.add(values["id"])
-        if "impressum" not in raw_nl:
-            raise reader.error(f"{where}.impressum", "is required (§5 DDG)")
-        impressum = Impressum(
-            **reader.table(raw_nl["impressum"], "newsletters.impressum", f"{where}.impressum")
-        )
-        categories = tuple(
-            CategorySettings(
-                **reader.table(c, "newsletters.categories", f"{where}.categories[{i}]")
-            )
-            for i, c in enumerate(
-                reader.array(
-                    raw_nl.get("categories", []), "newsletters.categories", f"{where}.categories"
-                )
-            )
-        )
-        if not categories:
-            raise reader.error(f"{where}.categories", "needs at least one category")
-        keys = [c.key for c in categories]
-        if len(set(keys)) != len(keys):
-            raise reader.error(f"{where}.categories", "category keys must be unique")
-        sources = []
-        for i, s in enumerate(
-            reader.array(raw_nl.get("sources", []), "newsletters.sources", f"{where}.sources")
-        ):
-            src_where = f"{where}.sources[{i}]"
-            src = SourceSettings(**reader.table(s, "newsletters.sources", src_where))
-            raw_selectors = s.get("selectors")
-            if src.kind == "html" and raw_selectors is None:
-                raise reader.error(f"{src_where}.selectors", "is required with kind = 'html'")
-            if src.kind != "html" and raw_selectors is not None:
-                raise reader.error(f"{src_where}.selectors", "is only read with kind = 'html'")
-            if raw_selectors is not None:
-                selectors = reader.table(
-                    raw_selectors, "newsletters.sources.selectors", f"{src_where}.selectors"
-                )
-                src = dataclasses.replace(src, selectors=SelectorSettings(**selectors))
-            if src.default_category not in keys:
-                raise reader.error(
-                    f"{where}.sources[{i}].default_category",
-                    f"unknown category {src.default_category!r}",
-                )
-            sources.append(src)
-        known_regions = {r.casefold(): r for r in (tuple(values["regions"]) or GERMAN_LAENDER)}
-        segments = []
-        for i, s in enumerate(
-            reader.array(raw_nl.get("segments", []), "newsletters.segments", f"{where}.segments")
-        ):
-            seg = reader.table(s, "newsletters.segments", f"{where}.segments[{i}]")
-            unknown = [c for c in seg["categories"] if c not in keys]
-            if unknown:
-                raise reader.error(
-                    f"{where}.segments[{i}].categories", f"unknown category {unknown[0]!r}"
-                )
-            regions = []
-            for region in seg["regions"]:
-                if region.casefold() not in known_regions:
-                    raise reader.error(
-                        f"{where}.segments[{i}].regions",
-                        f"unknown region {region!r} (known: "
-                        f"{', '.join(known_regions.values())}; see {where}.regions)",
-                    )
-                regions.append(known_regions[region.casefold()])
-            segments.append(
-                SegmentSettings(
-                    seg["name"],
-                    tuple(seg["lists"]),
-                    tuple(seg["categories"]),
-                    tuple(regions),
-                )
-            )
-        segment_list_names = {name for seg in segments for name in seg.lists}
-        if values["signup_list"] and values["signup_list"] not in segment_list_names:
-            raise reader.error(
-                f"{where}.signup_list",
-                f"no segment draws from list {values['signup_list']!r}, so a sign-up would "
-                "receive nothing",
-            )
-        category_map = {k.casefold(): v for k, v in values["category_map"].items()}
-        for name, key in category_map.items():
-            if key not in keys:
-                raise reader.error(f"{where}.category_map.{name}", f"unknown category {key!r}")
-        newsletters.append(
-            NewsletterSettings(
-                impressum=impressum,
-                categories=categories,
-                sources=tuple(sources),
-                segments=tuple(segments),
-                **{
-                    **values,
-                    "category_map": category_map,
-                    "regions": tuple(values["regions"]) or GERMAN_LAENDER,
-                },
-            )
-        )
+    smtp = _read_smtp(reader, data)
+    newsletters = _read_newsletters(reader, data, top)
     mailbox = reader.table(
         data.get("unsubscribe_mailbox", {}), "unsubscribe_mailbox", "unsubscribe_mailbox"
     )
@@ -261,7 +130,7 @@ def parse_settings(
         else base_dir / top["outbox"],
         store=StoreSettings(**store),
         smtp=SmtpSettings(**smtp),
-        newsletters=tuple(newsletters),
+        newsletters=newsletters,
         base_dir=base_dir,
         path=path,
         unsubscribe_mailbox=UnsubscribeMailboxSettings(**mailbox),
@@ -273,6 +142,189 @@ def parse_settings(
         admin=AdminSettings(**reader.table(data.get("admin", {}), "admin", "admin")),
         retry=RetrySettings(**reader.table(data.get("retry", {}), "retry", "retry")),
     )
+
+
+def _with_environment(
+    data: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``data`` with the ``DIGEST_*`` overrides set, and which variable set which key."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    from_environment: dict[str, str] = {}
+    for var, (section, key, kind) in ENV_OVERRIDES.items():
+        if var not in environ:
+            continue
+        raw = environ[var]
+        value: Any = raw
+        if kind is int:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(var, f"must be an integer, not {quoted(raw)}") from None
+        target = data.setdefault(section, {}) if section else data
+        target[key] = value
+        from_environment[f"{section}.{key}" if section else key] = var
+    return data, from_environment
+
+
+def _read_top(reader: _Reader, data: Mapping[str, Any]) -> dict[str, Any]:
+    top = reader.table(data, "", "")
+    if top["secret_key"] == DEMO_SECRET_KEY and not is_loopback_url(top["public_url"]):
+        raise reader.error(
+            "secret_key",
+            f"is the demo value from config.toml, which must not sign links served at "
+            f"{top['public_url']}; set DIGEST_SECRET_KEY to a long random string",
+        )
+    return top
+
+
+def _read_smtp(reader: _Reader, data: Mapping[str, Any]) -> dict[str, Any]:
+    smtp = reader.table(data.get("smtp", {}), "smtp", "smtp")
+    smtp["relays"] = tuple(
+        RelaySettings(**reader.table(raw, "smtp.relays", f"smtp.relays[{n}]"))
+        for n, raw in enumerate(
+            reader.array(data.get("smtp", {}).get("relays", []), "smtp.relays", "smtp.relays")
+        )
+    )
+    return smtp
+
+
+def _read_newsletters(
+    reader: _Reader, data: Mapping[str, Any], top: Mapping[str, Any]
+) -> tuple[NewsletterSettings, ...]:
+    newsletters = []
+    seen_ids: set[str] = set()
+    for n, raw_nl in enumerate(
+        reader.array(data.get("newsletters", []), "newsletters", "newsletters")
+    ):
+        where = f"newsletters[{n}]"
+        values = reader.table(raw_nl, "newsletters", where, inherited=top)
+        if values["id"] in seen_ids:
+            raise reader.error(f"{where}.id", f"duplicate newsletter id {values['id']!r}")
+        seen_ids.add(values["id"])
+        newsletters.append(_read_newsletter(reader, raw_nl, values, where))
+    return tuple(newsletters)
+
+
+def _read_newsletter(
+    reader: _Reader, raw_nl: Mapping[str, Any], values: Mapping[str, Any], where: str
+) -> NewsletterSettings:
+    """One newsletter from its checked keys ``values`` and its tables in ``raw_nl``."""
+    if "impressum" not in raw_nl:
+        raise reader.error(f"{where}.impressum", "is required (§5 DDG)")
+    impressum = Impressum(
+        **reader.table(raw_nl["impressum"], "newsletters.impressum", f"{where}.impressum")
+    )
+    categories = _read_categories(reader, raw_nl, where)
+    keys = [c.key for c in categories]
+    sources = _read_sources(reader, raw_nl, where, keys)
+    segments = _read_segments(reader, raw_nl, where, keys, tuple(values["regions"]))
+    segment_list_names = {name for seg in segments for name in seg.lists}
+    if values["signup_list"] and values["signup_list"] not in segment_list_names:
+        raise reader.error(
+            f"{where}.signup_list",
+            f"no segment draws from list {values['signup_list']!r}, so a sign-up would "
+            "receive nothing",
+        )
+    category_map = {k.casefold(): v for k, v in values["category_map"].items()}
+    for name, key in category_map.items():
+        if key not in keys:
+            raise reader.error(f"{where}.category_map.{name}", f"unknown category {key!r}")
+    return NewsletterSettings(
+        impressum=impressum,
+        categories=categories,
+        sources=sources,
+        segments=segments,
+        **{
+            **values,
+            "category_map": category_map,
+            "regions": tuple(values["regions"]) or GERMAN_LAENDER,
+        },
+    )
+
+
+def _read_categories(
+    reader: _Reader, raw_nl: Mapping[str, Any], where: str
+) -> tuple[CategorySettings, ...]:
+    categories = tuple(
+        CategorySettings(**reader.table(c, "newsletters.categories", f"{where}.categories[{i}]"))
+        for i, c in enumerate(
+            reader.array(
+                raw_nl.get("categories", []), "newsletters.categories", f"{where}.categories"
+            )
+        )
+    )
+    if not categories:
+        raise reader.error(f"{where}.categories", "needs at least one category")
+    keys = [c.key for c in categories]
+    if len(set(keys)) != len(keys):
+        raise reader.error(f"{where}.categories", "category keys must be unique")
+    return categories
+
+
+def _read_sources(
+    reader: _Reader, raw_nl: Mapping[str, Any], where: str, keys: list[str]
+) -> tuple[SourceSettings, ...]:
+    sources = []
+    for i, s in enumerate(
+        reader.array(raw_nl.get("sources", []), "newsletters.sources", f"{where}.sources")
+    ):
+        src_where = f"{where}.sources[{i}]"
+        src = SourceSettings(**reader.table(s, "newsletters.sources", src_where))
+        raw_selectors = s.get("selectors")
+        if src.kind == "html" and raw_selectors is None:
+            raise reader.error(f"{src_where}.selectors", "is required with kind = 'html'")
+        if src.kind != "html" and raw_selectors is not None:
+            raise reader.error(f"{src_where}.selectors", "is only read with kind = 'html'")
+        if raw_selectors is not None:
+            selectors = reader.table(
+                raw_selectors, "newsletters.sources.selectors", f"{src_where}.selectors"
+            )
+            src = dataclasses.replace(src, selectors=SelectorSettings(**selectors))
+        if src.default_category not in keys:
+            raise reader.error(
+                f"{where}.sources[{i}].default_category",
+                f"unknown category {src.default_category!r}",
+            )
+        sources.append(src)
+    return tuple(sources)
+
+
+def _read_segments(
+    reader: _Reader,
+    raw_nl: Mapping[str, Any],
+    where: str,
+    keys: list[str],
+    regions_setting: tuple[str, ...],
+) -> tuple[SegmentSettings, ...]:
+    known_regions = {r.casefold(): r for r in (regions_setting or GERMAN_LAENDER)}
+    segments = []
+    for i, s in enumerate(
+        reader.array(raw_nl.get("segments", []), "newsletters.segments", f"{where}.segments")
+    ):
+        seg = reader.table(s, "newsletters.segments", f"{where}.segments[{i}]")
+        unknown = [c for c in seg["categories"] if c not in keys]
+        if unknown:
+            raise reader.error(
+                f"{where}.segments[{i}].categories", f"unknown category {unknown[0]!r}"
+            )
+        regions = []
+        for region in seg["regions"]:
+            if region.casefold() not in known_regions:
+                raise reader.error(
+                    f"{where}.segments[{i}].regions",
+                    f"unknown region {region!r} (known: "
+                    f"{', '.join(known_regions.values())}; see {where}.regions)",
+                )
+            regions.append(known_regions[region.casefold()])
+        segments.append(
+            SegmentSettings(
+                seg["name"],
+                tuple(seg["lists"]),
+                tuple(seg["categories"]),
+                tuple(regions),
+            )
+        )
+    return tuple(segments)
 
 
 def _check_mailbox(reader: _Reader, values: Mapping[str, Any], section: str) -> None:
