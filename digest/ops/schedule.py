@@ -155,10 +155,7 @@ def build_scheduler(
     ref_to_obj(bounce_job)
     ref_to_obj(retry_job)
     now = datetime.now(UTC)
-    triggers = {}
-    for newsletter in settings.newsletters:
-        triggers[newsletter.id] = trigger = trigger_for(newsletter)
-        _first_fire_time(newsletter, trigger, now)
+    triggers = _newsletter_triggers(settings, now)
 
     # The app's engine settings (SQLite busy timeout) also keep the job store from failing
     # with "database is locked" while a running issue writes to the same file.
@@ -169,23 +166,73 @@ def build_scheduler(
         timezone=UTC, jobstores={"default": jobstore, "memory": MemoryJobStore()}
     )
     try:
-        stored = _stored_jobs(jobstore)
-        wanted = {job_id(n.id) for n in settings.newsletters}
-        for stale in sorted(stored.keys() - wanted):
-            jobstore.remove_job(stale)
-            logger.info("removed job %s: its newsletter is no longer configured", stale)
-        for newsletter in settings.newsletters:
-            _add_newsletter_job(
-                scheduler,
-                newsletter,
-                triggers[newsletter.id],
-                stored.get(job_id(newsletter.id)),
-                job=job,
-                config_path=config_path,
-            )
+        _sync_newsletter_jobs(
+            scheduler, jobstore, settings, triggers, job=job, config_path=config_path
+        )
     except BaseException:
         jobstore.shutdown()
         raise
+    _add_mailbox_jobs(
+        scheduler,
+        settings,
+        now,
+        mailbox_job=mailbox_job,
+        bounce_job=bounce_job,
+        config_path=config_path,
+    )
+    _add_retry_job(scheduler, settings, retry_job=retry_job, config_path=config_path)
+    scheduler.add_listener(
+        _log_job_event,
+        EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,
+    )
+    return scheduler
+
+
+def _newsletter_triggers(settings: Settings, now: datetime) -> dict[str, CronTrigger]:
+    """Each newsletter's trigger by id; ConfigError for a schedule that never falls due."""
+    triggers = {}
+    for newsletter in settings.newsletters:
+        triggers[newsletter.id] = trigger = trigger_for(newsletter)
+        _first_fire_time(newsletter, trigger, now)
+    return triggers
+
+
+def _sync_newsletter_jobs(
+    scheduler: AsyncIOScheduler,
+    jobstore: SQLAlchemyJobStore,
+    settings: Settings,
+    triggers: dict[str, CronTrigger],
+    *,
+    job: str,
+    config_path: str,
+) -> None:
+    """Bring the stored ``newsletter:*`` jobs in line with the configured newsletters."""
+    stored = _stored_jobs(jobstore)
+    wanted = {job_id(n.id) for n in settings.newsletters}
+    for stale in sorted(stored.keys() - wanted):
+        jobstore.remove_job(stale)
+        logger.info("removed job %s: its newsletter is no longer configured", stale)
+    for newsletter in settings.newsletters:
+        _add_newsletter_job(
+            scheduler,
+            newsletter,
+            triggers[newsletter.id],
+            stored.get(job_id(newsletter.id)),
+            job=job,
+            config_path=config_path,
+        )
+
+
+def _add_mailbox_jobs(
+    scheduler: AsyncIOScheduler,
+    settings: Settings,
+    now: datetime,
+    *,
+    mailbox_job: str,
+    bounce_job: str,
+    config_path: str,
+) -> None:
+    """A job in memory per configured mailbox, run at start and every ``interval_minutes``."""
     mailboxes = [
         (settings.unsubscribe_mailbox, mailbox_job, MAILBOX_JOB_ID, "unsubscribe mailbox"),
         (settings.bounces, bounce_job, BOUNCE_JOB_ID, "bounce mailbox"),
@@ -206,6 +253,12 @@ def build_scheduler(
             coalesce=True,
             max_instances=1,
         )
+
+
+def _add_retry_job(
+    scheduler: AsyncIOScheduler, settings: Settings, *, retry_job: str, config_path: str
+) -> None:
+    """The job in memory that sends due deferred deliveries every ``retry.check_minutes``."""
     scheduler.add_job(
         retry_job,
         IntervalTrigger(minutes=settings.retry.check_minutes, timezone=UTC),
@@ -217,11 +270,6 @@ def build_scheduler(
         coalesce=True,
         max_instances=1,
     )
-    scheduler.add_listener(
-        _log_job_event,
-        EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,
-    )
-    return scheduler
 
 
 def _stored_jobs(jobstore: SQLAlchemyJobStore) -> dict[str, dict[str, Any] | None]:
