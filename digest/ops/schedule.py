@@ -43,6 +43,7 @@ from apscheduler.util import ref_to_obj
 from sqlalchemy import inspect, select
 
 from digest.config import NewsletterSettings, Settings
+from digest.config.cron import crontab_trigger
 from digest.core.errors import ConfigError
 from digest.store import Store
 
@@ -74,8 +75,6 @@ RETRY_JOB_ID = "delivery-retries"
 JOB_ID_PREFIX = "newsletter:"
 JOB_TABLE = "apscheduler_jobs"
 
-_CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
 
 def job_id(newsletter_id: str) -> str:
     """The scheduler's job id of a newsletter."""
@@ -85,51 +84,6 @@ def job_id(newsletter_id: str) -> str:
 def trigger_for(newsletter: NewsletterSettings) -> CronTrigger:
     """The cron trigger of a newsletter's ``schedule``, in its own time zone."""
     return crontab_trigger(newsletter.schedule, ZoneInfo(newsletter.timezone))
-
-
-def crontab_trigger(expression: str, zone: ZoneInfo) -> CronTrigger:
-    """A trigger for a five-field crontab expression, weekdays counted as crontab does."""
-    fields = expression.split()
-    if len(fields) == 5:
-        fields[4] = _weekday_names(fields[4])
-    return CronTrigger.from_crontab(" ".join(fields), timezone=zone)
-
-
-def _weekday_names(field: str) -> str:
-    """Crontab weekday numbers (0 and 7 are Sunday) spelled as day names.
-
-    APScheduler 3 counts 0 as Monday, so the numbers must not reach it; names mean the same
-    to both. Tokens of names (``mon``, ``mon-fri``) are passed on unchanged.
-    """
-    if not any(ch.isdigit() for ch in field):
-        return field
-    names: list[str] = []
-    for token in field.split(","):
-        body, slash, step_text = token.partition("/")
-        if slash and not step_text.isdigit():
-            raise ValueError(f"bad step in weekday field {field!r}")
-        step = int(step_text) if slash else 1
-        if body == "*":
-            first, last = 0, 6
-        elif body.isdigit():
-            first = int(body)
-            last = 7 if slash else first
-        elif body.count("-") == 1 and all(p.isdigit() for p in body.split("-")):
-            first, last = (int(p) for p in body.split("-"))
-        elif not any(ch.isdigit() for ch in body):
-            names.append(token)
-            continue
-        else:
-            raise ValueError(f"weekday field {field!r}: use either numbers or day names")
-        if not 0 <= first <= last <= 7 or step < 1:
-            raise ValueError(
-                f"weekday field {field!r}: numbers must be 0-7 (0 and 7 are "
-                "Sunday), ranges ascending, steps at least 1"
-            )
-        for day in range(first, last + 1, step):
-            if (name := _CRONTAB_WEEKDAYS[day % 7]) not in names:
-                names.append(name)
-    return ",".join(names)
 
 
 def _first_fire_time(
@@ -201,10 +155,7 @@ def build_scheduler(
     ref_to_obj(bounce_job)
     ref_to_obj(retry_job)
     now = datetime.now(UTC)
-    triggers = {}
-    for newsletter in settings.newsletters:
-        triggers[newsletter.id] = trigger = trigger_for(newsletter)
-        _first_fire_time(newsletter, trigger, now)
+    triggers = _newsletter_triggers(settings, now)
 
     # The app's engine settings (SQLite busy timeout) also keep the job store from failing
     # with "database is locked" while a running issue writes to the same file.
@@ -215,23 +166,73 @@ def build_scheduler(
         timezone=UTC, jobstores={"default": jobstore, "memory": MemoryJobStore()}
     )
     try:
-        stored = _stored_jobs(jobstore)
-        wanted = {job_id(n.id) for n in settings.newsletters}
-        for stale in sorted(stored.keys() - wanted):
-            jobstore.remove_job(stale)
-            logger.info("removed job %s: its newsletter is no longer configured", stale)
-        for newsletter in settings.newsletters:
-            _add_newsletter_job(
-                scheduler,
-                newsletter,
-                triggers[newsletter.id],
-                stored.get(job_id(newsletter.id)),
-                job=job,
-                config_path=config_path,
-            )
+        _sync_newsletter_jobs(
+            scheduler, jobstore, settings, triggers, job=job, config_path=config_path
+        )
     except BaseException:
         jobstore.shutdown()
         raise
+    _add_mailbox_jobs(
+        scheduler,
+        settings,
+        now,
+        mailbox_job=mailbox_job,
+        bounce_job=bounce_job,
+        config_path=config_path,
+    )
+    _add_retry_job(scheduler, settings, retry_job=retry_job, config_path=config_path)
+    scheduler.add_listener(
+        _log_job_event,
+        EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,
+    )
+    return scheduler
+
+
+def _newsletter_triggers(settings: Settings, now: datetime) -> dict[str, CronTrigger]:
+    """Each newsletter's trigger by id; ConfigError for a schedule that never falls due."""
+    triggers = {}
+    for newsletter in settings.newsletters:
+        triggers[newsletter.id] = trigger = trigger_for(newsletter)
+        _first_fire_time(newsletter, trigger, now)
+    return triggers
+
+
+def _sync_newsletter_jobs(
+    scheduler: AsyncIOScheduler,
+    jobstore: SQLAlchemyJobStore,
+    settings: Settings,
+    triggers: dict[str, CronTrigger],
+    *,
+    job: str,
+    config_path: str,
+) -> None:
+    """Bring the stored ``newsletter:*`` jobs in line with the configured newsletters."""
+    stored = _stored_jobs(jobstore)
+    wanted = {job_id(n.id) for n in settings.newsletters}
+    for stale in sorted(stored.keys() - wanted):
+        jobstore.remove_job(stale)
+        logger.info("removed job %s: its newsletter is no longer configured", stale)
+    for newsletter in settings.newsletters:
+        _add_newsletter_job(
+            scheduler,
+            newsletter,
+            triggers[newsletter.id],
+            stored.get(job_id(newsletter.id)),
+            job=job,
+            config_path=config_path,
+        )
+
+
+def _add_mailbox_jobs(
+    scheduler: AsyncIOScheduler,
+    settings: Settings,
+    now: datetime,
+    *,
+    mailbox_job: str,
+    bounce_job: str,
+    config_path: str,
+) -> None:
+    """A job in memory per configured mailbox, run at start and every ``interval_minutes``."""
     mailboxes = [
         (settings.unsubscribe_mailbox, mailbox_job, MAILBOX_JOB_ID, "unsubscribe mailbox"),
         (settings.bounces, bounce_job, BOUNCE_JOB_ID, "bounce mailbox"),
@@ -252,6 +253,12 @@ def build_scheduler(
             coalesce=True,
             max_instances=1,
         )
+
+
+def _add_retry_job(
+    scheduler: AsyncIOScheduler, settings: Settings, *, retry_job: str, config_path: str
+) -> None:
+    """The job in memory that sends due deferred deliveries every ``retry.check_minutes``."""
     scheduler.add_job(
         retry_job,
         IntervalTrigger(minutes=settings.retry.check_minutes, timezone=UTC),
@@ -263,11 +270,6 @@ def build_scheduler(
         coalesce=True,
         max_instances=1,
     )
-    scheduler.add_listener(
-        _log_job_event,
-        EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,
-    )
-    return scheduler
 
 
 def _stored_jobs(jobstore: SQLAlchemyJobStore) -> dict[str, dict[str, Any] | None]:

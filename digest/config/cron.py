@@ -1,0 +1,80 @@
+"""Crontab expressions as APScheduler triggers, and the check of a newsletter's ``schedule``.
+
+Here rather than in the scheduler so that the settings can check a schedule without
+importing the jobs that run it.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+__all__ = ["crontab_trigger", "cron_problem"]
+
+_CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def crontab_trigger(expression: str, zone: ZoneInfo) -> CronTrigger:
+    """A trigger for a five-field crontab expression, weekdays counted as crontab does."""
+    fields = expression.split()
+    if len(fields) == 5:
+        fields[4] = _weekday_names(fields[4])
+    return CronTrigger.from_crontab(" ".join(fields), timezone=zone)
+
+
+def _weekday_names(field: str) -> str:
+    """Crontab weekday numbers (0 and 7 are Sunday) spelled as day names.
+
+    APScheduler 3 counts 0 as Monday, so the numbers must not reach it; names mean the same
+    to both. Tokens of names (``mon``, ``mon-fri``) are passed on unchanged.
+    """
+    if not any(ch.isdigit() for ch in field):
+        return field
+    names: list[str] = []
+    for token in field.split(","):
+        body, slash, step_text = token.partition("/")
+        if slash and not step_text.isdigit():
+            raise ValueError(f"bad step in weekday field {field!r}")
+        step = int(step_text) if slash else 1
+        if body == "*":
+            first, last = 0, 6
+        elif body.isdigit():
+            first = int(body)
+            last = 7 if slash else first
+        elif body.count("-") == 1 and all(p.isdigit() for p in body.split("-")):
+            first, last = (int(p) for p in body.split("-"))
+        elif not any(ch.isdigit() for ch in body):
+            names.append(token)
+            continue
+        else:
+            raise ValueError(f"weekday field {field!r}: use either numbers or day names")
+        if not 0 <= first <= last <= 7 or step < 1:
+            raise ValueError(
+                f"weekday field {field!r}: numbers must be 0-7 (0 and 7 are "
+                "Sunday), ranges ascending, steps at least 1"
+            )
+        for day in range(first, last + 1, step):
+            if (name := _CRONTAB_WEEKDAYS[day % 7]) not in names:
+                names.append(name)
+    return ",".join(names)
+
+
+def cron_problem(value: str) -> str | None:
+    """Why ``value`` is not a schedule digest runs as crontab(5) would; None if it is one."""
+
+    try:
+        crontab_trigger(value, ZoneInfo("UTC"))
+    except ValueError as exc:
+        return f"bad cron expression {value!r}: {exc}"
+    # With both day of month and weekday restricted (neither starts with '*'), crontab
+    # runs when either matches and APScheduler only when both do. Such an expression is
+    # refused rather than run on other days than a reader of crontab(5) expects.
+    day, weekday = value.split()[2::2]
+    if not day.startswith("*") and not weekday.startswith("*"):
+        return (
+            f"{value!r} restricts both day of month ({day!r}) and weekday ({weekday!r}): "
+            "crontab runs when either matches, the scheduler only when both do; "
+            "restrict one and leave the other '*'"
+        )
+    return None
