@@ -1,4 +1,5 @@
 """The jobs the CLI, the scheduler and the web app call (one per command), the
 schedule that runs them, and the demo."""
 
-__all__: list[str] = []
+# The stage's modules are its public surface: callers import from them by name.
+__all__ = ["demo", "jobs", "schedule"]
