@@ -41,6 +41,7 @@ from digest.store import schema as t
 from digest.store.privacy import hashes_in_scopes, is_hard_bounce, leave_active, suppress_in
 from digest.store.retries import due_now
 from digest.store.senders import held_by_gone_sender
+from digest.store.subscribers import subscriber_from_row
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -189,8 +190,6 @@ class LedgerStore:
     def _subscribers(
         self, conn: Connection, query: Select, suppressed: set[str]
     ) -> list[Subscriber]:
-        from digest.store.store import _subscriber_from_row
-
         rows = conn.execute(query).all()
         if suppressed:
             hashed = self.address_hash  # raises without a key: never mail blindly
@@ -204,7 +203,20 @@ class LedgerStore:
                 )
             ):
                 member_of.setdefault(sid, set()).add(name)
-        return [_subscriber_from_row(r, member_of.get(r.id, set())) for r in rows]
+        return [subscriber_from_row(r, member_of.get(r.id, set())) for r in rows]
+
+    def active_subscribers(
+        self, lists: Iterable[str] | None = None, *, newsletter: str | None = None
+    ) -> list[Subscriber]:
+        """Active subscribers on any of ``lists`` (all lists when None), with their lists.
+
+        Addresses on the suppression list for every newsletter are left out; with
+        ``newsletter``, also those who unsubscribed from or are suppressed for it.
+        """
+        query = self._recipient_query(lists, newsletter).order_by(t.subscribers.c.id)
+        suppressed = self.suppressed_hashes(newsletter)
+        with self.engine.connect() as conn:
+            return self._subscribers(conn, query, suppressed)
 
     def iter_active_subscribers(
         self,

@@ -1,0 +1,249 @@
+"""Subscribers: saving, importing, listing and looking them up, and unsubscribing.
+
+The part of :class:`~digest.store.Store` that writes the subscribers and their list
+memberships; choosing who an issue goes to is the ledger's (digest.store.ledger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+
+from digest.core.addresses import email_key
+from digest.core.models import Subscriber
+from digest.store import schema as t
+from digest.store.importing import ImportCounts, import_rows
+from digest.store.privacy import suppress_in
+from digest.store.sql import insert_ignoring_duplicates
+
+__all__ = ["SubscriberStore", "subscriber_from_row"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SubscriberStore:
+    """Subscribers and their lists on the store's engine."""
+
+    engine: Engine
+    address_hash: Callable[[str], str]  # PrivacyStore's
+
+    def save_subscriber(
+        self, subscriber: Subscriber, lists: Iterable[str], now: datetime | None = None
+    ) -> int:
+        """Insert or update a subscriber by email and add them to ``lists``; returns the id."""
+        with self.engine.begin() as conn:
+            sid, _added = _save_subscriber(conn, subscriber, set(lists), now or _now())
+        return sid
+
+    def save_subscribers(
+        self, subscribers: Iterable[Subscriber], lists: Iterable[str], now: datetime | None = None
+    ) -> tuple[int, int]:
+        """Insert or update many subscribers in one transaction; returns (added, updated)."""
+        now, names = now or _now(), set(lists)
+        added = updated = 0
+        with self.engine.begin() as conn:
+            for subscriber in subscribers:
+                _sid, is_new = _save_subscriber(conn, subscriber, names, now)
+                added += is_new
+                updated += not is_new
+        return added, updated
+
+    def import_subscribers(
+        self,
+        rows: Sequence[tuple[int, Subscriber]],
+        list_name: str,
+        *,
+        consent: str,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> ImportCounts:
+        """Import (line, subscriber) rows into ``list_name`` as one transaction.
+
+        See :func:`digest.store.importing.import_rows`. With ``dry_run`` the same work
+        is done and rolled back, so the counts are exactly what the import would give.
+        """
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                counts = import_rows(
+                    conn, rows, list_name, consent=consent, hash_of=self.address_hash,
+                    now=now or _now(),
+                )  # fmt: skip
+            except BaseException:
+                transaction.rollback()
+                raise
+            if dry_run:
+                transaction.rollback()
+            else:
+                transaction.commit()
+        return counts
+
+    def subscriber_rows(
+        self, *, list_name: str | None = None, status: str | None = None
+    ) -> list[tuple[Subscriber, str]]:
+        """Subscribers (on ``list_name``, with ``status``) and their status, by address.
+
+        Tombstones of merged spellings are left out.
+        """
+        query = select(t.subscribers).where(t.subscribers.c.status != "merged")
+        if list_name is not None:
+            query = query.where(
+                t.subscribers.c.id.in_(
+                    select(t.memberships.c.subscriber_id).where(
+                        t.memberships.c.list_name == list_name
+                    )
+                )
+            )
+        if status is not None:
+            query = query.where(t.subscribers.c.status == status)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.subscribers.c.email_key, t.subscribers.c.id)).all()
+            member_of: dict[int, set[str]] = {}
+            for sid, name in conn.execute(
+                select(t.memberships.c.subscriber_id, t.memberships.c.list_name)
+            ):
+                member_of.setdefault(sid, set()).add(name)
+        return [(subscriber_from_row(r, member_of.get(r.id, set())), r.status) for r in rows]
+
+    def status_counts(self, *, list_name: str | None = None) -> dict[str, int]:
+        """How many subscribers (on ``list_name``) have each status; merged left out."""
+        query = (
+            select(t.subscribers.c.status, func.count())
+            .where(t.subscribers.c.status != "merged")
+            .group_by(t.subscribers.c.status)
+        )
+        if list_name is not None:
+            query = query.where(
+                t.subscribers.c.id.in_(
+                    select(t.memberships.c.subscriber_id).where(
+                        t.memberships.c.list_name == list_name
+                    )
+                )
+            )
+        with self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(query).all()}
+
+    def subscriber_by_email(self, email: str) -> Subscriber | None:
+        """The subscriber with this address in any spelling (case, IDNA), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.subscribers).where(t.subscribers.c.email_key == email_key(email))
+            ).first()
+            if row is None:
+                return None
+            lists = set(
+                conn.execute(
+                    select(t.memberships.c.list_name).where(t.memberships.c.subscriber_id == row.id)
+                ).scalars()
+            )
+        return subscriber_from_row(row, lists)
+
+    def unsubscribe(
+        self, subscriber_id: int, newsletter: str, now: datetime | None = None
+    ) -> str | None:
+        """Withdraw a subscriber from one newsletter (idempotent); their email, or None.
+
+        An id merged into another subscriber (same address in another spelling, see
+        migration 0003) withdraws that subscriber: links already sent keep working. The
+        address goes on the suppression list for the newsletter; an erased id does
+        nothing (the address is suppressed for every newsletter already).
+        """
+        now = now or _now()
+        with self.engine.begin() as conn:
+            subscriber_id = _live_id(conn, subscriber_id)
+            email = conn.execute(
+                select(t.subscribers.c.email).where(
+                    t.subscribers.c.id == subscriber_id, t.subscribers.c.status != "erased"
+                )
+            ).scalar()
+            if email is not None:
+                # The suppression outlives the subscriber (an erasure, a re-import).
+                suppress_in(conn, self.address_hash(email), "unsubscribed", newsletter, now)
+                insert_ignoring_duplicates(
+                    conn,
+                    t.unsubscriptions,
+                    [
+                        {
+                            "subscriber_id": subscriber_id,
+                            "newsletter": newsletter,
+                            "created_at": now,
+                        }
+                    ],
+                )
+        return email
+
+    def unsubscribed(self, subscriber_id: int, newsletter: str) -> bool:
+        with self.engine.connect() as conn:
+            subscriber_id = _live_id(conn, subscriber_id)
+            found = conn.execute(
+                select(t.unsubscriptions.c.subscriber_id).where(
+                    t.unsubscriptions.c.subscriber_id == subscriber_id,
+                    t.unsubscriptions.c.newsletter == newsletter,
+                )
+            ).first()
+        return found is not None
+
+
+def _save_subscriber(
+    conn: Connection, subscriber: Subscriber, lists: set[str], now: datetime
+) -> tuple[int, bool]:
+    """Upsert one subscriber by email key and add the missing list memberships.
+
+    An existing subscriber keeps the spelling of the address first given; the other
+    fields take the new values.
+    """
+    key = email_key(subscriber.email)
+    values = {
+        "name": subscriber.name,
+        "locale": subscriber.locale,
+        "categories": sorted(subscriber.categories),
+        "regions": sorted(subscriber.regions),
+        "updated_at": now,
+    }
+    sid = conn.execute(select(t.subscribers.c.id).where(t.subscribers.c.email_key == key)).scalar()
+    is_new = sid is None
+    if sid is None:
+        sid = conn.execute(
+            t.subscribers.insert()
+            .values(
+                email=subscriber.email, email_key=key, status="active", created_at=now, **values
+            )
+            .returning(t.subscribers.c.id)
+        ).scalar_one()
+    else:
+        conn.execute(t.subscribers.update().where(t.subscribers.c.id == sid).values(values))
+    have = set(
+        conn.execute(
+            select(t.memberships.c.list_name).where(t.memberships.c.subscriber_id == sid)
+        ).scalars()
+    )
+    for name in sorted(lists - have):
+        conn.execute(
+            t.memberships.insert().values(subscriber_id=sid, list_name=name, created_at=now)
+        )
+    return int(sid), is_new
+
+
+def _live_id(conn: Connection, subscriber_id: int) -> int:
+    """The id itself, or for a merged duplicate the id of the subscriber it became."""
+    merged_into = conn.execute(
+        select(t.subscribers.c.merged_into).where(t.subscribers.c.id == subscriber_id)
+    ).scalar()
+    return int(merged_into) if merged_into is not None else subscriber_id
+
+
+def subscriber_from_row(row: Any, lists: set[str]) -> Subscriber:
+    return Subscriber(
+        email=row.email,
+        name=row.name,
+        lists=frozenset(lists),
+        categories=frozenset(row.categories or ()),
+        regions=frozenset(row.regions or ()),
+        locale=row.locale,
+        id=row.id,
+    )
