@@ -24,8 +24,8 @@ import hmac
 
 import sqlalchemy as sa
 from alembic import context, op
-from digest.errors import StoreError
 
+from digest.core.errors import StoreError
 from digest.store.schema import UTCDateTime
 
 revision = "0004"
