@@ -319,6 +319,14 @@ class _Connection:
     sent: int = 0
 
 
+@dataclass
+class _Progress:
+    """How far a send got: the command last sent, and whether the content went."""
+
+    command: str = "MAIL FROM"
+    in_data: bool = False
+
+
 class _StaleConnection(Exception):
     """A reused connection failed before the server saw any of the message."""
 
@@ -502,7 +510,57 @@ class SmtpPool:
     async def _send_on(
         self, connection: _Connection, message: Message, *, reused: bool
     ) -> SendResult:
+        envelope = await self._envelope(connection, message)
+        if isinstance(envelope, SendResult):
+            return envelope
         wire = connection.wire
+        where = f"{self.settings.host}:{self.settings.port}"
+        content = message.wire + b".\r\n" if message.wire is not None else _content(message.data)
+        progress = _Progress()
+        refusal: SenderRefused | None = None
+        try:
+            try:
+                code, text = await self._dialogue(connection, envelope, content, progress)
+            except aiosmtplib.SMTPResponseException as exc:
+                outcome = await self._refusal(wire, message, exc, progress.command)
+                if isinstance(outcome, SendResult):
+                    return outcome
+                refusal = outcome  # raised after the connection is back in the pool (below)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            wire.close()
+            stale = (
+                reused and not progress.in_data and not isinstance(exc, aiosmtplib.SMTPTimeoutError)
+            )
+            if stale:
+                raise _StaleConnection from exc
+            if isinstance(exc, TimeoutError):
+                raise SendTimeout(
+                    f"SMTP server {where} did not answer in time sending {message.message_id}"
+                ) from exc
+            raise TransportUnavailable(
+                f"lost the connection to SMTP server {where} sending {message.message_id}: {exc}"
+            ) from exc
+        except aiosmtplib.SMTPException as exc:
+            wire.close()
+            raise SendError(f"cannot send {message.message_id}: {exc}") from exc
+        except BaseException:
+            wire.close()  # cancelled mid-dialogue: the connection is in an unknown state
+            raise
+        finally:
+            if progress.in_data:
+                connection.sent += 1
+            await self._give_back(connection)
+        if refusal is not None:
+            raise refusal
+        return SendResult(message.recipient, ok=True, code=code, reply=text)
+
+    async def _envelope(
+        self, connection: _Connection, message: Message
+    ) -> tuple[tuple[str, bytes, int], ...] | SendResult:
+        """The MAIL FROM, RCPT TO and DATA commands for ``message``, with their replies.
+
+        Nothing has gone on the wire when an address cannot: the connection goes back.
+        """
         where = f"{self.settings.host}:{self.settings.port}"
         utf8 = _needs_smtputf8(message)
         if utf8 and not connection.smtputf8:
@@ -537,73 +595,61 @@ class SmtpPool:
             options += b" SMTPUTF8"
         if connection.eight_bit and not message.data.isascii():
             options += b" BODY=8BITMIME"  # RFC 6152; RFC 6531 §3.1 wants it too
-        commands = (
+        return (
             ("MAIL FROM", b"MAIL FROM:" + sender + options + b"\r\n", 250),
             ("RCPT TO", b"RCPT TO:" + recipient + b"\r\n", 250),
             ("DATA", b"DATA\r\n", 354),
         )
-        content = message.wire + b".\r\n" if message.wire is not None else _content(message.data)
-        in_data = False
-        command = "MAIL FROM"
-        refusal: SenderRefused | None = None
-        try:
-            try:
-                if connection.pipelining:
-                    wire.write(b"".join(line for _, line, _ in commands))
-                for n, (command, line, expected) in enumerate(commands):
-                    if not connection.pipelining:
-                        wire.write(line)
-                    code, text = await wire.reply()
-                    if code == expected or (command == "RCPT TO" and code == 251):
-                        continue
-                    if code != _SERVICE_CLOSING and connection.pipelining:
-                        await self._drain(wire, len(commands) - n - 1)
-                    raise aiosmtplib.SMTPResponseException(code, text)
-                in_data = True
-                wire.write(content)
-                code, text = await wire.reply()
-                if code != 250:
-                    raise aiosmtplib.SMTPResponseException(code, text)
-            except aiosmtplib.SMTPResponseException as exc:
-                if exc.code == _SERVICE_CLOSING or exc.code < 0:
-                    wire.close()  # the server is going away, or we lost track of the dialogue
-                    return _refused(message.recipient, exc)
-                await self._reset(wire)
-                if command != "MAIL FROM" and not _concerns_sender(exc, command):
-                    return _refused(message.recipient, exc)
-                # Raised after the connection is back in the pool (below).
-                refusal = SenderRefused(
-                    f"SMTP server {where} refuses mail from {message.sender} "
-                    f"({command} of {message.message_id}): {exc.code} "
-                    + " ".join(exc.message.split()),
-                    code=exc.code,
-                    reply=exc.message,
-                )
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-            wire.close()
-            stale = reused and not in_data and not isinstance(exc, aiosmtplib.SMTPTimeoutError)
-            if stale:
-                raise _StaleConnection from exc
-            if isinstance(exc, TimeoutError):
-                raise SendTimeout(
-                    f"SMTP server {where} did not answer in time sending {message.message_id}"
-                ) from exc
-            raise TransportUnavailable(
-                f"lost the connection to SMTP server {where} sending {message.message_id}: {exc}"
-            ) from exc
-        except aiosmtplib.SMTPException as exc:
-            wire.close()
-            raise SendError(f"cannot send {message.message_id}: {exc}") from exc
-        except BaseException:
-            wire.close()  # cancelled mid-dialogue: the connection is in an unknown state
-            raise
-        finally:
-            if in_data:
-                connection.sent += 1
-            await self._give_back(connection)
-        if refusal is not None:
-            raise refusal
-        return SendResult(message.recipient, ok=True, code=code, reply=text)
+
+    async def _dialogue(
+        self,
+        connection: _Connection,
+        commands: tuple[tuple[str, bytes, int], ...],
+        content: bytes,
+        progress: _Progress,
+    ) -> tuple[int, str]:
+        """Send the envelope, then the content; the server's last reply, or its refusal."""
+        wire = connection.wire
+        if connection.pipelining:
+            wire.write(b"".join(line for _, line, _ in commands))
+        for n, (command, line, expected) in enumerate(commands):
+            progress.command = command
+            if not connection.pipelining:
+                wire.write(line)
+            code, text = await wire.reply()
+            if code == expected or (command == "RCPT TO" and code == 251):
+                continue
+            if code != _SERVICE_CLOSING and connection.pipelining:
+                await self._drain(wire, len(commands) - n - 1)
+            raise aiosmtplib.SMTPResponseException(code, text)
+        progress.in_data = True
+        wire.write(content)
+        code, text = await wire.reply()
+        if code != 250:
+            raise aiosmtplib.SMTPResponseException(code, text)
+        return code, text
+
+    async def _refusal(
+        self,
+        wire: _Wire,
+        message: Message,
+        exc: aiosmtplib.SMTPResponseException,
+        command: str,
+    ) -> SendResult | SenderRefused:
+        """What a refused ``command`` means: for this recipient, or for every message."""
+        if exc.code == _SERVICE_CLOSING or exc.code < 0:
+            wire.close()  # the server is going away, or we lost track of the dialogue
+            return _refused(message.recipient, exc)
+        await self._reset(wire)
+        if command != "MAIL FROM" and not _concerns_sender(exc, command):
+            return _refused(message.recipient, exc)
+        return SenderRefused(
+            f"SMTP server {self.settings.host}:{self.settings.port} refuses mail from "
+            f"{message.sender} ({command} of {message.message_id}): {exc.code} "
+            + " ".join(exc.message.split()),
+            code=exc.code,
+            reply=exc.message,
+        )
 
     async def _give_back(self, connection: _Connection) -> None:
         quit_ = self._release(connection)

@@ -37,6 +37,24 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
+@dataclass
+class _Known:
+    """What the store already holds about the file's addresses."""
+
+    suppressed: set[str]  # address hashes suppressed for every newsletter
+    existing: dict[str, Any]  # email key -> subscriber row
+    on_list: set[int]  # ids of existing subscribers already on the list
+
+
+@dataclass
+class _Changes:
+    """The writes an import makes, gathered so each is one executemany."""
+
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    joining: list[int] = field(default_factory=list)
+
+
 def import_rows(
     conn: Connection,
     rows: Sequence[tuple[int, Subscriber]],
@@ -56,9 +74,16 @@ def import_rows(
     """
     counts = ImportCounts()
     keyed = [(line, s, email_key(s.email)) for line, s in rows]
-    keys = [key for _line, _s, key in keyed]
-    hashes = {key: hash_of(key) for key in keys}
+    hashes = {key: hash_of(key) for _line, _s, key in keyed}
+    known = _look_up(conn, [key for _line, _s, key in keyed], hashes, list_name)
+    changes = _check_rows(keyed, hashes, known, counts, now)
+    _write_subscribers(conn, changes, now)
+    _join_list(conn, changes.joining, list_name, consent=consent, now=now)
+    return counts
 
+
+def _look_up(conn: Connection, keys: list[str], hashes: dict[str, str], list_name: str) -> _Known:
+    """Read, a chunk at a time, what the store holds about ``keys``."""
     suppressed: set[str] = set()
     for chunk in _chunks(list(hashes.values())):
         suppressed.update(
@@ -93,10 +118,18 @@ def import_rows(
                 )
             ).scalars()
         )
+    return _Known(suppressed, existing, on_list)
 
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    joining: list[int] = []
+
+def _check_rows(
+    keyed: list[tuple[int, Subscriber, str]],
+    hashes: dict[str, str],
+    known: _Known,
+    counts: ImportCounts,
+    now: datetime,
+) -> _Changes:
+    """Decide for each row: skip as suppressed, insert, update, join the list, or none."""
+    changes = _Changes()
     for line, subscriber, key in keyed:
         values = {
             "name": subscriber.name,
@@ -104,12 +137,12 @@ def import_rows(
             "categories": sorted(subscriber.categories),
             "regions": sorted(subscriber.regions),
         }
-        row = existing.get(key)
-        if hashes[key] in suppressed or (row is not None and row.status != "active"):
+        row = known.existing.get(key)
+        if hashes[key] in known.suppressed or (row is not None and row.status != "active"):
             counts.suppressed.append(line)
             continue
         if row is None:
-            inserts.append(
+            changes.inserts.append(
                 dict(values, email=subscriber.email, email_key=key, status="active",
                      created_at=now, updated_at=now)
             )  # fmt: skip
@@ -122,21 +155,25 @@ def import_rows(
             or sorted(row.regions or ()) != values["regions"]
         )
         if differs:
-            updates.append({"row_id": row.id, **{f"new_{k}": v for k, v in values.items()}})
-        if row.id not in on_list:
-            joining.append(row.id)
-        if differs or row.id not in on_list:
+            changes.updates.append({"row_id": row.id, **{f"new_{k}": v for k, v in values.items()}})
+        if row.id not in known.on_list:
+            changes.joining.append(row.id)
+        if differs or row.id not in known.on_list:
             counts.updated += 1
         else:
             counts.unchanged += 1
+    return changes
 
-    if inserts:
+
+def _write_subscribers(conn: Connection, changes: _Changes, now: datetime) -> None:
+    """Insert the new subscribers (their ids join the list) and update the changed ones."""
+    if changes.inserts:
         added = conn.execute(
             t.subscribers.insert().returning(t.subscribers.c.id, sort_by_parameter_order=True),
-            inserts,
+            changes.inserts,
         ).scalars()
-        joining.extend(added)
-    if updates:
+        changes.joining.extend(added)
+    if changes.updates:
         conn.execute(
             t.subscribers.update()
             .where(t.subscribers.c.id == bindparam("row_id"))
@@ -147,31 +184,37 @@ def import_rows(
                 regions=bindparam("new_regions"),
                 updated_at=now,
             ),
-            updates,
+            changes.updates,
         )
-    if joining:
-        conn.execute(
-            t.memberships.insert(),
-            [{"subscriber_id": sid, "list_name": list_name, "created_at": now} for sid in joining],
-        )
-        conn.execute(
-            t.consents.insert(),
-            [
-                {
-                    "subscriber_id": sid,
-                    "list_name": list_name,
-                    "newsletter": None,
-                    "source": "import",
-                    "statement": consent,
-                    "text_version": None,
-                    "created_at": now,
-                    "ip": None,
-                    "user_agent": None,
-                    "page_url": None,
-                    "confirmed_at": None,
-                    "confirm_ip": None,
-                }
-                for sid in joining
-            ],
-        )
-    return counts
+
+
+def _join_list(
+    conn: Connection, joining: list[int], list_name: str, *, consent: str, now: datetime
+) -> None:
+    """Add ``joining`` to the list, each with a consent row recording the import."""
+    if not joining:
+        return
+    conn.execute(
+        t.memberships.insert(),
+        [{"subscriber_id": sid, "list_name": list_name, "created_at": now} for sid in joining],
+    )
+    conn.execute(
+        t.consents.insert(),
+        [
+            {
+                "subscriber_id": sid,
+                "list_name": list_name,
+                "newsletter": None,
+                "source": "import",
+                "statement": consent,
+                "text_version": None,
+                "created_at": now,
+                "ip": None,
+                "user_agent": None,
+                "page_url": None,
+                "confirmed_at": None,
+                "confirm_ip": None,
+            }
+            for sid in joining
+        ],
+    )
