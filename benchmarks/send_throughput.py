@@ -42,9 +42,9 @@ import aiosmtplib
 from sqlalchemy import create_engine, text
 
 from digest.config import load_settings
+from digest.delivery.capture import LocalSmtpServer
 from digest.delivery.relays import open_transport
 from digest.delivery.senders import sender_processes
-from digest.delivery.transport import LocalSmtpServer
 from digest.ops import jobs
 
 ROOT = Path(__file__).resolve().parent.parent

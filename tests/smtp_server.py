@@ -47,7 +47,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from digest.delivery.transport import LocalSmtpServer
+from digest.delivery.capture import LocalSmtpServer
 
 __all__ = ["RecordingHandler", "RecordingServer", "self_signed_context", "self_signed_files"]
 

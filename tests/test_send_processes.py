@@ -22,8 +22,8 @@ import pytest
 
 from digest.config import RelaySettings, Settings, SmtpSettings, StoreSettings, load_settings
 from digest.core.models import DeliveryState, Subscriber
+from digest.delivery.capture import LocalSmtpServer
 from digest.delivery.senders import sender_processes, share_of
-from digest.delivery.transport import LocalSmtpServer
 from digest.ops import jobs
 from digest.store import Store
 from tests.smtp_server import RecordingServer

@@ -27,7 +27,8 @@ from digest.core.errors import (
     TransportUnavailable,
 )
 from digest.core.models import Message
-from digest.delivery.transport import CaptureServer, DryRunTransport, SmtpPool, _content
+from digest.delivery.capture import CaptureServer
+from digest.delivery.transport import DryRunTransport, SmtpPool, _content
 from tests.smtp_server import RecordingServer
 
 SENDER = "newsletter@kommune-digital.example"

@@ -16,7 +16,8 @@ from pathlib import Path
 from digest.audience.segments import recipients_for, segment_lists
 from digest.audience.subscribers import ImportReport, import_csv
 from digest.config import NewsletterSettings, Settings
-from digest.delivery.transport import CaptureServer, SmtpPool
+from digest.delivery.capture import CaptureServer
+from digest.delivery.transport import SmtpPool
 from digest.ops import jobs
 from digest.store import Store
 
