@@ -28,7 +28,7 @@ import pytest
 
 from digest.config import load_settings
 from digest.core.models import DeliveryState, Subscriber
-from digest.delivery.deliver import MAX_UNRECORDED
+from digest.delivery.holding import MAX_UNRECORDED
 from digest.delivery.transport import LocalSmtpServer
 from digest.ops import jobs
 
