@@ -325,8 +325,8 @@ def measure_send(store_url: str, port: int, pool_size: int, key_file: str | None
 def sample_message(store_url: str, key_file: str | None) -> tuple[str, str, bytes]:
     """One recipient's message as the send path makes it (signed when it signs)."""
     from digest.audience.segments import recipients_for, segment_lists
-    from digest.delivery.deliver import Personalizer
     from digest.issue.prepare import prepare_issue
+    from digest.message.personalize import Personalizer
 
     settings = _settings(store_url, 25, 1, key_file)
     store = jobs.open_store(settings)

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from digest.audience.segments import recipients_for, segment_lists
 from digest.cli import cli
 from digest.config import DkimSettings, NewsletterSettings, Settings, StoreSettings
-from digest.delivery.deliver import Personalizer
 from digest.delivery.transport import SmtpPool, _content
 from digest.issue.prepare import prepare_issue
+from digest.message.personalize import Personalizer
 from digest.message.prepared import _qp, _stuffed
 from digest.ops import jobs
 from digest.ops.demo import import_demo_lists

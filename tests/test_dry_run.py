@@ -15,8 +15,8 @@ import pytest
 
 from digest.audience.segments import segment_lists
 from digest.core.models import DeliveryState, Subscriber
-from digest.delivery.deliver import AudienceCounts, DeliveryReport
 from digest.delivery.dryrun import DryRunReport
+from digest.delivery.report import AudienceCounts, DeliveryReport
 from digest.ops import jobs
 from tests import test_send
 from tests.smtp_server import RecordingServer

@@ -22,9 +22,9 @@ from pathlib import Path
 from digest.audience.segments import recipients_for, segment_lists
 from digest.config import Settings
 from digest.core.models import Issue, Message
-from digest.delivery.deliver import Personalizer
 from digest.issue.compose import format_issue
 from digest.issue.prepare import prepare_issue
+from digest.message.personalize import Personalizer
 from digest.ops import jobs
 from digest.ops.demo import import_demo_lists
 

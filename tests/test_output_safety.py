@@ -36,8 +36,8 @@ import pytest
 from digest.config import NewsletterSettings, Settings
 from digest.core.errors import SourceError
 from digest.core.models import Article, Image, Issue, Message, Recipient, Rule, Subscriber
-from digest.delivery.deliver import Personalizer
 from digest.issue.compose import compose_issue, iso_week_window
+from digest.message.personalize import Personalizer
 from digest.sources import parse_feed
 from tests.test_sources_feed import with_required_fields
 

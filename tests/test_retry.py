@@ -16,7 +16,7 @@ import pytest
 from digest.config import RetrySettings
 from digest.core.errors import DigestError
 from digest.core.models import DeliveryState
-from digest.delivery.deliver import DeliveryReport
+from digest.delivery.report import DeliveryReport
 from digest.delivery.retry import JITTER, GiveUp, Retry, backoff, next_step
 from digest.delivery.status import format_status, issue_statuses, requeue
 from digest.delivery.transport import SmtpPool

@@ -21,7 +21,7 @@ import pytest
 from digest.audience.segments import segment_lists
 from digest.config import NewsletterSettings, Settings, StoreSettings
 from digest.core.models import DeliveryState, Subscriber
-from digest.delivery.deliver import AudienceCounts, DeliveryReport
+from digest.delivery.report import AudienceCounts, DeliveryReport
 from digest.delivery.transport import SmtpPool
 from digest.issue.prepare import prepare_issue
 from digest.ops import jobs

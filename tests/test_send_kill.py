@@ -29,7 +29,7 @@ import pytest
 from digest.config import load_settings
 from digest.core.models import DeliveryState, Subscriber
 from digest.delivery.capture import LocalSmtpServer
-from digest.delivery.deliver import MAX_UNRECORDED
+from digest.delivery.holding import MAX_UNRECORDED
 from digest.ops import jobs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -145,8 +145,9 @@ RETRY = [
         "max_age_hours",
         (int, float),
         72,
-        "Hours after its first attempt that a deferred delivery is given up and failed "
-        "with the server's last reply (RFC 5321 suggests 4–5 days).",
+        "Hours after a server first answered about it that a deferred delivery is given up "
+        "and failed with the server's last reply (RFC 5321 suggests 4–5 days); an "
+        "unreachable relay does not count.",
         bounds=(1, 30 * 24),
     ),
     S(
@@ -155,7 +156,7 @@ RETRY = [
         1,
         "`digest run` looks this often for deferred deliveries of any unfinished issue that "
         "are due, and sends them.",
-        bounds=(0.1, 24 * 60),
+        bounds=(0.01, 24 * 60),
     ),
 ]
 

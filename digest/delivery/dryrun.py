@@ -16,11 +16,13 @@ from email.utils import make_msgid
 from digest.audience.segments import recipients_for, segment_lists
 from digest.config import NewsletterSettings, Settings
 from digest.core.models import DeliveryState, Recipient
-from digest.delivery.deliver import AudienceCounts, Personalizer, count_finished
+from digest.delivery.planning import count_finished
+from digest.delivery.report import AudienceCounts
 from digest.issue.prepare import prepare_issue
 from digest.mailboxes.bounces import return_path
 from digest.message.dkim import signer_for
 from digest.message.mail import MessageError
+from digest.message.personalize import Personalizer
 from digest.store import DeliveryRow, Store
 from digest.store.senders import stale_before
 

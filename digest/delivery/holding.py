@@ -163,7 +163,7 @@ class Outcomes:
         """
         while running():
             try:
-                async with asyncio.timeout(0.05):  # not wait_for: see deliver._next_item
+                async with asyncio.timeout(0.05):  # not wait_for: see sending._next_item
                     await self.due.wait()
             except TimeoutError:
                 continue

@@ -35,6 +35,12 @@ from datetime import datetime
 from typing import Any
 
 from digest.config import RelaySettings, Settings, SmtpSettings
+from digest.core.models import Issue
+from digest.delivery.relays import connection_slots, open_transport
+from digest.delivery.report import DeliveryReport
+from digest.delivery.sending import send_rows
+from digest.message.personalize import Personalizer
+from digest.store import IssueRecord, Store
 
 __all__ = ["Crew", "Link", "sender_processes", "share_of"]
 
@@ -127,8 +133,8 @@ class HelperJob:
     settings: Settings
     store_url: str
     newsletter_id: str
-    record: Any  # IssueRecord
-    issue: Any  # Issue
+    record: IssueRecord
+    issue: Issue
     now: datetime
     started: datetime
     index: int
@@ -163,8 +169,8 @@ class Crew:
         settings: Settings,
         store_url: str,
         newsletter_id: str,
-        record: Any,
-        issue: Any,
+        record: IssueRecord,
+        issue: Issue,
         *,
         now: datetime,
         started: datetime,
@@ -348,11 +354,6 @@ def helper_main(job: HelperJob, link: Link) -> None:
 
 
 async def _help(job: HelperJob, link: Link) -> dict[str, Any]:
-    from digest.delivery.deliver import DeliveryReport, Personalizer
-    from digest.delivery.relays import connection_slots, open_transport
-    from digest.delivery.sending import send_rows
-    from digest.store import Store
-
     settings = job.settings
     newsletter = settings.newsletter(job.newsletter_id)
     loop = asyncio.get_running_loop()
@@ -386,7 +387,7 @@ async def _help(job: HelperJob, link: Link) -> dict[str, Any]:
     return counts
 
 
-def merge(report: Any, results: list[HelperResult], note: Callable[[str], None]) -> None:
+def merge(report: DeliveryReport, results: list[HelperResult], note: Callable[[str], None]) -> None:
     """Add the helpers' counts to ``report``; the first stop or error becomes its stop."""
     for result in results:
         if result.error is not None:

@@ -17,30 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from digest.audience.segments import recipients_for, segment_lists
 from digest.config import NewsletterSettings, Settings
 from digest.core.errors import DigestError, SenderRefused, SendError
 from digest.core.models import DeliveryState, Message, Recipient, Variant
-from digest.delivery.deliver import (
-    POLICY_REFUSALS_TO_STOP,
-    DeliveryReport,
-    Personalizer,
-    Progress,
-    _next_item,
-    _Planning,
-    envelope_sender,
-    record_deferral,
-)
 from digest.delivery.heartbeat import Heartbeat
 from digest.delivery.holding import CLAIM_CHUNK, Hold, Outcomes, in_ledger_thread
+from digest.delivery.planning import Planning
 from digest.delivery.relays import connection_slots
+from digest.delivery.report import DeliveryReport, Progress
+from digest.delivery.retry import GiveUp, next_step
 from digest.delivery.transport import Transport
+from digest.mailboxes.bounces import return_path
 from digest.message.dkim import signer_for
 from digest.message.mail import MessageError
+from digest.message.personalize import Personalizer
 from digest.store import IssueRecord, Store
 from digest.store.ledger import ClaimedRow, MessageIdPattern, Outcome
 from digest.store.senders import stale_before
@@ -48,7 +44,63 @@ from digest.store.senders import stale_before
 if TYPE_CHECKING:
     from digest.delivery.senders import Link
 
-__all__ = ["send_rows"]
+__all__ = ["POLICY_REFUSALS_TO_STOP", "envelope_sender", "record_deferral", "send_rows"]
+
+#: This many policy refusals (5.7.x at RCPT) in a row stop a run: the relay refuses us.
+POLICY_REFUSALS_TO_STOP = 3
+
+T = TypeVar("T")
+
+
+def record_deferral(
+    settings: Settings,
+    row: ClaimedRow,
+    code: int | None,
+    reply: str,
+    record: Callable[[Outcome], None],
+    now: datetime | None = None,
+) -> datetime | None:
+    """Record a temporary failure of a claimed row: retry later, or fail it for good.
+
+    The outcome goes to ``record`` (the run's batched outcomes, written in one
+    transaction with the others): deferred, the row is pending and not due before its
+    retry time; given up, it is failed with its last reply. Until it is written the row
+    stays 'sending', so a run killed before that leaves it to be taken over once its
+    sender is gone, never lost. Returns when the row is due again, or None when it was given up
+    (after ``retry.max_attempts`` attempts or ``retry.max_age_hours``).
+    """
+    now = now or datetime.now(UTC)
+    step = next_step(
+        settings.retry,
+        attempts=row.attempts + 1,  # this one: a server answered about the message
+        first_attempt_at=row.first_attempt_at or now,
+        now=now,
+    )
+    if isinstance(step, GiveUp):
+        record(Outcome(row.id, DeliveryState.FAILED, code, f"{reply} ({step.reason})"))
+        return None
+    record(Outcome(row.id, DeliveryState.PENDING, code, reply, next_attempt_at=step.at))
+    return step.at
+
+
+async def _next_item(queue: asyncio.Queue[T], seconds: float) -> T | None:
+    """The queue's next item, or None when none comes within ``seconds``.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it returns the item instead of raising
+    when the caller is cancelled just as the item arrives (CPython issue 86296), and a
+    worker that missed its cancellation sends on, or waits forever for room among the
+    unrecorded outcomes once the task that writes them has been cancelled.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await queue.get()
+    except TimeoutError:
+        return None
+
+
+def envelope_sender(settings: Settings, newsletter: NewsletterSettings, row: ClaimedRow) -> str:
+    """The return path (MAIL FROM) of one delivery: the one place that decides it."""
+    return return_path(settings, newsletter, row.id)
 
 
 async def send_rows(
@@ -61,7 +113,7 @@ async def send_rows(
     transport: Transport,
     *,
     started: datetime,
-    planning: _Planning | None = None,
+    planning: Planning | None = None,
     link: Link | None = None,
     progress: Progress | None = None,
     stop_requested: asyncio.Event | None = None,
@@ -106,7 +158,7 @@ class _SenderLoop:
         heartbeat: Heartbeat,
         *,
         started: datetime,
-        planning: _Planning | None,
+        planning: Planning | None,
         link: Link | None,
         progress: Progress | None,
         stop_requested: asyncio.Event | None,

@@ -4,7 +4,7 @@ category got it, and an Atom feed of them.
 An issue is in the archive once its delivery ledger holds at least one message sent.
 Its page is made the way the send makes a message: :func:`~digest.issue.prepare.prepare_issue`
 (so whatever the send would use, editorial changes included, is there too), cut and
-rendered by :class:`~digest.delivery.deliver.Personalizer` for a reader with every category and
+rendered by :class:`~digest.message.personalize.Personalizer` for a reader with every category and
 region. The archive copy of the templates (``render_variant(archive=True)``) prints no
 personal line or link, every personal field is filled in empty, and the HTML is
 sanitised with nh3 before it becomes part of a web page.
@@ -22,8 +22,8 @@ from feedgen.feed import FeedGenerator
 from digest.config import NewsletterSettings, Settings
 from digest.core.i18n import format_week, format_window, language
 from digest.core.models import Issue, Recipient, Rule, Subscriber
-from digest.delivery.deliver import Personalizer
 from digest.issue.prepare import prepare_issue
+from digest.message.personalize import Personalizer
 from digest.message.render import PERSONAL_FIELDS, personalize
 from digest.store import IssueRecord, Store
 

@@ -18,15 +18,17 @@ from digest.audience.segments import recipients_for
 from digest.config import NewsletterSettings, Settings, load_settings
 from digest.core.errors import DigestError
 from digest.core.models import Issue, Message, Recipient
-from digest.delivery.deliver import DeliveryReport, Personalizer, Progress, send_issue
+from digest.delivery.deliver import send_issue
 from digest.delivery.dryrun import DryRunReport, dry_run
 from digest.delivery.relays import open_transport
+from digest.delivery.report import DeliveryReport, Progress
 from digest.delivery.transport import SendResult, SmtpPool, Transport
 from digest.issue.compose import iso_week_window
 from digest.issue.prepare import PreparedIssue, prepare_issue
 from digest.issue.review import is_approved, request_review
 from digest.mailboxes.bounces import sender_address
 from digest.message.dkim import signer_for
+from digest.message.personalize import Personalizer
 from digest.sources.collect import CollectReport, collect_newsletter
 from digest.store import Store, resolve_store_url
 

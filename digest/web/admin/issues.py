@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from digest.config import NewsletterSettings, Settings
 from digest.core.errors import DigestError, EditorialError, IssueReadOnly
 from digest.core.i18n import N_
-from digest.delivery.deliver import audience, current_recipients
+from digest.delivery.planning import audience, current_recipients
 from digest.delivery.transport import SmtpPool
 from digest.issue.compose import iso_week_window, teaser_for
 from digest.issue.editing import MAX_INTRO, MAX_TEASER, apply_edit, coming_week, issue_draft
