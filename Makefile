@@ -49,7 +49,7 @@ readme: $(STAMP)
 
 # Extract the texts readers see (babel.cfg) into digest/locale/digest.pot and bring every
 # catalogue up to date with it. New entries are empty until translated, and
-# tests/test_i18n.py fails until they are. A new locale: see "Languages" in README.md.
+# tests/core/test_i18n.py fails until they are. A new locale: see "Languages" in README.md.
 POT := digest/locale/digest.pot
 messages: $(STAMP)
 	$(BIN)/pybabel extract --mapping-file babel.cfg --keywords N_ --add-comments TRANSLATORS: \

@@ -1,0 +1,201 @@
+"""No token reaches a log line: ``digest serve`` as a user runs it, and the app served by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from digest.audience.tokens import make_token, unsubscribe_url
+from digest.config import Settings
+from digest.core.models import Subscriber
+from digest.store import Store
+from digest.web import create_app, redact_tokens, uvicorn_log_config
+
+ROOT = Path(__file__).resolve().parents[2]
+NL = "wochenueberblick"
+
+
+def test_redact_tokens_keeps_everything_but_the_token() -> None:
+    line = '127.0.0.1:5 - "POST /unsubscribe/WzEsIn.abc-_x?a=1 HTTP/1.1" 200'
+    assert redact_tokens(line) == '127.0.0.1:5 - "POST /unsubscribe/[token]?a=1 HTTP/1.1" 200'
+    assert redact_tokens("GET /Preferences/abc/x") == "GET /Preferences/[token]/x"
+    assert redact_tokens("https://h/confirm/abc#top") == "https://h/confirm/[token]#top"
+    assert redact_tokens("/healthz /static/site.css") == "/healthz /static/site.css"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/%75nsubscribe/{t}",
+        "/%55NSUBSCRIBE/{t}",
+        "/unsubscribe%2F{t}",
+        "/unsubscribe%2f{t}",
+        "/unsubscribe//{t}",
+        "//preferences///{t}/x",
+        "/unsubscribe%252F{t}",
+        "/x/..%2Fconfirm/{t}",
+        "/confirm/./{t}",
+        "/unsubscribe/%0A{t}%22",
+    ],
+)
+def test_redact_tokens_looks_at_the_path_as_a_route_would(path: str) -> None:
+    token = "WzEsIndvY2hlbnVlYmVyYmxpY2siXQ.secret"
+    line = f'127.0.0.1:5 - "GET {path.format(t=token)}?a=1 HTTP/1.1" 404'
+    redacted = redact_tokens(line)
+    assert token not in redacted and "secret" not in redacted, redacted
+    assert "[token]" in redacted and redacted.endswith('?a=1 HTTP/1.1" 404'), redacted
+    assert "\n" not in redacted
+
+
+async def _raw_request(port: int, method: str, target: str) -> int:
+    """The status of one request whose target goes on the wire exactly as written."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+        "Connection: close\r\n\r\n".encode("ascii")
+    )
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return int(status.split()[1])
+
+
+async def test_a_token_path_written_otherwise_is_a_404_and_logs_no_token(
+    demo_settings: Settings, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server decodes /%75nsubscribe/<token> to the unsubscribe route: it must neither
+    unsubscribe nor leave the token in the access log."""
+    sid = store.save_subscriber(Subscriber("odd@example.org"), ["allgemein"])
+    token = unsubscribe_url(demo_settings, NL, sid).rsplit("/", 1)[1]
+    preferences = make_token(demo_settings.secret_key, "preferences", sid, NL)
+    targets = [
+        f"/%75nsubscribe/{token}",
+        f"/unsubscribe%2F{token}",
+        f"/unsubscribe%2f{token}",
+        f"/unsubscribe//{token}",
+        f"//unsubscribe/{token}",
+        f"/unsubscribe/./{token}",
+        f"/%70references/{preferences}",
+    ]
+    config = uvicorn.Config(
+        create_app(demo_settings, store),
+        host="127.0.0.1",
+        port=0,
+        log_config=uvicorn_log_config(),
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        statuses = {
+            (method, target): await _raw_request(port, method, target)
+            for target in targets
+            for method in ("GET", "POST")
+        }
+        canonical = await _raw_request(port, "GET", f"/unsubscribe/{token}")
+    finally:
+        server.should_exit = True
+        await serving
+        logging.getLogger("uvicorn.access").handlers.clear()
+        logging.getLogger("uvicorn").handlers.clear()
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
+    assert set(statuses.values()) == {404}, statuses
+    assert canonical == 200
+    assert [s.email for s in store.active_subscribers(newsletter=NL)] == ["odd@example.org"]
+    assert log.count("/[token]") >= len(statuses), log
+    assert token not in log and preferences not in log, log
+    assert token[-12:] not in log and preferences[-12:] not in log, log
+
+
+async def test_digest_serve_logs_no_token(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env["DIGEST_STORE_URL"] = f"sqlite:///{tmp_path / 'digest.db'}"
+    env["PYTHONUNBUFFERED"] = "1"
+    store = Store.open(env["DIGEST_STORE_URL"])
+    try:
+        sid = store.save_subscriber(Subscriber("log@example.org"), ["allgemein"])
+    finally:
+        store.close()
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "digest.cli", "serve", "--port", "0"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,  # the access log
+        stderr=asyncio.subprocess.STDOUT,  # everything else
+    )
+    output = process.stdout
+    assert output is not None
+    log: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while not (port := re.search(r"http://127\.0\.0\.1:(\d+)", "".join(log))):
+                line = await output.readline()
+                assert line, "".join(log)
+                log.append(line.decode())
+        base = f"http://127.0.0.1:{port.group(1)}"
+        token = make_token("irrelevant-for-the-log", "unsubscribe", sid, NL)
+        async with httpx.AsyncClient(base_url=base) as client:
+            for path in (f"/unsubscribe/{token}", f"/preferences/{token}", f"/confirm/{token}"):
+                await client.get(path)
+                await client.post(path)
+            await client.head(f"/unsubscribe/{token}?from=mail")
+            await client.get("/healthz")
+    finally:
+        process.terminate()
+        rest = await asyncio.wait_for(output.read(), timeout=20)
+        await process.wait()
+    text = "".join(log) + rest.decode()
+    assert "/unsubscribe/[token]" in text and "/healthz" in text, text
+    assert "Logging error" not in text, text  # every access line formatted by uvicorn
+    assert '"HEAD /unsubscribe/[token]?from=mail HTTP/1.1" 400' in text, text
+    assert token not in text and token[:12] not in text, text
+
+
+async def test_create_app_users_get_redaction_from_uvicorn_log_config(
+    demo_settings: Settings, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the docs tell someone who serves ``create_app`` with uvicorn of their own."""
+    sid = store.save_subscriber(Subscriber("own@example.org"), ["allgemein"])
+    url = unsubscribe_url(demo_settings, NL, sid)
+    token = url.rsplit("/", 1)[1]
+    config = uvicorn.Config(
+        create_app(demo_settings, store),
+        host="127.0.0.1",
+        port=0,
+        log_config=uvicorn_log_config(),
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        local = url.replace(demo_settings.public_url, f"http://127.0.0.1:{port}")
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(local)).status_code == 200
+            assert (await client.post(local)).status_code == 200
+    finally:
+        server.should_exit = True
+        await serving
+        logging.getLogger("uvicorn.access").handlers.clear()
+        logging.getLogger("uvicorn").handlers.clear()
+    captured = capsys.readouterr()
+    log = captured.out + captured.err  # uvicorn logs access to stdout, the rest to stderr
+    assert '"POST /unsubscribe/[token] HTTP/1.1" 200' in log, log
+    assert token not in log
