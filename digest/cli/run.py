@@ -106,7 +106,7 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
 @common
 def schedules() -> None:
     """List each newsletter's schedule and its next run in local time."""
-    from digest.ops.schedule import next_runs
+    from digest.config.cron import next_runs
 
     settings = state().settings()
     for newsletter, when in next_runs(settings, datetime.now(UTC)):
