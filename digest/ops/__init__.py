@@ -2,4 +2,4 @@
 schedule that runs them, and the demo."""
 
 # The stage's modules are its public surface: callers import from them by name.
-__all__ = ["demo", "jobs", "schedule"]
+__all__ = ["demo", "jobs", "review_mail", "schedule"]
