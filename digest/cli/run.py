@@ -39,7 +39,7 @@ async def run() -> None:
         loop.add_signal_handler(signum, stop.set)
     # Confirmation mail queued by the web app goes out from here too (a lease per row
     # keeps two senders from sending one twice).
-    from digest.audience.signup import run_mail_queue
+    from digest.ops.mail_queue import run_mail_queue
 
     queue_store = open_store(settings)
     queue = asyncio.create_task(run_mail_queue(queue_store, settings, stop=stop))
@@ -106,7 +106,7 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
 @common
 def schedules() -> None:
     """List each newsletter's schedule and its next run in local time."""
-    from digest.ops.schedule import next_runs
+    from digest.config.cron import next_runs
 
     settings = state().settings()
     for newsletter, when in next_runs(settings, datetime.now(UTC)):

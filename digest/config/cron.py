@@ -1,16 +1,33 @@
-"""Crontab expressions as APScheduler triggers, and the check of a newsletter's ``schedule``.
+"""Crontab expressions as APScheduler triggers, the check of a newsletter's ``schedule``,
+and when each newsletter is next due.
 
-Here rather than in the scheduler so that the settings can check a schedule without
-importing the jobs that run it.
+Here rather than in the scheduler so that the settings can check a schedule, and the
+editing of an issue can name its due time, without importing the jobs that run it.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-__all__ = ["crontab_trigger", "cron_problem"]
+from digest.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    # Only for annotations: the newsletter settings import this module to check a schedule.
+    from digest.config.newsletters import NewsletterSettings
+    from digest.config.settings import Settings
+
+__all__ = [
+    "crontab_trigger",
+    "cron_problem",
+    "trigger_for",
+    "first_fire_time",
+    "next_runs_of",
+    "next_runs",
+]
 
 _CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
@@ -78,3 +95,37 @@ def cron_problem(value: str) -> str | None:
             "restrict one and leave the other '*'"
         )
     return None
+
+
+def trigger_for(newsletter: NewsletterSettings) -> CronTrigger:
+    """The cron trigger of a newsletter's ``schedule``, in its own time zone."""
+    return crontab_trigger(newsletter.schedule, ZoneInfo(newsletter.timezone))
+
+
+def first_fire_time(
+    newsletter: NewsletterSettings, trigger: CronTrigger, now: datetime
+) -> datetime:
+    """The first time ``trigger`` fires at or after ``now``; a ConfigError if it never does."""
+    fire_time: datetime | None = trigger.get_next_fire_time(None, now)
+    if fire_time is None:
+        raise ConfigError(
+            f"newsletters.{newsletter.id}.schedule", f"{newsletter.schedule!r} never falls due"
+        )
+    return fire_time
+
+
+def next_runs_of(newsletter: NewsletterSettings, now: datetime) -> datetime:
+    """The newsletter's next due time at or after ``now``, in its time zone."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return first_fire_time(newsletter, trigger_for(newsletter), now)
+
+
+def next_runs(settings: Settings, now: datetime) -> list[tuple[NewsletterSettings, datetime]]:
+    """Each newsletter's next due time at or after ``now``, in the newsletter's time zone."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return [
+        (newsletter, first_fire_time(newsletter, trigger_for(newsletter), now))
+        for newsletter in settings.newsletters
+    ]

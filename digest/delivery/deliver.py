@@ -28,6 +28,7 @@ from digest.delivery.report import DeliveryReport, Progress
 from digest.delivery.senders import SPREAD_AFTER, Crew, merge, sender_processes, share_of
 from digest.delivery.sending import send_rows
 from digest.delivery.transport import Transport
+from digest.issue.review import require_approval
 from digest.message.personalize import Personalizer
 from digest.store import IssueRecord, Store
 from digest.store.ledger import Outcome
@@ -72,10 +73,6 @@ async def send_issue(
     process then opens its own share of ``settings.smtp``'s connections and limits, and
     ``transport`` is not used.
     """
-    # Imported here: digest.issue.review imports this package (for its transport), and
-    # so, at the top, would find it half imported.
-    from digest.issue.review import require_approval
-
     now = now or datetime.now(UTC)
     # Before anything is planned or sent: an issue that awaits review never goes out.
     require_approval(store, newsletter, issue.key)

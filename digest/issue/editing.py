@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from digest.config import NewsletterSettings
+from digest.config.cron import next_runs_of
 from digest.core.errors import EditorialError
 from digest.core.models import Article, IssueEdits
 from digest.issue.compose import arrange, iso_week_window, shorten, window_candidates
-from digest.ops.schedule import next_runs_of
 from digest.store import Store
 
 __all__ = [

@@ -25,10 +25,11 @@ from digest.delivery.report import DeliveryReport, Progress
 from digest.delivery.transport import SendResult, SmtpPool, Transport
 from digest.issue.compose import iso_week_window
 from digest.issue.prepare import PreparedIssue, prepare_issue
-from digest.issue.review import is_approved, request_review
+from digest.issue.review import is_approved
 from digest.mailboxes.bounces import sender_address
 from digest.message.dkim import signer_for
 from digest.message.personalize import Personalizer
+from digest.ops.review_mail import request_review
 from digest.sources.collect import CollectReport, collect_newsletter
 from digest.store import Store, resolve_store_url
 

@@ -25,7 +25,6 @@ import logging
 import pickle
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -43,8 +42,7 @@ from apscheduler.util import ref_to_obj
 from sqlalchemy import inspect, select
 
 from digest.config import NewsletterSettings, Settings
-from digest.config.cron import crontab_trigger
-from digest.core.errors import ConfigError
+from digest.config.cron import first_fire_time, next_runs, next_runs_of, trigger_for
 from digest.store import Store
 
 __all__ = [
@@ -79,39 +77,6 @@ JOB_TABLE = "apscheduler_jobs"
 def job_id(newsletter_id: str) -> str:
     """The scheduler's job id of a newsletter."""
     return f"{JOB_ID_PREFIX}{newsletter_id}"
-
-
-def trigger_for(newsletter: NewsletterSettings) -> CronTrigger:
-    """The cron trigger of a newsletter's ``schedule``, in its own time zone."""
-    return crontab_trigger(newsletter.schedule, ZoneInfo(newsletter.timezone))
-
-
-def _first_fire_time(
-    newsletter: NewsletterSettings, trigger: CronTrigger, now: datetime
-) -> datetime:
-    fire_time: datetime | None = trigger.get_next_fire_time(None, now)
-    if fire_time is None:
-        raise ConfigError(
-            f"newsletters.{newsletter.id}.schedule", f"{newsletter.schedule!r} never falls due"
-        )
-    return fire_time
-
-
-def next_runs_of(newsletter: NewsletterSettings, now: datetime) -> datetime:
-    """The newsletter's next due time at or after ``now``, in its time zone."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return _first_fire_time(newsletter, trigger_for(newsletter), now)
-
-
-def next_runs(settings: Settings, now: datetime) -> list[tuple[NewsletterSettings, datetime]]:
-    """Each newsletter's next due time at or after ``now``, in the newsletter's time zone."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return [
-        (newsletter, _first_fire_time(newsletter, trigger_for(newsletter), now))
-        for newsletter in settings.newsletters
-    ]
 
 
 def build_scheduler(
@@ -193,7 +158,7 @@ def _newsletter_triggers(settings: Settings, now: datetime) -> dict[str, CronTri
     triggers = {}
     for newsletter in settings.newsletters:
         triggers[newsletter.id] = trigger = trigger_for(newsletter)
-        _first_fire_time(newsletter, trigger, now)
+        first_fire_time(newsletter, trigger, now)
     return triggers
 
 

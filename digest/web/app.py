@@ -213,7 +213,7 @@ def create_app(
         if not send_mail:
             yield
             return
-        from digest.audience.signup import run_mail_queue
+        from digest.ops.mail_queue import run_mail_queue
 
         stop = asyncio.Event()
         task = asyncio.create_task(

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from sqlalchemy import MetaData, select
 
-from digest.audience.signup import retry_delay, send_due_mail
 from digest.audience.tokens import (
     make_confirm_token,
     make_token,
@@ -23,6 +22,7 @@ from digest.audience.tokens import (
 )
 from digest.config import Settings, WebSettings
 from digest.core.models import Subscriber
+from digest.ops.mail_queue import retry_delay, send_due_mail
 from digest.store import Store
 from digest.store.signups import NewSignup
 from digest.web.app import create_app

@@ -21,12 +21,12 @@ from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
-from digest.audience.signup import confirmation_message
 from digest.audience.tokens import make_confirm_token, preferences_url, unsubscribe_url
 from digest.config import Settings
 from digest.core.i18n import LOCALE_DIR, format_week, translations
 from digest.core.models import Subscriber
 from digest.message.render import greeting_for
+from digest.ops.mail_queue import confirmation_message
 from digest.store import Store
 from digest.web.app import create_app
 from tests.audience.test_signup import csrf_of, sign_up, signup_ids

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from digest.config import NewsletterSettings, Settings
+from digest.config.cron import next_runs_of
 from digest.core.errors import DigestError, EditorialError, IssueReadOnly
 from digest.core.i18n import N_
 from digest.delivery.planning import audience, current_recipients
@@ -25,7 +26,6 @@ from digest.issue.compose import iso_week_window, teaser_for
 from digest.issue.editing import MAX_INTRO, MAX_TEASER, apply_edit, coming_week, issue_draft
 from digest.issue.prepare import prepare_issue
 from digest.ops import jobs
-from digest.ops.schedule import next_runs_of
 from digest.store import Store
 from digest.web.admin.session import (
     EXPIRED_FORM,
