@@ -1,4 +1,6 @@
-"""Sources of articles: each module turns the bytes of one kind of source into Articles."""
+"""Source → Article: feeds (RSS, Atom, JSON Feed), exports and listing pages fetched
+safely (SSRF checks, robots.txt, conditional GET) and turned into Articles; ``collect``
+runs a newsletter's sources and stores what they carry."""
 
 from digest.sources.dispatch import fetch_any
 from digest.sources.feed import fetch_source, parse_feed, parse_feed_with_warnings
