@@ -66,10 +66,10 @@ def sqlite_path(url: str | URL) -> Path | None:
 def backup_sqlite(url: str, target: Path, *, force: bool = False) -> int:
     """Copy the SQLite store at ``url`` to ``target``; returns the copy's size in bytes.
 
-    The copy is written to a file beside ``target`` (readable by the owner only) and
-    renamed to it when complete, so a failed backup leaves no half-written file and,
-    with ``force``, the previous backup in place. Without ``force`` an existing
-    ``target`` is refused.
+    The copy is written to a file beside ``target`` (readable by the owner only; a new
+    folder for it is the owner's alone too) and renamed to it when complete, so a failed
+    backup leaves no half-written file and, with ``force``, the previous backup in
+    place. Without ``force`` an existing ``target`` is refused.
     """
     source = sqlite_path(url)
     if source is None:
@@ -84,6 +84,7 @@ def backup_sqlite(url: str, target: Path, *, force: bool = False) -> int:
         raise BackupRefused(f"{target} is the store itself; name another file")
     folder = target.parent if str(target.parent) else Path(".")
     try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)  # 0600
     except OSError as exc:
         raise BackupError(f"cannot write the backup into {folder}: {exc.strerror}") from None
