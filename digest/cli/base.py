@@ -108,6 +108,7 @@ def echo_err(message: str) -> None:
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=example("digest demo"),
 )
+@click.version_option(package_name="digest", prog_name="digest", message="%(prog)s %(version)s")
 @common
 def cli() -> None:
     """digest: collect a week of articles, compose a digest, send it to subscribers."""

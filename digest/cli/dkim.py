@@ -38,8 +38,8 @@ def dkim() -> None:
 def dkim_keygen(selector: str, domain: str, algorithm: str, key_file: Path | None) -> None:
     """Write a new DKIM key pair and print the DNS TXT record that publishes it.
 
-    Never overwrites a key: an existing file is an error. Set dkim.key_file to the
-    private key once the record is published.
+    Never overwrites a key: an existing file is an error. Both files are readable by
+    their owner only. Set dkim.key_file to the private key once the record is published.
     """
     from digest.message.dkim import dns_record, generate_key, private_pem, public_pem, zone_line
 
@@ -49,10 +49,16 @@ def dkim_keygen(selector: str, domain: str, algorithm: str, key_file: Path | Non
         if path.exists():
             raise DigestError(f"{path} exists already; choose another --key-file")
     key = generate_key(algorithm)
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-        fh.write(private_pem(key))
-    public_file.write_bytes(public_pem(key))
+    key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Both files the owner's alone, and never written over (O_EXCL: not even by a file
+    # that appeared since the check above).
+    for path, pem in ((key_file, private_pem(key)), (public_file, public_pem(key))):
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise DigestError(f"{path} exists already; choose another --key-file") from None
+        with open(descriptor, "wb") as fh:
+            fh.write(pem)
     click.echo(f"private key: {key_file} (set dkim.key_file to it)")
     click.echo(f"public key:  {public_file}")
     click.echo("DNS TXT record:")

@@ -4,6 +4,7 @@ message written to an outbox folder), and the base of the tests' recording serve
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import ssl
@@ -144,14 +145,15 @@ class _CaptureHandler:
         return f"250 2.0.0 Ok: written to {path.name}"
 
     def _write(self, data: bytes, recipient: str) -> Path:
-        self.outbox.mkdir(parents=True, exist_ok=True)
+        # Each message holds a reader's name and address: the owner's alone to read.
+        self.outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
         stamp = self.clock().strftime("%Y%m%d-%H%M%S")
         name = _UNSAFE_IN_NAME.sub("_", recipient)[:80]
         n = len(self.messages) + 1
         while True:
             path = self.outbox / f"{stamp}-{n:04d}-{name}.eml"
             try:
-                with path.open("xb") as fh:
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
                     fh.write(data)
             except FileExistsError:
                 n += 1

@@ -79,7 +79,7 @@ async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None]
         for segment in newsletter.segments:
             echo(f"segment {segment.name!r}: {per_segment[segment.name]} subscribers")
 
-        settings.outbox.mkdir(parents=True, exist_ok=True)
+        settings.outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
         async with CaptureServer(settings.outbox) as capture:
             smtp = dataclasses.replace(
                 settings.smtp,

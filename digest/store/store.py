@@ -17,6 +17,7 @@ from digest.core.errors import ConfigError, StoreError
 from digest.core.models import Article, DeliveryState, Image
 from digest.core.redact import MASK, redact_url
 from digest.store import schema as t
+from digest.store.backup import create_private_file, sqlite_path
 from digest.store.bounces import BounceStore
 from digest.store.editorial import EditorialStore
 from digest.store.ledger import LedgerStore, Outcome
@@ -127,6 +128,10 @@ class Store(
         except (ArgumentError, ValueError, ImportError) as exc:
             raise _bad_url(url, exc) from None
         if engine.dialect.name == "sqlite":
+            path = sqlite_path(engine.url)
+            if path is not None:
+                # Names, addresses and consent proofs: readable by the owner only.
+                create_private_file(path)
 
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
