@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 
@@ -199,3 +200,22 @@ def test_healthcheck_tells_a_serving_app_from_none(tmp_path: Path) -> None:
     finally:
         serve.terminate()
         serve.communicate(timeout=30)
+
+
+def test_operations_guide_is_linked_and_names_real_commands() -> None:
+    assert "(docs/operations.md)" in (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    shell = "".join(re.findall(r"^```sh\n(.*?)^```", guide, re.M | re.S))
+    named = set(re.findall(r"`digest ([a-z]+(?: [a-z]+)?)", guide))
+    named |= set(re.findall(r"^digest ([a-z]+(?: [a-z]+)?)", shell, re.M))
+    assert {"run", "serve", "status", "dkim keygen"} <= named
+    # `digest backup` is announced as a command of newer versions ("where your version has it").
+    for words in sorted(named - {"backup"}):
+        command: click.Command = cli
+        with click.Context(cli) as ctx:
+            for word in words.split():
+                if not isinstance(command, click.Group):
+                    break
+                found = command.get_command(ctx, word)
+                assert found is not None, f"digest {words}"
+                command = found
