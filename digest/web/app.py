@@ -37,6 +37,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from digest.audience.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
 from digest.config import Settings, WebSettings, rate_limit_item
@@ -241,6 +242,9 @@ def create_app(
             Mount(STATIC_PREFIX, StaticFiles(packages=[("digest.web", "static")]), name="static"),
         ],
         middleware=[
+            # Before anything reads the client's address: from a trusted proxy, the
+            # rightmost address in X-Forwarded-For that is not itself a trusted proxy.
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.web.trusted_proxies)),
             # First: such a path reaches neither the rate limit nor a route.
             Middleware(CanonicalTokenPaths, prefixes=TOKEN_PREFIXES, not_found=not_found),
             Middleware(
