@@ -47,6 +47,7 @@ from digest.web.admin import FRAME_PREFIX, admin_routes
 from digest.web.admin import PREFIX as ADMIN_PREFIX
 from digest.web.archive import ARCHIVE_PREFIX, archive_routes
 from digest.web.logs import TOKEN_PREFIXES
+from digest.web.metrics import metrics, ready
 from digest.web.pages import (
     STATIC_PREFIX,
     error_page,
@@ -152,7 +153,7 @@ def unsubscribe(request: Request) -> Response:
 
 
 def health(_request: Request) -> Response:
-    """``GET /healthz``."""
+    """``GET /healthz``: the process serves (liveness; ``/readyz`` also asks the store)."""
     return PlainTextResponse("ok")
 
 
@@ -239,6 +240,9 @@ def create_app(
                 name="unsubscribe",
             ),
             Route("/healthz", health, methods=["GET"], name="health"),
+            Route("/readyz", ready, methods=["GET"], name="ready"),
+            # Off, there is no such path; on, it is the same 404 to everyone not allowed.
+            *([Route("/metrics", metrics, methods=["GET"])] if settings.web.metrics else []),
             Mount(STATIC_PREFIX, StaticFiles(packages=[("digest.web", "static")]), name="static"),
         ],
         middleware=[
