@@ -133,6 +133,34 @@ async def test_the_rate_limit_counts_forwarded_clients_apart_only_from_a_trusted
     assert answers == [400, 429]
 
 
+async def test_the_login_throttle_counts_forwarded_clients_apart_only_from_a_trusted_proxy(
+    demo_settings: Settings, store: Store
+) -> None:
+    # Four failed logins per address (four times admin.login_attempts), each with a name
+    # of its own so that the count per account never stops one.
+    settings = replace(demo_settings, admin=replace(demo_settings.admin, login_attempts=1))
+    app = create_app(settings, store, login_delay=0)
+
+    async def five_failed(peer: str) -> list[int]:
+        async with _client(app, settings, peer) as http:
+            form = await http.get("/admin/login")
+            found = CSRF.search(form.text)
+            assert found, form.text
+            return [
+                (
+                    await http.post(
+                        "/admin/login",
+                        data={"csrf": found[1], "name": f"{peer}-{n}", "password": "falsch"},
+                        headers={"x-forwarded-for": f"198.51.100.{n}"},
+                    )
+                ).status_code
+                for n in range(5)
+            ]
+
+    assert await five_failed("127.0.0.1") == [401] * 5
+    assert await five_failed("203.0.113.5") == [401] * 4 + [429]
+
+
 # --- readiness ---------------------------------------------------------------------------------
 
 
