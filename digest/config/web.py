@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 
-from digest.config.declare import Setting, quoted
+from digest.config.declare import Setting, quoted, string_list
 
-__all__ = ["WEB", "ADMIN", "WebSettings", "AdminSettings", "rate_limit_item"]
+__all__ = [
+    "WEB",
+    "ADMIN",
+    "LOOPBACK",
+    "WebSettings",
+    "AdminSettings",
+    "address_networks",
+    "rate_limit_item",
+]
+
+#: The machine itself, over IPv4 and IPv6.
+LOOPBACK = ("127.0.0.1", "::1")
 
 
 def rate_limit_item(limit: str) -> RateLimitItem:
@@ -33,6 +46,34 @@ def _rate_limit_problem(value: str) -> str | None:
     return None
 
 
+def _network_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_network(value.strip())
+    except ValueError:
+        return (
+            f"lists {quoted(value)}, which is not an IP address or network (write e.g. "
+            "'10.0.0.5', '10.0.0.0/8' or 'fd00::/8', with no host bits after the '/')"
+        )
+    return None
+
+
+def address_networks(
+    values: tuple[str, ...] | list[str],
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Addresses (``"10.0.0.5"``) and networks (``"10.0.0.0/8"``) as networks; ValueError
+    naming the first that is neither."""
+    networks = []
+    for value in values:
+        if problem := _network_problem(value):
+            raise ValueError(problem)
+        networks.append(ipaddress.ip_network(value.strip()))
+    return networks
+
+
+def _address_list_problem(value: Any) -> str | None:
+    return string_list(value) or next(filter(None, map(_network_problem, value)), None)
+
+
 S = Setting
 WEB = [
     S(
@@ -52,6 +93,32 @@ WEB = [
         "Sign-ups (POSTs to /subscribe/<id>) per client address; more get 429. An IPv6 "
         "client counts by its /64.",
         _rate_limit_problem,
+    ),
+    S(
+        "trusted_proxies",
+        list,
+        list(LOOPBACK),
+        "Addresses and networks (CIDR, e.g. '10.0.0.0/8') of the reverse proxies in front "
+        "of `digest serve`. From these only, X-Forwarded-For names the client (for the rate "
+        "limits, the login throttle and consent proofs): the rightmost address in it that is "
+        "not itself a trusted proxy. From anyone else the header is ignored.",
+        _address_list_problem,
+    ),
+    S(
+        "metrics",
+        bool,
+        False,
+        "Answer Prometheus scrapes at /metrics: deliveries, subscribers, bounces and "
+        "complaints, queued confirmation mail, computed from the store on each scrape.",
+    ),
+    S(
+        "metrics_from",
+        list,
+        list(LOOPBACK),
+        "Addresses and networks (CIDR) that may read /metrics; everyone else gets 404. "
+        "Behind a proxy this is the client it names in X-Forwarded-For (see "
+        "`trusted_proxies`).",
+        _address_list_problem,
     ),
 ]
 
@@ -77,10 +144,19 @@ ADMIN = [
 
 @dataclass(frozen=True)
 class WebSettings:
-    """What `digest serve` needs beyond the newsletters: the rate limits per client."""
+    """What `digest serve` needs beyond the newsletters: the rate limits per client, whom
+    to believe about the client's address, and the metrics."""
 
     rate_limit: str = "60/minute"
     signup_rate_limit: str = "10/hour"
+    trusted_proxies: tuple[str, ...] = LOOPBACK
+    metrics: bool = False
+    metrics_from: tuple[str, ...] = LOOPBACK
+
+    def __post_init__(self) -> None:
+        # The file gives lists; the settings stay immutable (and hashable) as tuples.
+        for name in ("trusted_proxies", "metrics_from"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 @dataclass(frozen=True)

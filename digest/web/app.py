@@ -37,6 +37,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from digest.audience.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
 from digest.config import Settings, WebSettings, rate_limit_item
@@ -46,6 +47,7 @@ from digest.web.admin import FRAME_PREFIX, admin_routes
 from digest.web.admin import PREFIX as ADMIN_PREFIX
 from digest.web.archive import ARCHIVE_PREFIX, archive_routes
 from digest.web.logs import TOKEN_PREFIXES
+from digest.web.metrics import metrics, ready
 from digest.web.pages import (
     STATIC_PREFIX,
     error_page,
@@ -151,7 +153,7 @@ def unsubscribe(request: Request) -> Response:
 
 
 def health(_request: Request) -> Response:
-    """``GET /healthz``."""
+    """``GET /healthz``: the process serves (liveness; ``/readyz`` also asks the store)."""
     return PlainTextResponse("ok")
 
 
@@ -238,9 +240,15 @@ def create_app(
                 name="unsubscribe",
             ),
             Route("/healthz", health, methods=["GET"], name="health"),
+            Route("/readyz", ready, methods=["GET"], name="ready"),
+            # Off, there is no such path; on, it is the same 404 to everyone not allowed.
+            *([Route("/metrics", metrics, methods=["GET"])] if settings.web.metrics else []),
             Mount(STATIC_PREFIX, StaticFiles(packages=[("digest.web", "static")]), name="static"),
         ],
         middleware=[
+            # Before anything reads the client's address: from a trusted proxy, the
+            # rightmost address in X-Forwarded-For that is not itself a trusted proxy.
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.web.trusted_proxies)),
             # First: such a path reaches neither the rate limit nor a route.
             Middleware(CanonicalTokenPaths, prefixes=TOKEN_PREFIXES, not_found=not_found),
             Middleware(

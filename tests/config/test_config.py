@@ -412,6 +412,33 @@ def test_web_rate_limits_are_read_and_checked() -> None:
     )
 
 
+def test_trusted_proxies_and_metrics_from_are_addresses_or_networks() -> None:
+    web = parse_settings(demo(), environ={}).web
+    assert web.trusted_proxies == web.metrics_from == ("127.0.0.1", "::1")
+    assert web.metrics is False
+    chosen = {
+        **demo(),
+        "web": {
+            "trusted_proxies": ["10.20.0.0/16", "fd00::/8", "192.0.2.7"],
+            "metrics": True,
+            "metrics_from": ["10.30.0.9"],
+        },
+    }
+    web = parse_settings(chosen, environ={}).web
+    assert web.trusted_proxies == ("10.20.0.0/16", "fd00::/8", "192.0.2.7")
+    assert (web.metrics, web.metrics_from) == (True, ("10.30.0.9",))
+    for key in ("trusted_proxies", "metrics_from"):
+        for value in ("proxy.example.org", "10.0.0.1/8", "10.0.0.0/33", ""):
+            message = _error({**demo(), "web": {key: ["127.0.0.1", value]}})
+            assert message.startswith(
+                f"web.{key}: lists {value!r}, which is not an IP address or network"
+            ), message
+        assert _error({**demo(), "web": {key: "10.0.0.0/8"}}).startswith(
+            f"web.{key}: must be a list, not str"
+        )
+        assert _error({**demo(), "web": {key: [10]}}) == f"web.{key}: must be a list of strings"
+
+
 # --- every number has a range ----------------------------------------------------------------
 
 
