@@ -73,9 +73,10 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
 
     It also sends the queued confirmation mail, retrying while the relay is down.
 
-    Put it behind a TLS-terminating reverse proxy at `public_url`, on the same machine:
-    the client address (for the rate limit) is then read from X-Forwarded-For, which is
-    trusted from 127.0.0.1 only. Tokens in links never reach the log.
+    Put it behind a TLS-terminating reverse proxy at `public_url`: the client address
+    (for the rate limits and consent proofs) is read from X-Forwarded-For when the request
+    comes from an address in web.trusted_proxies (default: this machine). Tokens in links
+    never reach the log.
     """
     import uvicorn
 
@@ -97,6 +98,9 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
             port=port,
             log_config=uvicorn_log_config(),
             server_header=False,
+            # The app believes X-Forwarded-For from web.trusted_proxies alone; uvicorn's
+            # own handling would believe 127.0.0.1 whatever the settings say.
+            proxy_headers=False,
         )
     finally:
         store.close()

@@ -199,3 +199,45 @@ async def test_create_app_users_get_redaction_from_uvicorn_log_config(
     log = captured.out + captured.err  # uvicorn logs access to stdout, the rest to stderr
     assert '"POST /unsubscribe/[token] HTTP/1.1" 200' in log, log
     assert token not in log
+
+
+async def test_digest_serve_believes_forwarded_addresses_from_trusted_proxies_only(
+    tmp_path: Path,
+) -> None:
+    """uvicorn's own proxy handling believes 127.0.0.1 whatever the settings say: with
+    loopback not among web.trusted_proxies, a forwarded address from it is not believed."""
+    config = (ROOT / "config.toml").read_text()
+    config += (
+        '\n[web]\ntrusted_proxies = ["10.9.9.9"]\nmetrics = true\nmetrics_from = ["127.0.0.1"]\n'
+    )
+    (tmp_path / "config.toml").write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env["DIGEST_STORE_URL"] = f"sqlite:///{tmp_path / 'digest.db'}"
+    env["PYTHONUNBUFFERED"] = "1"
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "digest.cli", "serve", "--port", "0"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output = process.stdout
+    assert output is not None
+    log: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while not (port := re.search(r"http://127\.0\.0\.1:(\d+)", "".join(log))):
+                line = await output.readline()
+                assert line, "".join(log)
+                log.append(line.decode())
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port.group(1)}") as client:
+            plain = await client.get("/metrics")
+            forwarded = await client.get("/metrics", headers={"x-forwarded-for": "203.0.113.9"})
+    finally:
+        process.terminate()
+        await asyncio.wait_for(output.read(), timeout=20)
+        await process.wait()
+    assert plain.status_code == 200, plain.text
+    # From 127.0.0.1, not a trusted proxy here: the header is not believed, the client
+    # stays 127.0.0.1 and may read the metrics.
+    assert forwarded.status_code == 200, forwarded.text
