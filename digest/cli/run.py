@@ -20,7 +20,9 @@ async def run() -> None:
 
     Jobs are kept in the database, so a run missed while the scheduler was down happens
     once when it comes back (within the newsletter's misfire_grace_time). Deferred
-    deliveries of every unfinished issue are sent when their retry is due.
+    deliveries of every unfinished issue are sent when their retry is due. Sources are
+    collected at start and every collect_every_minutes, so what a feed drops within the
+    week is stored before the issue is composed.
     """
     from digest.ops.jobs import open_store
     from digest.ops.schedule import run_scheduler

@@ -188,6 +188,15 @@ NEWSLETTER = [
         bounds=(1, 7 * 24 * 3600),
     ),
     S(
+        "collect_every_minutes",
+        int,
+        60,
+        "`digest run` collects the sources this often (and once at start, and again right "
+        "before composing), so items a feed drops within the week are stored first; "
+        "0: only right before composing.",
+        bounds=(0, 7 * 24 * 60),
+    ),
+    S(
         "max_per_category",
         int,
         6,
@@ -415,6 +424,7 @@ class NewsletterSettings:
     timezone: str = "Europe/Berlin"
     locale: str = "de_DE"
     misfire_grace_time: int = 6 * 3600
+    collect_every_minutes: int = 60
     max_per_category: int = 6
     teaser_length: int = 300
     preheader: str = ""

@@ -36,6 +36,7 @@ from digest.store import Store, resolve_store_url
 __all__ = [
     "open_store",
     "collect",
+    "collect_sources",
     "send",
     "dry_run",
     "DryRunReport",
@@ -240,6 +241,46 @@ async def retry_due_deliveries(config_path: str) -> None:
         store.close()
 
 
+async def collect_sources(
+    config_path: str, newsletter_id: str, *, now: datetime | None = None
+) -> list[CollectReport]:
+    """The scheduled job: collect one newsletter's sources between its weekly runs.
+
+    Feeds keep only their last items; collecting through the week stores those a busy
+    week pushes out of the feed before the run composes the issue.
+    """
+    settings = load_settings(Path(config_path))
+    store = open_store(settings)
+    try:
+        reports = await collect(settings, store, newsletter_id, now=now)
+    finally:
+        store.close()
+    _log_collect(reports)
+    return reports
+
+
+def _log_collect(reports: list[CollectReport]) -> None:
+    """One line per collect run, and one per failed source or warning."""
+    for report in reports:
+        for source in report.sources:
+            if source.error:
+                log.warning(
+                    "%s: source %r skipped: %s", report.newsletter, source.name, source.error
+                )
+            for warning in source.warnings:
+                log.warning("%s: source %r: %s", report.newsletter, source.name, warning)
+        unchanged = sum(1 for s in report.sources if s.not_modified)
+        log.info(
+            "%s: collected %d sources (%d unchanged, %d failed): %d new, %d updated articles",
+            report.newsletter,
+            len(report.sources),
+            unchanged,
+            len(report.failed),
+            report.new,
+            report.updated,
+        )
+
+
 def prepared_or_error(
     store: Store, newsletter: NewsletterSettings, week: str | None, now: datetime
 ) -> PreparedIssue:
@@ -264,14 +305,7 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
     store = open_store(settings)
     try:
         now = datetime.now(UTC)
-        for report in await collect(settings, store, newsletter_id, now=now):
-            for source in report.sources:
-                if source.error:
-                    log.warning(
-                        "%s: source %r skipped: %s", newsletter_id, source.name, source.error
-                    )
-                for warning in source.warnings:
-                    log.warning("%s: source %r: %s", newsletter_id, source.name, warning)
+        _log_collect(await collect(settings, store, newsletter_id, now=now))
         transport = open_transport(settings.smtp)
         try:
             for week in approved_waiting(store, newsletter):

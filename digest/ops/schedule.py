@@ -1,7 +1,8 @@
 """APScheduler wiring: when each newsletter is due, and the scheduler that runs it.
 
 Each newsletter is one job, ``newsletter:<id>``, in a persistent SQLAlchemy job store kept
-in the application's own database. The job survives restarts, and so does its due time:
+in the application's own database. Polling jobs (sources collected through the week,
+mailboxes, deferred deliveries) live in memory. The job survives restarts, and so does its due time:
 a scheduler that was down over a due time runs that issue once when it comes back, if it
 is back within the newsletter's ``misfire_grace_time`` (later than that, the run counts as
 missed and the job waits for its next due time).
@@ -47,6 +48,8 @@ from digest.store import Store
 
 __all__ = [
     "DEFAULT_JOB",
+    "COLLECT_JOB",
+    "collect_job_id",
     "MAILBOX_JOB",
     "MAILBOX_JOB_ID",
     "RETRY_JOB",
@@ -68,6 +71,8 @@ MAILBOX_JOB = "digest.ops.jobs:process_unsubscribe_mailbox"
 MAILBOX_JOB_ID = "unsubscribe-mailbox"
 BOUNCE_JOB = "digest.ops.jobs:process_bounce_mailbox"
 BOUNCE_JOB_ID = "bounce-mailbox"
+COLLECT_JOB = "digest.ops.jobs:collect_sources"
+COLLECT_JOB_PREFIX = "collect:"
 RETRY_JOB = "digest.ops.jobs:retry_due_deliveries"
 RETRY_JOB_ID = "delivery-retries"
 JOB_ID_PREFIX = "newsletter:"
@@ -79,6 +84,11 @@ def job_id(newsletter_id: str) -> str:
     return f"{JOB_ID_PREFIX}{newsletter_id}"
 
 
+def collect_job_id(newsletter_id: str) -> str:
+    """The scheduler's id of the job that collects a newsletter's sources."""
+    return f"{COLLECT_JOB_PREFIX}{newsletter_id}"
+
+
 def build_scheduler(
     settings: Settings,
     *,
@@ -88,6 +98,7 @@ def build_scheduler(
     mailbox_job: str = MAILBOX_JOB,
     bounce_job: str = BOUNCE_JOB,
     retry_job: str = RETRY_JOB,
+    collect_job: str = COLLECT_JOB,
 ) -> AsyncIOScheduler:
     """A scheduler (not yet started) with one persistent job per configured newsletter.
 
@@ -114,11 +125,17 @@ def build_scheduler(
     ``retry_job(config_path)`` runs every ``retry.check_minutes`` and sends the deferred
     deliveries that are due, of every issue not finished (not only the newest week).
     It too lives in memory: the ledger knows what is due.
+
+    ``collect_job(config_path, newsletter_id)`` collects each newsletter with sources at
+    start and every ``collect_every_minutes`` (0: not at all; the weekly run collects
+    before composing either way), in memory too: what a feed still carries is fetched
+    at start.
     """
     ref_to_obj(job)  # fail before touching the store if the job function cannot be found
     ref_to_obj(mailbox_job)
     ref_to_obj(bounce_job)
     ref_to_obj(retry_job)
+    ref_to_obj(collect_job)
     now = datetime.now(UTC)
     triggers = _newsletter_triggers(settings, now)
 
@@ -146,6 +163,7 @@ def build_scheduler(
         config_path=config_path,
     )
     _add_retry_job(scheduler, settings, retry_job=retry_job, config_path=config_path)
+    _add_collect_jobs(scheduler, settings, now, collect_job=collect_job, config_path=config_path)
     scheduler.add_listener(
         _log_job_event,
         EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES,
@@ -235,6 +253,33 @@ def _add_retry_job(
         coalesce=True,
         max_instances=1,
     )
+
+
+def _add_collect_jobs(
+    scheduler: AsyncIOScheduler,
+    settings: Settings,
+    now: datetime,
+    *,
+    collect_job: str,
+    config_path: str,
+) -> None:
+    """A job in memory per newsletter with sources, run at start and at its interval."""
+    for newsletter in settings.newsletters:
+        minutes = newsletter.collect_every_minutes
+        if not minutes or not newsletter.sources:
+            continue
+        scheduler.add_job(
+            collect_job,
+            IntervalTrigger(minutes=minutes, timezone=UTC),
+            args=(config_path, newsletter.id),
+            id=collect_job_id(newsletter.id),
+            name=f"collect {newsletter.id}",
+            jobstore="memory",
+            next_run_time=now,
+            misfire_grace_time=minutes * 60,
+            coalesce=True,
+            max_instances=1,
+        )
 
 
 def _stored_jobs(jobstore: SQLAlchemyJobStore) -> dict[str, dict[str, Any] | None]:
@@ -358,6 +403,7 @@ async def run_scheduler(
     job: str = DEFAULT_JOB,
     mailbox_job: str = MAILBOX_JOB,
     bounce_job: str = BOUNCE_JOB,
+    collect_job: str = COLLECT_JOB,
 ) -> None:
     """Run every newsletter on its schedule until ``stop`` is set (or forever).
 
@@ -370,6 +416,7 @@ async def run_scheduler(
         config_path=config_path,
         mailbox_job=mailbox_job,
         bounce_job=bounce_job,
+        collect_job=collect_job,
     )
     running = _RunningJobs()
     scheduler.add_listener(
@@ -402,6 +449,12 @@ def _log_next_runs(scheduler: AsyncIOScheduler, settings: Settings) -> None:
             settings.bounces.interval_minutes,
         )
     for newsletter in settings.newsletters:
+        if scheduler.get_job(collect_job_id(newsletter.id)) is not None:
+            logger.info(
+                "newsletter %s: sources collected now and every %s minutes",
+                newsletter.id,
+                newsletter.collect_every_minutes,
+            )
         job = scheduler.get_job(job_id(newsletter.id))
         due: datetime | None = job.next_run_time if job else None
         if due is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -118,7 +118,11 @@ async def collect_newsletter(
             )
             report.sources.append(SourceReport(source.name, error=outcome.reason))
             continue
-        for warning in outcome.warnings:
+        warnings = outcome.warnings
+        gap = _gap_warning(newsletter, outcome, store.newest_published(newsletter.id, source.name))
+        if gap:
+            warnings = (*warnings, gap)
+        for warning in warnings:
             log.info("source %r: %s", source.name, warning)
         new, updated = store.upsert_articles(newsletter.id, outcome.articles, now=now)
         report.new += new
@@ -132,11 +136,45 @@ async def collect_newsletter(
             now=now,
         )
         report.sources.append(
-            SourceReport(
-                source.name, len(outcome.articles), outcome.not_modified, None, outcome.warnings
-            )
+            SourceReport(source.name, len(outcome.articles), outcome.not_modified, None, warnings)
         )
     return report
+
+
+def _gap_warning(
+    newsletter: NewsletterSettings, outcome: FetchResult, newest_stored: datetime | None
+) -> str | None:
+    """A warning when nothing the source carries now reaches back to what was stored.
+
+    Feeds keep only their last items. If even the oldest one is newer than the newest
+    stored from that source, items published in between may have left the feed unseen.
+    """
+    if newest_stored is None or outcome.not_modified or not outcome.articles:
+        return None
+    published = sorted(a.published.astimezone(UTC) for a in outcome.articles)
+    newest_stored = newest_stored.astimezone(UTC)
+    if published[0] <= newest_stored:
+        return None
+    # Collecting twice within the span the feed shows leaves a margin for a busy spell.
+    span = published[-1] - published[0]
+    every = max(1, int(span.total_seconds() // 120))
+    now_every = newsletter.collect_every_minutes
+    return (
+        f"its oldest item (published {published[0]:%Y-%m-%d %H:%M} UTC) is newer than the "
+        f"newest one stored from it (published {newest_stored:%Y-%m-%d %H:%M} UTC), so the "
+        f"feed may have dropped items in between; its {len(published)} items span "
+        f"{_duration(span)}: collect at least every {every} minutes "
+        f"(collect_every_minutes of {newsletter.id!r} is "
+        f"{now_every or '0, collecting only before composing'})"
+    )
+
+
+def _duration(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    hours = minutes // 60
+    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
 
 
 async def try_sources(

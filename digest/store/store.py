@@ -228,6 +228,14 @@ class Store(
 
     # --- articles ------------------------------------------------------------------------
 
+    def newest_published(self, newsletter: str, source: str) -> datetime | None:
+        """When the newest article stored from ``source`` was published; None if none is."""
+        c = t.articles.c
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.max(c.published)).where(c.newsletter == newsletter, c.source == source)
+            ).scalar()
+
     def upsert_articles(
         self, newsletter: str, articles: Iterable[Article], now: datetime | None = None
     ) -> tuple[int, int]:

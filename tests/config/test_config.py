@@ -478,6 +478,11 @@ def _config_file(tmp_path: Path, header: str, line: str) -> Path:
         ("[smtp]", "max_per_hour = inf", "smtp.max_per_hour: must be from 0 to 10000000, not inf"),
         ("", "host_delay = -inf", "host_delay: must be from 0 to 60, not -inf"),
         ("[retry]", "max_age_hours = -1", "retry.max_age_hours: must be from 1 to 720, not -1"),
+        (
+            "[[newsletters]]",
+            "collect_every_minutes = -5",
+            "newsletters[0].collect_every_minutes: must be from 0 to 10080, not -5",
+        ),
     ],
 )
 def test_absurd_numbers_are_refused_at_load_naming_file_key_and_range(

@@ -26,12 +26,14 @@ from digest.config import (
 from digest.ops.schedule import (
     BOUNCE_JOB,
     BOUNCE_JOB_ID,
+    COLLECT_JOB,
     DEFAULT_JOB,
     JOB_TABLE,
     MAILBOX_JOB,
     MAILBOX_JOB_ID,
     RETRY_JOB_ID,
     build_scheduler,
+    collect_job_id,
     job_id,
     next_runs,
     run_scheduler,
@@ -514,5 +516,42 @@ async def test_bounce_mailbox_job_runs_at_start_and_every_interval(store_url: st
         assert job.trigger.interval == timedelta(minutes=7)
         assert job.next_run_time <= datetime.now(UTC) and job.max_instances == 1
         assert scheduler.get_job(MAILBOX_JOB_ID) is None
+    finally:
+        await shut_down(scheduler)
+
+
+# --- collecting through the week ---------------------------------------------------------
+
+
+def with_source(newsletter_id: str = NEWSLETTER, **overrides: Any) -> dict[str, Any]:
+    source = {
+        "name": "Stadt",
+        "url": "https://stadt.example/feed.rss",
+        "default_category": "politik",
+    }
+    return newsletter_table(newsletter_id, **{"sources": [source], **overrides})
+
+
+async def test_sources_are_collected_at_start_and_every_configured_interval(
+    store_url: str,
+) -> None:
+    settings = settings_with(
+        with_source(collect_every_minutes=20),
+        with_source("ohne-quellen", sources=[]),
+        with_source("nur-vor-dem-versand", collect_every_minutes=0),
+        with_source("stuendlich"),
+    )
+    scheduler = build_scheduler(settings, store_url=store_url, job=RECORD, config_path="c.toml")
+    scheduler.start(paused=True)
+    try:
+        job = scheduler.get_job(collect_job_id(NEWSLETTER))
+        assert job.func_ref == COLLECT_JOB and job.args == ("c.toml", NEWSLETTER)
+        assert job.trigger.interval == timedelta(minutes=20)
+        assert job.next_run_time <= datetime.now(UTC) and job.max_instances == 1
+        assert scheduler.get_job(collect_job_id("stuendlich")).trigger.interval == timedelta(
+            hours=1
+        )
+        assert scheduler.get_job(collect_job_id("ohne-quellen")) is None
+        assert scheduler.get_job(collect_job_id("nur-vor-dem-versand")) is None
     finally:
         await shut_down(scheduler)
