@@ -38,8 +38,9 @@ def migrate() -> None:
         click.echo(f"store migrated from {before} to {after}")
 
 
-@cli.group("store")
-@common
+@cli.group(
+    "store", epilog=example("digest store copy --to postgresql+psycopg://digest@127.0.0.1/digest")
+)
 def store_group() -> None:
     """Move the store to another database."""
 
