@@ -12,6 +12,7 @@ from digest.cli import (  # noqa: F401
     mailboxes,
     run,
     sending,
+    store,
     subscribers,
 )
 from digest.cli.base import cli, main

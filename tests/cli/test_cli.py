@@ -51,6 +51,9 @@ COMMANDS = [
     ["editors", "add"],
     ["editors", "list"],
     ["editors", "remove"],
+    ["migrate"],
+    ["store"],
+    ["store", "copy"],
     [],
 ]
 
