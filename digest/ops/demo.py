@@ -8,6 +8,10 @@ writes each message it receives as an .eml file.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
+import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,10 +25,34 @@ from digest.delivery.transport import SmtpPool
 from digest.ops import jobs
 from digest.store import Store
 
-__all__ = ["import_demo_lists", "run_demo"]
+__all__ = ["command_prefix", "import_demo_lists", "run_demo"]
 
 #: The consent statement kept for the demo lists' made-up readers.
 DEMO_CONSENT = "Demo data: fictitious readers shipped with digest"
+
+
+def command_prefix(cwd: Path | None = None) -> str:
+    """How the user can call ``digest`` from ``cwd``, for the hints the demo prints.
+
+    ``make run`` installs into ``.venv`` without putting it on the PATH, so a bare
+    ``digest`` is right only when the PATH finds this very program; otherwise the script
+    beside the running interpreter, else the interpreter running the module.
+    """
+    cwd = Path.cwd() if cwd is None else cwd
+    script = Path(sys.executable).parent / "digest"
+    found = shutil.which("digest")
+    if found is not None:
+        found_path = Path(found).resolve()
+        if found_path in {script.resolve(), Path(sys.argv[0]).resolve()}:
+            return "digest"
+    if script.is_file():
+        relative = os.path.relpath(script, cwd)
+        if relative.startswith(".."):
+            # A path climbing out of the current directory reads worse than the full one.
+            return shlex.quote(str(script))
+        # Without a slash the shell would look the name up on the PATH again.
+        return shlex.quote(relative if os.sep in relative else f".{os.sep}{relative}")
+    return f"{shlex.quote(sys.executable)} -m digest.cli"
 
 
 def import_demo_lists(
@@ -102,7 +130,7 @@ async def run_demo(settings: Settings, week: str, *, echo: Callable[[str], None]
             echo("(this week was sent before; delete digest.db and outbox/ to start over)")
         echo(f"outbox: {len(capture.messages)} messages written to {settings.outbox}/")
         echo(
-            f"look at one: digest preview {newsletter.id} --week {week} --format html "
+            f"look at one: {command_prefix()} preview {newsletter.id} --week {week} --format html "
             f"-o preview.html"
         )
     finally:

@@ -173,10 +173,30 @@ async def test_import_reports_bad_rows_by_line(site: Path) -> None:
     assert len(lines) == 3 and all("line " in line for line in lines)
 
 
+def _path_without_digest() -> str:
+    """The PATH minus every folder holding a ``digest``, as after ``make run`` unactivated."""
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(f for f in folders if not (Path(f) / "digest").exists())
+
+
 async def test_demo_runs_once_then_sends_nothing_twice(site: Path) -> None:
-    code, out, err = await digest("demo", cwd=site)
+    path = _path_without_digest()
+    code, out, err = await digest("demo", cwd=site, PATH=path)
     assert code == 0, err
     assert "14 sent" in out
+    # The hint it ends with works as printed, from where the demo ran.
+    hint = out.strip().splitlines()[-1]
+    assert hint.startswith("look at one: ") and hint.endswith(" -o preview.html")
+    process = await asyncio.create_subprocess_shell(
+        hint.removeprefix("look at one: "),
+        cwd=site,
+        env=_env(PATH=path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err_bytes = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err_bytes.decode()
+    assert "</html>" in (site / "preview.html").read_text(encoding="utf-8")
     emls = sorted((site / "outbox").glob("*.eml"))
     assert len(emls) == 14
     for path in emls:
