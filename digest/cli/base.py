@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import click
 
+from digest.cli.logs import LOG_FORMATS, log_handler
 from digest.config import Settings, load_settings, secret_environment, secret_values
 from digest.core.errors import DigestError
 from digest.core.redact import Redactor, install_log_redaction
@@ -109,10 +110,17 @@ def echo_err(message: str) -> None:
     epilog=example("digest demo"),
 )
 @click.version_option(package_name="digest", prog_name="digest", message="%(prog)s %(version)s")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="Log lines as text or as one JSON object each (for log shippers); times in UTC.",
+)
 @common
-def cli() -> None:
+def cli(log_format: str) -> None:
     """digest: collect a week of articles, compose a digest, send it to subscribers."""
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.basicConfig(handlers=[log_handler(log_format)], level=logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -348,15 +348,24 @@ def _add_newsletter_job(
     )
 
 
+def utc_text(moment: datetime) -> str:
+    """``moment`` in UTC as ISO 8601 with a Z, as every time in the log is written.
+
+    The triggers run in each newsletter's zone; printing their times as they come would
+    mix offsets in one log.
+    """
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _log_job_event(event: Any) -> None:
     if event.code == EVENT_JOB_MAX_INSTANCES:
         logger.warning(
             "job %s is still running; its run due %s was skipped",
             event.job_id,
-            ", ".join(t.isoformat() for t in event.scheduled_run_times),
+            ", ".join(utc_text(t) for t in event.scheduled_run_times),
         )
         return
-    due = event.scheduled_run_time.isoformat()
+    due = utc_text(event.scheduled_run_time)
     if event.code == EVENT_JOB_EXECUTED:
         logger.info("job %s ran (due %s)", event.job_id, due)
     elif event.code == EVENT_JOB_MISSED:
@@ -463,12 +472,12 @@ def _log_next_runs(scheduler: AsyncIOScheduler, settings: Settings) -> None:
             logger.info(
                 "newsletter %s: due since %s; runs once now if within %s s",
                 newsletter.id,
-                due.astimezone(newsletter.zone).isoformat(),
+                utc_text(due),
                 newsletter.misfire_grace_time,
             )
         else:
             logger.info(
                 "newsletter %s: next run %s",
                 newsletter.id,
-                due.astimezone(newsletter.zone).isoformat(),
+                utc_text(due),
             )

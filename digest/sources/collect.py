@@ -107,7 +107,7 @@ async def collect_newsletter(
             await client.aclose()
     for source, outcome in zip(newsletter.sources, outcomes, strict=True):
         if isinstance(outcome, SourceError):
-            log.info("source %r skipped: %s", source.name, outcome.reason)
+            log.debug("source %r skipped: %s", source.name, outcome.reason)  # the caller says it
             store.save_source_state(
                 newsletter.id,
                 source.name,
@@ -123,7 +123,7 @@ async def collect_newsletter(
         if gap:
             warnings = (*warnings, gap)
         for warning in warnings:
-            log.info("source %r: %s", source.name, warning)
+            log.debug("source %r: %s", source.name, warning)  # the caller says it
         new, updated = store.upsert_articles(newsletter.id, outcome.articles, now=now)
         report.new += new
         report.updated += updated

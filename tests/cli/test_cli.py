@@ -156,6 +156,33 @@ async def test_collect_skips_a_broken_source_and_keeps_the_rest(site: Path) -> N
     assert "32 new" in out
 
 
+LOGGED_SKIP = "source 'Technik (RSS)' skipped: not a feed"
+
+
+async def test_log_lines_carry_a_utc_timestamp(site: Path) -> None:
+    (site / "examples" / "feeds" / "technik.rss").write_text("kein Feed\n", encoding="utf-8")
+    code, _, err = await digest("--debug", "collect", cwd=site)
+    assert code == 1
+    # The command's own "warning: ..." line says it too; the log line is the other one.
+    (line,) = [line for line in err.splitlines() if LOGGED_SKIP in line and "warning" not in line]
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ DEBUG digest\.sources\.collect: source .*", line
+    ), line
+
+
+async def test_log_format_json_writes_one_object_per_line(site: Path) -> None:
+    (site / "examples" / "feeds" / "technik.rss").write_text("kein Feed\n", encoding="utf-8")
+    code, _, err = await digest("--log-format", "json", "--debug", "collect", cwd=site)
+    assert code == 1
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    (skip,) = [entry for entry in logged if LOGGED_SKIP in entry["message"]]
+    assert skip.keys() == {"time", "level", "logger", "message"}
+    assert (skip["level"], skip["logger"]) == ("DEBUG", "digest.sources.collect")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", skip["time"])
+    # Everything else on stderr is what the command prints, not a log line.
+    assert all(line.startswith(("{", "warning: ")) for line in err.splitlines())
+
+
 async def test_import_reports_bad_rows_by_line(site: Path) -> None:
     code, out, err = await digest(
         "subscribers",

@@ -172,6 +172,8 @@ async def test_a_feed_that_moved_past_what_was_stored_is_warned_about(
     assert f"collect_every_minutes of '{NL}' is 0" in warning
     logged = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in logged] == [f"{NL}: source {SOURCE!r}: {warning}"]
+    # One line for the event: the collect itself leaves saying it to its caller.
+    assert len([r for r in caplog.records if "may have dropped" in r.getMessage()]) == 1
     # The next collect overlaps what is stored again: no warning.
     feed.now = PUBLISHED[16]
     [report] = await jobs.collect_sources(str(config), NL, now=feed.now)

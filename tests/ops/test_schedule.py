@@ -555,3 +555,30 @@ async def test_sources_are_collected_at_start_and_every_configured_interval(
         assert scheduler.get_job(collect_job_id("nur-vor-dem-versand")) is None
     finally:
         await shut_down(scheduler)
+
+
+async def test_times_in_the_log_are_utc_whatever_the_newsletter_zone(
+    store_url: str, logs: pytest.LogCaptureFixture
+) -> None:
+    latest_due = minute_ago(timedelta(hours=1))
+    settings = make_settings(
+        schedule=weekly_at(latest_due.astimezone(BERLIN)), timezone="Europe/Berlin"
+    )
+    await persist_due_time(settings, store_url, latest_due)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_scheduler(
+            settings, store_url=store_url, config_path="config.toml", stop=stop, job=RECORD
+        )
+    )
+    await eventually(lambda: bool(messages(logs, f"job {JOB_ID} ran")))
+    stop.set()
+    await task
+
+    (due_since,) = messages(logs, f"newsletter {NEWSLETTER}: due since")
+    (ran,) = messages(logs, f"job {JOB_ID} ran")
+    utc = latest_due.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"due since {utc};" in due_since.getMessage()
+    assert ran.getMessage() == f"job {JOB_ID} ran (due {utc})"
+    assert due_time(ran) == latest_due
