@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
@@ -61,14 +62,29 @@ def held_by_gone_sender(heartbeat_before: datetime) -> ColumnElement[bool]:
 
 
 def _running(pid: int) -> bool:
-    """True when a process ``pid`` runs on this host (or cannot be told apart from one)."""
+    """True when a process ``pid`` runs on this host (or cannot be told apart from one).
+
+    A zombie has ended: a helper killed with its parent stays one until whoever adopted
+    it reaps it, which in a container may be never.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's process: it runs
-    return True
+        pass  # another user's process: it exists
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended and waits to be reaped (Linux; False where unknown)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows
+    # the last ")".
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] in ("Z", "X")
 
 
 class SenderStore:
