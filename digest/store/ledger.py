@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ from digest.store import schema as t
 from digest.store.privacy import hashes_in_scopes, is_hard_bounce, leave_active, suppress_in
 from digest.store.retries import due_now
 from digest.store.senders import held_by_gone_sender
+from digest.store.sql import utc_now
 from digest.store.subscribers import subscriber_from_row
 
 if TYPE_CHECKING:
@@ -111,10 +112,6 @@ def _random_hex(postgres: bool) -> Any:
     if postgres:
         return func.replace(cast(func.gen_random_uuid(), String), "-", "")
     return func.lower(func.hex(func.randomblob(16)))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @cache
@@ -295,7 +292,7 @@ class LedgerStore:
         """
         if not planned:
             return 0
-        now = now or _now()
+        now = now or utc_now()
         rows = [
             {
                 "issue_id": issue_id,
@@ -346,7 +343,7 @@ class LedgerStore:
         are due.
         """
         c = t.deliveries.c
-        now = now or _now()
+        now = now or utc_now()
         wanted = [
             and_(c.state == DeliveryState.PENDING, due_now(due_by or now)),
             and_(c.state == DeliveryState.SENDING, held_by_gone_sender(stale_before)),
@@ -472,7 +469,7 @@ class LedgerStore:
         """
         if not outcomes:
             return
-        now = now or _now()
+        now = now or utc_now()
         c = t.deliveries.c
         with self.engine.begin() as conn:
             conn.execute(

@@ -13,7 +13,7 @@ import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, update
@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from digest.core.addresses import address_hash, email_key
 from digest.core.errors import StoreError
 from digest.store import schema as t
-from digest.store.sql import insert_ignoring_duplicates
+from digest.store.sql import insert_ignoring_duplicates, utc_now
 
 __all__ = [
     "REASONS",
@@ -91,10 +91,6 @@ class Consent:
     confirm_ip: str | None = None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -148,7 +144,7 @@ class PrivacyStore:
                             "address_hash": check,
                             "scope": KEY_CHECK_SCOPE,
                             "reason": "operator",
-                            "created_at": _now(),
+                            "created_at": utc_now(),
                         }
                     ],
                 )
@@ -174,7 +170,7 @@ class PrivacyStore:
         Returns False when the address was already suppressed in that scope (the first
         entry, its reason and time, is kept).
         """
-        now = now or _now()
+        now = now or utc_now()
         with self.engine.begin() as conn:
             added = suppress_in(conn, self.address_hash(address), reason, newsletter, now)
             if newsletter is None:
@@ -265,7 +261,7 @@ class PrivacyStore:
             conn.execute(
                 update(t.consents)
                 .where(t.consents.c.id == consent_id)
-                .values(confirmed_at=now or _now(), confirm_ip=ip)
+                .values(confirmed_at=now or utc_now(), confirm_ip=ip)
             )
 
     # --- the reader's rights -------------------------------------------------------------
@@ -344,7 +340,7 @@ class PrivacyStore:
         about the address was held and erased: a subscriber, or only a sign-up waiting
         for its confirmation (with its queued mail).
         """
-        now = now or _now()
+        now = now or utc_now()
         digest_of = self.address_hash(address)
         with self.engine.begin() as conn:
             suppress_in(conn, digest_of, "erased", None, now)
@@ -524,7 +520,7 @@ def lift_in(conn: Connection, digest_of: str, subscriber_id: int, newsletter: st
     conn.execute(
         update(t.subscribers)
         .where(t.subscribers.c.id == subscriber_id, t.subscribers.c.status != "merged")
-        .values(status="active", updated_at=_now())
+        .values(status="active", updated_at=utc_now())
     )
     return bool(lifted)
 
@@ -555,7 +551,7 @@ def _consent_values(consent: Consent) -> dict[str, Any]:
         "source": consent.source,
         "statement": consent.statement,
         "text_version": consent.text_version,
-        "created_at": consent.created_at or _now(),
+        "created_at": consent.created_at or utc_now(),
         "ip": consent.ip,
         "user_agent": consent.user_agent,
         "page_url": consent.page_url,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, u
 
 from digest.core.models import DeliveryState
 from digest.store import schema as t
+from digest.store.sql import utc_now
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -37,13 +38,9 @@ HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 15.0
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def stale_before(now: datetime | None = None) -> datetime:
     """Heartbeats older than this are stale."""
-    return (now or _now()) - timedelta(seconds=STALE_SECONDS)
+    return (now or utc_now()) - timedelta(seconds=STALE_SECONDS)
 
 
 def held_by_gone_sender(heartbeat_before: datetime) -> ColumnElement[bool]:
@@ -98,7 +95,7 @@ class SenderStore:
         Senders of this host whose process has ended are forgotten first, and so are
         stale ones anywhere: the rows they held can be taken over at once.
         """
-        now = now or _now()
+        now = now or utc_now()
         self.forget_gone_senders(now)
         with self.engine.begin() as conn:
             return int(
@@ -115,7 +112,9 @@ class SenderStore:
         taken for a dead sender and its rows may have changed hands)."""
         with self.engine.begin() as conn:
             found = conn.execute(
-                update(t.senders).where(t.senders.c.id == sender).values(heartbeat_at=now or _now())
+                update(t.senders)
+                .where(t.senders.c.id == sender)
+                .values(heartbeat_at=now or utc_now())
             ).rowcount
         return bool(found)
 
@@ -151,7 +150,7 @@ class SenderStore:
         where its process cannot be looked up). A row of a sender that keeps beating is
         left to it; None when no such row is left.
         """
-        now = now or _now()
+        now = now or utc_now()
         d, s = t.deliveries.c, t.senders.c
         silent_since = now - timedelta(seconds=2 * HEARTBEAT_SECONDS)
         with self.engine.connect() as conn:

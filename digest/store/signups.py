@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
@@ -21,7 +21,7 @@ from digest.core.addresses import email_key
 from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.privacy import lift_in
-from digest.store.sql import insert_ignoring_duplicates, upsert_where
+from digest.store.sql import insert_ignoring_duplicates, upsert_where, utc_now
 
 __all__ = ["CONFIRM", "NewSignup", "QueuedMail", "Signup", "SignupStore"]
 
@@ -79,10 +79,6 @@ class QueuedMail:
     created_at: datetime
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class SignupStore:
     """Sign-ups, their confirmation, the mail queue and the preference centre's writes."""
 
@@ -100,7 +96,7 @@ class SignupStore:
         the address (in any spelling) less than ``interval`` ago: at most one mail per
         address and interval, also when sign-ups for it arrive at the same moment.
         """
-        now = now or _now()
+        now = now or utc_now()
         key = email_key(signup.email)
         limits = t.confirm_limits
         with self.engine.begin() as conn:
@@ -172,7 +168,7 @@ class SignupStore:
         confirmed before changes nothing, so replaying its link cannot undo a later
         withdrawal (the lift happens in the same transaction as the confirmation).
         """
-        now = now or _now()
+        now = now or utc_now()
         with self.engine.begin() as conn:
             # Only the request that sets confirmed_at goes on; a concurrent one waits or
             # finds it set.
@@ -245,7 +241,7 @@ class SignupStore:
 
         A claim that runs out (the process died while sending) makes the row due again.
         """
-        now = now or _now()
+        now = now or utc_now()
         due = and_(
             t.mail_queue.c.sent_at.is_(None),
             t.mail_queue.c.given_up_at.is_(None),
@@ -274,13 +270,13 @@ class SignupStore:
         return None
 
     def mail_sent(self, mail_id: int, now: datetime | None = None) -> None:
-        self._finish_mail(mail_id, sent_at=now or _now(), last_error=None)
+        self._finish_mail(mail_id, sent_at=now or utc_now(), last_error=None)
 
     def mail_failed(self, mail_id: int, error: str, *, retry_at: datetime | None) -> None:
         """Record a failed attempt; retry at ``retry_at``, or never when it is None."""
         values: dict[str, Any] = {"last_error": error[:2000]}
         if retry_at is None:
-            values["given_up_at"] = _now()
+            values["given_up_at"] = utc_now()
         else:
             values["next_attempt_at"] = retry_at
         self._finish_mail(mail_id, **values)
@@ -338,7 +334,7 @@ class SignupStore:
                     {
                         "subscriber_id": subscriber_id,
                         "list_name": list_name,
-                        "created_at": now or _now(),
+                        "created_at": now or utc_now(),
                     }
                 ],
             )
@@ -360,7 +356,7 @@ class SignupStore:
                     name=name,
                     categories=sorted(categories),
                     regions=sorted(regions),
-                    updated_at=now or _now(),
+                    updated_at=now or utc_now(),
                 )
             )
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["insert_ignoring_duplicates", "upsert_where"]
+__all__ = ["insert_ignoring_duplicates", "upsert_where", "utc_now"]
 
 
 def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -40,3 +41,8 @@ def upsert_where(conn: Connection, table: Table, row: dict[str, Any], where: Any
         where=where,
     ).returning(*table.primary_key.columns)
     return conn.execute(statement).first() is not None
+
+
+def utc_now() -> datetime:
+    """The time now, in UTC: what every part of the store writes when no time is given."""
+    return datetime.now(UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from digest.store.privacy import PrivacyStore
 from digest.store.retries import RetryStore
 from digest.store.senders import SenderStore
 from digest.store.signups import SignupStore
-from digest.store.sql import insert_ignoring_duplicates
+from digest.store.sql import insert_ignoring_duplicates, utc_now
 from digest.store.subscribers import SubscriberStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -57,10 +57,6 @@ def resolve_store_url(url: str, base_dir: Path) -> str:
                 hide_password=False
             )
     return url
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -206,7 +202,7 @@ class Store(
         error: str | None,
         now: datetime | None = None,
     ) -> None:
-        values = {"fetched_at": now or _now(), "last_error": error}
+        values = {"fetched_at": now or utc_now(), "last_error": error}
         if error is None:
             values |= {"etag": etag, "last_modified": last_modified}
         with self.engine.begin() as conn:
@@ -244,7 +240,7 @@ class Store(
         An article is identified by its uid within a newsletter, so collecting the same
         feed twice, or two feeds carrying the same item, never duplicates it.
         """
-        now = now or _now()
+        now = now or utc_now()
         by_uid: dict[str, Article] = {}
         for article in articles:
             by_uid.setdefault(article.uid, article)
@@ -363,7 +359,7 @@ class Store(
                         window_end=end,
                         subject=subject,
                         status="composed",
-                        created_at=now or _now(),
+                        created_at=now or utc_now(),
                     )
                     .returning(t.issues.c.id)
                 ).scalar_one()
@@ -459,7 +455,7 @@ class Store(
         Rows already in the ledger are left as they are: planning twice never sends twice,
         and two runs planning at once add each row once. Returns the number of rows added.
         """
-        now = now or _now()
+        now = now or utc_now()
         rows = [
             dict(
                 issue_id=issue_id,

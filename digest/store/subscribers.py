@@ -7,7 +7,7 @@ memberships; choosing who an issue goes to is the ledger's (digest.store.ledger)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
@@ -17,13 +17,9 @@ from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.importing import ImportCounts, import_rows
 from digest.store.privacy import suppress_in
-from digest.store.sql import insert_ignoring_duplicates
+from digest.store.sql import insert_ignoring_duplicates, utc_now
 
 __all__ = ["SubscriberStore", "subscriber_from_row"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class SubscriberStore:
@@ -37,14 +33,14 @@ class SubscriberStore:
     ) -> int:
         """Insert or update a subscriber by email and add them to ``lists``; returns the id."""
         with self.engine.begin() as conn:
-            sid, _added = _save_subscriber(conn, subscriber, set(lists), now or _now())
+            sid, _added = _save_subscriber(conn, subscriber, set(lists), now or utc_now())
         return sid
 
     def save_subscribers(
         self, subscribers: Iterable[Subscriber], lists: Iterable[str], now: datetime | None = None
     ) -> tuple[int, int]:
         """Insert or update many subscribers in one transaction; returns (added, updated)."""
-        now, names = now or _now(), set(lists)
+        now, names = now or utc_now(), set(lists)
         added = updated = 0
         with self.engine.begin() as conn:
             for subscriber in subscribers:
@@ -72,7 +68,7 @@ class SubscriberStore:
             try:
                 counts = import_rows(
                     conn, rows, list_name, consent=consent, hash_of=self.address_hash,
-                    now=now or _now(),
+                    now=now or utc_now(),
                 )  # fmt: skip
             except BaseException:
                 transaction.rollback()
@@ -153,7 +149,7 @@ class SubscriberStore:
         address goes on the suppression list for the newsletter; an erased id does
         nothing (the address is suppressed for every newsletter already).
         """
-        now = now or _now()
+        now = now or utc_now()
         with self.engine.begin() as conn:
             subscriber_id = _live_id(conn, subscriber_id)
             email = conn.execute(
