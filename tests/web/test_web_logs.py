@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import shutil
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -121,19 +123,16 @@ async def test_a_token_path_written_otherwise_is_a_404_and_logs_no_token(
     assert token[-12:] not in log and preferences[-12:] not in log, log
 
 
-async def test_digest_serve_logs_no_token(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+@contextlib.asynccontextmanager
+async def _digest_serve(site: Path) -> AsyncIterator[tuple[str, list[str]]]:
+    """A real ``digest serve`` on a free port in ``site`` (its config.toml, a SQLite store
+    there): yields its base URL and the lines it printed, all of them once it ended."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["DIGEST_STORE_URL"] = f"sqlite:///{tmp_path / 'digest.db'}"
+    env["DIGEST_STORE_URL"] = f"sqlite:///{site / 'digest.db'}"
     env["PYTHONUNBUFFERED"] = "1"
-    store = Store.open(env["DIGEST_STORE_URL"])
-    try:
-        sid = store.save_subscriber(Subscriber("log@example.org"), ["allgemein"])
-    finally:
-        store.close()
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "digest.cli", "serve", "--port", "0"),
-        cwd=tmp_path,
+        cwd=site,
         env=env,
         stdout=asyncio.subprocess.PIPE,  # the access log
         stderr=asyncio.subprocess.STDOUT,  # everything else
@@ -147,7 +146,22 @@ async def test_digest_serve_logs_no_token(tmp_path: Path) -> None:
                 line = await output.readline()
                 assert line, "".join(log)
                 log.append(line.decode())
-        base = f"http://127.0.0.1:{port.group(1)}"
+        yield f"http://127.0.0.1:{port.group(1)}", log
+    finally:
+        process.terminate()
+        rest = await asyncio.wait_for(output.read(), timeout=20)
+        await process.wait()
+        log.append(rest.decode())
+
+
+async def test_digest_serve_logs_no_token(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    store = Store.open(f"sqlite:///{tmp_path / 'digest.db'}")
+    try:
+        sid = store.save_subscriber(Subscriber("log@example.org"), ["allgemein"])
+    finally:
+        store.close()
+    async with _digest_serve(tmp_path) as (base, log):
         token = make_token("irrelevant-for-the-log", "unsubscribe", sid, NL)
         async with httpx.AsyncClient(base_url=base) as client:
             for path in (f"/unsubscribe/{token}", f"/preferences/{token}", f"/confirm/{token}"):
@@ -155,11 +169,7 @@ async def test_digest_serve_logs_no_token(tmp_path: Path) -> None:
                 await client.post(path)
             await client.head(f"/unsubscribe/{token}?from=mail")
             await client.get("/healthz")
-    finally:
-        process.terminate()
-        rest = await asyncio.wait_for(output.read(), timeout=20)
-        await process.wait()
-    text = "".join(log) + rest.decode()
+    text = "".join(log)
     assert "/unsubscribe/[token]" in text and "/healthz" in text, text
     assert "Logging error" not in text, text  # every access line formatted by uvicorn
     assert '"HEAD /unsubscribe/[token]?from=mail HTTP/1.1" 400' in text, text
@@ -211,32 +221,12 @@ async def test_digest_serve_believes_forwarded_addresses_from_trusted_proxies_on
         '\n[web]\ntrusted_proxies = ["10.9.9.9"]\nmetrics = true\nmetrics_from = ["127.0.0.1"]\n'
     )
     (tmp_path / "config.toml").write_text(config)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["DIGEST_STORE_URL"] = f"sqlite:///{tmp_path / 'digest.db'}"
-    env["PYTHONUNBUFFERED"] = "1"
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "digest.cli", "serve", "--port", "0"),
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output = process.stdout
-    assert output is not None
-    log: list[str] = []
-    try:
-        async with asyncio.timeout(20):
-            while not (port := re.search(r"http://127\.0\.0\.1:(\d+)", "".join(log))):
-                line = await output.readline()
-                assert line, "".join(log)
-                log.append(line.decode())
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port.group(1)}") as client:
-            plain = await client.get("/metrics")
-            forwarded = await client.get("/metrics", headers={"x-forwarded-for": "203.0.113.9"})
-    finally:
-        process.terminate()
-        await asyncio.wait_for(output.read(), timeout=20)
-        await process.wait()
+    async with (
+        _digest_serve(tmp_path) as (base, _log),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        plain = await client.get("/metrics")
+        forwarded = await client.get("/metrics", headers={"x-forwarded-for": "203.0.113.9"})
     assert plain.status_code == 200, plain.text
     # From 127.0.0.1, not a trusted proxy here: the header is not believed, the client
     # stays 127.0.0.1 and may read the metrics.
