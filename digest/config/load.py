@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from digest.config.cluster import ClusterSettings
 from digest.config.declare import out_of_bounds, quoted, type_name
 from digest.config.mailboxes import BounceSettings, UnsubscribeMailboxSettings
 from digest.config.newsletters import (
@@ -141,7 +142,22 @@ def parse_settings(
         host_delay=top["host_delay"],
         admin=AdminSettings(**reader.table(data.get("admin", {}), "admin", "admin")),
         retry=RetrySettings(**reader.table(data.get("retry", {}), "retry", "retry")),
+        cluster=_read_cluster(reader, data, store),
     )
+
+
+def _read_cluster(
+    reader: _Reader, data: Mapping[str, Any], store: Mapping[str, Any]
+) -> ClusterSettings:
+    cluster = reader.table(data.get("cluster", {}), "cluster", "cluster")
+    if cluster["queue"] and not str(store["url"]).startswith("postgresql"):
+        raise reader.error(
+            "cluster.queue",
+            f"is {quoted(cluster['queue'])}, which needs a PostgreSQL store, but store.url "
+            "names another database; set store.url to postgresql+psycopg://… or "
+            'cluster.queue to ""',
+        )
+    return ClusterSettings(**cluster)
 
 
 def _with_environment(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from digest.config.cluster import CLUSTER, ClusterSettings
 from digest.config.declare import Setting
 from digest.config.mailboxes import (
     BOUNCES,
@@ -56,12 +57,14 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
     "web": (WEB, False),
     "admin": (ADMIN, False),
     "retry": (RETRY, False),
+    "cluster": (CLUSTER, False),
 }
 
 
 #: Environment variables that override one key each.
 ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "DIGEST_STORE_URL": ("store", "url", str),
+    "DIGEST_CLUSTER_QUEUE": ("cluster", "queue", str),
     "DIGEST_SMTP_HOST": ("smtp", "host", str),
     "DIGEST_SMTP_PORT": ("smtp", "port", int),
     "DIGEST_SMTP_USERNAME": ("smtp", "username", str),
@@ -148,6 +151,7 @@ class Settings:
     host_delay: float = 1.0
     admin: AdminSettings = field(default_factory=AdminSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     def newsletter(self, newsletter_id: str) -> NewsletterSettings:
         for newsletter in self.newsletters:
