@@ -6,6 +6,7 @@ Importing the package registers every command on :data:`cli`; :func:`main` runs 
 # Each command module registers its commands on `cli` when imported.
 from digest.cli import (  # noqa: F401
     backup,
+    cluster,
     content,
     dkim,
     editors,

@@ -24,9 +24,13 @@ async def run() -> None:
     collected at start and every collect_every_minutes, so what a feed drops within the
     week is stored before the issue is composed.
     """
+    from digest.cli.cluster import refuse_in_cluster
     from digest.ops.jobs import open_store
     from digest.ops.schedule import run_scheduler
 
+    # In a cluster the schedule is a job the queue runs once per minute cluster-wide:
+    # a scheduler process of its own would be one more thing to keep alive, and only one.
+    refuse_in_cluster("run", "the schedule runs in the cluster: start `digest worker` instead")
     st = state()
     settings = st.settings()
     logging.getLogger("digest").setLevel(logging.INFO)
