@@ -11,6 +11,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from digest.cluster.names import (  # re-exported
+    COLLECT_HOST,
+    MAIL_QUEUE,
+    MAILBOX,
+    PLAN_ISSUE,
+    QUEUES,
+    RETRY_PASS,
+    RETRY_STALLED,
+    RUN_NEWSLETTER,
+    SEND_SLICE,
+    TICK,
+)
 from digest.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,21 +49,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("digest.cluster")
-
-# Task names (stable: they are stored in the queue's table).
-TICK = "digest.tick"
-RUN_NEWSLETTER = "digest.run_newsletter"
-COLLECT_HOST = "digest.collect_host"
-PLAN_ISSUE = "digest.plan_issue"
-SEND_SLICE = "digest.send_slice"
-RETRY_PASS = "digest.retry_pass"
-MAILBOX = "digest.mailbox"
-MAIL_QUEUE = "digest.mail_queue"
-RETRY_STALLED = "digest.retry_stalled"
-
-#: The queues jobs go to: "send" holds the long send slices, "default" the rest; a
-#: worker runs every queue unless told otherwise (``digest worker --queues``).
-QUEUES = ("default", "send")
 
 
 def require_procrastinate() -> Any:

@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from digest.cluster import app as names
+from digest.cluster import names
 
 if TYPE_CHECKING:
     import procrastinate

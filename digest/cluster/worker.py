@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from digest.cluster.app import make_app
 from digest.cluster.tasks import Worker
@@ -36,10 +37,11 @@ async def run_worker(
     app = make_app(settings)
     worker = Worker(settings)
     loop = asyncio.get_running_loop()
+    options: dict[str, Any] = {"queues": list(queues)} if queues else {}  # default: all
     async with app.open_async():
         task = asyncio.create_task(
             app.run_worker_async(
-                queues=list(queues) if queues else None,
+                **options,
                 concurrency=concurrency,
                 name=worker_name(),
                 install_signal_handlers=False,
