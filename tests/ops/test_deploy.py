@@ -402,3 +402,16 @@ def test_operations_guide_is_linked_and_names_real_commands() -> None:
                 found = command.get_command(ctx, word)
                 assert found is not None, f"digest {words}"
                 command = found
+
+
+def test_operations_guide_names_real_settings() -> None:
+    """Every `section.key` the guide names is a setting (or one still being added)."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    sections = {name.partition(".")[0] for name in all_setting_names() if "." in name}
+    named = {
+        f"{section}.{key}"
+        for section, key in re.findall(r"`([a-z_]+)\.([a-z_]+)`", guide)
+        if section in sections
+    }
+    assert {"cluster.send_slots", "cluster.stalled_seconds", "smtp.timeout"} <= named
+    assert named - set(all_setting_names()) <= PENDING_SETTINGS
