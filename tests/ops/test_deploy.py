@@ -1,8 +1,10 @@
 """The deployment files in deploy/: the systemd units verify, every `digest ...` they and
-the compose file run is a real command, and the image's health check answers /healthz."""
+the compose files run is a real command, the cluster's compose file wires its roles with
+real settings and variables, and the image's health check answers /healthz."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import click
@@ -19,10 +22,17 @@ import httpx
 import pytest
 
 from digest.cli import cli
+from digest.config import ENV_OVERRIDES, all_setting_names, parse_settings
+from digest.config.cluster import ClusterSettings
+from digest.config.smtp import SMTP
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+CLUSTER_COMPOSE = DEPLOY / "compose.cluster.yaml"
+#: Settings the cluster's compose file asks for that another part of digest adds; until
+#: it is there, the test of those lines skips after checking the others.
+PENDING_SETTINGS = {"web.rate_limit_storage"}
 INSTALLED = "/opt/digest/.venv/bin/digest"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd = pytest.mark.skipif(
@@ -66,8 +76,13 @@ def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_both_units_are_shipped() -> None:
-    assert [u.name for u in UNITS] == ["digest-run.service", "digest-serve.service"]
+def test_the_units_are_shipped() -> None:
+    assert [u.name for u in UNITS] == [
+        "digest-migrate.service",
+        "digest-run.service",
+        "digest-serve.service",
+        "digest-worker@.service",
+    ]
 
 
 @needs_systemd
@@ -120,19 +135,68 @@ def test_run_stops_slowly_enough_for_a_send_to_finish() -> None:
     assert re.search(r"^  run:\n(?:    .*\n)*?    stop_grace_period: 180s$", compose, re.M)
 
 
+def test_worker_stops_slowly_enough_for_a_send_slice_to_finish() -> None:
+    """A send job ends at the latest after cluster.slice_seconds, then records the
+    messages in flight, each waiting for up to smtp.timeout: the supervisor waits for the
+    slice and a few replies before it kills the worker."""
+    smtp_timeout = next(s.default for s in SMTP if s.name == "timeout")
+    enough = ClusterSettings().slice_seconds + 3 * smtp_timeout
+    worker = _directives(DEPLOY / "systemd" / "digest-worker@.service")
+    assert int(worker["TimeoutStopSec"][0]) >= enough
+    block = _services(CLUSTER_COMPOSE)["worker"]
+    grace = _match(r"^    stop_grace_period: (\d+)s$", block)
+    assert int(grace) >= enough
+
+
+def _exec_start(unit: Path) -> list[str]:
+    """The unit's command line as systemd runs it: ${VAR} replaced by the unit's own
+    Environment= defaults (an instance's environment file may set others)."""
+    d = _directives(unit)
+    defaults = dict(a.split("=", 1) for e in d.get("Environment", []) for a in shlex.split(e))
+    line = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], d["ExecStart"][0])
+    return shlex.split(line)
+
+
+def _services(compose: Path) -> dict[str, str]:
+    """Each service's block of text in a compose file (two-space indented names)."""
+    lines = compose.read_text().splitlines(keepends=True)
+    blocks: dict[str, str] = {}
+    name = None
+    for line in lines[lines.index("services:\n") + 1 :]:
+        if re.match(r"[^\s#]", line):
+            break  # the next top-level key
+        if found := re.match(r"  ([a-z-]+):$", line):
+            name = found[1]
+            blocks[name] = ""
+        elif name:
+            blocks[name] += line
+    return blocks
+
+
+def _compose_commands(compose: Path) -> dict[str, list[str]]:
+    """The digest command line of each service that runs the digest image."""
+    found = {}
+    for name, block in _services(compose).items():
+        if "<<: *digest" in block:
+            # Written as JSON lists: a YAML parser is not needed to read them.
+            found[name] = json.loads(_match(r"^    command: (\[.*\])$", block))
+    return found
+
+
 def _commands() -> dict[str, list[str]]:
-    """Every digest command line the units, the compose file and the image run."""
+    """Every digest command line the units, the compose files and the image run."""
     found: dict[str, list[str]] = {}
     for unit in UNITS:
-        argv = shlex.split(_directives(unit)["ExecStart"][0])
+        argv = _exec_start(unit)
         assert argv[0] == INSTALLED
         found[unit.name] = argv[1:]
-    compose = (DEPLOY / "compose.yaml").read_text()
-    lines = re.findall(r"^\s*command:(.*)$", compose, re.M)
-    assert len(lines) == 2, lines  # serve and run
-    for line in lines:
-        argv = json.loads(line)  # written as JSON lists: a YAML parser is not needed
-        found[f"compose: {' '.join(argv)}"] = argv
+    compose = _compose_commands(DEPLOY / "compose.yaml")
+    assert set(compose) == {"serve", "run"}
+    cluster = _compose_commands(CLUSTER_COMPOSE)
+    assert set(cluster) == {"migrate", "web", "worker"}
+    for file, commands in (("compose", compose), ("compose.cluster", cluster)):
+        for name, argv in commands.items():
+            found[f"{file} {name}: {' '.join(argv)}"] = argv
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert json.loads(_match(r"^ENTRYPOINT (.*)$", dockerfile)) == ["digest"]
     found["Dockerfile CMD"] = json.loads(_match(r"^CMD (.*)$", dockerfile))
@@ -158,6 +222,126 @@ def test_command_is_real(argv: list[str], tmp_path: Path) -> None:
         sub = cli.get_command(group, command)
         assert sub is not None
         sub.make_context(command, argv[at + 1 :], parent=group).close()
+
+
+def test_compose_files_use_real_variables() -> None:
+    """Every DIGEST_* variable the compose files, the Caddyfiles and env.example name is
+    an override digest reads, except DIGEST_SITE, which only Caddy reads."""
+    for name in ("compose.yaml", "compose.cluster.yaml", "env.example"):
+        named = set(re.findall(r"\bDIGEST_[A-Z_]+\b", (DEPLOY / name).read_text()))
+        assert named - {"DIGEST_SITE"} <= set(ENV_OVERRIDES), name
+    assert "DIGEST_CLUSTER_QUEUE: procrastinate" in CLUSTER_COMPOSE.read_text()
+    for name in ("Caddyfile", "Caddyfile.cluster"):
+        named = set(re.findall(r"\{\$([A-Z_]+)", (DEPLOY / name).read_text()))
+        assert named == {"DIGEST_SITE"}, name
+
+
+def _cluster_config() -> dict:
+    """The lines the cluster's compose file says to add to config.toml, parsed."""
+    text = CLUSTER_COMPOSE.read_text()
+    block = text[text.index("# config.toml, besides your newsletters:\n") :].splitlines()[1:]
+    lines = [line.removeprefix("#   ") for line in block[: block.index("#")]]
+    return tomllib.loads("\n".join(lines))
+
+
+def test_cluster_config_lines_are_real_settings() -> None:
+    """The settings the cluster's compose file asks for exist and take its values, with
+    the environment it sets (DIGEST_CLUSTER_QUEUE) and a PostgreSQL store."""
+    lines = _cluster_config()
+    named = {f"{table}.{key}" for table, keys in lines.items() for key in keys}
+    unknown = named - set(all_setting_names())
+    assert unknown <= PENDING_SETTINGS, unknown
+    data = tomllib.loads((ROOT / "config.toml").read_text())
+    for table, keys in lines.items():
+        known = {k: v for k, v in keys.items() if f"{table}.{k}" not in unknown}
+        data[table] = {**data.get(table, {}), **known}
+    environment = dict(
+        re.findall(r"^    (DIGEST_[A-Z_]+): (\S+)$", CLUSTER_COMPOSE.read_text(), re.M)
+    )
+    assert environment == {"DIGEST_CLUSTER_QUEUE": "procrastinate"}
+    settings = parse_settings(
+        data,
+        environ={
+            **environment,
+            "DIGEST_STORE_URL": "postgresql+psycopg://digest:secret@postgres/digest",
+            "DIGEST_PUBLIC_URL": "https://newsletter.kommune-digital.example",
+            "DIGEST_SECRET_KEY": "a-real-key-of-enough-length",
+        },
+    )
+    assert settings.cluster.enabled
+    # The proxy's fixed address is the one the web replicas believe X-Forwarded-For from.
+    proxy = _services(CLUSTER_COMPOSE)["proxy"]
+    assert settings.web.trusted_proxies == (_match(r"ipv4_address: (\S+)$", proxy),)
+    if unknown:
+        pytest.skip(f"{', '.join(sorted(unknown))}: not a setting of this version yet")
+
+
+def test_image_is_built_with_the_extras_compose_asks_for() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert _match(r"^ARG EXTRAS=(\S+)$", dockerfile) == "postgres"
+    assert 'pip install -e ".[${EXTRAS}]"' in dockerfile
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    asked = _match(r"^      EXTRAS: (\S+)$", CLUSTER_COMPOSE.read_text())
+    assert asked == "cluster" and "postgres" in extras
+    assert any(dep.startswith("procrastinate") for dep in extras[asked])
+
+
+def test_cluster_compose_wires_the_roles() -> None:
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load(CLUSTER_COMPOSE.read_text())
+    services = compose["services"]
+    assert set(services) == {"migrate", "web", "worker", "proxy", "postgres", "redis"}
+    digest = {name for name, s in services.items() if s.get("image") == "digest:cluster"}
+    assert digest == set(_compose_commands(CLUSTER_COMPOSE))  # the text read above
+    for name in digest:
+        assert services[name]["command"] == _compose_commands(CLUSTER_COMPOSE)[name]
+        assert services[name]["build"]["args"] == {"EXTRAS": "cluster"}
+
+    def waits_for(name: str) -> dict[str, str]:
+        return {k: v["condition"] for k, v in services[name].get("depends_on", {}).items()}
+
+    assert waits_for("migrate") == {"postgres": "service_healthy"}
+    assert services["migrate"]["restart"] == "no"
+    assert waits_for("web") == {
+        "migrate": "service_completed_successfully",
+        "redis": "service_healthy",
+    }
+    assert waits_for("worker") == {"migrate": "service_completed_successfully"}
+    assert waits_for("proxy") == {"web": "service_healthy"}
+    assert services["web"]["deploy"]["replicas"] == 2
+    assert services["worker"]["deploy"]["replicas"] == 3
+    for name in ("postgres", "redis"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+    assert services["worker"]["healthcheck"] == {"disable": True}
+    # The web replicas' health check is the image's (tested against a real serve below).
+    dockerfile = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    image_check = json.loads(_match(r"^HEALTHCHECK .*? CMD (\[.*\])$", dockerfile))
+    assert services["web"]["healthcheck"]["test"] == ["CMD", *image_check]
+    # The proxy load-balances the replicas by the service's name, from a fixed address
+    # in the network it shares with them (and only them).
+    assert "./Caddyfile.cluster:/etc/caddy/Caddyfile:ro" in services["proxy"]["volumes"]
+    assert re.search(r"^\s*dynamic a web 8000 ", (DEPLOY / "Caddyfile.cluster").read_text(), re.M)
+    [subnet] = compose["networks"]["front"]["ipam"]["config"]
+    address = services["proxy"]["networks"]["front"]["ipv4_address"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
+    on_front = {name for name, s in services.items() if "front" in (s.get("networks") or [])}
+    assert on_front == {"web", "proxy"}
+    # The single-host file still parses too.
+    single = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert set(single["services"]) == {"proxy", "serve", "run", "postgres"}
+
+
+def test_cluster_caddyfile_serves_the_site_as_the_single_host_one() -> None:
+    """Only the upstreams differ: the same site address, headers and body limit."""
+    single = (DEPLOY / "Caddyfile").read_text()
+    cluster = (DEPLOY / "Caddyfile.cluster").read_text()
+    site = _match(r"^(\{\$DIGEST_SITE:\S+\}) \{$", single)
+    assert f"\n{site} {{\n" in cluster
+    for block in ("header", "request_body"):
+        found = _match(rf"^(\t{block} \{{\n(?:\t\t.*\n)*\t\}}\n)", single)
+        assert found in cluster, block
 
 
 def _free_port() -> int:
@@ -208,7 +392,7 @@ def test_operations_guide_is_linked_and_names_real_commands() -> None:
     shell = "".join(re.findall(r"^```sh\n(.*?)^```", guide, re.M | re.S))
     named = set(re.findall(r"`digest ([a-z]+(?: [a-z]+)?)", guide))
     named |= set(re.findall(r"^digest ([a-z]+(?: [a-z]+)?)", shell, re.M))
-    assert {"run", "serve", "status", "dkim keygen"} <= named
+    assert {"run", "serve", "status", "dkim keygen", "migrate", "worker"} <= named
     for words in sorted(named):
         command: click.Command = cli
         with click.Context(cli) as ctx:
@@ -218,3 +402,16 @@ def test_operations_guide_is_linked_and_names_real_commands() -> None:
                 found = command.get_command(ctx, word)
                 assert found is not None, f"digest {words}"
                 command = found
+
+
+def test_operations_guide_names_real_settings() -> None:
+    """Every `section.key` the guide names is a setting (or one still being added)."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    sections = {name.partition(".")[0] for name in all_setting_names() if "." in name}
+    named = {
+        f"{section}.{key}"
+        for section, key in re.findall(r"`([a-z_]+)\.([a-z_]+)`", guide)
+        if section in sections
+    }
+    assert {"cluster.send_slots", "cluster.stalled_seconds", "smtp.timeout"} <= named
+    assert named - set(all_setting_names()) <= PENDING_SETTINGS
