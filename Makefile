@@ -21,7 +21,7 @@ $(BIN)/python:
 define install_locked
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(1)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -m pip check --quiet
+	$(BIN)/python -m pip check
 endef
 
 $(STAMP): $(APP_LOCK) pyproject.toml | $(BIN)/python
