@@ -276,16 +276,12 @@ def test_cluster_config_lines_are_real_settings() -> None:
         pytest.skip(f"{', '.join(sorted(unknown))}: not a setting of this version yet")
 
 
-def test_image_is_built_with_the_extras_compose_asks_for() -> None:
+def test_image_installs_the_locked_extras_the_cluster_needs() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    assert _match(r"^ARG EXTRAS=(\S+)$", dockerfile) == "postgres"
-    assert 'pip install -e ".[${EXTRAS}]"' in dockerfile
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"
-    ]
-    asked = _match(r"^      EXTRAS: (\S+)$", CLUSTER_COMPOSE.read_text())
-    assert asked == "cluster" and "postgres" in extras
-    assert any(dep.startswith("procrastinate") for dep in extras[asked])
+    assert "pip install --require-hashes -r requirements/app.txt" in dockerfile
+    locked = (ROOT / "requirements" / "app.txt").read_text()
+    assert re.search(r"^procrastinate==", locked, re.M)  # `digest worker` runs in the image
+    assert re.search(r"^psycopg==", locked, re.M)
 
 
 def test_cluster_compose_wires_the_roles() -> None:
@@ -297,7 +293,6 @@ def test_cluster_compose_wires_the_roles() -> None:
     assert digest == set(_compose_commands(CLUSTER_COMPOSE))  # the text read above
     for name in digest:
         assert services[name]["command"] == _compose_commands(CLUSTER_COMPOSE)[name]
-        assert services[name]["build"]["args"] == {"EXTRAS": "cluster"}
 
     def waits_for(name: str) -> dict[str, str]:
         return {k: v["condition"] for k, v in services[name].get("depends_on", {}).items()}
