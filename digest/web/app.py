@@ -196,9 +196,11 @@ def create_app(
 ) -> Starlette:
     """The web app on an open store; ``rate_limit`` is per client address on token routes,
     ``signup_rate_limit`` per client address on sign-ups (default: the ``[web]``
-    settings). With ``send_mail`` the app's lifespan runs the mail queue (confirmation
-    mail) every ``mail_interval`` seconds while it serves. A failed login to the editors'
-    area is answered ``login_delay`` seconds late."""
+    settings). With ``send_mail`` the app's
+    lifespan runs the mail queue (confirmation mail) every ``mail_interval`` seconds
+    while it serves; in a cluster (``[cluster] queue``) it never does: a job queued with
+    each sign-up sends the mail. A failed login to the editors' area is answered
+    ``login_delay`` seconds late."""
     rate_limit = settings.web.rate_limit if rate_limit is None else rate_limit
     signup_rate_limit = (
         settings.web.signup_rate_limit if signup_rate_limit is None else signup_rate_limit
@@ -209,6 +211,8 @@ def create_app(
         if isinstance(signup_rate_limit, str)
         else signup_rate_limit
     )
+
+    send_mail = send_mail and not settings.cluster.enabled
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
