@@ -1,26 +1,60 @@
 """Double opt-in: which queued confirmations are still worth sending, and sign-up choices.
 
-A sign-up is stored with its confirmation mail queued (:meth:`Store.add_signup`) before
+A sign-up is stored with its confirmation mail queued (:func:`store_signup`) before
 the page answers, so a relay that is down loses nothing; the mail itself is built and
-sent by :mod:`digest.ops.mail_queue`. A confirmation is due only while its sign-up is
-unconfirmed and its link has not expired (:func:`confirmation_due`).
+sent by :mod:`digest.ops.mail_queue`: on one machine by the loop of ``digest serve``
+and ``digest run``, in a cluster by a job queued with the sign-up. A confirmation is
+due only while its sign-up is unconfirmed and its link has not expired
+(:func:`confirmation_due`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from digest.config import NewsletterSettings, Settings
 from digest.core.errors import ConfigError
 from digest.store import Store
-from digest.store.signups import CONFIRM, QueuedMail, Signup
+from digest.store.signups import CONFIRM, NewSignup, QueuedMail, Signup
+from digest.store.sql import transaction
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 __all__ = [
     "confirmation_due",
     "merged_interests",
     "purge_expired_signups",
+    "store_signup",
 ]
+
+
+def store_signup(
+    settings: Settings,
+    store: Store,
+    signup: NewSignup,
+    *,
+    interval: timedelta,
+    now: datetime | None = None,
+    connection: Connection | None = None,
+) -> int | None:
+    """Store a sign-up with its confirmation mail queued (:meth:`Store.add_signup`); its
+    id, or None when a confirmation went to the address less than ``interval`` ago.
+
+    In a cluster (``[cluster] queue``) the job that sends the due confirmations is queued
+    in the same transaction: there is a job if and only if the mail is queued, and a
+    burst of sign-ups makes one job waiting, which sends them all. With ``connection``
+    everything is written in the caller's transaction.
+    """
+    with transaction(store.engine, connection) as conn:
+        signup_id = store.add_signup(signup, interval=interval, now=now, connection=conn)
+        if signup_id is not None and settings.cluster.enabled:
+            from digest.cluster.enqueue import defer_mail_queue
+
+            defer_mail_queue(settings, conn)
+    return signup_id
 
 
 def merged_interests(

@@ -228,28 +228,35 @@ def preview(
 async def approve(newsletter: str, week: str | None, editor: str | None) -> None:
     """Approve NEWSLETTER's issue of a week for sending (newsletters with review = "required").
 
-    With approved_send = "immediately" an issue whose week has ended is sent at once;
-    otherwise it goes out at the next scheduled run. An issue that has gone out cannot be
-    approved.
+    With approved_send = "immediately" an issue whose week has ended is sent at once (in
+    a cluster: a worker sends it, queued with the approval); otherwise it goes out at the
+    next scheduled run. An issue that has gone out cannot be approved.
     """
     import getpass
+    from datetime import UTC, datetime
 
+    from digest.issue.review import QUEUED, record_approval
     from digest.ops import jobs
 
     settings = state().settings()
     chosen = settings.newsletter(newsletter)
     store = jobs.open_store(settings)
     try:
-        key, first, report = await jobs.approve(
-            settings, store, chosen, week, editor or getpass.getuser()
+        now = datetime.now(UTC)
+        approved = record_approval(
+            settings, store, chosen, week, editor or getpass.getuser(), now=now
         )
+        report = await jobs.send_approved(settings, store, chosen, approved, now=now)
     finally:
         store.close()
-    click.echo(f"{newsletter} {key}: {'approved' if first else 'was approved before'}")
+    done = "approved" if approved.first else "was approved before"
+    click.echo(f"{newsletter} {approved.week}: {done}")
     if report is not None:
         click.echo(report.summary())
         if report.stopped:
             echo_err(f"error: sending stopped: {report.stopped}. Run `digest send` again.")
             raise SystemExit(1)
+    elif approved.send == QUEUED:
+        click.echo("its send is queued: a `digest worker` sends it")
     elif chosen.review == "required":
         click.echo("it goes out at the next scheduled run")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import click
 
-from digest.cli.base import cli, common, example, run_async, state
+from digest.cli.base import cli, common, echo_err, example, run_async, state
 
 
 @cli.command(epilog=example("digest run --config /etc/digest/config.toml"))
@@ -77,7 +77,9 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
     the public archive of the newsletters with `archive = true` and the editors' area
     under /admin.
 
-    It also sends the queued confirmation mail, retrying while the relay is down.
+    It also sends the queued confirmation mail, retrying while the relay is down; in a
+    cluster (cluster.queue) the workers send it, and several `digest serve` replicas may
+    run behind one proxy (web.rate_limit_storage then keeps their counts in one place).
 
     Put it behind a TLS-terminating reverse proxy at `public_url`: the client address
     (for the rate limits and consent proofs) is read from X-Forwarded-For when the request
@@ -87,6 +89,7 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
     import uvicorn
 
     from digest.config import rate_limit_item
+    from digest.config.web import unshared_counts
     from digest.ops import jobs
     from digest.web import create_app, install_token_redaction, uvicorn_log_config
 
@@ -95,6 +98,8 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
         limit = rate_limit_item(rate_limit or settings.web.rate_limit)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
+    if warning := unshared_counts(settings.web, settings.cluster.enabled):
+        echo_err(f"warning: {warning}")
     store = jobs.open_store(settings)
     install_token_redaction()  # digest's own log lines, through the root handlers
     try:

@@ -65,6 +65,7 @@ SECTIONS: dict[str, tuple[list[Setting], bool]] = {
 ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "DIGEST_STORE_URL": ("store", "url", str),
     "DIGEST_CLUSTER_QUEUE": ("cluster", "queue", str),
+    "DIGEST_WEB_RATE_LIMIT_STORAGE": ("web", "rate_limit_storage", str),
     "DIGEST_SMTP_HOST": ("smtp", "host", str),
     "DIGEST_SMTP_PORT": ("smtp", "port", int),
     "DIGEST_SMTP_USERNAME": ("smtp", "username", str),
@@ -114,6 +115,7 @@ def secret_values(settings: Settings) -> set[str]:
     collect("smtp", settings.smtp)
     collect("unsubscribe_mailbox", settings.unsubscribe_mailbox)
     collect("bounces", settings.bounces)
+    collect("web", settings.web)
     for newsletter in settings.newsletters:
         collect("newsletters", newsletter)
         for source in newsletter.sources:

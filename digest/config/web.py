@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse
 
-from digest.config.declare import Setting, quoted, string_list
+from digest.config.declare import Setting, quoted, repr_without_passwords, string_list
+from digest.core.redact import MASK, redact_url, url_password
 
 __all__ = [
     "WEB",
@@ -18,6 +21,8 @@ __all__ = [
     "AdminSettings",
     "address_networks",
     "rate_limit_item",
+    "rate_limit_storage_problem",
+    "unshared_counts",
 ]
 
 #: The machine itself, over IPv4 and IPv6.
@@ -44,6 +49,74 @@ def _rate_limit_problem(value: str) -> str | None:
             "or '5 per 10 seconds'; at least one request)"
         )
     return None
+
+
+#: The Python package each family of shared `limits` storages needs.
+_STORAGE_PACKAGES = {"redis": "redis", "valkey": "valkey", "mongodb": "pymongo"}
+_STORAGE_EXAMPLE = "write 'memory://' or a storage all replicas reach, e.g. 'redis://host:6379/0'"
+
+
+def _importable(package: str) -> bool:
+    """Whether ``package`` can be imported (one blocked in ``sys.modules`` cannot)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ValueError:  # in sys.modules as None
+        return False
+
+
+def rate_limit_storage_problem(value: str) -> str | None:
+    """Why ``value`` is no `limits` storage the web app can count in; None if it is one.
+
+    Messages show the URI with its password masked.
+    """
+    from limits.errors import ConfigurationError
+    from limits.storage import SCHEMES, MovingWindowSupport, Storage, storage_from_string
+
+    shown = quoted(redact_url(value))
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in SCHEMES:
+        return f"is not a rate limit storage URI: {shown} ({_STORAGE_EXAMPLE})"
+    if scheme.startswith("async+"):
+        return f"is an asyncio storage URI: {shown}; write it without 'async+'"
+    if not issubclass(SCHEMES[scheme], MovingWindowSupport):
+        return (
+            f"is {shown}, a storage that keeps no moving window for the rate limits "
+            f"({_STORAGE_EXAMPLE})"
+        )
+    if scheme == "memory":
+        return None
+    family = next((f for f in _STORAGE_PACKAGES if scheme.startswith(f)), "")
+    package = _STORAGE_PACKAGES.get(family)
+    if package and not _importable(package):
+        extra = "pip install 'digest[cluster]'" if package == "redis" else f"pip install {package}"
+        return (
+            f"is {shown}, which needs the Python package {package!r}; it is not installed ({extra})"
+        )
+    try:
+        storage = storage_from_string(value)
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        reason = str(exc)
+        if password := url_password(value):
+            reason = reason.replace(password, MASK)
+        return f"is not a usable rate limit storage: {shown}: {reason}"
+    if not isinstance(storage, Storage):
+        return f"names a storage the rate limits cannot count in: {shown} ({_STORAGE_EXAMPLE})"
+    return None
+
+
+def unshared_counts(web: WebSettings, cluster: bool) -> str | None:
+    """A warning when several replicas of `digest serve` (a cluster) would each count
+    on their own: the rate limits and the login throttle kept in process memory."""
+    if not cluster or urlsplit(web.rate_limit_storage).scheme != "memory":
+        return None
+    return (
+        "web.rate_limit_storage is 'memory://': each `digest serve` process counts requests "
+        "and failed logins on its own, so N replicas behind one proxy allow N times the "
+        "limits; set it to a storage every replica reaches, e.g. 'redis://host:6379/0'"
+    )
 
 
 def _network_problem(value: str) -> str | None:
@@ -93,6 +166,17 @@ WEB = [
         "Sign-ups (POSTs to /subscribe/<id>) per client address; more get 429. An IPv6 "
         "client counts by its /64.",
         _rate_limit_problem,
+    ),
+    S(
+        "rate_limit_storage",
+        str,
+        "memory://",
+        "Where the rate limits and the login throttle of /admin count (a `limits` storage "
+        "URI): 'memory://' is each `digest serve` process's own; with several replicas "
+        "behind one proxy use a storage they all reach, so a client's budget is one across "
+        "them: 'redis://host:6379/0' (with the redis package, part of the cluster extra), "
+        "'valkey://…' or 'mongodb://…'. PostgreSQL is none: limits offers no such storage.",
+        rate_limit_storage_problem,
     ),
     S(
         "trusted_proxies",
@@ -149,9 +233,12 @@ class WebSettings:
 
     rate_limit: str = "60/minute"
     signup_rate_limit: str = "10/hour"
+    rate_limit_storage: str = "memory://"
     trusted_proxies: tuple[str, ...] = LOOPBACK
     metrics: bool = False
     metrics_from: tuple[str, ...] = LOOPBACK
+
+    __repr__ = repr_without_passwords
 
     def __post_init__(self) -> None:
         # The file gives lists; the settings stay immutable (and hashable) as tuples.

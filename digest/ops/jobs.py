@@ -22,13 +22,14 @@ from digest.delivery.deliver import send_issue
 from digest.delivery.dryrun import DryRunReport, dry_run
 from digest.delivery.relays import open_transport
 from digest.delivery.report import DeliveryReport, Progress
-from digest.delivery.transport import SendResult, SmtpPool, Transport
+from digest.delivery.transport import SendResult, Transport
 from digest.issue.compose import iso_week_window
 from digest.issue.prepare import PreparedIssue, prepare_issue
 from digest.issue.review import is_approved
 from digest.mailboxes.bounces import sender_address
 from digest.message.dkim import signer_for
 from digest.message.personalize import Personalizer
+from digest.ops.approval import approve, send_approved
 from digest.ops.review_mail import request_review
 from digest.sources.collect import CollectReport, collect_newsletter
 from digest.store import Store, resolve_store_url
@@ -42,6 +43,7 @@ __all__ = [
     "DryRunReport",
     "run_newsletter",
     "approve",
+    "send_approved",
     "approved_waiting",
     "preview_message",
     "test_send",
@@ -376,40 +378,6 @@ def approved_waiting(store: Store, newsletter: NewsletterSettings) -> list[str]:
         for row, _counts in store.issues_of(newsletter.id, limit=20)
         if row.status in ("composed", "sending") and is_approved(store, newsletter, row.key)
     )
-
-
-async def approve(
-    settings: Settings,
-    store: Store,
-    newsletter: NewsletterSettings,
-    week: str | None,
-    editor: str,
-    *,
-    now: datetime | None = None,
-    transport: Transport | None = None,
-) -> tuple[str, bool, DeliveryReport | None]:
-    """Approve the issue of ``week`` (default: the coming one) as ``editor``.
-
-    Returns the week, whether this was the first approval, and the report of the send
-    it started (with ``approved_send = "immediately"`` and a week that has ended), else
-    None. An issue that has gone out cannot be approved (IssueReadOnly).
-    """
-    from digest.issue.compose import iso_week_window
-    from digest.issue.editing import coming_week
-
-    now = now or datetime.now(UTC)
-    key, _start, end = iso_week_window(week or coming_week(newsletter, now), newsletter.zone, now)
-    first = store.approve(newsletter.id, key, editor=editor, now=now)
-    if newsletter.approved_send != "immediately" or end > now:
-        return key, first, None
-    own = transport is None
-    pool = transport or SmtpPool(settings.smtp)
-    try:
-        report = await send(settings, store, newsletter, key, pool, now=now)
-    finally:
-        if own:
-            await pool.close()
-    return key, first, report
 
 
 async def process_unsubscribe_mailbox(config_path: str) -> None:

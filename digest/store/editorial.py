@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from digest.core.errors import EditorialError, IssueReadOnly
 from digest.core.models import IssueEdits
 from digest.store import schema as t
+from digest.store.sql import transaction
 
 __all__ = ["Approval", "EditorialStore", "Editor", "HistoryEntry"]
 
@@ -221,9 +222,21 @@ class EditorialStore:
             )
             _log(conn, newsletter, week, None, "intro", text[:200], editor, now)
 
-    def approve(self, newsletter: str, week: str, *, editor: str, now: datetime) -> bool:
-        """Approve an issue; False if it was approved before (the first approval stays)."""
-        with self.engine.begin() as conn:
+    def approve(
+        self,
+        newsletter: str,
+        week: str,
+        *,
+        editor: str,
+        now: datetime,
+        connection: Connection | None = None,
+    ) -> bool:
+        """Approve an issue; False if it was approved before (the first approval stays).
+
+        With ``connection`` the approval is written in the caller's transaction, and is
+        recorded only if that commits.
+        """
+        with transaction(self.engine, connection) as conn:
             _check_editable(conn, newsletter, week)
             _review_row(conn, newsletter, week)
             done = conn.execute(

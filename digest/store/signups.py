@@ -21,7 +21,7 @@ from digest.core.addresses import email_key
 from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.privacy import lift_in
-from digest.store.sql import insert_ignoring_duplicates, upsert_where, utc_now
+from digest.store.sql import insert_ignoring_duplicates, transaction, upsert_where, utc_now
 
 __all__ = ["CONFIRM", "NewSignup", "QueuedMail", "Signup", "SignupStore"]
 
@@ -88,9 +88,15 @@ class SignupStore:
     # --- sign-ups ------------------------------------------------------------------------
 
     def add_signup(
-        self, signup: NewSignup, *, interval: timedelta, now: datetime | None = None
+        self,
+        signup: NewSignup,
+        *,
+        interval: timedelta,
+        now: datetime | None = None,
+        connection: Connection | None = None,
     ) -> int | None:
-        """Store a sign-up and queue its confirmation mail, in one transaction.
+        """Store a sign-up and queue its confirmation mail, in one transaction (with
+        ``connection``: the caller's, so both are stored only if it commits).
 
         None (and nothing stored) when a confirmation of this newsletter was queued for
         the address (in any spelling) less than ``interval`` ago: at most one mail per
@@ -99,7 +105,7 @@ class SignupStore:
         now = now or utc_now()
         key = email_key(signup.email)
         limits = t.confirm_limits
-        with self.engine.begin() as conn:
+        with transaction(self.engine, connection) as conn:
             # The write comes first: it takes the row (and on SQLite the write lock) before
             # anything is read, so of concurrent sign-ups exactly one gets the slot.
             if not upsert_where(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["insert_ignoring_duplicates", "upsert_where", "utc_now"]
+__all__ = ["insert_ignoring_duplicates", "transaction", "upsert_where", "utc_now"]
 
 
 def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -46,3 +48,19 @@ def upsert_where(conn: Connection, table: Table, row: dict[str, Any], where: Any
 def utc_now() -> datetime:
     """The time now, in UTC: what every part of the store writes when no time is given."""
     return datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine, connection: Connection | None = None) -> Iterator[Connection]:
+    """``connection``, the caller's transaction, as it is; without it a new transaction
+    on ``engine`` that commits when the block ends (and rolls back on an exception).
+
+    A store write that takes a ``connection`` joins the caller's transaction: whatever
+    else the caller writes on it (a job queued with it, see digest.cluster) is committed
+    with the write or not at all.
+    """
+    if connection is not None:
+        yield connection
+        return
+    with engine.begin() as conn:
+        yield conn

@@ -65,6 +65,7 @@ from digest.web.security import (
     ARCHIVE_CONTENT_SECURITY_POLICY,
     PREVIEW_FRAME_CONTENT_SECURITY_POLICY,
     CanonicalTokenPaths,
+    RateCounts,
     SecurityHeaders,
     TokenRateLimit,
 )
@@ -196,9 +197,11 @@ def create_app(
 ) -> Starlette:
     """The web app on an open store; ``rate_limit`` is per client address on token routes,
     ``signup_rate_limit`` per client address on sign-ups (default: the ``[web]``
-    settings). With ``send_mail`` the app's lifespan runs the mail queue (confirmation
-    mail) every ``mail_interval`` seconds while it serves. A failed login to the editors'
-    area is answered ``login_delay`` seconds late."""
+    settings), counted in ``[web] rate_limit_storage``. With ``send_mail`` the app's
+    lifespan runs the mail queue (confirmation mail) every ``mail_interval`` seconds
+    while it serves; in a cluster (``[cluster] queue``) it never does: a job queued with
+    each sign-up sends the mail. A failed login to the editors' area is answered
+    ``login_delay`` seconds late."""
     rate_limit = settings.web.rate_limit if rate_limit is None else rate_limit
     signup_rate_limit = (
         settings.web.signup_rate_limit if signup_rate_limit is None else signup_rate_limit
@@ -209,6 +212,10 @@ def create_app(
         if isinstance(signup_rate_limit, str)
         else signup_rate_limit
     )
+
+    # One storage for the app's counts (each named by what it counts).
+    counts = RateCounts(settings.web.rate_limit_storage)
+    send_mail = send_mail and not settings.cluster.enabled
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -256,6 +263,8 @@ def create_app(
                 limit=limit,
                 prefixes=TOKEN_PREFIXES,
                 refuse=_too_many_requests,
+                counts=counts,
+                name="token",
                 genuine_withdrawal=_genuine_withdrawal,
             ),
             Middleware(
@@ -263,10 +272,13 @@ def create_app(
                 limit=signup_limit,
                 prefixes=("subscribe",),
                 refuse=_too_many_requests,
+                counts=counts,
+                name="signup",
                 methods=("POST",),
             ),
         ],
         exception_handlers={HTTPException: _http_error, 500: _server_error},
     )
     install(app, settings, store)
+    app.state.rate_counts = counts
     return app

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from digest.audience.signup import merged_interests
+from digest.audience.signup import merged_interests, store_signup
 from digest.audience.tokens import TokenError, preferences_url, read_confirm_token
 from digest.config import NewsletterSettings
 from digest.core.addresses import checked_address
@@ -169,7 +169,9 @@ async def sign_up(request: Request) -> Response:
     )
     interval = timedelta(minutes=newsletter.confirm_interval_minutes)
     # Stored (mail queued) or not, because one was sent lately: the same answer.
-    await run_in_threadpool(store_of(request).add_signup, signup, interval=interval)
+    await run_in_threadpool(
+        lambda: store_signup(settings, store_of(request), signup, interval=interval)
+    )
     return sent
 
 

@@ -4,13 +4,16 @@ no path but the one their links use."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from limits import RateLimitItem
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,10 +28,15 @@ __all__ = [
     "CONTENT_SECURITY_POLICY",
     "CanonicalTokenPaths",
     "PREVIEW_FRAME_CONTENT_SECURITY_POLICY",
+    "RateCounts",
     "SecurityHeaders",
     "TokenRateLimit",
     "rate_limit_item",
 ]
+
+log = logging.getLogger("digest.web")
+
+T = TypeVar("T")
 
 #: Everything a page needs comes from this site's /static; nothing inline, no scripts.
 CONTENT_SECURITY_POLICY = (
@@ -123,19 +131,63 @@ def _client_key(scope: Scope) -> str:
     return str(address)
 
 
+class RateCounts:
+    """Moving-window counts in a `limits` storage (``[web] rate_limit_storage``): this
+    process's memory (``memory://``), or a storage every ``digest serve`` replica reaches
+    (``redis://…``), so that a client's budget is one across them.
+
+    A count is named by its keys; the first names what is counted (``"token"``,
+    ``"signup"``, ``"login"``), so budgets never mix in a shared storage. The memory is
+    asked at once, on the event loop: a hit is counted and tested in one step, with no
+    await in between. Any other storage is asked from a worker thread (it counts and
+    tests in one step on its side). A storage that does not answer counts nothing and
+    refuses nobody: the error is logged, the request goes on.
+    """
+
+    def __init__(self, uri: str = "memory://") -> None:
+        self.storage: Any = storage_from_string(uri)
+        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.local = isinstance(self.storage, MemoryStorage)
+        self.errors = self.storage.base_exceptions
+
+    async def _ask(self, default: T, call: Callable[..., T], *args: Any) -> T:
+        try:
+            if self.local:
+                return call(*args)
+            return await run_in_threadpool(call, *args)
+        except self.errors as exc:
+            log.error("rate limit storage did not answer (%s); nobody is refused", exc)
+            return default
+
+    async def hit(self, item: RateLimitItem, *keys: str) -> bool:
+        """Count one request; False when it is over ``item``'s budget."""
+        return await self._ask(True, self.limiter.hit, item, *keys)
+
+    async def retry_after(self, item: RateLimitItem, *keys: str) -> int:
+        """Whole seconds until ``item``'s budget has room again (at least 1)."""
+        stats = await self._ask(None, self.limiter.get_window_stats, item, *keys)
+        reset_at = stats.reset_time if stats is not None else time.time()
+        return max(1, math.ceil(reset_at - time.time()))
+
+    async def clear(self, item: RateLimitItem, *keys: str) -> None:
+        """Forget the requests counted under ``keys``."""
+        await self._ask(None, self.limiter.clear, item, *keys)
+
+
 #: How many more genuine one-click withdrawals than other requests an address may send.
 WITHDRAWAL_FACTOR = 20
 
 
 class TokenRateLimit:
     """A moving-window budget per client address for every path under a token prefix
-    (with ``methods``: for requests with one of these methods only).
+    (with ``methods``: for requests with one of these methods only), counted in
+    ``counts`` under ``name``.
 
     A POST that ``genuine_withdrawal`` accepts (a validly signed unsubscribe token) has a
     budget of its own, ``withdrawal_factor`` times as large.
 
     Over the budget the request never reaches the route: ``refuse(request, retry_after)``
-    answers it (429 with ``Retry-After``). The budget is in memory, per process.
+    answers it (429 with ``Retry-After``).
     """
 
     def __init__(
@@ -145,6 +197,8 @@ class TokenRateLimit:
         limit: RateLimitItem,
         prefixes: tuple[str, ...],
         refuse: Callable[[Request, int], Response],
+        counts: RateCounts,
+        name: str,
         genuine_withdrawal: Callable[[Scope], bool] = lambda _scope: False,
         withdrawal_factor: int = WITHDRAWAL_FACTOR,
         methods: tuple[str, ...] | None = None,
@@ -158,7 +212,8 @@ class TokenRateLimit:
         self.prefixes = tuple(f"/{prefix}/" for prefix in prefixes)
         self.refuse = refuse
         self.genuine_withdrawal = genuine_withdrawal
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.counts = counts
+        self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -166,13 +221,11 @@ class TokenRateLimit:
             and scope["path"].startswith(self.prefixes)
             and (self.methods is None or scope["method"] in self.methods)
         ):
-            key = _client_key(scope)
             withdrawal = self.genuine_withdrawal(scope)
             limit = self.withdrawal_limit if withdrawal else self.limit
-            budget = "withdrawal" if withdrawal else "other"
-            if not self.limiter.hit(limit, key, budget):
-                reset_at = self.limiter.get_window_stats(limit, key, budget).reset_time
-                retry_after = max(1, math.ceil(reset_at - time.time()))
+            keys = (self.name, _client_key(scope), "withdrawal" if withdrawal else "other")
+            if not await self.counts.hit(limit, *keys):
+                retry_after = await self.counts.retry_after(limit, *keys)
                 response = self.refuse(Request(scope, receive), retry_after)
                 await response(scope, receive, send)
                 return

@@ -15,6 +15,7 @@ import pytest
 from digest.config import Settings
 from digest.core.errors import NotApproved
 from digest.core.models import Subscriber
+from digest.delivery.transport import SmtpPool
 from digest.issue.editors import add_editor
 from digest.ops import jobs
 from digest.store import Store
@@ -297,7 +298,7 @@ async def test_a_sent_issue_is_read_only(demo_settings: Settings, collected: Sto
     uid = first_uids(collected, demo_settings)[0]
     async with RecordingServer() as smtp:
         settings = replace(demo_settings, smtp=smtp.settings())
-        pool = jobs.SmtpPool(settings.smtp)
+        pool = SmtpPool(settings.smtp)
         try:
             report = await jobs.send(
                 settings, collected, settings.newsletter(NL), WEEK, pool, now=NOW
@@ -454,7 +455,7 @@ async def test_review_required_blocks_the_send_until_approved(
     settings = replace(demo_settings, newsletters=(newsletter,))
     async with RecordingServer() as smtp:
         settings = replace(settings, smtp=smtp.settings())
-        pool = jobs.SmtpPool(settings.smtp)
+        pool = SmtpPool(settings.smtp)
         try:
             with pytest.raises(NotApproved):
                 await jobs.send(settings, collected, newsletter, WEEK, pool, now=NOW)

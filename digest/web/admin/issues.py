@@ -1,7 +1,9 @@
 """The issues in the editors' area: the overview, one issue's page, its edits and approval.
 
 An approved issue whose week has ended goes out at once when its newsletter says so
-(``approved_send = "immediately"``), after the answer, in the app's process.
+(``approved_send = "immediately"``): on one machine after the answer, in the app's
+process; in a cluster (``[cluster] queue``) a worker sends it, its job queued in the
+approval's own transaction (:func:`~digest.issue.review.record_approval`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from digest.config.cron import next_runs_of
 from digest.core.errors import DigestError, EditorialError, IssueReadOnly
 from digest.core.i18n import N_
 from digest.delivery.planning import audience, current_recipients
-from digest.delivery.transport import SmtpPool
 from digest.issue.compose import iso_week_window, teaser_for
 from digest.issue.editing import MAX_INTRO, MAX_TEASER, apply_edit, coming_week, issue_draft
 from digest.issue.prepare import prepare_issue
-from digest.ops import jobs
+from digest.issue.review import HERE, Approved, record_approval
+from digest.ops.approval import send_approved
 from digest.store import Store
 from digest.web.admin.session import (
     EXPIRED_FORM,
@@ -217,30 +219,27 @@ async def approve(request: Request) -> Response:
             _issue_page, request, newsletter, week, 400, catalogue(request).gettext(EXPIRED_FORM)
         )
     editor = session_editor(request)
-    store = store_of(request)
-    at = now()
+    settings, store = settings_of(request), store_of(request)
     try:
-        await run_in_threadpool(store.approve, newsletter.id, week, editor=editor.name, now=at)
+        approved = await run_in_threadpool(
+            lambda: record_approval(settings, store, newsletter, week, editor.name, now=now())
+        )
     except IssueReadOnly:
         return await run_in_threadpool(
             _issue_page, request, newsletter, week, 409, catalogue(request).gettext(_READ_ONLY)
         )
-    _key, _start, end = iso_week_window(week, newsletter.zone, at)
     background = None
-    if newsletter.approved_send == "immediately" and end <= at:
-        background = BackgroundTask(_send_approved, settings_of(request), store, newsletter, week)
+    if approved.send == HERE:
+        background = BackgroundTask(_send_approved, settings, store, newsletter, approved)
     return RedirectResponse(f"{page_path}?approved", 303, background=background)
 
 
 async def _send_approved(
-    settings: Settings, store: Store, newsletter: NewsletterSettings, week: str
+    settings: Settings, store: Store, newsletter: NewsletterSettings, approved: Approved
 ) -> None:
-    transport = SmtpPool(settings.smtp)
     try:
-        await jobs.send(settings, store, newsletter, week, transport)
+        await send_approved(settings, store, newsletter, approved)
     except DigestError as exc:
         logging.getLogger("digest.web").error(
-            "%s %s: send after approval: %s", newsletter.id, week, exc
+            "%s %s: send after approval: %s", newsletter.id, approved.week, exc
         )
-    finally:
-        await transport.close()

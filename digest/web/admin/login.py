@@ -4,23 +4,21 @@ A login attempt is counted per account and per client address before its passwor
 checked (a successful login clears its account's count); past ``admin.login_attempts``
 in 15 minutes further attempts are refused unchecked for a while, every failed attempt
 is answered a second later, and no more passwords are checked at once than there are
-cores. The counts and the limit on checks belong to one app (:func:`_logins`).
+cores. The limit on checks belongs to one app (:func:`_logins`); the counts are kept
+where the app's rate limits are (``[web] rate_limit_storage``: this process's memory,
+or a storage all replicas share).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -41,7 +39,7 @@ from digest.web.admin.session import (
 )
 from digest.web.forms import field_text
 from digest.web.pages import settings_of, store_of
-from digest.web.security import _client_key
+from digest.web.security import RateCounts, _client_key
 
 __all__ = ["ADDRESS_FACTOR", "LOGIN_DELAY", "login", "logout", "show_login", "to_overview"]
 
@@ -65,18 +63,17 @@ class _Logins:
 
     per_account: RateLimitItem
     per_address: RateLimitItem
-    limiter: MovingWindowRateLimiter = field(
-        default_factory=lambda: MovingWindowRateLimiter(MemoryStorage())
-    )
+    counts: RateCounts
     # argon2 is made to be slow: a burst of logins waits here rather than taking every core.
     verifying: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_cores()))
 
     @classmethod
-    def of(cls, settings: Settings) -> _Logins:
+    def of(cls, settings: Settings, counts: RateCounts) -> _Logins:
         attempts = settings.admin.login_attempts
         return cls(
             RateLimitItemPerMinute(attempts, 15),
             RateLimitItemPerMinute(attempts * ADDRESS_FACTOR, 15),
+            counts,
         )
 
 
@@ -86,7 +83,7 @@ def _logins(request: Request) -> _Logins:
     state = request.app.state
     logins: _Logins | None = getattr(state, "admin_logins", None)
     if logins is None:
-        logins = state.admin_logins = _Logins.of(settings_of(request))
+        logins = state.admin_logins = _Logins.of(settings_of(request), state.rate_counts)
     return logins
 
 
@@ -104,10 +101,10 @@ def _login_form(request: Request, status: int = 200, **context: Any) -> Response
     return admin_page(request, "admin/login.html", status, **context)
 
 
-def _too_many_logins(
+async def _too_many_logins(
     request: Request, name: str, target: str, item: RateLimitItem, *keys: str
 ) -> Response:
-    reset = _logins(request).limiter.get_window_stats(item, *keys).reset_time
+    retry_after = await _logins(request).counts.retry_after(item, *keys)
     response = _login_form(
         request,
         429,
@@ -117,7 +114,7 @@ def _too_many_logins(
             "Too many failed logins. Please wait a few minutes and try again."
         ),
     )
-    response.headers["retry-after"] = str(max(1, math.ceil(reset - time.time())))
+    response.headers["retry-after"] = str(retry_after)
     return response
 
 
@@ -146,13 +143,13 @@ async def login(request: Request, *, delay: float = LOGIN_DELAY) -> Response:
         )
     logins = _logins(request)
     address = _client_key(request.scope)
-    keys = (("account", name.casefold()), ("address", address))
+    keys = (("login", "account", name.casefold()), ("login", "address", address))
     items = (logins.per_account, logins.per_address)
     # Every attempt is counted before its password is checked, in the same step as
     # the test: logins sent at once cannot all pass the test before one is counted.
-    for item, (kind, key) in zip(items, keys, strict=True):
-        if not logins.limiter.hit(item, kind, key):
-            return _too_many_logins(request, name, target, item, kind, key)
+    for item, item_keys in zip(items, keys, strict=True):
+        if not await logins.counts.hit(item, *item_keys):
+            return await _too_many_logins(request, name, target, item, *item_keys)
     store = store_of(request)
     async with logins.verifying:
         editor = await run_in_threadpool(check_login, store, name, password)
@@ -166,7 +163,7 @@ async def login(request: Request, *, delay: float = LOGIN_DELAY) -> Response:
             error=catalogue(request).gettext("Name or password is not correct."),
         )
     # Only failures count against a name: its editor may log in again and again.
-    logins.limiter.clear(logins.per_account, *keys[0])
+    await logins.counts.clear(logins.per_account, *keys[0])
     token = secrets.token_urlsafe(32)
     started = now()
     settings = settings_of(request)
