@@ -10,7 +10,7 @@ import socket
 from collections.abc import Sequence
 
 from digest.cluster.app import make_app
-from digest.cluster.tasks import Worker
+from digest.cluster.tasks import Worker, register
 from digest.config import Settings
 
 __all__ = ["run_worker", "worker_name"]
@@ -34,6 +34,7 @@ async def run_worker(
     rows are taken over once the heartbeat is stale and the job is retried).
     """
     app = make_app(settings)
+    register(app, settings)
     worker = Worker(settings)
     loop = asyncio.get_running_loop()
     async with app.open_async():
