@@ -9,5 +9,6 @@ authority on who was sent: a job run twice sends nobody twice.
 
 Modules: ``app`` (the Procrastinate app, the task names and how to defer them),
 ``tasks`` (what each job does), ``worker`` (``digest worker``), ``tick`` (the schedule),
-``sending`` (an issue's plan and send slices), ``schema`` (``digest migrate``'s part).
+``sending`` (an issue's plan and send slices), ``chores`` (collecting a host's sources,
+mailbox passes, the mail queue), ``schema`` (``digest migrate``'s part).
 """

@@ -72,11 +72,10 @@ def conninfo(store_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def make_app(settings: Settings, *, with_tasks: bool = True) -> procrastinate.App:
-    """The Procrastinate app on ``settings``' store, not yet opened.
-
-    ``with_tasks``: register what the jobs do (a worker needs them; deferring does not).
-    """
+def make_app(settings: Settings) -> procrastinate.App:
+    """The Procrastinate app on ``settings``' store, not yet opened, with no task: a
+    worker registers what the jobs do (``digest.cluster.tasks.register``), which
+    deferring does not need (and which imports this module for deferring)."""
     procrastinate = require_procrastinate()
     from digest.store import resolve_store_url
 
@@ -84,10 +83,6 @@ def make_app(settings: Settings, *, with_tasks: bool = True) -> procrastinate.Ap
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(conninfo=conninfo(url), min_size=1, max_size=4)
     )
-    if with_tasks:
-        from digest.cluster.tasks import register
-
-        register(app, settings)
     return app
 
 
@@ -99,7 +94,7 @@ def _deferring_app(settings: Settings) -> procrastinate.App:
     holds connections of its own (one per store URL, kept for the process)."""
     key = settings.store.url
     if key not in _deferring:
-        _deferring[key] = make_app(settings, with_tasks=False)
+        _deferring[key] = make_app(settings)
     return _deferring[key]
 
 

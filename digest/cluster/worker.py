@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from digest.cluster.app import make_app
-from digest.cluster.tasks import Worker
+from digest.cluster.tasks import Worker, register
 from digest.config import Settings
 
 __all__ = ["run_worker", "worker_name"]
@@ -35,6 +35,7 @@ async def run_worker(
     rows are taken over once the heartbeat is stale and the job is retried).
     """
     app = make_app(settings)
+    register(app, settings)
     worker = Worker(settings)
     loop = asyncio.get_running_loop()
     options: dict[str, Any] = {"queues": list(queues)} if queues else {}  # default: all

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import make_msgid
@@ -51,6 +50,7 @@ __all__ = [
     "retry_due_deliveries",
     "process_unsubscribe_mailbox",
     "process_bounce_mailbox",
+    "log_collect",
 ]
 
 log = logging.getLogger("digest.ops.jobs")
@@ -257,11 +257,11 @@ async def collect_sources(
         reports = await collect(settings, store, newsletter_id, now=now)
     finally:
         store.close()
-    _log_collect(reports)
+    log_collect(reports)
     return reports
 
 
-def _log_collect(reports: list[CollectReport]) -> None:
+def log_collect(reports: list[CollectReport]) -> None:
     """One line per collect run, and one per failed source or warning."""
     for report in reports:
         for source in report.sources:
@@ -307,7 +307,7 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
     store = open_store(settings)
     try:
         now = datetime.now(UTC)
-        _log_collect(await collect(settings, store, newsletter_id, now=now))
+        log_collect(await collect(settings, store, newsletter_id, now=now))
         transport = open_transport(settings.smtp)
         try:
             for week in approved_waiting(store, newsletter):
@@ -382,31 +382,20 @@ def approved_waiting(store: Store, newsletter: NewsletterSettings) -> list[str]:
 
 async def process_unsubscribe_mailbox(config_path: str) -> None:
     """The scheduled job: apply the unsubscribe requests in the configured mailbox."""
-    from digest.mailboxes.mailbox import open_mailbox, process_mailbox
-
-    def process(settings: Settings, store: Store) -> str:
-        with open_mailbox(settings) as mailbox:
-            return process_mailbox(settings, store, mailbox).summary()
-
-    await _mailbox_job(config_path, "unsubscribe mailbox", process)
+    await _mailbox_job(config_path, "unsubscribe")
 
 
 async def process_bounce_mailbox(config_path: str) -> None:
     """The scheduled job: record the bounces and complaints in the bounce mailbox."""
-    from digest.mailboxes.bounces import open_bounce_mailbox, process_bounces
-
-    def process(settings: Settings, store: Store) -> str:
-        with open_bounce_mailbox(settings) as mailbox:
-            return process_bounces(settings, store, mailbox).summary()
-
-    await _mailbox_job(config_path, "bounce mailbox", process)
+    await _mailbox_job(config_path, "bounces")
 
 
-async def _mailbox_job(
-    config_path: str, name: str, process: Callable[[Settings, Store], str]
-) -> None:
-    """Run ``process`` on a store of its own and log its summary under ``name``."""
+async def _mailbox_job(config_path: str, kind: str) -> None:
+    """Process the ``kind`` mailbox on a store of its own and log its summary."""
+    from digest.mailboxes.passes import MAILBOXES
+
     settings = load_settings(Path(config_path))
+    name, process = MAILBOXES[kind]
 
     def run() -> str:
         store = open_store(settings)

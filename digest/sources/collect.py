@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -19,9 +21,28 @@ from digest.core.errors import ConfigError, SourceError
 from digest.sources import FetchResult, FetchState, Guest, fetch_any, new_http_client
 from digest.store import Store
 
-__all__ = ["SourceReport", "CollectReport", "collect_newsletter", "try_sources"]
+__all__ = [
+    "LOCAL_HOST",
+    "SourceReport",
+    "CollectReport",
+    "collect_newsletter",
+    "source_host",
+    "try_sources",
+]
 
 log = logging.getLogger("digest.sources.collect")
+
+#: The host of sources read from files: they have no host to be polite to.
+LOCAL_HOST = "local"
+
+
+def source_host(source: SourceSettings) -> str:
+    """The host a source is fetched from (as the per-host pacing names it), lower case;
+    :data:`LOCAL_HOST` for a file."""
+    parts = urlsplit(source.url)
+    if parts.scheme.lower() in ("http", "https") and parts.hostname:
+        return parts.hostname.lower()
+    return LOCAL_HOST
 
 
 @dataclass(frozen=True)
@@ -80,13 +101,21 @@ async def collect_newsletter(
     *,
     client: httpx.AsyncClient | None = None,
     now: datetime | None = None,
+    sources: Sequence[SourceSettings] | None = None,
+    guest: Guest | None = None,
 ) -> CollectReport:
-    """Fetch every source of ``newsletter`` concurrently and save the articles."""
+    """Fetch every source of ``newsletter`` (or only ``sources``, some of them)
+    concurrently and save the articles.
+
+    ``guest`` (its pacing and robots.txt rules) may be shared with other collect runs,
+    so that sources of several newsletters on one host take turns too.
+    """
     now = now or datetime.now(UTC)
+    chosen = list(newsletter.sources if sources is None else sources)
     report = CollectReport(newsletter.id)
     own_client = client is None
     client = client or new_http_client(settings.user_agent)
-    guest = Guest(settings.user_agent, settings.host_delay)
+    guest = guest or Guest(settings.user_agent, settings.host_delay)
     try:
         outcomes = await asyncio.gather(
             *(
@@ -99,13 +128,13 @@ async def collect_newsletter(
                     guest,
                     now,
                 )
-                for source in newsletter.sources
+                for source in chosen
             )
         )
     finally:
         if own_client:
             await client.aclose()
-    for source, outcome in zip(newsletter.sources, outcomes, strict=True):
+    for source, outcome in zip(chosen, outcomes, strict=True):
         if isinstance(outcome, SourceError):
             log.debug("source %r skipped: %s", source.name, outcome.reason)  # the caller says it
             store.save_source_state(

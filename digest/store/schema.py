@@ -349,3 +349,15 @@ edit_history = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_edit_history_issue", "newsletter", "week", "id"),
 )
+
+#: Where the cluster's schedule stands, per job name ("newsletter:<id>", "collect:<id>",
+#: "retry", …): ``due_at`` the last due time handled (the time its trigger counts on
+#: from), ``ticked_at`` the time up to which due times have been handled. Locked by the
+#: tick that advances it (see digest.cluster.tick).
+schedule_marks = Table(
+    "schedule_marks",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("due_at", UTCDateTime()),
+    Column("ticked_at", UTCDateTime()),
+)

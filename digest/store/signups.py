@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, or_, select, update
 
 from digest.core.addresses import email_key
 from digest.core.models import Subscriber
@@ -23,13 +23,24 @@ from digest.store import schema as t
 from digest.store.privacy import lift_in
 from digest.store.sql import insert_ignoring_duplicates, transaction, upsert_where, utc_now
 
-__all__ = ["CONFIRM", "NewSignup", "QueuedMail", "Signup", "SignupStore"]
+__all__ = ["CONFIRM", "NewSignup", "QueuedMail", "Signup", "SignupStore", "mail_due_at"]
 
 #: ``mail_queue.kind`` of a confirmation request.
 CONFIRM = "confirm"
 
 #: Picks a subscriber's interests from their current ones (None for a new subscriber).
 Interests = Callable[[frozenset[str] | None, frozenset[str] | None], tuple[set[str], set[str]]]
+
+
+def mail_due_at(now: datetime) -> ColumnElement[bool]:
+    """SQL condition on ``mail_queue``: the row is due at ``now`` and nobody holds it."""
+    q = t.mail_queue.c
+    return and_(
+        q.sent_at.is_(None),
+        q.given_up_at.is_(None),
+        q.next_attempt_at <= now,
+        or_(q.lease_until.is_(None), q.lease_until < now),
+    )
 
 
 @dataclass(frozen=True)
@@ -248,12 +259,7 @@ class SignupStore:
         A claim that runs out (the process died while sending) makes the row due again.
         """
         now = now or utc_now()
-        due = and_(
-            t.mail_queue.c.sent_at.is_(None),
-            t.mail_queue.c.given_up_at.is_(None),
-            t.mail_queue.c.next_attempt_at <= now,
-            or_(t.mail_queue.c.lease_until.is_(None), t.mail_queue.c.lease_until < now),
-        )
+        due = mail_due_at(now)
         with self.engine.begin() as conn:
             for row in conn.execute(
                 select(t.mail_queue).where(due).order_by(t.mail_queue.c.next_attempt_at).limit(5)

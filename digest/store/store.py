@@ -23,6 +23,7 @@ from digest.store.editorial import EditorialStore
 from digest.store.ledger import LedgerStore, Outcome
 from digest.store.privacy import PrivacyStore
 from digest.store.retries import RetryStore
+from digest.store.schedule import ScheduleStore
 from digest.store.senders import SenderStore
 from digest.store.signups import SignupStore
 from digest.store.sql import insert_ignoring_duplicates, utc_now
@@ -102,6 +103,7 @@ class Store(
     SubscriberStore,
     LedgerStore,
     SenderStore,
+    ScheduleStore,
 ):
     """Opened on a database URL; migrates the schema to the newest version on open.
 

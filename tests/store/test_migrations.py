@@ -299,3 +299,25 @@ def test_0009_keys_confirmations_per_address_and_goes_down_again(store_url: str)
         command.downgrade(config, "0008")
     assert "confirm_limits" not in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_0011_adds_the_schedule_marks_and_goes_down_again(store_url: str) -> None:
+    from sqlalchemy import inspect
+
+    _upgrade(store_url, "0010")
+    store = Store.open(store_url)  # upgrades to the head
+    try:
+        with store.schedule_mark("newsletter:n") as mark:
+            assert (mark.due_at, mark.ticked_at) == (None, None)
+            mark.advance(due_at=T0, ticked_at=T0 + timedelta(minutes=1))
+        assert store.schedule_marks() == {"newsletter:n": (T0, T0 + timedelta(minutes=1))}
+    finally:
+        store.close()
+    engine = create_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0010")
+    assert "schedule_marks" not in inspect(engine).get_table_names()
+    engine.dispose()
