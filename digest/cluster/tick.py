@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from digest.cluster import app as names
+from digest.cluster import names
+from digest.cluster.app import defer
 from digest.config.cron import trigger_for
 from digest.sources.collect import source_host
 
@@ -116,7 +117,7 @@ def tick(settings: Settings, store: Store, now: datetime) -> TickReport:
         with _handled(report, name), store.schedule_mark(name) as mark:
             if not _due(mark, minute, every):
                 continue
-            if names.defer(settings, mark.connection, task, **options) is not None:
+            if defer(settings, mark.connection, task, **options) is not None:
                 report.jobs.append(name)  # else the last one still waits
     return report
 
@@ -159,7 +160,7 @@ def _run_newsletter(
             report.missed.append((newsletter.id, latest))
             return
         when = utc_text(latest)
-        queued = names.defer(
+        queued = defer(
             settings,
             mark.connection,
             names.RUN_NEWSLETTER,
@@ -218,7 +219,7 @@ def _collect(
         for source in newsletter.sources:
             hosts.setdefault(source_host(source), []).append([newsletter.id, source.name])
         for host, sources in sorted(hosts.items()):
-            queued = names.defer(
+            queued = defer(
                 settings,
                 mark.connection,
                 names.COLLECT_HOST,

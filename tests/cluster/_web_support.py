@@ -43,7 +43,7 @@ def cluster_settings(demo_settings: Settings) -> Iterator[Settings]:
     )
     try:
         Store.open(url, secret_key=settings.secret_key).close()  # digest's migrations
-        app = make_app(settings, with_tasks=False)
+        app = make_app(settings)
         app.open()
         try:
             app.schema_manager.apply_schema()  # the queue's tables, on the same schema
