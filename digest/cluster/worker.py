@@ -10,6 +10,7 @@ import socket
 from collections.abc import Sequence
 
 from digest.cluster.app import make_app
+from digest.cluster.schema import open_cluster_store
 from digest.cluster.tasks import Worker
 from digest.config import Settings
 
@@ -33,6 +34,8 @@ async def run_worker(
     ledger's rows must be recorded (a supervisor's SIGKILL is safe too, only slower: the
     rows are taken over once the heartbeat is stale and the job is retried).
     """
+    # A store digest migrate has not made ready is refused before the queue is touched.
+    open_cluster_store(settings).close()
     app = make_app(settings)
     worker = Worker(settings)
     loop = asyncio.get_running_loop()
