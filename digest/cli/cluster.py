@@ -55,10 +55,11 @@ async def worker(queues: str, concurrency: int) -> None:
     migrate` once before (no worker migrates). On SIGTERM no new job starts; a send in
     progress stops starting messages, records those in flight and ends.
     """
-    from digest.cluster.app import QUEUES
+    from digest.cluster.app import QUEUES, require_procrastinate
     from digest.cluster.worker import run_worker
 
     require_cluster("worker")
+    require_procrastinate()  # before the store is opened: say what to install first
     settings = state().settings()
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in chosen if q not in QUEUES]

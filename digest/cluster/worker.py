@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from digest.cluster.app import make_app
+from digest.cluster.schema import open_cluster_store
 from digest.cluster.tasks import Worker, register
 from digest.config import Settings
 
@@ -34,6 +35,8 @@ async def run_worker(
     ledger's rows must be recorded (a supervisor's SIGKILL is safe too, only slower: the
     rows are taken over once the heartbeat is stale and the job is retried).
     """
+    # A store digest migrate has not made ready is refused before the queue is touched.
+    open_cluster_store(settings).close()
     app = make_app(settings)
     register(app, settings)
     worker = Worker(settings)

@@ -14,6 +14,7 @@ from email.utils import make_msgid
 from pathlib import Path
 
 from digest.audience.segments import recipients_for
+from digest.cluster.schema import open_cluster_store
 from digest.config import NewsletterSettings, Settings, load_settings
 from digest.core.errors import DigestError
 from digest.core.models import Issue, Message, Recipient
@@ -57,10 +58,13 @@ log = logging.getLogger("digest.ops.jobs")
 
 
 def open_store(settings: Settings) -> Store:
-    """The store named by the settings, migrated to the newest schema.
+    """The store named by the settings, migrated to the newest schema; in a cluster
+    checked instead (only ``digest migrate`` migrates there).
 
     ``secret_key`` keys the suppression list's address hashes.
     """
+    if settings.cluster.enabled:
+        return open_cluster_store(settings)
     return Store.open(
         resolve_store_url(settings.store.url, settings.base_dir), secret_key=settings.secret_key
     )

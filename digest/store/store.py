@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
@@ -21,6 +21,8 @@ from digest.store.backup import create_private_file, sqlite_path
 from digest.store.bounces import BounceStore
 from digest.store.editorial import EditorialStore
 from digest.store.ledger import LedgerStore, Outcome
+from digest.store.migrating import MIGRATIONS as MIGRATIONS  # also known by this name here
+from digest.store.migrating import upgrade
 from digest.store.privacy import PrivacyStore
 from digest.store.retries import RetryStore
 from digest.store.schedule import ScheduleStore
@@ -28,8 +30,6 @@ from digest.store.senders import SenderStore
 from digest.store.signups import SignupStore
 from digest.store.sql import insert_ignoring_duplicates, utc_now
 from digest.store.subscribers import SubscriberStore
-
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _bad_url(url: str, exc: Exception) -> ConfigError:
@@ -150,29 +150,28 @@ class Store(
                 raise
         return store
 
-    def migrate(self) -> None:
-        """Apply every migration not yet applied (idempotent)."""
-        # Imported here: alembic (with mako and pygments) is a third of a second of
-        # start-up that a process opening the store without migrating (a sender
-        # helper) does not need.
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+    def migrate(
+        self, *, also: Callable[[Connection], None] | None = None
+    ) -> tuple[str | None, str | None]:
+        """Apply every migration not yet applied (idempotent); the revisions before and
+        after. On PostgreSQL, processes migrating one store at once take turns (see
+        :mod:`digest.store.migrating`). ``also`` runs in the same transaction, under the
+        same lock, after the upgrade: it commits or rolls back with the migration.
+        """
         try:
             with self.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                config.attributes["suppression_key"] = self.secret_key
-                command.upgrade(config, "head")
+                return upgrade(connection, suppression_key=self.secret_key, also=also)
         except DBAPIError as exc:
-            reason = " ".join(str(exc.orig or exc).split())
-            password = self.engine.url.password
-            if password:
-                reason = reason.replace(str(password), MASK)
-            raise StoreError(
-                f"cannot open the database {self.safe_url}: {redact_url(reason)}"
-            ) from None
+            raise self.unusable(exc) from None
+
+    def unusable(self, exc: DBAPIError) -> StoreError:
+        """The StoreError for a database that refused to open or migrate: its URL and
+        the database's reason, without the password."""
+        reason = " ".join(str(exc.orig or exc).split())
+        password = self.engine.url.password
+        if password:
+            reason = reason.replace(str(password), MASK)
+        return StoreError(f"cannot open the database {self.safe_url}: {redact_url(reason)}")
 
     @property
     def safe_url(self) -> str:
