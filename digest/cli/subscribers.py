@@ -134,7 +134,7 @@ def list_(list_name: str | None, status: str | None) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of stdout.",
+    help="Write to this file instead of stdout (readable by its owner only).",
 )
 @common
 def export(email: str | None, list_name: str | None, output: Path | None) -> None:
@@ -167,8 +167,10 @@ def export(email: str | None, list_name: str | None, output: Path | None) -> Non
     finally:
         store.close()
     if output:
+        from digest.core.files import write_private
+
         try:
-            output.write_text(text, encoding="utf-8")
+            write_private(output, text.encode("utf-8"))
         except OSError as exc:
             raise CannotWrite(f"cannot write {output}: {exc.strerror or exc}") from exc
         click.echo(f"wrote {output}")
