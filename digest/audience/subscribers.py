@@ -4,23 +4,38 @@ Columns (header row required): ``email`` (required), ``name``, ``categories`` an
 ``regions`` (values separated by ``|``; empty means everything), ``locale``. A bad row is
 reported with the line it starts on and skipped; every good row, before and after it, is
 imported.
+
+The file is read as a stream, a row at a time, and the store takes the rows a chunk at a
+time: memory does not grow with the file. A report lists the first
+:data:`~digest.store.importing.REPORTED_ROWS` skipped rows by line, and counts them all.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from digest.config import parse_locale
-from digest.core.addresses import checked_address, email_key
+from digest.core.addresses import checked_address
 from digest.core.errors import AddressError, DigestError, ImportRowError
 from digest.core.models import Subscriber
 from digest.store import Store
+from digest.store.importing import REPORTED_ROWS
 
-__all__ = ["COLUMNS", "MAX_FIELD_CHARS", "ImportReport", "export_csv", "import_csv", "parse_rows"]
+__all__ = [
+    "COLUMNS",
+    "MAX_FIELD_CHARS",
+    "CsvFile",
+    "ImportReport",
+    "export_csv",
+    "import_csv",
+    "parse_rows",
+]
 
 COLUMNS = ("email", "name", "categories", "regions", "locale")
 
@@ -29,6 +44,8 @@ COLUMNS = ("email", "name", "categories", "regions", "locale")
 MAX_FIELD_CHARS = 1000
 #: Longest row read at all: every column at its longest, with room for quoting.
 MAX_ROW_CHARS = 2 * MAX_FIELD_CHARS * len(COLUMNS)
+#: Characters of one line read at a time; a longer line comes in pieces.
+_PIECE_CHARS = 64 * 1024
 
 
 @dataclass
@@ -37,7 +54,9 @@ class ImportReport:
 
     ``suppressed`` holds the lines of rows whose address is on the suppression list (or
     whose subscriber bounced, complained or unsubscribed): they are not added, updated
-    or reactivated. ``errors`` has one error per row skipped as invalid.
+    or reactivated. ``errors`` has one error per row skipped as invalid. Both list the
+    first :data:`~digest.store.importing.REPORTED_ROWS` rows in line order;
+    ``suppressed_count`` and ``error_count`` count every row.
     """
 
     path: str
@@ -48,20 +67,33 @@ class ImportReport:
     suppressed: list[int] = field(default_factory=list)
     errors: list[ImportRowError] = field(default_factory=list)
     dry_run: bool = False
+    suppressed_count: int = 0
+    error_count: int = 0
 
     @property
     def added(self) -> int:
         """The subscribers new to the store (``imported``)."""
         return self.imported
 
+    def skip(self, error: ImportRowError) -> None:
+        """Count a row skipped as invalid, and list it among the first ones."""
+        self.error_count += 1
+        if len(self.errors) < REPORTED_ROWS:
+            self.errors.append(error)
+
 
 @dataclass(frozen=True)
 class _Record:
-    """One CSV record: the physical lines it spans and its text."""
+    """One CSV record: the physical lines it spans and its text.
+
+    A record longer than :data:`MAX_ROW_CHARS` is not kept: ``text`` is empty then, and
+    ``length`` says how long it was.
+    """
 
     first_line: int
     last_line: int
     text: str
+    length: int
     closed: bool  # False when a quoted field is still open at the end of the file
 
 
@@ -69,38 +101,68 @@ class _Record:
 _START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED = range(4)
 
 
-def _records(text: str) -> Iterator[_Record]:
+def _pieces(stream: IO[str]) -> Iterator[tuple[str, bool]]:
+    """The physical lines of ``stream`` (one in pieces if long), each: text, ends a line.
+
+    Lines end at LF, CR LF and CR, as the csv module splits them.
+    """
+    pending = ""
+    while piece := pending or stream.readline(_PIECE_CHARS):
+        pending = ""
+        if len(piece) == _PIECE_CHARS and piece.endswith("\r"):
+            pending = stream.readline(_PIECE_CHARS)  # a \r\n may be cut in two
+            if pending.startswith("\n"):
+                piece, pending = piece + "\n", pending[1:]
+        yield piece, piece.endswith(("\n", "\r"))
+
+
+def _state_after(state: int, text: str) -> int:
+    """The splitter's state after ``text`` (no line break in it), from ``state``."""
+    for char in text:
+        if state == _QUOTED:
+            state = _QUOTE_IN_QUOTED if char == '"' else _QUOTED
+        elif char == ",":
+            state = _START
+        elif state in (_START, _QUOTE_IN_QUOTED):
+            # a quote opens a field, or after a closing one is an escaped quote
+            state = _QUOTED if char == '"' else _UNQUOTED
+    return state
+
+
+def _records(stream: IO[str]) -> Iterator[_Record]:
     """Split CSV text into records, each with the line it starts on.
 
     The csv module counts physical lines and reports the one a record ends on, and an
     error in one record (a field over its size limit) leaves it lost in the middle of
     the file. Splitting first, the way it quotes, lets each record be read on its own.
+    A record is kept in memory up to :data:`MAX_ROW_CHARS` only (a quote left open can
+    swallow the rest of the file).
     """
-    lines = io.StringIO(text, newline="")  # splits at \n, \r\n and \r, as csv does
-    state, start = _START, 0
+    state, start, number, length = _START, 1, 0, 0
     parts: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not parts:
-            start = number
-        parts.append(line)
-        if state != _QUOTED and '"' not in line:
+    for piece, ends_line in _pieces(stream):
+        if length == 0:
+            start = number + 1
+        length += len(piece)
+        if length <= MAX_ROW_CHARS:
+            parts.append(piece)
+        else:
+            parts.clear()
+        if state != _QUOTED and ends_line and '"' not in piece:
             state = _START
         else:
-            for char in line.rstrip("\r\n"):
-                if state == _QUOTED:
-                    state = _QUOTE_IN_QUOTED if char == '"' else _QUOTED
-                elif char == ",":
-                    state = _START
-                elif state in (_START, _QUOTE_IN_QUOTED):
-                    # a quote opens a field, or after a closing one is an escaped quote
-                    state = _QUOTED if char == '"' else _UNQUOTED
-            if state == _QUOTED:
-                continue  # a line break inside quotes belongs to the field
-            state = _START
-        yield _Record(start, number, "".join(parts), closed=True)
-        parts = []
-    if parts:
-        yield _Record(start, start + len(parts) - 1, "".join(parts), closed=False)
+            state = _state_after(state, piece.rstrip("\r\n") if ends_line else piece)
+        if not ends_line:
+            continue
+        number += 1
+        if state == _QUOTED:
+            continue  # a line break inside quotes belongs to the field
+        state = _START
+        yield _Record(start, number, "".join(parts), length, closed=True)
+        parts, length = [], 0
+    if length:  # the file ends in this record: inside quotes, or without a line break
+        last = number if ends_line else number + 1
+        yield _Record(start, last, "".join(parts), length, closed=state != _QUOTED)
 
 
 def _fields(record: _Record) -> list[str]:
@@ -114,10 +176,10 @@ def _fields(record: _Record) -> list[str]:
         raise ImportRowError(
             record.first_line, f'a quoted field opened here is never closed{where}; close the "'
         )
-    if len(record.text) > MAX_ROW_CHARS:
+    if record.length > MAX_ROW_CHARS:
         raise ImportRowError(
             record.first_line,
-            f"the row is {len(record.text):,} characters long, more than any subscriber "
+            f"the row is {record.length:,} characters long, more than any subscriber "
             f'needs{where}; is a quote (") left open?',
         )
     try:
@@ -127,66 +189,108 @@ def _fields(record: _Record) -> list[str]:
     return rows[0] if rows else []
 
 
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DigestError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DigestError(
-            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02X}); "
-            "save the CSV as UTF-8"
-        ) from None
+def _not_utf8(path: Path) -> DigestError:
+    """The error saying on which line ``path`` stops being UTF-8 (read again to find it)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with path.open("rb") as data:
+        while True:
+            block = data.read(1 << 20)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                # its input: the bytes held back from the block before, then this block
+                line += exc.object.count(b"\n", 0, exc.start)
+                return DigestError(
+                    f"{path}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02X}); "
+                    "save the CSV as UTF-8"
+                )
+            if not block:
+                return DigestError(f"{path}: not UTF-8 text; save the CSV as UTF-8")
+            line += block.count(b"\n")
+
+
+class CsvFile:
+    """The CSV file at ``path``, read a record at a time; the header is read on opening.
+
+    Raises DigestError for what spoils the whole file: it cannot be read, is not UTF-8,
+    or its header is wrong (on opening, or for a byte that is not UTF-8, when reached).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.stream = path.open(encoding="utf-8-sig", newline="")
+        except OSError as exc:
+            raise DigestError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            self.records = self._read()  # one iterator: the header, then the rows
+            self.header = self._header()
+        except BaseException:
+            self.stream.close()
+            raise
+
+    def _header(self) -> list[str]:
+        header: list[str] = []
+        for record in self.records:
+            try:
+                header = _fields(record)
+            except ImportRowError as exc:
+                raise DigestError(f"{self.path}: {exc}") from None
+            if header:
+                break
+        if "email" not in header:
+            raise DigestError(
+                f"{self.path}: line 1: the header has no 'email' column "
+                f"(columns: {', '.join(COLUMNS)})"
+            )
+        unknown = [c for c in header if c not in COLUMNS]
+        if unknown:
+            raise DigestError(
+                f"{self.path}: line 1: unknown column {unknown[0]!r} "
+                f"(columns: {', '.join(COLUMNS)})"
+            )
+        return header
+
+    def __iter__(self) -> Iterator[_Record]:
+        return self.records
+
+    def _read(self) -> Iterator[_Record]:
+        try:
+            yield from _records(self.stream)
+        except UnicodeDecodeError:
+            raise _not_utf8(self.path) from None
+        except OSError as exc:
+            raise DigestError(f"cannot read {self.path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 def parse_rows(
-    path: Path,
+    rows: CsvFile,
     list_name: str,
     *,
     categories: Collection[str],
     regions: Collection[str],
     smtputf8: bool = False,
-) -> tuple[list[tuple[int, Subscriber]], list[ImportRowError]]:
-    """Read and validate every row; returns the good subscribers and the row errors.
+) -> Iterator[tuple[int, Subscriber] | ImportRowError]:
+    """Read and check the rows after the header, one at a time.
 
-    Rows are numbered by the line of the file they start on (the header is line 1).
-    Raises DigestError only for what spoils the whole file: it cannot be read, is not
-    UTF-8, or its header is wrong.
+    Yields (line, subscriber) for a good row and ImportRowError for a bad one; rows are
+    numbered by the line of the file they start on (the header is line 1). Whether an
+    address appears twice is for the store to tell (digest.store.importing).
     """
-    good: list[tuple[int, Subscriber]] = []
-    errors: list[ImportRowError] = []
-    region_names = {r.casefold(): r for r in regions}
-    records = _records(_read_text(path))
-    header: list[str] = []
-    for record in records:
-        try:
-            header = _fields(record)
-        except ImportRowError as exc:
-            raise DigestError(f"{path}: {exc}") from None
-        if header:
-            break
-    if "email" not in header:
-        raise DigestError(
-            f"{path}: line 1: the header has no 'email' column (columns: {', '.join(COLUMNS)})"
-        )
-    unknown = [c for c in header if c not in COLUMNS]
-    if unknown:
-        raise DigestError(
-            f"{path}: line 1: unknown column {unknown[0]!r} (columns: {', '.join(COLUMNS)})"
-        )
-    first_seen: dict[str, int] = {}
-    for record in records:
+    checker = _Checker(list_name, categories, regions, smtputf8)
+    for record in rows:
         line = record.first_line
         try:
             values = _fields(record)
             if not values:
                 continue  # a blank line
-            if len(values) > len(header):
+            if len(values) > len(rows.header):
                 raise ImportRowError(line, "more fields than columns")
-            row = dict(zip(header, values, strict=False))
+            row = dict(zip(rows.header, values, strict=False))
             for column, value in row.items():
                 if len(value) > MAX_FIELD_CHARS:
                     raise ImportRowError(
@@ -194,66 +298,96 @@ def parse_rows(
                         f"the {column} field is {len(value):,} characters long "
                         f"(at most {MAX_FIELD_CHARS:,})",
                     )
-            subscriber = _subscriber(row, line, list_name, categories, region_names, smtputf8)
-            key = email_key(subscriber.email)
-            if key in first_seen:
-                raise ImportRowError(
-                    line,
-                    f"{subscriber.email} appears twice in this file (first on line "
-                    f"{first_seen[key]}, in any spelling)",
-                )
-            first_seen[key] = line
-            good.append((line, subscriber))
+            yield line, checker.subscriber(row, line)
         except ImportRowError as exc:
-            errors.append(exc)
-    return good, errors
+            yield exc
 
 
 def _split(value: str | None) -> frozenset[str]:
     return frozenset(v.strip() for v in (value or "").split("|") if v.strip())
 
 
-def _subscriber(
-    row: dict[str, str],
-    line: int,
-    list_name: str,
-    categories: Collection[str],
-    regions: dict[str, str],
-    smtputf8: bool,
-) -> Subscriber:
-    raw = (row.get("email") or "").strip()
-    if not raw:
-        raise ImportRowError(line, "the email column is empty")
-    try:
-        email = checked_address(raw, smtputf8=smtputf8)
-    except AddressError as exc:
-        raise ImportRowError(line, exc.problem) from None
-    chosen = _split(row.get("categories"))
-    bad = sorted(chosen - set(categories))
-    if bad:
-        raise ImportRowError(
-            line, f"unknown category {bad[0]!r} (known: {', '.join(sorted(categories))})"
-        )
-    chosen_regions = set()
-    for region in _split(row.get("regions")):
-        if region.casefold() not in regions:
-            raise ImportRowError(line, f"unknown region {region!r}")
-        chosen_regions.add(regions[region.casefold()])
-    locale = (row.get("locale") or "").strip() or None
-    if locale:
+#: Distinct values of a column checked once and remembered, up to this many.
+_REMEMBERED = 1000
+
+
+class _Checker:
+    """Makes the subscriber of one row, or says why the row is bad.
+
+    The categories, regions and locale of a row are mostly the values of rows before it:
+    each distinct value is checked once (the first :data:`_REMEMBERED` of them).
+    """
+
+    def __init__(
+        self, list_name: str, categories: Collection[str], regions: Collection[str], smtputf8: bool
+    ) -> None:
+        self.lists = frozenset({list_name})
+        self.categories = frozenset(categories)
+        self.region_names = {r.casefold(): r for r in regions}
+        self.smtputf8 = smtputf8
+        # (column, value) -> the value as a subscriber holds it, or (a str) its problem
+        self.checked: dict[tuple[str, str], frozenset[str] | str] = {}
+
+    def _value(
+        self, column: str, value: str, line: int, check: Callable[[str], frozenset[str]]
+    ) -> frozenset[str]:
+        """``check(value)``, remembered; ImportRowError on ``line`` if it raised ValueError."""
+        key = (column, value)
+        if key in self.checked:
+            result = self.checked[key]
+        else:
+            try:
+                result = check(value)
+            except ValueError as exc:
+                result = str(exc)
+            if len(self.checked) < _REMEMBERED:
+                self.checked[key] = result
+        if isinstance(result, str):
+            raise ImportRowError(line, result)
+        return result
+
+    def _categories(self, value: str) -> frozenset[str]:
+        chosen = _split(value)
+        bad = sorted(chosen - self.categories)
+        if bad:
+            known = ", ".join(sorted(self.categories))
+            raise ValueError(f"unknown category {bad[0]!r} (known: {known})")
+        return chosen
+
+    def _regions(self, value: str) -> frozenset[str]:
+        chosen = set()
+        for region in _split(value):
+            if region.casefold() not in self.region_names:
+                raise ValueError(f"unknown region {region!r}")
+            chosen.add(self.region_names[region.casefold()])
+        return frozenset(chosen)
+
+    @staticmethod
+    def _locale(value: str) -> frozenset[str]:
+        parse_locale(value)  # ValueError if unknown
+        return frozenset()  # nothing to keep: the locale is stored as given
+
+    def subscriber(self, row: dict[str, str], line: int) -> Subscriber:
+        raw = (row.get("email") or "").strip()
+        if not raw:
+            raise ImportRowError(line, "the email column is empty")
         try:
-            parse_locale(locale)
-        except ValueError as exc:
-            raise ImportRowError(line, str(exc)) from None
-    name = " ".join((row.get("name") or "").split())
-    return Subscriber(
-        email=email,
-        name=name,
-        lists=frozenset({list_name}),
-        categories=chosen,
-        regions=frozenset(chosen_regions),
-        locale=locale,
-    )
+            email = checked_address(raw, smtputf8=self.smtputf8)
+        except AddressError as exc:
+            raise ImportRowError(line, exc.problem) from None
+        categories = self._value("categories", row.get("categories") or "", line, self._categories)
+        regions = self._value("regions", row.get("regions") or "", line, self._regions)
+        locale = (row.get("locale") or "").strip() or None
+        if locale:
+            self._value("locale", locale, line, self._locale)
+        return Subscriber(
+            email=email,
+            name=" ".join((row.get("name") or "").split()),
+            lists=self.lists,
+            categories=categories,
+            regions=regions,
+            locale=locale,
+        )
 
 
 def import_csv(
@@ -279,13 +413,34 @@ def import_csv(
     if not consent:
         raise DigestError("the consent statement is empty; say how these readers consented")
     report = ImportReport(str(path), list_name, dry_run=dry_run)
-    good, report.errors = parse_rows(
-        path, list_name, categories=categories, regions=regions, smtputf8=smtputf8
-    )
-    counts = store.import_subscribers(good, list_name, consent=consent, dry_run=dry_run)
+    rows = CsvFile(path)
+    try:
+        parsed = parse_rows(
+            rows, list_name, categories=categories, regions=regions, smtputf8=smtputf8
+        )
+        counts = store.import_subscribers(
+            _good(parsed, report), list_name, consent=consent, dry_run=dry_run
+        )
+    finally:
+        rows.close()
     report.imported, report.updated = counts.imported, counts.updated
     report.unchanged, report.suppressed = counts.unchanged, counts.suppressed
+    report.suppressed_count = counts.suppressed_count
+    # the first REPORTED_ROWS skipped rows are among the first of each kind
+    report.errors = sorted(report.errors + counts.repeated, key=lambda e: e.line)[:REPORTED_ROWS]
+    report.error_count += counts.repeated_count
     return report
+
+
+def _good(
+    parsed: Iterator[tuple[int, Subscriber] | ImportRowError], report: ImportReport
+) -> Iterator[tuple[int, Subscriber]]:
+    """The good rows of ``parsed``; the bad ones go to ``report``."""
+    for row in parsed:
+        if isinstance(row, ImportRowError):
+            report.skip(row)
+        else:
+            yield row
 
 
 def export_csv(store: Store, list_name: str) -> str:

@@ -170,7 +170,7 @@ async def sources_discover(url: str, allow_private: bool) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of stdout.",
+    help="Write to this file instead of stdout (readable by its owner only).",
 )
 @common
 def preview(
@@ -204,8 +204,10 @@ def preview(
     finally:
         store.close()
     if output:
+        from digest.core.files import write_private
+
         try:
-            output.write_bytes(data)
+            write_private(output, data)  # a subscriber's copy holds their address and links
         except OSError as exc:
             raise CannotWrite(f"cannot write {output}: {exc.strerror or exc}") from exc
         click.echo(f"wrote {output} ({len(data) / 1024:.1f} KB)")

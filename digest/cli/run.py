@@ -91,7 +91,8 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
     from digest.config import rate_limit_item
     from digest.config.web import unshared_counts
     from digest.ops import jobs
-    from digest.web import create_app, install_token_redaction, uvicorn_log_config
+    from digest.web import create_app, install_token_redaction
+    from digest.web.logs import log_uvicorn_through_root
 
     settings = state().settings()
     try:
@@ -101,13 +102,15 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
     if warning := unshared_counts(settings.web, settings.cluster.enabled):
         echo_err(f"warning: {warning}")
     store = jobs.open_store(settings)
-    install_token_redaction()  # digest's own log lines, through the root handlers
+    # uvicorn's lines through digest's handler: the same format and UTC times as the rest
+    log_uvicorn_through_root()
+    install_token_redaction()  # on uvicorn's loggers and the root handlers they reach
     try:
         uvicorn.run(
             create_app(settings, store, rate_limit=limit, send_mail=True),
             host=host,
             port=port,
-            log_config=uvicorn_log_config(),
+            log_config=None,  # configured above
             server_header=False,
             # The app believes X-Forwarded-For from web.trusted_proxies alone; uvicorn's
             # own handling would believe 127.0.0.1 whatever the settings say.

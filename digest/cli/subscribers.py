@@ -37,11 +37,12 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
 
     Columns: email, name, categories, regions, locale (categories and regions separated
     by "|"; empty means everything). Each bad row is reported with the line it starts on
-    and skipped; every good row is imported, and the exit code is then 1 so that a
-    script notices. Addresses are unique in any spelling: a row whose address differs
-    from a stored one only in case updates that subscriber. An address on the
-    suppression list (unsubscribed, bounced, complained, erased) is counted as
-    suppressed and neither added nor reactivated.
+    (the first 1000 of them; the rest are counted) and skipped; every good row is
+    imported, and the exit code is then 1 so that a script notices. Addresses are
+    unique in any spelling: a row whose address differs from a stored one only in case
+    updates that subscriber. An address on the suppression list (unsubscribed, bounced,
+    complained, erased) is counted as suppressed and neither added nor reactivated. The
+    good rows go in as one transaction: all of them, or none if the store fails.
     """
     from digest.audience.subscribers import import_csv
     from digest.ops import jobs
@@ -65,19 +66,25 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
         store.close()
     for error in report.errors:
         echo_err(f"warning: {file}: {error}; row skipped")
+    unlisted = report.error_count - len(report.errors)
+    if unlisted:
+        echo_err(
+            f"warning: {file}: {unlisted} more rows skipped; "
+            f"only the first {len(report.errors)} are listed"
+        )
     for line in report.suppressed[:20]:
         echo_err(f"note: {file}: line {line}: the address is suppressed; row not imported")
-    skipped = f"{len(report.errors)} skipped"
+    skipped = f"{report.error_count} skipped"
     if report.errors:
         lines = ", ".join(str(e.line) for e in report.errors[:20])
-        more = ", …" if len(report.errors) > 20 else ""
+        more = ", …" if report.error_count > 20 else ""
         skipped += f" (lines {lines}{more})"
     click.echo(
         f"{file}: {report.imported} imported, {report.updated} updated, "
-        f"{report.unchanged} unchanged, {len(report.suppressed)} suppressed, {skipped} "
+        f"{report.unchanged} unchanged, {report.suppressed_count} suppressed, {skipped} "
         f"in list {list_name!r}" + ("; dry run, nothing written" if dry_run else "")
     )
-    if report.errors:
+    if report.error_count:
         raise SystemExit(1)
 
 
@@ -127,7 +134,7 @@ def list_(list_name: str | None, status: str | None) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of stdout.",
+    help="Write to this file instead of stdout (readable by its owner only).",
 )
 @common
 def export(email: str | None, list_name: str | None, output: Path | None) -> None:
@@ -160,8 +167,10 @@ def export(email: str | None, list_name: str | None, output: Path | None) -> Non
     finally:
         store.close()
     if output:
+        from digest.core.files import write_private
+
         try:
-            output.write_text(text, encoding="utf-8")
+            write_private(output, text.encode("utf-8"))
         except OSError as exc:
             raise CannotWrite(f"cannot write {output}: {exc.strerror or exc}") from exc
         click.echo(f"wrote {output}")

@@ -10,8 +10,8 @@ have a reader's signed unsubscribe link filled into a link of its own.
 
 Templates are looked up first in the newsletter's ``templates`` folder (if set), then
 in the bundled ``templates/`` folder at the top of the project. That folder sits next
-to the ``digest`` package, so it is found in a source checkout and in an editable
-install (``pip install -e .``), not in a wheel.
+to the ``digest`` package in a source checkout and an editable install (``pip install
+-e .``); a wheel carries it as ``digest/templates/`` (see pyproject.toml).
 
 Templates hold no reader-visible text of their own: they call ``_()`` (Jinja2's i18n
 extension, new style), and the newsletter's locale picks the catalogue
@@ -61,10 +61,20 @@ __all__ = [
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 
-#: Bundled templates: the top-level ``templates/`` folder next to the package. Found
-#: from this module's own file, which also works when ``digest`` is imported as a
-#: namespace package (``digest.__file__`` is then None).
-BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+def _bundled_templates() -> Path:
+    """``digest/templates/`` of an installed wheel, else ``templates/`` next to the package.
+
+    Found from this module's own file, which also works when ``digest`` is imported as a
+    namespace package (``digest.__file__`` is then None).
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
+
+
+#: Bundled templates: the top-level ``templates/`` folder of the project.
+BUNDLED_TEMPLATES = _bundled_templates()
 
 #: Fields filled in per recipient. ``greeting`` defaults to one made from ``name``.
 PERSONAL_FIELDS = ("greeting", "name", "email", "unsubscribe_url", "preferences_url")

@@ -6,16 +6,18 @@ memberships; choosing who an issue goes to is the ledger's (digest.store.ledger)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest.core.addresses import email_key
 from digest.core.models import Subscriber
 from digest.store import schema as t
-from digest.store.importing import ImportCounts, import_rows
+from digest.store.importing import ImportCounts, forget_seen, import_rows
 from digest.store.privacy import suppress_in
 from digest.store.sql import insert_ignoring_duplicates, utc_now
 
@@ -51,7 +53,7 @@ class SubscriberStore:
 
     def import_subscribers(
         self,
-        rows: Sequence[tuple[int, Subscriber]],
+        rows: Iterable[tuple[int, Subscriber]],
         list_name: str,
         *,
         consent: str,
@@ -60,8 +62,9 @@ class SubscriberStore:
     ) -> ImportCounts:
         """Import (line, subscriber) rows into ``list_name`` as one transaction.
 
-        See :func:`digest.store.importing.import_rows`. With ``dry_run`` the same work
-        is done and rolled back, so the counts are exactly what the import would give.
+        See :func:`digest.store.importing.import_rows`: ``rows`` may be a stream, read
+        a chunk at a time. With ``dry_run`` the same work is done and rolled back, so the
+        counts are exactly what the import would give.
         """
         with self.engine.connect() as conn:
             transaction = conn.begin()
@@ -72,11 +75,14 @@ class SubscriberStore:
                 )  # fmt: skip
             except BaseException:
                 transaction.rollback()
+                with contextlib.suppress(SQLAlchemyError):
+                    forget_seen(conn)
                 raise
             if dry_run:
                 transaction.rollback()
             else:
                 transaction.commit()
+            forget_seen(conn)
         return counts
 
     def subscriber_rows(

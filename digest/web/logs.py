@@ -5,8 +5,10 @@ hands that key to whoever reads the log. The path segment after each token prefi
 replaced by ``[token]``, wherever in a log record it appears: message, arguments,
 formatted traceback.
 
-``digest serve`` installs this itself. Whoever serves :func:`~digest.web.create_app` with
-a uvicorn of their own passes ``log_config=uvicorn_log_config()``, or calls
+``digest serve`` installs this itself, and has uvicorn's loggers write through digest's
+own handler (:func:`log_uvicorn_through_root`): one format, UTC times, ``--log-format
+json`` for every line. Whoever serves :func:`~digest.web.create_app` with a uvicorn of
+their own passes ``log_config=uvicorn_log_config()``, or calls
 :func:`install_token_redaction` after configuring logging their own way.
 """
 
@@ -25,6 +27,7 @@ __all__ = [
     "normalised_path",
     "redact_tokens",
     "install_token_redaction",
+    "log_uvicorn_through_root",
     "uvicorn_log_config",
 ]
 
@@ -131,6 +134,21 @@ def install_token_redaction() -> None:
 def _add_once(target: logging.Filterer, redacting: TokenRedactingFilter) -> None:
     if not any(isinstance(f, TokenRedactingFilter) for f in target.filters):
         target.addFilter(redacting)
+
+
+def log_uvicorn_through_root(level: int = logging.INFO) -> None:
+    """Send uvicorn's log records to the root logger's handlers, from ``level`` up.
+
+    Its loggers keep no handler of their own and propagate, so its lines (startup,
+    errors, the access log) come out formatted like every other line of the process.
+    Serve with ``log_config=None`` then, so that uvicorn does not configure them again.
+    """
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+        logger.setLevel(level)
 
 
 def uvicorn_log_config() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -124,14 +125,15 @@ async def test_a_token_path_written_otherwise_is_a_404_and_logs_no_token(
 
 
 @contextlib.asynccontextmanager
-async def _digest_serve(site: Path) -> AsyncIterator[tuple[str, list[str]]]:
-    """A real ``digest serve`` on a free port in ``site`` (its config.toml, a SQLite store
-    there): yields its base URL and the lines it printed, all of them once it ended."""
+async def _digest_serve(site: Path, *options: str) -> AsyncIterator[tuple[str, list[str]]]:
+    """A real ``digest [options] serve`` on a free port in ``site`` (its config.toml, a
+    SQLite store there): yields its base URL and the lines it printed, all of them once it
+    ended."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env["DIGEST_STORE_URL"] = f"sqlite:///{site / 'digest.db'}"
     env["PYTHONUNBUFFERED"] = "1"
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "digest.cli", "serve", "--port", "0"),
+        *(sys.executable, "-m", "digest.cli", *options, "serve", "--port", "0"),
         cwd=site,
         env=env,
         stdout=asyncio.subprocess.PIPE,  # the access log
@@ -231,3 +233,47 @@ async def test_digest_serve_believes_forwarded_addresses_from_trusted_proxies_on
     # From 127.0.0.1, not a trusted proxy here: the header is not believed, the client
     # stays 127.0.0.1 and may read the metrics.
     assert forwarded.status_code == 200, forwarded.text
+
+
+#: A text log line of digest's (digest.cli.logs): UTC time, level, logger, message.
+_TEXT_LINE = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)"
+)
+_UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+async def _serve_once(site: Path, *options: str) -> tuple[str, list[str]]:
+    """Start ``digest [options] serve``, ask it for /healthz, stop it: its port and lines."""
+    shutil.copy(ROOT / "config.toml", site / "config.toml")
+    async with (
+        _digest_serve(site, *options) as (base, log),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        assert (await client.get("/healthz")).status_code == 200
+    return base.rsplit(":", 1)[1], "".join(log).splitlines()
+
+
+def _uvicorn_said(port: str, said: set[tuple[str, str, str]]) -> None:
+    """uvicorn's startup lines and the access line of /healthz are among ``said``."""
+    running = f"Uvicorn running on http://127.0.0.1:{port} (Press CTRL+C to quit)"
+    assert ("INFO", "uvicorn.error", running) in said, said
+    assert ("INFO", "uvicorn.error", "Application startup complete.") in said, said
+    healthz = re.compile(r'127\.0\.0\.1:\d+ - "GET /healthz HTTP/1\.1" 200')
+    assert any(
+        (level, logger) == ("INFO", "uvicorn.access") and healthz.fullmatch(message)
+        for level, logger, message in said
+    ), said
+
+
+async def test_digest_serve_writes_uvicorn_lines_in_digest_format(tmp_path: Path) -> None:
+    port, lines = await _serve_once(tmp_path)
+    found = [_TEXT_LINE.fullmatch(line) for line in lines]
+    assert all(found), lines  # every line, uvicorn's too, in the one format
+    _uvicorn_said(port, {(m["level"], m["logger"], m["message"]) for m in found if m})
+
+
+async def test_digest_serve_writes_uvicorn_lines_as_json(tmp_path: Path) -> None:
+    port, lines = await _serve_once(tmp_path, "--log-format", "json")
+    entries = [json.loads(line) for line in lines]  # every line one JSON object
+    assert all(_UTC_TIME.fullmatch(entry["time"]) for entry in entries), entries
+    _uvicorn_said(port, {(e["level"], e["logger"], e["message"]) for e in entries})
