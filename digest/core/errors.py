@@ -6,8 +6,11 @@ without parsing the message. The CLI turns any ``DigestError`` into one line on 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
     "DigestError",
+    "for_editors",
     "ConfigError",
     "StoreError",
     "SourceError",
@@ -23,10 +26,25 @@ __all__ = [
 ]
 
 
+E = TypeVar("E", bound="DigestError")
+
+
 class DigestError(Exception):
-    """Base of every error digest reports to its user."""
+    """Base of every error digest reports to its user.
+
+    The message is English, for the command line and the log. An error an editor may
+    meet in the editors' area also carries what to tell them (:func:`for_editors`).
+    """
 
     exit_code = 1
+    #: A message id with ``%(name)s`` placeholders, and their values; None: not said.
+    editors_text: tuple[str, dict[str, object]] | None = None
+
+
+def for_editors(error: E, text: str, **values: object) -> E:
+    """``error``, carrying ``text`` (a message id, filled from ``values``) for editors."""
+    error.editors_text = (text, values)
+    return error
 
 
 class ConfigError(DigestError, ValueError):

@@ -13,7 +13,8 @@ from datetime import datetime
 
 from digest.config import NewsletterSettings
 from digest.config.cron import next_runs_of
-from digest.core.errors import EditorialError
+from digest.core.errors import EditorialError, for_editors
+from digest.core.i18n import N_
 from digest.core.models import Article, IssueEdits
 from digest.issue.compose import arrange, iso_week_window, shorten, window_candidates
 from digest.store import Store
@@ -86,6 +87,11 @@ def issue_draft(
     return drafts, edits
 
 
+def _refused(english: str, text: str, **values: object) -> EditorialError:
+    """An edit that cannot be made: ``english`` for the log, ``text`` for the editor."""
+    return for_editors(EditorialError(english), text, **values)
+
+
 def apply_edit(
     store: Store,
     newsletter: NewsletterSettings,
@@ -107,11 +113,19 @@ def apply_edit(
     if action == "intro":
         intro = (text or "").replace("\r\n", "\n").strip()
         if len(intro) > MAX_INTRO:
-            raise EditorialError(f"the intro text has more than {MAX_INTRO} characters")
+            raise _refused(
+                f"the intro text has more than {MAX_INTRO} characters",
+                N_("The intro text has more than %(count)s characters."),
+                count=MAX_INTRO,
+            )
         store.set_intro(newsletter.id, key, intro, editor=editor, now=now)
         return
     if action not in ACTIONS:
-        raise EditorialError(f"unknown action {action!r}")
+        raise _refused(
+            f"unknown action {action!r}",
+            N_("This change is not possible (%(action)s)."),
+            action=action,
+        )
     drafts, edits = issue_draft(store, newsletter, key, now)
     found = next(
         (
@@ -123,7 +137,10 @@ def apply_edit(
         None,
     )
     if found is None:
-        raise EditorialError("this article is not part of the issue (any more)")
+        raise _refused(
+            "this article is not part of the issue (any more)",
+            N_("This article is not part of the issue (any more)."),
+        )
     draft, article = found
     title = shorten(article.title, 80)
 
@@ -150,20 +167,16 @@ def apply_edit(
     elif action == "teaser":
         teaser = " ".join((text or "").split())
         if len(teaser) > MAX_TEASER:
-            raise EditorialError(f"the teaser has more than {MAX_TEASER} characters")
+            raise _refused(
+                f"the teaser has more than {MAX_TEASER} characters",
+                N_("The teaser has more than %(count)s characters."),
+                count=MAX_TEASER,
+            )
         edit("teaser", f"{title}: {shorten(teaser, 120) or '-'}", teaser=teaser or None)
     else:
-        order = [*draft.shown, *draft.waiting]
-        place = next((i for i, a in enumerate(order) if a.uid == article.uid), None)
-        if place is None:
-            raise EditorialError("an article left out has no place to move from")
-        other = place - 1 if action == "up" else place + 1
-        if not 0 <= other < len(order):
+        order = _moved(draft, edits, article, action)
+        if order is None:
             return  # already first or last: nothing to do
-        pinned = edits.pinned
-        if (article.uid in pinned) != (order[other].uid in pinned):
-            raise EditorialError("pinned articles stay before the others; unpin it first")
-        order[place], order[other] = order[other], order[place]
         store.set_ranks(
             newsletter.id,
             key,
@@ -173,3 +186,27 @@ def apply_edit(
             moved=article.uid,
             detail=f"{title} ({action})",
         )
+
+
+def _moved(
+    draft: CategoryDraft, edits: IssueEdits, article: Article, action: str
+) -> list[Article] | None:
+    """The category's order with ``article`` one place up or down; None if it cannot go."""
+    order = [*draft.shown, *draft.waiting]
+    place = next((i for i, a in enumerate(order) if a.uid == article.uid), None)
+    if place is None:
+        raise _refused(
+            "an article left out has no place to move from",
+            N_("An article that is left out cannot be moved; bring it back first."),
+        )
+    other = place - 1 if action == "up" else place + 1
+    if not 0 <= other < len(order):
+        return None
+    pinned = edits.pinned
+    if (article.uid in pinned) != (order[other].uid in pinned):
+        raise _refused(
+            "pinned articles stay before the others; unpin it first",
+            N_("Pinned articles stay before the others; unpin it first."),
+        )
+    order[place], order[other] = order[other], order[place]
+    return order

@@ -16,7 +16,8 @@ from pathlib import Path
 from digest.audience.segments import recipients_for
 from digest.cluster.schema import open_cluster_store
 from digest.config import NewsletterSettings, Settings, load_settings
-from digest.core.errors import DigestError
+from digest.core.errors import DigestError, for_editors
+from digest.core.i18n import N_
 from digest.core.models import Issue, Message, Recipient
 from digest.delivery.deliver import send_issue
 from digest.delivery.dryrun import DryRunReport, dry_run
@@ -292,9 +293,12 @@ def prepared_or_error(
 ) -> PreparedIssue:
     prepared = prepare_issue(store, newsletter, week, now, save=False)
     if prepared is None:
-        raise DigestError(
-            f"newsletter {newsletter.id!r} has no articles for "
-            f"{week or 'the previous week'}; run `digest collect` first"
+        raise for_editors(
+            DigestError(
+                f"newsletter {newsletter.id!r} has no articles for "
+                f"{week or 'the previous week'}; run `digest collect` first"
+            ),
+            N_("There are no articles for this week."),
         )
     return prepared
 
@@ -425,12 +429,20 @@ def preview_recipient(
     if subscriber:
         found = store.subscriber_by_email(subscriber.strip())
         if found is None:
-            raise DigestError(f"no subscriber {subscriber!r} in the store")
+            raise for_editors(
+                DigestError(f"no subscriber {subscriber!r} in the store"),
+                N_("There is no subscriber %(address)s."),
+                address=subscriber,
+            )
         matches = recipients_for(newsletter, [found])
         if not matches:
-            raise DigestError(
-                f"{subscriber} is in no segment of {newsletter.id!r} "
-                f"(lists: {', '.join(sorted(found.lists)) or 'none'})"
+            raise for_editors(
+                DigestError(
+                    f"{subscriber} is in no segment of {newsletter.id!r} "
+                    f"(lists: {', '.join(sorted(found.lists)) or 'none'})"
+                ),
+                N_("%(address)s is in no segment of this newsletter."),
+                address=subscriber,
             )
         return matches[0]
     chosen = newsletter.segment(segment) if segment else None
@@ -465,7 +477,10 @@ def preview_message(
     personalizer = Personalizer(settings, newsletter, issue, now)
     variant = personalizer.variant_for(recipient)
     if variant is None:
-        raise DigestError(f"nothing in {issue.key} for that recipient's interests")
+        raise for_editors(
+            DigestError(f"nothing in {issue.key} for that recipient's interests"),
+            N_("This issue has nothing for these interests."),
+        )
     if subject_prefix:
         variant = replace(
             variant, issue=replace(variant.issue, subject=subject_prefix + variant.issue.subject)

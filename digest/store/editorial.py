@@ -325,6 +325,26 @@ class EditorialStore:
             by_issue.setdefault(issue_id, {})[state] = int(n)
         return [(row, by_issue.get(row.id, {})) for row in issues]
 
+    def unissued_times(self, newsletter: str, start: datetime, end: datetime) -> list[datetime]:
+        """When the articles published in [start, end) that no issue carries were published.
+
+        The weeks they fall in are weeks that may never have gone out (a failed run, a
+        week to catch up on); only the times are read, not the articles.
+        """
+        c = t.articles.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.published)
+                .where(
+                    c.newsletter == newsletter,
+                    c.published >= start,
+                    c.published < end,
+                    c.issue_id.is_(None),
+                )
+                .distinct()
+            ).all()
+        return [row.published for row in rows]
+
 
 def _check_editable(conn: Connection, newsletter: str, week: str) -> None:
     status = conn.execute(

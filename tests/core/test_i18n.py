@@ -97,12 +97,22 @@ def test_greeting_and_week_follow_the_locale() -> None:
     assert translations("de_AT").gettext("more…") == "mehr…"
 
 
+#: Where the texts only editors read are: the editors' area, and the schedule in words.
+EDITORS_ONLY = ("digest/web/admin/", "digest/web/templates/admin/", "digest/config/cron_words.py")
+
+
 def german_phrases() -> set[str]:
-    """The German texts of our own, cut at their placeholders: none may reach an English reader."""
+    """The German texts of our own, cut at their placeholders: none may reach an English reader.
+
+    Texts only the editors' area shows are left out: they never reach a reader, and
+    their short pieces ("am", "um") are words of the German articles too.
+    """
     english = {m.id: m.string for m in catalogue("en") if m.id}
     phrases = set()
     for entry in catalogue("de"):
         if not entry.id or not isinstance(entry.string, str):
+            continue
+        if entry.locations and all(path.startswith(EDITORS_ONLY) for path, _ in entry.locations):
             continue
         for piece in re.split(r"%\(\w+\)s|\n", entry.string):
             piece = piece.strip(" ,.:()")

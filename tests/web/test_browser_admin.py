@@ -104,7 +104,7 @@ async def test_edit_preview_test_approve_and_send(
             await assert_accessible(page)
             await page.get_by_label("Name").fill("erika")
             await page.get_by_label("Passwort").fill(PASSWORD)
-            await page.get_by_role("button", name="Anmelden").click()
+            await page.get_by_role("button", name="Einloggen").click()
             await page.wait_for_selector("text=Einleitung")
             await assert_accessible(page)
 

@@ -292,6 +292,8 @@ async def test_pin_and_move(demo_settings: Settings, collected: Store) -> None:
         assert first_uids(collected, demo_settings)[:3] == [uids[2], uids[0], uids[1]]
         refused = await edit(http, action="up", uid=uids[0])  # it would pass the pinned one
     assert refused.status_code == 400
+    assert "Angeheftete Artikel bleiben vor den anderen" in refused.text
+    assert "unpin it first" not in refused.text
 
 
 async def test_a_sent_issue_is_read_only(demo_settings: Settings, collected: Store) -> None:
@@ -328,7 +330,10 @@ async def test_overview_lists_newsletters_segments_and_last_issues(
         page = await http.get("/admin/")
     assert page.status_code == 200
     newsletter = demo_settings.newsletter(NL)
-    assert newsletter.name in page.text and newsletter.schedule in page.text
+    assert newsletter.name in page.text
+    # The schedule in words, not as the crontab line of the configuration.
+    assert "Zeitplan: montags um 07:00 (Europe/Berlin)" in page.text
+    assert newsletter.schedule not in page.text
     for segment in newsletter.segments:
         assert f"<td>{segment.name}</td>" in page.text
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -34,15 +34,20 @@ from digest.web.admin.session import (
     PREFIX,
     admin_page,
     catalogue,
+    error_text,
     genuine,
     newsletter_of,
     now,
     session_editor,
 )
+from digest.web.admin.words import NOT_SENT, Words
 from digest.web.forms import field_text
 from digest.web.pages import not_found, settings_of, store_of
 
 __all__ = ["approve", "edit_issue", "overview", "show_issue"]
+
+#: How many past weeks the overview looks at for issues never sent.
+PAST_WEEKS = 8
 
 _READ_ONLY = N_("This issue has been sent and can no longer be changed.")
 
@@ -73,17 +78,6 @@ def _newsletter_summary(
         nothing = len(plan.nothing_for_them)
         sections = [(s.title, len(s.items)) for s in prepared.issue.sections]
     approval = store.approval(newsletter.id, key)
-    last = []
-    for row, counts in store.issues_of(newsletter.id, limit=8):
-        last.append(
-            {
-                "key": row.key,
-                "status": row.status,
-                "sent_at": row.sent_at,
-                "counts": counts,
-                "subject": row.subject,
-            }
-        )
     return {
         "newsletter": newsletter,
         "due": due.astimezone(newsletter.zone),
@@ -94,8 +88,34 @@ def _newsletter_summary(
         "segments": segments,
         "nothing": nothing,
         "approval": approval,
-        "last": last,
+        "last": _past_issues(store, newsletter, start),
     }
+
+
+def _past_issues(
+    store: Store, newsletter: NewsletterSettings, coming: datetime
+) -> list[dict[str, Any]]:
+    """The newest issues in the store, and the past weeks that never became one.
+
+    A week before the coming issue's (which starts at ``coming``) with articles no issue
+    carries, and no issue of its own, was never sent: a run that failed before it
+    composed, a week the schedule passed over. The last :data:`PAST_WEEKS` are looked at.
+    """
+    rows = store.issues_of(newsletter.id, limit=PAST_WEEKS + 4)
+    past: list[dict[str, Any]] = [
+        {"key": row.key, "status": row.status, "counts": counts} for row, counts in rows
+    ]
+    first_day = coming.astimezone(newsletter.zone).date() - timedelta(weeks=PAST_WEEKS)
+    year, number, _ = first_day.isocalendar()
+    _key, since, _end = iso_week_window(f"{year}-W{number:02d}", newsletter.zone, coming)
+    known = {row.key for row, _counts in rows}
+    unsent = set()
+    for published in store.unissued_times(newsletter.id, since, coming):
+        year, number, _ = published.astimezone(newsletter.zone).isocalendar()
+        unsent.add(f"{year}-W{number:02d}")
+    past += [{"key": week, "status": NOT_SENT, "counts": {}} for week in unsent - known]
+    past.sort(key=lambda issue: str(issue["key"]), reverse=True)
+    return past[:PAST_WEEKS]
 
 
 def overview(request: Request) -> Response:
@@ -134,7 +154,8 @@ def _issue_page(
         request,
         "admin/issue.html",
         status,
-        title=catalogue(request).gettext("Issue %(week)s") % {"week": key},
+        title=catalogue(request).gettext("Issue %(week)s")
+        % {"week": Words(settings_of(request).locale).week(key)},
         newsletter=newsletter,
         week=key,
         start=start.astimezone(newsletter.zone),
@@ -197,7 +218,7 @@ async def edit_issue(request: Request) -> Response:
                 request, newsletter, week, 409, catalogue(request).gettext(_READ_ONLY)
             )
         except EditorialError as exc:
-            return _issue_page(request, newsletter, week, 400, str(exc))
+            return _issue_page(request, newsletter, week, 400, error_text(request, exc))
         anchor = (
             f"#a-{hashlib.sha256(uid.encode()).hexdigest()[:12]}" if isinstance(uid, str) else ""
         )

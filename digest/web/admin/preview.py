@@ -23,14 +23,19 @@ from digest.core.addresses import checked_address
 from digest.core.errors import AddressError, DigestError
 from digest.delivery.transport import SmtpPool
 from digest.ops import jobs
+from digest.web.admin.frames import frames_of
 from digest.web.admin.session import (
     EXPIRED_FORM,
+    FRAME_PREFIX,
     admin_page,
     catalogue,
+    error_text,
     genuine,
     newsletter_of,
     session_editor,
+    session_key,
 )
+from digest.web.admin.words import Words
 from digest.web.forms import field_text
 from digest.web.pages import not_found, settings_of, store_of
 
@@ -61,8 +66,16 @@ def _chosen(request: Request, newsletter: NewsletterSettings) -> dict[str, str]:
     return {"segment": segment if segment in names else (names[0] if names else "")}
 
 
+def _address(newsletter: NewsletterSettings, week: str, who: dict[str, str]) -> str:
+    """The frame's address: what it shows (newsletter, week, and as whom)."""
+    return f"{FRAME_PREFIX}{newsletter.id}/{week}?{urlencode(who)}"
+
+
 def show_preview(request: Request) -> Response:
-    """``GET /admin/{newsletter}/{week}/preview``: the message as the one chosen gets it."""
+    """``GET /admin/{newsletter}/{week}/preview``: the message as the one chosen gets it.
+
+    The message is built once; the page's frames show its HTML part as kept for them.
+    """
     newsletter = newsletter_of(request)
     if newsletter is None:
         return not_found(request)
@@ -72,14 +85,14 @@ def show_preview(request: Request) -> Response:
     search = field_text(request.query_params.get("q")).strip()[:100]
     matches = store.search_subscribers(search) if search else []
     context: dict[str, Any] = {
-        "title": catalogue(request).gettext("Preview of %(week)s") % {"week": week},
+        "title": catalogue(request).gettext("Preview of %(week)s")
+        % {"week": Words(settings_of(request).locale).week(week)},
         "newsletter": newsletter,
         "week": week,
         "who": who,
         "search": search,
         "matches": matches,
         "error": "",
-        "query": urlencode(who),
     }
     try:
         _issue, built = jobs.preview_message(
@@ -91,7 +104,7 @@ def show_preview(request: Request) -> Response:
             subscriber=who.get("subscriber"),
         )
     except DigestError as exc:
-        context["error"] = str(exc)
+        context["error"] = error_text(request, exc)
         return admin_page(request, "admin/preview.html", 400, **context)
     parsed = email.message_from_bytes(built.data, policy=policy.default)
     html_part = parsed.get_body(preferencelist=("html",))
@@ -105,34 +118,45 @@ def show_preview(request: Request) -> Response:
         if url not in every:
             every.append(url)
     size = len(html.encode())
+    address = _address(newsletter, week, who)
+    number = frames_of(request).keep(session_key(request), address, html)
     context.update(
         headers=[(name, str(value)) for name, value in parsed.items()],
         text=text,
         size=size,
         too_big=size > HTML_WARNING_BYTES,
         links=every,
+        frame=f"{address}&{urlencode({'built': number})}",
     )
     return admin_page(request, "admin/preview.html", **context)
 
 
 def preview_frame(request: Request) -> Response:
-    """``GET /admin/frame/{newsletter}/{week}``: the HTML part alone, for the preview's frame."""
+    """``GET /admin/frame/{newsletter}/{week}``: the HTML part alone, for the preview's frame.
+
+    The HTML its page built (``built``: the number the page gave it), else built here.
+    """
     newsletter = newsletter_of(request)
     if newsletter is None:
         return not_found(request)
+    week = request.path_params["week"]
     who = _chosen(request, newsletter)
+    number = field_text(request.query_params.get("built"))
+    kept = frames_of(request).get(session_key(request), _address(newsletter, week, who), number)
+    if kept is not None:
+        return HTMLResponse(kept)
     try:
         html = jobs.preview(
             settings_of(request),
             store_of(request),
             newsletter,
-            request.path_params["week"],
+            week,
             fmt="html",
             segment=who.get("segment"),
             subscriber=who.get("subscriber"),
         ).decode()
     except DigestError as exc:
-        html = f"<!doctype html><p>{escape(str(exc))}</p>"
+        html = f"<!doctype html><p>{escape(error_text(request, exc))}</p>"
     return HTMLResponse(html)
 
 
@@ -149,7 +173,8 @@ def _test_form(request: Request, status: int = 200, **context: Any) -> Response:
         request,
         "admin/test.html",
         status,
-        title=catalogue(request).gettext("Test send of %(week)s") % {"week": week},
+        title=catalogue(request).gettext("Test send of %(week)s")
+        % {"week": Words(settings_of(request).locale).week(week)},
         newsletter=newsletter,
         week=week,
         **context,
@@ -210,7 +235,7 @@ async def send_test(request: Request) -> Response:
             subscriber=subscriber or None,
         )
     except DigestError as exc:
-        return _test_form(request, 502, error=str(exc), **values)
+        return _test_form(request, 502, error=error_text(request, exc), **values)
     finally:
         await transport.close()
     return _test_form(request, results=results, **values)

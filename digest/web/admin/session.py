@@ -24,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from digest.config import NewsletterSettings
-from digest.core.errors import ComposeError, ConfigError
+from digest.core.errors import ComposeError, ConfigError, DigestError
 from digest.core.i18n import N_, translations
 from digest.issue.compose import iso_week_window
 from digest.store.editorial import Editor
+from digest.web.admin.words import Words
 from digest.web.forms import CSRF_FIELD, csrf_token, form_is_genuine
 from digest.web.pages import message_page, render, settings_of, store_of
 from digest.web.routing import SHOWING, Handler, _call
@@ -39,6 +40,7 @@ __all__ = [
     "SESSION_COOKIE",
     "admin_page",
     "catalogue",
+    "error_text",
     "genuine",
     "guarded",
     "newsletter_of",
@@ -69,6 +71,19 @@ def now() -> datetime:
 def catalogue(request: Request) -> NullTranslations:
     """The texts of the editors' area, in the configured locale."""
     return translations(settings_of(request).locale)
+
+
+def error_text(request: Request, error: DigestError) -> str:
+    """What to tell an editor about ``error``: its text for editors, in the area's locale.
+
+    An error without one (a broken template, a relay that refused) is named as the log
+    names it, after a sentence of the catalogue.
+    """
+    gettext = catalogue(request).gettext
+    if error.editors_text is None:
+        return gettext("This did not work: %(reason)s") % {"reason": error}
+    text, values = error.editors_text
+    return gettext(text) % values if values else gettext(text)
 
 
 def _session_hash(token: str) -> str:
@@ -139,6 +154,7 @@ def admin_page(request: Request, template: str, status: int = 200, **context: An
         csrf_field=CSRF_FIELD,
         editor=session[0] if session else None,
         prefix=PREFIX,
+        words=Words(settings.locale),
         **context,
     )
 
