@@ -85,7 +85,7 @@ async def confirm(client: httpx.AsyncClient, url: str) -> httpx.Response:
     return await client.post(url, data={"csrf": csrf_of(shown)})
 
 
-async def test_the_form_offers_every_category_and_region_ticked(
+async def test_the_form_offers_every_category_ticked_and_all_regions(
     demo_settings: Settings, store: Store
 ) -> None:
     newsletter = demo_settings.newsletter(NL)
@@ -95,8 +95,11 @@ async def test_the_form_offers_every_category_and_region_ticked(
     assert page.status_code == 200 and unknown.status_code == 404
     for category in newsletter.categories:
         assert f'value="{category.key}" checked' in page.text
+    # "All regions" chosen; a single region is one tick after choosing "only selected".
+    assert 'name="region_scope" value="all" checked' in page.text
+    assert 'name="region_scope" value="some">' in page.text
     for region in newsletter.regions:
-        assert f'value="{region}" checked' in page.text
+        assert f'name="regions" value="{region}">' in page.text
     assert "jederzeit widerrufen" in page.text and newsletter.name in page.text
     assert 'class="trap"' in page.text and 'name="website"' in page.text
 
@@ -388,7 +391,9 @@ async def test_the_embeddable_form_leads_to_a_filled_in_page(
         )
     assert answer.status_code == 200
     assert 'value="extern@example.org"' in answer.text and 'value="Eva Extern"' in answer.text
-    assert 'value="politik" checked' in answer.text and 'value="Bayern" checked' in answer.text
+    assert 'value="politik" checked' in answer.text
+    assert 'name="region_scope" value="all" checked' in answer.text
+    assert 'value="Bayern" checked' not in answer.text
     assert 'value="yes" required checked' not in answer.text  # consent is given here
     assert CSRF.search(answer.text)
     assert store.queued_mail() == []

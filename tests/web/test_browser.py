@@ -133,11 +133,13 @@ async def test_unsubscribe_is_a_click_on_the_page_the_link_opens(
         console: list[str] = []
         page.on("console", lambda message: console.append(message.text))
         await page.goto(local)
-        assert "abbestellen" in await page.inner_text("body")
+        # The page names the newsletter being left (from the token), never the address.
+        name = demo_settings.newsletter("wochenueberblick").name
+        assert f"Möchten Sie den Newsletter „{name}“ abbestellen?" in await page.inner_text("body")
         assert len(store.active_subscribers(newsletter="wochenueberblick")) == 1  # GET: nothing
         await _assert_readable_on_a_phone(page)
         await page.get_by_role("button", name="Abmelden").click()
-        await page.wait_for_selector("text=erhalten diesen Newsletter nicht mehr")
+        await page.wait_for_selector(f"text=erhalten den Newsletter „{name}“ nicht mehr")
         assert page.url == local  # answered in place, no redirect
         assert store.active_subscribers(newsletter="wochenueberblick") == []
         await _assert_readable_on_a_phone(page)
@@ -307,7 +309,7 @@ async def test_sign_up_confirm_change_preferences_and_unsubscribe(
         await _assert_readable_on_a_phone(page)
         assert len(store.active_subscribers(newsletter="wochenueberblick")) == 1  # GET asks
         await page.get_by_role("button", name="Abmelden").click()
-        await page.wait_for_selector("text=erhalten diesen Newsletter nicht mehr")
+        await page.wait_for_selector(f"text=erhalten den Newsletter „{newsletter.name}“ nicht mehr")
         await _assert_readable_on_a_phone(page)
         assert store.active_subscribers(newsletter="wochenueberblick") == []
         assert store.is_suppressed(address, "wochenueberblick")
