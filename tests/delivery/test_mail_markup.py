@@ -3,7 +3,9 @@
 The demo's issue goes out to its subscribers through a recording aiosmtpd server, and
 each received HTML part is read element by element (tests/html_tree.py): a hidden
 preheader that no spam filter takes for low-contrast text, headline links that keep
-their look where a client drops <style>, and the dark-mode declaration.
+their look where a client drops <style>, and the dark-mode declaration. A test send
+(`digest test-send`, the editors' "send a test") carries no link to an archive page
+that does not exist yet.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
+import httpx
 import pytest
 
 from digest.config import NewsletterSettings, Settings, StoreSettings
@@ -22,11 +25,13 @@ from digest.delivery.transport import SmtpPool
 from digest.ops import jobs
 from digest.ops.demo import import_demo_lists
 from digest.store import Store
+from digest.web.app import create_app
 from tests.html_tree import Node, background_colour, contrast, parse, text_colour
 from tests.smtp_server import RecordingServer
 
 WEEK = "2025-W05"
 NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
+TESTER = "pruefung@example.org"
 
 
 @dataclass
@@ -60,6 +65,22 @@ async def _send(demo: Demo, server: RecordingServer) -> list[EmailMessage]:
         await pool.close()
     assert report is not None and report.sent > 0
     return [_parsed(data) for _, _, data in server.messages[before:]]
+
+
+async def _test_send(demo: Demo, server: RecordingServer) -> EmailMessage:
+    settings = replace(demo.settings, smtp=server.settings())
+    before = len(server.messages)
+    pool = SmtpPool(settings.smtp)
+    try:
+        [result] = await jobs.test_send(
+            settings, demo.store, demo.newsletter, WEEK, [TESTER], pool, segment="alle", now=NOW
+        )
+    finally:
+        await pool.close()
+    assert result.ok
+    [(_sender, recipients, data)] = server.messages[before:]
+    assert recipients == [TESTER]
+    return _parsed(data)
 
 
 def _parsed(data: bytes) -> EmailMessage:
@@ -123,3 +144,32 @@ async def test_headline_links_carry_their_style_inline_and_dark_mode_is_declared
         styles = " ".join(s.text for s in head.find_all("style"))
         assert "@media (prefers-color-scheme: dark)" in styles
     assert headlines > 27
+
+
+async def test_a_test_send_links_to_no_archive_page_that_is_not_there(
+    demo: Demo, smtp_server: RecordingServer
+) -> None:
+    """Before the issue goes out its archive page is a 404: a test leaves the link out.
+    Once it has gone out, a test shows the link readers got, and it works."""
+    archive_path = f"/archive/{demo.newsletter.id}/{WEEK}"
+    app = create_app(demo.settings, demo.store)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url=demo.settings.public_url) as web:
+        assert (await web.get(archive_path)).status_code == 404
+        test = await _test_send(demo, smtp_server)
+        assert test["Subject"].startswith("[TEST] ")
+        for subtype in ("html", "plain"):
+            content = _part(test, subtype)
+            assert "Im Browser ansehen" not in content and "/archive/" not in content, subtype
+            assert "Einstellungen ändern" in content  # the rest of the mail is there
+
+        sent = await _send(demo, smtp_server)
+        link = f"{demo.settings.public_url}{archive_path}"
+        for message in sent:
+            assert f'href="{link}"' in _part(message, "html")
+            assert f"Im Browser ansehen: {link}" in _part(message, "plain")
+        assert (await web.get(archive_path)).status_code == 200
+
+        again = await _test_send(demo, smtp_server)
+        assert f'href="{link}"' in _part(again, "html")
+        assert f"Im Browser ansehen: {link}" in _part(again, "plain")
