@@ -64,12 +64,14 @@ def merged_interests(
 
     Categories and regions are kept per subscriber, across newsletters, and an empty
     set means "everything". The choice replaces this newsletter's keys only; what the
-    subscriber chose for other newsletters stays.
+    subscriber chose for other newsletters stays. A newsletter that does not ask for
+    regions (:attr:`~digest.config.NewsletterSettings.asks_regions`) leaves the regions
+    as they are.
     """
     all_categories = {c.key for n in settings.newsletters for c in n.categories}
     all_regions = {r for n in settings.newsletters for r in n.regions}
     own_categories = {c.key for c in newsletter.categories}
-    own_regions = set(newsletter.regions)
+    own_regions = set(newsletter.regions) if newsletter.asks_regions else set()
 
     def replace(
         current: frozenset[str] | None, chosen: set[str], own: set[str], every: set[str]

@@ -254,6 +254,7 @@ def _read_newsletter(
             **values,
             "category_map": category_map,
             "regions": tuple(values["regions"]) or GERMAN_LAENDER,
+            "regions_listed": bool(values["regions"]),
         },
     )
 

@@ -23,6 +23,7 @@ from digest.config.declare import (
 )
 from digest.config.sources import SourceSettings
 from digest.core.errors import ConfigError
+from digest.core.i18n import translations
 from digest.core.limits import MAX_SUMMARY
 
 __all__ = [
@@ -253,7 +254,9 @@ NEWSLETTER = [
         list,
         [],
         "Known region names; a headline 'Region: …' or a feed category "
-        "with one of these names sets the article's region. Empty: the 16 German Länder.",
+        "with one of these names sets the article's region. Empty: the 16 German Länder. "
+        "The sign-up and preference pages ask for regions only when this list is set or "
+        "a segment receives only some regions.",
         string_list,
     ),
     S(
@@ -297,7 +300,8 @@ NEWSLETTER = [
         str,
         "",
         "The consent statement shown on the sign-up page and kept as proof; default: a "
-        "German text that names the newsletter and says consent can be withdrawn any time.",
+        "text in the page's language that names the newsletter and says consent can be "
+        "withdrawn any time.",
     ),
     S(
         "consent_version",
@@ -433,6 +437,8 @@ class NewsletterSettings:
     utm: Mapping[str, str] = field(default_factory=dict)
     category_map: Mapping[str, str] = field(default_factory=dict)
     regions: tuple[str, ...] = GERMAN_LAENDER
+    #: True when the config names the newsletter's own ``regions`` (not the default).
+    regions_listed: bool = False
     archive: bool = False
     signup: bool = True
     signup_list: str = ""
@@ -445,14 +451,29 @@ class NewsletterSettings:
 
     @property
     def consent_statement(self) -> str:
-        """The consent text a reader agrees to on the sign-up page."""
+        """The consent text a reader agrees to on the sign-up page, in the newsletter's
+        locale (see :meth:`consent_statement_in`)."""
+        return self.consent_statement_in(self.locale)
+
+    def consent_statement_in(self, locale: str) -> str:
+        """The consent text as a page in ``locale`` shows it: ``consent_text`` as the
+        operator wrote it, else the default text from the catalogue of ``locale``."""
         if self.consent_text:
             return self.consent_text
-        return (
-            f"Ja, ich möchte den Newsletter „{self.name}“ per E-Mail erhalten. Meine "
-            "Einwilligung kann ich jederzeit widerrufen, über den Abmeldelink in jeder "
-            "Ausgabe oder die Einstellungsseite."
+        # TRANSLATORS: the default consent statement of the sign-up page; name is the
+        # newsletter's. It is kept word for word as proof of the reader's consent.
+        text = translations(locale).gettext(
+            "Yes, I would like to receive the newsletter “%(name)s” by email. I can "
+            "withdraw my consent at any time, through the unsubscribe link in every issue "
+            "or on the preferences page."
         )
+        return text % {"name": self.name}
+
+    @property
+    def asks_regions(self) -> bool:
+        """Whether readers choose regions: the newsletter has regional content, i.e. its
+        config names its own ``regions`` or a segment receives only some regions."""
+        return self.regions_listed or any(segment.regions for segment in self.segments)
 
     @property
     def join_list(self) -> str:

@@ -473,6 +473,12 @@ def preview_message(
     """
     now = now or datetime.now(UTC)
     issue = prepared_or_error(store, newsletter, week, now).issue
+    if to is not None and newsletter.archive and not _in_archive(store, newsletter, issue.key):
+        # The "View in browser" link leads to the issue's archive page, which is there
+        # only once the issue has gone out: a test of an issue not sent yet leaves the
+        # link out rather than show one that answers 404. (Not the editors' preview
+        # instead: a test may go to any address, and that page needs an editor's login.)
+        newsletter = replace(newsletter, archive=False)
     recipient = preview_recipient(store, newsletter, segment=segment, subscriber=subscriber)
     personalizer = Personalizer(settings, newsletter, issue, now)
     variant = personalizer.variant_for(recipient)
@@ -501,6 +507,11 @@ def preview_message(
         envelope_from=sender_address(newsletter),
         signer=signer_for(settings, newsletter.sender_domain),
     )
+
+
+def _in_archive(store: Store, newsletter: NewsletterSettings, key: str) -> bool:
+    """Whether the issue's archive page exists: it has been sent (see digest.message.archive)."""
+    return any(record.key == key for record, _at in store.sent_issues(newsletter.id))
 
 
 #: Before the subject of every test message.

@@ -17,7 +17,7 @@ Rules every page follows, whichever route it belongs to:
   percent-encoded, a doubled slash, a dot segment is a 404) and their tokens never
   reach a log;
 - a page about a token says nothing about the subscriber it names: not the address, and
-  not whether that subscriber, or that newsletter, exists;
+  not whether that subscriber exists (it may name the newsletter the token names);
 - pages speak the locale of the newsletter the token names, else the configured default
   locale (:func:`page_locale`); their texts come from the catalogues in ``digest/locale/``.
 """
@@ -115,10 +115,19 @@ def _invalid_link(request: Request) -> Response:
     return message_page(request, 400, settings_of(request).locale, *_INVALID_LINK)
 
 
-# Neither page names the newsletter or the address: the answer for a subscriber or a
-# newsletter that does not exist (any more) must be the same, byte for byte. Only the
-# language follows the newsletter, and only its configured locale: a newsletter
-# removed from the config gets the default, like one that never existed.
+def _newsletter_name(settings: Settings, newsletter_id: str) -> str:
+    """The name of the newsletter a token names; empty for one no longer configured."""
+    for newsletter in settings.newsletters:
+        if newsletter.id == newsletter_id:
+            return newsletter.name
+    return ""
+
+
+# Neither page names the address, nor tells whether its subscriber exists (any more):
+# for a subscriber who does not, the answer is the same, byte for byte. What they name
+# comes from the signed token alone: the newsletter being left, in its language, when
+# it is configured; a newsletter removed from the config is named by none, and its
+# pages speak the default locale, like those of one that never existed.
 def ask_to_unsubscribe(request: Request) -> Response:
     """``GET /unsubscribe/{token}``: a page with a button (or on to the preferences)."""
     found = _unsubscribe_token(request)
@@ -132,6 +141,7 @@ def ask_to_unsubscribe(request: Request) -> Response:
         request,
         "unsubscribe.html",
         locale=page_locale(settings, found[1]),
+        newsletter_name=_newsletter_name(settings, found[1]),
         preferences=f"?{PREFERENCES_QUERY}",
     )
 
@@ -145,10 +155,12 @@ def unsubscribe(request: Request) -> Response:
     # Recorded for a newsletter no longer configured too: should it come back, the
     # withdrawal still holds. An unknown subscriber id records nothing.
     store_of(request).unsubscribe(subscriber_id, newsletter_id)
+    settings = settings_of(request)
     return render(
         request,
         "unsubscribed.html",
-        locale=page_locale(settings_of(request), newsletter_id),
+        locale=page_locale(settings, newsletter_id),
+        newsletter_name=_newsletter_name(settings, newsletter_id),
         preferences=f"?{PREFERENCES_QUERY}",
     )
 

@@ -29,6 +29,9 @@ from digest.store.privacy import Consent
 from digest.web.forms import field_text
 from digest.web.pages import message_page, render, settings_of, store_of
 from digest.web.reader_pages import (
+    ALL_REGIONS,
+    SOME_REGIONS,
+    chosen_regions,
     client_ip,
     form_page,
     genuine,
@@ -144,7 +147,9 @@ def _preferences_page(
 ) -> Response:
     own_categories = {c.key for c in newsletter.categories}
     chosen_categories = subscriber.categories & own_categories or own_categories
-    chosen_regions = subscriber.regions & set(newsletter.regions) or set(newsletter.regions)
+    own_regions = set(newsletter.regions)
+    chosen_regions = subscriber.regions & own_regions
+    some = bool(chosen_regions) and chosen_regions != own_regions
     return form_page(
         request,
         "preferences.html",
@@ -153,7 +158,8 @@ def _preferences_page(
         newsletter=newsletter,
         subscriber=subscriber,
         categories=chosen_categories,
-        regions=chosen_regions,
+        region_scope=SOME_REGIONS if some else ALL_REGIONS,
+        regions=chosen_regions if some else set(),
         choices=_choices(settings_of(request), store_of(request), subscriber, status),
         saved=saved,
     )
@@ -191,13 +197,14 @@ def _save_preferences(
     assert subscriber.id is not None
     settings, store = settings_of(request), store_of(request)
     chosen_categories = {field_text(v) for v in form.getlist("categories") if isinstance(v, str)}
-    chosen_regions = {field_text(v) for v in form.getlist("regions") if isinstance(v, str)}
+    _scope, chosen = chosen_regions(form, newsletter)
     own = {c.key for c in newsletter.categories}
     interests = merged_interests(
         settings,
         newsletter,
         chosen_categories & own or own,
-        chosen_regions & set(newsletter.regions) or set(newsletter.regions),
+        # "Only selected regions" with none ticked: all of them, as without a choice.
+        chosen or set(newsletter.regions),
     )
     categories, regions = interests(subscriber.categories, subscriber.regions)
     name = reader_name(form.get("name"))
@@ -274,6 +281,7 @@ def _unsubscribe_one(
         request,
         "unsubscribed.html",
         locale=newsletter.locale,
+        newsletter_name=newsletter.name,
         preferences=request.url.path,
     )
 

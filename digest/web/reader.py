@@ -28,6 +28,8 @@ from digest.web.forms import HONEYPOT_FIELD, field_text
 from digest.web.pages import message_page, not_found, render, settings_of, store_of
 from digest.web.preferences import change_preferences, show_preferences
 from digest.web.reader_pages import (
+    ALL_REGIONS,
+    chosen_regions,
     client_ip,
     form_page,
     genuine,
@@ -87,15 +89,18 @@ def _signup_form(
         "email": "",
         "name": "",
         "categories": {c.key for c in newsletter.categories},
-        "regions": set(newsletter.regions),
+        "region_scope": ALL_REGIONS,
+        "regions": set(),
         "consent": False,
     }
+    locale = newsletter.locale
     return form_page(
         request,
         "subscribe.html",
         status,
-        locale=newsletter.locale,
+        locale=locale,
         newsletter=newsletter,
+        consent_statement=newsletter.consent_statement_in(locale),
         values=values,
         errors=errors or [],
         again=again,
@@ -117,28 +122,29 @@ async def sign_up(request: Request) -> Response:
     if newsletter is None:
         return not_found(request)
     form = await request.form()
+    region_scope, regions = chosen_regions(form, newsletter)
     values: dict[str, Any] = {
         "email": field_text(form.get("email")).strip()[:320],
         "name": reader_name(form.get("name")),
         "categories": {field_text(v) for v in form.getlist("categories") if isinstance(v, str)}
         & {c.key for c in newsletter.categories},
-        "regions": {field_text(v) for v in form.getlist("regions") if isinstance(v, str)}
-        & set(newsletter.regions),
+        "region_scope": region_scope,
+        "regions": regions,
         "consent": form.get("consent") == "yes",
     }
     if not genuine(request, form):
         # A form posted from elsewhere (the embeddable snippet, or a forged post):
         # shown again, filled in, for the reader to send from here. Consent is given
-        # here, and interests the snippet leaves out are offered all ticked.
+        # here, and categories the snippet leaves out are offered all ticked.
         values["categories"] = values["categories"] or {c.key for c in newsletter.categories}
-        values["regions"] = values["regions"] or set(newsletter.regions)
         values["consent"] = False
         return _signup_form(request, newsletter, values=values, again=True)
     sent = render(request, "signup_sent.html", locale=newsletter.locale, newsletter=newsletter)
     if form.get(HONEYPOT_FIELD):
         return sent  # a robot: the same answer, nothing done
     settings = settings_of(request)
-    gettext = translations(newsletter.locale).gettext
+    locale = newsletter.locale
+    gettext = translations(locale).gettext
     errors = []
     try:
         email = checked_address(values["email"], smtputf8=settings.smtp.smtputf8)
@@ -146,7 +152,7 @@ async def sign_up(request: Request) -> Response:
         errors.append(gettext("Please enter a valid email address."))
     if not values["categories"]:
         errors.append(gettext("Please choose at least one category."))
-    if not values["regions"]:
+    if newsletter.asks_regions and not values["regions"]:
         errors.append(gettext("Please choose at least one region."))
     if not values["consent"]:
         errors.append(gettext("Please agree to the consent statement."))
@@ -157,10 +163,13 @@ async def sign_up(request: Request) -> Response:
         email=email,
         name=values["name"],
         categories=frozenset(values["categories"]),
-        regions=frozenset(values["regions"]),
-        statement=newsletter.consent_statement,
+        # A newsletter without regional content asks nothing, and the choice of
+        # regions made for others stays as it is (see merged_interests).
+        regions=frozenset(values["regions"] if newsletter.asks_regions else ()),
+        # The statement as the page showed it, in the page's language.
+        statement=newsletter.consent_statement_in(locale),
         text_version=newsletter.consent_version,
-        locale=newsletter.locale,
+        locale=locale,
         ip=client_ip(request),
         user_agent=user_agent(request),
         # The form's own address: consent is given on this page (also after the

@@ -13,12 +13,16 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
+from digest.config import NewsletterSettings
 from digest.core.i18n import N_
 from digest.web.forms import CSRF_FIELD, csrf_token, field_text, form_is_genuine
 from digest.web.pages import message_page, render, settings_of
 
 __all__ = [
+    "ALL_REGIONS",
     "MAX_NAME",
+    "SOME_REGIONS",
+    "chosen_regions",
     "client_ip",
     "form_page",
     "genuine",
@@ -28,6 +32,11 @@ __all__ = [
 ]
 
 MAX_NAME = 100
+
+#: The two answers to the region question (``region_scope``): every region of the
+#: newsletter, or only the regions ticked below it.
+ALL_REGIONS = "all"
+SOME_REGIONS = "some"
 
 # Message ids, translated when a page is shown.
 _INVALID_LINK = (
@@ -52,6 +61,22 @@ def user_agent(request: Request) -> str | None:
 def reader_name(value: object) -> str:
     """A name as typed in a form: whitespace collapsed, at most :data:`MAX_NAME` characters."""
     return " ".join(field_text(value).split())[:MAX_NAME]
+
+
+def chosen_regions(form: FormData, newsletter: NewsletterSettings) -> tuple[str, set[str]]:
+    """The region question of a posted form: (:data:`ALL_REGIONS`, every region of the
+    newsletter) or (:data:`SOME_REGIONS`, the ticked ones, perhaps none).
+
+    A form without the question (the embeddable snippet, which may name regions in
+    hidden fields) chooses the regions it names, else all of them. Regions the
+    newsletter does not know are dropped.
+    """
+    own = set(newsletter.regions)
+    ticked = {field_text(v) for v in form.getlist("regions") if isinstance(v, str)} & own
+    scope = form.get("region_scope")
+    if scope == ALL_REGIONS or (scope != SOME_REGIONS and not ticked):
+        return ALL_REGIONS, own
+    return SOME_REGIONS, ticked
 
 
 def form_page(request: Request, name: str, status: int = 200, **context: Any) -> Response:

@@ -27,6 +27,7 @@ from digest.store import Store
 from digest.store.signups import NewSignup
 from digest.web.app import create_app
 from digest.web.forms import csrf_token
+from tests.html_tree import background_colour, contrast, parse, text_colour
 from tests.smtp_server import RecordingServer
 
 NL = "wochenueberblick"
@@ -85,7 +86,7 @@ async def confirm(client: httpx.AsyncClient, url: str) -> httpx.Response:
     return await client.post(url, data={"csrf": csrf_of(shown)})
 
 
-async def test_the_form_offers_every_category_and_region_ticked(
+async def test_the_form_offers_every_category_ticked_and_all_regions(
     demo_settings: Settings, store: Store
 ) -> None:
     newsletter = demo_settings.newsletter(NL)
@@ -95,8 +96,11 @@ async def test_the_form_offers_every_category_and_region_ticked(
     assert page.status_code == 200 and unknown.status_code == 404
     for category in newsletter.categories:
         assert f'value="{category.key}" checked' in page.text
+    # "All regions" chosen; a single region is one tick after choosing "only selected".
+    assert 'name="region_scope" value="all" checked' in page.text
+    assert 'name="region_scope" value="some">' in page.text
     for region in newsletter.regions:
-        assert f'value="{region}" checked' in page.text
+        assert f'name="regions" value="{region}">' in page.text
     assert "jederzeit widerrufen" in page.text and newsletter.name in page.text
     assert 'class="trap"' in page.text and 'name="website"' in page.text
 
@@ -388,10 +392,44 @@ async def test_the_embeddable_form_leads_to_a_filled_in_page(
         )
     assert answer.status_code == 200
     assert 'value="extern@example.org"' in answer.text and 'value="Eva Extern"' in answer.text
-    assert 'value="politik" checked' in answer.text and 'value="Bayern" checked' in answer.text
+    assert 'value="politik" checked' in answer.text
+    assert 'name="region_scope" value="all" checked' in answer.text
+    assert 'value="Bayern" checked' not in answer.text
     assert 'value="yes" required checked' not in answer.text  # consent is given here
     assert CSRF.search(answer.text)
     assert store.queued_mail() == []
+
+
+async def test_the_confirmation_button_is_a_table_cell_that_outlook_keeps(
+    demo_settings: Settings, store: Store
+) -> None:
+    """Word (Outlook) ignores padding and max-width on a link: the button is the table
+    cell around it, coloured by bgcolor and padded for Outlook by mso-padding-alt."""
+    async with RecordingServer() as server:
+        settings = replace(demo_settings, smtp=server.settings())
+        async with _client(create_app(settings, store), settings) as client:
+            await sign_up(client, "knopf@example.org")
+        assert await send_due_mail(store, settings) == 1
+        [(_sender, _recipients, data)] = server.messages
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    tree = parse(html)
+    [link] = [a for a in tree.find_all("a") if "/confirm/" in a.attrs.get("href", "")]
+    assert link.text == "Anmeldung bestätigen"
+    cell = link.parent
+    assert cell is not None and cell.tag == "td"
+    assert cell.children == [link] and not cell.own_text.strip()  # the cell is the button
+    assert cell.attrs["bgcolor"] == "#1d3557"
+    assert cell.style["mso-padding-alt"] == "12px 20px"
+    row = cell.parent
+    assert row is not None and row.tag == "tr" and row.parent is not None
+    assert row.parent.tag == "table" and row.parent.attrs["role"] == "presentation"
+    assert "max-width" not in link.style
+    assert contrast(text_colour(link), background_colour(link)) >= 4.5
+    metas = {m.attrs.get("name"): m.attrs.get("content") for m in tree.find_all("meta")}
+    assert metas["color-scheme"] == metas["supported-color-schemes"] == "light dark"
+    # Outlook's column: a fixed-width table only Outlook reads (the others keep max-width).
+    assert '<!--[if mso]><table role="presentation" width="560"' in html
 
 
 PHISHING = "Ihr Konto wird gesperrt! Sofort bestaetigen: https://evil.example/login"

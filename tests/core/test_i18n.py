@@ -179,7 +179,7 @@ async def test_pages_speak_the_newsletters_language(demo_settings: Settings, sto
         assert '<html lang="en">' in page.text
         assert not [p for p in german_phrases() if p in page.text]
     assert "Unsubscribe from this newsletter" in ask.text and ">Unsubscribe</button>" in ask.text
-    assert "no longer receive this newsletter" in done.text
+    assert f"no longer receive the newsletter “{newsletter.name}”" in done.text
     # Without a token naming a configured newsletter: the default locale, German.
     for page, title in ((invalid, "Link ungültig"), (missing, "Seite nicht gefunden")):
         assert '<html lang="de">' in page.text and title in page.text
