@@ -132,6 +132,37 @@ async def test_selectors_read_every_part_and_resolve_relative_links(server: Feed
     assert "the label selector" not in " ".join(result.warnings)
 
 
+PLACEHOLDER = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+
+
+async def test_lazy_images_read_more_links_and_wrappers(server: FeedServer) -> None:
+    # No exclude for the read-more links: they are left out of every teaser anyway.
+    selectors = dataclasses.replace(SELECTORS, exclude=".date")
+    lazy = [
+        f'<img src="{PLACEHOLDER}" data-src="bilder/eins.jpg">',
+        '<img data-lazy-src="/bilder/zwei.jpg" src="data:image/svg+xml,%3Csvg%3E%3C/svg%3E">',
+        '<img srcset="/bilder/drei-640.jpg 640w, /bilder/drei-1280.jpg 1280w">',
+    ]
+    more = ["Weiterlesen →", "Mehr erfahren", "[mehr…]"]
+    items = [
+        news(f"Meldung {n}", href=f"/meldungen/{n}", teaser=f"Text {n}.", extra=lazy[n]).replace(
+            "mehr...", more[n]
+        )
+        for n in range(3)
+    ]
+    # A box of two items with the item's class is a wrapper, no item of its own.
+    box = f'<div class="news">{items[1]}{items[2]}</div>'
+    server.routes["/land/"] = html_route(page(items[0], box))
+    result = await collect(listing_source(f"{server.url}/land/", selectors))
+    assert [a.title for a in result.articles] == ["Meldung 0", "Meldung 1", "Meldung 2"]
+    assert [a.summary for a in result.articles] == ["Text 0.", "Text 1.", "Text 2."]
+    assert [a.image.url if a.image else None for a in result.articles] == [
+        f"{server.url}/land/bilder/eins.jpg",
+        f"{server.url}/bilder/zwei.jpg",
+        f"{server.url}/bilder/drei-640.jpg",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "date_format", "expected"),
     [
