@@ -101,6 +101,9 @@ _CALL_TO_ACTION = re.compile(
     r"erfahren|klicken|reinschauen)\b|\bmehr erfahren\b|\bread more\b|\bclick here\b",
     re.IGNORECASE,
 )
+# Where one sentence ends and the next begins, for telling a cut description: a word of
+# three letters or more (not "z. B.", "Nr.", "Dr.") or a year, then a capital.
+_SENTENCE_BREAK = re.compile(r"(?:[^\W\d_]{3,}|\d{4})[.!?][\"'“”»«)]*\s+(?=[\"„»«(]?[A-ZÄÖÜ])")
 _CUT_MARK = re.compile(r"(?:\.\.\.|…|\[\s*(?:\.\.\.|…)\s*\])\s*$")
 # "… findet am 14.": a day of the month after a preposition or article, and no month.
 _DANGLING_ORDINAL = re.compile(
@@ -224,8 +227,8 @@ def site_cut(value: str) -> bool:
     if _DANGLING_WORD.search(value):
         return True
     # Complete sentences, then one that breaks off: a description cut at a length.
-    last_end = max(value.rfind(mark) for mark in (". ", "! ", "? "))
-    tail = value[last_end + 2 :] if last_end > 0 else ""
+    ends = list(_SENTENCE_BREAK.finditer(value))
+    tail = value[ends[-1].end() :] if ends else ""
     return len(tail.split()) >= 4 and not tail.endswith(_SENTENCE_END)
 
 
@@ -246,6 +249,8 @@ def _repeats(key: str, title: str) -> bool:
         return True
     if key.startswith(title) and len(key) - len(title) < 30:
         return True  # the headline and the site's name
+    if min(len(key), len(title)) < 0.8 * max(len(key), len(title)):
+        return False  # too different in length to be 90 % alike
     return difflib.SequenceMatcher(None, key, title).ratio() >= 0.9
 
 

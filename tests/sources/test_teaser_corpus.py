@@ -166,6 +166,7 @@ def test_descriptions_that_make_no_teaser(text: str, problem: str) -> None:
         "Der Landtag hat das Digitalgesetz beschlossen. Es gilt ab dem 1. Juli für alle Ämter.",
         "Das Gesetz gilt z. B. für Bauanträge nach Nr. 5 der Anlage, ab 28.01.2025 landesweit.",
         "Alles Wichtige zum Digitalgesetz des Landes Hessen im Überblick",
+        "Förderprogramme des Landes, z. B. für Kommunen und Vereine im ländlichen Raum",
     ],
 )
 def test_descriptions_that_do(text: str) -> None:
