@@ -33,7 +33,7 @@ from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from digest.core.sentences import sentence_ends
+from digest.core.sentences import last_sentence_end
 from digest.sources.listing import decode_html
 
 __all__ = [
@@ -255,8 +255,8 @@ def _repeats(key: str, title: str) -> bool:
 
 
 def _whole_sentences(value: str) -> str:
-    ends = sentence_ends(value)
-    return value[: ends[-1]] if ends else ""
+    end = last_sentence_end(value, len(value), MIN_CHARS)
+    return value[:end] if end is not None else ""
 
 
 def _without_headline(value: str, headlines: tuple[str, ...]) -> str:

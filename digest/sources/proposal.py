@@ -41,7 +41,7 @@ _NEVER_ITEMS = re.compile(
     r"h[1-6]|header|footer|nav|aside"
 )
 #: Elements whose content is no listing: by tag, and by the first word of a class or id.
-_OUTSIDE_TAGS = frozenset({"header", "footer", "nav", "aside", "form"})
+_OUTSIDE_TAGS = frozenset({"header", "footer", "nav", "aside"})
 _OUTSIDE_WORDS = re.compile(
     r"cookies?|consent|cmp|gdpr|dsgvo|privacy|comments?|kommentare?|sidebar|widget|related|"
     r"breadcrumbs?|pagination|pager|share|social|menu"
