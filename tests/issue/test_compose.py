@@ -238,6 +238,17 @@ def test_abbreviations_and_dates_are_no_sentence_ends(limit: int) -> None:
     assert teaser.endswith("…") and first_only.startswith(teaser[:-1])
 
 
+@pytest.mark.parametrize("limit", [60, 80, 100])
+def test_longer_abbreviations_are_no_sentence_ends(limit: int) -> None:
+    text = (
+        "Die Sanierung kostet rund 3,5 Mio. Euro, sagt Prof. Schmidt vom Bauamt der Stadt "
+        "am Montag im Ausschuss für Bauen."
+    )
+    teaser = teaser_for(text, limit)
+    assert teaser.endswith("…") and text.startswith(teaser[:-1])
+    assert len(teaser) > limit - 15
+
+
 def test_a_sentence_under_a_third_of_the_limit_is_cut_at_a_word_instead() -> None:
     text = "Berlin. " + "Der Senat beschließt ein neues Gesetz zur Verwaltung " * 5
     teaser = teaser_for(text, 90)
