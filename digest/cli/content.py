@@ -97,6 +97,10 @@ async def sources_test(newsletter: str, source: str | None) -> None:
         raise SystemExit(1)
 
 
+#: How much of each teaser the preview of `sources discover` shows.
+_PREVIEW_TEASER = 160
+
+
 @sources.command(
     "discover", epilog=example("digest sources discover https://www.example.org/aktuelles/")
 )
@@ -111,15 +115,19 @@ async def sources_test(newsletter: str, source: str | None) -> None:
 async def sources_discover(url: str, allow_private: bool) -> None:
     """Fetch the page at URL and print a [[newsletters.sources]] block for it.
 
-    The feeds the page advertises come first; without any, a kind = "html" block whose
-    selectors fit the page's repeated items, with a preview of the first items. No
-    configuration file is needed; with one, its user_agent is used.
+    The feeds the page advertises come first (the site's own before comment feeds);
+    without any, a kind = "html" block whose selectors fit the page's repeated dated
+    items, with a preview of the first items. A page without such items is named as
+    such, and nothing is proposed (exit code 1). With --allow-private the block has
+    allow_private = true. No configuration file is needed; with one, its user_agent is
+    used.
     """
     from zoneinfo import ZoneInfo
 
     from digest.config import DEFAULT_USER_AGENT
+    from digest.issue.compose import teaser_for
     from digest.sources import Guest, new_http_client
-    from digest.sources.discover import discover, source_block
+    from digest.sources.discover import discover, feed_names, source_block
 
     settings = state().settings() if state().config.exists() else None
     user_agent = settings.user_agent if settings else DEFAULT_USER_AGENT
@@ -131,21 +139,28 @@ async def sources_discover(url: str, allow_private: bool) -> None:
     name = found.title or url
     if found.feeds:
         click.echo(f"# {len(found.feeds)} feed(s) advertised by {found.url}")
-        for feed in found.feeds:
+        for feed, feed_name in zip(found.feeds, feed_names(found.feeds, name), strict=True):
             click.echo(f"\n# {feed.type}")
-            click.echo(source_block(feed.title or name, feed.url), nl=False)
+            block = source_block(feed_name, feed.url, allow_private=allow_private)
+            click.echo(block, nl=False)
         return
     for warning in found.warnings:
         echo_err(f"warning: {warning}")
     if found.selectors is None:
         raise SystemExit(1)
     click.echo(f"# no feed advertised by {found.url}; proposed selectors for its items")
-    click.echo(source_block(name, found.url, selectors=found.selectors))
+    block = source_block(name, found.url, selectors=found.selectors, allow_private=allow_private)
+    click.echo(block)
     click.echo(f"# preview: {len(found.preview)} items")
     for article in found.preview[:5]:
         when = article.published.astimezone(zone).strftime("%Y-%m-%d")
-        click.echo(f"#   {when}  {article.title}")
+        label = f"[{article.label}] " if article.label else ""
+        click.echo(f"#   {when}  {label}{article.title}")
         click.echo(f"#     {article.link}")
+        if teaser := teaser_for(article.summary, _PREVIEW_TEASER):
+            click.echo(f"#     teaser: {teaser}")
+        if article.image is not None:
+            click.echo(f"#     image: {article.image.url}")
     if not found.preview:
         raise SystemExit(1)
 

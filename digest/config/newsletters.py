@@ -208,7 +208,8 @@ NEWSLETTER = [
         "teaser_length",
         int,
         300,
-        "Longest teaser in characters; longer ones are cut at a word boundary and end in '…'.",
+        "Longest teaser in characters; a longer one ends with the last sentence that fits, "
+        "else it is cut at a word boundary and ends in '…'.",
         bounds=(20, MAX_SUMMARY),
     ),
     S(

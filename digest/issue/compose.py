@@ -22,6 +22,7 @@ from digest.config import NewsletterSettings
 from digest.core.errors import ComposeError
 from digest.core.i18n import format_week, format_window
 from digest.core.models import Article, Issue, IssueEdits, IssueItem, Rule, Section
+from digest.core.sentences import cut_at_word, cut_text
 
 __all__ = [
     "iso_week_window",
@@ -40,12 +41,9 @@ __all__ = [
 ]
 
 _WEEK = re.compile(r"(\d{4})-W(\d{2})", re.IGNORECASE)
-_ELLIPSIS = "…"
 #: Longest subject, in characters. Mail clients show about 60; the bound keeps a long
 #: article title (top_title) from making a header that takes seconds to fold.
 MAX_SUBJECT_LENGTH = 200
-# Dropped from the end of a cut teaser so it never reads "Bund,…" or "Bund –…".
-_TRAILING = " \t\n,;:.-–—/([{„‚»«"
 
 
 def _week_start(year: int, week: int, zone: ZoneInfo) -> datetime:
@@ -167,14 +165,15 @@ def plain_text(html_or_text: str) -> str:
 
 
 def teaser_for(html_or_text: str, limit: int) -> str:
-    """Plain text of at most ``limit`` characters, cut at a word boundary with "…".
+    """Plain text of at most ``limit`` characters: whole sentences where they fit.
 
-    The "…" counts towards ``limit``. Only a single word longer than the limit is cut
-    inside the word.
+    A text longer than ``limit`` ends with the last sentence that fits (if it keeps a
+    third of the limit or more), else it is cut at a word boundary with "…", which counts
+    towards ``limit``. Only a single word longer than the limit is cut inside the word.
     """
     if limit < 1:
         raise ValueError(f"teaser limit must be at least 1, not {limit}")
-    return shorten(plain_text(html_or_text), limit)
+    return cut_text(plain_text(html_or_text), limit)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -183,15 +182,7 @@ def shorten(text: str, limit: int) -> str:
     The "…" counts towards ``limit``; only a single word longer than the limit is cut
     inside the word.
     """
-    if len(text) <= limit:
-        return text
-    room = limit - len(_ELLIPSIS)
-    cut = text[:room]
-    if text[room] != " ":
-        space = cut.rfind(" ")
-        if space > 0:
-            cut = cut[:space]
-    return cut.rstrip(_TRAILING) + _ELLIPSIS
+    return cut_at_word(text, limit)
 
 
 def link_with_utm(url: str, utm: Mapping[str, str], issue_key: str) -> str:

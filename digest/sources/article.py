@@ -1,9 +1,12 @@
 """Teasers from article pages, for items that come without one (``fetch_articles = true``).
 
-The teaser is the page's own description when it has one (``<meta name="description">``,
-Open Graph, Twitter, JSON-LD ``description``), else the start of its main text as
-trafilatura extracts it. Either way it is plain text, escaped into the summary, so the
-page's markup never reaches an email; compose cuts it as it cuts every teaser.
+A page offers several descriptions (meta, Open Graph, Twitter, microdata, JSON-LD) and
+its main text; :mod:`digest.sources.describe` reads them and picks the first that holds
+up. Pages of one source are read together, so a text several of its articles carry (the
+site's tagline) is passed over. The teaser is plain text, cut to the newsletter's
+``teaser_length`` as compose cuts it (whole sentences where they fit) and escaped into
+the summary, so the page's markup never reaches an email and no more is stored than is
+shown.
 """
 
 from __future__ import annotations
@@ -11,22 +14,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
-import json
-from collections.abc import Iterator
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
-from selectolax.lexbor import LexborHTMLParser
 
 from digest.config import SourceSettings
 from digest.core.errors import SourceError
 from digest.core.limits import MAX_SUMMARY
 from digest.core.models import Article
-from digest.sources.bounds import shorten
+from digest.core.sentences import cut_text
+from digest.sources.describe import Described, choose, describe_page, text_key
 from digest.sources.fetch import fetch_bytes
-from digest.sources.listing import decode_html
 from digest.sources.robots import Guest
 from digest.sources.worker import WorkerFailed, WorkerTimeout, run_in_worker
 
@@ -34,64 +34,17 @@ __all__ = ["teaser_from_page", "add_teasers", "MAX_ARTICLE_PAGES"]
 
 #: Most article pages fetched for one source in one run.
 MAX_ARTICLE_PAGES = 20
-#: Longest JSON-LD block read; larger ones are skipped.
-_MAX_JSON_LD = 200_000
-_SENTENCE_END = (".", "!", "?", "…", ":", '"', "“", "”", "»", "«", ")")
-_META = (
-    'meta[name="description"]',
-    'meta[property="og:description"]',
-    'meta[name="og:description"]',
-    'meta[name="twitter:description"]',
-)
 
 
-def teaser_from_page(data: bytes, content_type: str | None = None) -> str:
-    """The description of an article page as plain text, else its main text; may be ''."""
-    text = decode_html(data, content_type)
-    tree = LexborHTMLParser(text)
-    for selector in _META:
-        node = tree.css_first(selector)
-        if node is not None and (value := _one_line(node.attributes.get("content") or "")):
-            return shorten(value, MAX_SUMMARY)
-    for script in tree.css('script[type="application/ld+json"]'):
-        raw = script.text(deep=True) or ""
-        if len(raw) > _MAX_JSON_LD:
-            continue
-        try:
-            document = json.loads(raw)
-        except (ValueError, RecursionError):
-            continue
-        for description in _descriptions(document):
-            if value := _one_line(html.unescape(description)):
-                return shorten(value, MAX_SUMMARY)
-    import trafilatura  # imported where used: it takes a third of a second to load
-
-    main = trafilatura.extract(text, include_comments=False, include_tables=False) or ""
-    lines = [line for line in main.splitlines() if line.strip()]
-    # Headings (the headline above all) are the lines that end in no punctuation.
-    while len(lines) > 1 and not lines[0].rstrip().endswith(_SENTENCE_END):
-        lines.pop(0)
-    return shorten(_one_line(" ".join(lines)), MAX_SUMMARY)
+def teaser_from_page(
+    data: bytes, content_type: str | None = None, limit: int = MAX_SUMMARY, title: str = ""
+) -> str:
+    """The teaser an article page gives on its own, as plain text of at most ``limit``."""
+    return cut_text(choose(describe_page(data, content_type, limit), titles=[title]), limit)
 
 
-def _descriptions(value: Any, depth: int = 0) -> Iterator[str]:
-    if depth > 5:
-        return
-    if isinstance(value, list):
-        for entry in value:
-            yield from _descriptions(entry, depth + 1)
-    elif isinstance(value, dict):
-        if isinstance(value.get("description"), str):
-            yield value["description"]
-        yield from _descriptions(value.get("@graph"), depth + 1)
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.split())
-
-
-def _teaser_in_worker(data: bytes, content_type: str | None) -> str:
-    return teaser_from_page(data, content_type)
+def _describe_in_worker(data: bytes, content_type: str | None, room: int) -> Described:
+    return describe_page(data, content_type, room)
 
 
 async def add_teasers(
@@ -103,13 +56,15 @@ async def add_teasers(
     guest: Guest,
     now: datetime,
     deadline: float | None = None,
+    teaser_length: int = MAX_SUMMARY,
 ) -> tuple[tuple[Article, ...], tuple[str, ...]]:
     """``articles``, those without a teaser given one from their page; and notes on failures.
 
     Only articles newer than ``source.max_age_days`` are looked at, at most
     :data:`MAX_ARTICLE_PAGES` of them; a page that cannot be fetched leaves its article as
     it was and is counted in the notes. Pages not read by ``deadline`` (in the event
-    loop's clock) are left as they are too, and a note says how many.
+    loop's clock) are left as they are too, and a note says how many. A teaser is at
+    most ``teaser_length`` characters: what the newsletter shows.
     """
     cutoff = now - timedelta(days=source.max_age_days)
     wanted = [
@@ -117,11 +72,55 @@ async def add_teasers(
         for i, a in enumerate(articles)
         if not a.summary.strip() and not a.content.strip() and a.published >= cutoff
     ][:MAX_ARTICLE_PAGES]
+    pages, problems, notes = await _read_pages(
+        [articles[i] for i in wanted],
+        source,
+        client=client,
+        base_dir=base_dir,
+        guest=guest,
+        deadline=deadline,
+        room=teaser_length,
+    )
+    # A text on the pages of several articles is the site's, not the article's.
+    on_pages: Counter[str] = Counter()
+    for page in pages.values():
+        on_pages.update({text_key(text) for _, text in page.candidates})
+    shared = {key for key, n in on_pages.items() if n > 1}
     result = list(articles)
+    for index in wanted:
+        article = articles[index]
+        if (described := pages.get(article.link)) is None:
+            continue
+        teaser = cut_text(choose(described, shared, [article.title]), teaser_length)
+        if teaser:
+            result[index] = dataclasses.replace(article, summary=html.escape(teaser))
+        else:
+            problems.append(f"{article.link} has no description or main text that holds up")
+    if problems:
+        n = len(problems)
+        notes.insert(
+            0, f"{n} article {'page' if n == 1 else 'pages'} gave no teaser (first: {problems[0]})"
+        )
+    return tuple(result), tuple(notes)
+
+
+async def _read_pages(
+    articles: list[Article],
+    source: SourceSettings,
+    *,
+    client: httpx.AsyncClient,
+    base_dir: Path,
+    guest: Guest,
+    deadline: float | None,
+    room: int,
+) -> tuple[dict[str, Described], list[str], list[str]]:
+    """What the pages of ``articles`` offer, by link; the problems met; notes on the time."""
+    pages: dict[str, Described] = {}
     problems: list[str] = []
     notes: list[str] = []
-    for done, index in enumerate(wanted):
-        article = articles[index]
+    for done, article in enumerate(articles):
+        if article.link in pages:
+            continue
         page_source = dataclasses.replace(source, url=article.link)
         try:
             async with asyncio.timeout_at(deadline):
@@ -129,11 +128,13 @@ async def add_teasers(
                 download = await fetch_bytes(
                     page_source, None, client=client, base_dir=base_dir, pacer=guest.pacer
                 )
-                teaser = await run_in_worker(
-                    _teaser_in_worker, (download.data, download.content_type), source.timeout
+                pages[article.link] = await run_in_worker(
+                    _describe_in_worker,
+                    (download.data, download.content_type, room),
+                    source.timeout,
                 )
         except TimeoutError:
-            left = len(wanted) - done
+            left = len(articles) - done
             notes.append(
                 f"the source's time ({source.time_limit:g} s) ran out with {left} article "
                 f"{'page' if left == 1 else 'pages'} not read; their teasers stay empty"
@@ -141,16 +142,6 @@ async def add_teasers(
             break
         except SourceError as exc:
             problems.append(exc.reason)
-            continue
         except (WorkerTimeout, WorkerFailed):
             problems.append(f"{article.link} could not be read in time")
-            continue
-        if teaser:
-            result[index] = dataclasses.replace(article, summary=html.escape(teaser))
-        else:
-            problems.append(f"{article.link} has no description or main text")
-    if problems:
-        n = len(problems)
-        pages = "page" if n == 1 else "pages"
-        notes.insert(0, f"{n} article {pages} gave no teaser (first: {problems[0]})")
-    return tuple(result), tuple(notes)
+    return pages, problems, notes

@@ -2,9 +2,10 @@
 
 :func:`discover` fetches the page as a source would be fetched (robots.txt, the
 private-address rule, the size cap) and returns a :class:`Discovery`: the feeds named by
-``<link rel="alternate">``, or, where there are none, a ``kind = "html"`` proposal
-whose item selector is the page's most repeated structure that holds a link and a
-date, with the Articles those selectors read from the page as a preview.
+``<link rel="alternate">`` (the site's own before comment feeds), or, where there are
+none, a ``kind = "html"`` proposal from :mod:`digest.sources.proposal`, with the
+Articles those selectors read from the page as a preview; or, on a page without
+repeated dated items, a note saying what it has instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from selectolax.lexbor import LexborHTMLParser, LexborNode
+from selectolax.lexbor import LexborHTMLParser
 
 from digest.config import (
     CategorySettings,
@@ -27,28 +28,28 @@ from digest.config import (
 )
 from digest.core.errors import SourceError
 from digest.core.models import Article
-from digest.sources.dates import find_date
 from digest.sources.feed import _web_url
 from digest.sources.fetch import fetch_bytes
 from digest.sources.listing import decode_html, parse_listing
+from digest.sources.proposal import propose
 from digest.sources.robots import Guest
 
-__all__ = ["Feed", "Discovery", "discover", "propose_selectors", "source_block"]
+__all__ = ["Feed", "Discovery", "discover", "feed_names", "source_block"]
 
-_FEED_TYPES = {
-    "application/rss+xml",
-    "application/atom+xml",
-    "application/feed+json",
-    "application/json",
-    "application/rdf+xml",
+_COMMENTS = re.compile(r"comment|kommentar", re.IGNORECASE)
+_FEED_KINDS = {
+    "application/rss+xml": "RSS",
+    "application/atom+xml": "Atom",
+    "application/feed+json": "JSON Feed",
+    "application/json": "JSON Feed",
+    "application/rdf+xml": "RDF",
 }
-_CSS_IDENT = re.compile(r"-?[_a-zA-Z][_a-zA-Z0-9-]*")
-_NEXT_WORDS = re.compile(r"weiter|nächste|ältere|next|older|»|›", re.IGNORECASE)
-_LABEL_CLASS = re.compile(r"label|kicker|dachzeile|rubrik|badge|tag", re.IGNORECASE)
-_DATE_CLASS = re.compile(r"date|datum|time|zeit", re.IGNORECASE)
-_SKIP = frozenset({"html", "head", "body", "script", "style", "noscript", "template", "svg"})
-#: Fewer repetitions than this are no list of news.
-_MIN_ITEMS = 3
+_FEED_TYPES = frozenset(_FEED_KINDS)
+# Why a fetch was refused: the address is not public (the private-address rule).
+_NOT_PUBLIC = re.compile(
+    r"\bis an? (?:unspecified|loopback|link-local|site-local|multicast|reserved|private|"
+    r"non-public) address\b"
+)
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,20 @@ async def discover(
     )
     if _web_url(url, None) is None:
         raise SourceError(url, "not an http(s) URL")
-    await guest.check(url, source, client=client, base_dir=base_dir)
-    download = await fetch_bytes(source, None, client=client, base_dir=base_dir, pacer=guest.pacer)
+    try:
+        await guest.check(url, source, client=client, base_dir=base_dir)
+        download = await fetch_bytes(
+            source, None, client=client, base_dir=base_dir, pacer=guest.pacer
+        )
+    except SourceError as exc:
+        if allow_private or not _NOT_PUBLIC.search(exc.reason):
+            raise
+        raise SourceError(
+            exc.source,
+            f"{exc.reason}; for a page on this machine or the local network, run "
+            "`digest sources discover --allow-private` and put `allow_private = true` in "
+            "the source",
+        ) from None
     page_url = download.url or url
     tree = LexborHTMLParser(decode_html(download.data, download.content_type))
     title_node = tree.css_first("title")
@@ -107,11 +120,12 @@ async def discover(
     found.feeds = advertised_feeds(tree, page_url)
     if found.feeds:
         return found
-    found.selectors = propose_selectors(tree)
+    proposal = propose(tree)
+    found.selectors = proposal.selectors
     if found.selectors is None:
-        found.warnings.append("no repeated structure with links and dates found on the page")
+        found.warnings.append(proposal.note)
         return found
-    proposal = SourceSettings(
+    proposed = SourceSettings(
         name=found.title or url,
         url=page_url,
         default_category="allgemein",
@@ -121,7 +135,7 @@ async def discover(
     try:
         page = parse_listing(
             download.data,
-            proposal,
+            proposed,
             _preview_newsletter(),
             page_url=page_url,
             content_type=download.content_type,
@@ -146,111 +160,24 @@ def advertised_feeds(tree: LexborHTMLParser, page_url: str) -> list[Feed]:
         url = _web_url(attributes.get("href") or "", page_url)
         if url is not None and all(f.url != url for f in feeds):
             feeds.append(Feed(url, " ".join((attributes.get("title") or "").split()), kind))
-    return feeds
+    # The site's own feeds first; feeds of comments (WordPress lists them first) after.
+    return sorted(feeds, key=lambda f: bool(_COMMENTS.search(f"{f.title} {f.url}")))
 
 
-def _class_selector(node: LexborNode) -> str:
-    classes = [c for c in (node.attributes.get("class") or "").split() if _CSS_IDENT.fullmatch(c)]
-    return (node.tag or "") + "".join(f".{c}" for c in classes[:2])
-
-
-def propose_selectors(tree: LexborHTMLParser) -> SelectorSettings | None:
-    """Selectors for the page's most repeated element that holds a link and a date."""
-    for hidden in tree.css("script, style, noscript, template"):
-        hidden.decompose()
-    body = tree.body
-    if body is None:
-        return None
-    groups: Counter[str] = Counter()
-    for node in body.traverse(include_text=False):
-        if not node.tag or node.tag in _SKIP or node.tag.startswith(("-", "#")):
-            continue
-        groups[_class_selector(node)] += 1
-    best: tuple[float, str] | None = None
-    for selector, count in groups.items():
-        if count < _MIN_ITEMS or selector.split(".")[0] in ("a", "span", "p", "img", "br"):
-            continue
-        nodes = tree.css(selector)
-        with_parts = [n for n in nodes if n.css_first("a[href]") is not None and _has_date(n)]
-        if len(with_parts) < _MIN_ITEMS:
-            continue
-        # Many items, nearly all with a link and a date, and a class to tell them apart.
-        score = len(with_parts) * (len(with_parts) / len(nodes)) * (2 if "." in selector else 1)
-        score *= 1 + min(len(_text(n)) for n in with_parts[:5]) / 200
-        if best is None or score > best[0]:
-            best = (score, selector)
-    if best is None:
-        return None
-    item = best[1]
-    sample = [n for n in tree.css(item) if n.css_first("a[href]") is not None][:_MIN_ITEMS]
-    date = _date_selector(sample)
-    return SelectorSettings(
-        item=item,
-        title=_common(sample, ["h1", "h2", "h3", "h4", "h5", "h6", "strong"]) or "a",
-        date=date,
-        exclude=date,
-        teaser=_common(sample, _classed(sample, "p") + ["p"]),
-        image=_common(sample, ["img"]),
-        label=_common(sample, _classed(sample, "*", _LABEL_CLASS)),
-        next=_next_selector(tree),
-    )
-
-
-def _text(node: LexborNode) -> str:
-    return " ".join((node.text(deep=True, separator=" ") or "").split())
-
-
-def _has_date(node: LexborNode) -> bool:
-    from zoneinfo import ZoneInfo
-
-    if node.css_first("time[datetime]") is not None:
-        return True
-    return find_date(_text(node), ZoneInfo("UTC")) is not None
-
-
-def _common(sample: list[LexborNode], candidates: list[str]) -> str:
-    """The first candidate selector that finds something in every sampled item."""
-    for candidate in candidates:
-        if all(n.css_first(candidate) is not None for n in sample):
-            return candidate
-    return ""
-
-
-def _classed(
-    sample: list[LexborNode], tag: str, pattern: re.Pattern[str] | None = None
-) -> list[str]:
-    """Class selectors of ``tag`` elements in the first item (matching ``pattern``)."""
-    found = []
-    for node in sample[0].css(tag):
-        for name in (node.attributes.get("class") or "").split():
-            if _CSS_IDENT.fullmatch(name) and (pattern is None or pattern.search(name)):
-                found.append(f"{node.tag}.{name}")
-    return found
-
-
-def _date_selector(sample: list[LexborNode]) -> str:
-    from zoneinfo import ZoneInfo
-
-    if _common(sample, ["time[datetime]"]):
-        return "time[datetime]"
-    for candidate in _classed(sample, "*", _DATE_CLASS):
-        if all(
-            (n := s.css_first(candidate)) is not None and find_date(_text(n), ZoneInfo("UTC"))
-            for s in sample
-        ):
-            return candidate
-    return ""
-
-
-def _next_selector(tree: LexborHTMLParser) -> str:
-    if tree.css_first('a[rel~="next"][href]') is not None:
-        return 'a[rel~="next"]'
-    for link in tree.css("a[href]"):
-        if _NEXT_WORDS.search(_text(link)):
-            selector = _class_selector(link)
-            if "." in selector and len(tree.css(selector)) == 1:
-                return selector
-    return ""
+def feed_names(feeds: list[Feed], fallback: str) -> list[str]:
+    """A name for each feed (its title, else ``fallback``), no two alike."""
+    names = [f.title or fallback for f in feeds]
+    repeated = {n for n, count in Counter(names).items() if count > 1}
+    names = [
+        f"{n} ({_FEED_KINDS.get(f.type, f.type)})" if n in repeated else n
+        for n, f in zip(names, feeds, strict=True)
+    ]
+    seen: Counter[str] = Counter()
+    distinct = []
+    for name in names:
+        seen[name] += 1
+        distinct.append(name if seen[name] == 1 else f"{name} {seen[name]}")
+    return distinct
 
 
 def source_block(
@@ -259,6 +186,7 @@ def source_block(
     *,
     selectors: SelectorSettings | None = None,
     default_category: str = "CATEGORY",
+    allow_private: bool = False,
 ) -> str:
     """A ready-to-paste ``[[newsletters.sources]]`` block in TOML."""
 
@@ -271,6 +199,8 @@ def source_block(
         f"url = {value(url)}",
         f"default_category = {value(default_category)}",
     ]
+    if allow_private:
+        lines.append("allow_private = true")
     if selectors is not None:
         lines.insert(2, 'kind = "html"')
         lines.append("[newsletters.sources.selectors]")

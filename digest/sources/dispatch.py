@@ -61,5 +61,6 @@ async def fetch_any(
         guest=guest,
         now=now,
         deadline=deadline,
+        teaser_length=newsletter.teaser_length,
     )
     return dataclasses.replace(result, articles=articles, warnings=result.warnings + notes)

@@ -6,6 +6,11 @@ feed module's mapper. The page is parsed with lexbor (selectolax), in a child pr
 a feed. A page on which the ``item`` selector finds nothing, or whose items all lack a
 title, link or date, fails the source (the site's layout changed); a selector that finds
 nothing in any item, and items skipped for a missing part, are warnings naming the selector.
+
+An element the ``item`` selector finds that holds two items or more is a wrapper, not an
+item. Read-more links ("weiter…", "mehr...", "Mehr erfahren", "Read more") never reach a
+teaser, and an image that a lazy loader keeps in ``data-src`` (or ``data-lazy-src``, a
+``srcset``) behind a ``data:`` placeholder is read from there.
 """
 
 from __future__ import annotations
@@ -32,8 +37,27 @@ from digest.sources.fetch import FetchResult, FetchState, fetch_bytes
 from digest.sources.robots import Guest
 from digest.sources.worker import WorkerFailed, WorkerTimeout, run_in_worker
 
-__all__ = ["ListingPage", "parse_listing", "fetch_listing", "decode_html", "first_link"]
+__all__ = [
+    "ListingPage",
+    "parse_listing",
+    "fetch_listing",
+    "decode_html",
+    "first_link",
+    "is_read_more",
+]
 
+# The whole text of a read-more link: "weiter…", "mehr...", "Mehr erfahren", "Read more »".
+_READ_MORE = re.compile(
+    r"[\s\[(»›→>]*(?:weiter(?:lesen)?|mehr(?:\s+(?:lesen|erfahren|dazu|anzeigen))?|"
+    r"zum\s+(?:artikel|beitrag)|(?:den\s+ganzen\s+)?artikel\s+lesen|read\s+more|"
+    r"continue\s+reading|more|details)[\s.…»›→>)\]]*",
+    re.IGNORECASE,
+)
+# Text for screen readers only, as in WordPress's "Weiterlesen<span …> „Titel“</span>".
+_HIDDEN = ".screen-reader-text, .sr-only, .visually-hidden, .visuallyhidden"
+#: Where lazy-loading pages keep an image's address while ``src`` holds a placeholder.
+_LAZY_SOURCES = ("data-src", "data-lazy-src", "data-original", "data-lazy")
+_LAZY_SETS = ("data-srcset", "data-lazy-srcset", "srcset")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -69,6 +93,14 @@ def first_link(node: LexborNode) -> LexborNode | None:
     if node.tag == "a" and node.attributes.get("href"):
         return node
     return node.css_first("a[href]")
+
+
+def is_read_more(link: LexborNode) -> bool:
+    """Whether ``link`` reads "weiter…", "mehr...", "Mehr erfahren", "Read more" and the like."""
+    text = _text(link)
+    for hidden in link.css(_HIDDEN):
+        text = text.replace(_text(hidden), " ")
+    return _READ_MORE.fullmatch(" ".join(text.split())) is not None
 
 
 def _text(node: LexborNode | None) -> str:
@@ -125,6 +157,8 @@ class _Reader:
             )
         articles = []
         for node in nodes:
+            if len(node.css(self.sel.item)) > 2:
+                continue  # it holds two items or more (and itself): a wrapper, not an item
             item = self.item(node)
             if item is not None and (article := self.mapper.article(item)) is not None:
                 articles.append(article)
@@ -167,6 +201,9 @@ class _Reader:
         if sel.exclude:
             for part in node.css(sel.exclude):
                 part.decompose()
+        for anchor in node.css("a"):
+            if is_read_more(anchor):
+                anchor.decompose()  # "weiter…", "Mehr erfahren": no part of a teaser
         teaser = self.optional(node, "teaser")
         at = teaser.find(found.text)
         if 0 <= at <= 2:  # the date opens the teaser, as in "[28.01.2025] Im Frühjahr …"
@@ -199,8 +236,8 @@ class _Reader:
         if found is None:
             return None
         attributes = found.attributes
-        src = attributes.get("src") or attributes.get("data-src") or ""
-        if not src.strip():
+        src = _image_source(attributes)
+        if not src:
             return None
         self.found["image"] += 1
         return Image(src, html.escape(attributes.get("alt") or ""))
@@ -228,6 +265,25 @@ class _Reader:
             if selector and not self.found[part]:
                 notes.append(f"the {part} selector {selector!r} found nothing in {items} items")
         return notes + self.mapper.warnings()
+
+
+def _image_source(attributes: dict[str, str | None]) -> str:
+    """An image's address: ``src``, unless a lazy loader put a placeholder there.
+
+    A ``data:`` placeholder (or none) stands in for the address in ``data-src``,
+    ``data-lazy-src`` and the like, or the first one of a ``srcset``.
+    """
+    src = (attributes.get("src") or "").strip()
+    if src and not src.lower().startswith("data:"):
+        return src
+    for name in _LAZY_SOURCES:
+        if (value := (attributes.get(name) or "").strip()) and not value.startswith("data:"):
+            return value
+    for name in _LAZY_SETS:
+        first = (attributes.get(name) or "").split(",")[0].split()
+        if first and not first[0].lower().startswith("data:"):
+            return first[0]
+    return ""
 
 
 def _parse_in_worker(

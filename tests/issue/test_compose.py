@@ -210,6 +210,51 @@ def test_teaser_respects_every_limit_and_keeps_whole_words(limit: int) -> None:
         assert not rest[0].isalnum()
 
 
+LONG = (
+    "Die Stadt plant z. B. neue Radwege, die Nr. 5 fährt ab dem 28.01.2025 öfter. "
+    "Dr. Müller stellt das Konzept am 14. Mai im Rathaus vor. "
+    "Danach beraten die Ausschüsse über die Kosten, die Reihenfolge der Abschnitte und "
+    "die Beteiligung der Anwohner, die bis zum Sommer Einwände erheben können."
+)
+
+
+@pytest.mark.parametrize("limit", [140, 160, 200])
+def test_teaser_ends_at_the_last_sentence_that_fits(limit: int) -> None:
+    assert teaser_for(f"<p>{LONG}</p>", limit) == (
+        "Die Stadt plant z. B. neue Radwege, die Nr. 5 fährt ab dem 28.01.2025 öfter. "
+        "Dr. Müller stellt das Konzept am 14. Mai im Rathaus vor."
+    )
+
+
+@pytest.mark.parametrize("limit", [80, 100, 130])
+def test_abbreviations_and_dates_are_no_sentence_ends(limit: int) -> None:
+    # Within these limits only the first sentence ends; "z. B.", "Nr. 5", "28.01.2025",
+    # "Dr." and "14." do not end one.
+    assert teaser_for(LONG, limit) == (
+        "Die Stadt plant z. B. neue Radwege, die Nr. 5 fährt ab dem 28.01.2025 öfter."
+    )
+    first_only = "Dr. Müller stellt das Konzept am 14. Mai im Rathaus vor, nicht früher"
+    teaser = teaser_for(first_only + " und nicht später.", 60)
+    assert teaser.endswith("…") and first_only.startswith(teaser[:-1])
+
+
+@pytest.mark.parametrize("limit", [60, 80, 100])
+def test_longer_abbreviations_are_no_sentence_ends(limit: int) -> None:
+    text = (
+        "Die Sanierung kostet rund 3,5 Mio. Euro, sagt Prof. Schmidt vom Bauamt der Stadt "
+        "am Montag im Ausschuss für Bauen."
+    )
+    teaser = teaser_for(text, limit)
+    assert teaser.endswith("…") and text.startswith(teaser[:-1])
+    assert len(teaser) > limit - 15
+
+
+def test_a_sentence_under_a_third_of_the_limit_is_cut_at_a_word_instead() -> None:
+    text = "Berlin. " + "Der Senat beschließt ein neues Gesetz zur Verwaltung " * 5
+    teaser = teaser_for(text, 90)
+    assert teaser.endswith("…") and len(teaser) > 60 and len(teaser) <= 90
+
+
 # --- links ------------------------------------------------------------------------------
 
 

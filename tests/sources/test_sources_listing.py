@@ -8,7 +8,6 @@ the tests of that rule use the stand-in public server of test_sources_addresses.
 from __future__ import annotations
 
 import dataclasses
-import html
 import re
 import threading
 import time
@@ -131,6 +130,37 @@ async def test_selectors_read_every_part_and_resolve_relative_links(server: Feed
     assert second.region is None and second.category == "politik" and second.image is None
     assert second.published == datetime(2025, 1, 24, tzinfo=BERLIN)
     assert "the label selector" not in " ".join(result.warnings)
+
+
+PLACEHOLDER = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+
+
+async def test_lazy_images_read_more_links_and_wrappers(server: FeedServer) -> None:
+    # No exclude for the read-more links: they are left out of every teaser anyway.
+    selectors = dataclasses.replace(SELECTORS, exclude=".date")
+    lazy = [
+        f'<img src="{PLACEHOLDER}" data-src="bilder/eins.jpg">',
+        '<img data-lazy-src="/bilder/zwei.jpg" src="data:image/svg+xml,%3Csvg%3E%3C/svg%3E">',
+        '<img srcset="/bilder/drei-640.jpg 640w, /bilder/drei-1280.jpg 1280w">',
+    ]
+    more = ["Weiterlesen →", "Mehr erfahren", "[mehr…]"]
+    items = [
+        news(f"Meldung {n}", href=f"/meldungen/{n}", teaser=f"Text {n}.", extra=lazy[n]).replace(
+            "mehr...", more[n]
+        )
+        for n in range(3)
+    ]
+    # A box of two items with the item's class is a wrapper, no item of its own.
+    box = f'<div class="news">{items[1]}{items[2]}</div>'
+    server.routes["/land/"] = html_route(page(items[0], box))
+    result = await collect(listing_source(f"{server.url}/land/", selectors))
+    assert [a.title for a in result.articles] == ["Meldung 0", "Meldung 1", "Meldung 2"]
+    assert [a.summary for a in result.articles] == ["Text 0.", "Text 1.", "Text 2."]
+    assert [a.image.url if a.image else None for a in result.articles] == [
+        f"{server.url}/land/bilder/eins.jpg",
+        f"{server.url}/bilder/zwei.jpg",
+        f"{server.url}/bilder/drei-640.jpg",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -411,19 +441,25 @@ async def test_article_page_on_loopback_is_refused(
 # --- teasers from article pages -----------------------------------------------------------------
 
 
+OG = "Der Kreistag stellt sein Bürgerportal auf eine gemeinsame Plattform um."
+META = "Ab März beantragen Bürgerinnen und Bürger Parkausweise vollständig online."
+
+
 def test_teaser_from_description_open_graph_json_ld_and_main_text() -> None:
-    og = b'<head><meta property="og:description" content="Aus Open Graph."></head>'
-    assert teaser_from_page(og) == "Aus Open Graph."
+    og = f'<head><meta property="og:description" content="{OG}"></head>'.encode()
+    assert teaser_from_page(og) == OG
     both = (
-        b'<meta name="description" content="Die Beschreibung.">'
-        b'<meta property="og:description" content="Zweitrangig.">'
-    )
-    assert teaser_from_page(both) == "Die Beschreibung."
+        f'<meta name="description" content="{META}"><meta property="og:description" content="{OG}">'
+    ).encode()
+    assert teaser_from_page(both) == META
     ld = (
-        b'<script type="application/ld+json">{"@context": "https://schema.org", "@graph": '
-        b'[{"@type": "NewsArticle", "description": "Aus JSON-LD &amp; mehr."}]}</script>'
+        '<script type="application/ld+json">{"@context": "https://schema.org", "@graph": '
+        '[{"@type": "NewsArticle", "description": "Bund &amp; Länder einigen sich auf '
+        'gemeinsame Standards für Registerdaten."}]}</script>'
+    ).encode()
+    assert teaser_from_page(ld) == (
+        "Bund & Länder einigen sich auf gemeinsame Standards für Registerdaten."
     )
-    assert teaser_from_page(ld) == "Aus JSON-LD & mehr."
     sentence = "Der Kreistag hat das neue Bürgerportal einstimmig beschlossen. "
     body = (
         "<html><body><nav><a href='/'>Start</a></nav><article><h1>Titel</h1>"
@@ -431,6 +467,7 @@ def test_teaser_from_description_open_graph_json_ld_and_main_text() -> None:
         "<footer>Impressum</footer></body></html>"
     ).encode()
     assert teaser_from_page(body).startswith("Der Kreistag hat das neue Bürgerportal")
+    assert teaser_from_page(body, limit=300) == (sentence * 4).strip()
     assert teaser_from_page(b"<html><body></body></html>") == ""
 
 
@@ -438,7 +475,8 @@ async def test_fetch_articles_fills_missing_teasers_for_feeds_and_pages(
     server: FeedServer,
 ) -> None:
     server.routes["/artikel/1"] = html_route(
-        b'<head><meta property="og:description" content="Teaser <b>von der</b> Seite."></head>'
+        b'<head><meta property="og:description" content="Der Teaser <b>von der</b> Seite, '
+        b'aus ihrer Beschreibung &amp;uuml;bernommen."></head>'
     )
     server.routes["/feed.xml"] = respond(
         rss(
@@ -455,7 +493,7 @@ async def test_fetch_articles_fills_missing_teasers_for_feeds_and_pages(
     )
     with_text, without = (await collect(source)).articles
     assert with_text.summary == "Da."
-    assert without.summary == html.escape("Teaser <b>von der</b> Seite.")
+    assert without.summary == "Der Teaser von der Seite, aus ihrer Beschreibung übernommen."
     assert "/artikel/0" not in paths(server)
 
     server.routes["/land/"] = html_route(page(news(href="/artikel/1", teaser="")))
@@ -476,12 +514,16 @@ def slow_route(body: bytes, seconds: float):
     return route
 
 
+def teaser_text(n: int) -> str:
+    return f"Meldung {n} des Landes beschreibt, was sich im Verfahren geändert hat."
+
+
 async def test_slow_article_pages_end_at_the_sources_time_limit(server: FeedServer) -> None:
     # Each article page answers well within `timeout`, but twelve of them take longer
     # than the source may take as a whole (3 x timeout): the rest are left out.
     count = 12
     for n in range(1, count + 1):
-        description = f'<meta name="description" content="Teaser {n}.">'.encode()
+        description = f'<meta name="description" content="{teaser_text(n)}">'.encode()
         server.routes[f"/artikel/{n}"] = slow_route(description, 0.5)
     server.routes["/land/"] = html_route(
         page(*(news(title=f"Meldung {n}", href=f"/artikel/{n}", teaser="") for n in range(1, 13)))
@@ -505,7 +547,7 @@ async def test_slow_article_pages_end_at_the_sources_time_limit(server: FeedServ
     summaries = [a.summary for a in result.articles]
     assert summaries[-left:] == [""] * left
     read = count - left
-    assert summaries[:read] == [f"Teaser {n}." for n in range(1, read + 1)]
+    assert summaries[:read] == [teaser_text(n) for n in range(1, read + 1)]
     # Nothing is asked for after the time ran out (the page it cut off was asked for).
     asked = [path for path in paths(server) if path.startswith("/artikel/")]
     assert asked == [f"/artikel/{n}" for n in range(1, len(asked) + 1)]

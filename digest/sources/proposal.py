@@ -1,0 +1,406 @@
+"""Propose CSS selectors for the items of a listing page, or say why there are none.
+
+The items are the page's most repeated element that holds a link and a date. Elements
+are grouped by tag and class, one class at a time, leaving out class names with digits
+(WordPress's ``post-6195``), so the items of one list are one group; an element without
+such a class is grouped under its parent's class (``ul.news > li``); a bare ``div`` or
+``a`` is never proposed. Nothing counts that lies in the page's header, footer,
+navigation, sidebars, comments or cookie banner. Of elements nested in each other the
+outer one is the item, and a wrapper around several items is none; a group counts its
+distinct links, so the parts of one article (picture, headline, "mehr…") are not three.
+
+The parts follow from a few items: a headline that is not a date; a teaser that is not
+the headline again; the date; a label that is a word, not the day of the month ("tag"
+is German for day); read-more links ("weiter…", "Mehr erfahren", "Read more") go into
+``exclude``. The next page is the ``rel="next"`` link, else a link whose words (whole
+words) say so, outside items and consent banners.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from digest.config import SelectorSettings
+from digest.sources.dates import find_date
+from digest.sources.listing import is_read_more
+
+__all__ = ["Proposal", "propose"]
+
+#: Fewer repetitions than this are no list of news.
+MIN_ITEMS = 3
+_UTC = ZoneInfo("UTC")
+_CSS_IDENT = re.compile(r"-?[_a-zA-Z][_a-zA-Z0-9-]*")
+_NEVER_ITEMS = re.compile(
+    r"html|head|body|main|script|style|noscript|template|svg|a|span|p|img|br|time|strong|em|"
+    r"b|i|u|small|ul|ol|dl|picture|source|figure|figcaption|button|label|input|form|select|"
+    r"h[1-6]|header|footer|nav|aside"
+)
+#: Elements whose content is no listing: by tag, and by the first word of a class or id.
+_OUTSIDE_TAGS = frozenset({"header", "footer", "nav", "aside"})
+_OUTSIDE_WORDS = re.compile(
+    r"cookies?|consent|cmp|gdpr|dsgvo|privacy|comments?|kommentare?|sidebar|widget|related|"
+    r"breadcrumbs?|pagination|pager|share|social|menu"
+)
+_TITLE_WORDS = re.compile(r"^(?:title|titel|headline|heading|ueberschrift|überschrift)$")
+_TEASER_WORDS = re.compile(
+    r"^(?:teaser|excerpt|summary|intro|lead|abstract|desc|description|text|content|"
+    r"vorspann|anriss|entry)$"
+)
+_LABEL_WORDS = re.compile(
+    r"^(?:label|kicker|dachzeile|topline|overline|eyebrow|rubrik|ressort|category|"
+    r"categories|kategorie|cat|badge|tag|tags)$"
+)
+_DATE_WORDS = re.compile(r"date|datum|time|zeit|day|tag|monat|month|jahr|year", re.IGNORECASE)
+# Words of a class that name a date or a part of one (not "tag": a label in English).
+_DATE_PART = re.compile(r"dates?|datum|time|zeit|days?|monat|month|jahr|year|weekday|wochentag")
+_WEEKDAYS = re.compile(
+    r"montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonnabend|sonntag|mo|di|mi|do|fr|sa|"
+    r"so|monday|tuesday|wednesday|thursday|friday|saturday|sunday|mon|tue|wed|thu|fri|sat|sun"
+)
+_NEXT_WORDS = re.compile(
+    r"^(?:»|›|>|→)$|\b(?:weiter|nächste|nächster|nächstes|ältere|älter|next|older|vorwärts)\b",
+    re.IGNORECASE,
+)
+_PAGINATION = re.compile(r"pagination|pager|page-numbers|nav-links|paging|blaettern|seiten")
+_CONSENT = re.compile(r"cookie|consent|cmp|gdpr|dsgvo|privacy|datenschutz", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Selectors for a page's items; or, without them, why there are none."""
+
+    selectors: SelectorSettings | None
+    note: str = ""
+
+
+def propose(tree: LexborHTMLParser) -> Proposal:
+    """Selectors for the page's repeated dated items, or a note on what the page holds."""
+    for hidden in tree.css("script, style, noscript, template"):
+        hidden.decompose()
+    if tree.body is None:
+        return Proposal(None, "the page has no body")
+    page = _Page(tree)
+    found = page.best(need_date=True)
+    if found is None:
+        undated = page.best(need_date=False)
+        if undated is None:
+            return Proposal(
+                None, "no repeated dated items on the page, nor repeated items with links"
+            )
+        n, selector = len(undated[1]), undated[0]
+        return Proposal(
+            None,
+            f"no repeated dated items on the page: {n} items without dates ({selector}); "
+            "nothing proposed",
+        )
+    item, items = found
+    return Proposal(page.parts(item, items[:5]))
+
+
+class _Page:
+    def __init__(self, tree: LexborHTMLParser) -> None:
+        self.tree = tree
+        self.outside: dict[int, bool] = {}
+
+    def best(self, *, need_date: bool) -> tuple[str, list[LexborNode]] | None:
+        """The selector whose items score highest, with its items.
+
+        Of selectors that score alike, the one whose items hold the others' wins: the
+        whole item with its picture, not its text box.
+        """
+        scored = []
+        for selector, count in self.groups().items():
+            if count >= MIN_ITEMS and (found := self.score(selector, need_date)) is not None:
+                scored.append((found[0], selector, found[1]))
+        if not scored:
+            return None
+        top = max(score for score, _, _ in scored)
+        alike = [entry for entry in scored if entry[0] >= 0.98 * top]
+        _, selector, items = min(alike, key=lambda entry: len(_ancestors(entry[2][0])))
+        return selector, items
+
+    def groups(self) -> Counter[str]:
+        groups: Counter[str] = Counter()
+        body = self.tree.body
+        assert body is not None
+        for node in body.traverse(include_text=False):
+            tag = node.tag or ""
+            if _NEVER_ITEMS.fullmatch(tag) or tag.startswith(("-", "#")) or self.is_outside(node):
+                continue
+            classes = _classes(node)
+            groups.update(f"{tag}.{c}" for c in classes)
+            if tag == "article":
+                groups[tag] += 1
+            parent = node.parent
+            if not classes and parent is not None and (parent_classes := _classes(parent)):
+                groups[f"{parent.tag}.{parent_classes[0]} > {tag}"] += 1
+        return groups
+
+    def score(self, selector: str, need_date: bool) -> tuple[float, list[LexborNode]] | None:
+        nodes = self.tree.css(selector)
+        inside = [n for n in nodes if not self.is_outside(n)]
+        outermost = _outermost(inside)
+        wrappers = len(inside) - len(outermost)  # nested in one another: no strangers
+        items = [n for n in outermost if _main_link(n)]
+        if need_date:
+            items = [n for n in items if _has_date(n)]
+        links = {_main_link(n) for n in items}
+        if len(links) < MIN_ITEMS:
+            return None
+        # Many items, each its own link, nearly all the selector finds; a class to tell
+        # them apart; and text enough to be news.
+        score = len(links) * len(links) / (len(nodes) - wrappers) * (2 if "." in selector else 1)
+        score *= 1 + min(3.0, min(len(_text(n)) for n in items[:5]) / 200)
+        return score, items
+
+    def is_outside(self, node: LexborNode) -> bool:
+        """Whether ``node`` lies in a header, footer, navigation, sidebar, comments, banner."""
+        chain: list[LexborNode] = []
+        current: LexborNode | None = node
+        while current is not None and current.tag not in ("html", None):
+            if current.mem_id in self.outside:
+                break
+            chain.append(current)
+            current = current.parent
+        outside = current is not None and self.outside.get(current.mem_id, False)
+        for element in reversed(chain):
+            outside = outside or _outside_itself(element)
+            self.outside[element.mem_id] = outside
+        return self.outside.get(node.mem_id, False)
+
+    def parts(self, item: str, sample: list[LexborNode]) -> SelectorSettings:
+        date = _date_selector(sample)
+        title = _title_selector(sample)
+        more = _read_more_selector(sample)
+        return SelectorSettings(
+            item=item,
+            title=title,
+            date=date,
+            exclude=", ".join(s for s in (date, more) if s),
+            teaser=_teaser_selector(sample, title, date),
+            image=_common(sample, ["img"], share=0.5),
+            label=_label_selector(sample, title, date),
+            next=self.next_selector(item),
+        )
+
+    def next_selector(self, item: str) -> str:
+        tree = self.tree
+        if tree.css_first('a[rel~="next"][href]') is not None:
+            return 'a[rel~="next"]'
+        items = {n.mem_id for n in tree.css(item)}
+        found: list[tuple[bool, str]] = []
+        for link in tree.css("a[href]"):
+            text = _text(link)
+            if not _NEXT_WORDS.search(text):
+                continue
+            if _CONSENT.search(f"{text} {link.attributes.get('href')}"):
+                continue
+            ancestors = list(_ancestors(link))
+            if any(a.mem_id in items for a in ancestors) or any(
+                _CONSENT.search(f"{a.attributes.get('class')} {a.attributes.get('id')}")
+                for a in ancestors
+            ):
+                continue
+            in_pagination = any(
+                _PAGINATION.search(a.attributes.get("class") or "") for a in ancestors
+            )
+            for holder in (link, link.parent):
+                if holder is None or not (classes := _classes(holder)):
+                    continue
+                selector = f"{holder.tag}.{classes[0]}"
+                if len(tree.css(selector)) == 1:
+                    found.append((in_pagination, selector))
+                    break
+        found.sort(key=lambda f: not f[0])  # links in a pagination first
+        return found[0][1] if found else ""
+
+
+def _outside_itself(node: LexborNode) -> bool:
+    if node.tag in _OUTSIDE_TAGS:
+        return True
+    names = (node.attributes.get("class") or "").split() + (node.attributes.get("id") or "").split()
+    return any(_words(name)[:1] and _OUTSIDE_WORDS.fullmatch(_words(name)[0]) for name in names)
+
+
+def _classes(node: LexborNode) -> list[str]:
+    """The class names of ``node`` that are CSS identifiers without digits."""
+    return [
+        c
+        for c in (node.attributes.get("class") or "").split()
+        if _CSS_IDENT.fullmatch(c) and not any(ch.isdigit() for ch in c)
+    ]
+
+
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[-_]+", name.casefold()) if w]
+
+
+def _ancestors(node: LexborNode) -> list[LexborNode]:
+    found = []
+    parent = node.parent
+    while parent is not None and parent.tag not in ("html", None):
+        found.append(parent)
+        parent = parent.parent
+    return found
+
+
+def _outermost(nodes: list[LexborNode]) -> list[LexborNode]:
+    """``nodes`` without those inside another, nor wrappers holding two or more."""
+    ids = {n.mem_id for n in nodes}
+    holders = {n.mem_id: [a.mem_id for a in _ancestors(n) if a.mem_id in ids] for n in nodes}
+    inner: Counter[int] = Counter(h for found in holders.values() for h in found)
+    wrappers = {key for key, n in inner.items() if n >= 2}  # their items are the items
+    return [
+        n
+        for n in nodes
+        if n.mem_id not in wrappers and all(h in wrappers for h in holders[n.mem_id])
+    ]
+
+
+def _text(node: LexborNode | None) -> str:
+    if node is None:
+        return ""
+    return " ".join((node.text(deep=True, separator=" ") or "").split())
+
+
+def _main_link(node: LexborNode) -> str:
+    """The item's article link: its first link with words, else its first link."""
+    first = ""
+    for link in node.css("a[href]") if node.tag != "a" else [node]:
+        href = (link.attributes.get("href") or "").strip()
+        if not href or href.startswith(("#", "javascript:", "mailto:", "tel:")):
+            continue
+        if len(_text(link)) >= 10 and not is_read_more(link):
+            return href
+        first = first or href
+    return first
+
+
+def _has_date(node: LexborNode) -> bool:
+    if node.css_first("time[datetime]") is not None:
+        return True
+    return find_date(_text(node), _UTC) is not None
+
+
+def _common(sample: list[LexborNode], candidates: list[str], share: float = 1.0) -> str:
+    """The first candidate that finds text (or an image) in ``share`` of the items."""
+    for candidate in dict.fromkeys(candidates):
+        hits = sum(
+            (n := s.css_first(candidate)) is not None and (n.tag == "img" or bool(_text(n)))
+            for s in sample
+        )
+        if hits and hits >= share * len(sample):
+            return candidate
+    return ""
+
+
+def _classed(sample: list[LexborNode], tag: str, words: re.Pattern[str] | None = None) -> list[str]:
+    """Class selectors of ``tag`` elements in the items (a word of the class matching)."""
+    found = []
+    for item in sample:
+        for node in item.css(tag):
+            for name in _classes(node):
+                if words is None or any(words.match(w) for w in _words(name)):
+                    found.append(f"{node.tag}.{name}")
+    return list(dict.fromkeys(found))
+
+
+def _date_selector(sample: list[LexborNode]) -> str:
+    if _common(sample, ["time[datetime]"]):
+        return "time[datetime]"
+    for candidate in _classed(sample, "*", _DATE_WORDS):
+        if all(
+            (n := s.css_first(candidate)) is not None and find_date(_text(n), _UTC) for s in sample
+        ):
+            return candidate
+    return ""
+
+
+def _title_selector(sample: list[LexborNode]) -> str:
+    headings = ["h1", "h2", "h3", "h4", "h5", "h6"]
+    candidates = headings + _classed(sample, "*", _TITLE_WORDS) + _classed(sample, "a")
+    for candidate in candidates:
+        texts = [_text(s.css_first(candidate)) for s in sample]
+        if all(len(t) >= 10 and find_date(t, _UTC) is None for t in texts):
+            return candidate
+    return _common(sample, ["strong"]) or "a"
+
+
+def _teaser_selector(sample: list[LexborNode], title: str, date: str) -> str:
+    """A part with text of its own: not the headline again, not only the date."""
+    candidates = (
+        _classed(sample, "p", _TEASER_WORDS)
+        + _classed(sample, "div", _TEASER_WORDS)
+        + _classed(sample, "p")
+        + ["p"]
+    )
+    for candidate in candidates:
+        if all(_own_text(s, candidate, title, date) for s in sample):
+            return candidate
+    return ""
+
+
+def _own_text(item: LexborNode, candidate: str, title: str, date: str) -> bool:
+    node = item.css_first(candidate)
+    if node is None or (title and node.css_first(title) is not None):
+        return False
+    headline = _text(item.css_first(title)).casefold() if title else ""
+    text = _text(node)
+    if date and (date_node := node.css_first(date)) is not None:
+        text = text.replace(_text(date_node), "")
+    words = " ".join(text.split()).casefold()
+    if headline and (words in headline or words.startswith(headline)):
+        return False  # the headline again
+    return len(words) >= 20
+
+
+def _label_selector(sample: list[LexborNode], title: str, date: str) -> str:
+    """A word or two in most items: not the headline, not a date nor a part of one.
+
+    A class that also names a part of a date ("datum-tag") is none; a class "tag" is one
+    only where it holds a word that is no weekday, outside the date.
+    """
+    for candidate in _classed(sample, "*", _LABEL_WORDS):
+        if any(_DATE_PART.fullmatch(w) for w in _words(candidate.partition(".")[2])):
+            continue
+        hits = 0
+        for item in sample:
+            node = item.css_first(candidate)
+            text = _text(node)
+            if node is None or not text or len(text) > 40 or not re.search(r"[^\W\d_]", text):
+                continue
+            if _WEEKDAYS.fullmatch(text.casefold().strip(".,")) or find_date(text, _UTC):
+                continue
+            if title and (node.css_first(title) is not None or _matches(node, title)):
+                continue
+            if date and any(_matches(a, date) for a in [node, *_ancestors(node)[:3]]):
+                continue
+            hits += 1
+        if hits >= len(sample) / 3:  # labels mark some items, not all
+            return candidate
+    return ""
+
+
+def _matches(node: LexborNode, selector: str) -> bool:
+    """Whether ``node`` itself is one that ``selector`` finds."""
+    parent = node.parent
+    return parent is not None and any(m.mem_id == node.mem_id for m in parent.css(selector))
+
+
+def _read_more_selector(sample: list[LexborNode]) -> str:
+    """A selector for the items' "weiter…", "mehr…", "Mehr erfahren" links, if they have one."""
+    for item in sample:
+        for link in item.css("a"):
+            if not is_read_more(link):
+                continue
+            if classes := _classes(link):
+                return f"a.{classes[0]}"
+            parent = link.parent
+            if parent is not None and parent is not item and (classes := _classes(parent)):
+                return f"{parent.tag}.{classes[0]} a"
+    return ""
