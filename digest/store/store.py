@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
@@ -433,14 +434,15 @@ class Store(
                 )
         return True
 
-    def set_issue_status(
-        self, issue_id: int, status: str, *, sent_at: datetime | None = None
-    ) -> None:
+    def set_issue_status(self, issue_id: int, status: str, *, sent_at: datetime | None = None,
+                         connection: Connection | None = None) -> None:  # fmt: skip
+        """Set it, in ``connection``'s transaction (of ``engine.begin()``) when given."""
         values: dict[str, Any] = {"status": status}
         if sent_at is not None:
             values["sent_at"] = sent_at
-        with self.engine.begin() as conn:
-            conn.execute(t.issues.update().where(t.issues.c.id == issue_id).values(values))
+        statement = t.issues.update().where(t.issues.c.id == issue_id).values(values)
+        with nullcontext(connection) if connection else self.engine.begin() as conn:
+            conn.execute(statement)
 
     # --- delivery ledger -----------------------------------------------------------------
 
