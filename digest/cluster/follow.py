@@ -1,9 +1,9 @@
 """``digest send`` in a cluster: queue the issue's plan, and with ``--wait`` follow it.
 
 The command composes the issue as on one machine and queues its plan job
-(:func:`digest.cluster.sending.defer_plan`) in one transaction; the workers plan and send
-it. Following it reads the ledger (the only authority on who was sent) and, to tell
-whether anything will still happen, the issue's jobs in the queue.
+(:func:`digest.cluster.enqueue.defer_plan_issue`) in one transaction; the workers plan
+and send it. Following it reads the ledger (the only authority on who was sent) and, to
+tell whether anything will still happen, the issue's jobs in the queue.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from digest.cluster.app import SEND_SLICE, make_app
-from digest.cluster.sending import defer_plan, plan_lock
+from digest.cluster.enqueue import defer_plan_issue, plan_lock
 from digest.config import NewsletterSettings, Settings
 from digest.delivery.status import IssueStatus, format_status
 from digest.issue.prepare import prepare_issue
@@ -55,7 +55,7 @@ def queue_send(
         return None
     require_approval(store, newsletter, prepared.issue.key)
     with store.engine.begin() as conn:
-        job = defer_plan(settings, conn, newsletter.id, prepared.record.key)
+        job = defer_plan_issue(settings, conn, newsletter.id, prepared.record.key)
     return Queued(newsletter, prepared.record, job)
 
 
@@ -128,7 +128,7 @@ async def follow(
     - 1: a job of the issue failed with rows left and none queued (the workers' log says
       why; the retry pass queues it again).
     """
-    app = make_app(settings, with_tasks=False)
+    app = make_app(settings)
     since = queued.job or 0
     said, said_at = "", 0.0
     async with app.open_async():

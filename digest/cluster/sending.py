@@ -67,7 +67,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from digest.cluster.app import PLAN_ISSUE, SEND_SLICE, defer
+from digest.cluster.app import SEND_SLICE, defer
+from digest.cluster.enqueue import defer_plan_issue
 from digest.config import Settings
 from digest.delivery.deliver import plan_issue, send_issue
 from digest.delivery.relays import open_transport
@@ -84,11 +85,9 @@ if TYPE_CHECKING:
     from digest.cluster.tasks import Worker
 
 __all__ = [
-    "defer_plan",
     "defer_slices",
     "ensure_slices",
     "plan_issue_job",
-    "plan_lock",
     "retry_pass_job",
     "run_newsletter_job",
     "send_slice_job",
@@ -113,21 +112,6 @@ def slot_lock(slot: int) -> str:
 def slice_lock(newsletter: str, week: str, slot: int) -> str:
     """The queueing lock of an issue's slices of ``slot``: one waits at a time."""
     return f"slice:{newsletter}:{week}:{slot}"
-
-
-def plan_lock(newsletter: str, week: str) -> str:
-    """The lock (and queueing lock) of an issue's plan job."""
-    return f"plan:{newsletter}:{week}"
-
-
-def defer_plan(
-    settings: Settings, connection: Connection, newsletter: str, week: str
-) -> int | None:
-    """Queue the plan of an issue in ``connection``'s transaction; its job id, or None
-    when one waits already."""
-    lock = plan_lock(newsletter, week)
-    return defer(settings, connection, PLAN_ISSUE, lock=lock, queueing_lock=lock,
-                 newsletter=newsletter, week=week)  # fmt: skip
 
 
 def defer_slices(
@@ -192,7 +176,7 @@ async def run_newsletter_job(worker: Worker, newsletter: str, due: str) -> None:
     weeks = await scheduled_weeks(settings, store, chosen, _moment(due))
     with store.engine.begin() as conn:
         for week in weeks:
-            defer_plan(settings, conn, newsletter, week)
+            defer_plan_issue(settings, conn, newsletter, week)
     for week in weeks:
         log.info("%s %s: queued to be planned and sent", newsletter, week)
 
@@ -342,7 +326,7 @@ def _retry_pass(settings: Settings, store: Store) -> None:
             continue
         if record.status == "composed":
             with store.engine.begin() as conn:
-                if defer_plan(settings, conn, newsletter, key) is not None:
+                if defer_plan_issue(settings, conn, newsletter, key) is not None:
                     log.info("%s %s: planning stopped part-way; queued again", newsletter, key)
         elif queued := ensure_slices(settings, store, record, now):
             log.info("%s %s: rows due; %d send slices queued", newsletter, key, queued)
