@@ -51,6 +51,7 @@ __all__ = [
     "retry_due_deliveries",
     "process_unsubscribe_mailbox",
     "process_bounce_mailbox",
+    "log_collect",
 ]
 
 log = logging.getLogger("digest.ops.jobs")
@@ -264,11 +265,11 @@ async def collect_sources(
         reports = await collect(settings, store, newsletter_id, now=now)
     finally:
         store.close()
-    _log_collect(reports)
+    log_collect(reports)
     return reports
 
 
-def _log_collect(reports: list[CollectReport]) -> None:
+def log_collect(reports: list[CollectReport]) -> None:
     """One line per collect run, and one per failed source or warning."""
     for report in reports:
         for source in report.sources:
@@ -350,7 +351,7 @@ async def scheduled_weeks(
     ``transport``, else on one opened for it) instead; one without articles is said so.
     ``digest run`` sends the weeks here, a cluster queues their plans.
     """
-    _log_collect(await collect(settings, store, newsletter.id, now=now))
+    log_collect(await collect(settings, store, newsletter.id, now=now))
     weeks = approved_waiting(store, newsletter)
     key = iso_week_window(None, newsletter.zone, now)[0]
     if is_approved(store, newsletter, key):
