@@ -159,26 +159,19 @@ def ensure_slices(settings: Settings, store: Store, record: IssueRecord, now: da
 # --- the jobs ----------------------------------------------------------------------------
 
 
-def _moment(due: str) -> datetime:
-    """The time a scheduled run was due (ISO 8601); now when it says none."""
-    try:
-        moment = datetime.fromisoformat(due)
-    except (TypeError, ValueError):
-        return datetime.now(UTC)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 async def run_newsletter_job(worker: Worker, newsletter: str, due: str) -> None:
-    """The scheduled run of ``newsletter``, due at ``due`` (ISO 8601): collect, ask for a
-    review where one is needed, and queue the plan of every issue to send."""
+    """The scheduled run of ``newsletter`` that fell due at ``due`` (ISO 8601, for the
+    log): collect, ask for a review where one is needed, and queue the plan of every
+    issue to send. Like ``digest run``, it works on the time it runs: a run that starts
+    late (within the misfire grace time) composes the week before now."""
     settings, store = worker.settings, worker.store
     chosen = settings.newsletter(newsletter)
-    weeks = await scheduled_weeks(settings, store, chosen, _moment(due))
+    weeks = await scheduled_weeks(settings, store, chosen, datetime.now(UTC))
     with store.engine.begin() as conn:
         for week in weeks:
             defer_plan_issue(settings, conn, newsletter, week)
     for week in weeks:
-        log.info("%s %s: queued to be planned and sent", newsletter, week)
+        log.info("%s %s: run due %s; queued to be planned and sent", newsletter, week, due)
 
 
 async def plan_issue_job(worker: Worker, newsletter: str, week: str) -> None:

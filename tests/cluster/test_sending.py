@@ -15,15 +15,18 @@ import asyncio
 import os
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from digest.cluster.app import RETRY_PASS, RUN_NEWSLETTER, defer
 from digest.config import load_settings
-from digest.core.models import DeliveryState
+from digest.core.models import Article, DeliveryState
 from digest.delivery.holding import MAX_UNRECORDED
 from digest.delivery.relays import connection_slots
 from digest.delivery.senders import share_of
+from digest.issue.compose import iso_week_window
 from digest.ops import jobs
 from tests.cluster._support import (
     NL,
@@ -40,6 +43,7 @@ from tests.cluster._support import (
     until,
     write_site,
 )
+from tests.smtp_server import RecordingServer
 
 READERS = int(os.environ.get("DIGEST_TEST_CLUSTER_READERS", "20000"))
 SEND_SLICE = "digest.send_slice"
@@ -209,3 +213,57 @@ async def test_two_issues_sending_at_once_take_turns_within_the_relays_connectio
     first = {n: order.index(n) for n in (NL, NL2)}
     last = {n: len(order) - 1 - order[::-1].index(n) for n in (NL, NL2)}
     assert first[NL] < last[NL2] and first[NL2] < last[NL], (first, last)
+
+
+async def test_the_scheduled_run_queues_the_send_and_the_retry_pass_sends_what_fell_due(
+    tmp_path: Path, queue_store_url: str
+) -> None:
+    readers, later = 50, "leser7@example.org"
+    async with RecordingServer(temp_fail={later: "451 4.7.1 Try again later"}) as server:
+        config = write_site(tmp_path / "site", pool_size=2, send_slots=2, slice_seconds=2)
+        env = environment(queue_store_url, server.port)
+        settings = load_settings(config, environ=env)
+        newsletter = settings.newsletter(NL)
+        store = jobs.open_store(settings)
+        try:
+            seed_readers(store, readers)
+            # An article of last week, which the run composes now.
+            week, start, _end = iso_week_window(None, newsletter.zone, datetime.now(UTC))
+            store.upsert_articles(
+                NL,
+                [Article("uid-1", "Test", "Eine Meldung", "https://example.org/1",
+                         start + timedelta(days=2), "politik", summary="Worum es geht.")],
+            )  # fmt: skip
+            async with running_workers(config, env, 1) as workers:
+                with store.engine.begin() as conn:
+                    defer(settings, conn, RUN_NEWSLETTER, newsletter=NL, due="2026-01-05T06:00Z")
+
+                def settled() -> bool:
+                    record = store.get_issue(NL, week)
+                    if record is None or record.status != "sending":
+                        return False
+                    d = store.delivery_status(record.id, datetime.now(UTC))
+                    return (d.sent, d.waiting) == (readers - 1, 1)
+
+                # Everyone but the one the server put off; that one waits for its retry.
+                await until(settled, timeout=300, what="the run's send", workers=workers)
+                record = store.get_issue(NL, week)
+                assert record is not None
+                assert store.delivery_counts(record.id) == {
+                    DeliveryState.SENT: readers - 1, DeliveryState.PENDING: 1,
+                }  # fmt: skip
+
+                # Its retry time has come (made due by hand) and the server takes it now:
+                # the retry pass queues the slices that send it.
+                server.handler.replies.clear()
+                store.requeue_deliveries(record.id)
+                with store.engine.begin() as conn:
+                    defer(settings, conn, RETRY_PASS)
+                await until(
+                    lambda: store.get_issue(NL, week).status == "sent",  # type: ignore[union-attr]
+                    timeout=300, what="the retry pass's send", workers=workers,
+                )  # fmt: skip
+        finally:
+            store.close()
+    received = [rcpt for _f, rcpts, _d in server.messages for rcpt in rcpts]
+    assert sorted(received) == sorted(f"leser{n}@example.org" for n in range(readers))
