@@ -103,7 +103,7 @@ def _progress(record: IssueRecord, d: DeliveryStatus, jobs: _Jobs) -> str:
     return (
         f"{record.newsletter} {record.key}: {d.sent} of {total} sent, {d.due} due, "
         f"{d.sending} being sent, {d.waiting} deferred, {d.failed} refused; "
-        f"{jobs.running} send slices running"
+        f"send slices running: {jobs.running}"
     )
 
 
