@@ -11,7 +11,10 @@ N workers, worker i pinned to core i (``taskset -c``, modulo the cores there are
 - messages/s between the first answer and the last (the ledger's times), and the wall
   time from queueing to the issue marked sent (planning included);
 - each worker's share: the rows it sent (by the senders its send slices registered as,
-  host:pid, read from the senders table while the issue goes out).
+  host:pid, read from the senders table while the issue goes out);
+- the CPU time per message of the workers and of the sink (the rest of a core's time
+  goes to PostgreSQL), and the machine's load average: on a machine shared with other
+  work the figures say as much about that work as about digest.
 
 Then ``digest send`` alone (no queue, one process on core 0, two connections) on its
 own copy of the same store, for the cluster's overhead. A fresh schema per run.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -167,6 +171,21 @@ def _seconds(first: Any, last: Any) -> float:
     return max(1e-3, (last - first).total_seconds())
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) process ``pid`` has used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    """CPU time of this process's children that have ended and were waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _wait_sent(ledger: Ledger, started: float, timeout: float = 3600) -> tuple[int, float]:
     """Poll until the issue is sent, noting the senders; (issue id, wall seconds)."""
     while time.monotonic() - started < timeout:
@@ -192,9 +211,11 @@ def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: 
         cores = len(os.sched_getaffinity(0))
         processes = [_digest(config, env, "worker", core=i % cores) for i in range(workers)]
         time.sleep(3)  # the workers import and connect before the clock starts
+        cpu = sum(_cpu_seconds(p.pid) for p in processes)
         started = time.monotonic()
         _finish(_digest(config, env, "send", NL, "--week", WEEK))
         issue_id, wall = _wait_sent(ledger, started)
+        cpu = sum(_cpu_seconds(p.pid) for p in processes) - cpu
         sent, seconds, by = ledger.figures(issue_id)
         index = {str(p.pid): i for i, p in enumerate(processes)}
         shares = {
@@ -202,7 +223,8 @@ def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: 
             if who.rsplit(":", 1)[-1] in index else who: count
             for who, count in by.items()
         }  # fmt: skip
-        return {"sent": sent, "rate": sent / seconds, "wall": wall, "shares": shares}
+        return {"sent": sent, "rate": sent / seconds, "wall": wall, "shares": shares,
+                "cpu_ms": 1000 * cpu / max(1, sent)}  # fmt: skip
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -224,10 +246,13 @@ def run_alone(base_url: str, port: int, tmp: Path, subscribers: int,
         config = _config(tmp / "alone", pool_size=2, key_file=key_file, slots=1,
                          slice_seconds=30, cluster=False)  # fmt: skip
         started = time.monotonic()
+        cpu = _children_cpu()
         _finish(_digest(config, _env(url, port), "send", NL, "--week", WEEK, core=0))
+        cpu = _children_cpu() - cpu
         issue_id, wall = _wait_sent(ledger, started)
         sent, seconds, _by = ledger.figures(issue_id)
-        return {"sent": sent, "rate": sent / seconds, "wall": wall}
+        return {"sent": sent, "rate": sent / seconds, "wall": wall,
+                "cpu_ms": 1000 * cpu / max(1, sent)}  # fmt: skip
     finally:
         ledger.close()
         drop()
@@ -258,13 +283,17 @@ def main() -> None:
             alone = None
             if not args.no_alone:
                 alone = run_alone(base_url, sink.port, tmp, args.subscribers, key_file)
+                load = os.getloadavg()[0]
                 print(f"digest send alone: {alone['rate']:.0f} messages/s ({alone['sent']} in "
                       f"{alone['sent'] / alone['rate']:.1f} s; {alone['wall']:.1f} s from "
-                      "start to sent)")  # fmt: skip
+                      f"start to sent); its CPU {alone['cpu_ms']:.2f} ms per message (its "
+                      f"start and planning included); load average {load:.1f}")  # fmt: skip
             rates: dict[int, float] = {}
             for n in args.workers:
+                sink_cpu = sink.cpu_seconds()
                 f = run_cluster(base_url, sink.port, tmp, n, args.subscribers, key_file,
                                 args.slice_seconds)  # fmt: skip
+                sink_cpu = sink.cpu_seconds() - sink_cpu
                 rates[n] = f["rate"]
                 shares = ", ".join(
                     f"{who} {count} ({100 * count / max(1, f['sent']):.0f} %)"
@@ -279,6 +308,10 @@ def main() -> None:
                     line += f", {f['rate'] / alone['rate']:.2f}x digest send alone"
                 print(line)
                 print(f"    shares: {shares}")
+                per = 1000 / max(1, f["sent"])
+                print(f"    CPU per message: the workers {f['cpu_ms']:.2f} ms (planning "
+                      f"included), the sink {sink_cpu * per:.2f} ms; load average "
+                      f"{os.getloadavg()[0]:.1f}")  # fmt: skip
         finally:
             sink.stop()
 
