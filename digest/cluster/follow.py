@@ -178,8 +178,8 @@ def _verdict(
         if any(problems):
             when = min(j.scheduled_at for j in jobs.waiting)
             echo_err(
-                f"relay not reached: {next(p for p in problems if p)}; {d.due} readers still "
-                f"due, untouched; the cluster tries again from {when:%H:%M:%S %Z}"
+                f"sending stopped: {next(p for p in problems if p)}; {d.due} readers still "
+                f"due; the cluster tries again from {when:%H:%M:%S %Z}"
             )
             return LEFT
     if jobs.waiting:

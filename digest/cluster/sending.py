@@ -285,10 +285,8 @@ def _after_slice(
         return
     if report.stopped not in (None, "interrupted"):  # not by the slice's end: the relay
         wait = relay_backoff(backoff, settings.retry.check_minutes * 60)
-        log.error(
-            "%s: relay not used: %s; the readers stay due, untouched; the slot tries again "
-            "in %.0f s", where, report.stopped, wait,
-        )  # fmt: skip
+        log.error("%s: sending stopped: %s; the slot tries again in %.0f s",
+                  where, report.stopped, wait)  # fmt: skip
         with store.engine.begin() as conn:
             defer_slices(settings, conn, record.newsletter, record.key, [slot], wait=wait,
                          relay_problem=report.stopped)  # fmt: skip
