@@ -9,7 +9,9 @@ N workers, worker i pinned to core i (``taskset -c``, modulo the cores there are
 ``digest send`` queues the issue and the figures are read from the ledger:
 
 - messages/s between the first answer and the last (the ledger's times), and the wall
-  time from queueing to the issue marked sent (planning included);
+  time from queueing to the issue marked sent. A cluster plans the whole ledger before
+  its first slice, ``digest send`` alone plans while it sends: the rates compare the
+  sending, the times from start to sent compare the whole;
 - each worker's share: the rows it sent (by the senders its send slices registered as,
   host:pid, read from the senders table while the issue goes out);
 - the CPU time per message of the workers and of the sink (the rest of a core's time
@@ -305,7 +307,9 @@ def main() -> None:
                 if 1 in rates and n != 1:
                     line += f", {f['rate'] / rates[1]:.2f}x one worker"
                 if n == 1 and alone:
-                    line += f", {f['rate'] / alone['rate']:.2f}x digest send alone"
+                    line += (f"; against digest send alone: {f['rate'] / alone['rate']:.2f}x "
+                             f"its rate, {f['wall'] / alone['wall']:.2f}x its time from start "
+                             "to sent")  # fmt: skip
                 print(line)
                 print(f"    shares: {shares}")
                 per = 1000 / max(1, f["sent"])
