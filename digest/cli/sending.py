@@ -6,10 +6,15 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from digest.cli.base import cli, common, echo_err, example, run_async, state
+
+if TYPE_CHECKING:
+    from digest.config import NewsletterSettings, Settings
+    from digest.store import Store
 
 
 @cli.command(epilog=example("digest send wochenueberblick --week 2025-W05 --dry-run"))
@@ -20,9 +25,15 @@ from digest.cli.base import cli, common, echo_err, example, run_async, state
     help="ISO week to send (default: the previous week in the newsletter's time zone).",
 )
 @click.option("--dry-run", is_flag=True, help="Build every message, send and record nothing.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With a cluster ([cluster] queue): wait until the workers have sent the issue, "
+    "showing how it goes, and exit as a send on one machine does (which always waits).",
+)
 @common
 @run_async
-async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
+async def send(newsletter: str, week: str | None, dry_run: bool, wait: bool) -> None:
     """Compose NEWSLETTER's issue of a week and send it to its segments.
 
     Running it again sends nothing twice; after an interruption it sends only to
@@ -35,6 +46,11 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     another run, or not reached because SIGTERM or Ctrl-C stopped the run (the
     messages in flight are finished and recorded first); 1 when sending stopped on an
     error.
+
+    With a cluster ([cluster] queue) the issue is composed here and queued; the
+    workers plan and send it (`digest status` shows how it goes). With --wait the
+    command waits for them and exits as above; 75 also while the relay cannot be
+    reached (the workers try again) and when the wait is interrupted.
     """
     from digest.delivery.relays import open_transport
     from digest.ops import jobs
@@ -43,6 +59,11 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
     chosen = settings.newsletter(newsletter)
     store = jobs.open_store(settings)
     try:
+        if settings.cluster.enabled and not dry_run:
+            code = await _send_in_cluster(settings, store, chosen, week, wait)
+            if code:
+                raise SystemExit(code)
+            return
         if dry_run:
             report = jobs.dry_run(settings, store, chosen, week)
             click.echo(
@@ -88,6 +109,32 @@ async def send(newsletter: str, week: str | None, dry_run: bool) -> None:
         raise SystemExit(1)
     if not result.finished:
         raise SystemExit(EXIT_LEFT)
+
+
+async def _send_in_cluster(
+    settings: Settings, store: Store, newsletter: NewsletterSettings, week: str | None,
+    wait: bool,
+) -> int:  # fmt: skip
+    """Queue the issue for the cluster's workers; with ``wait`` follow it to the end."""
+    from digest.cluster.follow import follow, queue_send
+
+    queued = queue_send(settings, store, newsletter, week)
+    if queued is None:
+        click.echo(f"{newsletter.id}: no new articles in {week or 'the previous week'}; "
+                   "nothing sent")  # fmt: skip
+        return 0
+    key = queued.record.key
+    click.echo(
+        f"{newsletter.id} {key}: "
+        + (f"queued (job {queued.job})" if queued.job is not None else "queued already")
+        + "; the cluster's workers plan and send it"
+        + ("" if wait else f"; `digest status {newsletter.id} --week {key}` shows how it goes")
+    )
+    if not wait:
+        return 0
+    with _stop_on_signals() as stop:
+        return await follow(settings, store, queued, echo=click.echo, echo_err=echo_err,
+                            stop=stop)  # fmt: skip
 
 
 #: Exit code of `digest send` when the run went well but rows of the issue are left:

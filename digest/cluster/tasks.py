@@ -96,10 +96,11 @@ def register(app: procrastinate.App, settings: Settings) -> None:
         await plan_issue_job(_worker(context), newsletter, week)
 
     @app.task(name=names.SEND_SLICE, pass_context=True, queue="send")
-    async def send_slice(context: Any, newsletter: str, week: str, slot: int) -> None:
+    async def send_slice(context: Any, newsletter: str, week: str, slot: int,
+                         backoff: float = 0, relay_problem: str | None = None) -> None:  # fmt: skip
         from digest.cluster.sending import send_slice_job
 
-        await send_slice_job(_worker(context), newsletter, week, slot)
+        await send_slice_job(_worker(context), newsletter, week, slot, backoff, relay_problem)
 
     @app.task(name=names.RETRY_PASS, pass_context=True)
     async def retry_pass(context: Any) -> None:
@@ -124,10 +125,20 @@ async def retry_stalled_jobs(app: procrastinate.App, seconds: float) -> int:
     """Put the jobs of workers silent for ``seconds`` (killed, machine gone) back in the
     queue; how many. The ledger takes over their rows once their senders' heartbeats
     are stale, so a retried send slice sends none of its messages twice."""
+    import procrastinate
+
     stalled = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds)
     count = 0
     for job in stalled:
         log.warning("retrying job %s (%s): its worker stopped answering", job.id, job.task_name)
-        await app.job_manager.retry_job(job)
+        try:
+            await app.job_manager.retry_job(job)
+        except procrastinate.exceptions.UniqueViolation:
+            # A job with the same queueing lock waits already (a send slice the retry
+            # pass queued meanwhile) and does the same work: this one ends here.
+            await app.job_manager.finish_job(
+                job, procrastinate.jobs.Status.ABORTED, delete_job=False
+            )
+            continue
         count += 1
     return count

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from digest.audience.segments import recipients_for, segment_lists
@@ -34,7 +35,7 @@ from digest.store import IssueRecord, Store
 from digest.store.ledger import Outcome
 from digest.store.retries import DeliveryStatus
 
-__all__ = ["send_issue"]
+__all__ = ["plan_issue", "send_issue"]
 
 log = logging.getLogger("digest.delivery.deliver")
 
@@ -52,6 +53,7 @@ async def send_issue(
     stop_requested: asyncio.Event | None = None,
     processes: int = 1,
     spread_after: int = SPREAD_AFTER,
+    audience: bool = True,
 ) -> DeliveryReport:
     """Send ``issue`` to every recipient not yet sent; record each outcome.
 
@@ -72,6 +74,10 @@ async def send_issue(
     send, helper processes send alongside this one (see :mod:`digest.delivery.senders`); every
     process then opens its own share of ``settings.smtp``'s connections and limits, and
     ``transport`` is not used.
+
+    ``audience``: count in the report who of today's subscribers the issue reaches and
+    who subscribed after it went out (two reads of every subscriber once the audience is
+    fixed); a cluster's send slice, one of many, leaves that to ``digest status``.
     """
     now = now or datetime.now(UTC)
     # Before anything is planned or sent: an issue that awaits review never goes out.
@@ -102,8 +108,43 @@ async def send_issue(
     )  # fmt: skip
     await in_ledger_thread(planning.settle)
     _report_after(store, newsletter, record, report, personalizer, planning, now,
-                  lists=lists, suppressed=suppressed)  # fmt: skip
+                  lists=lists, suppressed=suppressed, audience=audience)  # fmt: skip
     log.debug(report.summary())  # the caller says it (the CLI, the job's log)
+    return report
+
+
+def plan_issue(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    record: IssueRecord,
+    issue: Issue,
+    *,
+    now: datetime | None = None,
+    mark_planned: Callable[[], None] | None = None,
+) -> DeliveryReport:
+    """Plan ``record``'s whole ledger and send nothing: a row for every current recipient,
+    a chunk of subscribers per transaction; then the issue is marked 'sending' (by
+    ``mark_planned`` when given: a cluster marks it and queues its send jobs in one
+    transaction). Its report counts the recipients and the rows added.
+
+    Safe to run again at any point: rows already in the ledger are left as they are
+    (:meth:`~digest.store.Store.plan_rows` adds a row only for a subscriber without one in
+    the issue), so a plan interrupted and run again adds each missing recipient once and
+    plans nobody twice; an issue no longer 'composed' has its audience fixed already and
+    nothing is planned (``mark_planned`` is not called). Raises NotApproved, planning
+    nothing, for an issue that awaits an editor's approval.
+    """
+    now = now or datetime.now(UTC)
+    require_approval(store, newsletter, issue.key)
+    report = DeliveryReport(newsletter.id, issue.key, zone=newsletter.zone)
+    planning = _planning(
+        store, newsletter, record, report, Personalizer(settings, newsletter, issue, now), now,
+        lists=segment_lists(newsletter), suppressed=store.suppressed_hashes(newsletter.id),
+        crew=None, mark_planned=mark_planned,
+    )  # fmt: skip
+    while planning.next():
+        pass
     return report
 
 
@@ -190,11 +231,13 @@ def _planning(
     lists: set[str],
     suppressed: set[str],
     crew: Crew | None,
+    mark_planned: Callable[[], None] | None = None,
 ) -> Planning:
     """The planning of ``record``'s ledger: every current recipient, a chunk at a time
     as sending goes, while the issue is 'composed'; nothing once its audience is fixed.
 
-    Planned recipients are counted in ``report.recipients``.
+    Planned recipients are counted in ``report.recipients``. Once every recipient has a
+    row the issue is marked 'sending', by ``mark_planned`` when given.
     """
 
     def plan(chunk: list[Subscriber]) -> None:
@@ -203,7 +246,10 @@ def _planning(
         report.planned += store.plan_rows(record.id, rows, now)
 
     def planned() -> None:
-        store.set_issue_status(record.id, "sending")
+        if mark_planned is None:
+            store.set_issue_status(record.id, "sending")
+        else:
+            mark_planned()
         if crew is not None:
             crew.link.planned.set()
 
@@ -279,10 +325,12 @@ def _report_after(
     *,
     lists: set[str],
     suppressed: set[str],
+    audience: bool = True,
 ) -> None:
     """Complete ``report`` from the ledger as the run leaves it; mark the issue sent
     when nothing of it is left to send."""
-    if record.status != "composed":  # a new issue's recipients were counted as planned
+    # A new issue's recipients were counted as planned.
+    if audience and record.status != "composed":
         report.subscribed_after = sum(
             len(chunk)
             for chunk in store.iter_active_subscribers(

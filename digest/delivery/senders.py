@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -61,8 +62,10 @@ def sender_processes(settings: SmtpSettings, requested: int | None = None) -> in
     """How many processes may send at once within ``settings``' connection limits.
 
     ``requested`` (default ``settings.processes``; 0 for one per core) is bounded by
-    the connections (each process needs one) and by ``per_domain_limit`` (each process
-    may have one message in flight to a domain).
+    the connections (each process needs one), by ``per_domain_limit`` (each process
+    may have one message in flight to a domain) and by the rates (each process's share
+    of ``max_per_second`` and ``max_per_hour`` must allow one message a period: a rate
+    limiter with less than that takes none).
     """
     wanted = settings.processes if requested is None else requested
     if wanted <= 0:
@@ -75,6 +78,9 @@ def sender_processes(settings: SmtpSettings, requested: int | None = None) -> in
     limit = min(wanted, slots)
     if settings.per_domain_limit:
         limit = min(limit, settings.per_domain_limit)
+    for rate in (settings.max_per_second, settings.max_per_hour):
+        if rate > 0:
+            limit = min(limit, math.floor(rate))
     return max(1, limit)
 
 

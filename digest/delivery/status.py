@@ -15,6 +15,7 @@ from digest.core.errors import DigestError
 from digest.issue.compose import iso_week_window
 from digest.store import IssueRecord, Store
 from digest.store.retries import DeliveryStatus
+from digest.store.senders import STALE_SECONDS, Holder
 
 __all__ = ["IssueStatus", "issue_statuses", "format_status", "requeue"]
 
@@ -24,6 +25,7 @@ class IssueStatus:
     newsletter: NewsletterSettings
     record: IssueRecord
     deliveries: DeliveryStatus
+    holders: tuple[Holder, ...] = ()  # who holds its rows in 'sending'
 
 
 def _issue(store: Store, newsletter: NewsletterSettings, week: str, now: datetime) -> IssueRecord:
@@ -57,7 +59,12 @@ def issue_statuses(
             record = store.get_issue(newsletter.id, key)
             if record is not None:
                 records.append((newsletter, record))
-    return [IssueStatus(n, r, store.delivery_status(r.id, now)) for n, r in records]
+    found = []
+    for newsletter, record in records:
+        d = store.delivery_status(record.id, now)
+        holders = tuple(store.holders(record.id)) if d.sending else ()
+        found.append(IssueStatus(newsletter, record, d, holders))
+    return found
 
 
 def _when(moment: datetime, newsletter: NewsletterSettings) -> str:
@@ -83,7 +90,8 @@ def _issue_state(record: IssueRecord, d: DeliveryStatus) -> str:
 
 
 def format_status(status: IssueStatus, now: datetime | None = None) -> str:
-    """Several lines: counts per state, rate and ETA, next retry, replies by code."""
+    """Several lines: counts per state, rate and ETA, who is sending, next retry,
+    replies by code."""
     now = now or datetime.now(UTC)
     d, newsletter, record = status.deliveries, status.newsletter, status.record
     lines = [
@@ -98,6 +106,7 @@ def format_status(status: IssueStatus, now: datetime | None = None) -> str:
             pace += f"; ETA for the {d.due + d.sending} due now and being sent: "
             pace += _about(timedelta(minutes=(d.due + d.sending) / rate))
         lines.append(pace)
+    lines += _holder_lines(status.holders, now)
     if d.next_retry is not None:
         lines.append(
             f"  next retry: {_when(d.next_retry, newsletter)} "
@@ -116,6 +125,26 @@ def format_status(status: IssueStatus, now: datetime | None = None) -> str:
         for reply, n in replies[:3]:
             lines.append(f"      {n}× {reply[:160]}")
     return "\n".join(lines)
+
+
+def _holder_lines(holders: tuple[Holder, ...], now: datetime) -> list[str]:
+    """Who is sending: each sender process (a `digest worker`'s send job, a `digest
+    send` or one of its helpers) by host:pid, with its heartbeat and the rows it holds."""
+    if not holders:
+        return []
+    lines = ["  being sent by:"]
+    for holder in holders:
+        if holder.heartbeat_at is None:
+            lines.append(
+                f"    a sender that is gone: {holder.rows} rows, taken over by the next claim"
+            )
+            continue
+        ago = now - holder.heartbeat_at
+        line = f"    {holder.host}:{holder.pid}: {holder.rows} rows, heartbeat {_about(ago)} ago"
+        if ago.total_seconds() > STALE_SECONDS:
+            line += "; gone (its rows are taken over by the next claim)"
+        lines.append(line)
+    return lines
 
 
 def requeue(

@@ -39,6 +39,7 @@ __all__ = [
     "open_store",
     "collect",
     "collect_sources",
+    "scheduled_weeks",
     "send",
     "dry_run",
     "DryRunReport",
@@ -49,6 +50,7 @@ __all__ = [
     "preview_message",
     "test_send",
     "send_due",
+    "relay_backoff",
     "retry_due_deliveries",
     "process_unsubscribe_mailbox",
     "process_bounce_mailbox",
@@ -171,6 +173,13 @@ async def send_due(
 RELAY_RETRY_MAX_SECONDS = 300.0
 
 
+def relay_backoff(previous: float, first: float) -> float:
+    """Seconds to wait before trying a relay that could not be reached again: ``first``
+    (one check interval) after a success, doubling since, at most
+    :data:`RELAY_RETRY_MAX_SECONDS`."""
+    return min(RELAY_RETRY_MAX_SECONDS, max(first, 2 * previous))
+
+
 class RelayWatch:
     """Whether the retry passes of this process reach the relay, and when to try again.
 
@@ -192,7 +201,7 @@ class RelayWatch:
 
     def unreached(self, problem: str, first_wait: float) -> None:
         now = time.monotonic()
-        self.wait = min(RELAY_RETRY_MAX_SECONDS, max(first_wait, 2 * self.wait))
+        self.wait = relay_backoff(self.wait, first_wait)
         self.next_try = now + self.wait
         if problem != self.problem:
             log.error(
@@ -315,10 +324,9 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
     store = open_store(settings)
     try:
         now = datetime.now(UTC)
-        log_collect(await collect(settings, store, newsletter_id, now=now))
         transport = open_transport(settings.smtp)
         try:
-            for week in approved_waiting(store, newsletter):
+            for week in await scheduled_weeks(settings, store, newsletter, now, transport):
                 _log_result(
                     newsletter_id,
                     await send(
@@ -331,41 +339,52 @@ async def run_newsletter(config_path: str, newsletter_id: str) -> None:
                         processes=settings.smtp.processes,
                     ),
                 )
-            result = None
-            if is_approved(store, newsletter, iso_week_window(None, newsletter.zone, now)[0]):
-                result = await send(
-                    settings,
-                    store,
-                    newsletter,
-                    None,
-                    transport,
-                    now=now,
-                    processes=settings.smtp.processes,
-                )
-            else:
-                prepared = prepare_issue(store, newsletter, None, now)
-                if prepared is not None:
-                    asked = await request_review(
-                        settings,
-                        store,
-                        newsletter,
-                        prepared.issue.key,
-                        prepared.issue.subject,
-                        transport,
-                        now=now,
-                    )
-                    log.info(
-                        "%s %s: composed; awaits an editor's approval%s",
-                        newsletter_id,
-                        prepared.issue.key,
-                        f" ({asked} editors asked)" if asked else "",
-                    )
-                    return
         finally:
             await transport.close()
-        _log_result(newsletter_id, result)
     finally:
         store.close()
+
+
+async def scheduled_weeks(
+    settings: Settings,
+    store: Store,
+    newsletter: NewsletterSettings,
+    now: datetime,
+    transport: Transport | None = None,
+) -> list[str]:
+    """What a scheduled run of ``newsletter`` does before sending: the weeks to send.
+
+    Collects the newsletter's sources, then: the approved issues of earlier weeks that
+    wait for this run, oldest first, and the previous week's issue when it may go out.
+    One that awaits an editor's approval is composed and the editors are asked (once, on
+    ``transport``, else on one opened for it) instead; one without articles is said so.
+    ``digest run`` sends the weeks here, a cluster queues their plans.
+    """
+    log_collect(await collect(settings, store, newsletter.id, now=now))
+    weeks = approved_waiting(store, newsletter)
+    key = iso_week_window(None, newsletter.zone, now)[0]
+    if is_approved(store, newsletter, key):
+        return weeks if key in weeks else [*weeks, key]
+    prepared = prepare_issue(store, newsletter, None, now)
+    if prepared is None:
+        _log_result(newsletter.id, None)
+        return weeks
+    own = transport is None
+    pool = transport or open_transport(settings.smtp)
+    try:
+        asked = await request_review(
+            settings, store, newsletter, prepared.issue.key, prepared.issue.subject, pool, now=now
+        )
+    finally:
+        if own:
+            await pool.close()
+    log.info(
+        "%s %s: composed; awaits an editor's approval%s",
+        newsletter.id,
+        prepared.issue.key,
+        f" ({asked} editors asked)" if asked else "",
+    )
+    return weeks
 
 
 def _log_result(newsletter_id: str, result: DeliveryReport | None) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
 
 from digest.core.models import DeliveryState
 from digest.store import schema as t
+from digest.store.senders import HEARTBEAT_SECONDS, held_by_gone_sender
 
 __all__ = ["DeliveryStatus", "RetryStore", "due_now"]
 
@@ -126,6 +127,27 @@ class RetryStore:
                         or_(
                             and_(d.state == DeliveryState.PENDING, due_now(now)),
                             d.state == DeliveryState.SENDING,
+                        ),
+                    )
+                ).scalar_one()
+            )
+
+    def takeable_deliveries(self, issue_id: int, now: datetime | None = None) -> int:
+        """How many rows of the issue a sender may take now or within the stale bound:
+        pending rows that are due, and rows in 'sending' whose sender is gone or silent
+        (no heartbeat for twice its interval; see :meth:`SenderStore.next_takeover`).
+        Rows a live sender holds are not counted: that one sends them."""
+        d = t.deliveries.c
+        now = now or datetime.now(UTC)
+        silent = now - timedelta(seconds=2 * HEARTBEAT_SECONDS)
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        d.issue_id == issue_id,
+                        or_(
+                            and_(d.state == DeliveryState.PENDING, due_now(now)),
+                            and_(d.state == DeliveryState.SENDING, held_by_gone_sender(silent)),
                         ),
                     )
                 ).scalar_one()

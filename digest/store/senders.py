@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,12 +31,29 @@ from digest.store.sql import utc_now
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["HEARTBEAT_SECONDS", "STALE_SECONDS", "SenderStore", "held_by_gone_sender"]
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "STALE_SECONDS",
+    "Holder",
+    "SenderStore",
+    "held_by_gone_sender",
+]
 
 #: A registered sender writes its heartbeat this often.
 HEARTBEAT_SECONDS = 2.0
 #: A sender whose heartbeat is older than this is gone: its rows may be taken over.
 STALE_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A sender holding rows of an issue in 'sending'; host, pid and heartbeat are None
+    for one whose registration is gone (its rows are taken over by the next claim)."""
+
+    rows: int
+    host: str | None = None
+    pid: int | None = None
+    heartbeat_at: datetime | None = None
 
 
 def stale_before(now: datetime | None = None) -> datetime:
@@ -170,3 +188,17 @@ class SenderStore:
         if last is None:
             return None
         return last + timedelta(seconds=STALE_SECONDS)
+
+    def holders(self, issue_id: int) -> list[Holder]:
+        """Who holds the issue's rows in 'sending' now, most rows first."""
+        d, s = t.deliveries.c, t.senders.c
+        rows = func.count().label("rows")
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(rows, s.host, s.pid, s.heartbeat_at)
+                .select_from(t.deliveries.outerjoin(t.senders, s.id == d.claimed_by))
+                .where(d.issue_id == issue_id, d.state == DeliveryState.SENDING)
+                .group_by(s.id, s.host, s.pid, s.heartbeat_at)
+                .order_by(rows.desc())
+            ).all()
+        return [Holder(int(r.rows), r.host, r.pid, r.heartbeat_at) for r in found]

@@ -28,7 +28,7 @@ from digest.store.retries import RetryStore
 from digest.store.schedule import ScheduleStore
 from digest.store.senders import SenderStore
 from digest.store.signups import SignupStore
-from digest.store.sql import insert_ignoring_duplicates, utc_now
+from digest.store.sql import insert_ignoring_duplicates, transaction, utc_now
 from digest.store.subscribers import SubscriberStore
 
 
@@ -434,14 +434,15 @@ class Store(
                 )
         return True
 
-    def set_issue_status(
-        self, issue_id: int, status: str, *, sent_at: datetime | None = None
-    ) -> None:
+    def set_issue_status(self, issue_id: int, status: str, *, sent_at: datetime | None = None,
+                         connection: Connection | None = None) -> None:  # fmt: skip
+        """Set it, in ``connection``'s transaction (of ``engine.begin()``) when given."""
         values: dict[str, Any] = {"status": status}
         if sent_at is not None:
             values["sent_at"] = sent_at
-        with self.engine.begin() as conn:
-            conn.execute(t.issues.update().where(t.issues.c.id == issue_id).values(values))
+        statement = t.issues.update().where(t.issues.c.id == issue_id).values(values)
+        with transaction(self.engine, connection) as conn:
+            conn.execute(statement)
 
     # --- delivery ledger -----------------------------------------------------------------
 

@@ -137,13 +137,17 @@ def _smtp(**changes: object) -> SmtpSettings:
     return replace(base, **changes)
 
 
-def test_processes_are_bounded_by_connections_and_the_per_domain_limit() -> None:
+def test_processes_are_bounded_by_connections_the_per_domain_limit_and_the_rates() -> None:
     assert sender_processes(_smtp(pool_size=5), 8) == 5
     assert sender_processes(_smtp(pool_size=5, per_domain_limit=2), 8) == 2
     assert sender_processes(_smtp(pool_size=1), 0) == 1
     assert sender_processes(_smtp(pool_size=64), 0) == len(os.sched_getaffinity(0))
     relays = (RelaySettings("a", 25, 1, 1), RelaySettings("b", 25, 1, 2))
     assert sender_processes(_smtp(relays=relays), 8) == 3
+    # Each process's share of a rate must allow a message a period (aiolimiter refuses
+    # to take one from a bucket smaller than that).
+    assert sender_processes(_smtp(pool_size=8, max_per_second=2.5), 8) == 2
+    assert sender_processes(_smtp(pool_size=8, max_per_hour=3), 8) == 3
 
 
 def test_shares_add_up_to_the_settings() -> None:
