@@ -35,7 +35,8 @@ CLUSTER = [
         4,
         "How many send jobs run at once across the cluster, whatever the number of issues "
         "sending: the relays' connections and rates ([smtp] `pool_size`, `max_per_second`, "
-        "`max_per_hour`, `per_domain_limit`, each relay's `pool_size`) are divided among "
+        "`per_domain_limit`, each relay's `pool_size`; `max_per_hour` too, but per slice only: "
+        "see docs/operations.md) are divided among "
         "them, so the limits hold for the cluster as a whole. Bounded by the connections; "
         "set it to the number of worker processes that send.",
         bounds=(1, 256),
