@@ -323,7 +323,6 @@ def test_0011_adds_the_schedule_marks_and_goes_down_again(store_url: str) -> Non
     engine.dispose()
 
 
-
 def test_0013_keeps_every_editor_an_editor_and_adds_the_audit_log(store_url: str) -> None:
     """An existing account keeps what it could do and gains no access to readers' data."""
     from sqlalchemy import inspect
