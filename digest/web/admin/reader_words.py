@@ -7,6 +7,7 @@ through the catalogues, and a code they do not know as it is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -98,11 +99,13 @@ class ReaderWords(Words):
         """Where a consent came from, e.g. ``Anmeldeformular …``."""
         return self._say(_SOURCE, code)
 
-    def action(self, entry: AuditEntry) -> str:
-        """What an audit log entry records, e.g. ``hat die Daten angesehen``."""
+    def action(self, entry: AuditEntry, names: Mapping[str, str]) -> str:
+        """What an audit log entry records, e.g. ``hat die Daten angesehen``; a
+        newsletter by its name in ``names`` (by its id when it is no longer configured)."""
         if entry.action == "unsubscribe":
+            newsletter = entry.newsletter or "–"
             return self.catalogue.gettext("unsubscribed from %(newsletter)s") % {
-                "newsletter": entry.newsletter or "–"
+                "newsletter": names.get(newsletter, newsletter)
             }
         return self._say(_ACTION, entry.action)
 

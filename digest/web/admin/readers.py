@@ -273,6 +273,7 @@ def show_audit(request: Request) -> Response:
         "admin/readers_audit.html",
         title=catalogue(request).gettext("Audit log"),
         rw=_words(request),
+        names={n.id: n.name for n in settings_of(request).newsletters},
         entries=entries,
         older=entries[-1].id if len(entries) == AUDIT_PAGE else None,
     )
