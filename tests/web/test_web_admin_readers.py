@@ -197,6 +197,7 @@ async def test_an_admin_finds_a_reader_by_address_and_each_look_is_recorded(
             "/admin/readers", data={"csrf": csrf_of(form), "email": " LESERIN.EINS@example.ORG "}
         )
         assert found.status_code == 303 and found.headers["location"] == f"/admin/readers/{sid}"
+        assert (await http.head(found.headers["location"])).status_code == 200  # no view
         page = await http.get(found.headers["location"])
         assert page.status_code == 200
         text = page.text

@@ -166,6 +166,14 @@ def _reader_page(request: Request, subscriber: Subscriber) -> Response:
     )
 
 
+def _viewed(request: Request, subscriber: Subscriber) -> None:
+    """Record a page that shows the reader's data; a HEAD request shows nothing."""
+    if request.method == "GET":
+        record(
+            store_of(request), session_editor(request).name, "view", subscriber.email, subscriber.id
+        )
+
+
 def show_reader(request: Request) -> Response:
     """``GET /admin/readers/{id}``: everything held about the reader (recorded as a view)."""
     subscriber = _subscriber(request)
@@ -173,7 +181,7 @@ def show_reader(request: Request) -> Response:
         return not_found(request)
     if subscriber.id != request.path_params["id"]:  # a merged spelling: its survivor
         return RedirectResponse(f"{READERS}/{subscriber.id}", 303)
-    record(store_of(request), session_editor(request).name, "view", subscriber.email, subscriber.id)
+    _viewed(request, subscriber)
     return _reader_page(request, subscriber)
 
 
@@ -236,7 +244,7 @@ def ask_to_erase(request: Request) -> Response:
     subscriber = _subscriber(request)
     if subscriber is None:
         return not_found(request)
-    record(store_of(request), session_editor(request).name, "view", subscriber.email, subscriber.id)
+    _viewed(request, subscriber)
     return admin_page(
         request,
         "admin/readers_erase.html",
