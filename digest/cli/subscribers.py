@@ -142,12 +142,12 @@ def export(email: str | None, list_name: str | None, output: Path | None) -> Non
 
     For EMAIL (DSGVO Art. 15 and 20): attributes, memberships and unsubscriptions,
     consent proofs, sign-ups (also those waiting for their confirmation) and the mail
-    queued for them, every delivery (issue, time, state, SMTP reply) and the suppression
-    entries of the address, also when no subscriber has it. With --list: the list's
+    queued for them, every delivery (issue, time, state, SMTP reply), the suppression
+    entries of the address, also when no subscriber has it, and when an admin searched,
+    viewed, exported, unsubscribed or erased it in /admin (the audit log). With --list: the list's
     active subscribers, in columns the import reads back.
     """
-    import json
-
+    from digest.audience.requests import export_document, export_json
     from digest.audience.subscribers import export_csv
     from digest.ops import jobs
 
@@ -160,10 +160,10 @@ def export(email: str | None, list_name: str | None, output: Path | None) -> Non
             text = export_csv(store, list_name)
         else:
             assert email is not None
-            document = store.personal_data(email)
+            document = export_document(store, email)
             if document is None:
                 raise DigestError(f"nothing is held about the address {email}")
-            text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+            text = export_json(document)
     finally:
         store.close()
     if output:

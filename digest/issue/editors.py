@@ -15,9 +15,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from digest.core.addresses import checked_address
 from digest.core.errors import AddressError, EditorialError
 from digest.store import Store
-from digest.store.editorial import Editor
+from digest.store.editorial import EDITOR, ROLES, Editor
 
-__all__ = ["MIN_PASSWORD", "add_editor", "check_login", "hash_password"]
+__all__ = ["MIN_PASSWORD", "add_editor", "check_login", "hash_password", "set_role"]
 
 #: Shortest password accepted for an editor.
 MIN_PASSWORD = 10
@@ -32,10 +32,26 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise EditorialError(f"bad role {role!r}: use {' or '.join(ROLES)}")
+
+
 def add_editor(
-    store: Store, name: str, email: str, password: str, *, now: datetime | None = None
+    store: Store,
+    name: str,
+    email: str,
+    password: str,
+    *,
+    role: str = EDITOR,
+    now: datetime | None = None,
 ) -> Editor:
-    """A new editor account; EditorialError for a bad name, address or password."""
+    """A new account; EditorialError for a bad name, address, password or role.
+
+    An 'editor' edits and approves issues; an 'admin' also sees readers' personal data
+    and handles their requests.
+    """
+    _check_role(role)
     if not _NAME.fullmatch(name):
         raise EditorialError(
             f"bad editor name {name!r}: use up to 64 letters, digits, '.', '_' or '-'"
@@ -46,7 +62,16 @@ def add_editor(
         raise EditorialError(f"bad email address for editor {name!r}: {exc}") from None
     if len(password) < MIN_PASSWORD:
         raise EditorialError(f"the password must have at least {MIN_PASSWORD} characters")
-    return store.add_editor(name, address, hash_password(password), now or datetime.now(UTC))
+    return store.add_editor(
+        name, address, hash_password(password), now or datetime.now(UTC), role=role
+    )
+
+
+def set_role(store: Store, name: str, role: str) -> None:
+    """Give the account ``name`` the role ``role``; EditorialError for a bad role or name."""
+    _check_role(role)
+    if not store.set_editor_role(name, role):
+        raise EditorialError(f"no editor named {name!r}")
 
 
 def check_login(store: Store, name: str, password: str) -> Editor | None:

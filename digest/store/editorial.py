@@ -21,10 +21,16 @@ from digest.core.models import IssueEdits
 from digest.store import schema as t
 from digest.store.sql import transaction
 
-__all__ = ["Approval", "EditorialStore", "Editor", "HistoryEntry"]
+__all__ = ["ADMIN", "EDITOR", "ROLES", "Approval", "EditorialStore", "Editor", "HistoryEntry"]
 
 #: Issue states in which editors may still change an issue.
 EDITABLE = ("composed",)
+
+#: Edits and approves issues.
+EDITOR = "editor"
+#: Also sees readers' personal data and handles their requests (export, unsubscribe, erase).
+ADMIN = "admin"
+ROLES = (EDITOR, ADMIN)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,11 @@ class Editor:
     email: str
     password_hash: str
     created_at: datetime
+    role: str = EDITOR
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class Approval:
 
 
 def _editor(row: Any) -> Editor:
-    return Editor(row.id, row.name, row.email, row.password_hash, row.created_at)
+    return Editor(row.id, row.name, row.email, row.password_hash, row.created_at, row.role)
 
 
 class EditorialStore:
@@ -69,13 +80,19 @@ class EditorialStore:
 
     # --- accounts --------------------------------------------------------------------------
 
-    def add_editor(self, name: str, email: str, password_hash: str, now: datetime) -> Editor:
+    def add_editor(
+        self, name: str, email: str, password_hash: str, now: datetime, role: str = EDITOR
+    ) -> Editor:
         """A new account; EditorialError if the name is taken."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     t.editors.insert().values(
-                        name=name, email=email, password_hash=password_hash, created_at=now
+                        name=name,
+                        email=email,
+                        password_hash=password_hash,
+                        created_at=now,
+                        role=role,
                     )
                 )
         except IntegrityError:
@@ -102,6 +119,16 @@ class EditorialStore:
                 .where(t.editors.c.id == editor_id)
                 .values(password_hash=password_hash)
             )
+
+    def set_editor_role(self, name: str, role: str) -> bool:
+        """Give the account ``name`` the role ``role``; False if there is none by that name.
+
+        The role is read with the session on every request: it holds from the next page
+        on, also in sessions already open.
+        """
+        with self.engine.begin() as conn:
+            done = conn.execute(update(t.editors).where(t.editors.c.name == name).values(role=role))
+        return bool(done.rowcount)
 
     def remove_editor(self, name: str) -> bool:
         """Delete an account and end its sessions; False if there is none by that name."""

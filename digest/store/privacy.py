@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from digest.core.addresses import address_hash, email_key
 from digest.core.errors import StoreError
 from digest.store import schema as t
-from digest.store.sql import insert_ignoring_duplicates, utc_now
+from digest.store.sql import insert_ignoring_duplicates, transaction, utc_now
 
 __all__ = [
     "REASONS",
@@ -327,7 +327,9 @@ class PrivacyStore:
             "suppressions": suppressions,
         }
 
-    def erase(self, address: str, now: datetime | None = None) -> bool:
+    def erase(
+        self, address: str, now: datetime | None = None, *, connection: Connection | None = None
+    ) -> bool:
         """Delete the personal data of ``address`` and suppress it for good (Art. 17).
 
         The subscriber row (and any merged spelling of it) stays as a tombstone with no
@@ -338,11 +340,12 @@ class PrivacyStore:
         SMTP reply, Message-ID and bounce diagnostic. A suppression (reason 'erased') is
         added in any case, also for an address nobody has. Returns whether anything
         about the address was held and erased: a subscriber, or only a sign-up waiting
-        for its confirmation (with its queued mail).
+        for its confirmation (with its queued mail). With ``connection`` it is done in
+        the caller's transaction (the audit log's entry commits with it).
         """
         now = now or utc_now()
         digest_of = self.address_hash(address)
-        with self.engine.begin() as conn:
+        with transaction(self.engine, connection) as conn:
             suppress_in(conn, digest_of, "erased", None, now)
             # Pending sign-ups and queued mail hold the address too.
             key = email_key(address)

@@ -293,6 +293,8 @@ editors = Table(
     Column("email", String(320), nullable=False),
     Column("password_hash", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # 'editor' edits and approves issues; 'admin' also handles readers' requests (0013).
+    Column("role", String(20), nullable=False, server_default="editor"),
 )
 
 #: A logged-in editor: the SHA-256 of the random cookie value, never the value itself.
@@ -348,6 +350,23 @@ edit_history = Table(
     Column("editor", String(100), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_edit_history_issue", "newsletter", "week", "id"),
+)
+
+#: Who looked at or acted on a reader's data in the editors' area, and when (migration
+#: 0013). The reader is named by the keyed hash of the address (as on the suppression
+#: list) and the subscriber id, never by the address: an entry outlives an erasure.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("editor", String(100), nullable=False),
+    Column("action", String(20), nullable=False),  # search, view, export, unsubscribe, erase
+    Column("address_hash", String(64)),
+    Column("subscriber_id", Integer),  # no foreign key: the entry outlives the row's data
+    Column("newsletter", String(100)),  # of an unsubscribe
+    Index("ix_audit_log_address_hash", "address_hash"),
+    Index("ix_audit_log_subscriber_id", "subscriber_id"),
 )
 
 #: Where the cluster's schedule stands, per job name ("newsletter:<id>", "collect:<id>",

@@ -19,7 +19,7 @@ from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.importing import ImportCounts, forget_seen, import_rows
 from digest.store.privacy import suppress_in
-from digest.store.sql import insert_ignoring_duplicates, utc_now
+from digest.store.sql import insert_ignoring_duplicates, transaction, utc_now
 
 __all__ = ["SubscriberStore", "subscriber_from_row"]
 
@@ -146,17 +146,23 @@ class SubscriberStore:
         return subscriber_from_row(row, lists)
 
     def unsubscribe(
-        self, subscriber_id: int, newsletter: str, now: datetime | None = None
+        self,
+        subscriber_id: int,
+        newsletter: str,
+        now: datetime | None = None,
+        *,
+        connection: Connection | None = None,
     ) -> str | None:
         """Withdraw a subscriber from one newsletter (idempotent); their email, or None.
 
         An id merged into another subscriber (same address in another spelling, see
         migration 0003) withdraws that subscriber: links already sent keep working. The
         address goes on the suppression list for the newsletter; an erased id does
-        nothing (the address is suppressed for every newsletter already).
+        nothing (the address is suppressed for every newsletter already). With
+        ``connection`` it is done in the caller's transaction.
         """
         now = now or utc_now()
-        with self.engine.begin() as conn:
+        with transaction(self.engine, connection) as conn:
             subscriber_id = _live_id(conn, subscriber_id)
             email = conn.execute(
                 select(t.subscribers.c.email).where(

@@ -7,7 +7,6 @@ genuine token names, so that the answer tells nothing about them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
+from digest.audience.requests import export_document, export_json
 from digest.audience.segments import segment_lists
 from digest.audience.signup import merged_interests
 from digest.audience.tokens import PREFERENCES, TokenError, read_token
@@ -296,10 +296,11 @@ def _unsubscribe_all(
 def _export(
     request: Request, _form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
 ) -> Response:
-    document = store_of(request).personal_data(subscriber.email)
+    # The document of `digest subscribers export`, with the audit log's entries about them.
+    document = export_document(store_of(request), subscriber.email)
     # TRANSLATORS: the name of the downloaded file with the reader's data.
     filename = translations(newsletter.locale).gettext("my-data.json")
-    body = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    body = export_json(document or {})
     return Response(
         body.encode("utf-8"),
         media_type="application/json; charset=utf-8",

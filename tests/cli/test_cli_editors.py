@@ -48,6 +48,40 @@ async def test_add_list_and_remove_editors(site: Path) -> None:  # noqa: F811
     assert code == 1 and "no editor named 'erika'" in err
 
 
+async def test_roles_are_given_when_added_and_changed_later(site: Path) -> None:  # noqa: F811
+    password = "correct horse battery\n"
+    add = ("editors", "add", "anna", "--email", "anna@example.org", "--password-stdin")
+    code, out, _ = await digest_with_input(*add, "--role", "admin", cwd=site, stdin=password)
+    assert code == 0 and "added admin anna" in out
+    code, out, _ = await digest_with_input(
+        "editors", "add", "erika", "--email", "erika@example.org", "--password-stdin",
+        cwd=site, stdin=password,
+    )  # fmt: skip
+    assert code == 0 and "added editor erika" in out  # without --role: the lesser role
+    code, _, err = await digest_with_input(
+        "editors", "add", "max", "--email", "max@example.org", "--role", "owner",
+        "--password-stdin", cwd=site, stdin=password,
+    )  # fmt: skip
+    assert code != 0 and "'owner' is not one of 'editor', 'admin'" in err
+    code, out, _ = await digest_with_input("editors", "list", cwd=site)
+    roles = {line.split("\t")[0]: line.split("\t")[-1] for line in out.splitlines()}
+    assert code == 0 and roles == {"anna": "admin", "erika": "editor"}
+
+    code, out, _ = await digest_with_input("editors", "role", "erika", "admin", cwd=site)
+    assert code == 0 and out.strip() == "erika is now an admin"
+    code, out, _ = await digest_with_input("editors", "role", "anna", "editor", cwd=site)
+    assert code == 0 and out.strip() == "anna is now an editor"
+    code, _, err = await digest_with_input("editors", "role", "niemand", "admin", cwd=site)
+    assert code == 1 and err.strip() == "error: no editor named 'niemand'"
+    code, _, err = await digest_with_input("editors", "role", "erika", "chef", cwd=site)
+    assert code != 0 and "'chef' is not one of 'editor', 'admin'" in err
+    store = open_store(load_settings(site / "config.toml"))
+    try:
+        assert {e.name: e.role for e in store.editors()} == {"anna": "editor", "erika": "admin"}
+    finally:
+        store.close()
+
+
 async def test_approve_records_who_and_refuses_nothing_twice(site: Path) -> None:  # noqa: F811
     config = site / "config.toml"
     text = config.read_text()

@@ -321,3 +321,37 @@ def test_0011_adds_the_schedule_marks_and_goes_down_again(store_url: str) -> Non
         command.downgrade(config, "0010")
     assert "schedule_marks" not in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_0013_keeps_every_editor_an_editor_and_adds_the_audit_log(store_url: str) -> None:
+    """An existing account keeps what it could do and gains no access to readers' data."""
+    from sqlalchemy import inspect
+
+    _upgrade(store_url, "0011")
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(
+            t.editors.insert().values(
+                name="erika", email="erika@example.org", password_hash="x", created_at=T0
+            )
+        )
+    engine.dispose()
+    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)  # upgrades to the head
+    try:
+        editor = store.editor_by_name("erika")
+        assert editor is not None and editor.role == "editor" and not editor.is_admin
+        store.record_access("anna", "view", "Leser@Example.org", subscriber_id=7, now=T0)
+        [entry] = store.audit_of("leser@example.org")
+        assert (entry.editor, entry.action, entry.subscriber_id) == ("anna", "view", 7)
+        assert entry.address_hash == address_hash("leser@example.org", TEST_SECRET_KEY)
+    finally:
+        store.close()
+    engine = create_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0011")
+    assert "audit_log" not in inspect(engine).get_table_names()
+    assert "role" not in {c["name"] for c in inspect(engine).get_columns("editors")}
+    engine.dispose()

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from digest.audience.requests import export_document
 from digest.audience.tokens import make_token, preferences_url, unsubscribe_url
 from digest.config import SegmentSettings, Settings
 from digest.core.models import Subscriber
@@ -117,7 +118,9 @@ async def test_export_is_the_document_of_the_cli(settings: Settings, store: Stor
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("application/json")
     assert "attachment" in answer.headers["content-disposition"]
-    assert json.loads(answer.content) == store.personal_data("leser@example.org")
+    document = json.loads(answer.content)
+    assert document == export_document(store, "leser@example.org")
+    assert document == {**(store.personal_data("leser@example.org") or {}), "audit": []}
 
 
 async def test_erase_asks_first_and_then_the_link_is_dead(settings: Settings, store: Store) -> None:

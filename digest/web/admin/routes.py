@@ -1,7 +1,7 @@
 """The route table of the editors' area: which endpoint answers which path and method.
 
 Every route is :func:`~digest.web.admin.session.guarded` but the login form and ``GET
-/admin/logout``, which only redirects.
+/admin/logout``, which only redirects; the readers' pages are for admins only.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from starlette.routing import Route
 from digest.web.admin.issues import approve, edit_issue, overview, show_issue
 from digest.web.admin.login import LOGIN_DELAY, login, logout, show_login, to_overview
 from digest.web.admin.preview import preview_frame, send_test, show_preview, show_test
+from digest.web.admin.readers import reader_routes
 from digest.web.admin.session import FRAME_PREFIX, PREFIX, guarded
 from digest.web.routing import page
 
@@ -30,6 +31,8 @@ def admin_routes(*, login_delay: float = LOGIN_DELAY) -> list[Route]:
         ),
         page(f"{PREFIX}/logout", show=to_overview, change=guarded(logout), name="admin_logout"),
         page(f"{PREFIX}/", show=guarded(overview), name="admin"),
+        # Before the issues' paths, which would take /admin/readers/<id> for a week.
+        *reader_routes(),
         page(
             f"{PREFIX}/{{newsletter}}/{{week}}",
             show=guarded(show_issue),

@@ -5,7 +5,7 @@ without one redirects to the login form, a POST is refused with 403. The session
 random value in a cookie (HttpOnly, SameSite=Lax, Secure when ``public_url`` is https,
 limited to ``/admin``); the store keeps only its SHA-256 and when it expires
 (``admin.session_minutes``). Every form carries a CSRF token bound to its path and to the
-session (:func:`genuine`).
+session (:func:`genuine`). Readers' data is for editors with the admin role (:func:`for_admins`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "admin_page",
     "catalogue",
     "error_text",
+    "for_admins",
     "genuine",
     "guarded",
     "newsletter_of",
@@ -61,6 +62,10 @@ _NOT_ALLOWED = (
     N_("Please log in to the editors' area first, then send the form again."),
 )
 EXPIRED_FORM = N_("The form had expired or did not come from this page. Please try again.")
+_ADMINS_ONLY = (
+    N_("Not allowed"),
+    N_("Only administrators see readers' data. An operator can give you that role."),
+)
 
 
 def now() -> datetime:
@@ -133,6 +138,18 @@ def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         return await _call(handler, request)
 
     return run
+
+
+def for_admins(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` behind :func:`guarded`, run only for an editor with the admin role;
+    any other editor is answered 403, for a page as for a form."""
+
+    async def run(request: Request) -> Response:
+        if not session_editor(request).is_admin:
+            return message_page(request, 403, settings_of(request).locale, *_ADMINS_ONLY)
+        return await _call(handler, request)
+
+    return guarded(run)
 
 
 def admin_page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
