@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
@@ -298,37 +299,40 @@ def compose_issue(
 ) -> Issue:
     """The newsletter's issue of the window [window_start, window_end).
 
-    Sections follow the newsletter's category order and hold at most
-    ``max_per_category`` articles, newest first; categories the newsletter does not
-    know and empty sections are left out. The window alone decides which articles count;
+    Sections follow the newsletter's category order; categories the newsletter does not
+    know and empty sections are left out. Each section's items are its first
+    ``max_per_category`` articles in the editors' order (pinned, placed, then newest
+    first), its reserve the rest in the same order: the limit applies to what each reader
+    may read (:func:`filter_issue`), so a reader of one region gets that region's articles
+    although others filled the section. The window alone decides which articles count;
     ``now`` is taken like every stage takes the clock, from the caller.
 
     ``edits`` are the editors' changes (:class:`~digest.core.models.IssueEdits`): articles
     left out, pinned or moved, teasers rewritten and an intro text. They apply before
     the cut to ``max_per_category``, so a left-out article makes room for the next.
     """
-    zone = newsletter.zone
     by_category = window_candidates(articles, window_start, window_end)
     teasers = edits.teasers if edits is not None else {}
 
-    sections = []
-    for category in newsletter.categories:
-        chosen = arrange(by_category.get(category.key, []), edits)
-        chosen = chosen[: newsletter.max_per_category]
-        if not chosen:
-            continue
-        items = tuple(
-            IssueItem(
-                article=a,
-                teaser=teasers.get(a.uid)
-                or teaser_for(a.summary, newsletter.teaser_length)
-                or teaser_for(a.content, newsletter.teaser_length),
-                url=link_with_utm(a.link, newsletter.utm, key),
-            )
-            for a in chosen
+    def item(a: Article) -> IssueItem:
+        return IssueItem(
+            article=a,
+            teaser=teasers.get(a.uid)
+            or teaser_for(a.summary, newsletter.teaser_length)
+            or teaser_for(a.content, newsletter.teaser_length),
+            url=link_with_utm(a.link, newsletter.utm, key),
         )
-        sections.append(Section(category=category.key, title=category.title, items=items))
 
+    sections = []
+    limit = newsletter.max_per_category
+    for category in newsletter.categories:
+        chosen = [item(a) for a in arrange(by_category.get(category.key, []), edits)]
+        if chosen:
+            sections.append(
+                Section(category.key, category.title, tuple(chosen[:limit]), tuple(chosen[limit:]))
+            )
+
+    zone = newsletter.zone
     iso_year, week, _ = window_start.astimezone(zone).isocalendar()
     issue = Issue(
         newsletter=newsletter.id,
@@ -370,15 +374,20 @@ def filter_issue(
     *,
     newsletter: NewsletterSettings | None = None,
 ) -> Issue:
-    """The issue with only the articles ``allows`` lets through; empty sections dropped.
+    """The issue as a reader sees it who may read what ``allows`` lets through.
 
-    With ``newsletter`` the subject is rendered again for what is left.
+    Each section keeps, in its order (items, then reserve), the first articles that
+    ``allows`` lets through, as many as it has items: the ``max_per_category`` limit
+    applies to what this reader may read, and a section without a reserve has no more
+    items than the limit. Empty sections are dropped; the cut has no reserve. With
+    ``newsletter`` the subject is rendered again for what is left.
     """
     sections = []
     for section in issue.sections:
-        items = tuple(item for item in section.items if allows(item.article))
+        allowed = (item for item in (*section.items, *section.reserve) if allows(item.article))
+        items = tuple(itertools.islice(allowed, len(section.items)))
         if items:
-            sections.append(dataclasses.replace(section, items=items))
+            sections.append(dataclasses.replace(section, items=items, reserve=()))
     cut = dataclasses.replace(issue, sections=tuple(sections))
     if newsletter is not None:
         cut = dataclasses.replace(cut, subject=render_subject(newsletter, cut))
@@ -419,4 +428,9 @@ def format_issue(issue: Issue) -> str:
             if a.image:
                 lines.append(f"  image: {a.image.url} (alt: {a.image.alt or '-'})")
             lines.append(f"  teaser: {item.teaser}")
+        if section.reserve:
+            lines += ["", "  Next for readers whose interests leave room:"]
+            for item in section.reserve:
+                region = f" ({item.article.region})" if item.article.region else ""
+                lines.append(f"  + {item.article.title}{region}")
     return "\n".join(lines) + "\n"
