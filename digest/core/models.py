@@ -95,6 +95,9 @@ class Issue:
     date_label: str = ""
     week_label: str = ""
     intro: str = ""  # the editors' words before the first section; empty for none
+    #: The locale of the labels, the subject and every text of ours around the content:
+    #: the newsletter's, or a reader's in their copy (empty: the newsletter's).
+    locale: str = ""
 
     @property
     def articles(self) -> tuple[Article, ...]:

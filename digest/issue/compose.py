@@ -31,6 +31,7 @@ __all__ = [
     "MAX_SUBJECT_LENGTH",
     "link_with_utm",
     "compose_issue",
+    "localize_issue",
     "arrange",
     "window_candidates",
     "render_subject",
@@ -332,8 +333,6 @@ def compose_issue(
                 Section(category.key, category.title, tuple(chosen[:limit]), tuple(chosen[limit:]))
             )
 
-    zone = newsletter.zone
-    iso_year, week, _ = window_start.astimezone(zone).isocalendar()
     issue = Issue(
         newsletter=newsletter.id,
         key=key,
@@ -341,11 +340,26 @@ def compose_issue(
         window_end=window_end,
         subject="",
         sections=tuple(sections),
-        date_label=format_window(window_start, window_end, newsletter.locale, zone),
-        week_label=format_week(iso_year, week, newsletter.locale),
         intro=edits.intro.strip() if edits is not None else "",
     )
-    return dataclasses.replace(issue, subject=render_subject(newsletter, issue))
+    return localize_issue(newsletter, issue, newsletter.locale)
+
+
+def localize_issue(newsletter: NewsletterSettings, issue: Issue, locale: str) -> Issue:
+    """The issue with its week and date labels and its subject in ``locale``.
+
+    The content (headlines, teasers, category titles, the intro) stays as written; the
+    subject template is the newsletter's, with the labels of ``locale``.
+    """
+    zone = newsletter.zone
+    iso_year, week, _ = issue.window_start.astimezone(zone).isocalendar()
+    localized = dataclasses.replace(
+        issue,
+        locale=locale,
+        date_label=format_window(issue.window_start, issue.window_end, locale, zone),
+        week_label=format_week(iso_year, week, locale),
+    )
+    return dataclasses.replace(localized, subject=render_subject(newsletter, localized))
 
 
 def _revision(article: Article) -> datetime:
@@ -395,9 +409,10 @@ def filter_issue(
 
 
 def content_key(issue: Issue) -> str:
-    """A short hash that is equal for issues with the same key, subject and articles."""
+    """A short hash that is equal for issues with the same key, subject, articles and
+    locale: what a variant is compiled for (a reserve is not content: a cut has none)."""
     digest = hashlib.sha256()
-    for part in (issue.newsletter, issue.key, issue.subject, issue.intro):
+    for part in (issue.newsletter, issue.key, issue.subject, issue.intro, issue.locale):
         digest.update(part.encode() + b"\0")
     for section in issue.sections:
         digest.update(b"\1" + section.category.encode() + b"\0")
