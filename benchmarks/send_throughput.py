@@ -9,7 +9,12 @@ output says so):
     aiosmtplib over the same number of connections as (b);
 (b) the full ``digest send`` path for N recipients over several segments, DKIM-signed,
     with the ledger on SQLite, and again on PostgreSQL when DIGEST_TEST_POSTGRES_URL is
-    set: messages/s, b/a, peak RSS of the sending process, time to the first message;
+    set: messages/s, b/a, peak RSS of the sending process, time to the first message,
+    and how many distinct variants (articles and locale) were compiled;
+(c) the variant cache for the same audience (demo-like: the demo lists, one to five
+    categories, none to two of several regions, one reader in ten in English and one in
+    ten in a language without texts): distinct variants against the readers' distinct
+    choices, and the seconds it takes to cut and compile them for every recipient;
 ``--million``: the same path for 1,000,000 recipients, stopped after ``--seconds``:
     peak RSS and time to the first message (planning and streaming the ledger).
 
@@ -52,6 +57,9 @@ NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
 WEEK = "2025-W05"
 LISTS = ["allgemein", "bayern", "it-leitungen"]
 REGIONS = ["Bayern", "Hessen", "Sachsen", "Hamburg"]
+#: Readers' own locales: English for one in ten, a language without texts (falls back
+#: to the newsletter's) for one in ten, none of their own for the rest.
+LOCALES = {0: "en_GB", 5: "fr_FR"}
 
 
 # --- the sink ----------------------------------------------------------------------------
@@ -178,9 +186,10 @@ def seed(store_url: str, subscribers: int) -> float:
                     "email": f"leser{n}@example.org",
                     "email_key": f"leser{n}@example.org",
                     "name": f"Leserin {n}",
-                    "locale": None,
+                    # Categories, regions, lists (below) and locale vary independently.
+                    "locale": LOCALES.get((n // 45) % 10),
                     "categories": categories[: 1 + n % len(categories)],
-                    "regions": REGIONS[: n % 3],
+                    "regions": REGIONS[: (n // 5) % 3],
                     "status": "active",
                     "created_at": now,
                     "updated_at": now,
@@ -193,8 +202,8 @@ def seed(store_url: str, subscribers: int) -> float:
             conn.execute(
                 t.memberships.insert(),
                 [
-                    {"subscriber_id": sid, "list_name": LISTS[sid % len(LISTS)], "created_at": now}
-                    for sid in ids[start : start + chunk]
+                    {"subscriber_id": sid, "list_name": LISTS[i // 15 % 3], "created_at": now}
+                    for i, sid in enumerate(ids[start : start + chunk], start)
                 ],
             )
     asyncio.run(jobs.collect(settings, store, newsletter.id, now=NOW))
@@ -264,7 +273,7 @@ def _send_child(store_url: str, port: int, pool_size: int, key_file: str | None,
                 resource.getrusage(resource.RUSAGE_CHILDREN),
             )
         )
-        sent = 0
+        sent = variants = 0
         try:
             send = jobs.send(
                 settings, store, settings.newsletters[0], WEEK, pool, now=NOW,
@@ -273,7 +282,7 @@ def _send_child(store_url: str, port: int, pool_size: int, key_file: str | None,
             if seconds is None:
                 report = await send
                 assert report is not None and not report.stopped, report
-                sent = report.sent
+                sent, variants = report.sent, report.variants
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(send, seconds)
@@ -301,6 +310,7 @@ def _send_child(store_url: str, port: int, pool_size: int, key_file: str | None,
             "first": (first[0] - started) if first else float("nan"),
             "rss_mb": _peak_rss_mb(),
             "helper_rss_mb": helpers.peak,
+            "variants": variants,
         }
 
     out.put(asyncio.run(main()))
@@ -317,6 +327,52 @@ def measure_send(store_url: str, port: int, pool_size: int, key_file: str | None
     figures: dict[str, float] = out.get(timeout=3600)
     child.join()
     return figures
+
+
+# --- (c) the variant cache --------------------------------------------------------------
+
+
+def measure_variants(store_url: str) -> dict[str, float]:
+    """Every recipient's variant as the send finds it: how many distinct ones, for how
+    many recipients and distinct choices, and the seconds to cut and compile them."""
+    from digest.audience.segments import recipients_for, segment_lists
+    from digest.issue.prepare import prepare_issue
+    from digest.message.personalize import Personalizer
+
+    settings = _settings(store_url, 25, 1, None)
+    store = jobs.open_store(settings)
+    newsletter = settings.newsletters[0]
+    prepared = prepare_issue(store, newsletter, WEEK, NOW, save=False)
+    assert prepared is not None
+    subscribers = store.active_subscribers(segment_lists(newsletter))
+    store.close()
+    recipients = recipients_for(newsletter, subscribers)
+    personalizer = Personalizer(settings, newsletter, prepared.issue, NOW)
+    started = time.perf_counter()
+    found = [personalizer.variant_for(r) for r in recipients]
+    seconds = time.perf_counter() - started
+    variants = {v.content_key: v for v in found if v is not None}
+    choices = {(r.rules, r.subscriber.locale) for r in recipients}
+    return {
+        "recipients": len(recipients),
+        "empty": found.count(None),
+        "choices": len(choices),
+        "variants": personalizer.variants,
+        "article_sets": len({tuple(a.uid for a in v.issue.articles) for v in variants.values()}),
+        "seconds": seconds,
+    }
+
+
+def print_variants(store_url: str) -> None:
+    v = measure_variants(store_url)
+    print(
+        f"(c) variants: {v['variants']:.0f} distinct (articles, locale), "
+        f"{v['article_sets']:.0f} distinct article sets, for "
+        f"{v['recipients']:.0f} recipients ({v['empty']:.0f} with nothing for their "
+        f"interests) over {v['choices']:.0f} distinct choices (rules, stored locale); cut "
+        f"and compiled in {v['seconds']:.2f} s, "
+        f"{v['recipients'] / max(1, v['variants']):.0f} recipients per variant"
+    )
 
 
 # --- (a) the client ceiling --------------------------------------------------------------
@@ -409,10 +465,18 @@ def main() -> None:
         "--seconds", type=float, default=20, help="how long the --million run sends"
     )
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--variants-only", action="store_true", help="only (c), no sending")
     parser.add_argument(
         "--processes", type=int, default=0, help="sender processes (smtp.processes; 0: per core)"
     )
     args = parser.parse_args()
+    if args.variants_only:
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{folder}/bench.db"
+            seeded = seed(url, args.subscribers)
+            print(f"seeded:       {args.subscribers} subscribers in {seeded:.1f} s")
+            print_variants(url)
+        return
     sink = Sink()
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -461,8 +525,10 @@ def main() -> None:
                     f"{f['rss_mb']:.0f} MB (largest helper {f['helper_rss_mb']:.0f} MB), "
                     f"first message after {f['first']:.2f} s, CPU {f['cpu_ms']:.2f} ms "
                     f"per message (all sender processes; the sink "
-                    f"{1000 * sink_cpu / max(1, f['sent']):.2f} ms)"
+                    f"{1000 * sink_cpu / max(1, f['sent']):.2f} ms), "
+                    f"{f['variants']:.0f} distinct variants"
                 )
+            print_variants(url)
             if "postgresql" in rates:
                 print(f"PostgreSQL/SQLite: {rates['postgresql'] / rates['sqlite']:.2f}")
             if args.million:

@@ -2,8 +2,11 @@
 
 A token names one subscriber of one newsletter and is signed with ``secret_key``, with a
 separate salt per purpose, so an unsubscribe token cannot be replayed as a preferences
-token. The payload (subscriber id and newsletter id) is readable by whoever holds the
-token, but cannot be changed or forged without the key. Tokens do not expire: the
+token. The payload (subscriber id and newsletter id, and the reader's locale when it is
+not the newsletter's) is readable by whoever holds the token, but cannot be changed or
+forged without the key. The locale lets a page about the token speak the reader's
+language without asking the store, so it reads the same whether the subscriber still
+exists or not. Tokens do not expire: the
 unsubscribe link of an old issue must keep working (RFC 8058).
 
 The mailto address of ``List-Unsubscribe`` is the newsletter's own sender address with
@@ -41,6 +44,7 @@ __all__ = [
     "TokenError",
     "make_token",
     "read_token",
+    "read_token_locale",
     "unsubscribe_url",
     "preferences_url",
     "unsubscribe_mailto",
@@ -74,20 +78,31 @@ def _signer(secret: str, purpose: str) -> Signer:
 
 # A message carries the unsubscribe token twice (the link and the mailto): made once.
 @functools.lru_cache(maxsize=8)
-def make_token(secret: str, purpose: str, subscriber_id: int, newsletter_id: str) -> str:
-    """A URL-safe token naming one subscriber of one newsletter, for one purpose.
+def make_token(
+    secret: str, purpose: str, subscriber_id: int, newsletter_id: str, locale: str | None = None
+) -> str:
+    """A URL-safe token naming one subscriber of one newsletter, for one purpose; with
+    ``locale``, also the language the pages it opens speak.
 
     What ``URLSafeSerializer.dumps`` makes, less its try at zlib-compressing the payload:
     a payload this short (an id and a newsletter's name) does not get shorter, and the
     try took half the time of each token, two per message. ``loads`` reads either form.
     """
     serializer = _serializer(secret, purpose)
-    payload = serializer.serializer.dumps([subscriber_id, newsletter_id]).encode("utf-8")
+    fields: list[int | str] = [subscriber_id, newsletter_id, *([locale] if locale else [])]
+    payload = serializer.serializer.dumps(fields).encode("utf-8")
     return _signer(secret, purpose).sign(base64_encode(payload)).decode("ascii")
 
 
 def read_token(secret: str, purpose: str, token: str) -> tuple[int, str]:
     """The ``(subscriber_id, newsletter_id)`` a token names; :class:`TokenError` if invalid."""
+    subscriber_id, newsletter_id, _locale = read_token_locale(secret, purpose, token)
+    return subscriber_id, newsletter_id
+
+
+def read_token_locale(secret: str, purpose: str, token: str) -> tuple[int, str, str | None]:
+    """What :func:`read_token` reads, and the locale the token names (None: the
+    newsletter's); :class:`TokenError` if invalid."""
     try:
         payload = _serializer(secret, purpose).loads(token)
     except BadSignature:
@@ -96,7 +111,11 @@ def read_token(secret: str, purpose: str, token: str) -> tuple[int, str]:
         case [int() as subscriber_id, str() as newsletter_id] if not isinstance(
             subscriber_id, bool
         ):
-            return subscriber_id, newsletter_id
+            return subscriber_id, newsletter_id, None
+        case [int() as subscriber_id, str() as newsletter_id, str() as locale] if not isinstance(
+            subscriber_id, bool
+        ):
+            return subscriber_id, newsletter_id, locale
     raise TokenError(purpose, "unexpected contents")
 
 
@@ -135,15 +154,21 @@ def confirm_url(settings: Settings, newsletter_id: str, signup_id: int) -> str:
     return f"{settings.public_url.rstrip('/')}/confirm/{token}"
 
 
-def unsubscribe_url(settings: Settings, newsletter_id: str, subscriber_id: int) -> str:
-    """The one-click unsubscribe link (RFC 8058) of one subscriber."""
-    token = make_token(settings.secret_key, UNSUBSCRIBE, subscriber_id, newsletter_id)
+def unsubscribe_url(
+    settings: Settings, newsletter_id: str, subscriber_id: int, *, locale: str | None = None
+) -> str:
+    """The one-click unsubscribe link (RFC 8058) of one subscriber; ``locale``: the
+    reader's, when it is not the newsletter's."""
+    token = make_token(settings.secret_key, UNSUBSCRIBE, subscriber_id, newsletter_id, locale)
     return f"{settings.public_url.rstrip('/')}/unsubscribe/{token}"
 
 
-def preferences_url(settings: Settings, newsletter_id: str, subscriber_id: int) -> str:
-    """The link to one subscriber's preference centre."""
-    token = make_token(settings.secret_key, PREFERENCES, subscriber_id, newsletter_id)
+def preferences_url(
+    settings: Settings, newsletter_id: str, subscriber_id: int, *, locale: str | None = None
+) -> str:
+    """The link to one subscriber's preference centre; ``locale`` as for
+    :func:`unsubscribe_url`."""
+    token = make_token(settings.secret_key, PREFERENCES, subscriber_id, newsletter_id, locale)
     return f"{settings.public_url.rstrip('/')}/preferences/{token}"
 
 

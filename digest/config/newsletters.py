@@ -177,7 +177,8 @@ NEWSLETTER = [
         "locale",
         str,
         None,
-        "Locale of dates and labels; default: the top-level `locale`.",
+        "Locale of dates and labels; default: the top-level `locale`. A subscriber's own "
+        "`locale` (imported, or the sign-up page's) takes its place for them.",
         locale_problem,
     ),
     S(
@@ -201,7 +202,8 @@ NEWSLETTER = [
         "max_per_category",
         int,
         6,
-        "At most this many articles per category, newest first.",
+        "At most this many articles per category for each reader, of those their "
+        "interests let through: pinned and placed ones first, then the newest.",
         bounds=(1, 100),
     ),
     S(

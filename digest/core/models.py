@@ -68,11 +68,18 @@ class IssueItem:
 
 @dataclass(frozen=True)
 class Section:
-    """One category of an issue, its items newest first."""
+    """One category of an issue: its items in the editors' order (pins, ranks, newest).
+
+    ``items`` are the first ``max_per_category`` of the category, what a reader with every
+    interest gets. ``reserve`` holds the rest in the same order: a reader whose interests
+    leave some items out gets the next of these that they may read instead (see
+    :func:`digest.issue.compose.filter_issue`). A reader's cut has no reserve.
+    """
 
     category: str
     title: str
     items: tuple[IssueItem, ...]
+    reserve: tuple[IssueItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,19 @@ class Issue:
     date_label: str = ""
     week_label: str = ""
     intro: str = ""  # the editors' words before the first section; empty for none
+    #: The locale of the labels, the subject and every text of ours around the content:
+    #: the newsletter's, or a reader's in their copy (empty: the newsletter's).
+    locale: str = ""
 
     @property
     def articles(self) -> tuple[Article, ...]:
+        """The articles a reader with every interest gets (the sections' items)."""
         return tuple(item.article for s in self.sections for item in s.items)
+
+    @property
+    def all_articles(self) -> tuple[Article, ...]:
+        """Every article some reader may get: the sections' items and their reserve."""
+        return tuple(item.article for s in self.sections for item in (*s.items, *s.reserve))
 
     @property
     def is_empty(self) -> bool:

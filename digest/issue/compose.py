@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
@@ -31,6 +32,7 @@ __all__ = [
     "MAX_SUBJECT_LENGTH",
     "link_with_utm",
     "compose_issue",
+    "localize_issue",
     "arrange",
     "window_candidates",
     "render_subject",
@@ -289,38 +291,39 @@ def compose_issue(
 ) -> Issue:
     """The newsletter's issue of the window [window_start, window_end).
 
-    Sections follow the newsletter's category order and hold at most
-    ``max_per_category`` articles, newest first; categories the newsletter does not
-    know and empty sections are left out. The window alone decides which articles count;
+    Sections follow the newsletter's category order; categories the newsletter does not
+    know and empty sections are left out. Each section's items are its first
+    ``max_per_category`` articles in the editors' order (pinned, placed, then newest
+    first), its reserve the rest in the same order: the limit applies to what each reader
+    may read (:func:`filter_issue`), so a reader of one region gets that region's articles
+    although others filled the section. The window alone decides which articles count;
     ``now`` is taken like every stage takes the clock, from the caller.
 
     ``edits`` are the editors' changes (:class:`~digest.core.models.IssueEdits`): articles
     left out, pinned or moved, teasers rewritten and an intro text. They apply before
     the cut to ``max_per_category``, so a left-out article makes room for the next.
     """
-    zone = newsletter.zone
     by_category = window_candidates(articles, window_start, window_end)
     teasers = edits.teasers if edits is not None else {}
 
-    sections = []
-    for category in newsletter.categories:
-        chosen = arrange(by_category.get(category.key, []), edits)
-        chosen = chosen[: newsletter.max_per_category]
-        if not chosen:
-            continue
-        items = tuple(
-            IssueItem(
-                article=a,
-                teaser=teasers.get(a.uid)
-                or teaser_for(a.summary, newsletter.teaser_length)
-                or teaser_for(a.content, newsletter.teaser_length),
-                url=link_with_utm(a.link, newsletter.utm, key),
-            )
-            for a in chosen
+    def item(a: Article) -> IssueItem:
+        return IssueItem(
+            article=a,
+            teaser=teasers.get(a.uid)
+            or teaser_for(a.summary, newsletter.teaser_length)
+            or teaser_for(a.content, newsletter.teaser_length),
+            url=link_with_utm(a.link, newsletter.utm, key),
         )
-        sections.append(Section(category=category.key, title=category.title, items=items))
 
-    iso_year, week, _ = window_start.astimezone(zone).isocalendar()
+    sections = []
+    limit = newsletter.max_per_category
+    for category in newsletter.categories:
+        chosen = [item(a) for a in arrange(by_category.get(category.key, []), edits)]
+        if chosen:
+            sections.append(
+                Section(category.key, category.title, tuple(chosen[:limit]), tuple(chosen[limit:]))
+            )
+
     issue = Issue(
         newsletter=newsletter.id,
         key=key,
@@ -328,11 +331,26 @@ def compose_issue(
         window_end=window_end,
         subject="",
         sections=tuple(sections),
-        date_label=format_window(window_start, window_end, newsletter.locale, zone),
-        week_label=format_week(iso_year, week, newsletter.locale),
         intro=edits.intro.strip() if edits is not None else "",
     )
-    return dataclasses.replace(issue, subject=render_subject(newsletter, issue))
+    return localize_issue(newsletter, issue, newsletter.locale)
+
+
+def localize_issue(newsletter: NewsletterSettings, issue: Issue, locale: str) -> Issue:
+    """The issue with its week and date labels and its subject in ``locale``.
+
+    The content (headlines, teasers, category titles, the intro) stays as written; the
+    subject template is the newsletter's, with the labels of ``locale``.
+    """
+    zone = newsletter.zone
+    iso_year, week, _ = issue.window_start.astimezone(zone).isocalendar()
+    localized = dataclasses.replace(
+        issue,
+        locale=locale,
+        date_label=format_window(issue.window_start, issue.window_end, locale, zone),
+        week_label=format_week(iso_year, week, locale),
+    )
+    return dataclasses.replace(localized, subject=render_subject(newsletter, localized))
 
 
 def _revision(article: Article) -> datetime:
@@ -361,15 +379,20 @@ def filter_issue(
     *,
     newsletter: NewsletterSettings | None = None,
 ) -> Issue:
-    """The issue with only the articles ``allows`` lets through; empty sections dropped.
+    """The issue as a reader sees it who may read what ``allows`` lets through.
 
-    With ``newsletter`` the subject is rendered again for what is left.
+    Each section keeps, in its order (items, then reserve), the first articles that
+    ``allows`` lets through, as many as it has items: the ``max_per_category`` limit
+    applies to what this reader may read, and a section without a reserve has no more
+    items than the limit. Empty sections are dropped; the cut has no reserve. With
+    ``newsletter`` the subject is rendered again for what is left.
     """
     sections = []
     for section in issue.sections:
-        items = tuple(item for item in section.items if allows(item.article))
+        allowed = (item for item in (*section.items, *section.reserve) if allows(item.article))
+        items = tuple(itertools.islice(allowed, len(section.items)))
         if items:
-            sections.append(dataclasses.replace(section, items=items))
+            sections.append(dataclasses.replace(section, items=items, reserve=()))
     cut = dataclasses.replace(issue, sections=tuple(sections))
     if newsletter is not None:
         cut = dataclasses.replace(cut, subject=render_subject(newsletter, cut))
@@ -377,9 +400,10 @@ def filter_issue(
 
 
 def content_key(issue: Issue) -> str:
-    """A short hash that is equal for issues with the same key, subject and articles."""
+    """A short hash that is equal for issues with the same key, subject, articles and
+    locale: what a variant is compiled for (a reserve is not content: a cut has none)."""
     digest = hashlib.sha256()
-    for part in (issue.newsletter, issue.key, issue.subject, issue.intro):
+    for part in (issue.newsletter, issue.key, issue.subject, issue.intro, issue.locale):
         digest.update(part.encode() + b"\0")
     for section in issue.sections:
         digest.update(b"\1" + section.category.encode() + b"\0")
@@ -410,4 +434,9 @@ def format_issue(issue: Issue) -> str:
             if a.image:
                 lines.append(f"  image: {a.image.url} (alt: {a.image.alt or '-'})")
             lines.append(f"  teaser: {item.teaser}")
+        if section.reserve:
+            lines += ["", "  Next for readers whose interests leave room:"]
+            for item in section.reserve:
+                region = f" ({item.article.region})" if item.article.region else ""
+                lines.append(f"  + {item.article.title}{region}")
     return "\n".join(lines) + "\n"

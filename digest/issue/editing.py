@@ -46,8 +46,10 @@ def coming_week(newsletter: NewsletterSettings, now: datetime) -> str:
 class CategoryDraft:
     """One category of an issue as the editors see it: every candidate in order.
 
-    ``shown`` go out (after the cut to ``max_per_category``); ``waiting`` would follow
-    if room were made; ``excluded`` were left out by an editor.
+    ``shown`` go out (after the cut to ``max_per_category``) to every reader who may read
+    them; ``waiting`` follow for readers whose interests leave room (a reader of one
+    region gets that region's articles up to the limit), and for everyone if room were
+    made; ``excluded`` were left out by an editor.
     """
 
     key: str

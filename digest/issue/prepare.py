@@ -1,7 +1,9 @@
 """Find or make a newsletter's issue for a window, from the articles in the store.
 
 The first time a week is composed its articles are claimed by the issue, so no later
-issue carries them again; composing the same week again gives back the same issue.
+issue carries them again; composing the same week again gives back the same issue. It
+claims every article some reader may get: each section's items and its reserve (the
+articles past ``max_per_category`` that readers with narrower interests get instead).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def prepare_issue(
             save
             and editable
             and store.update_composed_issue(
-                record.id, issue.subject, [a.uid for a in issue.articles]
+                record.id, issue.subject, [a.uid for a in issue.all_articles]
             )
         ):
             record = store.get_issue(newsletter.id, key) or record
@@ -98,6 +100,12 @@ def prepare_issue(
     if not save:
         return PreparedIssue(None, issue)
     record = store.create_issue(
-        newsletter.id, key, start, end, issue.subject, [a.uid for a in issue.articles], now=now
+        newsletter.id,
+        key,
+        start,
+        end,
+        issue.subject,
+        [a.uid for a in issue.all_articles],
+        now=now,
     )
     return PreparedIssue(record, issue)

@@ -1,6 +1,13 @@
 """Issue + a reader's cut → Variant → Message: each recipient's message, the MJML
-compiled once per distinct content (issue and cut); per recipient only the personal
-fields are filled in."""
+compiled once per distinct content (the reader's articles and their locale); per
+recipient only the personal fields are filled in.
+
+A reader's locale (:func:`digest.core.i18n.reader_locale`: their own, else the
+newsletter's) decides every text of ours in their message: the greeting, the labels, the
+week and the dates, and the language of the pages their links open. The variant cache is
+keyed by what a variant shows, not by the choices that led there: readers whose
+categories and regions give the same articles share one variant per locale.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,9 @@ from datetime import datetime
 from digest.audience.segments import cut_for
 from digest.audience.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.config import NewsletterSettings, Settings
-from digest.core.models import Issue, Message, Recipient, Rule, Variant
-from digest.issue.compose import content_key, render_subject
+from digest.core.i18n import reader_locale
+from digest.core.models import Issue, Message, Recipient, Rule, Subscriber, Variant
+from digest.issue.compose import content_key, localize_issue, render_subject
 from digest.message.dkim import DkimSigner
 from digest.message.mail import build_message
 from digest.message.prepared import PreparedVariant
@@ -39,27 +47,45 @@ class Personalizer:
         # Variants for the public archive page (see render_variant), never sent.
         self.archive = archive
         self._variants: dict[str, Variant] = {}
-        self._by_rules: dict[tuple[Rule, ...], Variant | None] = {}
+        self._by_choice: dict[tuple[tuple[Rule, ...], str], Variant | None] = {}
+        self._localized: dict[str, Issue] = {}
         self._prepared: dict[str, PreparedVariant] = {}
 
     @property
     def variants(self) -> int:
+        """How many variants were compiled: one per distinct (articles, locale)."""
         return len(self._variants)
+
+    def locale_of(self, subscriber: Subscriber) -> str:
+        """The locale of every text of ours this subscriber gets."""
+        return reader_locale(subscriber.locale, self.newsletter.locale)
 
     def variant_for(self, recipient: Recipient) -> Variant | None:
         """The rendered variant this recipient shares with others, or None if empty."""
-        # The cut depends on the recipient's rules only: readers with the same rules
-        # share it, so it is cut once for them all.
-        if recipient.rules in self._by_rules:
-            return self._by_rules[recipient.rules]
-        found = self._variant_for(recipient)
-        self._by_rules[recipient.rules] = found
+        # The cut depends on the recipient's rules and locale only: readers with the
+        # same ones share it, so it is cut once for them all.
+        choice = (recipient.rules, self.locale_of(recipient.subscriber))
+        if choice in self._by_choice:
+            return self._by_choice[choice]
+        found = self._variant_for(recipient, choice[1])
+        self._by_choice[choice] = found
         return found
 
-    def _variant_for(self, recipient: Recipient) -> Variant | None:
-        cut = cut_for(self.issue, recipient)
+    def _issue_in(self, locale: str) -> Issue:
+        """The whole issue with its labels and subject in ``locale``, made once."""
+        if locale == (self.issue.locale or self.newsletter.locale):
+            return self.issue
+        found = self._localized.get(locale)
+        if found is None:
+            found = self._localized[locale] = localize_issue(self.newsletter, self.issue, locale)
+        return found
+
+    def _variant_for(self, recipient: Recipient, locale: str) -> Variant | None:
+        cut = cut_for(self._issue_in(locale), recipient)
         if cut.is_empty:
             return None
+        # The key of what the reader sees: their articles and the locale (the subject
+        # follows from both), whichever choices led there.
         key = content_key(cut)
         if key not in self._variants:
             cut = replace(cut, subject=render_subject(self.newsletter, cut))
@@ -67,6 +93,19 @@ class Personalizer:
                 self.settings, self.newsletter, cut, archive=self.archive
             )
         return self._variants[key]
+
+    def _links(self, subscriber: Subscriber, variant: Variant) -> dict[str, str]:
+        """The personal fields of ``subscriber``'s message; their links name the locale
+        of the variant when it is not the newsletter's, so the pages speak it too."""
+        sid, nid = subscriber.id or 0, self.newsletter.id
+        locale = variant.issue.locale or self.newsletter.locale
+        own = locale if locale != self.newsletter.locale else None
+        return {
+            "name": subscriber.name,
+            "email": subscriber.email,
+            "unsubscribe_url": unsubscribe_url(self.settings, nid, sid, locale=own),
+            "preferences_url": preferences_url(self.settings, nid, sid, locale=own),
+        }
 
     def prepared(self, variant: Variant, signer: DkimSigner | None) -> PreparedVariant:
         """The variant's bytes prepared for many recipients (see digest.message.prepared)."""
@@ -100,12 +139,7 @@ class Personalizer:
             to_name=subscriber.name,
             message_id=message_id,
             envelope_from=envelope_from,
-            fields={
-                "name": subscriber.name,
-                "email": subscriber.email,
-                "unsubscribe_url": unsubscribe_url(self.settings, nid, sid),
-                "preferences_url": preferences_url(self.settings, nid, sid),
-            },
+            fields=self._links(subscriber, variant),
             unsubscribe_mailto=unsubscribe_mailto(self.settings, nid, sid),
         )
 
@@ -114,16 +148,10 @@ class Personalizer:
     ) -> Message:
         subscriber = recipient.subscriber
         sid, nid = subscriber.id or 0, self.newsletter.id
-        unsubscribe = unsubscribe_url(self.settings, nid, sid)
+        fields = self._links(subscriber, variant)
+        unsubscribe = fields["unsubscribe_url"]
         html, text = personalize(
-            variant,
-            locale=self.newsletter.locale,
-            fields={
-                "name": subscriber.name,
-                "email": subscriber.email,
-                "unsubscribe_url": unsubscribe,
-                "preferences_url": preferences_url(self.settings, nid, sid),
-            },
+            variant, locale=variant.issue.locale or self.newsletter.locale, fields=fields
         )
         return build_message(
             newsletter=self.newsletter,

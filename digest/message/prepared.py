@@ -105,7 +105,7 @@ class PreparedVariant:
         if now.tzinfo is None or now.utcoffset() is None:
             raise MessageError("Date: the clock must be timezone-aware")
         self.settings = settings
-        self.locale = newsletter.locale
+        self.locale = variant.issue.locale or newsletter.locale
         self.signer = signer
         self.timestamp = int(now.timestamp())
         before_to, before_id, before_unsubscribe, before_type, sender = _shared_headers(

@@ -14,8 +14,9 @@ to the ``digest`` package in a source checkout and an editable install (``pip in
 -e .``); a wheel carries it as ``digest/templates/`` (see pyproject.toml).
 
 Templates hold no reader-visible text of their own: they call ``_()`` (Jinja2's i18n
-extension, new style), and the newsletter's locale picks the catalogue
-(:func:`digest.core.i18n.translations`). One environment per search path and locale.
+extension, new style), and the issue's locale (a reader's, else the newsletter's) picks
+the catalogue (:func:`digest.core.i18n.translations`) and formats the dates. One
+environment per search path and locale.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ def _compile(source: str) -> str:
 def _context(
     settings: Settings, newsletter: NewsletterSettings, issue: Issue, marker: str, archive: bool
 ) -> dict[str, Any]:
-    zone, locale = newsletter.zone, newsletter.locale
+    zone, locale = newsletter.zone, issue.locale or newsletter.locale
     titles = [article.title for article in issue.articles[:3]]
     public_url = settings.public_url.rstrip("/")
 
@@ -241,12 +242,18 @@ def _context(
 
 
 def render_mail_templates(
-    settings: Settings, newsletter: NewsletterSettings, name: str, context: Mapping[str, Any]
+    settings: Settings,
+    newsletter: NewsletterSettings,
+    name: str,
+    context: Mapping[str, Any],
+    *,
+    locale: str | None = None,
 ) -> tuple[str, str]:
     """The HTML and text of a mail other than an issue: ``<name>.html.j2`` and
-    ``<name>.txt.j2`` from the same folders as the issue's templates."""
+    ``<name>.txt.j2`` from the same folders as the issue's templates, in ``locale``
+    (default: the newsletter's)."""
     search_path = template_path(settings, newsletter)
-    env = _environment(search_path, newsletter.locale)
+    env = _environment(search_path, locale or newsletter.locale)
     html = _render(env, f"{name}.html.j2", context, search_path)
     text = _render(env, f"{name}.txt.j2", context, search_path)
     return html, text
@@ -255,14 +262,15 @@ def render_mail_templates(
 def render_variant(
     settings: Settings, newsletter: NewsletterSettings, issue: Issue, *, archive: bool = False
 ) -> Variant:
-    """Render an issue (already cut for its readers) once, with personal placeholders.
+    """Render an issue (already cut for its readers) once, with personal placeholders,
+    in the issue's locale (:attr:`Issue.locale <digest.core.models.Issue.locale>`).
 
     With ``archive`` it is the copy for the public archive page: the same templates,
     which then leave out every personal line and link (no greeting by name, no address,
     no unsubscribe or preference link) and the "View in browser" link.
     """
     search_path = template_path(settings, newsletter)
-    env = _environment(search_path, newsletter.locale)
+    env = _environment(search_path, issue.locale or newsletter.locale)
     marker = secrets.token_hex(8)
     context = _context(settings, newsletter, issue, marker, archive)
     html = _compile(_render(env, HTML_TEMPLATE, context, search_path))

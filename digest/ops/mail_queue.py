@@ -20,7 +20,7 @@ from digest.audience.signup import confirmation_due, purge_expired_signups
 from digest.audience.tokens import confirm_url
 from digest.config import NewsletterSettings, Settings
 from digest.core.errors import DigestError
-from digest.core.i18n import language, translations
+from digest.core.i18n import language, reader_locale, translations
 from digest.core.models import Message
 from digest.delivery.transport import SmtpPool, Transport
 from digest.message.mail import build_message
@@ -54,9 +54,11 @@ def retry_delay(attempts: int) -> timedelta:
     return min(FIRST_DELAY * 2 ** max(attempts - 1, 0), MAX_DELAY)
 
 
-def confirm_subject(newsletter: NewsletterSettings) -> str:
+def confirm_subject(newsletter: NewsletterSettings, locale: str | None = None) -> str:
+    """The subject of the confirmation mail, in ``locale`` (default: the newsletter's)."""
+    catalogue = translations(locale or newsletter.locale)
     # TRANSLATORS: the subject of the confirmation mail; name is the newsletter's.
-    text = translations(newsletter.locale).gettext("Please confirm your subscription: %(name)s")
+    text = catalogue.gettext("Please confirm your subscription: %(name)s")
     return text % {"name": newsletter.name}
 
 
@@ -70,9 +72,11 @@ def confirmation_message(
 ) -> Message:
     """The confirmation request of one sign-up, HTML and text, without advertising.
 
-    It carries nothing the sign-up form received but the address.
+    It carries nothing the sign-up form received but the address. It speaks the sign-up's
+    locale (the language of the page it was made on), else the newsletter's.
     """
-    subject = confirm_subject(newsletter)
+    locale = reader_locale(signup.locale, newsletter.locale)
+    subject = confirm_subject(newsletter, locale)
     html, text = render_mail_templates(
         settings,
         newsletter,
@@ -83,11 +87,12 @@ def confirmation_message(
             # Nothing a stranger typed goes into this mail, only the address: a name
             # field would let anyone mail any sentence from our domain to any address.
             # The name is kept for the mail after the confirmation.
-            "greeting": greeting_for("", signup.locale or newsletter.locale),
+            "greeting": greeting_for("", locale),
             "confirm_url": confirm_url(settings, newsletter.id, signup.id),
             "confirm_days": newsletter.confirm_days,
-            "lang": language(newsletter.locale),
+            "lang": language(locale),
         },
+        locale=locale,
     )
     return build_message(
         newsletter=newsletter,

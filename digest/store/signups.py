@@ -419,6 +419,8 @@ def _subscriber_for(conn: Connection, signup: Any, interests: Interests, now: da
         .where(t.subscribers.c.id == row.id)
         .values(
             name=signup.name or row.name,
+            # A locale of their own stays; one without gets the sign-up page's language.
+            locale=row.locale or signup.locale,
             categories=sorted(categories),
             regions=sorted(regions),
             updated_at=now,

@@ -18,8 +18,10 @@ Rules every page follows, whichever route it belongs to:
   reach a log;
 - a page about a token says nothing about the subscriber it names: not the address, and
   not whether that subscriber exists (it may name the newsletter the token names);
-- pages speak the locale of the newsletter the token names, else the configured default
-  locale (:func:`page_locale`); their texts come from the catalogues in ``digest/locale/``.
+- pages speak the reader's locale (the one their token names, or the subscriber's when
+  the page looks them up), else the locale of the newsletter the token names, else the
+  configured default locale (:func:`page_locale`); their texts come from the catalogues
+  in ``digest/locale/``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Scope
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from digest.audience.tokens import UNSUBSCRIBE, TokenError, preferences_url, read_token
+from digest.audience.tokens import (
+    UNSUBSCRIBE,
+    TokenError,
+    preferences_url,
+    read_token,
+    read_token_locale,
+)
 from digest.config import Settings, WebSettings, rate_limit_item
 from digest.core.i18n import N_
 from digest.store import Store
@@ -103,10 +111,10 @@ class _App(Starlette):
         )
 
 
-def _unsubscribe_token(request: Request) -> tuple[int, str] | None:
+def _unsubscribe_token(request: Request) -> tuple[int, str, str | None] | None:
     try:
         token = request.path_params["token"]
-        return read_token(settings_of(request).secret_key, UNSUBSCRIBE, token)
+        return read_token_locale(settings_of(request).secret_key, UNSUBSCRIBE, token)
     except TokenError:
         return None
 
@@ -125,23 +133,25 @@ def _newsletter_name(settings: Settings, newsletter_id: str) -> str:
 
 # Neither page names the address, nor tells whether its subscriber exists (any more):
 # for a subscriber who does not, the answer is the same, byte for byte. What they name
-# comes from the signed token alone: the newsletter being left, in its language, when
-# it is configured; a newsletter removed from the config is named by none, and its
-# pages speak the default locale, like those of one that never existed.
+# comes from the signed token alone: the newsletter being left, in the reader's language
+# the token names (else the newsletter's), when it is configured; a newsletter removed
+# from the config is named by none, and its pages speak the default locale, like those
+# of one that never existed.
 def ask_to_unsubscribe(request: Request) -> Response:
     """``GET /unsubscribe/{token}``: a page with a button (or on to the preferences)."""
     found = _unsubscribe_token(request)
     if found is None:
         return _invalid_link(request)
     settings = settings_of(request)
+    subscriber_id, newsletter_id, locale = found
     if PREFERENCES_QUERY in request.query_params:
-        subscriber_id, newsletter_id = found
-        return RedirectResponse(preferences_url(settings, newsletter_id, subscriber_id), 303)
+        target = preferences_url(settings, newsletter_id, subscriber_id, locale=locale)
+        return RedirectResponse(target, 303)
     return render(
         request,
         "unsubscribe.html",
-        locale=page_locale(settings, found[1]),
-        newsletter_name=_newsletter_name(settings, found[1]),
+        locale=page_locale(settings, newsletter_id, locale),
+        newsletter_name=_newsletter_name(settings, newsletter_id),
         preferences=f"?{PREFERENCES_QUERY}",
     )
 
@@ -151,7 +161,7 @@ def unsubscribe(request: Request) -> Response:
     found = _unsubscribe_token(request)
     if found is None:
         return _invalid_link(request)
-    subscriber_id, newsletter_id = found
+    subscriber_id, newsletter_id, locale = found
     # Recorded for a newsletter no longer configured too: should it come back, the
     # withdrawal still holds. An unknown subscriber id records nothing.
     store_of(request).unsubscribe(subscriber_id, newsletter_id)
@@ -159,7 +169,7 @@ def unsubscribe(request: Request) -> Response:
     return render(
         request,
         "unsubscribed.html",
-        locale=page_locale(settings, newsletter_id),
+        locale=page_locale(settings_of(request), newsletter_id, locale),
         newsletter_name=_newsletter_name(settings, newsletter_id),
         preferences=f"?{PREFERENCES_QUERY}",
     )

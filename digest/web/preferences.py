@@ -1,8 +1,10 @@
 """The preference centre: a reader's interests, newsletters, withdrawal, export and erasure.
 
-The signed link is the key; every change is a CSRF-checked POST. The page of an unknown
-or erased subscriber looks like any invalid link, in the language of the newsletter a
-genuine token names, so that the answer tells nothing about them.
+The signed link is the key; every change is a CSRF-checked POST. The pages speak the
+reader's own locale (as stored; else the newsletter's). The page of an unknown or erased
+subscriber looks like any invalid link, in the language a genuine token names (the
+reader's locale it carries, else its newsletter's), so that the answer tells nothing
+about them.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from starlette.responses import Response
 from digest.audience.requests import export_document, export_json
 from digest.audience.segments import segment_lists
 from digest.audience.signup import merged_interests
-from digest.audience.tokens import PREFERENCES, TokenError, read_token
+from digest.audience.tokens import PREFERENCES, TokenError, read_token, read_token_locale
 from digest.config import NewsletterSettings, Settings
 from digest.core.errors import ConfigError
-from digest.core.i18n import N_, translations
+from digest.core.i18n import N_, reader_locale, translations
 from digest.core.models import Subscriber
 from digest.store import Store
 from digest.store.privacy import Consent
@@ -92,16 +94,21 @@ def _reader_of(request: Request) -> tuple[Subscriber, str, NewsletterSettings] |
 
 
 def _token_locale(request: Request) -> str:
-    # As for an unsubscribe link: the language of the newsletter a genuine token names,
-    # whether or not its subscriber exists, so the answer tells nothing about them.
+    # As for an unsubscribe link: the language a genuine token names, whether or not
+    # its subscriber exists, so the answer tells nothing about them.
     settings = settings_of(request)
     try:
-        _sid, newsletter_id = read_token(
+        _sid, newsletter_id, locale = read_token_locale(
             settings.secret_key, PREFERENCES, request.path_params["token"]
         )
     except TokenError:
         return settings.locale
-    return page_locale(settings, newsletter_id)
+    return page_locale(settings, newsletter_id, locale)
+
+
+def _locale(subscriber: Subscriber, newsletter: NewsletterSettings) -> str:
+    """The language of the reader's pages: their own locale, else the newsletter's."""
+    return reader_locale(subscriber.locale, newsletter.locale)
 
 
 def _receives(
@@ -154,7 +161,7 @@ def _preferences_page(
         request,
         "preferences.html",
         http_status,
-        locale=newsletter.locale,
+        locale=_locale(subscriber, newsletter),
         newsletter=newsletter,
         subscriber=subscriber,
         categories=chosen_categories,
@@ -187,7 +194,7 @@ async def change_preferences(request: Request) -> Response:
     action = form.get("action")
     handler = _ACTIONS.get(action if isinstance(action, str) else "")
     if handler is None:
-        return invalid_link(request, newsletter.locale)
+        return invalid_link(request, _locale(subscriber, newsletter))
     return await run_in_threadpool(handler, request, form, subscriber, newsletter)
 
 
@@ -280,7 +287,7 @@ def _unsubscribe_one(
     return render(
         request,
         "unsubscribed.html",
-        locale=newsletter.locale,
+        locale=_locale(subscriber, newsletter),
         newsletter_name=newsletter.name,
         preferences=request.url.path,
     )
@@ -290,7 +297,8 @@ def _unsubscribe_all(
     request: Request, _form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
 ) -> Response:
     store_of(request).suppress(subscriber.email, "unsubscribed")
-    return render(request, "unsubscribed.html", locale=newsletter.locale, everything=True)
+    locale = _locale(subscriber, newsletter)
+    return render(request, "unsubscribed.html", locale=locale, everything=True)
 
 
 def _export(
@@ -299,7 +307,7 @@ def _export(
     # The document of `digest subscribers export`, with the audit log's entries about them.
     document = export_document(store_of(request), subscriber.email)
     # TRANSLATORS: the name of the downloaded file with the reader's data.
-    filename = translations(newsletter.locale).gettext("my-data.json")
+    filename = translations(_locale(subscriber, newsletter)).gettext("my-data.json")
     body = export_json(document or {})
     return Response(
         body.encode("utf-8"),
@@ -309,16 +317,17 @@ def _export(
 
 
 def _ask_to_erase(
-    request: Request, _form: FormData, _subscriber: Subscriber, newsletter: NewsletterSettings
+    request: Request, _form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
 ) -> Response:
-    return form_page(request, "erase.html", locale=newsletter.locale, newsletter=newsletter)
+    locale = _locale(subscriber, newsletter)
+    return form_page(request, "erase.html", locale=locale, newsletter=newsletter)
 
 
 def _erase(
     request: Request, _form: FormData, subscriber: Subscriber, newsletter: NewsletterSettings
 ) -> Response:
     store_of(request).erase(subscriber.email)
-    return message_page(request, 200, newsletter.locale, *_ERASED)
+    return message_page(request, 200, _locale(subscriber, newsletter), *_ERASED)
 
 
 #: What each button of the preference form (its ``action``) does.

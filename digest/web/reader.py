@@ -22,7 +22,7 @@ from digest.audience.tokens import TokenError, preferences_url, read_confirm_tok
 from digest.config import NewsletterSettings
 from digest.core.addresses import checked_address
 from digest.core.errors import AddressError, ConfigError
-from digest.core.i18n import N_, translations
+from digest.core.i18n import N_, reader_locale, translations
 from digest.store.signups import NewSignup
 from digest.web.forms import HONEYPOT_FIELD, field_text
 from digest.web.pages import message_page, not_found, render, settings_of, store_of
@@ -169,6 +169,8 @@ async def sign_up(request: Request) -> Response:
         # The statement as the page showed it, in the page's language.
         statement=newsletter.consent_statement_in(locale),
         text_version=newsletter.consent_version,
+        # The language of the page it was made on (the newsletter's): the confirmation
+        # mail, the pages of its links and, once confirmed, each issue speak it.
         locale=locale,
         ip=client_ip(request),
         user_agent=user_agent(request),
@@ -210,9 +212,10 @@ def show_confirm(request: Request) -> Response:
     pending = store_of(request).signup(signup_id)
     if pending is None or pending.newsletter != newsletter.id:
         return invalid_link(request, newsletter.locale)
+    locale = reader_locale(pending.locale, newsletter.locale)
     if pending.confirmed_at is not None:
-        return message_page(request, 200, newsletter.locale, *_ALREADY_CONFIRMED)
-    return form_page(request, "confirm.html", locale=newsletter.locale, newsletter=newsletter)
+        return message_page(request, 200, locale, *_ALREADY_CONFIRMED)
+    return form_page(request, "confirm.html", locale=locale, newsletter=newsletter)
 
 
 async def confirm(request: Request) -> Response:
@@ -221,20 +224,17 @@ async def confirm(request: Request) -> Response:
     if found is None:
         return invalid_link(request)
     signup_id, newsletter = found
-    form = await request.form()
-    if not genuine(request, form):
-        return form_page(
-            request,
-            "confirm.html",
-            400,
-            locale=newsletter.locale,
-            newsletter=newsletter,
-            again=True,
-        )
     settings, store = settings_of(request), store_of(request)
     pending = await run_in_threadpool(store.signup, signup_id)
     if pending is None or pending.newsletter != newsletter.id:
         return invalid_link(request, newsletter.locale)
+    # The sign-up's language: that of the page it was made on.
+    locale = reader_locale(pending.locale, newsletter.locale)
+    form = await request.form()
+    if not genuine(request, form):
+        return form_page(
+            request, "confirm.html", 400, locale=locale, newsletter=newsletter, again=True
+        )
     interests = merged_interests(
         settings, newsletter, set(pending.categories), set(pending.regions)
     )
@@ -247,16 +247,16 @@ async def confirm(request: Request) -> Response:
         )
     )
     if done is None or done[0].subscriber_id is None:
-        return invalid_link(request, newsletter.locale)
+        return invalid_link(request, locale)
     confirmed, first = done
     if not first:
         # One token, one confirmation: a replay must not undo a later withdrawal.
-        return message_page(request, 200, newsletter.locale, *_ALREADY_CONFIRMED)
+        return message_page(request, 200, locale, *_ALREADY_CONFIRMED)
     assert confirmed.subscriber_id is not None
     return render(
         request,
         "confirmed.html",
-        locale=newsletter.locale,
+        locale=locale,
         newsletter=newsletter,
         preferences_url=preferences_url(settings, newsletter.id, confirmed.subscriber_id),
     )

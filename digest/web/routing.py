@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from digest.config import Settings
+from digest.core.i18n import reader_locale
 
 __all__ = ["Handler", "page", "page_locale"]
 
@@ -49,9 +50,11 @@ async def _call(handler: Handler, request: Request) -> Response:
     return await run_in_threadpool(handler, request)  # type: ignore[arg-type]
 
 
-def page_locale(settings: Settings, newsletter_id: str | None) -> str:
-    """The locale of a page: the named newsletter's if it is configured, else the default."""
+def page_locale(settings: Settings, newsletter_id: str | None, reader: str | None = None) -> str:
+    """The locale of a page: if the named newsletter is configured, the reader's own
+    (``reader``, as a token or the store names it) where we speak it, else the
+    newsletter's; otherwise the default."""
     for newsletter in settings.newsletters:
         if newsletter.id == newsletter_id:
-            return newsletter.locale
+            return reader_locale(reader, newsletter.locale)
     return settings.locale

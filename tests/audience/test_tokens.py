@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from digest.audience.tokens import PREFERENCES, UNSUBSCRIBE, TokenError, make_token, read_token
+from digest.audience.tokens import (
+    PREFERENCES,
+    UNSUBSCRIBE,
+    TokenError,
+    make_token,
+    read_token,
+    read_token_locale,
+)
 
 SECRET = "test-secret-key-0123456789"
 
@@ -35,3 +42,18 @@ def test_a_payload_itsdangerous_would_compress_is_read_all_the_same() -> None:
         read_token("another-secret-key-0123456789", UNSUBSCRIBE, token)
     with pytest.raises(TokenError):
         read_token(SECRET, UNSUBSCRIBE, token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1])
+
+
+def test_a_token_may_name_the_readers_locale() -> None:
+    """A reader whose locale is not the newsletter's: their links name it (signed)."""
+    token = make_token(SECRET, UNSUBSCRIBE, 7, "wochenueberblick", "en_GB")
+    assert read_token(SECRET, UNSUBSCRIBE, token) == (7, "wochenueberblick")
+    assert read_token_locale(SECRET, UNSUBSCRIBE, token) == (7, "wochenueberblick", "en_GB")
+    # Tokens without one (every link sent before, every reader of the newsletter's
+    # locale) read as before, and name no locale.
+    plain = make_token(SECRET, UNSUBSCRIBE, 7, "wochenueberblick")
+    assert read_token_locale(SECRET, UNSUBSCRIBE, plain) == (7, "wochenueberblick", None)
+    odd = URLSafeSerializer(SECRET, salt=f"digest.{UNSUBSCRIBE}")
+    for payload in ([7, "wochenueberblick", 5], [7, "wochenueberblick", "en", "x"]):
+        with pytest.raises(TokenError, match="unexpected contents"):
+            read_token_locale(SECRET, UNSUBSCRIBE, odd.dumps(payload))

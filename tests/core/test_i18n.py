@@ -128,7 +128,8 @@ def test_german_phrases_include_the_ones_readers_notice() -> None:
 
 
 async def test_an_english_newsletter_has_no_german_text_of_ours(demo_settings: Settings) -> None:
-    """The demo issue with locale en_GB: both parts English, ``<html lang="en">``.
+    """The demo issue with locale en_GB, to a reader without a locale of their own: both
+    parts English, ``<html lang="en">``.
 
     The articles, category titles and Impressum values are German data from the feeds and
     the config; only the texts from the catalogues are checked. "Impressum" is German law's
@@ -137,7 +138,7 @@ async def test_an_english_newsletter_has_no_german_text_of_ours(demo_settings: S
     [newsletter] = demo_settings.newsletters
     english = dataclasses.replace(newsletter, locale="en_GB")
     settings = dataclasses.replace(demo_settings, newsletters=(english,))
-    message, issue = await demo_message(settings)
+    message, issue = await demo_message(settings, reader_locale=None)
     assert issue.week_label == "Week 5/2025"
     parsed = email.message_from_bytes(message.data, policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)

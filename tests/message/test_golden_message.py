@@ -15,6 +15,7 @@ import email
 import email.policy
 import os
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -41,8 +42,14 @@ READER_ID = 1
 UPDATE_GOLDEN = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"
 
 
-async def demo_message(settings: Settings) -> tuple[Message, Issue]:
-    """The demo world as ``digest demo`` builds it, and the reader's message from it."""
+async def demo_message(
+    settings: Settings, *, reader_locale: str | None = "de_DE"
+) -> tuple[Message, Issue]:
+    """The demo world as ``digest demo`` builds it, and the reader's message from it.
+
+    The reader is imported with locale de_DE; ``reader_locale`` replaces it (None: none
+    of their own, so the newsletter's applies).
+    """
     newsletter = settings.newsletters[0]
     assert set(IMPORT_ORDER) == segment_lists(newsletter)
     store = jobs.open_store(settings)
@@ -62,6 +69,8 @@ async def demo_message(settings: Settings) -> tuple[Message, Issue]:
     ]
     assert recipient.subscriber.id == READER_ID
     assert recipient.segments == ("alle", "bayern")
+    assert recipient.subscriber.locale == "de_DE"
+    recipient = replace(recipient, subscriber=replace(recipient.subscriber, locale=reader_locale))
     personalizer = Personalizer(settings, newsletter, prepared.issue, NOW)
     variant = personalizer.variant_for(recipient)
     assert variant is not None
