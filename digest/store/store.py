@@ -19,6 +19,7 @@ from digest.core.redact import MASK, redact_url
 from digest.store import schema as t
 from digest.store.backup import create_private_file, sqlite_path
 from digest.store.bounces import BounceStore
+from digest.store.clicks import ClickStore
 from digest.store.editorial import EditorialStore
 from digest.store.ledger import LedgerStore, Outcome
 from digest.store.migrating import MIGRATIONS as MIGRATIONS  # also known by this name here
@@ -104,6 +105,7 @@ class Store(
     LedgerStore,
     SenderStore,
     ScheduleStore,
+    ClickStore,
 ):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
