@@ -187,6 +187,25 @@ def _too_many_requests(request: Request, retry_after: int) -> Response:
     return error_page(request, 429, {"Retry-After": str(retry_after)})
 
 
+@contextlib.asynccontextmanager
+async def _mail_queue(
+    settings: Settings, store: Store, send_mail: bool, interval: float
+) -> AsyncIterator[None]:
+    """While the app serves: the queued confirmation mail sent, if ``send_mail``."""
+    if not send_mail:
+        yield
+        return
+    from digest.ops.mail_queue import run_mail_queue
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_mail_queue(store, settings, stop=stop, interval=interval))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def create_app(
     settings: Settings,
     store: Store,
@@ -223,21 +242,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with counting_clicks(store, clicks):
-            if not send_mail:
-                yield
-                return
-            from digest.ops.mail_queue import run_mail_queue
-
-            stop = asyncio.Event()
-            task = asyncio.create_task(
-                run_mail_queue(store, settings, stop=stop, interval=mail_interval)
-            )
-            try:
-                yield
-            finally:
-                stop.set()
-                await task
+        async with (
+            counting_clicks(store, clicks),
+            _mail_queue(settings, store, send_mail, mail_interval),
+        ):
+            yield
 
     app = _App(
         lifespan=lifespan,
