@@ -21,6 +21,7 @@ from digest.store.backup import create_private_file, sqlite_path
 from digest.store.bounces import BounceStore
 from digest.store.clicks import ClickStore
 from digest.store.editorial import EditorialStore
+from digest.store.insight import InsightStore
 from digest.store.ledger import LedgerStore, Outcome
 from digest.store.migrating import MIGRATIONS as MIGRATIONS  # also known by this name here
 from digest.store.migrating import upgrade
@@ -106,6 +107,7 @@ class Store(
     SenderStore,
     ScheduleStore,
     ClickStore,
+    InsightStore,
 ):
     """Opened on a database URL; migrates the schema to the newest version on open.
 
