@@ -107,11 +107,13 @@ async def test_an_issue_s_figures(demo_settings: Settings, sent: Store) -> None:
     assert [row[2:] for row in articles[1:3]] == [["7", "2", "0"], ["3", "0", "11"]]
     assert all(row[2:] == ["0", "0", "0"] for row in articles[3:])
     # Two charts, each an image with a name and its text alternative.
-    charts = re.findall(r'<svg class="chart" role="img"[^>]*aria-labelledby="([^"]+)"', page.text)
+    charts = re.findall(
+        r'<svg class="chart" role="img"[^>]*aria-labelledby="([^"]+)" aria-describedby="([^"]+)"',
+        page.text,
+    )
     assert len(charts) == 2
-    for ids in charts:
-        for name in ids.split():
-            assert f'id="{name}"' in page.text
+    for title, desc in charts:
+        assert f'<title id="{title}">' in page.text and f'<desc id="{desc}">' in page.text
     assert "Die meistgelesenen Artikel und ihre Klicks: " in page.text
     assert "@example.org" not in page.text and "Leser 0" not in page.text  # nobody named
     assert "<script" not in page.text

@@ -41,7 +41,8 @@ def _frame(height: int, title: str, description: str, body: list[str]) -> Markup
     title_id, desc_id = f"chart-{n}-title", f"chart-{n}-desc"
     return Markup(
         f'<svg class="chart" role="img" viewBox="0 0 {WIDTH} {height}" '
-        f'width="{WIDTH}" height="{height}" aria-labelledby="{title_id} {desc_id}" '
+        f'width="{WIDTH}" height="{height}" aria-labelledby="{title_id}" '
+        f'aria-describedby="{desc_id}" '
         f'font-family="system-ui, sans-serif" font-size="11" fill="{_TEXT}">'
         f'<title id="{title_id}">{escape(title)}</title>'
         f'<desc id="{desc_id}">{escape(description)}</desc>' + "".join(body) + "</svg>"
@@ -54,7 +55,7 @@ def bar_chart(
     """Horizontal bars, one per ``(label, value)``, each labelled above and valued
     (``numbers``: the values as the page writes them) after."""
     highest = max((value for _label, value in rows), default=0) or 1
-    room = WIDTH - 40  # the longest bar, and space for its number
+    room = WIDTH - 64  # the longest bar, and space for its number after it
     body: list[str] = []
     y = 4
     for (label, value), number in zip(rows, numbers, strict=True):
