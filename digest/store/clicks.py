@@ -98,7 +98,8 @@ class ClickStore:
 
         Rows of an issue or article deleted meanwhile are left out.
         """
-        rows = [{**key._asdict(), "count": n} for key, n in counts.items() if n > 0]
+        # In key order: concurrent writers (web replicas) lock the rows in the same order.
+        rows = [{**key._asdict(), "count": n} for key, n in sorted(counts.items()) if n > 0]
         if not rows:
             return
         with self.engine.begin() as conn:
