@@ -14,11 +14,19 @@ the subject ``unsubscribe <token>``: that mailbox exists for every newsletter wi
 another setting, and the token in the subject says who asks, whichever address the
 request is sent from. Whoever reads that mailbox (a person or a filter) passes the
 token to :func:`read_token`.
+
+The one token that names no reader is a click link's (:func:`click_url`): it names an
+issue, one of its articles (by a short hash of the article's uid) and where the link was
+(the digest as mailed, or its archive page). Every reader of an issue gets the same
+link for an article, so a followed link says which article was opened, never by whom.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+from dataclasses import dataclass
 from email.utils import parseaddr
 from urllib.parse import quote
 
@@ -48,11 +56,26 @@ __all__ = [
     "unsubscribe_url",
     "preferences_url",
     "unsubscribe_mailto",
+    "CLICK",
+    "MAIL",
+    "WEB",
+    "ClickLink",
+    "article_ref",
+    "make_click_token",
+    "read_click_token",
+    "click_url",
 ]
 
 UNSUBSCRIBE = "unsubscribe"
 PREFERENCES = "preferences"
 CONFIRM = "confirm"
+CLICK = "click"
+
+#: Where a click link was: the digest as mailed, or the issue's page in the archive.
+MAIL = "mail"
+WEB = "web"
+_CHANNEL_LETTERS = {MAIL: "m", WEB: "w"}
+_CHANNELS = {letter: channel for channel, letter in _CHANNEL_LETTERS.items()}
 
 
 class TokenError(DigestError):
@@ -182,3 +205,53 @@ def unsubscribe_mailto(settings: Settings, newsletter_id: str, subscriber_id: in
     sender = _address_of(settings.newsletter(newsletter_id).sender)
     token = make_token(settings.secret_key, UNSUBSCRIBE, subscriber_id, newsletter_id)
     return f"mailto:{quote(sender, safe='@+')}?subject={quote(f'unsubscribe {token}')}"
+
+
+def article_ref(uid: str) -> str:
+    """An article's name in a click token: 12 URL-safe characters of the SHA-256 of its uid.
+
+    Short, whatever the uid (often a URL); two articles of one issue sharing one is a
+    2^-72 chance.
+    """
+    return base64.urlsafe_b64encode(hashlib.sha256(uid.encode()).digest()[:9]).decode("ascii")
+
+
+@dataclass(frozen=True)
+class ClickLink:
+    """What a click token names: an issue, one of its articles, and the channel."""
+
+    newsletter: str
+    issue: str
+    article: str  # :func:`article_ref` of the article's uid
+    channel: str  # MAIL or WEB
+
+
+def make_click_token(
+    secret: str, newsletter_id: str, issue_key: str, uid: str, channel: str
+) -> str:
+    """The token of an article's link in one issue, the same for every reader."""
+    payload = [newsletter_id, issue_key, article_ref(uid), _CHANNEL_LETTERS[channel]]
+    encoded = _serializer(secret, CLICK).serializer.dumps(payload).encode("utf-8")
+    return _signer(secret, CLICK).sign(base64_encode(encoded)).decode("ascii")
+
+
+def read_click_token(secret: str, token: str) -> ClickLink:
+    """What a click token names; :class:`TokenError` if it is invalid or was altered."""
+    try:
+        payload = _serializer(secret, CLICK).loads(token)
+    except BadSignature:
+        raise TokenError(CLICK, "invalid or tampered with") from None
+    match payload:
+        case [str() as newsletter_id, str() as issue_key, str() as ref, str() as letter] if (
+            letter in _CHANNELS
+        ):
+            return ClickLink(newsletter_id, issue_key, ref, _CHANNELS[letter])
+    raise TokenError(CLICK, "unexpected contents")
+
+
+def click_url(
+    settings: Settings, newsletter_id: str, issue_key: str, uid: str, channel: str
+) -> str:
+    """The counted link of an article in an issue: ``public_url/r/<token>``."""
+    token = make_click_token(settings.secret_key, newsletter_id, issue_key, uid, channel)
+    return f"{settings.public_url.rstrip('/')}/r/{token}"

@@ -272,6 +272,16 @@ NEWSLETTER = [
         "`digest serve` answers at `public_url`.",
     ),
     S(
+        "click_counts",
+        bool,
+        False,
+        "Count how often each article of an issue is opened: its links in the digest (and "
+        "on the archive page) go through public_url/r/<token>, a token that names the "
+        "issue and the article, never the reader, and redirect to the article. Only "
+        "counts per issue, article and day are kept; editors see them in /admin. Off by "
+        "default; needs `digest serve` answering at `public_url`.",
+    ),
+    S(
         "signup",
         bool,
         True,
@@ -443,6 +453,7 @@ class NewsletterSettings:
     #: True when the config names the newsletter's own ``regions`` (not the default).
     regions_listed: bool = False
     archive: bool = False
+    click_counts: bool = False
     signup: bool = True
     signup_list: str = ""
     confirm_days: int = 7

@@ -88,7 +88,7 @@ async def send_issue(
     # later run (the retry job), and are counted as waiting.
     started = datetime.now(UTC)
     report, before = _report_before(store, newsletter, record, issue, started, lists, suppressed)
-    personalizer = Personalizer(settings, newsletter, issue, now)
+    personalizer = Personalizer(settings, newsletter, issue, now, count_clicks=True)
     crew = _crew_for(
         settings, store, newsletter, record, issue, before,
         now=now, started=started, processes=processes, spread_after=spread_after,

@@ -103,7 +103,9 @@ def dry_run(
         articles=len(issue.articles),
         zone=newsletter.zone,
     )
-    builder = _Builder(settings, newsletter, Personalizer(settings, newsletter, issue, now), report)
+    # The links as the send makes them (counted ones too), so the sizes are the send's.
+    personalizer = Personalizer(settings, newsletter, issue, now, count_clicks=True)
+    builder = _Builder(settings, newsletter, personalizer, report)
     lists = segment_lists(newsletter)
     suppressed = store.suppressed_hashes(newsletter.id)
     # Due as the send decides it: by the clock when the run starts, whatever date the

@@ -376,7 +376,7 @@ async def _help(job: HelperJob, link: Link) -> dict[str, Any]:
             newsletter,
             job.record,
             report,
-            Personalizer(settings, newsletter, job.issue, job.now),
+            Personalizer(settings, newsletter, job.issue, job.now, count_clicks=True),
             transport,
             started=job.started,
             link=link,

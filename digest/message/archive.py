@@ -173,7 +173,9 @@ def archive_page(
     prepared = prepare_issue(store, newsletter, key, now, save=False)
     if prepared is None:
         return None
-    personalizer = Personalizer(settings, newsletter, prepared.issue, now, archive=True)
+    personalizer = Personalizer(
+        settings, newsletter, prepared.issue, now, archive=True, count_clicks=True
+    )
     variant = personalizer.variant_for(EVERY_CATEGORY)
     if variant is None:
         return None

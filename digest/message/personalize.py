@@ -15,7 +15,13 @@ from dataclasses import replace
 from datetime import datetime
 
 from digest.audience.segments import cut_for
-from digest.audience.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
+from digest.audience.tokens import (
+    MAIL,
+    WEB,
+    preferences_url,
+    unsubscribe_mailto,
+    unsubscribe_url,
+)
 from digest.config import NewsletterSettings, Settings
 from digest.core.i18n import reader_locale
 from digest.core.models import Issue, Message, Recipient, Rule, Subscriber, Variant
@@ -39,6 +45,7 @@ class Personalizer:
         now: datetime,
         *,
         archive: bool = False,
+        count_clicks: bool = False,
     ) -> None:
         self.settings = settings
         self.newsletter = newsletter
@@ -46,6 +53,9 @@ class Personalizer:
         self.now = now
         # Variants for the public archive page (see render_variant), never sent.
         self.archive = archive
+        # What readers get (the send, the archive page): article links counted when the
+        # newsletter has click_counts; previews and tests keep the articles' own links.
+        self.clicks = (WEB if archive else MAIL) if count_clicks else None
         self._variants: dict[str, Variant] = {}
         self._by_choice: dict[tuple[tuple[Rule, ...], str], Variant | None] = {}
         self._localized: dict[str, Issue] = {}
@@ -90,7 +100,7 @@ class Personalizer:
         if key not in self._variants:
             cut = replace(cut, subject=render_subject(self.newsletter, cut))
             self._variants[key] = render_variant(
-                self.settings, self.newsletter, cut, archive=self.archive
+                self.settings, self.newsletter, cut, archive=self.archive, clicks=self.clicks
             )
         return self._variants[key]
 

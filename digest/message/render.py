@@ -17,10 +17,16 @@ Templates hold no reader-visible text of their own: they call ``_()`` (Jinja2's 
 extension, new style), and the issue's locale (a reader's, else the newsletter's) picks
 the catalogue (:func:`digest.core.i18n.translations`) and formats the dates. One
 environment per search path and locale.
+
+A newsletter with ``click_counts`` gets counted links in what readers get (the send's
+messages and the archive page, never previews or tests): each ``item.url`` the templates
+print is then ``public_url/r/<token>`` (:func:`digest.audience.tokens.click_url`), the
+same link for every reader of the issue.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import secrets
@@ -40,10 +46,11 @@ from jinja2 import (
 from markupsafe import Markup, escape
 from mjml import mjml2html
 
+from digest.audience.tokens import click_url
 from digest.config import NewsletterSettings, Settings
 from digest.core.errors import RenderError
 from digest.core.i18n import format_day, format_long_day, language, translations
-from digest.core.models import Issue, Variant
+from digest.core.models import Issue, IssueItem, Variant
 from digest.issue.compose import content_key, shorten
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "greeting_for",
     "template_path",
     "render_variant",
+    "counted_links",
     "personalize",
 ]
 
@@ -259,20 +267,48 @@ def render_mail_templates(
     return html, text
 
 
+def counted_links(settings: Settings, issue: Issue, channel: str) -> Issue:
+    """The issue with each article's link going through ``public_url/r/<token>``.
+
+    ``channel`` says where the link is (:data:`~digest.audience.tokens.MAIL` or ``WEB``).
+    A link that is no web address stays as it is (the templates print it as "#").
+    """
+
+    def counted(item: IssueItem) -> IssueItem:
+        if not _is_web_url(item.url):
+            return item
+        url = click_url(settings, issue.newsletter, issue.key, item.article.uid, channel)
+        return dataclasses.replace(item, url=url)
+
+    sections = tuple(
+        dataclasses.replace(section, items=tuple(counted(item) for item in section.items))
+        for section in issue.sections
+    )
+    return dataclasses.replace(issue, sections=sections)
+
+
 def render_variant(
-    settings: Settings, newsletter: NewsletterSettings, issue: Issue, *, archive: bool = False
+    settings: Settings,
+    newsletter: NewsletterSettings,
+    issue: Issue,
+    *,
+    archive: bool = False,
+    clicks: str | None = None,
 ) -> Variant:
     """Render an issue (already cut for its readers) once, with personal placeholders,
     in the issue's locale (:attr:`Issue.locale <digest.core.models.Issue.locale>`).
 
     With ``archive`` it is the copy for the public archive page: the same templates,
     which then leave out every personal line and link (no greeting by name, no address,
-    no unsubscribe or preference link) and the "View in browser" link.
+    no unsubscribe or preference link) and the "View in browser" link. With ``clicks``
+    (a channel) and the newsletter's ``click_counts`` on, article links are counted
+    (:func:`counted_links`); the variant's ``issue`` keeps the articles' own links.
     """
     search_path = template_path(settings, newsletter)
     env = _environment(search_path, issue.locale or newsletter.locale)
     marker = secrets.token_hex(8)
-    context = _context(settings, newsletter, issue, marker, archive)
+    shown = counted_links(settings, issue, clicks) if clicks and newsletter.click_counts else issue
+    context = _context(settings, newsletter, shown, marker, archive)
     html = _compile(_render(env, HTML_TEMPLATE, context, search_path))
     text = _render(env, TEXT_TEMPLATE, context, search_path)
     return Variant(

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -379,4 +380,17 @@ schedule_marks = Table(
     Column("name", String(200), primary_key=True),
     Column("due_at", UTCDateTime()),
     Column("ticked_at", UTCDateTime()),
+)
+
+#: How often each article of an issue was opened, per day, channel ('mail', 'web') and
+#: kind ('read', 'scanner'). Counts only: nothing that names or stands for a reader.
+click_counts = Table(
+    "click_counts",
+    metadata,
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("article_id", Integer, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("channel", String(10), primary_key=True),
+    Column("kind", String(10), primary_key=True),
+    Column("count", Integer, nullable=False),
 )

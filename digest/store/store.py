@@ -20,7 +20,9 @@ from digest.store import schema as t
 from digest.store.audit import AuditStore
 from digest.store.backup import create_private_file, sqlite_path
 from digest.store.bounces import BounceStore
+from digest.store.clicks import ClickStore
 from digest.store.editorial import EditorialStore
+from digest.store.insight import InsightStore
 from digest.store.ledger import LedgerStore, Outcome
 from digest.store.migrating import MIGRATIONS as MIGRATIONS  # also known by this name here
 from digest.store.migrating import upgrade
@@ -106,6 +108,8 @@ class Store(
     LedgerStore,
     SenderStore,
     ScheduleStore,
+    ClickStore,
+    InsightStore,
 ):
     """Opened on a database URL; migrates the schema to the newest version on open.
 

@@ -4,12 +4,13 @@ For now the RFC 8058 one-click unsubscribe: ``POST /unsubscribe/{token}`` unsubs
 (the body, ``List-Unsubscribe=One-Click``, is not needed: the signed token is the
 authority) and answers 200 without a redirect; ``GET`` and ``HEAD`` only show a page with
 a button, so a mail scanner following links unsubscribes nobody. The reader pages
-(:mod:`digest.web.reader`) and the public archive (:mod:`digest.web.archive`) are mounted
-here too.
+(:mod:`digest.web.reader`), the public archive (:mod:`digest.web.archive`) and the counted
+article links ``/r/{token}`` (:mod:`digest.web.clicks`) are mounted here too.
 
 Rules every page follows, whichever route it belongs to:
 
-- routes are declared with :func:`digest.web.routing.page`: only ``POST`` changes state;
+- routes are declared with :func:`digest.web.routing.page`: only ``POST`` changes state
+  (a counted article link's ``GET`` adds one to a count, and nothing else);
 - every answer carries the security headers (:mod:`digest.web.security`), and pages need
   nothing inline: markup in ``templates/``, styles in ``static/``;
 - routes that take a token live under one of :data:`~digest.web.logs.TOKEN_PREFIXES`, so
@@ -54,6 +55,7 @@ from digest.store import Store
 from digest.web.admin import FRAME_PREFIX, admin_routes
 from digest.web.admin import PREFIX as ADMIN_PREFIX
 from digest.web.archive import ARCHIVE_PREFIX, archive_routes
+from digest.web.clicks import CLICK_PREFIX, Clicks, counting_clicks, follow_click
 from digest.web.logs import TOKEN_PREFIXES
 from digest.web.metrics import metrics, ready
 from digest.web.pages import (
@@ -207,6 +209,25 @@ def _too_many_requests(request: Request, retry_after: int) -> Response:
     return error_page(request, 429, {"Retry-After": str(retry_after)})
 
 
+@contextlib.asynccontextmanager
+async def _mail_queue(
+    settings: Settings, store: Store, send_mail: bool, interval: float
+) -> AsyncIterator[None]:
+    """While the app serves: the queued confirmation mail sent, if ``send_mail``."""
+    if not send_mail:
+        yield
+        return
+    from digest.ops.mail_queue import run_mail_queue
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_mail_queue(store, settings, stop=stop, interval=interval))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def create_app(
     settings: Settings,
     store: Store,
@@ -239,22 +260,15 @@ def create_app(
     counts = RateCounts(settings.web.rate_limit_storage)
     send_mail = send_mail and not settings.cluster.enabled
 
+    clicks = Clicks()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        if not send_mail:
+        async with (
+            counting_clicks(store, clicks),
+            _mail_queue(settings, store, send_mail, mail_interval),
+        ):
             yield
-            return
-        from digest.ops.mail_queue import run_mail_queue
-
-        stop = asyncio.Event()
-        task = asyncio.create_task(
-            run_mail_queue(store, settings, stop=stop, interval=mail_interval)
-        )
-        try:
-            yield
-        finally:
-            stop.set()
-            await task
 
     app = _App(
         lifespan=lifespan,
@@ -268,6 +282,7 @@ def create_app(
                 change=unsubscribe,
                 name="unsubscribe",
             ),
+            page(f"/{CLICK_PREFIX}/{{token}}", show=follow_click, name="click"),
             Route("/healthz", health, methods=["GET"], name="health"),
             Route("/readyz", ready, methods=["GET"], name="ready"),
             # Off, there is no such path; on, it is the same 404 to everyone not allowed.
@@ -279,7 +294,9 @@ def create_app(
             # rightmost address in X-Forwarded-For that is not itself a trusted proxy.
             Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.web.trusted_proxies)),
             # First: such a path reaches neither the rate limit nor a route.
-            Middleware(CanonicalTokenPaths, prefixes=TOKEN_PREFIXES, not_found=not_found),
+            Middleware(
+                CanonicalTokenPaths, prefixes=(*TOKEN_PREFIXES, CLICK_PREFIX), not_found=not_found
+            ),
             Middleware(
                 TokenRateLimit,
                 limit=limit,
@@ -303,4 +320,5 @@ def create_app(
     )
     install(app, settings, store)
     app.state.rate_counts = counts
+    app.state.clicks = clicks
     return app

@@ -23,6 +23,8 @@ from urllib.parse import quote, unquote
 
 __all__ = [
     "TOKEN_PREFIXES",
+    "REDACTED_PREFIXES",
+    "CLICK_PREFIX",
     "TokenRedactingFilter",
     "normalised_path",
     "redact_tokens",
@@ -33,11 +35,15 @@ __all__ = [
 
 #: First path segments whose next segment is a token; shared with the rate limit.
 TOKEN_PREFIXES = ("unsubscribe", "preferences", "confirm")
+#: Also redacted: a counted article link's token names no reader, but next to the client
+#: address in an access log line it would say who opened which article.
+CLICK_PREFIX = "r"
+REDACTED_PREFIXES = (*TOKEN_PREFIXES, CLICK_PREFIX)
 
 PLACEHOLDER = "[token]"
 
 _TOKEN_SEGMENT = re.compile(
-    "(/(?:" + "|".join(TOKEN_PREFIXES) + r")/)[^/]+",
+    "(/(?:" + "|".join(REDACTED_PREFIXES) + r")/)[^/]+",
     re.IGNORECASE,  # no route answers /Unsubscribe/..., but its token is still a token
 )
 #: A path in a log line (with the scheme and host before it, if any), up to its query.

@@ -6,10 +6,16 @@ import pytest
 from itsdangerous import URLSafeSerializer
 
 from digest.audience.tokens import (
+    MAIL,
     PREFERENCES,
     UNSUBSCRIBE,
+    WEB,
+    ClickLink,
     TokenError,
+    article_ref,
+    make_click_token,
     make_token,
+    read_click_token,
     read_token,
     read_token_locale,
 )
@@ -57,3 +63,37 @@ def test_a_token_may_name_the_readers_locale() -> None:
     for payload in ([7, "wochenueberblick", 5], [7, "wochenueberblick", "en", "x"]):
         with pytest.raises(TokenError, match="unexpected contents"):
             read_token_locale(SECRET, UNSUBSCRIBE, odd.dumps(payload))
+
+
+def test_a_click_token_names_the_issue_the_article_and_the_channel_and_nobody() -> None:
+    uid = "https://example.org/meldung/1?ref=rss"
+    token = make_click_token(SECRET, "wochenueberblick", "2025-W05", uid, MAIL)
+    assert read_click_token(SECRET, token) == ClickLink(
+        "wochenueberblick", "2025-W05", article_ref(uid), MAIL
+    )
+    # The payload is readable: it holds these four values and nothing else.
+    payload = URLSafeSerializer(SECRET, salt="digest.click").loads(token)
+    assert payload == ["wochenueberblick", "2025-W05", article_ref(uid), "m"]
+    web = make_click_token(SECRET, "wochenueberblick", "2025-W05", uid, WEB)
+    assert web != token and read_click_token(SECRET, web).channel == WEB
+    assert len(article_ref("x" * 1000)) == 12
+
+
+def test_altered_forged_and_other_tokens_are_no_click_tokens() -> None:
+    token = make_click_token(SECRET, "wochenueberblick", "2025-W05", "a", MAIL)
+    for bad in (
+        token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1],  # signature altered
+        make_click_token(
+            "another-secret-key-0123456789", "wochenueberblick", "2025-W05", "a", MAIL
+        ),
+        make_token(SECRET, UNSUBSCRIBE, 1, "wochenueberblick"),  # another purpose
+        URLSafeSerializer(SECRET, salt="digest.click").dumps(["n", "2025-W05", "ref", "x"]),
+        "",
+        "nichts",
+    ):
+        with pytest.raises(TokenError):
+            read_click_token(SECRET, bad)
+    # The payload of one token under the signature of another: refused.
+    other = make_click_token(SECRET, "wochenueberblick", "2025-W06", "a", MAIL)
+    with pytest.raises(TokenError):
+        read_click_token(SECRET, other.split(".")[0] + "." + token.split(".")[1])

@@ -195,7 +195,9 @@ async def test_prepared_messages_read_as_the_ones_built_from_scratch(world: Worl
     received = await world.send(world.settings)
     prepared = prepare_issue(world.store, world.newsletter, WEEK, NOW, save=False)
     assert prepared is not None
-    personalizer = Personalizer(world.settings, world.newsletter, prepared.issue, NOW)
+    personalizer = Personalizer(
+        world.settings, world.newsletter, prepared.issue, NOW, count_clicks=True
+    )
     by_address = {
         r.subscriber.email: r
         for r in recipients_for(

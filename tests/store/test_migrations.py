@@ -327,7 +327,7 @@ def test_0013_keeps_every_editor_an_editor_and_adds_the_audit_log(store_url: str
     """An existing account keeps what it could do and gains no access to readers' data."""
     from sqlalchemy import inspect
 
-    _upgrade(store_url, "0011")
+    _upgrade(store_url, "0012")
     engine = create_engine(store_url)
     with engine.begin() as conn:
         conn.execute(

@@ -10,6 +10,7 @@ from functools import partial
 
 from starlette.routing import Route
 
+from digest.web.admin.insight import insight_routes
 from digest.web.admin.issues import approve, edit_issue, overview, show_issue
 from digest.web.admin.login import LOGIN_DELAY, login, logout, show_login, to_overview
 from digest.web.admin.preview import preview_frame, send_test, show_preview, show_test
@@ -33,6 +34,7 @@ def admin_routes(*, login_delay: float = LOGIN_DELAY) -> list[Route]:
         page(f"{PREFIX}/", show=guarded(overview), name="admin"),
         # Before the issues' paths, which would take /admin/readers/<id> for a week.
         *reader_routes(),
+        *insight_routes(),  # before /{newsletter}/{week}
         page(
             f"{PREFIX}/{{newsletter}}/{{week}}",
             show=guarded(show_issue),
