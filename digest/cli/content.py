@@ -15,22 +15,29 @@ if TYPE_CHECKING:
     from digest.core.models import Article
 
 
-@cli.command(epilog=example("digest collect wochenueberblick"))
+@cli.command(epilog=example("digest collect wochenueberblick --force"))
 @click.argument("newsletter", required=False)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Fetch every source in full, also when the server says it has not changed "
+    "(after changing a source's selectors).",
+)
 @common
 @run_async
-async def collect(newsletter: str | None) -> None:
+async def collect(newsletter: str | None, force: bool) -> None:
     """Fetch the sources of every newsletter (or of NEWSLETTER) and store new articles.
 
-    A source that fails is reported and skipped; the others are still collected, and
-    the exit code is 1.
+    Articles already stored are updated with what the sources say now. A source that
+    fails is reported and skipped; the others are still collected, and the exit code
+    is 1.
     """
     from digest.ops import jobs
 
     settings = state().settings()
     store = jobs.open_store(settings)
     try:
-        reports = await jobs.collect(settings, store, newsletter)
+        reports = await jobs.collect(settings, store, newsletter, force=force)
     finally:
         store.close()
     failed = 0
@@ -45,7 +52,10 @@ async def collect(newsletter: str | None) -> None:
             for warning in source.warnings:
                 echo_err(f"warning: {report.newsletter}: source {source.name!r}: {warning}")
             if source.not_modified:
-                click.echo(f"{report.newsletter}: {source.name}: not modified")
+                click.echo(
+                    f"{report.newsletter}: {source.name}: not modified since the last "
+                    "collect (--force fetches it in full)"
+                )
             else:
                 click.echo(f"{report.newsletter}: {source.name}: {source.articles} articles")
         click.echo(f"{report.newsletter}: {report.new} new, {report.updated} updated")

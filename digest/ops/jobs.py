@@ -76,10 +76,12 @@ async def collect(
     newsletter_id: str | None = None,
     *,
     now: datetime | None = None,
+    force: bool = False,
 ) -> list[CollectReport]:
-    """Collect every newsletter's sources (or one newsletter's)."""
+    """Collect every newsletter's sources (or one newsletter's); ``force``: see
+    :func:`~digest.sources.collect.collect_newsletter`."""
     chosen = [settings.newsletter(newsletter_id)] if newsletter_id else list(settings.newsletters)
-    return [await collect_newsletter(settings, store, n, now=now) for n in chosen]
+    return [await collect_newsletter(settings, store, n, now=now, force=force) for n in chosen]
 
 
 async def send(

@@ -103,12 +103,15 @@ async def collect_newsletter(
     now: datetime | None = None,
     sources: Sequence[SourceSettings] | None = None,
     guest: Guest | None = None,
+    force: bool = False,
 ) -> CollectReport:
     """Fetch every source of ``newsletter`` (or only ``sources``, some of them)
     concurrently and save the articles.
 
     ``guest`` (its pacing and robots.txt rules) may be shared with other collect runs,
-    so that sources of several newsletters on one host take turns too.
+    so that sources of several newsletters on one host take turns too. ``force``
+    fetches every source in full: no conditional GET, so a server answers 200 with
+    the whole feed or page even when it has not changed.
     """
     now = now or datetime.now(UTC)
     chosen = list(newsletter.sources if sources is None else sources)
@@ -121,7 +124,7 @@ async def collect_newsletter(
             *(
                 _fetch_one(
                     settings,
-                    FetchState(*store.source_state(newsletter.id, source.name)),
+                    None if force else FetchState(*store.source_state(newsletter.id, source.name)),
                     newsletter,
                     source,
                     client,
