@@ -82,36 +82,41 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
 
 
 @subscribers.command(
-    "list", epilog=example("digest subscribers list --list allgemein --status bounced")
+    "list", epilog=example("digest subscribers list --list allgemein --status unsubscribed")
 )
 @click.option("--list", "list_name", help="Only the subscribers of this list.")
 @click.option(
     "--status",
     help="Only subscribers with this status (active, unsubscribed, bounced, complained, "
-    "suppressed, erased).",
+    "suppressed, erased); on --list, the state of that membership.",
 )
 @common
 def list_(list_name: str | None, status: str | None) -> None:
     """Show how many subscribers have each status, then one row per subscriber.
 
-    Rows are tab-separated: email, name, status, lists.
+    Rows are tab-separated: email, name, status, and each list with the state of that
+    membership (allgemein:unsubscribed,bayern:active). A reader unsubscribes from a
+    newsletter (one click, the preferences, a mail): a membership is 'unsubscribed'
+    once its reader has left every newsletter whose segments draw on that list. The
+    status is 'unsubscribed' once no membership is active; with --list, it is the
+    state of that membership.
     """
+    from digest.audience.memberships import list_subscribers
     from digest.ops import jobs
 
     settings = state().settings()
     store = jobs.open_store(settings)
     try:
-        counts = store.status_counts(list_name=list_name)
-        rows = store.subscriber_rows(list_name=list_name, status=status)
+        counts, rows = list_subscribers(settings, store, list_name=list_name, status=status)
     finally:
         store.close()
     total = sum(counts.values())
     parts = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
     where = f" in list {list_name!r}" if list_name else ""
     click.echo(f"{total} subscribers{where}" + (f": {parts}" if parts else ""))
-    for subscriber, row_status in rows:
-        lists = ",".join(sorted(subscriber.lists))
-        click.echo(f"{subscriber.email}\t{subscriber.name}\t{row_status}\t{lists}")
+    for row in rows:
+        subscriber = row.subscriber
+        click.echo(f"{subscriber.email}\t{subscriber.name}\t{row.status}\t{row.memberships_text()}")
 
 
 @subscribers.command(

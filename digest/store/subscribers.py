@@ -16,7 +16,7 @@ from digest.core.addresses import email_key
 from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.importing import ImportCounts, import_rows
-from digest.store.privacy import suppress_in
+from digest.store.privacy import KEY_CHECK_SCOPE, suppress_in
 from digest.store.sql import insert_ignoring_duplicates, utc_now
 
 __all__ = ["SubscriberStore", "subscriber_from_row"]
@@ -123,6 +123,31 @@ class SubscriberStore:
             )
         with self.engine.connect() as conn:
             return {status: int(n) for status, n in conn.execute(query).all()}
+
+    def withdrawals(self, subscribers: Sequence[Subscriber]) -> dict[int, set[str]]:
+        """The newsletters each of ``subscribers`` has left, by id: unsubscribed from
+        (one click, the preferences, a mail) or suppressed for that newsletter alone."""
+        ids = {s.id for s in subscribers if s.id is not None}
+        left: dict[int, set[str]] = {}
+        u, p = t.unsubscriptions.c, t.suppressions.c
+        with self.engine.connect() as conn:
+            for sid, newsletter in conn.execute(select(u.subscriber_id, u.newsletter)):
+                if sid in ids:
+                    left.setdefault(sid, set()).add(newsletter)
+            scoped: dict[str, set[str]] = {}
+            for digest_of, scope in conn.execute(
+                select(p.address_hash, p.scope).where(
+                    p.scope.not_in([t.ALL_NEWSLETTERS, KEY_CHECK_SCOPE])
+                )
+            ):
+                scoped.setdefault(digest_of, set()).add(scope)
+        if scoped:
+            for subscriber in subscribers:
+                if subscriber.id is not None and subscriber.email:
+                    found = scoped.get(self.address_hash(subscriber.email))
+                    if found:
+                        left.setdefault(subscriber.id, set()).update(found)
+        return left
 
     def subscriber_by_email(self, email: str) -> Subscriber | None:
         """The subscriber with this address in any spelling (case, IDNA), or None."""

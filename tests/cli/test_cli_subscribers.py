@@ -1,0 +1,106 @@
+"""``digest subscribers``: list memberships and their state, imports from German Excel,
+into a list no newsletter uses, and at the same moment as another; real processes on a
+real store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digest.audience.tokens import UNSUBSCRIBE, make_token
+from digest.config import load_settings
+from digest.store import Store
+from tests.cli.test_cli import _serving, digest
+from tests.cli.test_cli import site as site  # the fixture
+
+NL = "wochenueberblick"
+CONSENT = ("--consent", "Messe 2024, Formular mit Double-Opt-in")
+
+#: A second newsletter, drawing on the list "bayern" only.
+LANDKREIS = """
+[[newsletters]]
+id = "landkreis"
+name = "Landkreis aktuell"
+sender = "Landkreis aktuell <landkreis@kommune-digital.example>"
+
+[newsletters.impressum]
+publisher = "Landkreis (Demo)"
+address = "Landratsamt, 80331 München"
+contact = "presse@landkreis.example"
+responsible = "Max Mustermann"
+
+[[newsletters.categories]]
+key = "politik"
+title = "Politik"
+
+[[newsletters.segments]]
+name = "bayern"
+lists = ["bayern"]
+"""
+
+
+async def _import(site: Path, file: str, list_name: str) -> None:
+    code, _, err = await digest(
+        "subscribers", "import", file, "--list", list_name, *CONSENT, cwd=site
+    )
+    assert code == 0, err
+
+
+def _ids(site: Path) -> dict[str, int]:
+    store = Store.open(f"sqlite:///{site / 'digest.db'}", migrate=False)
+    try:
+        return {s.email: s.id for s, _ in store.subscriber_rows() if s.id is not None}
+    finally:
+        store.close()
+
+
+def _rows(out: str) -> dict[str, tuple[str, str]]:
+    """email -> (status, memberships) of the rows of `subscribers list`."""
+    return {
+        line.split("\t")[0]: (line.split("\t")[2], line.split("\t")[3])
+        for line in out.splitlines()[1:]
+    }
+
+
+async def test_list_shows_the_state_of_each_membership_after_a_one_click_unsubscribe(
+    site: Path,
+) -> None:
+    config = site / "config.toml"
+    config.write_text(config.read_text() + LANDKREIS)
+    await _import(site, "subscribers/allgemein.csv", "allgemein")
+    await _import(site, "subscribers/bayern.csv", "bayern")
+    ids = _ids(site)
+    secret_key = load_settings(config, environ={}).secret_key
+    async with _serving(site) as client:
+        # Jürgen is on allgemein and bayern; Anna only on allgemein.
+        for email in ("juergen.boehm@example.org", "anna.schulze@example.com"):
+            token = make_token(secret_key, UNSUBSCRIBE, ids[email], NL)
+            done = await client.post(
+                f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}
+            )
+            assert done.status_code == 200
+
+    code, out, err = await digest("subscribers", "list", cwd=site)
+    assert code == 0, err
+    assert out.splitlines()[0] == "11 subscribers: 10 active, 1 unsubscribed"
+    rows = _rows(out)
+    # Wochenüberblick left, Landkreis aktuell (on bayern) still read.
+    assert rows["juergen.boehm@example.org"] == ("active", "allgemein:unsubscribed,bayern:active")
+    assert rows["anna.schulze@example.com"] == ("unsubscribed", "allgemein:unsubscribed")
+    assert rows["franziska.huber@example.org"] == ("active", "bayern:active")
+
+    code, out, err = await digest("subscribers", "list", "--status", "unsubscribed", cwd=site)
+    assert code == 0, err
+    assert sorted(_rows(out)) == ["anna.schulze@example.com", "juergen.boehm@example.org"]
+
+    code, out, err = await digest("subscribers", "list", "--list", "allgemein", cwd=site)
+    assert code == 0, err
+    assert out.splitlines()[0] == "8 subscribers in list 'allgemein': 6 active, 2 unsubscribed"
+    assert _rows(out)["juergen.boehm@example.org"][0] == "unsubscribed"
+    code, out, _ = await digest(
+        "subscribers", "list", "--list", "allgemein", "--status", "active", cwd=site
+    )
+    assert len(_rows(out)) == 6 and "anna.schulze@example.com" not in out
+    code, out, _ = await digest(
+        "subscribers", "list", "--list", "bayern", "--status", "unsubscribed", cwd=site
+    )
+    assert out.splitlines() == ["4 subscribers in list 'bayern': 4 active"]
