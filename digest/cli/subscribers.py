@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from digest.cli.base import CannotWrite, cli, common, echo_err, example, state
+from digest.config import Settings
 from digest.core.errors import DigestError
 
 
@@ -63,6 +64,8 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
         )
     finally:
         store.close()
+    if unused := _unused_list(settings, list_name):
+        echo_err(f"warning: {unused}")
     for error in report.errors:
         echo_err(f"warning: {file}: {error}; row skipped")
     for line in report.suppressed[:20]:
@@ -79,6 +82,31 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
     )
     if report.errors:
         raise SystemExit(1)
+
+
+def _unused_list(settings: Settings, list_name: str) -> str | None:
+    """What to say when no segment of any newsletter draws on ``list_name``."""
+    import difflib
+
+    from digest.audience.memberships import newsletters_by_list
+
+    used = sorted(newsletters_by_list(settings))
+    if list_name in used:
+        return None
+    # Both ways round: SequenceMatcher's ratio depends on the order of its arguments.
+    score = {
+        name: max(
+            difflib.SequenceMatcher(None, list_name, name).ratio(),
+            difflib.SequenceMatcher(None, name, list_name).ratio(),
+        )
+        for name in used
+    }
+    close = [name for name in sorted(used, key=lambda n: -score[n]) if score[name] >= 0.5]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (
+        f"no segment of any newsletter draws on the list {list_name!r}, so its readers "
+        f"get no newsletter (lists in use: {', '.join(used) or 'none'}){hint}"
+    )
 
 
 @subscribers.command(

@@ -104,3 +104,17 @@ async def test_list_shows_the_state_of_each_membership_after_a_one_click_unsubsc
         "subscribers", "list", "--list", "bayern", "--status", "unsubscribed", cwd=site
     )
     assert out.splitlines() == ["4 subscribers in list 'bayern': 4 active"]
+
+
+async def test_import_into_a_list_no_segment_uses_warns(site: Path) -> None:
+    args = ("subscribers", "import", "subscribers/it-leitungen.csv", *CONSENT)
+    code, out, err = await digest(*args, "--list", "it-interm", cwd=site)
+    assert code == 0
+    assert "4 imported" in out and "in list 'it-interm'" in out
+    assert err.splitlines() == [
+        "warning: no segment of any newsletter draws on the list 'it-interm', so its "
+        "readers get no newsletter (lists in use: allgemein, bayern, it-leitungen); "
+        "did you mean 'it-leitungen'?"
+    ]
+    code, out, err = await digest(*args, "--list", "it-leitungen", "--dry-run", cwd=site)
+    assert (code, err) == (0, "") and "4 updated" in out
