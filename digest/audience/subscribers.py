@@ -1,9 +1,10 @@
 """Import subscribers from CSV into the store.
 
 Columns (header row required): ``email`` (required), ``name``, ``categories`` and
-``regions`` (values separated by ``|``; empty means everything), ``locale``. A bad row is
-reported with the line it starts on and skipped; every good row, before and after it, is
-imported.
+``regions`` (values separated by ``|``; empty means everything), ``locale``. Fields are
+separated by commas, or by the semicolons German Excel writes (or tabs): the delimiter
+is guessed from the first lines unless given. A bad row is reported with the line it
+starts on and skipped; every good row, before and after it, is imported.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from digest.core.errors import AddressError, DigestError, ImportRowError
 from digest.core.models import Subscriber
 from digest.store import Store
 
-__all__ = ["COLUMNS", "MAX_FIELD_CHARS", "ImportReport", "export_csv", "import_csv", "parse_rows"]
+__all__ = [
+    "COLUMNS",
+    "DELIMITERS",
+    "MAX_FIELD_CHARS",
+    "ImportReport",
+    "export_csv",
+    "import_csv",
+    "parse_rows",
+    "sniff_delimiter",
+]
 
 COLUMNS = ("email", "name", "categories", "regions", "locale")
 
@@ -29,6 +39,10 @@ COLUMNS = ("email", "name", "categories", "regions", "locale")
 MAX_FIELD_CHARS = 1000
 #: Longest row read at all: every column at its longest, with room for quoting.
 MAX_ROW_CHARS = 2 * MAX_FIELD_CHARS * len(COLUMNS)
+#: The delimiters a file may use: comma, semicolon (German Excel's "CSV"), tab.
+DELIMITERS = ",;\t"
+#: How much of the start of a file the delimiter is guessed from.
+_SNIFF_CHARS = 64 * 1024
 
 
 @dataclass
@@ -69,7 +83,19 @@ class _Record:
 _START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED = range(4)
 
 
-def _records(text: str) -> Iterator[_Record]:
+def sniff_delimiter(text: str) -> str:
+    """The delimiter of CSV ``text`` as :class:`csv.Sniffer` guesses it from the first
+    lines; a comma when it cannot tell or the header does not hold what it guessed."""
+    lines = text[:_SNIFF_CHARS].splitlines()[:20]
+    header = next((line for line in lines if line.strip()), "")
+    try:
+        found = csv.Sniffer().sniff("\n".join(lines), delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+    return found if found in header else ","
+
+
+def _records(text: str, delimiter: str = ",") -> Iterator[_Record]:
     """Split CSV text into records, each with the line it starts on.
 
     The csv module counts physical lines and reports the one a record ends on, and an
@@ -89,7 +115,7 @@ def _records(text: str) -> Iterator[_Record]:
             for char in line.rstrip("\r\n"):
                 if state == _QUOTED:
                     state = _QUOTE_IN_QUOTED if char == '"' else _QUOTED
-                elif char == ",":
+                elif char == delimiter:
                     state = _START
                 elif state in (_START, _QUOTE_IN_QUOTED):
                     # a quote opens a field, or after a closing one is an escaped quote
@@ -103,7 +129,7 @@ def _records(text: str) -> Iterator[_Record]:
         yield _Record(start, start + len(parts) - 1, "".join(parts), closed=False)
 
 
-def _fields(record: _Record) -> list[str]:
+def _fields(record: _Record, delimiter: str = ",") -> list[str]:
     """The fields of one record, or ImportRowError saying why it cannot be read."""
     where = (
         f" (the row runs to line {record.last_line})"
@@ -121,7 +147,7 @@ def _fields(record: _Record) -> list[str]:
             f'needs{where}; is a quote (") left open?',
         )
     try:
-        rows = list(csv.reader(io.StringIO(record.text, newline="")))
+        rows = list(csv.reader(io.StringIO(record.text, newline=""), delimiter=delimiter))
     except csv.Error as exc:
         raise ImportRowError(record.first_line, f"cannot read the row: {exc}") from None
     return rows[0] if rows else []
@@ -149,28 +175,33 @@ def parse_rows(
     categories: Collection[str],
     regions: Collection[str],
     smtputf8: bool = False,
+    delimiter: str | None = None,
 ) -> tuple[list[tuple[int, Subscriber]], list[ImportRowError]]:
     """Read and validate every row; returns the good subscribers and the row errors.
 
     Rows are numbered by the line of the file they start on (the header is line 1).
-    Raises DigestError only for what spoils the whole file: it cannot be read, is not
-    UTF-8, or its header is wrong.
+    ``delimiter`` None: guessed (:func:`sniff_delimiter`). Raises DigestError only for
+    what spoils the whole file: it cannot be read, is not UTF-8, or its header is wrong.
     """
     good: list[tuple[int, Subscriber]] = []
     errors: list[ImportRowError] = []
     region_names = {r.casefold(): r for r in regions}
-    records = _records(_read_text(path))
+    text = _read_text(path)
+    delimiter = delimiter or sniff_delimiter(text)
+    records = _records(text, delimiter)
     header: list[str] = []
     for record in records:
         try:
-            header = _fields(record)
+            header = _fields(record, delimiter)
         except ImportRowError as exc:
             raise DigestError(f"{path}: {exc}") from None
         if header:
             break
     if "email" not in header:
+        shown = "a tab" if delimiter == "\t" else repr(delimiter)
         raise DigestError(
-            f"{path}: line 1: the header has no 'email' column (columns: {', '.join(COLUMNS)})"
+            f"{path}: line 1: the header has no 'email' column (columns: {', '.join(COLUMNS)}, "
+            f"separated by {shown}; --delimiter names another)"
         )
     unknown = [c for c in header if c not in COLUMNS]
     if unknown:
@@ -181,7 +212,7 @@ def parse_rows(
     for record in records:
         line = record.first_line
         try:
-            values = _fields(record)
+            values = _fields(record, delimiter)
             if not values:
                 continue  # a blank line
             if len(values) > len(header):
@@ -266,6 +297,7 @@ def import_csv(
     smtputf8: bool = False,
     consent: str,
     dry_run: bool = False,
+    delimiter: str | None = None,
 ) -> ImportReport:
     """Import the good rows of ``path`` into ``list_name``; re-importing updates in place.
 
@@ -273,14 +305,19 @@ def import_csv(
     ``consent`` is the operator's statement of how these readers consented; it is kept
     as proof with every new membership. ``dry_run`` checks and counts everything as the
     import would, then writes nothing. ``smtputf8``: the relay takes addresses with a
-    non-ASCII local part (smtp.smtputf8).
+    non-ASCII local part (smtp.smtputf8). ``delimiter``: see :func:`parse_rows`.
     """
     consent = " ".join(consent.split())
     if not consent:
         raise DigestError("the consent statement is empty; say how these readers consented")
     report = ImportReport(str(path), list_name, dry_run=dry_run)
     good, report.errors = parse_rows(
-        path, list_name, categories=categories, regions=regions, smtputf8=smtputf8
+        path,
+        list_name,
+        categories=categories,
+        regions=regions,
+        smtputf8=smtputf8,
+        delimiter=delimiter,
     )
     counts = store.import_subscribers(good, list_name, consent=consent, dry_run=dry_run)
     report.imported, report.updated = counts.imported, counts.updated

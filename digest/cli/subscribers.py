@@ -32,17 +32,25 @@ def subscribers() -> None:
     help="How these readers consented; kept as proof with each new membership.",
 )
 @click.option("--dry-run", is_flag=True, help="Check and count every row, write nothing.")
+@click.option(
+    "--delimiter",
+    metavar="CHAR",
+    callback=lambda _ctx, _param, value: _delimiter(value),
+    help='What separates the fields: "," or ";" or "tab" (default: guessed from the file).',
+)
 @common
-def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
+def import_(file: Path, list_name: str, consent: str, dry_run: bool, delimiter: str | None) -> None:
     """Import subscribers from a CSV file into a list.
 
     Columns: email, name, categories, regions, locale (categories and regions separated
-    by "|"; empty means everything). Each bad row is reported with the line it starts on
-    and skipped; every good row is imported, and the exit code is then 1 so that a
-    script notices. Addresses are unique in any spelling: a row whose address differs
-    from a stored one only in case updates that subscriber. An address on the
-    suppression list (unsubscribed, bounced, complained, erased) is counted as
-    suppressed and neither added nor reactivated.
+    by "|"; empty means everything). Fields are separated by commas, or by semicolons as
+    German Excel saves "CSV": the delimiter is guessed unless --delimiter names it. Each
+    bad row is reported with the line it starts on and skipped; every good row is
+    imported, and the exit code is then 1 so that a script notices. Addresses are
+    unique in any spelling: a row whose address differs from a stored one only in case
+    updates that subscriber. An address on the suppression list (unsubscribed,
+    bounced, complained, erased) is counted as suppressed and neither added nor
+    reactivated.
     """
     from digest.audience.subscribers import import_csv
     from digest.ops import jobs
@@ -61,6 +69,7 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
             smtputf8=settings.smtp.smtputf8,
             consent=consent,
             dry_run=dry_run,
+            delimiter=delimiter,
         )
     finally:
         store.close()
@@ -82,6 +91,19 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
     )
     if report.errors:
         raise SystemExit(1)
+
+
+def _delimiter(value: str | None) -> str | None:
+    """The --delimiter as one character ("tab" and "\\t" for a tab)."""
+    if value is None:
+        return None
+    if value.lower() in ("tab", "\\t"):
+        return "\t"
+    if len(value) != 1 or value in '"|\r\n' or value.isalnum():
+        raise click.BadParameter(
+            f"{value!r} is not a delimiter; give one character such as ',' or ';', or 'tab'"
+        )
+    return value
 
 
 def _unused_list(settings: Settings, list_name: str) -> str | None:

@@ -118,3 +118,53 @@ async def test_import_into_a_list_no_segment_uses_warns(site: Path) -> None:
     ]
     code, out, err = await digest(*args, "--list", "it-leitungen", "--dry-run", cwd=site)
     assert (code, err) == (0, "") and "4 updated" in out
+
+
+#: What German Excel writes as "CSV UTF-8": a BOM, semicolons, CRLF, quotes where needed.
+EXCEL = (
+    "\ufeffemail;name;categories;regions;locale\r\n"
+    "lena.mueller@example.org;Müller, Lena;politik|verwaltung;Bayern;de_DE\r\n"
+    'tom.berg@example.org;"Berg; Tom";;;\r\n'
+    "ina.wolf@example.org;Ina Wolf;;;en_GB\r\n"
+)
+
+
+async def test_import_reads_the_semicolons_of_german_excel(site: Path) -> None:
+    (site / "excel.csv").write_bytes(EXCEL.encode("utf-8"))
+    args = ("subscribers", "import", "excel.csv", "--list", "bayern", *CONSENT)
+    code, out, err = await digest(*args, cwd=site)
+    assert (code, err) == (0, ""), err
+    assert "3 imported, 0 updated, 0 unchanged, 0 suppressed, 0 skipped" in out
+    code, out, _ = await digest("subscribers", "list", cwd=site)
+    names = {line.split("\t")[0]: line.split("\t")[1] for line in out.splitlines()[1:]}
+    assert names == {
+        "ina.wolf@example.org": "Ina Wolf",
+        "lena.mueller@example.org": "Müller, Lena",
+        "tom.berg@example.org": "Berg; Tom",
+    }
+
+    # Named, the delimiter is not guessed: a comma finds no 'email' column, and says so.
+    code, out, err = await digest(*args, "--delimiter", ",", cwd=site)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        "error: excel.csv: line 1: the header has no 'email' column (columns: email, name, "
+        "categories, regions, locale, separated by ','; --delimiter names another)"
+    ]
+    code, out, err = await digest(*args, "--delimiter", ";", cwd=site)
+    assert code == 0 and "0 imported, 0 updated, 3 unchanged" in out
+
+    (site / "tabs.csv").write_text(EXCEL.replace(";", "\t").replace('"Berg\t Tom"', "Tom"))
+    tabs = ("subscribers", "import", "tabs.csv", "--list", "bayern", *CONSENT)
+    code, out, err = await digest(*tabs, "--delimiter", "tab", cwd=site)
+    assert code == 0 and "0 imported, 1 updated, 2 unchanged" in out, err
+
+    # One column only: nothing to guess from, and nothing needs a delimiter.
+    (site / "one.csv").write_text("email\nkarl.klein@example.org\n")
+    code, out, err = await digest(
+        "subscribers", "import", "one.csv", "--list", "bayern", *CONSENT, cwd=site
+    )
+    assert (code, err) == (0, "") and "1 imported" in out
+
+    code, out, err = await digest(*args, "--delimiter", "ab", cwd=site)
+    assert code == 2 and out == "" and "'ab' is not a delimiter" in err
+    assert "Traceback" not in err
