@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 from digest.audience.segments import recipients_for, segment_lists
@@ -73,6 +74,7 @@ async def send_issue(
     process then opens its own share of ``settings.smtp``'s connections and limits, and
     ``transport`` is not used.
     """
+    clock = time.monotonic()
     now = now or datetime.now(UTC)
     # Before anything is planned or sent: an issue that awaits review never goes out.
     require_approval(store, newsletter, issue.key)
@@ -103,6 +105,7 @@ async def send_issue(
     await in_ledger_thread(planning.settle)
     _report_after(store, newsletter, record, report, personalizer, planning, now,
                   lists=lists, suppressed=suppressed)  # fmt: skip
+    report.seconds = time.monotonic() - clock
     log.debug(report.summary())  # the caller says it (the CLI, the job's log)
     return report
 
