@@ -68,10 +68,19 @@ def _error(data: dict, environ: dict | None = None) -> str:
 def test_unknown_key_is_named() -> None:
     data = demo()
     data["smtp"]["hots"] = "x"
-    assert _error(data) == "smtp.hots: unknown key"
+    assert _error(data) == "smtp.hots: unknown key (did you mean 'host'?)"
     data = demo()
     data["newsletters"][0]["sources"][1]["urll"] = "x"
-    assert "newsletters[0].sources[1].urll: unknown key" in _error(data)
+    assert "newsletters[0].sources[1].urll: unknown key (did you mean 'url'?)" in _error(data)
+    data = demo()
+    data["newsletters"][0]["shedule"] = "0 7 * * mon"
+    assert _error(data) == "newsletters[0].shedule: unknown key (did you mean 'schedule'?)"
+    data = demo()
+    data["newsletters"][0]["segmets"] = []  # a table of its own, not a setting
+    assert _error(data) == "newsletters[0].segmets: unknown key (did you mean 'segments'?)"
+    data = demo()
+    data["smtp"]["frobnicate"] = 1
+    assert _error(data) == "smtp.frobnicate: unknown key"
 
 
 def test_wrong_type_bad_cron_bad_zone() -> None:
