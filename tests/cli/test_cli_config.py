@@ -25,3 +25,11 @@ async def test_a_misspelt_key_gets_a_did_you_mean(site: Path) -> None:
     assert err == (
         "error: config.toml: newsletters[0].shedule: unknown key (did you mean 'schedule'?)\n"
     )
+
+
+async def test_a_crontab_nickname_is_a_schedule(site: Path) -> None:
+    _edit(site, SCHEDULE, 'schedule = "@weekly"')
+    code, out, err = await digest("schedules", cwd=site)
+    assert code == 0, err
+    assert out.startswith("wochenueberblick: '@weekly' (Europe/Berlin), next run Sun ")
+    assert " 00:00 CE" in out
