@@ -25,7 +25,6 @@ from digest.core.errors import SourceError
 from digest.core.limits import MAX_SUMMARY
 from digest.core.models import Article
 from digest.sources.bounds import shorten
-from digest.sources.fetch import fetch_bytes
 from digest.sources.listing import decode_html
 from digest.sources.robots import Guest
 from digest.sources.worker import WorkerFailed, WorkerTimeout, run_in_worker
@@ -125,10 +124,7 @@ async def add_teasers(
         page_source = dataclasses.replace(source, url=article.link)
         try:
             async with asyncio.timeout_at(deadline):
-                await guest.check(article.link, page_source, client=client, base_dir=base_dir)
-                download = await fetch_bytes(
-                    page_source, None, client=client, base_dir=base_dir, pacer=guest.pacer
-                )
+                download = await guest.fetch(page_source, None, client=client, base_dir=base_dir)
                 teaser = await run_in_worker(
                     _teaser_in_worker, (download.data, download.content_type), source.timeout
                 )

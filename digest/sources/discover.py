@@ -29,7 +29,6 @@ from digest.core.errors import SourceError
 from digest.core.models import Article
 from digest.sources.dates import find_date
 from digest.sources.feed import _web_url
-from digest.sources.fetch import fetch_bytes
 from digest.sources.listing import decode_html, parse_listing
 from digest.sources.robots import Guest
 
@@ -98,8 +97,7 @@ async def discover(
     )
     if _web_url(url, None) is None:
         raise SourceError(url, "not an http(s) URL")
-    await guest.check(url, source, client=client, base_dir=base_dir)
-    download = await fetch_bytes(source, None, client=client, base_dir=base_dir, pacer=guest.pacer)
+    download = await guest.fetch(source, None, client=client, base_dir=base_dir)
     page_url = download.url or url
     tree = LexborHTMLParser(decode_html(download.data, download.content_type))
     title_node = tree.css_first("title")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -131,28 +131,36 @@ async def fetch_bytes(
     client: httpx.AsyncClient,
     base_dir: Path,
     pacer: HostPacer | None = None,
+    check: Callable[[str], Awaitable[None]] | None = None,
 ) -> Download:
     """Fetch ``source.url`` over HTTP(S), or read it from disk when it is a path or file URL.
 
     ``source.timeout`` bounds the whole HTTP exchange, redirects included; the body is
     read up to ``source.max_bytes`` and aborted beyond that, whatever Content-Length says.
     With a ``pacer``, each request (each redirect hop too) waits for its host's turn.
+    ``check`` is awaited with each URL a redirect leads to before it is requested (the
+    robots.txt of its site, see :meth:`digest.sources.robots.Guest.fetch`); it raises to
+    refuse it.
     """
     scheme = urlsplit(source.url).scheme.lower()
     if scheme in ("http", "https"):
-        return await _fetch_http(source, state or FetchState(), client, pacer or HostPacer())
+        return await _fetch_http(source, state or FetchState(), client, pacer or HostPacer(), check)
     path = _local_path(source, base_dir)
     data = await asyncio.to_thread(_read_file, source, path)
     return Download(data=data, state=FetchState())
 
 
 async def _fetch_http(
-    source: SourceSettings, state: FetchState, client: httpx.AsyncClient, pacer: HostPacer
+    source: SourceSettings,
+    state: FetchState,
+    client: httpx.AsyncClient,
+    pacer: HostPacer,
+    check: Callable[[str], Awaitable[None]] | None,
 ) -> Download:
     try:
         async with asyncio.timeout(source.timeout):
             with allowing_private(source.allow_private):
-                return await _get(source, state, client, pacer)
+                return await _get(source, state, client, pacer, check)
     except (TimeoutError, httpx.TimeoutException):
         raise SourceError(source.name, f"timed out after {source.timeout:g} s") from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -160,7 +168,11 @@ async def _fetch_http(
 
 
 async def _get(
-    source: SourceSettings, state: FetchState, client: httpx.AsyncClient, pacer: HostPacer
+    source: SourceSettings,
+    state: FetchState,
+    client: httpx.AsyncClient,
+    pacer: HostPacer,
+    check: Callable[[str], Awaitable[None]] | None,
 ) -> Download:
     headers = {}
     if state.etag:
@@ -168,11 +180,13 @@ async def _get(
     if state.last_modified:
         headers["If-Modified-Since"] = state.last_modified
     url = httpx.URL(source.url)
-    for _ in range(MAX_REDIRECTS + 1):
+    for hop in range(MAX_REDIRECTS + 1):
         if url.scheme not in ("http", "https"):
             raise SourceError(source.name, f"redirect to a URL that is not http(s): {url}")
         if (problem := await refusal(url)) is not None:
             raise SourceError(source.name, f"refused to fetch {url}: {problem}")
+        if hop and check is not None:
+            await check(str(url))
         async with (
             pacer.turn(url.host),
             client.stream(

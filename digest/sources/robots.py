@@ -17,7 +17,7 @@ from protego import Protego
 
 from digest.config import SourceSettings
 from digest.core.errors import SourceError, SourceStatusError
-from digest.sources.fetch import USER_AGENT, HostPacer, fetch_bytes
+from digest.sources.fetch import USER_AGENT, Download, FetchState, HostPacer, fetch_bytes
 
 __all__ = ["Guest", "ROBOTS_MAX_BYTES", "MAX_CRAWL_DELAY"]
 
@@ -57,6 +57,26 @@ class Guest:
             self.pacer.slow_down(parts.hostname or "", min(float(delay), MAX_CRAWL_DELAY))
         if not rules.can_fetch(url, self.user_agent):
             raise SourceError(source.name, f"robots.txt of {origin} does not allow {url}")
+
+    async def fetch(
+        self,
+        source: SourceSettings,
+        state: FetchState | None,
+        *,
+        client: httpx.AsyncClient,
+        base_dir: Path,
+    ) -> Download:
+        """``source.url`` fetched as a crawler fetches it: if robots.txt allows it, and
+        each URL a redirect leads to only if the robots.txt of that URL's site allows
+        it too (a SourceError otherwise); at the pace of :attr:`pacer`."""
+
+        async def allowed(url: str) -> None:
+            await self.check(url, source, client=client, base_dir=base_dir)
+
+        await allowed(source.url)
+        return await fetch_bytes(
+            source, state, client=client, base_dir=base_dir, pacer=self.pacer, check=allowed
+        )
 
     async def _load(
         self, origin: str, source: SourceSettings, client: httpx.AsyncClient, base_dir: Path

@@ -334,6 +334,48 @@ async def test_unreachable_robots_txt_refuses_everything(server: FeedServer) -> 
     assert "/land/" not in paths(server)
 
 
+async def test_a_redirect_to_another_site_follows_that_sites_robots_txt(
+    server: FeedServer,
+) -> None:
+    with FeedServer() as other:  # another port: another origin
+        server.routes["/land/"] = respond(
+            b"", status=302, content_type="text/plain", Location=f"{other.url}/land/"
+        )
+        other.routes["/robots.txt"] = respond(
+            b"User-agent: digest\nDisallow: /land/\n", content_type="text/plain"
+        )
+        other.routes["/land/"] = html_route(page(news()))
+        with pytest.raises(
+            SourceError, match=f"robots.txt of {other.url} does not allow {other.url}/land/"
+        ):
+            await collect(listing_source(f"{server.url}/land/"))
+        assert paths(server) == ["/robots.txt", "/land/"]
+        assert paths(other) == ["/robots.txt"]
+
+        # Allowed there, the page is read; each site's robots.txt is fetched once a run.
+        other.routes["/robots.txt"] = respond(
+            b"User-agent: digest\nDisallow: /intern/\n", content_type="text/plain"
+        )
+        guest = Guest()
+        result = await collect(listing_source(f"{server.url}/land/"), guest=guest)
+        assert [a.title for a in result.articles] == ["Bayern: Ein Titel"]
+        await collect(listing_source(f"{server.url}/land/"), guest=guest)
+        assert paths(other)[1:] == ["/robots.txt", "/land/", "/land/"]
+
+
+async def test_a_redirect_within_a_site_follows_its_robots_txt(server: FeedServer) -> None:
+    server.routes["/robots.txt"] = respond(
+        b"User-agent: *\nDisallow: /intern/\n", content_type="text/plain"
+    )
+    server.routes["/land/"] = respond(
+        b"", status=301, content_type="text/plain", Location="/intern/land/"
+    )
+    server.routes["/intern/land/"] = html_route(page(news()))
+    with pytest.raises(SourceError, match="does not allow .*/intern/land/"):
+        await collect(listing_source(f"{server.url}/land/"))
+    assert paths(server) == ["/robots.txt", "/land/"]
+
+
 async def test_one_request_at_a_time_per_host_with_a_delay(server: FeedServer) -> None:
     active = 0
     most = 0
