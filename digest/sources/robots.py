@@ -21,7 +21,8 @@ from digest.sources.fetch import USER_AGENT, Download, FetchState, HostPacer, fe
 
 __all__ = ["Guest", "ROBOTS_MAX_BYTES", "MAX_CRAWL_DELAY"]
 
-#: Google reads the first 500 KiB of a robots.txt; so does digest.
+#: The first 500 KiB of a robots.txt are read, the least RFC 9309 asks a crawler to
+#: parse; the rest of a longer file is left out.
 ROBOTS_MAX_BYTES = 500 * 1024
 #: A longer Crawl-delay is honoured as this many seconds.
 MAX_CRAWL_DELAY = 60.0
@@ -84,7 +85,7 @@ class Guest:
         robots = dataclasses.replace(source, url=f"{origin}/robots.txt", max_bytes=ROBOTS_MAX_BYTES)
         try:
             download = await fetch_bytes(
-                robots, None, client=client, base_dir=base_dir, pacer=self.pacer
+                robots, None, client=client, base_dir=base_dir, pacer=self.pacer, truncate=True
             )
         except SourceStatusError as exc:
             if 400 <= exc.status < 500:
@@ -92,8 +93,9 @@ class Guest:
             reason = f"robots.txt of {origin} unavailable ({exc.reason}), so nothing is fetched"
             raise SourceError(source.name, reason) from None
         except SourceError as exc:
-            if exc.reason.startswith("response larger"):
-                return None
             reason = f"robots.txt of {origin} unavailable ({exc.reason}), so nothing is fetched"
             raise SourceError(source.name, reason) from None
-        return Protego.parse(download.data.decode("utf-8", errors="replace"))
+        data = download.data
+        if download.truncated:  # a line cut in the middle would be another rule
+            data = data[: data.rfind(b"\n") + 1]
+        return Protego.parse(data.decode("utf-8", errors="replace"))

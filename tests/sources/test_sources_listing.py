@@ -326,6 +326,26 @@ async def test_robots_txt_follows_the_configured_user_agent(server: FeedServer) 
         await collect(listing_source(f"{server.url}/land/"), guest=Guest("Kommunalbot/2.0"))
 
 
+async def test_a_robots_txt_over_500_kib_is_read_for_its_first_500_kib(
+    server: FeedServer,
+) -> None:
+    from digest.sources.robots import ROBOTS_MAX_BYTES
+
+    start = b"User-agent: digest\nDisallow: /land/\n"
+    filler = b"# " + b"x" * 97 + b"\n"
+    body = start + filler * (ROBOTS_MAX_BYTES // len(filler)) + b"Disallow: /spaet/\n"
+    assert len(body) > ROBOTS_MAX_BYTES > len(body) - len(b"Disallow: /spaet/\n") - 100
+    server.routes["/robots.txt"] = respond(body, content_type="text/plain")
+    server.routes["/land/"] = html_route(page(news()))
+    server.routes["/spaet/"] = html_route(page(news()))
+    guest = Guest()
+    with pytest.raises(SourceError, match="robots.txt of .* does not allow .*/land/"):
+        await collect(listing_source(f"{server.url}/land/"), guest=guest)
+    # The rule beyond the first 500 KiB is not read.
+    assert len((await collect(listing_source(f"{server.url}/spaet/"), guest=guest)).articles) == 1
+    assert paths(server) == ["/robots.txt", "/spaet/"]
+
+
 async def test_unreachable_robots_txt_refuses_everything(server: FeedServer) -> None:
     server.routes["/robots.txt"] = respond(b"", status=503, content_type="text/plain")
     server.routes["/land/"] = html_route(page(news()))
