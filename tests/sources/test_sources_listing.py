@@ -396,6 +396,34 @@ async def test_a_redirect_within_a_site_follows_its_robots_txt(server: FeedServe
     assert paths(server) == ["/robots.txt", "/land/"]
 
 
+def timed_route(body: bytes, times: list[tuple[str, float, float]]):
+    """A route that notes when each request came in and when its answer was sent."""
+    answer = html_route(body)
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        start = time.monotonic()
+        answer(handler)
+        times.append((handler.path, start, time.monotonic()))
+
+    return route
+
+
+async def test_crawl_delay_spaces_the_requests_to_a_site(server: FeedServer) -> None:
+    server.routes["/robots.txt"] = respond(
+        b"User-agent: OtherBot\nCrawl-delay: 30\n\nUser-agent: digest\nCrawl-delay: 1\n",
+        content_type="text/plain",
+    )
+    times: list[tuple[str, float, float]] = []
+    server.routes["/p1"] = timed_route(page(news(href="/a/1"), next_href="/p2"), times)
+    server.routes["/p2"] = timed_route(page(news(href="/a/2"), next_href="/p3"), times)
+    server.routes["/p3"] = timed_route(page(news(href="/a/3")), times)
+    result = await collect(listing_source(f"{server.url}/p1"))  # host_delay 0
+    assert len(result.articles) == 3
+    assert [path for path, _start, _end in times] == ["/p1", "/p2", "/p3"]
+    gaps = [later[1] - earlier[2] for earlier, later in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.95  # 1 s less the server's own clock slack
+
+
 async def test_one_request_at_a_time_per_host_with_a_delay(server: FeedServer) -> None:
     active = 0
     most = 0
