@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import html
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -102,21 +102,28 @@ async def add_teasers(
     guest: Guest,
     now: datetime,
     deadline: float | None = None,
+    stored: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
 ) -> tuple[tuple[Article, ...], tuple[str, ...]]:
     """``articles``, those without a teaser given one from their page; and notes on failures.
 
-    Only articles newer than ``source.max_age_days`` are looked at, at most
-    :data:`MAX_ARTICLE_PAGES` of them; a page that cannot be fetched leaves its article as
-    it was and is counted in the notes. Pages not read by ``deadline`` (in the event
-    loop's clock) are left as they are too, and a note says how many.
+    An article the store has already (``stored`` gives the stored summary of each uid
+    it has) keeps the teaser stored with it, or none: its page was fetched by an earlier
+    run, and a site sees each article page once. Of the others, only articles newer
+    than ``source.max_age_days`` are looked at, at most :data:`MAX_ARTICLE_PAGES` of
+    them; a page that cannot be fetched leaves its article as it was and is counted in
+    the notes. Pages not read by ``deadline`` (in the event loop's clock) are left as
+    they are too, and a note says how many.
     """
     cutoff = now - timedelta(days=source.max_age_days)
-    wanted = [
-        i
-        for i, a in enumerate(articles)
-        if not a.summary.strip() and not a.content.strip() and a.published >= cutoff
-    ][:MAX_ARTICLE_PAGES]
+    bare = [i for i, a in enumerate(articles) if not a.summary.strip() and not a.content.strip()]
+    known = stored([articles[i].uid for i in bare]) if stored is not None and bare else {}
     result = list(articles)
+    for i in bare:
+        if known.get(articles[i].uid):
+            result[i] = dataclasses.replace(articles[i], summary=known[articles[i].uid])
+    wanted = [i for i in bare if articles[i].uid not in known and articles[i].published >= cutoff][
+        :MAX_ARTICLE_PAGES
+    ]
     problems: list[str] = []
     notes: list[str] = []
     for done, index in enumerate(wanted):

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from digest.store import Store
 from digest.store import schema as t
 from tests.cli.test_cli import digest
-from tests.sources.test_sources_feed import FeedServer
+from tests.sources.test_sources_feed import FeedServer, respond
 
 NL = "kommune"
 SOURCE = "Land (Seite)"
@@ -146,3 +146,36 @@ async def test_collect_force_fetches_a_listing_the_server_calls_unchanged(
     assert summaries(store_url) == {
         f"Meldung {n}": f"Worum es in Meldung {n} geht." for n in range(3)
     }
+
+
+async def test_fetch_articles_fetches_each_article_page_once(
+    tmp_path: Path, store_url: str, server: FeedServer
+) -> None:
+    server.routes["/land/"] = respond(listing(teasers=False), content_type="text/html")
+    for n in (0, 1):
+        server.routes[f"/meldungen/{n}"] = respond(
+            f'<meta name="description" content="Die Seite von Meldung {n}.">'.encode(),
+            content_type="text/html",
+        )
+    server.routes["/meldungen/2"] = respond(b"<html><body></body></html>", content_type="text/html")
+    url = f"{server.url}/land/"
+    config = write_config(tmp_path, store_url, url, exclude=".datum, a.mehr", fetch_articles=True)
+    teasers = {
+        "Meldung 0": "Die Seite von Meldung 0.",
+        "Meldung 1": "Die Seite von Meldung 1.",
+        "Meldung 2": "",
+    }
+    for run in range(2):
+        code, out, err = await digest("collect", "--config", str(config), cwd=tmp_path)
+        assert code == 0, err
+        assert out.splitlines()[-1] == f"{NL}: {3 if run == 0 else 0} new, 0 updated"
+        assert summaries(store_url) == teasers  # kept, not emptied, by the second run
+    # Every page once, the one that gave no teaser too; the listing each time.
+    pages = [path for path, _ in server.requests if path.startswith("/meldungen/")]
+    assert sorted(pages) == ["/meldungen/0", "/meldungen/1", "/meldungen/2"]
+    assert [path for path, _ in server.requests].count("/land/") == 2
+
+    code, out, err = await digest("collect", "--force", "--config", str(config), cwd=tmp_path)
+    assert code == 0, err
+    pages = [path for path, _ in server.requests if path.startswith("/meldungen/")]
+    assert len(pages) == 6 and summaries(store_url) == teasers
