@@ -147,7 +147,9 @@ async def send_due(
         # A 'composed' issue here has an audience not planned completely: always go on.
         if record.status != "composed" and not store.due_deliveries(record.id, datetime.now(UTC)):
             continue
-        prepared = prepare_issue(store, newsletter, key, now, save=False)
+        # Still 'composed', the issue is composed again from its window as the first run
+        # did: saved, so its stored subject and articles are those it goes on with.
+        prepared = prepare_issue(store, newsletter, key, now, save=record.status == "composed")
         if prepared is None or prepared.record is None:
             continue
         reports.append(
