@@ -11,15 +11,20 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import IntegrityError
 
 from digest.core.addresses import email_key
+from digest.core.errors import StoreError
 from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.importing import ImportCounts, import_rows
 from digest.store.privacy import KEY_CHECK_SCOPE, suppress_in
 from digest.store.sql import insert_ignoring_duplicates, utc_now
 
-__all__ = ["SubscriberStore", "subscriber_from_row"]
+__all__ = ["IMPORT_ATTEMPTS", "SubscriberStore", "subscriber_from_row"]
+
+#: Times an import is done again when another one added the same address meanwhile.
+IMPORT_ATTEMPTS = 3
 
 
 class SubscriberStore:
@@ -62,7 +67,28 @@ class SubscriberStore:
 
         See :func:`digest.store.importing.import_rows`. With ``dry_run`` the same work
         is done and rolled back, so the counts are exactly what the import would give.
+        When another import or a sign-up adds one of the addresses meanwhile, the
+        transaction is rolled back and done again from what the store then holds; a
+        StoreError says so if that keeps happening.
         """
+        for _attempt in range(IMPORT_ATTEMPTS):
+            try:
+                return self._import_once(rows, list_name, consent, dry_run, now)
+            except IntegrityError:
+                continue  # rolled back: look the addresses up again
+        raise StoreError(
+            f"other imports or sign-ups kept adding these addresses at the same moment "
+            f"({IMPORT_ATTEMPTS} tries); nothing of this import was written, run it again"
+        )
+
+    def _import_once(
+        self,
+        rows: Sequence[tuple[int, Subscriber]],
+        list_name: str,
+        consent: str,
+        dry_run: bool,
+        now: datetime | None,
+    ) -> ImportCounts:
         with self.engine.connect() as conn:
             transaction = conn.begin()
             try:

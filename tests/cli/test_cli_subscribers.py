@@ -4,6 +4,7 @@ real store."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from digest.audience.tokens import UNSUBSCRIBE, make_token
@@ -168,3 +169,31 @@ async def test_import_reads_the_semicolons_of_german_excel(site: Path) -> None:
     code, out, err = await digest(*args, "--delimiter", "ab", cwd=site)
     assert code == 2 and out == "" and "'ab' is not a delimiter" in err
     assert "Traceback" not in err
+
+
+async def test_two_imports_adding_the_same_addresses_at_once(site: Path, store_url: str) -> None:
+    rows = [f"leser{n}@example.org,Leser {n},,,de_DE" for n in range(3000)]
+    (site / "viele.csv").write_text("email,name,categories,regions,locale\n" + "\n".join(rows))
+    store = {"DIGEST_STORE_URL": store_url}
+    code, _, err = await digest("migrate", cwd=site, **store)  # both only import
+    assert code == 0, err
+    results = await asyncio.gather(
+        *(
+            digest(
+                "subscribers", "import", "viele.csv", "--list", name, *CONSENT, cwd=site, **store
+            )
+            for name in ("allgemein", "bayern")
+        )
+    )
+    for code, _out, err in results:
+        # Each goes through (the second one again from what the first stored) or says in
+        # one sentence why not; never a traceback.
+        assert "Traceback" not in err, err
+        assert code == 0 or (code == 1 and len(err.splitlines()) == 1), err
+    assert any("3000 imported" in out for _code, out, _err in results)
+    code, out, _ = await digest("subscribers", "list", cwd=site, **store)
+    joined = sum(code == 0 for code, _out, _err in results)
+    lists = "allgemein:active,bayern:active" if joined == 2 else None
+    assert out.splitlines()[0] == "3000 subscribers: 3000 active"
+    if lists:
+        assert all(line.endswith(f"\t{lists}") for line in out.splitlines()[1:])
