@@ -1,9 +1,10 @@
 """Import subscribers from CSV into the store.
 
 Columns (header row required): ``email`` (required), ``name``, ``categories`` and
-``regions`` (values separated by ``|``; empty means everything), ``locale``. A bad row is
-reported with the line it starts on and skipped; every good row, before and after it, is
-imported.
+``regions`` (values separated by ``|``; empty means everything), ``locale``. Fields are
+separated by commas, or by the semicolons German Excel writes (or tabs): the delimiter
+is guessed from the first lines unless given. A bad row is reported with the line it
+starts on and skipped; every good row, before and after it, is imported.
 
 The file is read as a stream, a row at a time, and the store takes the rows a chunk at a
 time: memory does not grow with the file. A report lists the first
@@ -29,12 +30,14 @@ from digest.store.importing import REPORTED_ROWS
 
 __all__ = [
     "COLUMNS",
+    "DELIMITERS",
     "MAX_FIELD_CHARS",
     "CsvFile",
     "ImportReport",
     "export_csv",
     "import_csv",
     "parse_rows",
+    "sniff_delimiter",
 ]
 
 COLUMNS = ("email", "name", "categories", "regions", "locale")
@@ -46,6 +49,10 @@ MAX_FIELD_CHARS = 1000
 MAX_ROW_CHARS = 2 * MAX_FIELD_CHARS * len(COLUMNS)
 #: Characters of one line read at a time; a longer line comes in pieces.
 _PIECE_CHARS = 64 * 1024
+#: The delimiters a file may use: comma, semicolon (German Excel's "CSV"), tab.
+DELIMITERS = ",;\t"
+#: How much of the start of a file the delimiter is guessed from.
+_SNIFF_CHARS = 64 * 1024
 
 
 @dataclass
@@ -116,12 +123,24 @@ def _pieces(stream: IO[str]) -> Iterator[tuple[str, bool]]:
         yield piece, piece.endswith(("\n", "\r"))
 
 
-def _state_after(state: int, text: str) -> int:
+def sniff_delimiter(text: str) -> str:
+    """The delimiter of CSV ``text`` as :class:`csv.Sniffer` guesses it from the first
+    lines; a comma when it cannot tell or the header does not hold what it guessed."""
+    lines = text[:_SNIFF_CHARS].splitlines()[:20]
+    header = next((line for line in lines if line.strip()), "")
+    try:
+        found = csv.Sniffer().sniff("\n".join(lines), delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+    return found if found in header else ","
+
+
+def _state_after(state: int, text: str, delimiter: str = ",") -> int:
     """The splitter's state after ``text`` (no line break in it), from ``state``."""
     for char in text:
         if state == _QUOTED:
             state = _QUOTE_IN_QUOTED if char == '"' else _QUOTED
-        elif char == ",":
+        elif char == delimiter:
             state = _START
         elif state in (_START, _QUOTE_IN_QUOTED):
             # a quote opens a field, or after a closing one is an escaped quote
@@ -129,7 +148,7 @@ def _state_after(state: int, text: str) -> int:
     return state
 
 
-def _records(stream: IO[str]) -> Iterator[_Record]:
+def _records(stream: IO[str], delimiter: str = ",") -> Iterator[_Record]:
     """Split CSV text into records, each with the line it starts on.
 
     The csv module counts physical lines and reports the one a record ends on, and an
@@ -151,7 +170,7 @@ def _records(stream: IO[str]) -> Iterator[_Record]:
         if state != _QUOTED and ends_line and '"' not in piece:
             state = _START
         else:
-            state = _state_after(state, piece.rstrip("\r\n") if ends_line else piece)
+            state = _state_after(state, piece.rstrip("\r\n") if ends_line else piece, delimiter)
         if not ends_line:
             continue
         number += 1
@@ -165,7 +184,7 @@ def _records(stream: IO[str]) -> Iterator[_Record]:
         yield _Record(start, last, "".join(parts), length, closed=state != _QUOTED)
 
 
-def _fields(record: _Record) -> list[str]:
+def _fields(record: _Record, delimiter: str = ",") -> list[str]:
     """The fields of one record, or ImportRowError saying why it cannot be read."""
     where = (
         f" (the row runs to line {record.last_line})"
@@ -183,7 +202,7 @@ def _fields(record: _Record) -> list[str]:
             f'needs{where}; is a quote (") left open?',
         )
     try:
-        rows = list(csv.reader(io.StringIO(record.text, newline="")))
+        rows = list(csv.reader(io.StringIO(record.text, newline=""), delimiter=delimiter))
     except csv.Error as exc:
         raise ImportRowError(record.first_line, f"cannot read the row: {exc}") from None
     return rows[0] if rows else []
@@ -217,13 +236,20 @@ class CsvFile:
     or its header is wrong (on opening, or for a byte that is not UTF-8, when reached).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, delimiter: str | None = None) -> None:
         self.path = path
         try:
             self.stream = path.open(encoding="utf-8-sig", newline="")
         except OSError as exc:
             raise DigestError(f"cannot read {path}: {exc.strerror}") from None
         try:
+            if delimiter is None:  # guessed from the start of the file, then read again
+                try:
+                    delimiter = sniff_delimiter(self.stream.read(_SNIFF_CHARS))
+                except UnicodeDecodeError:
+                    delimiter = ","  # reading the rows says where
+                self.stream.seek(0)
+            self.delimiter = delimiter
             self.records = self._read()  # one iterator: the header, then the rows
             self.header = self._header()
         except BaseException:
@@ -234,15 +260,17 @@ class CsvFile:
         header: list[str] = []
         for record in self.records:
             try:
-                header = _fields(record)
+                header = _fields(record, self.delimiter)
             except ImportRowError as exc:
                 raise DigestError(f"{self.path}: {exc}") from None
             if header:
                 break
         if "email" not in header:
+            shown = "a tab" if self.delimiter == "\t" else repr(self.delimiter)
             raise DigestError(
                 f"{self.path}: line 1: the header has no 'email' column "
-                f"(columns: {', '.join(COLUMNS)})"
+                f"(columns: {', '.join(COLUMNS)}, separated by {shown}; --delimiter names "
+                "another)"
             )
         unknown = [c for c in header if c not in COLUMNS]
         if unknown:
@@ -257,7 +285,7 @@ class CsvFile:
 
     def _read(self) -> Iterator[_Record]:
         try:
-            yield from _records(self.stream)
+            yield from _records(self.stream, self.delimiter)
         except UnicodeDecodeError:
             raise _not_utf8(self.path) from None
         except OSError as exc:
@@ -285,7 +313,7 @@ def parse_rows(
     for record in rows:
         line = record.first_line
         try:
-            values = _fields(record)
+            values = _fields(record, rows.delimiter)
             if not values:
                 continue  # a blank line
             if len(values) > len(rows.header):
@@ -400,6 +428,7 @@ def import_csv(
     smtputf8: bool = False,
     consent: str,
     dry_run: bool = False,
+    delimiter: str | None = None,
 ) -> ImportReport:
     """Import the good rows of ``path`` into ``list_name``; re-importing updates in place.
 
@@ -407,13 +436,14 @@ def import_csv(
     ``consent`` is the operator's statement of how these readers consented; it is kept
     as proof with every new membership. ``dry_run`` checks and counts everything as the
     import would, then writes nothing. ``smtputf8``: the relay takes addresses with a
-    non-ASCII local part (smtp.smtputf8).
+    non-ASCII local part (smtp.smtputf8). ``delimiter``: None to guess it
+    (:func:`sniff_delimiter`).
     """
     consent = " ".join(consent.split())
     if not consent:
         raise DigestError("the consent statement is empty; say how these readers consented")
     report = ImportReport(str(path), list_name, dry_run=dry_run)
-    rows = CsvFile(path)
+    rows = CsvFile(path, delimiter)
     try:
         parsed = parse_rows(
             rows, list_name, categories=categories, regions=regions, smtputf8=smtputf8

@@ -4,29 +4,40 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from digest.cli.base import CannotWrite, cli, common, echo_err, example, run_async, state
 from digest.core.errors import SourceError
 
+if TYPE_CHECKING:
+    from digest.core.models import Article
 
-@cli.command(epilog=example("digest collect wochenueberblick"))
+
+@cli.command(epilog=example("digest collect wochenueberblick --force"))
 @click.argument("newsletter", required=False)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Fetch every source in full, also when the server says it has not changed "
+    "(after changing a source's selectors).",
+)
 @common
 @run_async
-async def collect(newsletter: str | None) -> None:
+async def collect(newsletter: str | None, force: bool) -> None:
     """Fetch the sources of every newsletter (or of NEWSLETTER) and store new articles.
 
-    A source that fails is reported and skipped; the others are still collected, and
-    the exit code is 1.
+    Articles already stored are updated with what the sources say now. A source that
+    fails is reported and skipped; the others are still collected, and the exit code
+    is 1.
     """
     from digest.ops import jobs
 
     settings = state().settings()
     store = jobs.open_store(settings)
     try:
-        reports = await jobs.collect(settings, store, newsletter)
+        reports = await jobs.collect(settings, store, newsletter, force=force)
     finally:
         store.close()
     failed = 0
@@ -41,7 +52,10 @@ async def collect(newsletter: str | None) -> None:
             for warning in source.warnings:
                 echo_err(f"warning: {report.newsletter}: source {source.name!r}: {warning}")
             if source.not_modified:
-                click.echo(f"{report.newsletter}: {source.name}: not modified")
+                click.echo(
+                    f"{report.newsletter}: {source.name}: not modified since the last "
+                    "collect (--force fetches it in full)"
+                )
             else:
                 click.echo(f"{report.newsletter}: {source.name}: {source.articles} articles")
         click.echo(f"{report.newsletter}: {report.new} new, {report.updated} updated")
@@ -54,8 +68,8 @@ def sources() -> None:
     """Try sources and find new ones: test, discover."""
 
 
-#: How much of each teaser `sources test` shows.
-_TEASER_START = 70
+#: Width of the lines `sources test` wraps teasers to.
+_WRAP = 100
 
 
 @sources.command(
@@ -63,16 +77,20 @@ _TEASER_START = 70
 )
 @click.argument("newsletter")
 @click.argument("source", required=False)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Show the whole text of each item, not only the teaser readers get.",
+)
 @common
 @run_async
-async def sources_test(newsletter: str, source: str | None) -> None:
+async def sources_test(newsletter: str, source: str | None, full: bool) -> None:
     """Collect the sources of NEWSLETTER (or only SOURCE) without storing anything.
 
-    Prints what each source yields: date, category, region, title and the start of the
-    teaser, and every warning, so selectors can be tuned. The exit code is 1 if a
-    source failed.
+    Prints what each source yields: date, category, region, title and the teaser as
+    readers get it (cut to the newsletter's teaser_length; --full: the whole text), and
+    every warning, so selectors can be tuned. The exit code is 1 if a source failed.
     """
-    from digest.issue.compose import teaser_for
     from digest.sources.collect import try_sources
 
     settings = state().settings()
@@ -89,9 +107,9 @@ async def sources_test(newsletter: str, source: str | None) -> None:
         click.echo(f"{len(outcome.articles)} articles")
         for article in outcome.articles:
             when = article.published.astimezone(chosen.zone).strftime("%Y-%m-%d %H:%M")
-            teaser = teaser_for(article.summary or article.content, _TEASER_START)
             click.echo(f"- {when}  {article.category}  {article.region or '-'}  {article.title}")
-            click.echo(f"    {teaser or '(no teaser)'}")
+            for line in _teaser_lines(article, chosen.teaser_length, full=full):
+                click.echo(f"    {line}")
             click.echo(f"    {article.link}")
     if failed:
         raise SystemExit(1)
@@ -99,6 +117,21 @@ async def sources_test(newsletter: str, source: str | None) -> None:
 
 #: How much of each teaser the preview of `sources discover` shows.
 _PREVIEW_TEASER = 160
+
+
+def _teaser_lines(article: Article, limit: int, *, full: bool) -> list[str]:
+    """The teaser of ``article`` as compose makes it (or, ``full``, its whole text),
+    wrapped; "(no teaser)" when it has none."""
+    import textwrap
+
+    from digest.issue.compose import plain_text, teaser_for
+
+    if full:
+        teaser = plain_text(article.summary) or plain_text(article.content)
+    else:
+        teaser = teaser_for(article.summary, limit) or teaser_for(article.content, limit)
+    lines = textwrap.wrap(teaser, _WRAP, break_long_words=False, break_on_hyphens=False)
+    return lines or ["(no teaser)"]
 
 
 @sources.command(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -161,23 +164,61 @@ class _stop_on_signals:
 
 
 class _progress:
-    """A rich progress bar on a terminal; nothing otherwise."""
+    """The send's progress on stderr: the count (n/N, N as far as planned), the rate
+    and the time left. On a terminal a rich progress bar; elsewhere (cron, systemd) a
+    log line every :attr:`EVERY` seconds."""
+
+    #: Seconds between two log lines outside a terminal.
+    EVERY = 5.0
+    log = logging.getLogger("digest.cli.send")
 
     def __enter__(self) -> Callable[[int, int], None] | None:
+        self._started = time.monotonic()
+        self._bar: Any = None
         if not sys.stderr.isatty():
-            self._bar = None
-            return None
-        from rich.progress import Progress
+            if self.log.getEffectiveLevel() > logging.INFO:
+                self.log.setLevel(logging.INFO)  # the CLI's default level is WARNING
+            self._logged = self._started
+            return self._log_line
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self._bar = Progress(transient=True)
+        self._bar = Progress(
+            TextColumn("sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.percentage:>3.0f} %"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[left]}"),
+            console=Console(stderr=True),
+            transient=True,
+        )
         self._bar.start()
-        task = self._bar.add_task("sending", total=None)
+        task = self._bar.add_task("sending", total=None, rate="", left="")
 
         def update(done: int, total: int) -> None:
-            assert self._bar is not None
-            self._bar.update(task, completed=done, total=total)
+            rate, left = self._figures(done, total)
+            self._bar.update(task, completed=done, total=total, rate=rate, left=left)
 
         return update
+
+    def _figures(self, done: int, total: int) -> tuple[str, str]:
+        """The rate so far and the time left at that rate, as text."""
+        seconds = time.monotonic() - self._started
+        if done < 1 or seconds <= 0:
+            return "", ""
+        rate = done / seconds
+        left = timedelta(seconds=round(max(total - done, 0) / rate))
+        return f"{rate:.1f} messages/s", f"about {left} left"
+
+    def _log_line(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._logged < self.EVERY:
+            return
+        self._logged = now
+        rate, left = self._figures(done, total)
+        share = f" ({100 * done // total} %)" if total else ""
+        self.log.info("sent %d/%d%s, %s, %s", done, total, share, rate, left)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from digest.cli.base import CannotWrite, cli, common, echo_err, example, state
+from digest.config import Settings
 from digest.core.errors import DigestError
 
 
@@ -31,18 +32,26 @@ def subscribers() -> None:
     help="How these readers consented; kept as proof with each new membership.",
 )
 @click.option("--dry-run", is_flag=True, help="Check and count every row, write nothing.")
+@click.option(
+    "--delimiter",
+    metavar="CHAR",
+    callback=lambda _ctx, _param, value: _delimiter(value),
+    help='What separates the fields: "," or ";" or "tab" (default: guessed from the file).',
+)
 @common
-def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
+def import_(file: Path, list_name: str, consent: str, dry_run: bool, delimiter: str | None) -> None:
     """Import subscribers from a CSV file into a list.
 
     Columns: email, name, categories, regions, locale (categories and regions separated
-    by "|"; empty means everything). Each bad row is reported with the line it starts on
-    (the first 1000 of them; the rest are counted) and skipped; every good row is
-    imported, and the exit code is then 1 so that a script notices. Addresses are
-    unique in any spelling: a row whose address differs from a stored one only in case
-    updates that subscriber. An address on the suppression list (unsubscribed, bounced,
-    complained, erased) is counted as suppressed and neither added nor reactivated. The
-    good rows go in as one transaction: all of them, or none if the store fails.
+    by "|"; empty means everything). Fields are separated by commas, or by semicolons as
+    German Excel saves "CSV": the delimiter is guessed unless --delimiter names it. Each
+    bad row is reported with the line it starts on (the first 1000 of them; the rest are
+    counted) and skipped; every good row is imported, and the exit code is then 1 so
+    that a script notices. Addresses are unique in any spelling: a row whose address
+    differs from a stored one only in case updates that subscriber. An address on the
+    suppression list (unsubscribed, bounced, complained, erased) is counted as suppressed
+    and neither added nor reactivated. The good rows go in as one transaction: all of
+    them, or none if the store fails.
     """
     from digest.audience.subscribers import import_csv
     from digest.ops import jobs
@@ -61,9 +70,12 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
             smtputf8=settings.smtp.smtputf8,
             consent=consent,
             dry_run=dry_run,
+            delimiter=delimiter,
         )
     finally:
         store.close()
+    if unused := _unused_list(settings, list_name):
+        echo_err(f"warning: {unused}")
     for error in report.errors:
         echo_err(f"warning: {file}: {error}; row skipped")
     unlisted = report.error_count - len(report.errors)
@@ -88,37 +100,80 @@ def import_(file: Path, list_name: str, consent: str, dry_run: bool) -> None:
         raise SystemExit(1)
 
 
+def _delimiter(value: str | None) -> str | None:
+    """The --delimiter as one character ("tab" and "\\t" for a tab)."""
+    if value is None:
+        return None
+    if value.lower() in ("tab", "\\t"):
+        return "\t"
+    if len(value) != 1 or value in '"|\r\n' or value.isalnum():
+        raise click.BadParameter(
+            f"{value!r} is not a delimiter; give one character such as ',' or ';', or 'tab'"
+        )
+    return value
+
+
+def _unused_list(settings: Settings, list_name: str) -> str | None:
+    """What to say when no segment of any newsletter draws on ``list_name``."""
+    import difflib
+
+    from digest.audience.memberships import newsletters_by_list
+
+    used = sorted(newsletters_by_list(settings))
+    if list_name in used:
+        return None
+    # Both ways round: SequenceMatcher's ratio depends on the order of its arguments.
+    score = {
+        name: max(
+            difflib.SequenceMatcher(None, list_name, name).ratio(),
+            difflib.SequenceMatcher(None, name, list_name).ratio(),
+        )
+        for name in used
+    }
+    close = [name for name in sorted(used, key=lambda n: -score[n]) if score[name] >= 0.5]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (
+        f"no segment of any newsletter draws on the list {list_name!r}, so its readers "
+        f"get no newsletter (lists in use: {', '.join(used) or 'none'}){hint}"
+    )
+
+
 @subscribers.command(
-    "list", epilog=example("digest subscribers list --list allgemein --status bounced")
+    "list", epilog=example("digest subscribers list --list allgemein --status unsubscribed")
 )
 @click.option("--list", "list_name", help="Only the subscribers of this list.")
 @click.option(
     "--status",
     help="Only subscribers with this status (active, unsubscribed, bounced, complained, "
-    "suppressed, erased).",
+    "suppressed, erased); on --list, the state of that membership.",
 )
 @common
 def list_(list_name: str | None, status: str | None) -> None:
     """Show how many subscribers have each status, then one row per subscriber.
 
-    Rows are tab-separated: email, name, status, lists.
+    Rows are tab-separated: email, name, status, and each list with the state of that
+    membership (allgemein:unsubscribed,bayern:active). A reader unsubscribes from a
+    newsletter (one click, the preferences, a mail): a membership is 'unsubscribed'
+    once its reader has left every newsletter whose segments draw on that list. The
+    status is 'unsubscribed' once no membership is active; with --list, it is the
+    state of that membership.
     """
+    from digest.audience.memberships import list_subscribers
     from digest.ops import jobs
 
     settings = state().settings()
     store = jobs.open_store(settings)
     try:
-        counts = store.status_counts(list_name=list_name)
-        rows = store.subscriber_rows(list_name=list_name, status=status)
+        counts, rows = list_subscribers(settings, store, list_name=list_name, status=status)
     finally:
         store.close()
     total = sum(counts.values())
     parts = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
     where = f" in list {list_name!r}" if list_name else ""
     click.echo(f"{total} subscribers{where}" + (f": {parts}" if parts else ""))
-    for subscriber, row_status in rows:
-        lists = ",".join(sorted(subscriber.lists))
-        click.echo(f"{subscriber.email}\t{subscriber.name}\t{row_status}\t{lists}")
+    for row in rows:
+        subscriber = row.subscriber
+        click.echo(f"{subscriber.email}\t{subscriber.name}\t{row.status}\t{row.memberships_text()}")
 
 
 @subscribers.command(

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from digest.config.settings import Settings
 
 __all__ = [
+    "CRONTAB_NICKNAMES",
+    "crontab_fields",
     "crontab_trigger",
     "cron_problem",
     "trigger_for",
@@ -31,10 +33,36 @@ __all__ = [
 
 _CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
+#: The nicknames crontab(5) knows, with the five fields each stands for.
+CRONTAB_NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def crontab_fields(expression: str) -> str:
+    """The five fields of a crontab expression: a nickname (``@weekly``) spelled out,
+    anything else as it is. ``@reboot`` names no time and is a ValueError."""
+    name = expression.strip().lower()
+    if name == "@reboot":
+        raise ValueError("@reboot names no time; digest runs on a schedule of times")
+    if name.startswith("@"):
+        if name not in CRONTAB_NICKNAMES:
+            known = ", ".join(CRONTAB_NICKNAMES)
+            raise ValueError(f"unknown nickname {expression.strip()!r} (known: {known})")
+        return CRONTAB_NICKNAMES[name]
+    return expression
+
 
 def crontab_trigger(expression: str, zone: ZoneInfo) -> CronTrigger:
-    """A trigger for a five-field crontab expression, weekdays counted as crontab does."""
-    fields = expression.split()
+    """A trigger for a five-field crontab expression or a nickname (``@weekly``),
+    weekdays counted as crontab does."""
+    fields = crontab_fields(expression).split()
     if len(fields) == 5:
         fields[4] = _weekday_names(fields[4])
     return CronTrigger.from_crontab(" ".join(fields), timezone=zone)
@@ -87,7 +115,7 @@ def cron_problem(value: str) -> str | None:
     # With both day of month and weekday restricted (neither starts with '*'), crontab
     # runs when either matches and APScheduler only when both do. Such an expression is
     # refused rather than run on other days than a reader of crontab(5) expects.
-    day, weekday = value.split()[2::2]
+    day, weekday = crontab_fields(value).split()[2::2]
     if not day.startswith("*") and not weekday.startswith("*"):
         return (
             f"{value!r} restricts both day of month ({day!r}) and weekday ({weekday!r}): "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -65,9 +66,7 @@ class _Reader:
                 continue
             setting = by_name.get(key)
             if setting is None:
-                close = [s for s in by_name if s.replace("_", "") == key.replace("_", "")]
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.error(dotted, f"unknown key{hint}")
+                raise self.error(dotted, f"unknown key{_did_you_mean(key, [*by_name, *children])}")
             expected = setting.type
             ok = isinstance(value, expected) and not (
                 isinstance(value, bool) and expected in (int, (int, float))
@@ -101,6 +100,13 @@ class _Reader:
         if not isinstance(data, list):
             raise self.error(where, "must be an array of tables ([[" + section + "]])")
         return data
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    """`` (did you mean 'schedule'?)`` for the known key closest to ``key``, or ''."""
+    close = [k for k in known if k.replace("_", "") == key.replace("_", "")]
+    close = close or difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_settings(

@@ -162,7 +162,9 @@ NEWSLETTER = [
         str,
         "0 7 * * mon",
         "Cron expression (minute hour day month weekday; "
-        "0 and 7 are Sunday) of the weekly run, in `timezone`. Day of month and weekday "
+        "0 and 7 are Sunday) of the weekly run, in `timezone`, or a nickname of crontab "
+        "(`@hourly`, `@daily` or `@midnight`, `@weekly`: Sunday 00:00, `@monthly`, "
+        "`@yearly` or `@annually`). Day of month and weekday "
         "cannot both be restricted (crontab would run when either matches).",
         cron_problem,
     ),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -79,6 +80,7 @@ async def send_issue(
     who subscribed after it went out (two reads of every subscriber once the audience is
     fixed); a cluster's send slice, one of many, leaves that to ``digest status``.
     """
+    clock = time.monotonic()
     now = now or datetime.now(UTC)
     # Before anything is planned or sent: an issue that awaits review never goes out.
     require_approval(store, newsletter, issue.key)
@@ -109,6 +111,7 @@ async def send_issue(
     await in_ledger_thread(planning.settle)
     _report_after(store, newsletter, record, report, personalizer, planning, now,
                   lists=lists, suppressed=suppressed, audience=audience)  # fmt: skip
+    report.seconds = time.monotonic() - clock
     log.debug(report.summary())  # the caller says it (the CLI, the job's log)
     return report
 

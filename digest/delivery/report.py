@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 __all__ = ["AudienceCounts", "DeliveryReport", "Progress"]
 
@@ -73,6 +73,7 @@ class DeliveryReport(AudienceCounts):
     next_retry: datetime | None = None
     zone: tzinfo = UTC  # in which next_retry is shown
     sent_by: list[int] = field(default_factory=list)  # per sender process, when several
+    seconds: float = 0.0  # how long the run took (0: not measured)
 
     @property
     def finished(self) -> bool:
@@ -116,4 +117,15 @@ class DeliveryReport(AudienceCounts):
             if self.next_retry is not None:
                 when = self.next_retry.astimezone(self.zone)
                 text += f", next retry due {when:%Y-%m-%d %H:%M:%S %Z}"
+        if self.seconds > 0:
+            text += f"; took {self.duration()}"
+            tried = self.sent + self.failed + self.deferred
+            if tried:
+                text += f", {tried / self.seconds:.1f} messages/s"
         return text
+
+    def duration(self) -> str:
+        """``seconds`` as ``12.3 s`` or, from a minute on, ``1:02:03``."""
+        if self.seconds < 60:
+            return f"{self.seconds:.1f} s"
+        return str(timedelta(seconds=round(self.seconds)))

@@ -187,7 +187,8 @@ def archive_page(
     return ArchivePage(
         archived=_archived(settings, newsletter, record, sent_at),
         issue=prepared.issue,
-        subject=variant.issue.subject,
+        # The issue's subject as stored when it went out, as the list and feed show it.
+        subject=record.subject,
         html=sanitised_body(html),
     )
 

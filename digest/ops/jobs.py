@@ -79,10 +79,12 @@ async def collect(
     newsletter_id: str | None = None,
     *,
     now: datetime | None = None,
+    force: bool = False,
 ) -> list[CollectReport]:
-    """Collect every newsletter's sources (or one newsletter's)."""
+    """Collect every newsletter's sources (or one newsletter's); ``force``: see
+    :func:`~digest.sources.collect.collect_newsletter`."""
     chosen = [settings.newsletter(newsletter_id)] if newsletter_id else list(settings.newsletters)
-    return [await collect_newsletter(settings, store, n, now=now) for n in chosen]
+    return [await collect_newsletter(settings, store, n, now=now, force=force) for n in chosen]
 
 
 async def send(
@@ -148,7 +150,9 @@ async def send_due(
         # A 'composed' issue here has an audience not planned completely: always go on.
         if record.status != "composed" and not store.due_deliveries(record.id, datetime.now(UTC)):
             continue
-        prepared = prepare_issue(store, newsletter, key, now, save=False)
+        # Still 'composed', the issue is composed again from its window as the first run
+        # did: saved, so its stored subject and articles are those it goes on with.
+        prepared = prepare_issue(store, newsletter, key, now, save=record.status == "composed")
         if prepared is None or prepared.record is None:
             continue
         reports.append(

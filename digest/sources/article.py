@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import html
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from digest.core.limits import MAX_SUMMARY
 from digest.core.models import Article
 from digest.core.sentences import cut_text
 from digest.sources.describe import Described, choose, describe_page, text_key
-from digest.sources.fetch import fetch_bytes
 from digest.sources.robots import Guest
 from digest.sources.worker import WorkerFailed, WorkerTimeout, run_in_worker
 
@@ -57,21 +57,29 @@ async def add_teasers(
     now: datetime,
     deadline: float | None = None,
     teaser_length: int = MAX_SUMMARY,
+    stored: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
 ) -> tuple[tuple[Article, ...], tuple[str, ...]]:
     """``articles``, those without a teaser given one from their page; and notes on failures.
 
-    Only articles newer than ``source.max_age_days`` are looked at, at most
-    :data:`MAX_ARTICLE_PAGES` of them; a page that cannot be fetched leaves its article as
+    An article the store has already (``stored`` gives the stored summary of each uid
+    it has) keeps the teaser stored with it, or none: its page was fetched by an earlier
+    run, and a site sees each article page once. Of the others, only articles newer
+    than ``source.max_age_days`` are looked at, at most :data:`MAX_ARTICLE_PAGES` of
+    them; a page that cannot be fetched leaves its article as
     it was and is counted in the notes. Pages not read by ``deadline`` (in the event
     loop's clock) are left as they are too, and a note says how many. A teaser is at
     most ``teaser_length`` characters: what the newsletter shows.
     """
     cutoff = now - timedelta(days=source.max_age_days)
-    wanted = [
-        i
-        for i, a in enumerate(articles)
-        if not a.summary.strip() and not a.content.strip() and a.published >= cutoff
-    ][:MAX_ARTICLE_PAGES]
+    bare = [i for i, a in enumerate(articles) if not a.summary.strip() and not a.content.strip()]
+    known = stored([articles[i].uid for i in bare]) if stored is not None and bare else {}
+    result = list(articles)
+    for i in bare:
+        if known.get(articles[i].uid):
+            result[i] = dataclasses.replace(articles[i], summary=known[articles[i].uid])
+    wanted = [i for i in bare if articles[i].uid not in known and articles[i].published >= cutoff][
+        :MAX_ARTICLE_PAGES
+    ]
     pages, problems, notes = await _read_pages(
         [articles[i] for i in wanted],
         source,
@@ -86,7 +94,6 @@ async def add_teasers(
     for page in pages.values():
         on_pages.update({text_key(text) for _, text in page.candidates})
     shared = {key for key, n in on_pages.items() if n > 1}
-    result = list(articles)
     for index in wanted:
         article = articles[index]
         if (described := pages.get(article.link)) is None:
@@ -124,10 +131,8 @@ async def _read_pages(
         page_source = dataclasses.replace(source, url=article.link)
         try:
             async with asyncio.timeout_at(deadline):
-                await guest.check(article.link, page_source, client=client, base_dir=base_dir)
-                download = await fetch_bytes(
-                    page_source, None, client=client, base_dir=base_dir, pacer=guest.pacer
-                )
+                # Robots.txt of the page and of every site a redirect leads to.
+                download = await guest.fetch(page_source, None, client=client, base_dir=base_dir)
                 pages[article.link] = await run_in_worker(
                     _describe_in_worker,
                     (download.data, download.content_type, room),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -78,6 +78,7 @@ async def _fetch_one(
     client: httpx.AsyncClient,
     guest: Guest,
     now: datetime,
+    stored_summaries: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
 ) -> FetchResult | SourceError:
     """One source fetched; its failure returned, not raised, so the others go on."""
     try:
@@ -89,6 +90,7 @@ async def _fetch_one(
             base_dir=settings.base_dir,
             guest=guest,
             now=now,
+            stored_summaries=stored_summaries,
         )
     except SourceError as exc:
         return exc
@@ -103,12 +105,17 @@ async def collect_newsletter(
     now: datetime | None = None,
     sources: Sequence[SourceSettings] | None = None,
     guest: Guest | None = None,
+    force: bool = False,
 ) -> CollectReport:
     """Fetch every source of ``newsletter`` (or only ``sources``, some of them)
     concurrently and save the articles.
 
     ``guest`` (its pacing and robots.txt rules) may be shared with other collect runs,
-    so that sources of several newsletters on one host take turns too.
+    so that sources of several newsletters on one host take turns too. An article the
+    store has already keeps its stored teaser: its page is fetched once
+    (``fetch_articles``). ``force`` fetches every source in full: no conditional GET,
+    so a server answers 200 with the whole feed or page even when it has not changed,
+    and article pages are fetched again.
     """
     now = now or datetime.now(UTC)
     chosen = list(newsletter.sources if sources is None else sources)
@@ -116,17 +123,22 @@ async def collect_newsletter(
     own_client = client is None
     client = client or new_http_client(settings.user_agent)
     guest = guest or Guest(settings.user_agent, settings.host_delay)
+
+    def stored(uids: Sequence[str]) -> Mapping[str, str]:
+        return store.stored_summaries(newsletter.id, uids)
+
     try:
         outcomes = await asyncio.gather(
             *(
                 _fetch_one(
                     settings,
-                    FetchState(*store.source_state(newsletter.id, source.name)),
+                    None if force else FetchState(*store.source_state(newsletter.id, source.name)),
                     newsletter,
                     source,
                     client,
                     guest,
                     now,
+                    None if force else stored,
                 )
                 for source in chosen
             )

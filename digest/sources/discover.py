@@ -29,7 +29,6 @@ from digest.config import (
 from digest.core.errors import SourceError
 from digest.core.models import Article
 from digest.sources.feed import _web_url
-from digest.sources.fetch import fetch_bytes
 from digest.sources.listing import decode_html, parse_listing
 from digest.sources.proposal import propose
 from digest.sources.robots import Guest
@@ -100,10 +99,8 @@ async def discover(
     if _web_url(url, None) is None:
         raise SourceError(url, "not an http(s) URL")
     try:
-        await guest.check(url, source, client=client, base_dir=base_dir)
-        download = await fetch_bytes(
-            source, None, client=client, base_dir=base_dir, pacer=guest.pacer
-        )
+        # Robots.txt of the page and of every site a redirect leads to.
+        download = await guest.fetch(source, None, client=client, base_dir=base_dir)
     except SourceError as exc:
         if allow_private or not _NOT_PUBLIC.search(exc.reason):
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -33,8 +34,13 @@ async def fetch_any(
     base_dir: Path,
     guest: Guest,
     now: datetime,
+    stored_summaries: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
 ) -> FetchResult:
-    """The Articles of ``source`` by its ``kind``; a failure is a SourceError."""
+    """The Articles of ``source`` by its ``kind``; a failure is a SourceError.
+
+    ``stored_summaries`` gives the stored summary of each uid the store has: an article
+    it has is given that summary, and its page is not fetched again (``fetch_articles``).
+    """
     deadline = asyncio.get_running_loop().time() + source.time_limit
     if source.kind == "html":
         result = await fetch_listing(
@@ -62,5 +68,6 @@ async def fetch_any(
         now=now,
         deadline=deadline,
         teaser_length=newsletter.teaser_length,
+        stored=stored_summaries,
     )
     return dataclasses.replace(result, articles=articles, warnings=result.warnings + notes)

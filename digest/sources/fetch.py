@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,13 +62,17 @@ class FetchResult:
 
 @dataclass(frozen=True)
 class Download:
-    """The raw body of a source; ``url`` is the final URL after redirects (None on disk)."""
+    """The raw body of a source; ``url`` is the final URL after redirects (None on disk).
+
+    ``truncated``: the body went on beyond ``max_bytes`` and ``data`` is its start (only
+    when the fetch was asked to ``truncate``)."""
 
     data: bytes
     state: FetchState
     url: str | None = None
     content_type: str | None = None
     not_modified: bool = False
+    truncated: bool = False
 
 
 class HostPacer:
@@ -131,28 +135,41 @@ async def fetch_bytes(
     client: httpx.AsyncClient,
     base_dir: Path,
     pacer: HostPacer | None = None,
+    check: Callable[[str], Awaitable[None]] | None = None,
+    truncate: bool = False,
 ) -> Download:
     """Fetch ``source.url`` over HTTP(S), or read it from disk when it is a path or file URL.
 
     ``source.timeout`` bounds the whole HTTP exchange, redirects included; the body is
     read up to ``source.max_bytes`` and aborted beyond that, whatever Content-Length says.
     With a ``pacer``, each request (each redirect hop too) waits for its host's turn.
+    ``check`` is awaited with each URL a redirect leads to before it is requested (the
+    robots.txt of its site, see :meth:`digest.sources.robots.Guest.fetch`); it raises to
+    refuse it. With ``truncate`` an HTTP body longer than ``source.max_bytes`` is cut
+    there (``Download.truncated``) instead of failing.
     """
     scheme = urlsplit(source.url).scheme.lower()
     if scheme in ("http", "https"):
-        return await _fetch_http(source, state or FetchState(), client, pacer or HostPacer())
+        return await _fetch_http(
+            source, state or FetchState(), client, pacer or HostPacer(), check, truncate
+        )
     path = _local_path(source, base_dir)
     data = await asyncio.to_thread(_read_file, source, path)
     return Download(data=data, state=FetchState())
 
 
 async def _fetch_http(
-    source: SourceSettings, state: FetchState, client: httpx.AsyncClient, pacer: HostPacer
+    source: SourceSettings,
+    state: FetchState,
+    client: httpx.AsyncClient,
+    pacer: HostPacer,
+    check: Callable[[str], Awaitable[None]] | None,
+    truncate: bool,
 ) -> Download:
     try:
         async with asyncio.timeout(source.timeout):
             with allowing_private(source.allow_private):
-                return await _get(source, state, client, pacer)
+                return await _get(source, state, client, pacer, check, truncate)
     except (TimeoutError, httpx.TimeoutException):
         raise SourceError(source.name, f"timed out after {source.timeout:g} s") from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -160,7 +177,12 @@ async def _fetch_http(
 
 
 async def _get(
-    source: SourceSettings, state: FetchState, client: httpx.AsyncClient, pacer: HostPacer
+    source: SourceSettings,
+    state: FetchState,
+    client: httpx.AsyncClient,
+    pacer: HostPacer,
+    check: Callable[[str], Awaitable[None]] | None,
+    truncate: bool = False,
 ) -> Download:
     headers = {}
     if state.etag:
@@ -168,11 +190,13 @@ async def _get(
     if state.last_modified:
         headers["If-Modified-Since"] = state.last_modified
     url = httpx.URL(source.url)
-    for _ in range(MAX_REDIRECTS + 1):
+    for hop in range(MAX_REDIRECTS + 1):
         if url.scheme not in ("http", "https"):
             raise SourceError(source.name, f"redirect to a URL that is not http(s): {url}")
         if (problem := await refusal(url)) is not None:
             raise SourceError(source.name, f"refused to fetch {url}: {problem}")
+        if hop and check is not None:
+            await check(str(url))
         async with (
             pacer.turn(url.host),
             client.stream(
@@ -188,7 +212,7 @@ async def _get(
             if not 200 <= status < 300:
                 what = f"HTTP {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
                 raise SourceStatusError(source.name, f"{what} from {url}", status)
-            data = await _read_capped(response, source)
+            data, truncated = await _read_capped(response, source, truncate)
             return Download(
                 data=data,
                 state=FetchState(
@@ -196,24 +220,31 @@ async def _get(
                 ),
                 url=str(url),
                 content_type=response.headers.get("content-type"),
+                truncated=truncated,
             )
     raise SourceError(source.name, f"more than {MAX_REDIRECTS} redirects from {source.url}")
 
 
-async def _read_capped(response: httpx.Response, source: SourceSettings) -> bytes:
+async def _read_capped(
+    response: httpx.Response, source: SourceSettings, truncate: bool = False
+) -> tuple[bytes, bool]:
+    """The body up to ``source.max_bytes``, and whether it went on beyond (``truncate``);
+    without ``truncate`` a longer body is a SourceError."""
     declared = response.headers.get("content-length", "")
     encoded = response.headers.get("content-encoding", "identity") != "identity"
-    if declared.isdigit() and int(declared) > source.max_bytes and not encoded:
+    if declared.isdigit() and int(declared) > source.max_bytes and not encoded and not truncate:
         raise _too_large(source)
     chunks: list[bytes] = []
     size = 0
     # aiter_bytes() yields decoded bytes, so the cap also holds for a compressed body.
     async for chunk in response.aiter_bytes():
         size += len(chunk)
-        if size > source.max_bytes:
-            raise _too_large(source)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if size > source.max_bytes:
+            if not truncate:
+                raise _too_large(source)
+            return b"".join(chunks)[: source.max_bytes], True
+    return b"".join(chunks), False
 
 
 def _local_path(source: SourceSettings, base_dir: Path) -> Path:

@@ -33,7 +33,7 @@ from digest.core.errors import SourceError
 from digest.core.models import Article, Image
 from digest.sources.dates import find_date
 from digest.sources.feed import _Item, _Mapper, _web_url
-from digest.sources.fetch import FetchResult, FetchState, fetch_bytes
+from digest.sources.fetch import FetchResult, FetchState
 from digest.sources.robots import Guest
 from digest.sources.worker import WorkerFailed, WorkerTimeout, run_in_worker
 
@@ -373,8 +373,7 @@ async def _fetch_page(
 ) -> tuple[ListingPage | None, FetchState, bool]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + source.timeout
-    await guest.check(source.url, source, client=client, base_dir=base_dir)
-    download = await fetch_bytes(source, state, client=client, base_dir=base_dir, pacer=guest.pacer)
+    download = await guest.fetch(source, state, client=client, base_dir=base_dir)
     if download.not_modified:
         return None, download.state, True
     page_url = download.url

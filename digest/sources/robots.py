@@ -17,11 +17,12 @@ from protego import Protego
 
 from digest.config import SourceSettings
 from digest.core.errors import SourceError, SourceStatusError
-from digest.sources.fetch import USER_AGENT, HostPacer, fetch_bytes
+from digest.sources.fetch import USER_AGENT, Download, FetchState, HostPacer, fetch_bytes
 
 __all__ = ["Guest", "ROBOTS_MAX_BYTES", "MAX_CRAWL_DELAY"]
 
-#: Google reads the first 500 KiB of a robots.txt; so does digest.
+#: The first 500 KiB of a robots.txt are read, the least RFC 9309 asks a crawler to
+#: parse; the rest of a longer file is left out.
 ROBOTS_MAX_BYTES = 500 * 1024
 #: A longer Crawl-delay is honoured as this many seconds.
 MAX_CRAWL_DELAY = 60.0
@@ -58,13 +59,33 @@ class Guest:
         if not rules.can_fetch(url, self.user_agent):
             raise SourceError(source.name, f"robots.txt of {origin} does not allow {url}")
 
+    async def fetch(
+        self,
+        source: SourceSettings,
+        state: FetchState | None,
+        *,
+        client: httpx.AsyncClient,
+        base_dir: Path,
+    ) -> Download:
+        """``source.url`` fetched as a crawler fetches it: if robots.txt allows it, and
+        each URL a redirect leads to only if the robots.txt of that URL's site allows
+        it too (a SourceError otherwise); at the pace of :attr:`pacer`."""
+
+        async def allowed(url: str) -> None:
+            await self.check(url, source, client=client, base_dir=base_dir)
+
+        await allowed(source.url)
+        return await fetch_bytes(
+            source, state, client=client, base_dir=base_dir, pacer=self.pacer, check=allowed
+        )
+
     async def _load(
         self, origin: str, source: SourceSettings, client: httpx.AsyncClient, base_dir: Path
     ) -> Protego | None:
         robots = dataclasses.replace(source, url=f"{origin}/robots.txt", max_bytes=ROBOTS_MAX_BYTES)
         try:
             download = await fetch_bytes(
-                robots, None, client=client, base_dir=base_dir, pacer=self.pacer
+                robots, None, client=client, base_dir=base_dir, pacer=self.pacer, truncate=True
             )
         except SourceStatusError as exc:
             if 400 <= exc.status < 500:
@@ -72,8 +93,9 @@ class Guest:
             reason = f"robots.txt of {origin} unavailable ({exc.reason}), so nothing is fetched"
             raise SourceError(source.name, reason) from None
         except SourceError as exc:
-            if exc.reason.startswith("response larger"):
-                return None
             reason = f"robots.txt of {origin} unavailable ({exc.reason}), so nothing is fetched"
             raise SourceError(source.name, reason) from None
-        return Protego.parse(download.data.decode("utf-8", errors="replace"))
+        data = download.data
+        if download.truncated:  # a line cut in the middle would be another rule
+            data = data[: data.rfind(b"\n") + 1]
+        return Protego.parse(data.decode("utf-8", errors="replace"))

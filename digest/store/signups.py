@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from digest.core.addresses import email_key
 from digest.core.models import Subscriber
@@ -183,9 +184,24 @@ class SignupStore:
         Returns the sign-up and whether this call confirmed it; None for a sign-up that
         does not exist (any more). A token is good for one confirmation: a sign-up
         confirmed before changes nothing, so replaying its link cannot undo a later
-        withdrawal (the lift happens in the same transaction as the confirmation).
+        withdrawal (the lift happens in the same transaction as the confirmation). When
+        an import adds the address at the same moment, the confirmation is done again
+        and finds that subscriber.
         """
         now = now or utc_now()
+        try:
+            return self._confirm_once(signup_id, join_list, interests, ip, now)
+        except IntegrityError:  # rolled back: the address is there now
+            return self._confirm_once(signup_id, join_list, interests, ip, now)
+
+    def _confirm_once(
+        self,
+        signup_id: int,
+        join_list: str,
+        interests: Interests,
+        ip: str | None,
+        now: datetime,
+    ) -> tuple[Signup, bool] | None:
         with self.engine.begin() as conn:
             # Only the request that sets confirmed_at goes on; a concurrent one waits or
             # finds it set.

@@ -17,6 +17,7 @@ from digest.core.errors import ConfigError, StoreError
 from digest.core.models import Article, DeliveryState, Image
 from digest.core.redact import MASK, redact_url
 from digest.store import schema as t
+from digest.store.articles import ArticleStore
 from digest.store.audit import AuditStore
 from digest.store.backup import create_private_file, sqlite_path
 from digest.store.bounces import BounceStore
@@ -99,6 +100,7 @@ class DeliveryRow:
 
 class Store(
     AuditStore,
+    ArticleStore,
     SignupStore,
     PrivacyStore,
     BounceStore,

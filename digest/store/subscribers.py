@@ -7,21 +7,25 @@ memberships; choosing who an issue goes to is the ledger's (digest.store.ledger)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from digest.core.addresses import email_key
+from digest.core.errors import StoreError
 from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.importing import ImportCounts, forget_seen, import_rows
-from digest.store.privacy import suppress_in
+from digest.store.privacy import KEY_CHECK_SCOPE, suppress_in
 from digest.store.sql import insert_ignoring_duplicates, transaction, utc_now
 
-__all__ = ["SubscriberStore", "subscriber_from_row"]
+__all__ = ["IMPORT_ATTEMPTS", "SubscriberStore", "subscriber_from_row"]
+
+#: Times an import is done again when another one added the same address meanwhile.
+IMPORT_ATTEMPTS = 3
 
 
 class SubscriberStore:
@@ -65,23 +69,54 @@ class SubscriberStore:
         See :func:`digest.store.importing.import_rows`: ``rows`` may be a stream, read
         a chunk at a time. With ``dry_run`` the same work is done and rolled back, so the
         counts are exactly what the import would give.
+        When another import or a sign-up adds one of the addresses meanwhile, the
+        transaction is rolled back and, for rows that can be read again (a sequence),
+        done again from what the store then holds; a StoreError says so if that keeps
+        happening, or at once for a stream, which cannot be read twice.
         """
+        attempts = IMPORT_ATTEMPTS if isinstance(rows, Sequence) else 1
+        for _attempt in range(attempts):
+            try:
+                return self._import_once(rows, list_name, consent, dry_run, now)
+            except IntegrityError:
+                continue  # rolled back: look the addresses up again
+            except OperationalError as exc:
+                if "database is locked" not in str(exc):
+                    raise
+                raise StoreError(
+                    "another import or a sign-up kept the SQLite store busy for longer than "
+                    "it waits; nothing of this import was written, run it again"
+                ) from None
+        raise StoreError(
+            "another import or a sign-up added some of these addresses at the same moment"
+            + (f" ({attempts} tries)" if attempts > 1 else "")
+            + "; nothing of this import was written, run it again"
+        )
+
+    def _import_once(
+        self,
+        rows: Iterable[tuple[int, Subscriber]],
+        list_name: str,
+        consent: str,
+        dry_run: bool,
+        now: datetime | None,
+    ) -> ImportCounts:
         with self.engine.connect() as conn:
-            transaction = conn.begin()
+            pending = conn.begin()
             try:
                 counts = import_rows(
                     conn, rows, list_name, consent=consent, hash_of=self.address_hash,
                     now=now or utc_now(),
                 )  # fmt: skip
             except BaseException:
-                transaction.rollback()
+                pending.rollback()
                 with contextlib.suppress(SQLAlchemyError):
                     forget_seen(conn)
                 raise
             if dry_run:
-                transaction.rollback()
+                pending.rollback()
             else:
-                transaction.commit()
+                pending.commit()
             forget_seen(conn)
         return counts
 
@@ -129,6 +164,31 @@ class SubscriberStore:
             )
         with self.engine.connect() as conn:
             return {status: int(n) for status, n in conn.execute(query).all()}
+
+    def withdrawals(self, subscribers: Sequence[Subscriber]) -> dict[int, set[str]]:
+        """The newsletters each of ``subscribers`` has left, by id: unsubscribed from
+        (one click, the preferences, a mail) or suppressed for that newsletter alone."""
+        ids = {s.id for s in subscribers if s.id is not None}
+        left: dict[int, set[str]] = {}
+        u, p = t.unsubscriptions.c, t.suppressions.c
+        with self.engine.connect() as conn:
+            for sid, newsletter in conn.execute(select(u.subscriber_id, u.newsletter)):
+                if sid in ids:
+                    left.setdefault(sid, set()).add(newsletter)
+            scoped: dict[str, set[str]] = {}
+            for digest_of, scope in conn.execute(
+                select(p.address_hash, p.scope).where(
+                    p.scope.not_in([t.ALL_NEWSLETTERS, KEY_CHECK_SCOPE])
+                )
+            ):
+                scoped.setdefault(digest_of, set()).add(scope)
+        if scoped:
+            for subscriber in subscribers:
+                if subscriber.id is not None and subscriber.email:
+                    found = scoped.get(self.address_hash(subscriber.email))
+                    if found:
+                        left.setdefault(subscriber.id, set()).update(found)
+        return left
 
     def subscriber_by_email(self, email: str) -> Subscriber | None:
         """The subscriber with this address in any spelling (case, IDNA), or None."""

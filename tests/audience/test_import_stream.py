@@ -187,7 +187,7 @@ async def test_the_command_lists_the_first_bad_rows_and_counts_the_rest(tmp_path
         encoding="utf-8",
     )
     code, out, err = await digest(
-        "subscribers", "import", "liste.csv", "--list", "l", "--consent", "Demo", cwd=tmp_path
+        "subscribers", "import", "liste.csv", "--list", "allgemein", "--consent", "Demo", cwd=tmp_path
     )
     assert code == 1
     warnings = err.strip().splitlines()
@@ -202,5 +202,5 @@ async def test_the_command_lists_the_first_bad_rows_and_counts_the_rest(tmp_path
     lines = ", ".join(str(n) for n in range(2, 22))
     assert out.strip() == (
         f"liste.csv: 2 imported, 0 updated, 0 unchanged, 0 suppressed, {bad} skipped "
-        f"(lines {lines}, …) in list 'l'"
+        f"(lines {lines}, …) in list 'allgemein'"
     )

@@ -68,10 +68,59 @@ def _error(data: dict, environ: dict | None = None) -> str:
 def test_unknown_key_is_named() -> None:
     data = demo()
     data["smtp"]["hots"] = "x"
-    assert _error(data) == "smtp.hots: unknown key"
+    assert _error(data) == "smtp.hots: unknown key (did you mean 'host'?)"
     data = demo()
     data["newsletters"][0]["sources"][1]["urll"] = "x"
-    assert "newsletters[0].sources[1].urll: unknown key" in _error(data)
+    assert "newsletters[0].sources[1].urll: unknown key (did you mean 'url'?)" in _error(data)
+    data = demo()
+    data["newsletters"][0]["shedule"] = "0 7 * * mon"
+    assert _error(data) == "newsletters[0].shedule: unknown key (did you mean 'schedule'?)"
+    data = demo()
+    data["newsletters"][0]["segmets"] = []  # a table of its own, not a setting
+    assert _error(data) == "newsletters[0].segmets: unknown key (did you mean 'segments'?)"
+    data = demo()
+    data["smtp"]["frobnicate"] = 1
+    assert _error(data) == "smtp.frobnicate: unknown key"
+
+
+@pytest.mark.parametrize(
+    ("nickname", "first", "second"),
+    [
+        ("@hourly", "2025-05-07 14:00", "2025-05-07 15:00"),
+        ("@daily", "2025-05-08 00:00", "2025-05-09 00:00"),
+        ("@midnight", "2025-05-08 00:00", "2025-05-09 00:00"),
+        ("@weekly", "2025-05-11 00:00", "2025-05-18 00:00"),  # Sundays
+        ("@monthly", "2025-06-01 00:00", "2025-07-01 00:00"),
+        ("@yearly", "2026-01-01 00:00", "2027-01-01 00:00"),
+        ("@Annually", "2026-01-01 00:00", "2027-01-01 00:00"),
+    ],
+)
+def test_crontab_nicknames_are_schedules(nickname: str, first: str, second: str) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from digest.config.cron import next_runs_of
+
+    data = demo()
+    data["newsletters"][0]["schedule"] = nickname
+    [newsletter] = parse_settings(data, environ={}).newsletters
+    now = datetime(2025, 5, 7, 13, 30, tzinfo=ZoneInfo("Europe/Berlin"))  # a Wednesday
+    runs = [next_runs_of(newsletter, now)]
+    runs.append(next_runs_of(newsletter, runs[0] + timedelta(seconds=1)))
+    assert [f"{run:%Y-%m-%d %H:%M}" for run in runs] == [first, second]
+
+
+def test_a_nickname_without_a_time_is_refused() -> None:
+    data = demo()
+    data["newsletters"][0]["schedule"] = "@reboot"
+    assert _error(data) == (
+        "newsletters[0].schedule: bad cron expression '@reboot': @reboot names no time; "
+        "digest runs on a schedule of times"
+    )
+    data["newsletters"][0]["schedule"] = "@fortnightly"
+    assert _error(data).startswith(
+        "newsletters[0].schedule: bad cron expression '@fortnightly': unknown nickname"
+    )
 
 
 def test_wrong_type_bad_cron_bad_zone() -> None:

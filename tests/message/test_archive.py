@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from html import escape
+from html import escape, unescape
 
 import feedparser
 import httpx
@@ -19,13 +19,15 @@ import pytest
 from digest.audience.segments import cut_for
 from digest.audience.tokens import preferences_url, unsubscribe_mailto, unsubscribe_url
 from digest.config import NewsletterSettings, Settings, StoreSettings
-from digest.core.models import Subscriber
+from digest.core.models import DeliveryState, Subscriber
 from digest.delivery.transport import SmtpPool
+from digest.issue.editing import apply_edit
 from digest.issue.prepare import prepare_issue
 from digest.message.archive import EVERY_CATEGORY, sanitised_body
 from digest.ops import jobs
 from digest.ops.demo import import_demo_lists
 from digest.store import Store
+from digest.store.ledger import Outcome, PlannedRow
 from digest.web.app import create_app
 from digest.web.security import ARCHIVE_CONTENT_SECURITY_POLICY
 from tests.smtp_server import RecordingServer
@@ -248,6 +250,56 @@ async def test_feed_is_atom_with_the_sent_issues_newest_first(sent: Archive) -> 
     assert feed.entries[0].summary.startswith("KW 5/2025")
     for value in _personal_values(sent):
         assert value.encode() not in response.content
+
+
+async def _subjects(archive: Archive, week: str) -> tuple[str, str, str]:
+    """The subject of ``week`` as the list, the feed and the issue page show it."""
+    async with archive.client() as client:
+        listed = (await client.get(f"/archive/{NL}/")).text
+        feed = feedparser.parse((await client.get(f"/archive/{NL}/feed.atom")).content)
+        page = (await client.get(f"/archive/{NL}/{week}")).text
+    [in_list] = re.findall(rf'<li><a href="{week}">([^<]*)</a>', listed)
+    [in_feed] = [entry.title for entry in feed.entries if entry.link.endswith(week)]
+    [on_page] = re.findall(r"<h1>([^<]*)</h1>", page)
+    return unescape(in_list), in_feed, unescape(on_page)
+
+
+async def test_one_subject_in_list_feed_and_page_after_edits(archive: Archive) -> None:
+    week, now = SENDS[1]
+    store, newsletter = archive.store, archive.newsletter
+    # A first run that was stopped after one message, before its whole audience was
+    # planned: the issue went out to one reader and is still 'composed', so editable.
+    prepared = prepare_issue(store, newsletter, week, now)
+    assert prepared is not None and prepared.record is not None
+    record, first_subject = prepared.record, prepared.record.subject
+    readers = sorted(store.active_subscribers(), key=lambda r: r.id or 0)[:3]
+    store.plan_rows(record.id, [PlannedRow(r.id or 0, r.email, ["allgemein"]) for r in readers])
+    [claimed] = store.claim_deliveries(
+        record.id, after_id=0, limit=1, stale_before=now, new_message_id=lambda: "<a@b>", now=now
+    )
+    store.record_outcomes([Outcome(claimed.id, DeliveryState.SENT, 250, "OK")], now=now)
+    assert await _subjects(archive, week) == (first_subject,) * 3
+
+    # An editor leaves out the top article: the composition's subject changes.
+    top = prepared.issue.sections[0].items[0].article
+    apply_edit(
+        store, newsletter, week, action="exclude", uid=top.uid, text=None, editor="erika", now=now
+    )
+    edited = prepare_issue(store, newsletter, week, now, save=False)
+    assert edited is not None and edited.issue.subject != first_subject
+    assert await _subjects(archive, week) == (first_subject,) * 3
+
+    # The retry pass goes on with the edited issue; from then on it is its subject.
+    settings = replace(archive.settings, smtp=archive.smtp.settings())
+    pool = SmtpPool(settings.smtp)
+    try:
+        [report] = await jobs.send_due(settings, store, pool, now=now)
+    finally:
+        await pool.close()
+    assert report.finished
+    assert await _subjects(archive, week) == (edited.issue.subject,) * 3
+    subjects = {_parse(data)["Subject"] for _sender, _rcpt, data in archive.smtp.messages}
+    assert top.title not in " ".join(subjects)
 
 
 async def test_empty_archive_has_an_empty_feed_and_list(archive: Archive) -> None:

@@ -40,6 +40,57 @@ async def test_sources_test_prints_what_a_source_yields_and_stores_nothing(
     assert not (site / "digest.db").exists()
 
 
+def _teaser_of(out: str, title: str) -> str:
+    """The teaser lines `sources test` printed under the item ``title``, joined."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith(title)) + 1
+    teaser = []
+    for line in lines[start:]:
+        if not line.startswith("    ") or line.startswith("    http"):
+            break
+        teaser.append(line.strip())
+    return " ".join(teaser)
+
+
+async def test_sources_test_shows_the_teaser_readers_get_and_full_the_whole_text(
+    site: Path,  # noqa: F811
+) -> None:
+    # Without `a.mehr` in the selectors' exclude the "mehr..." link stays out all the
+    # same (read-more links never reach a teaser); what shows is what readers get.
+    config = site / "config.toml"
+    config.write_text(
+        config.read_text().replace('exclude = ".datum, a.mehr"', 'exclude = ".datum"')
+    )
+    title = "Thüringen: Glasfaser erreicht letzte Landkreise"
+    code, out, err = await digest(
+        "sources", "test", "wochenueberblick", "Land und Kommune (Seite)", cwd=site
+    )
+    assert code == 0, err
+    assert _teaser_of(out, title) == (
+        "In allen Thüringer Landkreisen laufen nun geförderte Ausbauprojekte für Glasfaser. "
+        "Bis Ende 2026 sollen weitere 40.000 Haushalte in abgelegenen Ortsteilen einen "
+        "schnellen Anschluss erhalten."
+    )
+    assert max(len(line) for line in out.splitlines() if line.startswith("    ")) <= 104
+
+    # Longer than teaser_length (300): cut as the issue cuts it, whole with --full.
+    page = site / "examples" / "pages" / "kommunal-meldungen.html"
+    sentence = "Die Landkreise melden den Ausbau an das Ministerium. "
+    page.write_text(page.read_text().replace("erhalten.", "erhalten. " + sentence * 8, 1))
+    code, out, err = await digest(
+        "sources", "test", "wochenueberblick", "Land und Kommune (Seite)", cwd=site
+    )
+    assert code == 0, err
+    cut = _teaser_of(out, title)
+    assert len(cut) <= 300 and cut.endswith(".") and "mehr..." not in cut  # a whole sentence
+    code, out, err = await digest(
+        "sources", "test", "--full", "wochenueberblick", "Land und Kommune (Seite)", cwd=site
+    )
+    assert code == 0, err
+    whole = _teaser_of(out, title)
+    assert whole.startswith(cut) and whole.endswith((sentence * 8).strip())
+
+
 async def test_sources_test_names_an_unknown_source(site: Path) -> None:  # noqa: F811
     code, out, err = await digest("sources", "test", "wochenueberblick", "Gibt es nicht", cwd=site)
     assert code == 2 and out == ""

@@ -356,12 +356,102 @@ async def test_robots_txt_follows_the_configured_user_agent(server: FeedServer) 
         await collect(listing_source(f"{server.url}/land/"), guest=Guest("Kommunalbot/2.0"))
 
 
+async def test_a_robots_txt_over_500_kib_is_read_for_its_first_500_kib(
+    server: FeedServer,
+) -> None:
+    from digest.sources.robots import ROBOTS_MAX_BYTES
+
+    start = b"User-agent: digest\nDisallow: /land/\n"
+    filler = b"# " + b"x" * 97 + b"\n"
+    body = start + filler * (ROBOTS_MAX_BYTES // len(filler)) + b"Disallow: /spaet/\n"
+    assert len(body) > ROBOTS_MAX_BYTES > len(body) - len(b"Disallow: /spaet/\n") - 100
+    server.routes["/robots.txt"] = respond(body, content_type="text/plain")
+    server.routes["/land/"] = html_route(page(news()))
+    server.routes["/spaet/"] = html_route(page(news()))
+    guest = Guest()
+    with pytest.raises(SourceError, match="robots.txt of .* does not allow .*/land/"):
+        await collect(listing_source(f"{server.url}/land/"), guest=guest)
+    # The rule beyond the first 500 KiB is not read.
+    assert len((await collect(listing_source(f"{server.url}/spaet/"), guest=guest)).articles) == 1
+    assert paths(server) == ["/robots.txt", "/spaet/"]
+
+
 async def test_unreachable_robots_txt_refuses_everything(server: FeedServer) -> None:
     server.routes["/robots.txt"] = respond(b"", status=503, content_type="text/plain")
     server.routes["/land/"] = html_route(page(news()))
     with pytest.raises(SourceError, match="robots.txt .* unavailable .*HTTP 503"):
         await collect(listing_source(f"{server.url}/land/"))
     assert "/land/" not in paths(server)
+
+
+async def test_a_redirect_to_another_site_follows_that_sites_robots_txt(
+    server: FeedServer,
+) -> None:
+    with FeedServer() as other:  # another port: another origin
+        server.routes["/land/"] = respond(
+            b"", status=302, content_type="text/plain", Location=f"{other.url}/land/"
+        )
+        other.routes["/robots.txt"] = respond(
+            b"User-agent: digest\nDisallow: /land/\n", content_type="text/plain"
+        )
+        other.routes["/land/"] = html_route(page(news()))
+        with pytest.raises(
+            SourceError, match=f"robots.txt of {other.url} does not allow {other.url}/land/"
+        ):
+            await collect(listing_source(f"{server.url}/land/"))
+        assert paths(server) == ["/robots.txt", "/land/"]
+        assert paths(other) == ["/robots.txt"]
+
+        # Allowed there, the page is read; each site's robots.txt is fetched once a run.
+        other.routes["/robots.txt"] = respond(
+            b"User-agent: digest\nDisallow: /intern/\n", content_type="text/plain"
+        )
+        guest = Guest()
+        result = await collect(listing_source(f"{server.url}/land/"), guest=guest)
+        assert [a.title for a in result.articles] == ["Bayern: Ein Titel"]
+        await collect(listing_source(f"{server.url}/land/"), guest=guest)
+        assert paths(other)[1:] == ["/robots.txt", "/land/", "/land/"]
+
+
+async def test_a_redirect_within_a_site_follows_its_robots_txt(server: FeedServer) -> None:
+    server.routes["/robots.txt"] = respond(
+        b"User-agent: *\nDisallow: /intern/\n", content_type="text/plain"
+    )
+    server.routes["/land/"] = respond(
+        b"", status=301, content_type="text/plain", Location="/intern/land/"
+    )
+    server.routes["/intern/land/"] = html_route(page(news()))
+    with pytest.raises(SourceError, match="does not allow .*/intern/land/"):
+        await collect(listing_source(f"{server.url}/land/"))
+    assert paths(server) == ["/robots.txt", "/land/"]
+
+
+def timed_route(body: bytes, times: list[tuple[str, float, float]]):
+    """A route that notes when each request came in and when its answer was sent."""
+    answer = html_route(body)
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        start = time.monotonic()
+        answer(handler)
+        times.append((handler.path, start, time.monotonic()))
+
+    return route
+
+
+async def test_crawl_delay_spaces_the_requests_to_a_site(server: FeedServer) -> None:
+    server.routes["/robots.txt"] = respond(
+        b"User-agent: OtherBot\nCrawl-delay: 30\n\nUser-agent: digest\nCrawl-delay: 1\n",
+        content_type="text/plain",
+    )
+    times: list[tuple[str, float, float]] = []
+    server.routes["/p1"] = timed_route(page(news(href="/a/1"), next_href="/p2"), times)
+    server.routes["/p2"] = timed_route(page(news(href="/a/2"), next_href="/p3"), times)
+    server.routes["/p3"] = timed_route(page(news(href="/a/3")), times)
+    result = await collect(listing_source(f"{server.url}/p1"))  # host_delay 0
+    assert len(result.articles) == 3
+    assert [path for path, _start, _end in times] == ["/p1", "/p2", "/p3"]
+    gaps = [later[1] - earlier[2] for earlier, later in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.95  # 1 s less the server's own clock slack
 
 
 async def test_one_request_at_a_time_per_host_with_a_delay(server: FeedServer) -> None:
