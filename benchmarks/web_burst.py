@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import queue
 import resource
 import signal
 import socket
@@ -372,7 +373,13 @@ def drive(server: Server, requests: list[bytes], connections: int, clients: int)
     time.sleep(0.5 + 0.2 * clients)  # connected and waiting
     cpu = server.cpu()
     go.set()
-    results = [out.get(timeout=900) for _ in children]
+    results: list[dict[str, Any]] = []
+    while len(results) < len(children):
+        try:
+            results.append(out.get(timeout=5))
+        except queue.Empty:
+            if any(child.exitcode not in (None, 0) for child in children):
+                raise SystemExit("a load generator process failed") from None
     server_cpu = server.cpu() - cpu
     for child in children:
         child.join()

@@ -56,7 +56,6 @@ from digest.web.pages import (
     not_found,
     render,
     settings_of,
-    store_of,
 )
 from digest.web.reader import reader_routes
 from digest.web.routing import page, page_locale
@@ -68,6 +67,7 @@ from digest.web.security import (
     SecurityHeaders,
     TokenRateLimit,
 )
+from digest.web.withdrawals import Withdrawals
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SIGNUP_RATE_LIMIT", "create_app", "page_locale"]
 
@@ -135,15 +135,17 @@ def ask_to_unsubscribe(request: Request) -> Response:
     )
 
 
-def unsubscribe(request: Request) -> Response:
+async def unsubscribe(request: Request) -> Response:
     """``POST /unsubscribe/{token}``: unsubscribe (RFC 8058 one-click), 200, no redirect."""
     found = _unsubscribe_token(request)
     if found is None:
         return _invalid_link(request)
     subscriber_id, newsletter_id = found
     # Recorded for a newsletter no longer configured too: should it come back, the
-    # withdrawal still holds. An unknown subscriber id records nothing.
-    store_of(request).unsubscribe(subscriber_id, newsletter_id)
+    # withdrawal still holds. An unknown subscriber id records nothing. Answered once
+    # committed, in one transaction with the others of a burst (see withdrawals.py).
+    withdrawals: Withdrawals = request.app.state.withdrawals
+    await withdrawals.unsubscribe(subscriber_id, newsletter_id)
     return render(
         request,
         "unsubscribed.html",
@@ -269,4 +271,5 @@ def create_app(
         exception_handlers={HTTPException: _http_error, 500: _server_error},
     )
     install(app, settings, store)
+    app.state.withdrawals = Withdrawals(store)
     return app

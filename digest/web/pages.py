@@ -77,6 +77,8 @@ def _templates(locale: str) -> Jinja2Templates:
         autoescape=select_autoescape(default=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        # The package's templates do not change while it runs: no stat() per page.
+        auto_reload=False,
     )
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.globals["lang"] = language(locale)
