@@ -88,6 +88,13 @@ def make_token(secret: str, purpose: str, subscriber_id: int, newsletter_id: str
 
 def read_token(secret: str, purpose: str, token: str) -> tuple[int, str]:
     """The ``(subscriber_id, newsletter_id)`` a token names; :class:`TokenError` if invalid."""
+    return _read_token(secret, purpose, token)
+
+
+# A one-click POST is read twice (its rate-limit budget, then the route): checked once.
+# Only valid tokens are remembered (an exception is not), and only the latest few.
+@functools.lru_cache(maxsize=256)
+def _read_token(secret: str, purpose: str, token: str) -> tuple[int, str]:
     try:
         payload = _serializer(secret, purpose).loads(token)
     except BadSignature:

@@ -55,6 +55,7 @@ from digest.web.pages import (
     message_page,
     not_found,
     render,
+    render_once,
     settings_of,
 )
 from digest.web.reader import reader_routes
@@ -146,7 +147,7 @@ async def unsubscribe(request: Request) -> Response:
     # committed, in one transaction with the others of a burst (see withdrawals.py).
     withdrawals: Withdrawals = request.app.state.withdrawals
     await withdrawals.unsubscribe(subscriber_id, newsletter_id)
-    return render(
+    return render_once(
         request,
         "unsubscribed.html",
         locale=page_locale(settings_of(request), newsletter_id),

@@ -90,10 +90,17 @@ def _redacted(value: Any) -> Any:
     return redact_tokens(value) if isinstance(value, str) else value
 
 
+#: Set on a record once its tokens are redacted.
+_REDACTED = "_digest_tokens_redacted"
+
+
 class TokenRedactingFilter(logging.Filter):
     """Rewrites a record in place so that no handler after it sees a token."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED, False):
+            return True  # a filter on the logger did it, one on the handler need not
+        setattr(record, _REDACTED, True)
         record.msg = _redacted(record.msg)
         if isinstance(record.args, Mapping):
             record.args = {key: _redacted(value) for key, value in record.args.items()}
