@@ -118,7 +118,8 @@ def render_once(request: Request, name: str, *, locale: str, **context: str) -> 
     rendered: dict[tuple[object, ...], bytes] = request.app.state.rendered
     body = rendered.get(key)
     if body is None:
-        body = rendered[key] = render(request, name, locale=locale, **context).body
+        page = render(request, name, 200, locale=locale, **context)
+        body = rendered[key] = bytes(page.body)
     return HTMLResponse(body)
 
 

@@ -1,0 +1,63 @@
+"""The app of each process of ``digest serve --workers N``.
+
+uvicorn starts every worker as a new process that imports the app by name: nothing of
+the command's process reaches it but the environment. ``digest serve`` puts there what
+it was given (:func:`worker_state`), and :func:`worker_app` builds the app from that as
+the command does for itself: logging with secrets and tokens masked, the settings, the
+store (migrated by the command before the workers start), the app.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+
+import click
+from starlette.applications import Starlette
+
+from digest.cli.base import State, redact
+from digest.cli.logs import log_handler
+from digest.config import load_settings, secret_environment, secret_values
+from digest.core.redact import install_log_redaction
+from digest.store import Store, resolve_store_url
+from digest.web import create_app, install_token_redaction
+
+__all__ = ["WORKER_ENVIRONMENT", "worker_app", "worker_state"]
+
+#: The variable that carries the command's options to its workers.
+WORKER_ENVIRONMENT = "DIGEST_SERVE_WORKER"
+
+
+def worker_state(st: State, rate_limit: str) -> str:
+    """What a worker needs of the running command, as the value of WORKER_ENVIRONMENT."""
+    root = click.get_current_context().find_root()
+    return json.dumps(
+        {
+            "config": str(st.config.resolve()),
+            "debug": st.debug,
+            "log_format": root.params.get("log_format") or "text",
+            "rate_limit": rate_limit,
+        }
+    )
+
+
+def worker_app() -> Starlette:
+    """The app of one worker (uvicorn calls it in the worker's process)."""
+    given = json.loads(os.environ[WORKER_ENVIRONMENT])
+    logging.basicConfig(handlers=[log_handler(given["log_format"])], level=logging.WARNING)
+    if given["debug"]:
+        logging.getLogger("digest").setLevel(logging.DEBUG)
+    redact.add(*secret_environment(os.environ))
+    install_log_redaction(redact)
+    settings = load_settings(given["config"])
+    redact.add(*secret_values(settings))
+    install_token_redaction()
+    store = Store.open(
+        resolve_store_url(settings.store.url, settings.base_dir),
+        migrate=False,
+        secret_key=settings.secret_key,
+    )
+    atexit.register(store.close)
+    return create_app(settings, store, rate_limit=given["rate_limit"], send_mail=True)
