@@ -6,8 +6,8 @@ valid unsubscribe token for each (as the link in their mail has it), starts ``di
 serve`` as a subprocess (rate limit lifted, ``--workers``) and posts every token once
 over keep-alive connections from a load generator in other processes:
 
-(a) the generator's ceiling: ``GET /healthz`` of a bare Starlette app (one route) on
-    the same uvicorn settings;
+(0) the generator's ceiling: GETs answered by a server that parses nothing;
+(a) ``GET /healthz`` of a bare Starlette app (one route) on the same uvicorn settings;
 (b) ``GET /healthz`` of ``digest serve``, and b/a;
 (c) the burst: POSTs/s, latency p50/p95/p99/max, errors, and whether every POST is
     recorded (unsubscriptions in the store = 200 answers = tokens posted; the script
@@ -68,13 +68,37 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 
-def health(request):
+async def health(request):
     return PlainTextResponse("ok")
 
 
 app = Starlette(routes=[Route("/healthz", health, methods=["GET"])])
 """
 
+#: Answers every request head with the same 200, parsing nothing: what the generator can
+#: do when the server costs next to nothing.
+NULL_SERVER = """
+import asyncio, sys
+
+ANSWER = b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok"
+
+
+async def answer(reader, writer):
+    try:
+        while True:
+            await reader.readuntil(b"\\r\\n\\r\\n")
+            writer.write(ANSWER)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", int(sys.argv[-1]))
+    await server.serve_forever()
+
+
+asyncio.run(main())
+"""
 
 # --- the store ---------------------------------------------------------------------------
 
@@ -249,6 +273,13 @@ def digest_serve(store_url: str, workers: int, tmp: Path) -> Server:
     if workers > 1:
         command += ["--workers", str(workers)]
     return Server(command, env, tmp / "serve.log", tmp)
+
+
+def null_server(tmp: Path) -> Server:
+    (tmp / "null_server.py").write_text(NULL_SERVER)
+    return Server(
+        [sys.executable, str(tmp / "null_server.py")], dict(os.environ), tmp / "null.log", tmp
+    )
 
 
 def bare_app(workers: int, tmp: Path) -> Server:
@@ -448,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
 def _measure(
     args: argparse.Namespace, settings: Settings, store_url: str, requests: list[bytes], tmp: Path
 ) -> int:
+    null = null_server(tmp)
+    try:
+        # GETs only: this server reads no request body.
+        generator = health(null, args.health, args.connections, args.clients)
+    finally:
+        null.stop()
+    print(f"(0) generator vs a null server: {generator.describe()}")
     bare = bare_app(args.workers, tmp)
     try:
         ceiling = health(bare, args.health, args.connections, args.clients)

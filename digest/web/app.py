@@ -155,7 +155,7 @@ async def unsubscribe(request: Request) -> Response:
     )
 
 
-def health(_request: Request) -> Response:
+async def health(_request: Request) -> Response:
     """``GET /healthz``: the process serves (liveness; ``/readyz`` also asks the store)."""
     return PlainTextResponse("ok")
 

@@ -47,11 +47,15 @@ _SAFE_IN_PATH = "/[]:@!$&'()*+,;=-._~"
 #: Percent-encoding is undone at most this often: routing decodes once, and a path
 #: encoded over and over must not make a log line slow.
 _DECODINGS = 4
+#: A path that starts with "/" and has none of these is its own normalised form.
+_UNUSUAL = ("%", "//", "/.")
 
 
 def normalised_path(path: str) -> str:
     """``path`` as a route would see it at most: percent-decoded (also when encoded more
     than once), without empty and ``.`` segments, ``..`` applied."""
+    if path.startswith("/") and not any(mark in path for mark in _UNUSUAL):
+        return path  # nothing to decode, no empty, "." or ".." segment: the usual case
     for _ in range(_DECODINGS):
         decoded = unquote(path)
         if decoded == path:

@@ -179,10 +179,6 @@ class TokenRateLimit:
         await self.app(scope, receive, send)
 
 
-#: A path without any of these is its own normalised form (see normalised_path).
-_UNUSUAL = ("%", "//", "/.")
-
-
 class CanonicalTokenPaths:
     """A token route asked for by a path written otherwise than its links write it is
     answered by ``not_found`` (404) before anything else runs.
@@ -211,8 +207,6 @@ class CanonicalTokenPaths:
         """True for a path to a token route that is not written as its links write it."""
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         sent = raw.decode("latin-1").removeprefix(scope.get("root_path", ""))
-        if sent.startswith("/") and not any(mark in sent for mark in _UNUSUAL):
-            return False  # it is its own normalised form: nothing to decode or drop
         normalised = normalised_path(sent)
         first = normalised.split("/", 2)[1].casefold()
         return first in self.prefixes and sent != normalised
