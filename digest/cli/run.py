@@ -98,7 +98,7 @@ def serve(host: str, port: int, rate_limit: str | None, workers: int) -> None:
     """
     import uvicorn
 
-    from digest.cli.serving import WORKER_ENVIRONMENT, worker_state
+    from digest.cli.serving import WORKER_ENVIRONMENT, keep_out_of_collections, worker_state
     from digest.config import rate_limit_item
     from digest.ops import jobs
     from digest.web import create_app, install_token_redaction, uvicorn_log_config
@@ -126,8 +126,10 @@ def serve(host: str, port: int, rate_limit: str | None, workers: int) -> None:
         os.environ[WORKER_ENVIRONMENT] = worker_state(st, rate_limit or settings.web.rate_limit)
         uvicorn.run("digest.cli.serving:worker_app", factory=True, workers=workers, **options)
         return
+    app = create_app(settings, store, rate_limit=limit, send_mail=True)
+    keep_out_of_collections()
     try:
-        uvicorn.run(create_app(settings, store, rate_limit=limit, send_mail=True), **options)
+        uvicorn.run(app, **options)
     finally:
         store.close()
 
