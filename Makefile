@@ -57,6 +57,11 @@ bench: $(STAMP)
 bench-million: $(STAMP)
 	$(BIN)/python benchmarks/send_throughput.py --subscribers 20000 --million
 
+# Figures: a burst of one-click unsubscribe POSTs and /healthz against a real digest serve.
+.PHONY: bench-web
+bench-web: $(STAMP)
+	$(BIN)/python benchmarks/web_burst.py
+
 # Regenerate the configuration reference in README.md from digest/config/.
 readme: $(STAMP)
 	$(BIN)/python -m digest.config --update-readme

@@ -123,6 +123,9 @@ def read_token(secret: str, purpose: str, token: str) -> tuple[int, str]:
     return subscriber_id, newsletter_id
 
 
+# A one-click POST is read twice (its rate-limit budget, then the route): checked once.
+# Only valid tokens are remembered (an exception is not), and only the latest few.
+@functools.lru_cache(maxsize=256)
 def read_token_locale(secret: str, purpose: str, token: str) -> tuple[int, str, str | None]:
     """What :func:`read_token` reads, and the locale the token names (None: the
     newsletter's); :class:`TokenError` if invalid."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -60,7 +62,7 @@ async def run() -> None:
     click.echo("scheduler stopped")
 
 
-@cli.command(epilog=example("digest serve --port 8000"))
+@cli.command(epilog=example("digest serve --port 8000 --workers 2"))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", default=8000, show_default=True, type=int, help="Port to listen on (0: any free)."
@@ -71,8 +73,18 @@ async def run() -> None:
     help="Requests per client address to the token links; more get 429. "
     "[default: web.rate_limit of the config]",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes answering on the one port. Each keeps its own rate limits in memory "
+    "(token links, sign-ups, the editors' login throttle), so a client may get up to this "
+    "many times each budget. Each also sends queued confirmation mail (a lease per row "
+    "keeps two from sending one twice). On SQLite they write one at a time.",
+)
 @common
-def serve(host: str, port: int, rate_limit: str | None) -> None:
+def serve(host: str, port: int, rate_limit: str | None, workers: int) -> None:
     """Serve the reader pages (sign-up, confirmation, preferences, one-click unsubscribe),
     the public archive of the newsletters with `archive = true` and the editors' area
     under /admin.
@@ -88,34 +100,44 @@ def serve(host: str, port: int, rate_limit: str | None) -> None:
     """
     import uvicorn
 
+    from digest.cli.serving import WORKER_ENVIRONMENT, keep_out_of_collections, worker_state
     from digest.config import rate_limit_item
     from digest.config.web import unshared_counts
     from digest.ops import jobs
     from digest.web import create_app, install_token_redaction
     from digest.web.logs import log_uvicorn_through_root
 
-    settings = state().settings()
+    st = state()
+    settings = st.settings()
     try:
         limit = rate_limit_item(rate_limit or settings.web.rate_limit)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
     if warning := unshared_counts(settings.web, settings.cluster.enabled):
         echo_err(f"warning: {warning}")
-    store = jobs.open_store(settings)
+    store = jobs.open_store(settings)  # migrated here, before any worker opens it
     # uvicorn's lines through digest's handler: the same format and UTC times as the rest
     log_uvicorn_through_root()
     install_token_redaction()  # on uvicorn's loggers and the root handlers they reach
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,  # configured above (and by each worker for itself)
+        "server_header": False,
+        # The app believes X-Forwarded-For from web.trusted_proxies alone; uvicorn's
+        # own handling would believe 127.0.0.1 whatever the settings say.
+        "proxy_headers": False,
+    }
+    if workers > 1:
+        store.close()
+        # Each worker is a new process that builds the app itself (see cli/serving.py).
+        os.environ[WORKER_ENVIRONMENT] = worker_state(st, rate_limit or settings.web.rate_limit)
+        uvicorn.run("digest.cli.serving:worker_app", factory=True, workers=workers, **options)
+        return
+    app = create_app(settings, store, rate_limit=limit, send_mail=True)
+    keep_out_of_collections()
     try:
-        uvicorn.run(
-            create_app(settings, store, rate_limit=limit, send_mail=True),
-            host=host,
-            port=port,
-            log_config=None,  # configured above
-            server_header=False,
-            # The app believes X-Forwarded-For from web.trusted_proxies alone; uvicorn's
-            # own handling would believe 127.0.0.1 whatever the settings say.
-            proxy_headers=False,
-        )
+        uvicorn.run(app, **options)
     finally:
         store.close()
 

@@ -37,7 +37,11 @@ def redact_url(url: str) -> str:
     Works on URLs that do not parse (a bad port, a stray bracket) as well; a URL without
     a password comes back unchanged.
     """
-    return _SECRET_PARAMETER.sub(rf"\g<head>{MASK}", _USERINFO.sub(rf"\g<head>{MASK}", url))
+    if "://" in url:  # neither pattern matches text without it and without "="
+        url = _USERINFO.sub(rf"\g<head>{MASK}", url)
+    if "=" in url:
+        url = _SECRET_PARAMETER.sub(rf"\g<head>{MASK}", url)
+    return url
 
 
 def url_password(url: str) -> str | None:

@@ -11,7 +11,13 @@ from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-__all__ = ["insert_ignoring_duplicates", "transaction", "upsert_where", "utc_now"]
+__all__ = [
+    "insert_all_ignoring_duplicates",
+    "insert_ignoring_duplicates",
+    "transaction",
+    "upsert_where",
+    "utc_now",
+]
 
 
 def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -25,6 +31,17 @@ def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[s
     # One statement a row: RETURNING tells what was added on every driver (rowcount
     # does not, for INSERT … ON CONFLICT on psycopg).
     return sum(len(conn.execute(statement, row).all()) for row in rows)
+
+
+def insert_all_ignoring_duplicates(
+    conn: Connection, table: Table, rows: list[dict[str, Any]]
+) -> None:
+    """INSERT … ON CONFLICT DO NOTHING of many rows, as one statement executed for all of
+    them (no count of the rows added)."""
+    if not rows:
+        return
+    insert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert(table).on_conflict_do_nothing(), rows)
 
 
 def upsert_where(conn: Connection, table: Table, row: dict[str, Any], where: Any) -> bool:

@@ -19,8 +19,12 @@ from digest.core.errors import StoreError
 from digest.core.models import Subscriber
 from digest.store import schema as t
 from digest.store.importing import ImportCounts, forget_seen, import_rows
-from digest.store.privacy import KEY_CHECK_SCOPE, suppress_in
-from digest.store.sql import insert_ignoring_duplicates, transaction, utc_now
+from digest.store.privacy import KEY_CHECK_SCOPE
+from digest.store.sql import (
+    insert_all_ignoring_duplicates,
+    transaction,
+    utc_now,
+)
 
 __all__ = ["IMPORT_ATTEMPTS", "SubscriberStore", "subscriber_from_row"]
 
@@ -221,29 +225,21 @@ class SubscriberStore:
         nothing (the address is suppressed for every newsletter already). With
         ``connection`` it is done in the caller's transaction.
         """
+        return self.unsubscribe_many([(subscriber_id, newsletter)], now, connection=connection)[0]
+
+    def unsubscribe_many(
+        self,
+        withdrawals: Sequence[tuple[int, str]],
+        now: datetime | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> list[str | None]:
+        """:meth:`unsubscribe` for each ``(subscriber_id, newsletter)`` in one transaction,
+        a statement for all of them at each step: one commit (one flush to disk) for a
+        burst of one-click unsubscribes. The email of each, or None."""
         now = now or utc_now()
         with transaction(self.engine, connection) as conn:
-            subscriber_id = _live_id(conn, subscriber_id)
-            email = conn.execute(
-                select(t.subscribers.c.email).where(
-                    t.subscribers.c.id == subscriber_id, t.subscribers.c.status != "erased"
-                )
-            ).scalar()
-            if email is not None:
-                # The suppression outlives the subscriber (an erasure, a re-import).
-                suppress_in(conn, self.address_hash(email), "unsubscribed", newsletter, now)
-                insert_ignoring_duplicates(
-                    conn,
-                    t.unsubscriptions,
-                    [
-                        {
-                            "subscriber_id": subscriber_id,
-                            "newsletter": newsletter,
-                            "created_at": now,
-                        }
-                    ],
-                )
-        return email
+            return _unsubscribe_in(conn, self.address_hash, withdrawals, now)
 
     def unsubscribed(self, subscriber_id: int, newsletter: str) -> bool:
         with self.engine.connect() as conn:
@@ -295,6 +291,50 @@ def _save_subscriber(
             t.memberships.insert().values(subscriber_id=sid, list_name=name, created_at=now)
         )
     return int(sid), is_new
+
+
+def _unsubscribe_in(
+    conn: Connection,
+    hash_of: Callable[[str], str],
+    withdrawals: Sequence[tuple[int, str]],
+    now: datetime,
+) -> list[str | None]:
+    """Each withdrawal as :meth:`SubscriberStore.unsubscribe` makes it, in ``conn``: four
+    statements whatever their number."""
+    c = t.subscribers.c
+    asked = {subscriber_id for subscriber_id, _ in withdrawals}
+    # An id merged into another subscriber withdraws that one (see _live_id).
+    merged = {
+        int(i): int(into)
+        for i, into in conn.execute(
+            select(c.id, c.merged_into).where(c.id.in_(asked), c.merged_into.is_not(None))
+        )
+    }
+    live = {i: merged.get(i, i) for i in asked}
+    emails: dict[int, str] = {
+        int(i): email
+        for i, email in conn.execute(
+            select(c.id, c.email).where(c.id.in_(set(live.values())), c.status != "erased")
+        )
+    }
+    suppressions: list[dict[str, Any]] = []
+    unsubscriptions: list[dict[str, Any]] = []
+    found: list[str | None] = []
+    for subscriber_id, newsletter in withdrawals:
+        email = emails.get(live[subscriber_id])
+        found.append(email)
+        if email is not None:
+            # The suppression outlives the subscriber (an erasure, a re-import).
+            suppressions.append(
+                {"address_hash": hash_of(email), "scope": newsletter,
+                 "reason": "unsubscribed", "created_at": now}
+            )  # fmt: skip
+            unsubscriptions.append(
+                {"subscriber_id": live[subscriber_id], "newsletter": newsletter, "created_at": now}
+            )
+    insert_all_ignoring_duplicates(conn, t.suppressions, suppressions)
+    insert_all_ignoring_duplicates(conn, t.unsubscriptions, unsubscriptions)
+    return found
 
 
 def _live_id(conn: Connection, subscriber_id: int) -> int:

@@ -65,8 +65,8 @@ from digest.web.pages import (
     message_page,
     not_found,
     render,
+    render_once,
     settings_of,
-    store_of,
 )
 from digest.web.reader import reader_routes
 from digest.web.routing import page, page_locale
@@ -79,6 +79,7 @@ from digest.web.security import (
     SecurityHeaders,
     TokenRateLimit,
 )
+from digest.web.withdrawals import Withdrawals
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SIGNUP_RATE_LIMIT", "create_app", "page_locale"]
 
@@ -158,17 +159,19 @@ def ask_to_unsubscribe(request: Request) -> Response:
     )
 
 
-def unsubscribe(request: Request) -> Response:
+async def unsubscribe(request: Request) -> Response:
     """``POST /unsubscribe/{token}``: unsubscribe (RFC 8058 one-click), 200, no redirect."""
     found = _unsubscribe_token(request)
     if found is None:
         return _invalid_link(request)
     subscriber_id, newsletter_id, locale = found
     # Recorded for a newsletter no longer configured too: should it come back, the
-    # withdrawal still holds. An unknown subscriber id records nothing.
-    store_of(request).unsubscribe(subscriber_id, newsletter_id)
+    # withdrawal still holds. An unknown subscriber id records nothing. Answered once
+    # committed, in one transaction with the others of a burst (see withdrawals.py).
+    withdrawals: Withdrawals = request.app.state.withdrawals
+    await withdrawals.unsubscribe(subscriber_id, newsletter_id)
     settings = settings_of(request)
-    return render(
+    return render_once(
         request,
         "unsubscribed.html",
         locale=page_locale(settings_of(request), newsletter_id, locale),
@@ -177,7 +180,7 @@ def unsubscribe(request: Request) -> Response:
     )
 
 
-def health(_request: Request) -> Response:
+async def health(_request: Request) -> Response:
     """``GET /healthz``: the process serves (liveness; ``/readyz`` also asks the store)."""
     return PlainTextResponse("ok")
 
@@ -321,4 +324,5 @@ def create_app(
     install(app, settings, store)
     app.state.rate_counts = counts
     app.state.clicks = clicks
+    app.state.withdrawals = Withdrawals(store)
     return app

@@ -56,11 +56,15 @@ _SAFE_IN_PATH = "/[]:@!$&'()*+,;=-._~"
 #: Percent-encoding is undone at most this often: routing decodes once, and a path
 #: encoded over and over must not make a log line slow.
 _DECODINGS = 4
+#: A path that starts with "/" and has none of these is its own normalised form.
+_UNUSUAL = ("%", "//", "/.")
 
 
 def normalised_path(path: str) -> str:
     """``path`` as a route would see it at most: percent-decoded (also when encoded more
     than once), without empty and ``.`` segments, ``..`` applied."""
+    if path.startswith("/") and not any(mark in path for mark in _UNUSUAL):
+        return path  # nothing to decode, no empty, "." or ".." segment: the usual case
     for _ in range(_DECODINGS):
         decoded = unquote(path)
         if decoded == path:
@@ -99,10 +103,17 @@ def _redacted(value: Any) -> Any:
     return redact_tokens(value) if isinstance(value, str) else value
 
 
+#: Set on a record once its tokens are redacted.
+_REDACTED = "_digest_tokens_redacted"
+
+
 class TokenRedactingFilter(logging.Filter):
     """Rewrites a record in place so that no handler after it sees a token."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED, False):
+            return True  # a filter on the logger did it, one on the handler need not
+        setattr(record, _REDACTED, True)
         record.msg = _redacted(record.msg)
         if isinstance(record.args, Mapping):
             record.args = {key: _redacted(value) for key, value in record.args.items()}

@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
 from digest.config import Settings
@@ -27,6 +27,7 @@ __all__ = [
     "message_page",
     "not_found",
     "render",
+    "render_once",
     "settings_of",
     "store_of",
 ]
@@ -56,6 +57,7 @@ def install(app: Starlette, settings: Settings, store: Store) -> None:
     app.state.settings = settings
     app.state.store = store
     app.state.templates = {}
+    app.state.rendered = {}
 
 
 def settings_of(request: Request) -> Settings:
@@ -77,6 +79,8 @@ def _templates(locale: str) -> Jinja2Templates:
         autoescape=select_autoescape(default=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        # The package's templates do not change while it runs: no stat() per page.
+        auto_reload=False,
     )
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.globals["lang"] = language(locale)
@@ -103,6 +107,20 @@ def render(
         # requests but the compiled templates.
         templates = environments[locale] = _templates(locale)
     return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def render_once(request: Request, name: str, *, locale: str, **context: str) -> Response:
+    """:func:`render` for a page that is the same for every request with these arguments
+    (it does not look at the request): rendered once per locale, root path and
+    ``context``, then answered from memory. The one-click unsubscribe's answer is one:
+    after a large send, mail providers post those in bursts."""
+    key = (name, locale, request.scope.get("root_path", ""), tuple(sorted(context.items())))
+    rendered: dict[tuple[object, ...], bytes] = request.app.state.rendered
+    body = rendered.get(key)
+    if body is None:
+        page = render(request, name, 200, locale=locale, **context)
+        body = rendered[key] = bytes(page.body)
+    return HTMLResponse(body)
 
 
 def message_page(request: Request, status: int, locale: str, title: str, text: str) -> Response:

@@ -187,7 +187,14 @@ async def test_the_command_lists_the_first_bad_rows_and_counts_the_rest(tmp_path
         encoding="utf-8",
     )
     code, out, err = await digest(
-        "subscribers", "import", "liste.csv", "--list", "allgemein", "--consent", "Demo", cwd=tmp_path
+        "subscribers",
+        "import",
+        "liste.csv",
+        "--list",
+        "allgemein",
+        "--consent",
+        "Demo",
+        cwd=tmp_path,
     )
     assert code == 1
     warnings = err.strip().splitlines()

@@ -36,7 +36,8 @@ def listing(count: int = 3, *, teasers: bool = True) -> bytes:
         items.append(
             f'<article class="meldung"><h2><a href="/meldungen/{n}">Meldung {n}</a></h2>'
             f'<p class="teaser"><span class="datum">{day}</span> {teaser} '
-            f'<span class="quelle">Quelle: dpa</span> <a class="mehr" href="/meldungen/{n}">mehr...</a></p></article>'
+            '<span class="quelle">Quelle: dpa</span> '
+            f'<a class="mehr" href="/meldungen/{n}">mehr...</a></p></article>'
         )
     return f"<html><body><main>{''.join(items)}</main></body></html>".encode()
 

@@ -6,10 +6,11 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from digest.core.models import Article, DeliveryState, Image, Subscriber
 from digest.store import Store
+from digest.store import schema as t
 from digest.store.ledger import ClaimedRow, MessageIdPattern, Outcome, PlannedRow
 
 T0 = datetime(2025, 1, 28, 9, 30, tzinfo=UTC)
@@ -187,6 +188,38 @@ def test_unsubscribing_from_one_newsletter_keeps_the_others(store: Store) -> Non
     assert store.active_subscribers(newsletter="eins") == []
     assert [s.id for s in store.active_subscribers(newsletter="zwei")] == [sid]
     assert store.unsubscribed(sid, "eins") and not store.unsubscribed(sid, "zwei")
+
+
+def test_many_unsubscribes_in_one_transaction_are_each_as_if_alone(store: Store) -> None:
+    """A burst of one-click POSTs is written together: a merged id withdraws its
+    survivor, an erased or unknown id nothing, a repeated one once."""
+    a = store.save_subscriber(Subscriber("a@example.org"), ["allgemein"])
+    b = store.save_subscriber(Subscriber("b@example.org"), ["allgemein"])
+    gone = store.save_subscriber(Subscriber("gone@example.org"), ["allgemein"])
+    tomb = store.save_subscriber(Subscriber("B@Example.org.invalid"), ["allgemein"])
+    with store.engine.begin() as conn:  # the tombstone of another spelling of b
+        conn.execute(
+            t.subscribers.update()
+            .where(t.subscribers.c.id == tomb)
+            .values(status="merged", merged_into=b, email_key=None)
+        )
+    assert store.erase("gone@example.org")
+    asked = [(a, "eins"), (tomb, "eins"), (gone, "eins"), (9999, "eins"), (a, "eins"), (a, "zwei")]
+    assert store.unsubscribe_many(asked, now=T0) == [
+        "a@example.org", "b@example.org", None, None, "a@example.org", "a@example.org",
+    ]  # fmt: skip
+    assert store.unsubscribe_many([]) == []
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(t.unsubscriptions.c.subscriber_id, t.unsubscriptions.c.newsletter)
+        ).all()
+    assert sorted(rows) == [(a, "eins"), (a, "zwei"), (b, "eins")]
+    assert store.unsubscribed(tomb, "eins") and not store.unsubscribed(b, "zwei")
+    assert store.is_suppressed("a@example.org", "zwei")
+    assert store.is_suppressed("b@example.org", "eins")
+    assert not store.is_suppressed("b@example.org", "zwei")
+    assert store.suppressions_of("a@example.org")[0]["created_at"] == T0.isoformat()
+    assert store.active_subscribers(newsletter="eins") == []
 
 
 def test_claims_take_only_due_rows_and_keep_the_first_attempt(store: Store) -> None:

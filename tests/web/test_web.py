@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from digest.audience.tokens import UNSUBSCRIBE, make_token, unsubscribe_url
@@ -139,3 +141,25 @@ async def test_token_pages_are_not_stored_by_caches(demo_settings: Settings, sto
         ]
     for answer in answers:
         assert answer.headers["cache-control"] == "no-store"
+
+
+async def test_a_burst_of_one_click_posts_is_answered_once_each_is_recorded(
+    demo_settings: Settings, store: Store
+) -> None:
+    """Concurrent POSTs are written together (digest.web.withdrawals); one that cannot
+    be written (an id no database column holds) gets the error page alone."""
+    ids = [store.save_subscriber(Subscriber(f"r{n}@example.org"), ["allgemein"]) for n in range(60)]
+    urls = [unsubscribe_url(demo_settings, NL, sid) for sid in ids]
+    unwritable = unsubscribe_url(demo_settings, NL, 2**70)
+    urls.insert(30, unwritable)
+    transport = httpx.ASGITransport(
+        app=create_app(demo_settings, store, rate_limit="1000/minute"),
+        raise_app_exceptions=False,
+    )
+    async with httpx.AsyncClient(transport=transport, base_url=demo_settings.public_url) as client:
+        answers = await asyncio.gather(*(client.post(url) for url in urls))
+    statuses = {url: answer.status_code for url, answer in zip(urls, answers, strict=True)}
+    assert statuses.pop(unwritable) == 500
+    assert set(statuses.values()) == {200}
+    assert store.active_subscribers(newsletter=NL) == []
+    assert all(store.unsubscribed(sid, NL) for sid in ids)

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from digest.audience.tokens import make_token, unsubscribe_url
-from digest.config import Settings
+from digest.config import Settings, load_settings
 from digest.core.models import Subscriber
 from digest.store import Store
 from digest.web import create_app, redact_tokens, uvicorn_log_config
@@ -125,15 +125,17 @@ async def test_a_token_path_written_otherwise_is_a_404_and_logs_no_token(
 
 
 @contextlib.asynccontextmanager
-async def _digest_serve(site: Path, *options: str) -> AsyncIterator[tuple[str, list[str]]]:
-    """A real ``digest [options] serve`` on a free port in ``site`` (its config.toml, a
-    SQLite store there): yields its base URL and the lines it printed, all of them once it
-    ended."""
+async def _digest_serve(
+    site: Path, *options: str, serve_options: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[str, list[str]]]:
+    """A real ``digest [options] serve [serve_options]`` on a free port in ``site`` (its
+    config.toml, a SQLite store there): yields its base URL and the lines it printed, all
+    of them once it ended."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env["DIGEST_STORE_URL"] = f"sqlite:///{site / 'digest.db'}"
     env["PYTHONUNBUFFERED"] = "1"
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "digest.cli", *options, "serve", "--port", "0"),
+        *(sys.executable, "-m", "digest.cli", *options, "serve", "--port", "0", *serve_options),
         cwd=site,
         env=env,
         stdout=asyncio.subprocess.PIPE,  # the access log
@@ -148,7 +150,15 @@ async def _digest_serve(site: Path, *options: str) -> AsyncIterator[tuple[str, l
                 line = await output.readline()
                 assert line, "".join(log)
                 log.append(line.decode())
-        yield f"http://127.0.0.1:{port.group(1)}", log
+        base = f"http://127.0.0.1:{port.group(1)}"
+        # With --workers the port is bound before any worker listens on it.
+        async with asyncio.timeout(20), httpx.AsyncClient(base_url=base) as client:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        yield base, log
     finally:
         process.terminate()
         rest = await asyncio.wait_for(output.read(), timeout=20)
@@ -176,6 +186,44 @@ async def test_digest_serve_logs_no_token(tmp_path: Path) -> None:
     assert "Logging error" not in text, text  # every access line formatted by uvicorn
     assert '"HEAD /unsubscribe/[token]?from=mail HTTP/1.1" 400' in text, text
     assert token not in text and token[:12] not in text, text
+
+
+async def test_digest_serve_workers_record_every_post_and_log_no_token(tmp_path: Path) -> None:
+    """With --workers every process builds the app as the command does: the same store,
+    the same redaction of tokens in the access log."""
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    settings = load_settings(
+        tmp_path / "config.toml",
+        environ={"DIGEST_STORE_URL": f"sqlite:///{tmp_path / 'digest.db'}"},
+    )
+    store = Store.open(f"sqlite:///{tmp_path / 'digest.db'}", secret_key=settings.secret_key)
+    try:
+        ids = [
+            store.save_subscriber(Subscriber(f"w{n}@example.org"), ["allgemein"]) for n in range(40)
+        ]
+    finally:
+        store.close()
+    tokens = [make_token(settings.secret_key, "unsubscribe", sid, NL) for sid in ids]
+    async with (
+        _digest_serve(
+            tmp_path, serve_options=("--workers", "2", "--rate-limit", "1000/minute")
+        ) as (base, log),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        answers = await asyncio.gather(*(client.post(f"/unsubscribe/{t}") for t in tokens))
+        health = await client.get("/healthz")
+    text = "".join(log)
+    assert [a.status_code for a in answers] == [200] * len(tokens), text
+    assert health.status_code == 200
+    assert len(re.findall(r"Started server process", text)) == 2, text
+    assert text.count('"POST /unsubscribe/[token] HTTP/1.1" 200') == len(tokens), text
+    assert not any(t in text or t[-12:] in text for t in tokens), text
+    store = Store.open(f"sqlite:///{tmp_path / 'digest.db'}", secret_key=settings.secret_key)
+    try:
+        assert store.active_subscribers(newsletter=NL) == []
+        assert all(store.unsubscribed(sid, NL) for sid in ids)
+    finally:
+        store.close()
 
 
 async def test_create_app_users_get_redaction_from_uvicorn_log_config(
