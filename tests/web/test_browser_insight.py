@@ -77,7 +77,7 @@ async def test_figures_pages_on_a_phone(
         await page.goto(f"{base}/admin/login")
         await page.get_by_label("Name").fill("erika")
         await page.get_by_label("Passwort").fill(PASSWORD)
-        await page.get_by_role("button", name="Anmelden").click()
+        await page.get_by_role("button", name="Einloggen").click()
         await page.wait_for_selector("text=Leser je Segment")
 
         await page.get_by_role(
