@@ -6,6 +6,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'digest.db'}"
         return
+    with postgres_schema_url() as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema_url() -> Iterator[str]:
+    """The URL of a new schema in the test PostgreSQL, dropped afterwards."""
     assert POSTGRES_URL
     schema = f"digest_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")

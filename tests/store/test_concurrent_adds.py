@@ -18,22 +18,22 @@ from digest.core.models import Subscriber
 from digest.store import Store
 from digest.store.importing import import_rows
 from digest.store.signups import NewSignup
-from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY
+from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, postgres_schema_url
 
 NOW = datetime(2025, 2, 3, 9, 0, tzinfo=UTC)
 ADDRESS = "gleichzeitig@example.org"
 
 
 @pytest.fixture
-def pg_store(store_url: str) -> Iterator[Store]:
-    if not store_url.startswith("postgresql"):
+def pg_store() -> Iterator[Store]:
+    if not POSTGRES_URL:
         pytest.skip("the wait at the unique index is PostgreSQL's (set DIGEST_TEST_POSTGRES_URL)")
-    assert POSTGRES_URL
-    store = Store.open(store_url, secret_key=TEST_SECRET_KEY)
-    try:
-        yield store
-    finally:
-        store.close()
+    with postgres_schema_url() as url:
+        store = Store.open(url, secret_key=TEST_SECRET_KEY)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def _while_another_adds_it(store: Store, second: Callable[[], Any]) -> Any:

@@ -63,6 +63,7 @@ def _example_paths(
             route.path.replace("{token}", token)
             .replace("{newsletter}", NL)
             .replace("{week}", NOT_SENT_WEEK)
+            .replace("{id:int}", str(subscriber_id))
         )
         assert "{" not in paths[-1], f"no example value for the parameters of {route.path}"
     return paths
