@@ -9,20 +9,19 @@ import mailbox
 import re
 import signal
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, Table, create_engine, select, text
+from sqlalchemy import MetaData, Table, create_engine, select
 
 from digest.store import Store
 from digest.store import schema as t
 from digest.store.copy import head_revision
 from tests.cli.test_cli import _env, _import_demo_lists, _serving, _sign_up, digest
 from tests.cli.test_cli import site as site  # the fixture
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, postgres_schema_url
 from tests.smtp_server import RecordingServer
 from tests.store.test_migrations import _upgrade
 
@@ -46,17 +45,8 @@ def postgres_schema() -> Iterator[str]:
     """The URL of a new, empty schema in the test PostgreSQL."""
     if not POSTGRES_URL:
         pytest.skip("DIGEST_TEST_POSTGRES_URL is not set")
-    schema = f"digest_copy_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema_url() as url:
+        yield url
 
 
 async def _populate(site: Path) -> None:

@@ -7,17 +7,15 @@ without either they are skipped.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from digest.config import Settings
 from digest.config.load import parse_settings
 from digest.store import Store
-from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY
+from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, postgres_schema_url
 
 
 def newsletter_table(newsletter_id: str = "wochenueberblick", **overrides: Any) -> dict[str, Any]:
@@ -72,17 +70,8 @@ def cluster_url() -> Iterator[str]:
     pytest.importorskip("procrastinate")
     if not POSTGRES_URL:
         pytest.skip("the cluster needs PostgreSQL: DIGEST_TEST_POSTGRES_URL is not set")
-    schema = f"digest_cluster_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema_url() as url:
+        yield url
 
 
 @pytest.fixture
