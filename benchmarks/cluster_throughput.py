@@ -4,7 +4,8 @@ PostgreSQL (DIGEST_TEST_POSTGRES_URL), DKIM-signed, against the discarding sink 
 ``send_throughput.py`` in another process (Postfix's ``smtp-sink``; when it is not
 installed the postfix Debian package is fetched with ``apt-get download`` and unpacked
 into the run's temporary folder; else an aiosmtpd sink). For each N of ``--workers``:
-N workers, worker i pinned to core i (``taskset -c``, modulo the cores there are),
+N workers, worker i pinned to core i (``taskset -c``) while N is at most the number of
+cores, else spread by the kernel (two pinned to one core would each get half of it),
 ``smtp.processes = 1``, ``cluster.send_slots = N`` with two connections per slot;
 ``digest send`` queues the issue and the figures are read from the ledger:
 
@@ -14,9 +15,12 @@ N workers, worker i pinned to core i (``taskset -c``, modulo the cores there are
   sending, the times from start to sent compare the whole;
 - each worker's share: the rows it sent (by the senders its send slices registered as,
   host:pid, read from the senders table while the issue goes out);
-- the CPU time per message of the workers and of the sink (the rest of a core's time
-  goes to PostgreSQL), and the machine's load average: on a machine shared with other
-  work the figures say as much about that work as about digest.
+- the CPU time per message of the workers, of the sink and of the local PostgreSQL (its
+  processes' and ended backends' time, from /proc), how busy that keeps the cores, and
+  the machine's load average: on a machine shared with other work the figures say as
+  much about that work as about digest. Where PostgreSQL and the sink run on the
+  workers' cores, the cores' total bounds the rate: N workers reach N times one worker's
+  rate only while the cores have room for what PostgreSQL and the sink do per message.
 
 Then ``digest send`` alone (no queue, one process on core 0, two connections) on its
 own copy of the same store, for the cluster's overhead. A fresh schema per run.
@@ -182,6 +186,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _postgres_cpu() -> float:
+    """CPU time of the local PostgreSQL: its live processes, and the ended backends that
+    the postmaster waited for (its children's time); 0 where /proc is missing."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if not name.endswith("(postgres"):
+            continue
+        values = fields.split()
+        total += (int(values[11]) + int(values[12])) / tick
+        if b"\0-D\0" in Path(stat.parent, "cmdline").read_bytes():
+            total += (int(values[13]) + int(values[14])) / tick  # the postmaster
+    return total
+
+
 def _children_cpu() -> float:
     """CPU time of this process's children that have ended and were waited for."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -210,14 +233,20 @@ def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: 
         config = _config(tmp / f"cluster{workers}", pool_size=2 * workers, key_file=key_file,
                          slots=workers, slice_seconds=slice_seconds, cluster=True)  # fmt: skip
         env = _env(url, port)
-        cores = len(os.sched_getaffinity(0))
-        processes = [_digest(config, env, "worker", core=i % cores) for i in range(workers)]
+        # One core each while there are enough; beyond that, pinning would put two
+        # workers on one core beside one alone, so the kernel spreads them instead.
+        pinned = workers <= len(os.sched_getaffinity(0))
+        processes = [
+            _digest(config, env, "worker", core=i if pinned else None) for i in range(workers)
+        ]
         time.sleep(3)  # the workers import and connect before the clock starts
         cpu = sum(_cpu_seconds(p.pid) for p in processes)
+        postgres = _postgres_cpu()
         started = time.monotonic()
         _finish(_digest(config, env, "send", NL, "--week", WEEK))
         issue_id, wall = _wait_sent(ledger, started)
         cpu = sum(_cpu_seconds(p.pid) for p in processes) - cpu
+        postgres = _postgres_cpu() - postgres
         sent, seconds, by = ledger.figures(issue_id)
         index = {str(p.pid): i for i, p in enumerate(processes)}
         shares = {
@@ -226,7 +255,9 @@ def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: 
             for who, count in by.items()
         }  # fmt: skip
         return {"sent": sent, "rate": sent / seconds, "wall": wall, "shares": shares,
-                "cpu_ms": 1000 * cpu / max(1, sent)}  # fmt: skip
+                "pinned": pinned, "cpu": cpu, "postgres": postgres,
+                "cpu_ms": 1000 * cpu / max(1, sent),
+                "postgres_ms": 1000 * postgres / max(1, sent)}  # fmt: skip
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -291,6 +322,7 @@ def main() -> None:
                       f"start to sent); its CPU {alone['cpu_ms']:.2f} ms per message (its "
                       f"start and planning included); load average {load:.1f}")  # fmt: skip
             rates: dict[int, float] = {}
+            cores = len(os.sched_getaffinity(0))
             for n in args.workers:
                 sink_cpu = sink.cpu_seconds()
                 f = run_cluster(base_url, sink.port, tmp, n, args.subscribers, key_file,
@@ -314,8 +346,16 @@ def main() -> None:
                 print(f"    shares: {shares}")
                 per = 1000 / max(1, f["sent"])
                 print(f"    CPU per message: the workers {f['cpu_ms']:.2f} ms (planning "
-                      f"included), the sink {sink_cpu * per:.2f} ms; load average "
+                      f"included), the sink {sink_cpu * per:.2f} ms, PostgreSQL "
+                      f"{f['postgres_ms']:.2f} ms; load average "
                       f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+                busy = (f["cpu"] + sink_cpu + f["postgres"]) / (f["wall"] * cores)
+                most = cores * f["sent"] / (f["cpu"] + sink_cpu + f["postgres"])
+                print(f"    the {cores} cores busy {100 * busy:.0f} % from queueing to sent "
+                      f"with these three (workers "
+                      f"{'one core each' if f['pinned'] else 'spread by the kernel'}); at "
+                      f"this CPU per message they carry at most {most:.0f} messages/s, "
+                      "planning included")  # fmt: skip
         finally:
             sink.stop()
 
