@@ -101,14 +101,19 @@ _ARTICLE_TYPES = frozenset(
     }
 )
 _ENTITY = re.compile(r"&(?:[A-Za-z][A-Za-z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});")
+# A line break a site escaped once too often: a backslash and "n" in the text.
+_LITERAL_BREAK = re.compile(r"\\[nrt](?=\s|$)")
 # Soft hyphens and zero-width spaces: invisible on the page, in the way in a teaser.
 _HIDDEN = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
 _TAG = re.compile(r"</?[A-Za-z][^<>]{0,500}>")
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = (".", "!", "?", "…", '"', "“", "”", "»", "«", ")")
 _TITLE_SEPARATORS = re.compile(r"\s+[|–—·:-]{1,2}\s+")
-# Marks that SEO templates put in descriptions: check marks, arrows, stars, emoji.
-_SEO_MARKS = re.compile("[✓✔✅☑▶►▷➤➔➜➡→⇒★☆⭐✪❤⚡\U0001f300-\U0001faff]")
+# Marks that SEO templates put in descriptions: arrows ("→", "▶"), symbols and dingbats
+# ("☀", "★", "✓", "➤"), emoji.
+_SEO_MARKS = re.compile(
+    "[\u2190-\u21ff\u25b6-\u25c4\u2600-\u27bf\u2b00-\u2bff\U0001f300-\U0001faff]"
+)
 _CALL_TO_ACTION = re.compile(
     r"\b(?:jetzt|hier)\s+(?:\w+\s+){0,2}?(?:lesen|informieren|vergleichen|ansehen|entdecken|"
     r"bestellen|kaufen|sichern|testen|buchen|anmelden|herunterladen|downloaden|abonnieren|"
@@ -233,7 +238,8 @@ def clean(value: str) -> str:
         value = html.unescape(value)
     if "<" in value:
         value = _TAG.sub(" ", value)
-    return " ".join(_HIDDEN.sub("", value).replace("\xa0", " ").split())
+    value = _LITERAL_BREAK.sub(" ", _HIDDEN.sub("", value))
+    return " ".join(value.replace("\xa0", " ").split())
 
 
 def text_key(value: str) -> str:
@@ -334,6 +340,8 @@ def _instead_of_cut(
     complete sentences; None if neither holds up."""
     opening = _CUT_MARK.sub("", value).rstrip()
     start = main.find(opening[:MIN_CHARS]) if main else -1
+    if start < 0 and main and 0 < (skip := opening.find(main[:MIN_CHARS])) <= _LEAD:
+        opening, start = opening[skip:], 0  # it opens with a heading the main text has not
     if start > _LEAD:
         return ""  # the description is from further down: the article's opening is better
     if start >= 0:
@@ -367,18 +375,24 @@ def _mended(value: str, main: str) -> str:
 
 
 def _points(value: str) -> str:
-    """``value`` with points on lines of their own, none ending in a full stop, as sentences.
+    """``value`` with lines that end in no full stop made sentences: points on lines of
+    their own, or a short heading above the text.
 
     "… gegen den Klimawandel\nHohe Speicher- und Transportfähigkeit …" would read as one
-    sentence once the line breaks are gone.
+    sentence once the line breaks are gone; so would "So bleibt man attraktiv\\n Das
+    Zentrum lud ein." (a line break a site escaped once too often).
     """
-    lines = [line.strip(" \t\xa0") for line in value.splitlines()]
+    lines = [line.strip(" \t\xa0") for line in _LITERAL_BREAK.sub("\n", value).splitlines()]
     lines = [line for line in lines if line]
-    if len(lines) < 2 or any(line.endswith((*_SENTENCE_END, ":", ",", ";")) for line in lines):
+    if len(lines) < 2 or not all(line[0].isupper() for line in lines[1:]):
         return value
-    if any(not line[0].isupper() or _DANGLING_WORD.search(line) for line in lines):
-        return value  # a sentence broken over lines
-    return " ".join(f"{line}." for line in lines)
+    ends = (*_SENTENCE_END, ":", ",", ";")
+    unfinished = [not line.endswith(ends) and not _DANGLING_WORD.search(line) for line in lines]
+    if all(unfinished) and lines[0][0].isupper():
+        return " ".join(f"{line}." for line in lines)
+    if unfinished[0] and len(lines[0].split()) <= 10 and not any(unfinished[1:]):
+        return " ".join([f"{lines[0]}.", *lines[1:]])
+    return value
 
 
 def _without_dateline(value: str) -> str:

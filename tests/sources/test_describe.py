@@ -152,6 +152,18 @@ def test_lines_that_are_sentences_or_one_sentence_stay_as_they_are(lines: str) -
     assert found.candidates[0][1] == " ".join(lines.split())
 
 
+# a heading above the text, its line break escaped once too often: volksstimme-1
+def test_a_short_heading_above_the_text_becomes_a_sentence() -> None:
+    text = f"Digitalgesetz beschlossen\\n {LEAD}"
+    found = describe_page(page(f'<meta name="description" content="{text}">'))
+    assert found.candidates[0][1] == f"Digitalgesetz beschlossen. {LEAD}"
+
+
+def test_a_literal_line_break_is_no_text() -> None:
+    assert clean("Bauanträge digital\\n ab Juli\\n") == "Bauanträge digital ab Juli"
+    assert clean("Pfad C:\\neu anlegen") == "Pfad C:\\neu anlegen"
+
+
 # words hyphenated as in print: mluk-brandenburg-1
 def test_words_hyphenated_as_in_print_are_mended_where_the_main_text_has_them_whole() -> None:
     broken = (
@@ -208,6 +220,13 @@ def test_the_main_text_goes_on_where_a_cut_description_left_it() -> None:
     assert teaser == f"{LEAD} {BODY}"
 
 
+def test_the_main_text_goes_on_where_a_cut_description_with_a_heading_left_it() -> None:
+    # arbeit-und-arbeitsrecht-1, thebigbone-1: rubrics or a heading the text has not
+    cut = f"Rechtsprechung, Kommunalrecht: {LEAD[:150]}..."
+    teaser = choose(described(("meta description", cut), ("main text", f"{LEAD} {BODY}")))
+    assert teaser == f"{LEAD} {BODY}"
+
+
 def test_a_cut_description_from_further_down_gives_way_to_the_articles_opening() -> None:
     cut = f"{BODY[:150]}…"
     teaser = choose(described(("og:description", cut), ("main text", f"{LEAD} {BODY}")))
@@ -246,3 +265,10 @@ def test_a_complete_description_comes_before_the_rest_of_a_cut_one() -> None:
 def test_photo_captions_and_credits_are_left_out_of_the_main_text(caption: str) -> None:
     found = describe_page(page(body=f"{caption}<p>{LEAD}</p><p>{BODY}</p>"))
     assert found.candidates == (("main text", f"{LEAD} {BODY}"[:2_200]),)
+
+
+# symbols as SEO templates use them: a sun, as in "TWO FOR FASHION ☀️ Eine Strohtasche …"
+@pytest.mark.parametrize("mark", ["☀️", "★", "✓", "➤", "→", "▶", "⭐", "🔥"])
+def test_symbols_and_emoji_make_an_seo_template(mark: str) -> None:
+    text = f"Digitalgesetz {mark} Alle Fakten zum neuen Gesetz für Kommunen und Bürger."
+    assert flaw(text, ["Landtag beschließt Digitalgesetz"]) == "an SEO template"
