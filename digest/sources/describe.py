@@ -3,22 +3,33 @@
 A page offers several descriptions: ``<meta name="description">``, Open Graph, Twitter,
 ``itemprop="description"`` (of the article, not of a person), the ``description`` of its
 JSON-LD Article, NewsArticle or WebPage nodes (never of a Person or an Organization), and
-its main text as trafilatura extracts it. :func:`describe_page` reads them all, in that
-order, as plain text: entities a site escaped twice (``&amp;uuml;``) unescaped, markup
-dropped. :func:`choose` takes the first one that holds up; it rejects one that
+its main text as trafilatura extracts it, photo captions and credits left out.
+:func:`describe_page` reads them all, in that order, as plain text: entities a site
+escaped twice (``&amp;uuml;``) unescaped, markup, soft hyphens and zero-width spaces
+dropped, a date (and time) it opens with ("06.11.2023, 11.41 Uhr : ") left out, points
+on lines of their own made sentences. :func:`choose` takes the first one that holds up;
+it rejects one that
 
 - is the headline again (equal or nearly, or the headline with the site's name),
 - is very short (under :data:`MIN_CHARS` characters or :data:`MIN_WORDS` words),
+- is the site's tagline: it opens with the site's name and a dash or bar ("Recht am
+  Bild - Informationen rund um ..."), or a label of the page's kind and date
+  ("Fachmeldung vom 18.10.2021 aus dem Bereich Steuern");
 - was cut by the site: it ends in "..." or "…", or mid-sentence ("findet am 14.",
-  "… und die"), or a sentence breaks off after complete ones;
+  "… und die"), or a sentence breaks off after complete ones, or it is the start of a
+  longer text of the page, cut inside a word or at a length;
 - looks like an SEO template (:func:`seo_template`): check marks and arrows ("✓", "▶"),
   calls to action ("Jetzt lesen", "hier informieren", "mehr erfahren"), or title-like
   parts joined by " | ";
 - is shared by several articles of the source in one run (a site's tagline), which the
   caller finds by comparing pages (:func:`text_key`).
 
-A description the site cut still gives its complete sentences, after every uncut one.
-The main text loses the headline where it opens with it.
+Where the site cut a description that the main text carries, the main text gives the
+teaser: from where the description opens, if that is the article's opening, else from
+its start. Otherwise a cut description still gives its complete sentences, after every
+uncut one. The main text loses the headline where it opens with it; in a description,
+words a print layout hyphenated ("Erle-gungsprämie") are joined where the main text has
+them whole.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import difflib
 import html
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -89,12 +101,19 @@ _ARTICLE_TYPES = frozenset(
     }
 )
 _ENTITY = re.compile(r"&(?:[A-Za-z][A-Za-z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});")
+# A line break a site escaped once too often: a backslash and "n" in the text.
+_LITERAL_BREAK = re.compile(r"\\[nrt](?=\s|$)")
+# Soft hyphens and zero-width spaces: invisible on the page, in the way in a teaser.
+_HIDDEN = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
 _TAG = re.compile(r"</?[A-Za-z][^<>]{0,500}>")
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = (".", "!", "?", "…", '"', "“", "”", "»", "«", ")")
 _TITLE_SEPARATORS = re.compile(r"\s+[|–—·:-]{1,2}\s+")
-# Marks that SEO templates put in descriptions: check marks, arrows, stars, emoji.
-_SEO_MARKS = re.compile("[✓✔✅☑▶►▷➤➔➜➡→⇒★☆⭐✪❤⚡\U0001f300-\U0001faff]")
+# Marks that SEO templates put in descriptions: arrows ("→", "▶"), symbols and dingbats
+# ("☀", "★", "✓", "➤"), emoji.
+_SEO_MARKS = re.compile(
+    "[\u2190-\u21ff\u25b6-\u25c4\u2600-\u27bf\u2b00-\u2bff\U0001f300-\U0001faff]"
+)
 _CALL_TO_ACTION = re.compile(
     r"\b(?:jetzt|hier)\s+(?:\w+\s+){0,2}?(?:lesen|informieren|vergleichen|ansehen|entdecken|"
     r"bestellen|kaufen|sichern|testen|buchen|anmelden|herunterladen|downloaden|abonnieren|"
@@ -111,6 +130,29 @@ _DANGLING_ORDINAL = re.compile(
     re.IGNORECASE,
 )
 # A description that ends in one of these words (and no full stop) breaks off mid-sentence.
+# A date (and time) a site puts before the text: "06.11.2023, 11.41 Uhr : ", "06.11.23 - ".
+_DATELINE = re.compile(
+    r"^\d{1,2}\.\d{1,2}\.(?:\d{4}|\d{2})(?:,?\s+\d{1,2}[.:]\d{2}(?:\s+Uhr)?)?"
+    r"(?:\s*[:|–—-])?\s+(?=[\"„»«(]?[A-ZÄÖÜ])"
+)
+# "Fachmeldung vom 18.10.2021 aus dem Bereich Steuern": the kind of page and its date.
+_LABEL = re.compile(
+    r"^[^\W\d_]+(?:\s+Nr\.\s*\d+)?\s+vom\s+\d{1,2}\.\s*(?:\d{1,2}\.|[^\W\d_]+)\s*\d{2,4}\b"
+)
+# A word a print layout hyphenated at the end of a line: "Erle-gungsprämie", "zahl-te".
+_BROKEN_WORD = re.compile(r"(?<![\w-])([^\W\d_]+)-([a-zäöüß][^\W\d_]*)(?![\w-])")
+#: Where in the main text a description the site cut may open and still be its lead.
+_LEAD = 200
+#: A description this long that is the start of a longer text of the page was cut there.
+_CUT_LENGTH = 150
+#: A name of the site is at most this long.
+_SITE_NAME = 40
+# Elements that hold a photo's caption or credit, by their class.
+_CAPTION_CLASS = re.compile(
+    r"caption|copyright|credit|bildunterschrift|bildnachweis|image-(?:alt|description)",
+    re.IGNORECASE,
+)
+_CREDIT = re.compile(r"(?:©|\(c\)\s|Fotos?:|Bild(?:quelle)?:|Quelle:|Copyright\b)", re.IGNORECASE)
 _DANGLING_WORD = re.compile(
     r"\b(?:und|oder|aber|der|die|das|den|dem|des|ein|eine|einen|einem|einer|eines|am|im|in|"
     r"mit|für|von|vom|zu|zum|zur|auf|an|bei|nach|über|unter|aus|durch|gegen|ohne|um|als|wie|"
@@ -121,10 +163,10 @@ _DANGLING_WORD = re.compile(
 
 @dataclass(frozen=True)
 class Described:
-    """A page's headlines, its site's name and its teaser candidates (origin, text)."""
+    """A page's headlines, its site's names and its teaser candidates (origin, text)."""
 
     titles: tuple[str, ...]
-    site: str
+    sites: tuple[str, ...]
     candidates: tuple[tuple[str, str], ...]
 
 
@@ -134,10 +176,9 @@ def describe_page(data: bytes, content_type: str | None = None, room: int = 2_00
     The main text is extracted only where the descriptions leave a choice to make: fewer
     than two different ones that hold up on this page alone.
     """
-    text = decode_html(data, content_type)
-    tree = LexborHTMLParser(text)
+    tree = LexborHTMLParser(decode_html(data, content_type))
     titles = _titles(tree)
-    site = _attribute(tree, 'meta[property="og:site_name"]')
+    sites = _site_names(tree, titles)
     candidates: list[tuple[str, str]] = []
     for origin, selector in _META:
         for node in tree.css(selector):
@@ -150,40 +191,43 @@ def describe_page(data: bytes, content_type: str | None = None, room: int = 2_00
         candidates.append(("JSON-LD", description))
     found: list[tuple[str, str]] = []
     for origin, value in candidates:
-        cleaned = clean(value[:_MAX_DESCRIPTION])
+        cleaned = _without_dateline(clean(_points(value[:_MAX_DESCRIPTION])))
         if cleaned and all(cleaned != seen for _, seen in found):
             found.append((origin, cleaned))
-    holding = {text_key(value) for _, value in found if flaw(value, titles, site) is None}
-    if len(holding) < 2 and (main := _main_text(text, room)):
+    holding = {text_key(value) for _, value in found if flaw(value, titles, sites) is None}
+    if len(holding) < 2 and (main := _main_text(tree, room)):
         found.append(("main text", main))
-    return Described(titles, site, tuple(found))
+    return Described(titles, sites, tuple(found))
 
 
 def choose(described: Described, shared: Iterable[str] = (), titles: Iterable[str] = ()) -> str:
-    """The first candidate that holds up, else the sentences a site-cut one keeps; or ''.
+    """The first candidate that holds up, else what stands in for one the site cut; or ''.
 
     ``shared`` holds the :func:`text_key` of texts other articles of the source carry too;
     ``titles`` are more headlines the article is known by (its feed's title).
     """
     shared = set(shared)
     headlines = described.titles + tuple(t for t in titles if t)
-    repaired = ""
+    texts = [value for _, value in described.candidates]
+    main = next((v for o, v in described.candidates if o == "main text"), "")
+    main = _without_headline(main, headlines) if text_key(main) not in shared else ""
+    instead: str | None = None  # for a description the site cut; '' for the main text
     for origin, value in described.candidates:
         if text_key(value) in shared:
             continue
         if origin == "main text":  # cut to its room here, and no template
-            if repaired:
-                break  # the complete sentences of a description come first
-            value = _without_headline(value, headlines)
-            short = len(value) < MIN_CHARS or len(text_key(value).split()) < MIN_WORDS
-            return "" if short else value
-        problem = flaw(value, headlines, described.site)
+            if instead:
+                return instead  # the rest of a cut description comes first
+            short = len(main) < MIN_CHARS or len(text_key(main).split()) < MIN_WORDS
+            return "" if short else main
+        problem = flaw(value, headlines, described.sites)
+        if problem is None and _cut_short(value, texts):
+            problem = "cut by the site"
         if problem is None:
-            return value
-        whole = _whole_sentences(value) if problem == "cut by the site" else ""
-        if whole and not repaired and flaw(whole, headlines, described.site) is None:
-            repaired = whole
-    return repaired
+            return _mended(value, main)
+        if problem == "cut by the site" and instead is None:
+            instead = _instead_of_cut(value, main, headlines, described.sites)
+    return instead or ""
 
 
 def clean(value: str) -> str:
@@ -194,6 +238,7 @@ def clean(value: str) -> str:
         value = html.unescape(value)
     if "<" in value:
         value = _TAG.sub(" ", value)
+    value = _LITERAL_BREAK.sub(" ", _HIDDEN.sub("", value))
     return " ".join(value.replace("\xa0", " ").split())
 
 
@@ -202,16 +247,22 @@ def text_key(value: str) -> str:
     return " ".join(_WORD.findall(value.casefold()))
 
 
-def flaw(value: str, titles: Iterable[str], site: str = "") -> str | None:
-    """Why ``value`` makes no teaser for a page with these headlines; None if it does."""
+def flaw(value: str, titles: Iterable[str], sites: Iterable[str] = ()) -> str | None:
+    """Why ``value`` makes no teaser for a page with these headlines; None if it does.
+
+    ``sites`` are the names the site goes by.
+    """
     key = text_key(value)
     if len(value) < MIN_CHARS or len(key.split()) < MIN_WORDS:
         return "too short"
-    if site and key == text_key(site):
+    sites = [site for site in sites if text_key(site)]
+    if any(key == text_key(site) for site in sites):
         return "the site's name"
     for title in titles:
         if _repeats(key, text_key(title)):
             return "the headline again"
+    if _tagline(value, sites):
+        return "the site's tagline"
     if site_cut(value):
         return "cut by the site"
     if seo_template(value):
@@ -254,9 +305,98 @@ def _repeats(key: str, title: str) -> bool:
     return difflib.SequenceMatcher(None, key, title).ratio() >= 0.9
 
 
+def _tagline(value: str, sites: Iterable[str]) -> bool:
+    """Whether ``value`` is a label or opens with the site's name and a dash or bar."""
+    if _LABEL.match(value) and len(value.split()) <= 12:
+        return True
+    separator = _TITLE_SEPARATORS.search(value)
+    if separator is None or separator.start() == 0:
+        return False
+    opening = text_key(value[: separator.start()])
+    return any(
+        separator.start() <= len(site) + 8 and f"{opening} ".startswith(f"{text_key(site)} ")
+        for site in sites
+    )
+
+
+def _cut_short(value: str, texts: Iterable[str]) -> bool:
+    """Whether ``value`` is the start of a longer text of the page, cut inside a word or
+    at a length (and not at the end of a sentence)."""
+    if value.endswith(_SENTENCE_END):
+        return False
+    return any(
+        len(text) > len(value)
+        and text.startswith(value)
+        and (text[len(value)].isalnum() or len(value) >= _CUT_LENGTH)
+        for text in texts
+    )
+
+
+def _instead_of_cut(
+    value: str, main: str, headlines: tuple[str, ...], sites: tuple[str, ...]
+) -> str | None:
+    """What stands in for ``value``, a description the site cut: the main text from where
+    it opens ('' for the main text from its start, where that comes first), or its
+    complete sentences; None if neither holds up."""
+    opening = _CUT_MARK.sub("", value).rstrip()
+    start = main.find(opening[:MIN_CHARS]) if main else -1
+    if start < 0 and main and 0 < (skip := opening.find(main[:MIN_CHARS])) <= _LEAD:
+        opening, start = opening[skip:], 0  # it opens with a heading the main text has not
+    if start > _LEAD:
+        return ""  # the description is from further down: the article's opening is better
+    if start >= 0:
+        same = len(os.path.commonprefix([opening, main[start:]]))
+        # The main text breaks off there too ("Rathaus... Gemeinsam"): the site's lead ends
+        # in "...", which a teaser must not.
+        goes_on = not main[start + same :].lstrip().startswith(("...", "…"))
+        if same >= min(len(opening), 2 * MIN_CHARS) and goes_on:
+            return main[start:]
+    whole = _mended(_whole_sentences(value), main)
+    return whole if whole and flaw(whole, headlines, sites) is None else None
+
+
 def _whole_sentences(value: str) -> str:
+    value = _CUT_MARK.sub("", value).rstrip()
     end = last_sentence_end(value, len(value), MIN_CHARS)
     return value[:end] if end is not None else ""
+
+
+def _mended(value: str, main: str) -> str:
+    """``value`` with words a print layout hyphenated joined, where ``main`` has them whole."""
+    if not main or "-" not in value:
+        return value
+
+    def join(broken: re.Match[str]) -> str:
+        whole = broken.group(1) + broken.group(2)
+        found = re.search(rf"(?<!\w){re.escape(whole)}(?!\w)", main)
+        return whole if found and broken.group(0) not in main else broken.group(0)
+
+    return _BROKEN_WORD.sub(join, value)
+
+
+def _points(value: str) -> str:
+    """``value`` with lines that end in no full stop made sentences: points on lines of
+    their own, or a short heading above the text.
+
+    "… gegen den Klimawandel\nHohe Speicher- und Transportfähigkeit …" would read as one
+    sentence once the line breaks are gone; so would "So bleibt man attraktiv\\n Das
+    Zentrum lud ein." (a line break a site escaped once too often).
+    """
+    lines = [line.strip(" \t\xa0") for line in _LITERAL_BREAK.sub("\n", value).splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) < 2 or not all(line[0].isupper() for line in lines[1:]):
+        return value
+    ends = (*_SENTENCE_END, ":", ",", ";")
+    unfinished = [not line.endswith(ends) and not _DANGLING_WORD.search(line) for line in lines]
+    if all(unfinished) and lines[0][0].isupper():
+        return " ".join(f"{line}." for line in lines)
+    if unfinished[0] and len(lines[0].split()) <= 10 and not any(unfinished[1:]):
+        return " ".join([f"{lines[0]}.", *lines[1:]])
+    return value
+
+
+def _without_dateline(value: str) -> str:
+    return _DATELINE.sub("", value, count=1)
 
 
 def _without_headline(value: str, headlines: tuple[str, ...]) -> str:
@@ -280,6 +420,22 @@ def _titles(tree: LexborHTMLParser) -> tuple[str, ...]:
         titles.extend(part for part in _TITLE_SEPARATORS.split(whole) if len(part) >= 20)
     titles.extend(_json_ld_values(tree, "headline"))
     return tuple(dict.fromkeys(clean(t) for t in titles if t and clean(t)))
+
+
+def _site_names(tree: LexborHTMLParser, titles: tuple[str, ...]) -> tuple[str, ...]:
+    """The names the site goes by: its og:site_name, the first and last parts of <title>."""
+    names = [_attribute(tree, 'meta[property="og:site_name"]')]
+    title = tree.css_first("title")
+    parts = _TITLE_SEPARATORS.split(clean(_text(title))) if title is not None else []
+    if len(parts) > 1:
+        names += [parts[0], parts[-1]]
+    return tuple(
+        dict.fromkeys(
+            name
+            for name in names
+            if 3 <= len(name) <= _SITE_NAME and len(name.split()) <= 5 and name not in titles
+        )
+    )
 
 
 def _attribute(tree: LexborHTMLParser, selector: str) -> str:
@@ -342,12 +498,35 @@ def _is_article(kind: Any) -> bool:
     )
 
 
-def _main_text(text: str, room: int) -> str:
+def _main_text(tree: LexborHTMLParser, room: int) -> str:
+    """The page's main text up to about ``room`` characters, captions and credits left out.
+
+    Changes ``tree``: the captions are taken out of it.
+    """
     import trafilatura  # imported where used: it takes a third of a second to load
 
-    main = trafilatura.extract(text, include_comments=False, include_tables=False) or ""
+    _drop_captions(tree)
+    main = trafilatura.extract(tree.html, include_comments=False, include_tables=False) or ""
     lines = [line for line in main.splitlines() if line.strip()]
     # Headings (the headline above all) are the lines that end in no punctuation.
     while len(lines) > 1 and not lines[0].rstrip().endswith((*_SENTENCE_END, ":")):
         lines.pop(0)
-    return clean(" ".join(lines)[: room + 200])
+    return _without_dateline(clean(" ".join(lines)[: room + 200]))
+
+
+def _drop_captions(tree: LexborHTMLParser) -> None:
+    """Take photo captions and credits out of ``tree``: <figcaption>, elements whose class
+    names a caption or credit, short ones that open with "©" or "Foto:"."""
+    found = {
+        node.mem_id: node
+        for node in tree.css("figcaption, [class], p, span, em, small, cite, div")
+        if node.tag == "figcaption"
+        or (_CAPTION_CLASS.search(node.attributes.get("class") or "") and len(_text(node)) < 400)
+        or (len(text := _text(node)) < 120 and _CREDIT.match(text))
+    }
+    for node in found.values():
+        parent = node.parent
+        while parent is not None and parent.mem_id not in found:
+            parent = parent.parent
+        if parent is None:  # not inside another one, which goes with it
+            node.decompose()
