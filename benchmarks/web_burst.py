@@ -31,13 +31,10 @@ import os
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from digest.audience.segments import segment_lists
 from digest.audience.tokens import UNSUBSCRIBE, make_token
@@ -47,6 +44,7 @@ from digest.store import schema as t
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import Run, Server, digest_serve, drive, load_average, one_click_post  # noqa: E402
+from _schema import own_schema  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Lifts the per-address budget: every POST here comes from 127.0.0.1. Over a second,
@@ -96,25 +94,6 @@ asyncio.run(main())
 """
 
 # --- the store ---------------------------------------------------------------------------
-
-
-@contextmanager
-def own_schema(url: str | None, tmp: Path) -> Iterator[str]:
-    """A SQLite file in ``tmp``; for a PostgreSQL URL, a new schema dropped after."""
-    if url is None:
-        yield f"sqlite:///{tmp / 'digest.db'}"
-        return
-    schema = f"digest_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def settings_for(store_url: str) -> Settings:
@@ -245,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        with own_schema(args.postgres, tmp) as store_url:
+        with own_schema(args.postgres or f"sqlite:///{tmp / 'digest.db'}") as store_url:
             settings = settings_for(store_url)
             started = time.perf_counter()
             ids = seed(settings, args.tokens + WARM_UP)
