@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -55,6 +56,26 @@ def postgres_schema_url() -> Iterator[str]:
 
 #: Keys the suppression list's hashes in tests (the configuration's secret_key in use).
 TEST_SECRET_KEY = "test-secret-key-0123456789"
+
+
+def newsletter_table(newsletter_id: str = "wochenueberblick", **overrides: Any) -> dict[str, Any]:
+    """A small ``[[newsletters]]`` table (as parsed TOML): one category, no sources, no
+    segments; ``overrides`` added or replaced."""
+    return {
+        "id": newsletter_id,
+        "name": "Kommune Digital",
+        "sender": "Kommune Digital <news@example.org>",
+        "impressum": {
+            "publisher": "Verlag",
+            "address": "Straße 1, 10115 Berlin",
+            "contact": "redaktion@example.org",
+            "responsible": "E. Mustermann",
+        },
+        "categories": [{"key": "politik", "title": "Politik"}],
+        "sources": [],
+        "segments": [],
+        **overrides,
+    }
 
 
 @pytest.fixture
