@@ -40,6 +40,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @contextmanager
 def postgres_schema_url() -> Iterator[str]:
     """The URL of a new schema in the test PostgreSQL, dropped afterwards."""
+    with named_postgres_schema() as (_name, url):
+        yield url
+
+
+@contextmanager
+def named_postgres_schema() -> Iterator[tuple[str, str]]:
+    """A new schema in the test PostgreSQL, dropped afterwards: its name, and a URL whose
+    search_path is it."""
     assert POSTGRES_URL
     schema = f"digest_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
@@ -47,7 +55,7 @@ def postgres_schema_url() -> Iterator[str]:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     separator = "&" if "?" in POSTGRES_URL else "?"
     try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+        yield schema, f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
