@@ -49,6 +49,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import send_throughput as base  # noqa: E402
+from _schema import new_schema  # noqa: E402
 
 ROOT = base.ROOT
 NL = "wochenueberblick"
@@ -224,7 +225,7 @@ def _wait_sent(ledger: Ledger, started: float, timeout: float = 3600) -> tuple[i
 
 def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: int,
                 key_file: str | None, slice_seconds: float) -> dict[str, Any]:  # fmt: skip
-    url, drop = base._postgres_url(base_url)
+    url, drop = new_schema(base_url)
     ledger = Ledger(url)
     processes: list[Any] = []
     try:
@@ -272,7 +273,7 @@ def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: 
 
 def run_alone(base_url: str, port: int, tmp: Path, subscribers: int,
               key_file: str | None) -> dict[str, Any]:  # fmt: skip
-    url, drop = base._postgres_url(base_url)
+    url, drop = new_schema(base_url)
     ledger = Ledger(url)
     try:
         base.seed(url, subscribers)

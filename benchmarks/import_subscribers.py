@@ -23,14 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 from digest.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _schema import own_schema  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "benchmark-secret-key-0123456789"
@@ -46,25 +44,6 @@ def write_csv(path: Path, rows: int) -> None:
             categories = "|".join(CATEGORIES[: 1 + n % len(CATEGORIES)])
             regions = "|".join(REGIONS[: n % 3])
             out.write(f"leser{n}@example.org,Leserin {n},{categories},{regions},de_DE\n")
-
-
-@contextmanager
-def own_schema(url: str) -> Iterator[str]:
-    """``url`` itself for SQLite; for PostgreSQL, the URL of a new schema dropped after."""
-    if not url.startswith("postgresql"):
-        yield url
-        return
-    schema = f"digest_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def import_once(folder: Path, csv: Path, url: str) -> tuple[float, float, int, str]:

@@ -36,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -44,13 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from digest.config import load_settings
 from digest.delivery.capture import LocalSmtpServer
 from digest.delivery.relays import open_transport
 from digest.delivery.senders import sender_processes
 from digest.ops import jobs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _schema import new_schema  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
@@ -430,21 +432,6 @@ async def client_ceiling(port: int, connections: int, total: int, sample: tuple[
 # --- the run ----------------------------------------------------------------------------
 
 
-def _postgres_url(base: str) -> tuple[str, Any]:
-    schema = f"digest_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base else "?"
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return f"{base}{separator}options=-csearch_path%3D{schema}", drop
-
-
 def _key(tmp: Path, algorithm: str) -> str | None:
     try:
         from digest.message.dkim import generate_key, private_pem
@@ -509,7 +496,7 @@ def main() -> None:
             drops = []
             base = os.environ.get("DIGEST_TEST_POSTGRES_URL")
             if base and not args.no_postgres:
-                pg_url, drop = _postgres_url(base)
+                pg_url, drop = new_schema(base)
                 drops.append(drop)
                 seed(pg_url, args.subscribers)
                 stores.append(("postgresql", pg_url))

@@ -27,33 +27,24 @@ load on the machine moves every figure: the load average is printed first.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing
 import os
-import queue
-import resource
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from digest.audience.segments import segment_lists
 from digest.audience.tokens import UNSUBSCRIBE, make_token
 from digest.config import Settings, load_settings
 from digest.ops import jobs
 from digest.store import schema as t
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import Run, Server, digest_serve, drive, load_average, one_click_post  # noqa: E402
+from _schema import own_schema  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Lifts the per-address budget: every POST here comes from 127.0.0.1. Over a second,
@@ -63,7 +54,6 @@ ROOT = Path(__file__).resolve().parent.parent
 NO_RATE_LIMIT = "100000000/second"
 #: Tokens posted before the measured burst, so that first-use costs stay out of it.
 WARM_UP = 500
-BODY = b"List-Unsubscribe=One-Click"
 
 BARE_APP = """
 from starlette.applications import Starlette
@@ -104,25 +94,6 @@ asyncio.run(main())
 """
 
 # --- the store ---------------------------------------------------------------------------
-
-
-@contextmanager
-def own_schema(url: str | None, tmp: Path) -> Iterator[str]:
-    """A SQLite file in ``tmp``; for a PostgreSQL URL, a new schema dropped after."""
-    if url is None:
-        yield f"sqlite:///{tmp / 'digest.db'}"
-        return
-    schema = f"digest_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def settings_for(store_url: str) -> Settings:
@@ -186,96 +157,7 @@ def recorded(settings: Settings) -> int:
         store.close()
 
 
-def post(token: str) -> bytes:
-    return (
-        f"POST /unsubscribe/{token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-        f"Content-Length: {len(BODY)}\r\n\r\n"
-    ).encode("ascii") + BODY
-
-
-HEALTH = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-
-
 # --- the servers -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user and system) of a process and its live descendants."""
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
-                todo.extend(int(child) for child in task.read_text().split())
-            except OSError:
-                continue
-    return total
-
-
-class Server:
-    """A server subprocess on a free port, its output in a file; ready once /healthz is."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)],
-                env=env,
-                cwd=cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while not self._healthy():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"the server did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-
-    def _healthy(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                return s.recv(64).startswith(b"HTTP/1.1 200")
-        except OSError:
-            return False
-
-    def cpu(self) -> float:
-        return tree_cpu(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def digest_serve(store_url: str, workers: int, tmp: Path, rate_limit: str) -> Server:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["DIGEST_STORE_URL"] = store_url
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "digest.cli", "--config", str(ROOT / "config.toml")]
-    command += ["serve", "--rate-limit", rate_limit]
-    if workers > 1:
-        command += ["--workers", str(workers)]
-    return Server(command, env, tmp / "serve.log", tmp)
 
 
 def null_server(tmp: Path) -> Server:
@@ -295,139 +177,21 @@ def bare_app(workers: int, tmp: Path) -> Server:
     return Server(command, dict(os.environ), tmp / "bare.log", tmp)
 
 
-# --- the load generator ------------------------------------------------------------------
+# --- the load ----------------------------------------------------------------------------
 
 
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> int:
-    """Send one request, read its whole answer; its status."""
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = None
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
-    if length is None:
-        raise RuntimeError(f"an answer without Content-Length: {head!r}")
-    await reader.readexactly(length)
-    return status
-
-
-async def _drive(port: int, requests: list[bytes], connections: int, go: Any) -> dict[str, Any]:
-    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    errors: Counter[str] = Counter()
-    todo = iter(requests)
-    await asyncio.get_running_loop().run_in_executor(None, go.wait)
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
-    started = time.monotonic()
-
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for request in todo:
-            sent = time.monotonic()
-            try:
-                status = await _exchange(reader, writer, request)
-            except (OSError, asyncio.IncompleteReadError, RuntimeError) as exc:
-                errors[type(exc).__name__] += 1
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                continue
-            latencies.append(time.monotonic() - sent)
-            statuses[status] += 1
-        writer.close()
-
-    await asyncio.gather(*(connection(r, w) for r, w in streams))
-    ended = time.monotonic()
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "started": started,
-        "ended": ended,
-        "latencies": latencies,
-        "statuses": dict(statuses),
-        "errors": dict(errors),
-        "cpu": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
-    }
-
-
-def _generator(port: int, requests: list[bytes], connections: int, go: Any, out: Any) -> None:
-    out.put(asyncio.run(_drive(port, requests, connections, go)))
-
-
-@dataclass
-class Run:
-    requests: int
-    seconds: float
-    latencies: list[float]
-    statuses: Counter[int] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    client_cpu: float = 0.0
-    server_cpu: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-    def describe(self) -> str:
-        ok = self.statuses.get(200, 0)
-        others = {s: n for s, n in self.statuses.items() if s != 200}
-        wrong = sum(others.values()) + sum(self.errors.values())
-        return (
-            f"{self.rate:,.0f}/s ({self.requests} in {self.seconds:.1f} s), latency ms "
-            f"p50 {self.percentile(50):.1f} p95 {self.percentile(95):.1f} "
-            f"p99 {self.percentile(99):.1f} max {1000 * max(self.latencies):.0f}, "
-            f"{ok} answered 200, errors {wrong}"
-            + (f" {others}" if others else "")
-            + (f" {dict(self.errors)}" if self.errors else "")
-            + f"; CPU per request: server {1000 * self.server_cpu / self.requests:.2f} ms, "
-            f"generator {1000 * self.client_cpu / self.requests:.2f} ms"
-        )
-
-
-def drive(server: Server, requests: list[bytes], connections: int, clients: int) -> Run:
-    """Send ``requests`` over ``connections`` keep-alive connections from ``clients``
-    processes, each request once."""
-    context = multiprocessing.get_context("spawn")
-    go, out = context.Event(), context.Queue()
-    shares = [requests[i::clients] for i in range(clients)]
-    per = [connections // clients + (i < connections % clients) for i in range(clients)]
-    children = [
-        context.Process(target=_generator, args=(server.port, share, n, go, out))
-        for share, n in zip(shares, per, strict=True)
-    ]
-    for child in children:
-        child.start()
-    time.sleep(0.5 + 0.2 * clients)  # connected and waiting
-    cpu = server.cpu()
-    go.set()
-    results: list[dict[str, Any]] = []
-    while len(results) < len(children):
-        try:
-            results.append(out.get(timeout=5))
-        except queue.Empty:
-            if any(child.exitcode not in (None, 0) for child in children):
-                raise SystemExit("a load generator process failed") from None
-    server_cpu = server.cpu() - cpu
-    for child in children:
-        child.join()
-    run = Run(
-        requests=len(requests),
-        seconds=max(r["ended"] for r in results) - min(r["started"] for r in results),
-        latencies=[x for r in results for x in r["latencies"]],
-        client_cpu=sum(r["cpu"] for r in results),
-        server_cpu=server_cpu,
+def describe(run: Run) -> str:
+    others = {s: n for s, n in run.statuses.items() if s != 200}
+    wrong = sum(others.values()) + sum(run.errors.values())
+    return (
+        f"{run.speed()}, {run.statuses.get(200, 0)} answered 200, errors {wrong}"
+        + (f" {others}" if others else "")
+        + (f" {dict(run.errors)}" if run.errors else "")
+        + f"; {run.cpu_per_request()}"
     )
-    for r in results:
-        run.statuses.update(r["statuses"])
-        run.errors.update(r["errors"])
-    return run
+
+
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 def health(server: Server, count: int, connections: int, clients: int) -> Run:
@@ -436,13 +200,6 @@ def health(server: Server, count: int, connections: int, clients: int) -> Run:
 
 
 # --- the run -----------------------------------------------------------------------------
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,13 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        with own_schema(args.postgres, tmp) as store_url:
+        with own_schema(args.postgres or f"sqlite:///{tmp / 'digest.db'}") as store_url:
             settings = settings_for(store_url)
             started = time.perf_counter()
             ids = seed(settings, args.tokens + WARM_UP)
             newsletter = settings.newsletters[0].id
             requests = [
-                post(make_token(settings.secret_key, UNSUBSCRIBE, i, newsletter)) for i in ids
+                one_click_post(make_token(settings.secret_key, UNSUBSCRIBE, i, newsletter))
+                for i in ids
             ]
             print(
                 f"store:     {store_url.split(':')[0]}, {len(ids)} subscribers seeded and "
@@ -491,23 +249,22 @@ def _measure(
         generator = health(null, args.health, args.connections, args.clients)
     finally:
         null.stop()
-    print(f"(0) generator vs a null server: {generator.describe()}")
+    print(f"(0) generator vs a null server: {describe(generator)}")
     bare = bare_app(args.workers, tmp)
     try:
         ceiling = health(bare, args.health, args.connections, args.clients)
     finally:
         bare.stop()
-    print(f"(a) bare app /healthz:     {ceiling.describe()}")
-    serve = digest_serve(store_url, args.workers, tmp, args.rate_limit)
+    print(f"(a) bare app /healthz:     {describe(ceiling)}")
+    serve = digest_serve(store_url, tmp, args.rate_limit, args.workers)
     try:
         healthz = health(serve, args.health, args.connections, args.clients)
         print(
-            f"(b) digest /healthz:       {healthz.describe()}; "
-            f"b/a {healthz.rate / ceiling.rate:.2f}"
+            f"(b) digest /healthz:       {describe(healthz)}; b/a {healthz.rate / ceiling.rate:.2f}"
         )
         warm = drive(serve, requests[:WARM_UP], args.connections, 1)
         burst = drive(serve, requests[WARM_UP:], args.connections, args.clients)
-        print(f"(c) one-click POST burst:  {burst.describe()}")
+        print(f"(c) one-click POST burst:  {describe(burst)}")
     finally:
         serve.stop()
     answered = warm.statuses.get(200, 0) + burst.statuses.get(200, 0)

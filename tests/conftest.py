@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -39,6 +40,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @contextmanager
 def postgres_schema_url() -> Iterator[str]:
     """The URL of a new schema in the test PostgreSQL, dropped afterwards."""
+    with named_postgres_schema() as (_name, url):
+        yield url
+
+
+@contextmanager
+def named_postgres_schema() -> Iterator[tuple[str, str]]:
+    """A new schema in the test PostgreSQL, dropped afterwards: its name, and a URL whose
+    search_path is it."""
     assert POSTGRES_URL
     schema = f"digest_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
@@ -46,7 +55,7 @@ def postgres_schema_url() -> Iterator[str]:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     separator = "&" if "?" in POSTGRES_URL else "?"
     try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+        yield schema, f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -55,6 +64,26 @@ def postgres_schema_url() -> Iterator[str]:
 
 #: Keys the suppression list's hashes in tests (the configuration's secret_key in use).
 TEST_SECRET_KEY = "test-secret-key-0123456789"
+
+
+def newsletter_table(newsletter_id: str = "wochenueberblick", **overrides: Any) -> dict[str, Any]:
+    """A small ``[[newsletters]]`` table (as parsed TOML): one category, no sources, no
+    segments; ``overrides`` added or replaced."""
+    return {
+        "id": newsletter_id,
+        "name": "Kommune Digital",
+        "sender": "Kommune Digital <news@example.org>",
+        "impressum": {
+            "publisher": "Verlag",
+            "address": "Straße 1, 10115 Berlin",
+            "contact": "redaktion@example.org",
+            "responsible": "E. Mustermann",
+        },
+        "categories": [{"key": "politik", "title": "Politik"}],
+        "sources": [],
+        "segments": [],
+        **overrides,
+    }
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import sys
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from digest.delivery.capture import LocalSmtpServer
 from digest.store import Store
 from digest.store import schema as t
+from tests.conftest import POSTGRES_URL, postgres_schema_url
 
 ROOT = Path(__file__).resolve().parents[2]
 NL = "wochenueberblick"
@@ -32,14 +32,14 @@ NL = "wochenueberblick"
 NL2 = "zweitblick"
 WEEK = "2025-W05"
 NOW = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
-POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")
 _MESSAGE_ID = re.compile(rb"(?mi)^Message-ID: (<[^>]+>)")
 
 
 @contextlib.contextmanager
-def postgres_schema() -> Iterator[str]:
-    """A store URL on a new schema of the test PostgreSQL holding digest's tables and the
-    queue's (procrastinate's SchemaManager, as ``digest migrate`` applies it)."""
+def postgres_schema(secret_key: str | None = None) -> Iterator[str]:
+    """A store URL on a new schema of the test PostgreSQL holding digest's tables (opened
+    with ``secret_key``) and the queue's (procrastinate's SchemaManager, as ``digest
+    migrate`` applies it)."""
     if not POSTGRES_URL:
         pytest.skip("the cluster needs PostgreSQL: set DIGEST_TEST_POSTGRES_URL")
     pytest.importorskip("procrastinate")
@@ -48,21 +48,11 @@ def postgres_schema() -> Iterator[str]:
 
     from digest.cluster.app import conninfo
 
-    schema = f"digest_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    try:
-        Store.open(url).close()  # digest's tables
+    with postgres_schema_url() as url:
+        Store.open(url, secret_key=secret_key).close()  # digest's tables
         with psycopg.connect(conninfo(url), autocommit=True) as conn:
             conn.execute(SchemaManager.get_schema())  # no parameters: "%" is taken as is
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def write_site(

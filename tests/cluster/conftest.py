@@ -16,27 +16,14 @@ from digest.config import Settings
 from digest.config.load import parse_settings
 from digest.store import Store
 from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, postgres_schema_url
+from tests.conftest import newsletter_table as small_newsletter_table
 
 
 def newsletter_table(newsletter_id: str = "wochenueberblick", **overrides: Any) -> dict[str, Any]:
     """A newsletter's settings table: no sources, no segments, collecting off."""
-    return {
-        "id": newsletter_id,
-        "name": "Kommune Digital",
-        "sender": "Kommune Digital <news@example.org>",
-        "impressum": {
-            "publisher": "Verlag",
-            "address": "Straße 1, 10115 Berlin",
-            "contact": "redaktion@example.org",
-            "responsible": "E. Mustermann",
-        },
-        "categories": [{"key": "politik", "title": "Politik"}],
-        "sources": [],
-        "segments": [],
-        "timezone": "Europe/Berlin",
-        "collect_every_minutes": 0,
-        **overrides,
-    }
+    return small_newsletter_table(
+        newsletter_id, **{"timezone": "Europe/Berlin", "collect_every_minutes": 0, **overrides}
+    )
 
 
 def cluster_table(store_url: str, *newsletters: dict[str, Any], **top: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -18,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from digest.store.copy import head_revision
 from tests.cli.test_cli import _env
-from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY
+from tests.conftest import POSTGRES_URL, TEST_SECRET_KEY, named_postgres_schema
 from tests.store.test_migrations import _upgrade
 
 pytest.importorskip("procrastinate")
@@ -33,17 +32,8 @@ def schema() -> Iterator[tuple[str, str]]:
     search_path is it."""
     if not POSTGRES_URL:
         pytest.skip("DIGEST_TEST_POSTGRES_URL is not set")
-    name = f"digest_migrate_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield name, f"{POSTGRES_URL}{separator}options=-csearch_path%3D{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+    with named_postgres_schema() as (name, url):
+        yield name, url
 
 
 def _config(folder: Path, url: str, *, cluster: bool = True) -> Path:

@@ -40,6 +40,7 @@ from digest.ops.schedule import (
     trigger_for,
 )
 from digest.store import Store
+from tests.conftest import newsletter_table
 
 NEWSLETTER = "wochenueberblick"
 JOB_ID = job_id(NEWSLETTER)
@@ -77,24 +78,6 @@ def _clear_runs() -> Iterator[None]:
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="digest.ops.schedule")
     return caplog
-
-
-def newsletter_table(newsletter_id: str = NEWSLETTER, **overrides: Any) -> dict[str, Any]:
-    return {
-        "id": newsletter_id,
-        "name": "Kommune Digital",
-        "sender": "Kommune Digital <news@example.org>",
-        "impressum": {
-            "publisher": "Verlag",
-            "address": "Straße 1, 10115 Berlin",
-            "contact": "redaktion@example.org",
-            "responsible": "E. Mustermann",
-        },
-        "categories": [{"key": "politik", "title": "Politik"}],
-        "sources": [],
-        "segments": [],
-        **overrides,
-    }
 
 
 def settings_with(*newsletters: dict[str, Any]) -> Settings:
