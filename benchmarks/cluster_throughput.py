@@ -212,18 +212,25 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _wait_sent(ledger: Ledger, started: float, timeout: float = 3600) -> tuple[int, float]:
-    """Poll until the issue is sent, noting the senders; (issue id, wall seconds)."""
+def _wait_sent(ledger: Ledger, started: float, on_sending: Any = None,
+               timeout: float = 3600) -> tuple[int, float]:  # fmt: skip
+    """Poll until the issue is sent, noting the senders; (issue id, wall seconds).
+
+    ``on_sending()`` is called once the issue is seen 'sending' (planned: a cluster's
+    plan job marks it so when it queues the slices)."""
     while time.monotonic() - started < timeout:
         ledger.note_senders()
         found = ledger.issue()
+        if found is not None and found[1] in ("sending", "sent") and on_sending is not None:
+            on_sending()
+            on_sending = None
         if found is not None and found[1] == "sent":
             return found[0], time.monotonic() - started
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise TimeoutError("the issue was not sent within the hour")
 
 
-def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: int,
+def run_cluster(base_url: str, sink: Any, tmp: Path, workers: int, subscribers: int,
                 key_file: str | None, slice_seconds: float) -> dict[str, Any]:  # fmt: skip
     url, drop = new_schema(base_url)
     ledger = Ledger(url)
@@ -233,7 +240,7 @@ def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: 
         _queue_schema(url)
         config = _config(tmp / f"cluster{workers}", pool_size=2 * workers, key_file=key_file,
                          slots=workers, slice_seconds=slice_seconds, cluster=True)  # fmt: skip
-        env = _env(url, port)
+        env = _env(url, sink.port)
         # One core each while there are enough; beyond that, pinning would put two
         # workers on one core beside one alone, so the kernel spreads them instead.
         pinned = workers <= len(os.sched_getaffinity(0))
@@ -241,14 +248,20 @@ def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: 
             _digest(config, env, "worker", core=i if pinned else None) for i in range(workers)
         ]
         time.sleep(3)  # the workers import and connect before the clock starts
-        cpu = sum(_cpu_seconds(p.pid) for p in processes)
-        postgres = _postgres_cpu()
-        started = time.monotonic()
+
+        def cpu_now() -> tuple[float, float, float, float]:
+            """(monotonic time, CPU seconds of the workers, the sink, PostgreSQL)."""
+            workers_cpu = sum(_cpu_seconds(p.pid) for p in processes)
+            return time.monotonic(), workers_cpu, sink.cpu_seconds(), _postgres_cpu()
+
+        marks = [cpu_now()]
+        started = marks[0][0]
         _finish(_digest(config, env, "send", NL, "--week", WEEK))
-        issue_id, wall = _wait_sent(ledger, started)
-        cpu = sum(_cpu_seconds(p.pid) for p in processes) - cpu
-        postgres = _postgres_cpu() - postgres
+        issue_id, wall = _wait_sent(ledger, started, lambda: marks.append(cpu_now()))
+        marks.append(cpu_now())
         sent, seconds, by = ledger.figures(issue_id)
+        whole = [b - a for a, b in zip(marks[0], marks[-1], strict=True)]
+        sending = [b - a for a, b in zip(marks[-2], marks[-1], strict=True)]
         index = {str(p.pid): i for i, p in enumerate(processes)}
         shares = {
             f"worker {index[who.rsplit(':', 1)[-1]]} ({who})"
@@ -256,9 +269,7 @@ def run_cluster(base_url: str, port: int, tmp: Path, workers: int, subscribers: 
             for who, count in by.items()
         }  # fmt: skip
         return {"sent": sent, "rate": sent / seconds, "wall": wall, "shares": shares,
-                "pinned": pinned, "cpu": cpu, "postgres": postgres,
-                "cpu_ms": 1000 * cpu / max(1, sent),
-                "postgres_ms": 1000 * postgres / max(1, sent)}  # fmt: skip
+                "pinned": pinned, "whole": whole, "sending": sending}  # fmt: skip
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -290,6 +301,42 @@ def run_alone(base_url: str, port: int, tmp: Path, subscribers: int,
     finally:
         ledger.close()
         drop()
+
+
+def _cluster_lines(n: int, f: dict[str, Any], rates: dict[int, float],
+                   alone: dict[str, Any] | None, cores: int) -> str:  # fmt: skip
+    """What one cluster run measured, as the lines to print."""
+    shares = ", ".join(
+        f"{who} {count} ({100 * count / max(1, f['sent']):.0f} %)"
+        for who, count in sorted(f["shares"].items())
+    )
+    line = (f"{n} worker{'s' if n > 1 else ' '}: {f['rate']:.0f} messages/s "
+            f"({f['sent']} in {f['sent'] / f['rate']:.1f} s; {f['wall']:.1f} s "
+            f"from queueing to sent)")  # fmt: skip
+    if 1 in rates and n != 1:
+        line += f", {f['rate'] / rates[1]:.2f}x one worker"
+    if n == 1 and alone:
+        line += (f"; against digest send alone: {f['rate'] / alone['rate']:.2f}x "
+                 f"its rate, {f['wall'] / alone['wall']:.2f}x its time from start "
+                 "to sent")  # fmt: skip
+    per = 1000 / max(1, f["sent"])
+    _, workers, sink, postgres = f["whole"]
+    seconds, *busy = f["sending"]
+    most = cores * f["sent"] / max(1e-9, sum(busy))
+    placed = "one core each" if f["pinned"] else "spread by the kernel"
+    return "\n".join([
+        line,
+        f"    shares: {shares}",
+        f"    CPU per message from queueing to sent (planning included): the workers "
+        f"{workers * per:.2f} ms, the sink {sink * per:.2f} ms, PostgreSQL "
+        f"{postgres * per:.2f} ms; load average {os.getloadavg()[0]:.1f}",
+        f"    while sending ({seconds:.1f} s, workers {placed}): the workers "
+        f"{busy[0] * per:.2f} ms, the sink {busy[1] * per:.2f} ms, PostgreSQL "
+        f"{busy[2] * per:.2f} ms per message, the {cores} cores "
+        f"{100 * sum(busy) / (seconds * cores):.0f} % busy; at that CPU per message the "
+        f"cores carry at most {most:.0f} messages/s"
+        + (f" ({most / rates[1]:.2f}x one worker)" if 1 in rates else ""),
+    ])  # fmt: skip
 
 
 def main() -> None:
@@ -325,38 +372,10 @@ def main() -> None:
             rates: dict[int, float] = {}
             cores = len(os.sched_getaffinity(0))
             for n in args.workers:
-                sink_cpu = sink.cpu_seconds()
-                f = run_cluster(base_url, sink.port, tmp, n, args.subscribers, key_file,
+                f = run_cluster(base_url, sink, tmp, n, args.subscribers, key_file,
                                 args.slice_seconds)  # fmt: skip
-                sink_cpu = sink.cpu_seconds() - sink_cpu
                 rates[n] = f["rate"]
-                shares = ", ".join(
-                    f"{who} {count} ({100 * count / max(1, f['sent']):.0f} %)"
-                    for who, count in sorted(f["shares"].items())
-                )
-                line = (f"{n} worker{'s' if n > 1 else ' '}: {f['rate']:.0f} messages/s "
-                        f"({f['sent']} in {f['sent'] / f['rate']:.1f} s; {f['wall']:.1f} s "
-                        f"from queueing to sent)")  # fmt: skip
-                if 1 in rates and n != 1:
-                    line += f", {f['rate'] / rates[1]:.2f}x one worker"
-                if n == 1 and alone:
-                    line += (f"; against digest send alone: {f['rate'] / alone['rate']:.2f}x "
-                             f"its rate, {f['wall'] / alone['wall']:.2f}x its time from start "
-                             "to sent")  # fmt: skip
-                print(line)
-                print(f"    shares: {shares}")
-                per = 1000 / max(1, f["sent"])
-                print(f"    CPU per message: the workers {f['cpu_ms']:.2f} ms (planning "
-                      f"included), the sink {sink_cpu * per:.2f} ms, PostgreSQL "
-                      f"{f['postgres_ms']:.2f} ms; load average "
-                      f"{os.getloadavg()[0]:.1f}")  # fmt: skip
-                busy = (f["cpu"] + sink_cpu + f["postgres"]) / (f["wall"] * cores)
-                most = cores * f["sent"] / (f["cpu"] + sink_cpu + f["postgres"])
-                print(f"    the {cores} cores busy {100 * busy:.0f} % from queueing to sent "
-                      f"with these three (workers "
-                      f"{'one core each' if f['pinned'] else 'spread by the kernel'}); at "
-                      f"this CPU per message they carry at most {most:.0f} messages/s, "
-                      "planning included")  # fmt: skip
+                print(_cluster_lines(n, f, rates, alone, cores))
         finally:
             sink.stop()
 
