@@ -10,10 +10,14 @@ outer one is the item, and a wrapper around several items is none; a group count
 distinct links, so the parts of one article (picture, headline, "mehr…") are not three.
 
 The parts follow from a few items: a headline that is not a date; a teaser that is not
-the headline again; the date; a label that is a word, not the day of the month ("tag"
-is German for day); read-more links ("weiter…", "Mehr erfahren", "Read more") go into
-``exclude``. The next page is the ``rel="next"`` link, else a link whose words (whole
-words) say so, outside items and consent banners.
+the headline again, nor the byline ("entry-meta") or a date alone; the date (a class
+naming it, also inside a word: "newsdatum"); a label that is a word, not the day of the
+month ("tag" is German for day), and its link where words lead in to it ("Veröffentlicht
+unter Allgemein"); a picture that is not the author's nor a smiley; read-more links
+("weiter…", "Mehr erfahren", "Read more") go into ``exclude``, and are the link where the
+headline has none. The next page is the ``rel="next"`` link, else a link whose words
+(whole words) say so, outside items and consent banners. A page that says it is one
+article (``og:type``) gets no proposal: its lists are related posts, not the site's news.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from digest.config import SelectorSettings
 from digest.sources.dates import find_date
-from digest.sources.listing import is_read_more
+from digest.sources.listing import first_link, is_read_more
 
 __all__ = ["Proposal", "propose"]
 
@@ -48,12 +52,14 @@ _OUTSIDE_WORDS = re.compile(
 )
 _TITLE_WORDS = re.compile(r"^(?:title|titel|headline|heading|ueberschrift|überschrift)$")
 _TEASER_WORDS = re.compile(
-    r"^(?:teaser|excerpt|summary|intro|lead|abstract|desc|description|text|content|"
+    r"(?:teaser|excerpt|summary|intro|lead|abstract|desc|description|text|content|"
     r"vorspann|anriss|entry)$"
 )
+# Words of a class that names the byline or the date line: no teaser ("entry-meta").
+_BYLINE_WORDS = re.compile(r"meta|metainfo|byline|author|autor|posted|postmeta|info|dateline")
 _LABEL_WORDS = re.compile(
     r"^(?:label|kicker|dachzeile|topline|overline|eyebrow|rubrik|ressort|category|"
-    r"categories|kategorie|cat|badge|tag|tags)$"
+    r"categories|kategorie|kategorien|kat|cat|badge|tag|tags)$"
 )
 _DATE_WORDS = re.compile(r"date|datum|time|zeit|day|tag|monat|month|jahr|year", re.IGNORECASE)
 # Words of a class that name a date or a part of one (not "tag": a label in English).
@@ -62,6 +68,8 @@ _WEEKDAYS = re.compile(
     r"montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonnabend|sonntag|mo|di|mi|do|fr|sa|"
     r"so|monday|tuesday|wednesday|thursday|friday|saturday|sunday|mon|tue|wed|thu|fri|sat|sun"
 )
+# An author's picture, a smiley or an emoji: no picture of the item.
+_DECOR = re.compile(r"avatar|smil(?:ey|ies)|emoji", re.IGNORECASE)
 _NEXT_WORDS = re.compile(
     r"^(?:»|›|>|→)$|\b(?:weiter|nächste|nächster|nächstes|ältere|älter|next|older|vorwärts)\b",
     re.IGNORECASE,
@@ -84,6 +92,14 @@ def propose(tree: LexborHTMLParser) -> Proposal:
         hidden.decompose()
     if tree.body is None:
         return Proposal(None, "the page has no body")
+    if _one_article(tree):
+        # Its related posts, "more from the site" boxes and comments are lists, but
+        # not the site's news; the news are on its home or section pages.
+        return Proposal(
+            None,
+            'the page is one article (og:type "article"), no list of news; nothing '
+            "proposed: try the site's home page or news section",
+        )
     page = _Page(tree)
     found = page.best(need_date=True)
     if found is None:
@@ -100,6 +116,14 @@ def propose(tree: LexborHTMLParser) -> Proposal:
         )
     item, items = found
     return Proposal(page.parts(item, items[:5]))
+
+
+def _one_article(tree: LexborHTMLParser) -> bool:
+    """Whether the page says it is one article (Open Graph's ``og:type``)."""
+    for meta in tree.css('meta[property="og:type"], meta[name="og:type"]'):
+        if (meta.attributes.get("content") or "").strip().casefold() == "article":
+            return True
+    return False
 
 
 class _Page:
@@ -180,10 +204,11 @@ class _Page:
         return SelectorSettings(
             item=item,
             title=title,
+            link=_link_selector(sample, title),
             date=date,
             exclude=", ".join(s for s in (date, more) if s),
             teaser=_teaser_selector(sample, title, date),
-            image=_common(sample, ["img"], share=0.5),
+            image=_image_selector(sample),
             label=_label_selector(sample, title, date),
             next=self.next_selector(item),
         )
@@ -209,15 +234,36 @@ class _Page:
             in_pagination = any(
                 _PAGINATION.search(a.attributes.get("class") or "") for a in ancestors
             )
-            for holder in (link, link.parent):
-                if holder is None or not (classes := _classes(holder)):
-                    continue
-                selector = f"{holder.tag}.{classes[0]}"
-                if len(tree.css(selector)) == 1:
-                    found.append((in_pagination, selector))
-                    break
+            if selector := _next_link_selector(tree, link):
+                found.append((in_pagination, selector))
         found.sort(key=lambda f: not f[0])  # links in a pagination first
         return found[0][1] if found else ""
+
+
+def _next_link_selector(tree: LexborHTMLParser, link: LexborNode) -> str:
+    """A selector whose first match leads where ``link`` does: by the link's class, else
+    by its parent's (and its place among the parent's links, counted from the end, where
+    it is not the first: "1 2 3 » Letzte »")."""
+    href = _href(link)
+    for holder in (link, link.parent):
+        if holder is None or not (classes := _classes(holder)):
+            continue
+        selector = f"{holder.tag}.{classes[0]}"
+        if holder is not link and (first := first_link(holder)) and first.mem_id != link.mem_id:
+            siblings = [a for a in holder.iter(include_text=False) if a.tag == "a"]
+            if link.mem_id not in [a.mem_id for a in siblings]:
+                continue
+            from_end = len(siblings) - [a.mem_id for a in siblings].index(link.mem_id)
+            selector += f" a:nth-last-of-type({from_end})"
+        # One link; or the same pager above and below the list.
+        if {_href(n) for n in tree.css(selector)} == {href}:
+            return selector
+    return ""
+
+
+def _href(node: LexborNode) -> str:
+    link = first_link(node)
+    return (link.attributes.get("href") or "").strip() if link is not None else ""
 
 
 def _outside_itself(node: LexborNode) -> bool:
@@ -270,15 +316,38 @@ def _text(node: LexborNode | None) -> str:
 
 def _main_link(node: LexborNode) -> str:
     """The item's article link: its first link with words, else its first link."""
-    first = ""
+    link = _main_link_node(node)
+    return _href(link) if link is not None else ""
+
+
+def _main_link_node(node: LexborNode) -> LexborNode | None:
+    first = None
     for link in node.css("a[href]") if node.tag != "a" else [node]:
-        href = (link.attributes.get("href") or "").strip()
-        if not href or href.startswith(("#", "javascript:", "mailto:", "tel:")):
+        if not _is_page_link(_href(link)):
             continue
         if len(_text(link)) >= 10 and not is_read_more(link):
-            return href
-        first = first or href
+            return link
+        first = first or link
     return first
+
+
+def _is_page_link(href: str) -> bool:
+    return bool(href) and not href.startswith(("#", "javascript:", "mailto:", "tel:"))
+
+
+def _link_selector(sample: list[LexborNode], title: str) -> str:
+    """A selector for the article link where the headline has none and the item's first
+    link is another one (a label's ``href="#"``): the "Mehr erfahren" link, say."""
+    for item in sample:
+        title_node = item.css_first(title) if title else None
+        if title_node is not None and _is_page_link(_href(title_node)):
+            return ""
+        main, first = _main_link_node(item), first_link(item)
+        if main is None or first is None or _href(first) == _href(main):
+            return ""
+    main = _main_link_node(sample[0])
+    classes = _classes(main) if main is not None else []
+    return f"a.{classes[0]}" if classes else ""
 
 
 def _has_date(node: LexborNode) -> bool:
@@ -299,13 +368,23 @@ def _common(sample: list[LexborNode], candidates: list[str], share: float = 1.0)
     return ""
 
 
-def _classed(sample: list[LexborNode], tag: str, words: re.Pattern[str] | None = None) -> list[str]:
-    """Class selectors of ``tag`` elements in the items (a word of the class matching)."""
+def _classed(
+    sample: list[LexborNode],
+    tag: str,
+    words: re.Pattern[str] | None = None,
+    *,
+    anywhere: bool = False,
+) -> list[str]:
+    """Class selectors of ``tag`` elements in the items (a word of the class matching).
+
+    With ``anywhere``, the word may be part of a longer one ("newsdatum").
+    """
     found = []
     for item in sample:
         for node in item.css(tag):
             for name in _classes(node):
-                if words is None or any(words.match(w) for w in _words(name)):
+                matches = (words.search if anywhere else words.match) if words else None
+                if matches is None or any(matches(w) for w in _words(name)):
                     found.append(f"{node.tag}.{name}")
     return list(dict.fromkeys(found))
 
@@ -313,12 +392,33 @@ def _classed(sample: list[LexborNode], tag: str, words: re.Pattern[str] | None =
 def _date_selector(sample: list[LexborNode]) -> str:
     if _common(sample, ["time[datetime]"]):
         return "time[datetime]"
-    for candidate in _classed(sample, "*", _DATE_WORDS):
+    for candidate in _classed(sample, "*", _DATE_WORDS, anywhere=True):
         if all(
             (n := s.css_first(candidate)) is not None and find_date(_text(n), _UTC) for s in sample
         ):
             return candidate
     return ""
+
+
+def _image_selector(sample: list[LexborNode]) -> str:
+    """``img`` where half the items have a picture: not the author's, nor a smiley."""
+    decor = {
+        classes[0]
+        for item in sample
+        for img in item.css("img")
+        if _is_decor(img) and (classes := _classes(img))
+    }
+    selector = "img" + "".join(f":not(.{name})" for name in sorted(decor))
+    pictures = [n for s in sample if (n := s.css_first(selector)) is not None]
+    if len(pictures) < len(sample) / 2 or any(_is_decor(n) for n in pictures):
+        return ""
+    return selector
+
+
+def _is_decor(img: LexborNode) -> bool:
+    """An author's picture, a smiley or an icon, by its class or address (Gravatar's)."""
+    names = " ".join([*_classes(img), img.attributes.get("src") or ""])
+    return bool(_DECOR.search(names))
 
 
 def _title_selector(sample: list[LexborNode]) -> str:
@@ -334,12 +434,14 @@ def _title_selector(sample: list[LexborNode]) -> str:
 def _teaser_selector(sample: list[LexborNode], title: str, date: str) -> str:
     """A part with text of its own: not the headline again, not only the date."""
     candidates = (
-        _classed(sample, "p", _TEASER_WORDS)
-        + _classed(sample, "div", _TEASER_WORDS)
+        _classed(sample, "p", _TEASER_WORDS, anywhere=True)
+        + _classed(sample, "div", _TEASER_WORDS, anywhere=True)
         + _classed(sample, "p")
         + ["p"]
     )
     for candidate in candidates:
+        if any(_BYLINE_WORDS.fullmatch(w) for w in _words(candidate.partition(".")[2])):
+            continue
         if all(_own_text(s, candidate, title, date) for s in sample):
             return candidate
     return ""
@@ -356,6 +458,8 @@ def _own_text(item: LexborNode, candidate: str, title: str, date: str) -> bool:
     words = " ".join(text.split()).casefold()
     if headline and (words in headline or words.startswith(headline)):
         return False  # the headline again
+    if len(words) < 60 and find_date(words, _UTC) is not None:
+        return False  # a date with a weekday or brackets: "[ Samstag, 19. Juli 2014 ]"
     return len(words) >= 20
 
 
@@ -382,8 +486,21 @@ def _label_selector(sample: list[LexborNode], title: str, date: str) -> str:
                 continue
             hits += 1
         if hits >= len(sample) / 3:  # labels mark some items, not all
-            return candidate
+            return _label_link(sample, candidate)
     return ""
+
+
+def _label_link(sample: list[LexborNode], label: str) -> str:
+    """``label``, or its link where the label's words lead in to it: "Veröffentlicht
+    unter Allgemein", "Abgelegt unter: Fotos", "Posted in News"."""
+    nodes = [n for s in sample if (n := s.css_first(label)) is not None]
+    links = [n.css_first("a") for n in nodes]
+    if all(
+        a is not None and _text(a) and _text(a) != _text(n)
+        for a, n in zip(links, nodes, strict=True)
+    ):
+        return f"{label} a"
+    return label
 
 
 def _matches(node: LexborNode, selector: str) -> bool:
