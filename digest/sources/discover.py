@@ -117,7 +117,7 @@ async def discover(
     found.feeds = advertised_feeds(tree, page_url)
     if found.feeds:
         return found
-    proposal = propose(tree)
+    proposal = propose(tree, page_url)
     found.selectors = proposal.selectors
     if found.selectors is None:
         found.warnings.append(proposal.note)

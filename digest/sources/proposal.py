@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -86,13 +87,17 @@ class Proposal:
     note: str = ""
 
 
-def propose(tree: LexborHTMLParser) -> Proposal:
-    """Selectors for the page's repeated dated items, or a note on what the page holds."""
+def propose(tree: LexborHTMLParser, page_url: str = "") -> Proposal:
+    """Selectors for the page's repeated dated items, or a note on what the page holds.
+
+    A site's home page (``page_url`` without a path) is never one article, whatever its
+    ``og:type`` says (some sites put "article" on every page).
+    """
     for hidden in tree.css("script, style, noscript, template"):
         hidden.decompose()
     if tree.body is None:
         return Proposal(None, "the page has no body")
-    if _one_article(tree):
+    if urlsplit(page_url).path.strip("/") and _one_article(tree):
         # Its related posts, "more from the site" boxes and comments are lists, but
         # not the site's news; the news are on its home or section pages.
         return Proposal(

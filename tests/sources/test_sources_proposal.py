@@ -132,8 +132,10 @@ def test_no_author_pictures_nor_smileys() -> None:
 def test_an_article_page_proposes_nothing() -> None:
     # paris-luttes.info: an article with a box of recent articles, each with a date.
     head = '<meta property="og:type" content="article" />'
-    proposal = propose(page(wordpress_posts(), head=head))
+    proposal = propose(page(wordpress_posts(), head=head), "https://paris-luttes.info/a-12355")
     assert proposal.selectors is None
     assert proposal.note.startswith('the page is one article (og:type "article")')
+    # A home page is no single article, whatever it says (austria.info, 96fm.ie say so).
+    assert propose(page(wordpress_posts(), head=head), "https://blog.example/").selectors
     website = '<meta property="og:type" content="website" />'
     assert propose(page(wordpress_posts(), head=website)).selectors is not None
