@@ -16,8 +16,9 @@ month ("tag" is German for day), and its link where words lead in to it ("Veröf
 unter Allgemein"); a picture that is not the author's nor a smiley; read-more links
 ("weiter…", "Mehr erfahren", "Read more") go into ``exclude``, and are the link where the
 headline has none. The next page is the ``rel="next"`` link, else a link whose words
-(whole words) say so, outside items and consent banners. A page that says it is one
-article (``og:type``) gets no proposal: its lists are related posts, not the site's news.
+(whole words) say so, outside items and consent banners. A single article gets no
+proposal (its lists are related posts, not the site's news): a page that says so
+(``og:type``, not on a home page), or whose main text outweighs the dated items.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ __all__ = ["Proposal", "propose"]
 
 #: Fewer repetitions than this are no list of news.
 MIN_ITEMS = 3
+#: Paragraph text of one element that makes an article (characters), and the share of
+#: the items' text that one item holding it has where the items are one article's wrappers.
+_ARTICLE_TEXT = 500
+_ONE_ITEM_SHARE = 0.6
 _UTC = ZoneInfo("UTC")
 _CSS_IDENT = re.compile(r"-?[_a-zA-Z][_a-zA-Z0-9-]*")
 _NEVER_ITEMS = re.compile(
@@ -120,7 +125,39 @@ def propose(tree: LexborHTMLParser, page_url: str = "") -> Proposal:
             "nothing proposed",
         )
     item, items = found
+    if (article := _main_text(tree, items)) is not None:
+        return Proposal(
+            None,
+            f"no list of news on the page: its main text is one article ({article:,} "
+            f"characters) beside {len(items)} dated items ({item}); nothing proposed",
+        )
     return Proposal(page.parts(item, items[:5]))
+
+
+def _main_text(tree: LexborHTMLParser, items: list[LexborNode]) -> int | None:
+    """The length of the page's main text where it is one article, not the items': the
+    element with the most paragraph text lies outside the items and holds more text than
+    all of them (an article with a box of related posts), or it lies in one item that
+    holds most of the items' text (an article in a wrapper that repeats for the sidebar).
+    """
+    paragraphs: Counter[int] = Counter()
+    holders: dict[int, LexborNode] = {}
+    for p in tree.css("p"):
+        if (parent := p.parent) is not None:
+            paragraphs[parent.mem_id] += len(_text(p))
+            holders[parent.mem_id] = parent
+    if not paragraphs:
+        return None
+    key, size = paragraphs.most_common(1)[0]
+    if size < _ARTICLE_TEXT:
+        return None
+    lengths = {n.mem_id: len(_text(n)) for n in items}
+    total = sum(lengths.values())
+    main = holders[key]
+    holder = next((a for a in [main, *_ancestors(main)] if a.mem_id in lengths), None)
+    if holder is None:
+        return size if size >= total else None
+    return size if lengths[holder.mem_id] >= _ONE_ITEM_SHARE * total else None
 
 
 def _one_article(tree: LexborHTMLParser) -> bool:

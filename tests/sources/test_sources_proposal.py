@@ -139,3 +139,27 @@ def test_an_article_page_proposes_nothing() -> None:
     assert propose(page(wordpress_posts(), head=head), "https://blog.example/").selectors
     website = '<meta property="og:type" content="website" />'
     assert propose(page(wordpress_posts(), head=website)).selectors is not None
+
+
+def test_an_article_beside_a_box_of_latest_posts_proposes_nothing() -> None:
+    # Articles without og:type: the article's text outweighs the dated posts beside it.
+    body = "<p>" + " ".join([TEXT] * 12) + "</p>"
+    latest = "".join(
+        f'<div class="latest-item"><a href="/news/{n}/">Kurzmeldung Nummer {n} vom Tag</a>'
+        f"<span>{day}</span></div>"
+        for n, day in enumerate(DAYS[:4])
+    )
+    tree = page(f'<div class="box-latest">{latest}</div>', before=f"<h1>Titel</h1>{body}")
+    proposal = propose(tree, "https://verband.example/news/details/ein-artikel/")
+    assert proposal.selectors is None
+    assert proposal.note.startswith("no list of news on the page: its main text is one article")
+    # transgen.de: the article and two teasers each in a wrapper of the same class.
+    wrapped = "".join(
+        f'<div class="clearfix"><div><h2><a href="/aktuell/{n}.html">Meldung Nummer {n} '
+        f"aus der Redaktion</a></h2><span>{day}</span>{body if n == 0 else ''}</div></div>"
+        for n, day in enumerate(DAYS[:3])
+    )
+    assert propose(page(wrapped), "https://www.transgen.de/aktuell/1.html").selectors is None
+    # Blog posts in full, each as long as an article, are a list.
+    full = wordpress_posts().replace(f"<p>{TEXT}</p>", body)
+    assert propose(page(full), "https://blog.example/blog/").selectors is not None
