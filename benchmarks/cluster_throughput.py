@@ -49,6 +49,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import send_throughput as base  # noqa: E402
+from _proc import cpu_seconds, postgres_cpu  # noqa: E402
 from _schema import new_schema  # noqa: E402
 
 ROOT = base.ROOT
@@ -178,34 +179,6 @@ def _seconds(first: Any, last: Any) -> float:
     return max(1e-3, (last - first).total_seconds())
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) process ``pid`` has used so far; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _postgres_cpu() -> float:
-    """CPU time of the local PostgreSQL: its live processes, and the ended backends that
-    the postmaster waited for (its children's time); 0 where /proc is missing."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            name, fields = stat.read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        if not name.endswith("(postgres"):
-            continue
-        values = fields.split()
-        total += (int(values[11]) + int(values[12])) / tick
-        if b"\0-D\0" in Path(stat.parent, "cmdline").read_bytes():
-            total += (int(values[13]) + int(values[14])) / tick  # the postmaster
-    return total
-
-
 def _children_cpu() -> float:
     """CPU time of this process's children that have ended and were waited for."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -251,8 +224,8 @@ def run_cluster(base_url: str, sink: Any, tmp: Path, workers: int, subscribers: 
 
         def cpu_now() -> tuple[float, float, float, float]:
             """(monotonic time, CPU seconds of the workers, the sink, PostgreSQL)."""
-            workers_cpu = sum(_cpu_seconds(p.pid) for p in processes)
-            return time.monotonic(), workers_cpu, sink.cpu_seconds(), _postgres_cpu()
+            workers_cpu = sum(cpu_seconds(p.pid) for p in processes)
+            return time.monotonic(), workers_cpu, sink.cpu_seconds(), postgres_cpu()
 
         marks = [cpu_now()]
         started = marks[0][0]

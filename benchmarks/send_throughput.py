@@ -52,6 +52,7 @@ from digest.delivery.senders import sender_processes
 from digest.ops import jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_seconds, free_port  # noqa: E402
 from _schema import new_schema  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,12 +66,6 @@ LOCALES = {0: "en_GB", 5: "fr_FR"}
 
 
 # --- the sink ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _smtp_sink() -> tuple[list[str], dict[str, str]] | None:
@@ -112,7 +107,7 @@ class Sink:
     """A discarding SMTP server in another process."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.kind = "aiosmtpd (smtp-sink not available)"
         self._process: subprocess.Popen[bytes] | None = None
         self._child: multiprocessing.Process | None = None
@@ -145,11 +140,7 @@ class Sink:
     def cpu_seconds(self) -> float:
         """CPU time the sink has used so far (user and system; 0 where /proc is missing)."""
         pid = self._process.pid if self._process is not None else self._child and self._child.pid
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(pid) if pid else 0.0
 
     def stop(self) -> None:
         if self._process is not None:

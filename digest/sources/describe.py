@@ -129,7 +129,6 @@ _DANGLING_ORDINAL = re.compile(
     r"\b(?:am|vom|zum|bis|ab|seit|dem|den|der|des|im|zur|bis zum|nr)\.?\s+\d{1,2}\.$",
     re.IGNORECASE,
 )
-# A description that ends in one of these words (and no full stop) breaks off mid-sentence.
 # A date (and time) a site puts before the text: "06.11.2023, 11.41 Uhr : ", "06.11.23 - ".
 _DATELINE = re.compile(
     r"^\d{1,2}\.\d{1,2}\.(?:\d{4}|\d{2})(?:,?\s+\d{1,2}[.:]\d{2}(?:\s+Uhr)?)?"
@@ -153,6 +152,7 @@ _CAPTION_CLASS = re.compile(
     re.IGNORECASE,
 )
 _CREDIT = re.compile(r"(?:©|\(c\)\s|Fotos?:|Bild(?:quelle)?:|Quelle:|Copyright\b)", re.IGNORECASE)
+# A description that ends in one of these words (and no full stop) breaks off mid-sentence.
 _DANGLING_WORD = re.compile(
     r"\b(?:und|oder|aber|der|die|das|den|dem|des|ein|eine|einen|einem|einer|eines|am|im|in|"
     r"mit|für|von|vom|zu|zum|zur|auf|an|bei|nach|über|unter|aus|durch|gegen|ohne|um|als|wie|"
