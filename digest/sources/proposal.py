@@ -125,7 +125,7 @@ def propose(tree: LexborHTMLParser, page_url: str = "") -> Proposal:
             "nothing proposed",
         )
     item, items = found
-    if (article := _main_text(tree, items)) is not None:
+    if (article := _article_length(tree, items)) is not None:
         return Proposal(
             None,
             f"no list of news on the page: its main text is one article ({article:,} "
@@ -134,7 +134,7 @@ def propose(tree: LexborHTMLParser, page_url: str = "") -> Proposal:
     return Proposal(page.parts(item, items[:5]))
 
 
-def _main_text(tree: LexborHTMLParser, items: list[LexborNode]) -> int | None:
+def _article_length(tree: LexborHTMLParser, items: list[LexborNode]) -> int | None:
     """The length of the page's main text where it is one article, not the items': the
     element with the most paragraph text lies outside the items and holds more text than
     all of them (an article with a box of related posts), or it lies in one item that
