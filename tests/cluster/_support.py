@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from digest.config import Settings, load_settings
 from digest.delivery.capture import LocalSmtpServer
+from digest.ops import jobs
 from digest.store import Store
 from digest.store import schema as t
 from tests.conftest import POSTGRES_URL, postgres_schema_url
@@ -115,6 +117,34 @@ def seed_readers(store: Store, count: int) -> None:
                     for sid in ids[start : start + 5000]
                 ],
             )
+
+
+@dataclass
+class Site:
+    """A cluster site of the tests: its config, the environment of its ``digest``
+    processes, its settings and its open store."""
+
+    config: Path
+    env: dict[str, str]
+    settings: Settings
+    store: Store
+
+
+@contextlib.contextmanager
+def cluster_site(
+    folder: Path, store_url: str, smtp_port: int, *, readers: int, **site: Any
+) -> Iterator[Site]:
+    """A site (:func:`write_site` with ``site``) on ``store_url`` and the relay at
+    ``smtp_port``, its store open with ``readers`` seeded; the store is closed after."""
+    config = write_site(folder, **site)
+    env = environment(store_url, smtp_port)
+    settings = load_settings(config, environ=env)
+    store = jobs.open_store(settings)
+    try:
+        seed_readers(store, readers)
+        yield Site(config, env, settings, store)
+    finally:
+        store.close()
 
 
 @dataclass

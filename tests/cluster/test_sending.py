@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from digest.cluster.app import RETRY_PASS, RUN_NEWSLETTER, defer
-from digest.config import load_settings
 from digest.core.models import Article, DeliveryState
 from digest.delivery.holding import MAX_UNRECORDED
 from digest.delivery.relays import connection_slots
@@ -34,14 +33,12 @@ from tests.cluster._support import (
     NOW,
     WEEK,
     CountingServer,
+    cluster_site,
     digest,
-    environment,
     job_rows,
     postgres_schema,
     running_workers,
-    seed_readers,
     until,
-    write_site,
 )
 from tests.smtp_server import RecordingServer
 
@@ -64,12 +61,11 @@ async def test_a_worker_killed_mid_slice_loses_nobody_and_repeats_only_its_unrec
 ) -> None:
     async with CountingServer() as server:
         counting = server.counting
-        config = write_site(tmp_path / "site", pool_size=6, send_slots=3, slice_seconds=2)
-        env = environment(queue_store_url, server.port)
-        settings = load_settings(config, environ=env)
-        store = jobs.open_store(settings)
-        try:
-            seed_readers(store, READERS)
+        with cluster_site(
+            tmp_path / "site", queue_store_url, server.port, readers=READERS,
+            pool_size=6, send_slots=3, slice_seconds=2,
+        ) as site:  # fmt: skip
+            config, env, settings, store = site.config, site.env, site.settings, site.store
             await jobs.collect(settings, store, NL, now=NOW)
             async with running_workers(config, env, 3) as workers:
                 code, out, err = await digest(config, env, "send", NL, "--week", WEEK)
@@ -122,8 +118,6 @@ async def test_a_worker_killed_mid_slice_loses_nobody_and_repeats_only_its_unrec
                 assert store.count_sending(record.id) == 0
                 record = store.get_issue(NL, WEEK)
                 assert record is not None and record.status == "sent"
-        finally:
-            store.close()
 
     times = counting.times()
     assert set(times) == {f"leser{n}@example.org" for n in range(READERS)}
@@ -143,36 +137,35 @@ async def test_send_wait_exits_0_once_sent_and_75_while_the_relay_cannot_be_reac
     readers = 300
     server = CountingServer()
     await server.start()
-    config = write_site(tmp_path / "site", pool_size=2, send_slots=2, slice_seconds=2)
-    env = environment(queue_store_url, server.port)
-    settings = load_settings(config, environ=env)
-    store = jobs.open_store(settings)
     try:
-        seed_readers(store, readers)
-        for newsletter in (NL, NL2):
-            await jobs.collect(settings, store, newsletter, now=NOW)
-        async with running_workers(config, env, 1) as workers:
-            code, out, err = await digest(
-                config, env, "send", NL, "--week", WEEK, "--wait", timeout=300
-            )
-            assert code == 0, out + err + workers.log_tails()
-            assert "finished: nothing left to send" in out
-            assert counting_of(server) == {f"leser{n}@example.org": 1 for n in range(readers)}
+        with cluster_site(
+            tmp_path / "site", queue_store_url, server.port, readers=readers,
+            pool_size=2, send_slots=2, slice_seconds=2,
+        ) as site:  # fmt: skip
+            config, env, settings, store = site.config, site.env, site.settings, site.store
+            for newsletter in (NL, NL2):
+                await jobs.collect(settings, store, newsletter, now=NOW)
+            async with running_workers(config, env, 1) as workers:
+                code, out, err = await digest(
+                    config, env, "send", NL, "--week", WEEK, "--wait", timeout=300
+                )
+                assert code == 0, out + err + workers.log_tails()
+                assert "finished: nothing left to send" in out
+                assert counting_of(server) == {f"leser{n}@example.org": 1 for n in range(readers)}
 
-            await server.stop()  # the relay is gone
-            code, out, err = await digest(
-                config, env, "send", NL2, "--week", WEEK, "--wait", timeout=300
-            )
-            assert code == 75, out + err + workers.log_tails()
-            assert "refused the connection" in err and "the cluster tries again" in err
-            record = store.get_issue(NL2, WEEK)
-            assert record is not None
-            # Every reader stays due, untouched: no attempt counted against anyone.
-            rows = store.deliveries(record.id)
-            assert len(rows) == readers
-            assert {(r.state, r.attempts) for r in rows} == {(DeliveryState.PENDING, 0)}
+                await server.stop()  # the relay is gone
+                code, out, err = await digest(
+                    config, env, "send", NL2, "--week", WEEK, "--wait", timeout=300
+                )
+                assert code == 75, out + err + workers.log_tails()
+                assert "refused the connection" in err and "the cluster tries again" in err
+                record = store.get_issue(NL2, WEEK)
+                assert record is not None
+                # Every reader stays due, untouched: no attempt counted against anyone.
+                rows = store.deliveries(record.id)
+                assert len(rows) == readers
+                assert {(r.state, r.attempts) for r in rows} == {(DeliveryState.PENDING, 0)}
     finally:
-        store.close()
         await server.stop()
 
 
@@ -184,12 +177,11 @@ async def test_two_issues_sending_at_once_take_turns_within_the_relays_connectio
         counting = server.counting
         # Two slots of one connection each; three workers, which without the slots'
         # locks would run three slices (three connections) at once.
-        config = write_site(tmp_path / "site", pool_size=2, send_slots=2, slice_seconds=1)
-        env = environment(queue_store_url, server.port)
-        settings = load_settings(config, environ=env)
-        store = jobs.open_store(settings)
-        try:
-            seed_readers(store, readers)
+        with cluster_site(
+            tmp_path / "site", queue_store_url, server.port, readers=readers,
+            pool_size=2, send_slots=2, slice_seconds=1,
+        ) as site:  # fmt: skip
+            config, env, settings, store = site.config, site.env, site.settings, site.store
             for newsletter in (NL, NL2):
                 await jobs.collect(settings, store, newsletter, now=NOW)
             async with running_workers(config, env, 3) as workers:
@@ -204,8 +196,6 @@ async def test_two_issues_sending_at_once_take_turns_within_the_relays_connectio
                 await until(
                     both_sent, timeout=300, every=0.5, what="both issues sent", workers=workers
                 )
-        finally:
-            store.close()
     assert len(counting.received) == 2 * readers
     assert counting.peak_open <= 2, counting.peak_open
     # They took turns: each issue went on while the other was being sent.
@@ -220,13 +210,12 @@ async def test_the_scheduled_run_queues_the_send_and_the_retry_pass_sends_what_f
 ) -> None:
     readers, later = 50, "leser7@example.org"
     async with RecordingServer(temp_fail={later: "451 4.7.1 Try again later"}) as server:
-        config = write_site(tmp_path / "site", pool_size=2, send_slots=2, slice_seconds=2)
-        env = environment(queue_store_url, server.port)
-        settings = load_settings(config, environ=env)
-        newsletter = settings.newsletter(NL)
-        store = jobs.open_store(settings)
-        try:
-            seed_readers(store, readers)
+        with cluster_site(
+            tmp_path / "site", queue_store_url, server.port, readers=readers,
+            pool_size=2, send_slots=2, slice_seconds=2,
+        ) as site:  # fmt: skip
+            settings, store = site.settings, site.store
+            config, env, newsletter = site.config, site.env, settings.newsletter(NL)
             # An article of last week, which the run composes now.
             week, start, _end = iso_week_window(None, newsletter.zone, datetime.now(UTC))
             store.upsert_articles(
@@ -263,7 +252,5 @@ async def test_the_scheduled_run_queues_the_send_and_the_retry_pass_sends_what_f
                     lambda: store.get_issue(NL, week).status == "sent",  # type: ignore[union-attr]
                     timeout=300, what="the retry pass's send", workers=workers,
                 )  # fmt: skip
-        finally:
-            store.close()
     received = [rcpt for _f, rcpts, _d in server.messages for rcpt in rcpts]
     assert sorted(received) == sorted(f"leser{n}@example.org" for n in range(readers))
